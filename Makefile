@@ -1,0 +1,30 @@
+# make serve: run the server; make test: lint, type-check and test. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: serve test lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+serve: $(STAMP)
+	$(BIN)/trio-chat serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check trio_chat tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict trio_chat
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

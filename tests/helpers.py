@@ -1,0 +1,108 @@
+"""Small clients for end-to-end tests: a TCP line client and a WebSocket client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from trio_chat.protocol import LineBuffer
+
+WAIT = 10  # seconds any single expected message may take (a bound, never slept)
+
+
+class TcpClient:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._buffer = LineBuffer(1 << 20)
+        self._lines: list[bytes] = []
+
+    @classmethod
+    async def connect(cls, port: int) -> TcpClient:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def send(self, obj: Any) -> None:
+        await self.send_raw(json.dumps(obj).encode() + b"\n")
+
+    async def line(self) -> bytes | None:
+        """Next line, or None at EOF."""
+        with trio.fail_after(WAIT):
+            while not self._lines:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return None
+                self._lines.extend(self._buffer.feed(data))
+        return self._lines.pop(0)
+
+    async def recv(self) -> dict[str, Any]:
+        line = await self.line()
+        assert line is not None, "connection closed"
+        obj: dict[str, Any] = json.loads(line)
+        return obj
+
+    async def recv_until(self, **match: Any) -> dict[str, Any]:
+        """Skip messages until one has every key/value in ``match``."""
+        while True:
+            msg = await self.recv()
+            if all(msg.get(k) == v for k, v in match.items()):
+                return msg
+
+    async def join(self, name: str) -> dict[str, Any]:
+        await self.send({"type": "join", "user": name})
+        welcome = await self.recv_until(type="welcome")
+        await self.recv_until(type="system", event="join", name=name)
+        return welcome
+
+    async def eof(self) -> bool:
+        """True if the server closed the connection (after any remaining lines)."""
+        while True:
+            if await self.line() is None:
+                return True
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> TcpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class WsClient:
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self._pending: list[dict[str, Any]] = []
+
+    async def send(self, obj: Any) -> None:
+        await self.ws.send_message(json.dumps(obj))
+
+    async def recv(self) -> dict[str, Any]:
+        with trio.fail_after(WAIT):
+            while not self._pending:
+                message = await self.ws.get_message()
+                assert isinstance(message, str)
+                self._pending.extend(json.loads(part) for part in message.split("\n"))
+        return self._pending.pop(0)
+
+    async def recv_until(self, **match: Any) -> dict[str, Any]:
+        while True:
+            msg = await self.recv()
+            if all(msg.get(k) == v for k, v in match.items()):
+                return msg
+
+    async def join(self, name: str, **extra: Any) -> dict[str, Any]:
+        await self.send({"type": "join", "user": name, **extra})
+        welcome = await self.recv_until(type="welcome")
+        await self.recv_until(type="system", event="join", name=name)
+        return welcome
+
+
+def ws_client(port: int, path: str = "/") -> Any:
+    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection."""
+    return open_websocket_url(f"ws://127.0.0.1:{port}{path}")

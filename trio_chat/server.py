@@ -1,0 +1,75 @@
+"""``serve(config)``: both listeners in one nursery, around one room."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+
+import trio
+
+from .config import Config
+from .room import Room
+from .tcp import serve_tcp_chat
+from .ws import serve_ws_chat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where the server actually listens (ports given as 0 are resolved)."""
+
+    host: str
+    tcp_port: int
+    ws_port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{_url_host(self.host)}:{self.ws_port}/"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _port(listeners: list[trio.SocketListener]) -> int:
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def serve(
+    config: Config,
+    *,
+    room: Room | None = None,
+    task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the chat server until cancelled; reports a :class:`Bound` when listening."""
+    room = room if room is not None else Room()
+    async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
+        tcp = await listeners.start(serve_tcp_chat, room, config, connections)
+        ws = await listeners.start(serve_ws_chat, room, config, connections)
+        bound = Bound(config.host, _port(tcp), _port(ws))
+        log.info(
+            "trio-chat listening: tcp://%s:%d ws://%s:%d",
+            _url_host(bound.host),
+            bound.tcp_port,
+            _url_host(bound.host),
+            bound.ws_port,
+        )
+        task_status.started(bound)
+
+
+async def serve_until_signal(config: Config) -> None:
+    """Serve until SIGINT or SIGTERM, then stop without a traceback."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, config)
+            async for signum in signals:
+                log.info("%s received; stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run(config: Config) -> None:
+    trio.run(serve_until_signal, config)

@@ -1,0 +1,133 @@
+"""One connection's life in the room, the same for every transport.
+
+A session is a task pair: the reader decodes what the peer sends and acts on it;
+the writer drains the member's outgoing queue, writing everything queued at once
+(one ``send_all`` on TCP). Transports only move bytes; they implement
+:class:`Transport`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import trio
+
+from . import protocol
+from .config import Config
+from .protocol import NOT_JOINED, SLOW_CONSUMER, Chat, Event, Join, Leave, Ping, ProtocolError, Who
+from .room import Member, Room
+
+log = logging.getLogger(__name__)
+
+#: Most lines handed to one transport write.
+MAX_BATCH = 512
+
+
+#: Eviction reason for a peer that vanished (reset, broken pipe).
+GONE = "gone"
+
+
+class PeerGone(Exception):
+    """The peer closed or reset the connection while we were writing."""
+
+
+class Transport(Protocol):
+    peer: str
+
+    async def receive(self) -> Sequence[Event | ProtocolError] | None:
+        """Wait for input; return what it decoded to (maybe nothing), or None at EOF."""
+
+    async def send(self, lines: list[str], *, batch: bool) -> None:
+        """Write encoded messages; ``batch`` lets several share one frame. Raises PeerGone."""
+
+    async def close(self, reason: str | None) -> None:
+        """Close the connection, saying why if ``reason`` (an error code) calls for it
+        and it can be said quickly."""
+
+
+class Session:
+    def __init__(self, room: Room, config: Config, transport: Transport) -> None:
+        self.room = room
+        self.config = config
+        self.transport = transport
+        self._cancel = trio.CancelScope()
+        send, self._outgoing = trio.open_memory_channel[str](config.queue_size)
+        self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
+        self._send = send
+
+    async def run(self) -> None:
+        """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
+        member = self.member
+        with self._cancel:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop)
+                try:
+                    await self._read_loop()
+                finally:
+                    self.room.leave(member)
+                    self._send.close()  # the writer drains what is queued, then stops
+        with trio.move_on_after(self.config.goodbye_timeout) as scope:
+            scope.shield = True
+            await self.transport.close(member.evicted)
+
+    async def _read_loop(self) -> None:
+        while True:
+            received = await self.transport.receive()
+            if received is None:
+                return
+            for item in received:
+                if isinstance(item, ProtocolError):
+                    self.member.deliver(item.to_message())
+                    if item.fatal:
+                        self.member.evicted = item.code
+                        return
+                    continue
+                try:
+                    if not self._handle(item):
+                        return
+                except ProtocolError as error:
+                    self.member.deliver(error.to_message())
+
+    def _handle(self, event: Event) -> bool:
+        """Act on one event; False ends the session."""
+        member, room = self.member, self.room
+        if isinstance(event, Chat):
+            if not member.joined:
+                if event.user is None:
+                    raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
+                # Seed compatibility: its client never joins and names itself in each chat.
+                room.join(member, protocol.validate_name(event.user))
+            room.say(member, event.text)
+        elif isinstance(event, Join):
+            if not member.joined:
+                member.batch = event.batch
+            room.join(member, event.user)
+        elif isinstance(event, Who):
+            member.deliver(protocol.users(room.names))
+        elif isinstance(event, Ping):
+            member.deliver(protocol.pong())
+        elif isinstance(event, Leave):
+            return False
+        return True
+
+    async def _write_loop(self) -> None:
+        outgoing = self._outgoing
+        async for line in outgoing:
+            lines = [line]
+            while len(lines) < MAX_BATCH:
+                try:
+                    lines.append(outgoing.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            with trio.move_on_after(self.config.send_timeout):
+                try:
+                    await self.transport.send(lines, batch=self.member.batch)
+                except PeerGone:
+                    self.member.evict(GONE)
+                    return
+                continue
+            log.info("%s stopped reading; evicting", self.member)
+            self.member.evict(SLOW_CONSUMER)
+            return
