@@ -9,10 +9,12 @@ speak one protocol. See ``docs/protocol.md`` for the contract.
 from __future__ import annotations
 
 import json
+import struct
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Final
 
 MAX_NAME: Final = 32
@@ -296,9 +298,54 @@ def timestamp(now: datetime | None = None) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def encode(message: Mapping[str, Any]) -> str:
+class Encoded(str):
+    """A server message serialized once, carrying its wire bytes for every recipient.
+
+    It is the message's JSON text (a ``str``, so anything that handles text handles
+    it), plus ``data`` (UTF-8 with the NDJSON newline, for TCP) and ``frame`` (one
+    unmasked WebSocket text frame), each built once however many clients get it.
+    """
+
+    @cached_property
+    def data(self) -> bytes:
+        return self.encode("utf-8") + b"\n"
+
+    @cached_property
+    def frame(self) -> bytes:
+        return ws_frame_header(len(self.data) - 1) + self.data[:-1]
+
+
+def wire_line(line: str) -> bytes:
+    """One message as an NDJSON line: cached when it is :class:`Encoded`."""
+    return line.data if isinstance(line, Encoded) else (line + "\n").encode("utf-8")
+
+
+def wire_frame(line: str) -> bytes:
+    """One message as a WebSocket text frame: cached when it is :class:`Encoded`."""
+    if isinstance(line, Encoded):
+        return line.frame
+    payload = line.encode("utf-8")
+    return ws_frame_header(len(payload)) + payload
+
+
+def wire_batch_frame(lines: list[str]) -> bytes:
+    """Several messages in one WebSocket text frame, newline-separated (``batch``)."""
+    payload = b"".join(map(wire_line, lines))[:-1]
+    return ws_frame_header(len(payload)) + payload
+
+
+def ws_frame_header(length: int) -> bytes:
+    """The header of a final, unmasked text frame (RFC 6455 5.2), as servers send."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+def encode(message: Mapping[str, Any]) -> Encoded:
     """Serialize a server message: compact JSON on one line (newlines are escaped)."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return Encoded(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
 
 
 def welcome(user: str, users: list[str]) -> str:
@@ -320,6 +367,23 @@ def system(event: str, name: str, text: str, clients_count: int, ts: str, **extr
             "clients_count": clients_count,
             "timestamp": ts,
             **extra,
+        }
+    )
+
+
+def summary(joined: int, left: int, clients_count: int, ts: str) -> str:
+    """Join and leave notices coalesced under load (docs/protocol.md, "Busy rooms")."""
+    parts = [f"{n} {what}" for n, what in ((joined, "joined"), (left, "left")) if n]
+    return encode(
+        {
+            "type": "system",
+            "event": "summary",
+            "user": SYSTEM_USER,
+            "joined": joined,
+            "left": left,
+            "text": ", ".join(parts) or "no change",
+            "clients_count": clients_count,
+            "timestamp": ts,
         }
     )
 

@@ -4,6 +4,11 @@ Every member has its own bounded outgoing channel. :meth:`Room.broadcast` never
 awaits a client: it puts one already-encoded line into each queue with
 ``send_nowait``; a member whose queue is full is evicted (the slow-consumer policy)
 and the others see it leave.
+
+Join and leave notices go to everyone, so a crowd arriving at once would cost
+members x joins deliveries. While :meth:`Room.run_notices` runs (``serve`` starts
+it), notices past a delivery budget per interval are coalesced into one ``summary``
+notice per interval; a joiner still gets its own ``join`` notice at once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ from . import protocol
 from .protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
 
 log = logging.getLogger(__name__)
+
+#: Deliveries that individual join/leave notices may cost per interval before the
+#: rest are coalesced (a room of 100 absorbs 40 joins at once; one of 5,000, one).
+NOTICE_BUDGET = 4096
+#: Seconds per notice interval: the longest a coalesced notice waits.
+NOTICE_INTERVAL = 0.1
 
 
 class Member:
@@ -67,11 +78,24 @@ class Member:
 class Room:
     """The one chat room shared by every transport."""
 
-    def __init__(self, clock: Callable[[], str] = protocol.timestamp) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], str] = protocol.timestamp,
+        *,
+        notice_budget: int = NOTICE_BUDGET,
+        notice_interval: float = NOTICE_INTERVAL,
+    ) -> None:
         self._members: dict[str, Member] = {}  # casefolded name -> member, join order
         self._clock = clock
         self._evicted: deque[Member] = deque()
         self._evicting = False
+        self._notice_budget = notice_budget
+        self._notice_interval = notice_interval
+        self._coalescing = False  # True while run_notices() runs
+        self._window_end = float("-inf")
+        self._window_spent = 0
+        self._joined = self._left = 0  # coalesced, not yet announced
+        self._pending = trio.Event()
 
     @property
     def names(self) -> list[str]:
@@ -94,7 +118,10 @@ class Room:
         if old is None:
             log.info("join %s from %s (%d online)", name, member.peer, len(self))
             member.deliver(protocol.welcome(name, self.names))
-            self._announce("join", name, f"{name} joined the chat")
+            text = f"{name} joined the chat"
+            if not self._notice("join", name, text):
+                # Coalesced for the others; the joiner still sees its own join.
+                member.deliver(protocol.system("join", name, text, len(self), self._clock()))
         elif old != name:
             log.info("rename %s -> %s", old, name)
             member.deliver(protocol.welcome(name, self.names))
@@ -112,7 +139,7 @@ class Room:
             f" ({member.evicted})" if member.evicted else "",
             len(self),
         )
-        self._announce("leave", name, f"{name} left the chat")
+        self._notice("leave", name, f"{name} left the chat")
 
     def say(self, member: Member, text: str) -> None:
         """Broadcast a chat message under the member's own name."""
@@ -138,3 +165,44 @@ class Room:
 
     def _announce(self, event: str, name: str, text: str, **extra: str) -> None:
         self.broadcast(protocol.system(event, name, text, len(self), self._clock(), **extra))
+
+    def _notice(self, event: str, name: str, text: str) -> bool:
+        """Announce a join or leave now if the interval's budget allows; else count
+        it for the next summary. True if it went out on its own."""
+        if self._coalescing:
+            now = trio.current_time()
+            if now >= self._window_end:
+                self._window_end = now + self._notice_interval
+                self._window_spent = 0
+            if self._window_spent >= self._notice_budget:
+                if event == "join":
+                    self._joined += 1
+                else:
+                    self._left += 1
+                self._pending.set()
+                return False
+            self._window_spent += len(self) or 1
+        self._announce(event, name, text)
+        return True
+
+    async def run_notices(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Send coalesced join/leave notices as one ``summary`` per interval, until
+        cancelled. Without this task running, every notice goes out on its own."""
+        self._coalescing = True
+        try:
+            task_status.started()
+            while True:
+                await self._pending.wait()
+                await trio.sleep_until(self._window_end)
+                self._pending = trio.Event()
+                joined, left = self._joined, self._left
+                self._joined = self._left = 0
+                self.broadcast(protocol.summary(joined, left, len(self), self._clock()))
+                # Still busy: the next interval starts coalesced too, so a steady
+                # crowd costs one broadcast per interval.
+                self._window_end = trio.current_time() + self._notice_interval
+                self._window_spent = self._notice_budget
+        finally:
+            self._coalescing = False

@@ -47,6 +47,7 @@ async def serve(
     """Run the chat server until cancelled; reports a :class:`Bound` when listening."""
     room = room if room is not None else Room()
     async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
+        await listeners.start(room.run_notices)
         tcp = await listeners.start(serve_tcp_chat, room, config, connections)
         ws = await listeners.start(serve_ws_chat, room, config, connections)
         bound = Bound(config.host, _port(tcp), _port(ws))

@@ -10,7 +10,7 @@ from functools import partial
 import trio
 
 from .config import Config
-from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line
+from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line, wire_line
 from .room import Room
 from .session import PeerGone, Session
 
@@ -66,7 +66,9 @@ class TcpTransport:
             return error
 
     async def send(self, lines: list[str], *, batch: bool = True) -> None:
-        data = ("\n".join(lines) + "\n").encode()
+        # Broadcast messages arrive already encoded (protocol.Encoded): no per-client
+        # encoding, and the whole queue leaves in one write.
+        data = b"".join(map(wire_line, lines))
         try:
             await self.stream.send_all(data)
         except _STREAM_ERRORS as exc:

@@ -15,7 +15,15 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from .config import Config
-from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
+from .protocol import (
+    SLOW_CONSUMER,
+    TOO_LONG,
+    Event,
+    ProtocolError,
+    decode_frame,
+    wire_batch_frame,
+    wire_frame,
+)
 from .room import Room
 from .session import PeerGone, Session
 from .tcp import peer_name
@@ -50,14 +58,27 @@ class WsTransport:
         return [] if event is None else [event]
 
     async def send(self, lines: list[str], *, batch: bool) -> None:
-        try:
-            if batch:
-                await self.ws.send_message("\n".join(lines))
-            else:
-                for line in lines:
-                    await self.ws.send_message(line)
-        except ConnectionClosed as exc:
-            raise PeerGone from exc
+        """Write everything queued in one ``send_all``: one frame per message, or
+        (``batch``) one frame holding them all, newline-separated.
+
+        ``send_message`` would cost a wsproto encode and a lock round per message
+        per client; server frames are unmasked and uncompressed (we negotiate no
+        extensions), so each broadcast's frame is built once (``Encoded.frame``)
+        and the frames are written straight to the connection's stream, under the
+        same lock trio-websocket takes for its own writes.
+        """
+        if batch and len(lines) > 1:
+            data = wire_batch_frame(lines)
+        else:
+            data = b"".join(map(wire_frame, lines))
+        ws = self.ws
+        async with ws._stream_lock:
+            if ws.closed is not None:  # closing: nothing may follow the close frame
+                raise PeerGone
+            try:
+                await ws._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerGone from exc
 
     async def close(self, reason: str | None) -> None:
         code, text = CLOSE_CODES.get(reason, (1011, reason or "error"))
