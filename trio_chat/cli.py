@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from . import bench as bench_mod
 from . import server
 from .config import Config
 
@@ -59,3 +60,53 @@ def serve(**options: Any) -> None:
     config = Config(**options)
     setup_logging(config.log_level)
     server.run(config)
+
+
+@main.command()
+@click.option("--mode", "modes", multiple=True, type=click.Choice(bench_mod.MODES),
+              help="trio-chat modes to measure (repeatable) [default: all three].")
+@click.option("--peer", "peers", multiple=True, nargs=3, metavar="NAME URL COMMAND",
+              help="A peer server: its name, its ws:// URL and the command that starts "
+                   "it (repeatable).")
+@click.option("--clients", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--senders", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--window", type=click.IntRange(1), default=4, show_default=True,
+              help="Messages each sender keeps in flight (closed loop).")
+@click.option("--rate", type=click.FloatRange(0), default=0, show_default=True,
+              help="Fixed total deliveries/s instead of the closed loop (0: closed loop).")
+@click.option("--duration", type=click.FloatRange(0.5), default=8.0, show_default=True,
+              help="Seconds measured, after the warm-up.")
+@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option("--loaders", type=click.IntRange(1), default=1, show_default=True,
+              help="Loader processes sharing the clients.")
+@click.option("--probe-every", type=click.IntRange(0), default=10, show_default=True,
+              help="Every Nth client records the latency of each delivery.")
+@click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
+              help="Measure every server this many times, in turn.")
+@click.option("--scale", is_flag=True,
+              help="Instead: hold --clients idle joined connections (trio-chat: half TCP, "
+                   "half WebSocket); report join time and RSS per connection.")
+@click.option("--profile-dir", default="", metavar="DIR",
+              help="Record a py-spy profile of each Python server into DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs: int,
+          scale: bool, as_json: bool, **settings: Any) -> None:
+    """Fan-out benchmark: trio-chat against peer servers, in one run."""
+    config = bench_mod.Settings(**settings)
+    if scale:
+        targets = [bench_mod.scale_target()] if not modes else []
+    else:
+        targets = bench_mod.our_targets(modes or bench_mod.MODES)
+    targets += [bench_mod.peer_target(*peer) for peer in peers]
+
+    def progress(result: bench_mod.Result) -> None:
+        if not as_json:
+            click.echo(f"  run {result.run + 1}: {result.target}: "
+                       f"{result.deliveries_per_s:,.0f} deliveries/s"
+                       + (f" ({result.error})" if result.error else ""), err=True)
+
+    results = bench_mod.run_bench(targets, config, runs, scale, progress)
+    if as_json:
+        click.echo(bench_mod.to_json(results, config))
+    else:
+        click.echo(bench_mod.report(results, scale))

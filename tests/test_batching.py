@@ -1,0 +1,164 @@
+"""Write batching and encode-once: several queued messages leave in one write.
+
+The server side runs over memory streams wrapped in a stream that records every
+``send_all``, so the assertions are about writes and frames, never about time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+from trio_websocket import wrap_client_stream
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from tests.helpers import TcpClient, WsClient
+from trio_chat import protocol
+from trio_chat.config import Config
+from trio_chat.room import Room
+from trio_chat.session import Session
+from trio_chat.tcp import TcpTransport
+from trio_chat.ws import handle_ws
+
+CONFIG = Config(tcp_port=0, ws_port=0)
+TS = "2026-11-26T18:00:00.000Z"
+TEXTS = ["one", "two", "three"]
+
+
+class CountingStream(trio.abc.Stream):
+    """A stream that records each ``send_all`` it is given (the transport's writes)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class StuckStream(CountingStream):
+    """Once ``stuck``, writes never finish (a peer whose window stays shut)."""
+
+    stuck = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.stuck:
+            await trio.sleep_forever()
+        await super().send_all(data)
+
+
+def broadcast_three(room: Room) -> None:
+    """Queue three messages for everyone with no checkpoint between them."""
+    for text in TEXTS:
+        room.broadcast(protocol.chat("Zed", text, TS))
+
+
+async def test_tcp_queued_messages_leave_in_one_write(nursery):
+    room = Room()
+    client_end, server_end = trio.testing.memory_stream_pair()
+    counting = CountingStream(server_end)
+    nursery.start_soon(Session(room, CONFIG, TcpTransport(counting, CONFIG)).run)
+    async with TcpClient(client_end) as ann:
+        await ann.join("Ann")
+        before = len(counting.writes)
+        broadcast_three(room)
+        assert [(await ann.recv())["text"] for _ in TEXTS] == TEXTS
+        assert len(counting.writes) == before + 1
+        assert counting.writes[-1].count(b"\n") == 3
+
+
+async def ws_pair(nursery, room):
+    """A trio-chat WebSocket session and a trio-websocket client, over memory."""
+    client_end, server_end = trio.testing.memory_stream_pair()
+    counting = CountingStream(server_end)
+    nursery.start_soon(handle_ws, room, CONFIG, counting)
+    conn = await wrap_client_stream(nursery, client_end, "localhost", "/")
+    return conn, counting
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_ws_queued_messages_leave_in_one_write(nursery, batch):
+    room = Room()
+    conn, counting = await ws_pair(nursery, room)
+    client = WsClient(conn)
+    await client.join("Ann", batch=batch)
+    before = len(counting.writes)
+    broadcast_three(room)
+    if batch:
+        # One frame carrying the three objects, newline-separated.
+        message = await conn.get_message()
+        assert [json.loads(part)["text"] for part in message.split("\n")] == TEXTS
+    else:
+        # Three frames, one object each, all in the same write.
+        assert [json.loads(await conn.get_message())["text"] for _ in TEXTS] == TEXTS
+    assert len(counting.writes) == before + 1
+    await conn.aclose()
+
+
+async def test_ws_single_message_is_a_plain_frame_in_batch_mode(nursery):
+    room = Room()
+    conn, _ = await ws_pair(nursery, room)
+    await WsClient(conn).join("Ann", batch=True)
+    room.broadcast(protocol.chat("Zed", "alone", TS))
+    assert json.loads(await conn.get_message())["text"] == "alone"
+    await conn.aclose()
+
+
+def test_encoded_once_for_every_transport():
+    message = protocol.chat("Ann", "héllo\nworld", TS)
+    assert isinstance(message, protocol.Encoded) and isinstance(message, str)
+    assert json.loads(message)["text"] == "héllo\nworld"
+    assert message.data == message.encode() + b"\n"
+    assert message.data is message.data  # built once, then shared
+    assert message.frame is message.frame
+    assert protocol.wire_line(message) is message.data
+    assert protocol.wire_line("plain") == b"plain\n"
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_frames_parse_as_websocket_text(size):
+    """Our hand-built server frames, read by wsproto's own frame parser."""
+    text = "x" * size
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(protocol.wire_frame(text) + protocol.wire_frame(protocol.encode({})))
+    frames = list(parser.received_frames())
+    assert [(f.opcode, f.payload, f.message_finished) for f in frames] == [
+        (Opcode.TEXT, text, True),
+        (Opcode.TEXT, "{}", True),
+    ]
+
+
+def test_batch_frame_joins_with_newlines():
+    lines = [protocol.encode({"n": 1}), "plain", protocol.encode({"n": 2})]
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(protocol.wire_batch_frame(lines))
+    (frame,) = parser.received_frames()
+    assert frame.payload == '{"n":1}\nplain\n{"n":2}'
+
+
+async def test_write_timeout_still_evicts(nursery, autojump_clock):
+    """The writer's one cancel scope: a write that outlasts send_timeout evicts."""
+    room = Room()
+    client_end, server_end = trio.testing.memory_stream_pair()
+    stuck = StuckStream(server_end)
+    session = Session(room, CONFIG, TcpTransport(stuck, CONFIG))
+    nursery.start_soon(session.run)
+    async with TcpClient(client_end) as ann:
+        await ann.join("Ann")
+        stuck.stuck = True
+        room.broadcast(protocol.chat("Zed", "never read", TS))
+        await trio.sleep(CONFIG.send_timeout + 1)
+        assert session.member.evicted == protocol.SLOW_CONSUMER
+        assert room.names == []
