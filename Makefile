@@ -1,10 +1,11 @@
-# make serve: run the server; make test: lint, type-check and test. Both set up .venv first.
+# make serve: run the server; make test: lint, type-check and test; make bench: the fan-out
+# benchmark (BENCH_ARGS adds options, e.g. --peer NAME URL COMMAND). All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck clean
+.PHONY: serve test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/trio-chat bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -518,14 +518,18 @@ class Loaders:
             self.procs.append(proc)
 
     def ask(self, per_loader: Sequence[tuple[Any, ...]], timeout: float) -> list[Any]:
-        for pipe, command in zip(self.pipes, per_loader, strict=True):
+        """Send each loader its command (none: just collect) and wait for every reply."""
+        for pipe, command in zip(self.pipes, per_loader, strict=False):
             pipe.send(command)
         replies = []
         deadline = time.monotonic() + timeout
-        for pipe in self.pipes:
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError("a loader did not answer in time")
-            replies.append(pipe.recv())
+        try:
+            for pipe in self.pipes:
+                if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError("a loader did not answer in time")
+                replies.append(pipe.recv())
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(f"a loader died: {exc!r}") from exc
         return replies
 
     def close(self) -> None:
@@ -616,11 +620,7 @@ def measure_fanout(target: Target, settings: Settings, run: int = 0) -> Result:
                 result.extra["profile"] = spy[1]
                 result.extra["profile_top"] = profile_top(spy[1])
             result.server_peak_rss_mb = _peak_rss_mb(proc.pid)
-            runs = []
-            for pipe in loaders.pipes:
-                if not pipe.poll(s.drain + 30):
-                    raise RuntimeError("a loader did not finish its run")
-                runs.append(pipe.recv())
+            runs = loaders.ask([], s.drain + 30)  # the run's results, already asked for
         finally:
             loaders.close()
     result.server_cpu = (cpu1 - cpu0) / s.duration

@@ -25,11 +25,11 @@ from .protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
 log = logging.getLogger(__name__)
 
 #: Deliveries per second that join/leave notices may cost before they are coalesced:
-#: a room of 100 takes 30 joins at once one by one; a room of 5,000, one a second.
-#: (A notice to an idle client costs a whole write, ~20 us: 5,000/s is ~10% of a core.)
-NOTICE_RATE = 5_000
+#: a room of 100 takes 19 joins at once one by one; a room of 4,000, one each 2 s.
+#: (A notice to an idle client costs a whole write, 20-40 us: 2,000/s is ~5% of a core.)
+NOTICE_RATE = 2_000
 #: Shortest notice interval, in seconds; in a big room it is members / NOTICE_RATE,
-#: so one summary to everyone stays within the rate (10,000 members: 2 s).
+#: so one summary to everyone stays within the rate (10,000 members: 5 s).
 NOTICE_INTERVAL = 0.1
 
 
