@@ -696,12 +696,13 @@ def report(results: list[Result], scale: bool = False) -> str:
     names = list(dict.fromkeys(r.target for r in results))
     lines = []
     if scale:
-        lines.append(f"{'server':<18} {'conns':>6} {'join 1st half s':>15} "
+        lines.append(f"{'server':<18} {'conns':>6} {'join 1st half s':>15} {'2nd half s':>10} "
                      f"{'RSS/conn KB':>11} {'RSS MB':>7} {'peak MB':>7}")  # fmt: skip
         for r in results:
             e = r.extra
             lines.append(
                 f"{r.target:<18} {r.connected:>6} {e.get('join_first_half_s', 0):>15} "
+                f"{e.get('join_second_half_s', 0):>10} "
                 f"{e.get('rss_per_connection_kb', 0):>11} {e.get('rss_idle_mb', 0):>7} "
                 f"{r.server_peak_rss_mb:>7.1f}" + (f"  ERROR {r.error}" if r.error else "")
             )

@@ -101,8 +101,9 @@ def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs:
 
     def progress(result: bench_mod.Result) -> None:
         if not as_json:
-            click.echo(f"  run {result.run + 1}: {result.target}: "
-                       f"{result.deliveries_per_s:,.0f} deliveries/s"
+            figure = (f"{result.connected} connected" if scale
+                      else f"{result.deliveries_per_s:,.0f} deliveries/s")
+            click.echo(f"  run {result.run + 1}: {result.target}: {figure}"
                        + (f" ({result.error})" if result.error else ""), err=True)
 
     results = bench_mod.run_bench(targets, config, runs, scale, progress)
