@@ -87,3 +87,20 @@ async def test_without_the_notice_task_nothing_is_held_back():
     room = Room(notice_rate=1)
     seats = [Seat(room, f"u{i}") for i in range(5)]
     assert notices(seats[0].drain()) == [("join", f"u{i}") for i in range(5)]
+
+
+def test_welcome_lists_members_in_join_order_through_renames_and_leaves():
+    """The room keeps the encoded user list; it must match a fresh encoding."""
+    from trio_chat import protocol
+
+    room = Room()
+    seats = {name: Seat(room, name) for name in ["Ann", "Bø \"b\"", "Cy"]}
+    room.leave(seats["Ann"].member)
+    room.join(seats["Cy"].member, "Cyd")  # a rename moves Cyd to the end
+    dee = Seat(room, "Dee")
+    welcome = dee.drain()[0]
+    assert welcome["users"] == ['Bø "b"', "Cyd", "Dee"] == room.names
+    assert welcome["clients_count"] == 3
+    assert protocol.welcome_encoded("Dee", protocol.json_array(room.names), 3) == (
+        protocol.welcome("Dee", room.names)
+    )

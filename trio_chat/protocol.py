@@ -352,6 +352,27 @@ def welcome(user: str, users: list[str]) -> str:
     return encode({"type": "welcome", "user": user, "users": users, "clients_count": len(users)})
 
 
+def json_array(items: list[str]) -> str:
+    """A list of strings as compact JSON, as :func:`encode` writes it inside messages."""
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_array_append(array: str, item: str) -> str:
+    """``array`` (compact JSON) with ``item`` appended: a copy, not a re-encode."""
+    item_json = json.dumps(item, ensure_ascii=False)
+    return f"{array[:-1]},{item_json}]" if array != "[]" else f"[{item_json}]"
+
+
+def welcome_encoded(user: str, users_json: str, clients_count: int) -> str:
+    """:func:`welcome` with the user list already encoded (the room keeps it, so a
+    join in a big room does not re-encode every name). Same bytes as ``welcome``."""
+    user_json = json.dumps(user, ensure_ascii=False)
+    return Encoded(
+        f'{{"type":"welcome","user":{user_json},"users":{users_json},'
+        f'"clients_count":{clients_count}}}'
+    )
+
+
 def chat(user: str, text: str, ts: str) -> str:
     return encode({"type": "chat", "user": user, "text": text, "timestamp": ts})
 

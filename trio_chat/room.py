@@ -99,10 +99,17 @@ class Room:
         self._window_budget = 0.0  # deliveries notices may take before window_end
         self._joined = self._left = 0  # coalesced, not yet announced
         self._pending = trio.Event()
+        self._users_json: str | None = None  # names in join order, as JSON
 
     @property
     def names(self) -> list[str]:
         return [m.name for m in self._members.values() if m.name is not None]
+
+    def _users(self) -> str:
+        """The member names as a JSON array, cached: joins append to it."""
+        if self._users_json is None:
+            self._users_json = protocol.json_array(self.names)
+        return self._users_json
 
     def __len__(self) -> int:
         return len(self._members)
@@ -116,11 +123,14 @@ class Room:
         old = member.name
         if old is not None:
             del self._members[old.casefold()]
+            self._users_json = None  # a rename moves the name to the end
         member.name = name
         self._members[key] = member
         if old is None:
             log.info("join %s from %s (%d online)", name, member.peer, len(self))
-            member.deliver(protocol.welcome(name, self.names))
+            if self._users_json is not None:  # the newest member is last in join order
+                self._users_json = protocol.json_array_append(self._users_json, name)
+            member.deliver(protocol.welcome_encoded(name, self._users(), len(self)))
             text = f"{name} joined the chat"
             if not self._notice("join", name, text):
                 # Coalesced for the others; the joiner still sees its own join.
@@ -136,6 +146,7 @@ class Room:
         if name is None or self._members.get(name.casefold()) is not member:
             return
         del self._members[name.casefold()]
+        self._users_json = None
         log.info(
             "leave %s%s (%d online)",
             name,
