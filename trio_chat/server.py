@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import signal
@@ -91,7 +94,27 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 10)
 
 
+#: glibc's M_MMAP_THRESHOLD: allocations at least this big get their own mapping.
+MMAP_THRESHOLD = 64 * 1024
+
+
+def tune_malloc() -> None:
+    """Keep big short-lived buffers out of glibc's heap.
+
+    A ``welcome`` lists every member: 120 KB of text (and its bytes and frame) per
+    join in a room of 10,000, freed at once. glibc raises its mmap threshold after
+    such frees and then carves them from the heap between long-lived connection
+    objects, which fragments it: RSS per idle connection measured 59 KB after a
+    10,000-client join storm, 42 KB with the threshold pinned at 64 KB (what
+    ``MALLOC_MMAP_THRESHOLD_=65536`` does). Elsewhere (not glibc) this does nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD in <malloc.h>
+
+
 def run(config: Config) -> None:
     """Run the server in this process until SIGINT or SIGTERM (the CLI's entry)."""
     tune_gc()
+    tune_malloc()
     trio.run(serve_until_signal, config)
