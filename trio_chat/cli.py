@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ import click
 
 from . import server
 from .config import Config
+from .store import StoreError, default_db_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = Config()
@@ -54,8 +56,19 @@ def main() -> None:
 @option("--send-timeout", type=click.FloatRange(0, min_open=True),
         default=DEFAULTS.send_timeout,
         help="Seconds a write to one client may take before it is dropped.")
+@option("--db", default=default_db_path(),
+        help="History database (SQLite file, created if missing); ':memory:' keeps "
+        "nothing on disk.")
+@option("--history-keep", type=click.IntRange(1), default=DEFAULTS.history_keep,
+        help="Chat messages kept in the history; older ones are pruned.")
+@option("--history-replay", type=click.IntRange(0), default=DEFAULTS.history_replay,
+        help="Messages replayed to a client that joins without 'since'.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
     setup_logging(config.log_level)
-    server.run(config)
+    try:
+        server.run(config)
+    except StoreError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)

@@ -25,3 +25,10 @@ class Config:
     handshake_timeout: float = 10.0
     #: Seconds spent telling an evicted or closing client why, before dropping it.
     goodbye_timeout: float = 1.0
+    #: History database (SQLite file). The library default keeps it in memory; the
+    #: CLI's default is ``trio-chat.db`` in the user data directory.
+    db: str = ":memory:"
+    #: Chat messages kept in the history; older ones are pruned.
+    history_keep: int = 10000
+    #: Messages replayed to a joiner that does not send ``since``.
+    history_replay: int = 50

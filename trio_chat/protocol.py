@@ -305,8 +305,25 @@ def welcome(user: str, users: list[str]) -> str:
     return encode({"type": "welcome", "user": user, "users": users, "clients_count": len(users)})
 
 
-def chat(user: str, text: str, ts: str) -> str:
-    return encode({"type": "chat", "user": user, "text": text, "timestamp": ts})
+def chat(
+    user: str, text: str, ts: str, message_id: int | None = None, *, history: bool = False
+) -> str:
+    """A chat message; ``history`` marks one replayed from the store (sent earlier)."""
+    message: dict[str, Any] = {"type": "chat"}
+    if message_id is not None:
+        message["id"] = message_id
+    message.update(user=user, text=text, timestamp=ts)
+    if history:
+        message["history"] = True
+    return encode(message)
+
+
+def history_end(last_id: int, *, complete: bool = True) -> str:
+    """Ends a replay; ``last_id`` is the newest id at join time (resume from it)."""
+    message: dict[str, Any] = {"type": "history_end", "last_id": last_id}
+    if not complete:
+        message["complete"] = False
+    return encode(message)
 
 
 def system(event: str, name: str, text: str, clients_count: int, ts: str, **extra: Any) -> str:

@@ -4,6 +4,10 @@ Every member has its own bounded outgoing channel. :meth:`Room.broadcast` never
 awaits a client: it puts one already-encoded line into each queue with
 ``send_nowait``; a member whose queue is full is evicted (the slow-consumer policy)
 and the others see it leave.
+
+With a :class:`~trio_chat.history.History`, chat messages get ids and are handed to
+the store before they are broadcast, and a joiner's queue gets one
+:class:`~trio_chat.history.Replay` item right after its ``welcome``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 import trio
 
 from . import protocol
+from .history import History, Replay
 from .protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -25,7 +30,7 @@ class Member:
 
     def __init__(
         self,
-        outgoing: trio.MemorySendChannel[str],
+        outgoing: trio.MemorySendChannel[str | Replay],
         *,
         peer: str = "?",
         on_evict: Callable[[], object] = lambda: None,
@@ -41,8 +46,9 @@ class Member:
     def joined(self) -> bool:
         return self.name is not None
 
-    def deliver(self, line: str) -> bool:
-        """Queue one line without waiting; False (and eviction) when the queue is full."""
+    def deliver(self, line: str | Replay) -> bool:
+        """Queue one line (or a replay) without waiting; False (and eviction) when the
+        queue is full."""
         if self.evicted is not None:
             return False
         try:
@@ -67,9 +73,15 @@ class Member:
 class Room:
     """The one chat room shared by every transport."""
 
-    def __init__(self, clock: Callable[[], str] = protocol.timestamp) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], str] = protocol.timestamp,
+        *,
+        history: History | None = None,
+    ) -> None:
         self._members: dict[str, Member] = {}  # casefolded name -> member, join order
         self._clock = clock
+        self.history = history
         self._evicted: deque[Member] = deque()
         self._evicting = False
 
@@ -80,8 +92,11 @@ class Room:
     def __len__(self) -> int:
         return len(self._members)
 
-    def join(self, member: Member, name: str) -> None:
-        """Seat ``member`` under ``name`` (already validated), or rename it if seated."""
+    def join(self, member: Member, name: str, since: int | None = None) -> None:
+        """Seat ``member`` under ``name`` (already validated), or rename it if seated.
+
+        A first join is replayed history (after ``since`` if given) after its welcome.
+        """
         key = name.casefold()
         holder = self._members.get(key)
         if holder is not None and holder is not member:
@@ -94,6 +109,8 @@ class Room:
         if old is None:
             log.info("join %s from %s (%d online)", name, member.peer, len(self))
             member.deliver(protocol.welcome(name, self.names))
+            if self.history is not None:
+                member.deliver(self.history.replay(since))
             self._announce("join", name, f"{name} joined the chat")
         elif old != name:
             log.info("rename %s -> %s", old, name)
@@ -114,11 +131,27 @@ class Room:
         )
         self._announce("leave", name, f"{name} left the chat")
 
+    async def wait_writable(self) -> None:
+        """Wait until :meth:`say` can hand a message to the store (backpressure on the
+        one sender calling this; the room goes on)."""
+        if self.history is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.history.wait_writable()
+
     def say(self, member: Member, text: str) -> None:
-        """Broadcast a chat message under the member's own name."""
+        """Broadcast a chat message under the member's own name.
+
+        With history, the message is handed to the store first; raises
+        ``trio.WouldBlock`` if the store is full (await :meth:`wait_writable` first).
+        """
         assert member.name is not None
         log.debug("chat %s: %s", member.name, text)
-        self.broadcast(protocol.chat(member.name, text, self._clock()))
+        ts = self._clock()
+        if self.history is None:
+            self.broadcast(protocol.chat(member.name, text, ts))
+        else:
+            self.broadcast(self.history.record(member.name, text, ts))
 
     def broadcast(self, line: str) -> None:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""

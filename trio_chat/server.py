@@ -1,14 +1,17 @@
-"""``serve(config)``: both listeners in one nursery, around one room."""
+"""``serve(config)``: both listeners in one nursery, around one room and its history."""
 
 from __future__ import annotations
 
 import logging
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from .config import Config
+from .history import open_history
 from .room import Room
 from .tcp import serve_tcp_chat
 from .ws import serve_ws_chat
@@ -44,27 +47,43 @@ async def serve(
     room: Room | None = None,
     task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the chat server until cancelled; reports a :class:`Bound` when listening."""
-    room = room if room is not None else Room()
-    async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
-        tcp = await listeners.start(serve_tcp_chat, room, config, connections)
-        ws = await listeners.start(serve_ws_chat, room, config, connections)
-        bound = Bound(config.host, _port(tcp), _port(ws))
-        log.info(
-            "trio-chat listening: tcp://%s:%d ws://%s:%d",
-            _url_host(bound.host),
-            bound.tcp_port,
-            _url_host(bound.host),
-            bound.ws_port,
-        )
-        task_status.started(bound)
+    """Run the chat server until cancelled; reports a :class:`Bound` when listening.
+
+    Without a ``room``, opens the history store named by ``config.db`` for this run.
+    However it stops (cancelled included), every chat message broadcast has been
+    committed to the room's store when this returns.
+    """
+    async with AsyncExitStack() as stack:
+        if room is None:
+            room = Room(history=await stack.enter_async_context(open_history(config)))
+        try:
+            async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
+                tcp = await listeners.start(serve_tcp_chat, room, config, connections)
+                ws = await listeners.start(serve_ws_chat, room, config, connections)
+                bound = Bound(config.host, _port(tcp), _port(ws))
+                log.info(
+                    "trio-chat listening: tcp://%s:%d ws://%s:%d",
+                    _url_host(bound.host),
+                    bound.tcp_port,
+                    _url_host(bound.host),
+                    bound.ws_port,
+                )
+                task_status.started(bound)
+        finally:
+            if room.history is not None:
+                with trio.CancelScope(shield=True):
+                    await room.history.store.flush()
 
 
 async def serve_until_signal(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM, then stop without a traceback."""
+    """Serve until SIGINT or SIGTERM, then stop without a traceback.
+
+    The store is opened first, outside any nursery, so that a bad ``--db`` surfaces
+    as a plain :class:`~trio_chat.store.StoreError`.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
+        async with open_history(config) as history, trio.open_nursery() as nursery:
+            await nursery.start(partial(serve, config, room=Room(history=history)))
             async for signum in signals:
                 log.info("%s received; stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()

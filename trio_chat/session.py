@@ -16,6 +16,7 @@ import trio
 
 from . import protocol
 from .config import Config
+from .history import Replay
 from .protocol import NOT_JOINED, SLOW_CONSUMER, Chat, Event, Join, Leave, Ping, ProtocolError, Who
 from .room import Member, Room
 
@@ -53,7 +54,7 @@ class Session:
         self.config = config
         self.transport = transport
         self._cancel = trio.CancelScope()
-        send, self._outgoing = trio.open_memory_channel[str](config.queue_size)
+        send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
         self._send = send
 
@@ -84,6 +85,11 @@ class Session:
                         self.member.evicted = item.code
                         return
                     continue
+                if isinstance(item, Chat):
+                    # The store must take the message before the room broadcasts it;
+                    # if it is full, only this sender waits. No checkpoint between
+                    # this and _handle, so the room cannot fill it again meanwhile.
+                    await self.room.wait_writable()
                 try:
                     if not self._handle(item):
                         return
@@ -103,7 +109,7 @@ class Session:
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
-            room.join(member, event.user)
+            room.join(member, event.user, since=event.since)
         elif isinstance(event, Who):
             member.deliver(protocol.users(room.names))
         elif isinstance(event, Ping):
@@ -114,20 +120,44 @@ class Session:
 
     async def _write_loop(self) -> None:
         outgoing = self._outgoing
-        async for line in outgoing:
-            lines = [line]
-            while len(lines) < MAX_BATCH:
+        async for item in outgoing:
+            lines: list[str] = []
+            while True:
+                if isinstance(item, Replay):
+                    # A replay may be longer than the queue: it is one queue item,
+                    # rendered here and written in chunks at the peer's pace.
+                    if lines and not await self._write(lines):
+                        return
+                    lines = await self._render(item)
+                    for start in range(0, len(lines), MAX_BATCH):
+                        if not await self._write(lines[start : start + MAX_BATCH]):
+                            return
+                    lines = []
+                else:
+                    lines.append(item)
+                if len(lines) >= MAX_BATCH:
+                    break
                 try:
-                    lines.append(outgoing.receive_nowait())
+                    item = outgoing.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            with trio.move_on_after(self.config.send_timeout):
-                try:
-                    await self.transport.send(lines, batch=self.member.batch)
-                except PeerGone:
-                    self.member.evict(GONE)
-                    return
-                continue
-            log.info("%s stopped reading; evicting", self.member)
-            self.member.evict(SLOW_CONSUMER)
-            return
+            if lines and not await self._write(lines):
+                return
+
+    async def _render(self, replay: Replay) -> list[str]:
+        history = self.room.history
+        assert history is not None
+        return await history.render(replay)
+
+    async def _write(self, lines: list[str]) -> bool:
+        """One bounded write; False (and eviction) if the peer is gone or too slow."""
+        with trio.move_on_after(self.config.send_timeout):
+            try:
+                await self.transport.send(lines, batch=self.member.batch)
+            except PeerGone:
+                self.member.evict(GONE)
+                return False
+            return True
+        log.info("%s stopped reading; evicting", self.member)
+        self.member.evict(SLOW_CONSUMER)
+        return False
