@@ -122,8 +122,11 @@ class BatchingStore:
         self._work.set()
 
     async def wait_writable(self) -> None:
-        """Return once :meth:`put_nowait` will succeed (if called without awaiting)."""
-        await trio.lowlevel.checkpoint()
+        """Return once :meth:`put_nowait` will succeed (if called without awaiting).
+
+        Returns at once, without a checkpoint, when there is room: it is called once
+        per chat message by a reader that has just awaited its socket anyway.
+        """
         while self.full:
             await self._progress.wait()
 

@@ -1,0 +1,218 @@
+"""Message ids, the SQLite history store, replay on join and ``since`` resume."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+
+from tests.helpers import TcpClient
+from trio_chat import Config, serve
+from trio_chat.history import History, open_history
+from trio_chat.room import Room
+from trio_chat.store import SqliteStore, StoredMessage, StoreError, running
+
+CONFIG = Config(tcp_port=0, ws_port=0)
+
+
+async def join_with_replay(
+    client: TcpClient, name: str, **extra: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Join; return the replayed chats and the ``history_end`` that follows welcome."""
+    await client.send({"type": "join", "user": name, **extra})
+    await client.recv_until(type="welcome")
+    chats = []
+    while (msg := await client.recv())["type"] != "history_end":
+        assert msg["type"] == "chat" and msg["history"] is True, msg
+        chats.append(msg)
+    joined = await client.recv()
+    assert joined["type"] == "system" and joined["event"] == "join", joined
+    return chats, msg
+
+
+async def say(client: TcpClient, name: str, *texts: str) -> list[int]:
+    """Send chats and wait for their echoes; return their ids."""
+    for text in texts:
+        await client.send({"type": "chat", "text": text})
+    ids = []
+    for text in texts:
+        echo = await client.recv_until(type="chat", user=name, text=text)
+        assert "history" not in echo
+        ids.append(echo["id"])
+    return ids
+
+
+async def test_ids_increase_across_restart(tmp_path):
+    config = replace(CONFIG, db=str(tmp_path / "chat.db"))
+    for run, texts in enumerate([("one", "two"), ("three",)]):
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(serve, config)
+            async with await TcpClient.connect(bound.tcp_port) as bob:
+                earlier, end = await join_with_replay(bob, "Bob")
+                assert [m["text"] for m in earlier] == ["one", "two"][: 2 * run]
+                ids = await say(bob, "Bob", *texts)
+            nursery.cancel_scope.cancel()
+        assert ids == sorted(ids) and ids[0] == end["last_id"] + 1
+    assert ids == [3]
+    rows = sqlite3.connect(config.db).execute("SELECT id, user, text FROM messages").fetchall()
+    assert rows == [(1, "Bob", "one"), (2, "Bob", "two"), (3, "Bob", "three")]
+
+
+async def test_replay_count_and_order(nursery):
+    config = replace(CONFIG, history_replay=3)
+    bound = await nursery.start(serve, config)
+    async with await TcpClient.connect(bound.tcp_port) as bob, \
+            await TcpClient.connect(bound.tcp_port) as ann:
+        chats, end = await join_with_replay(bob, "Bob")
+        assert chats == [] and end == {"type": "history_end", "last_id": 0}
+        await say(bob, "Bob", *"abcde")
+        chats, end = await join_with_replay(ann, "Ann")
+        assert [(m["id"], m["user"], m["text"]) for m in chats] == [
+            (3, "Bob", "c"), (4, "Bob", "d"), (5, "Bob", "e"),
+        ]
+        assert end == {"type": "history_end", "last_id": 5}
+        # Live messages after the replay carry no history mark; renames replay nothing.
+        await ann.send({"type": "join", "user": "Anna"})
+        await ann.recv_until(type="welcome")
+        assert (await ann.recv())["event"] == "rename"
+        assert await say(ann, "Anna", "f") == [6]
+
+
+async def test_since_resumes_after_the_last_seen_id(nursery):
+    bound = await nursery.start(serve, CONFIG)
+    async with await TcpClient.connect(bound.tcp_port) as bob:
+        await join_with_replay(bob, "Bob")
+        await say(bob, "Bob", *"abcde")
+        for since, expected in [(2, "cde"), (0, "abcde"), (5, ""), (99, "")]:
+            async with await TcpClient.connect(bound.tcp_port) as ann:
+                chats, end = await join_with_replay(ann, "Ann", since=since)
+                assert "".join(m["text"] for m in chats) == expected
+                assert end == {"type": "history_end", "last_id": 5}
+
+
+async def test_since_past_the_retention_says_incomplete(nursery):
+    config = replace(CONFIG, history_keep=3)
+    async with open_history(config) as history:
+        bound = await nursery.start(partial(serve, config, room=Room(history=history)))
+        async with await TcpClient.connect(bound.tcp_port) as bob:
+            await join_with_replay(bob, "Bob")
+            await say(bob, "Bob", *"abcdef")
+            await history.store.flush()  # the pruning is done by the writer, in order
+            assert history.store.pruned_through == 3
+            for since, expected, complete in [
+                (1, "def", False), (2, "def", False), (3, "def", True), (5, "f", True)
+            ]:
+                async with await TcpClient.connect(bound.tcp_port) as ann:
+                    chats, end = await join_with_replay(ann, "Ann", since=since)
+                    assert "".join(m["text"] for m in chats) == expected
+                    assert end.get("complete", True) is complete
+                    assert end["last_id"] == 6
+        nursery.cancel_scope.cancel()
+
+
+async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
+    """A ``since`` older than the in-memory ring is completed from the database."""
+    store = SqliteStore(str(tmp_path / "chat.db"), keep=8, max_pending=4)
+    async with running(store, 4) as snapshot:
+        history = History(store, snapshot, replay=2, ring=4)
+        for n in range(1, 13):
+            await history.wait_writable()
+            history.record("Bob", f"m{n}", "T")
+        await store.flush()
+        assert store.pruned_through == 4
+
+        async def texts(since: int | None) -> tuple[list[str], str]:
+            *chats, end = await history.render(history.replay(since))
+            return [line.split('"text":"')[1].split('"')[0] for line in chats], end
+
+        assert await texts(None) == (["m11", "m12"], '{"type":"history_end","last_id":12}')
+        assert await texts(6) == (
+            [f"m{n}" for n in range(7, 13)], '{"type":"history_end","last_id":12}'
+        )
+        assert await texts(2) == (
+            [f"m{n}" for n in range(5, 13)],
+            '{"type":"history_end","last_id":12,"complete":false}',
+        )
+
+
+async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path):
+    """A killed server may have broadcast ids it never committed: never reuse them."""
+    path = str(tmp_path / "chat.db")
+    store = SqliteStore(path, keep=100, max_pending=16)
+    await store.open(10)
+    for n in range(1, 4):
+        store.put_nowait(StoredMessage(n, "Bob", "x", "T"))
+    await store.flush()  # no writer task: flush commits itself
+    await trio.to_thread.run_sync(store._close_sync, False)  # as if killed
+
+    async with open_history(replace(CONFIG, db=path)) as history:
+        assert history.last_id == 3 + 16
+        assert history.record("Bob", "y", "T").startswith('{"type":"chat","id":20,')
+    async with open_history(replace(CONFIG, db=path)) as history:
+        assert history.last_id == 20  # that stop was clean
+
+
+class GatedStore(SqliteStore):
+    """A real SQLite store whose commits wait until the test opens the gate."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def _write_sync(self, batch: list[StoredMessage]) -> int:
+        assert self.gate.wait(30), "test never opened the gate"
+        return super()._write_sync(batch)
+
+
+async def test_a_stalled_writer_holds_back_the_sender_not_the_room(nursery):
+    store = GatedStore(":memory:", keep=100, max_pending=8)
+    try:
+        async with open_history(CONFIG, store) as history:
+            bound = await nursery.start(partial(serve, CONFIG, room=Room(history=history)))
+            async with await TcpClient.connect(bound.tcp_port) as bob, \
+                    await TcpClient.connect(bound.tcp_port) as ann:
+                await join_with_replay(bob, "Bob")
+                await join_with_replay(ann, "Ann")
+                for n in range(1, 12):
+                    await bob.send({"type": "chat", "text": f"m{n}"})
+                # Nothing is committed yet, and the room still delivers all it took.
+                for n in range(1, 9):
+                    assert (await ann.recv_until(type="chat"))["id"] == n
+                assert store.uncommitted == 8
+                await ann.send({"type": "ping"})
+                assert await ann.recv() == {"type": "pong"}  # m9 is not ahead of it
+                store.gate.set()
+                for n in range(9, 12):
+                    assert (await ann.recv_until(type="chat"))["text"] == f"m{n}"
+                await store.flush()
+                assert store.uncommitted == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        store.gate.set()
+
+
+async def test_store_refuses_a_database_it_does_not_own(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    blocked = tmp_path / "file" / "chat.db"
+    blocked.parent.write_text("a file where a directory should be")
+    for path, says in [
+        (garbage, "not a database"),
+        (foreign, "not trio-chat's"),
+        (newer, "schema version 99"),
+        (blocked, "cannot use history database"),
+    ]:
+        with pytest.raises(StoreError, match=says):
+            async with open_history(replace(CONFIG, db=str(path))):
+                pass
