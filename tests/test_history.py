@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from dataclasses import replace
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers import TcpClient
+from tests.helpers import TcpClient, WsClient, ws_client
 from trio_chat import Config, serve
 from trio_chat.history import History, open_history
 from trio_chat.room import Room
@@ -93,6 +94,25 @@ async def test_since_resumes_after_the_last_seen_id(nursery):
                 chats, end = await join_with_replay(ann, "Ann", since=since)
                 assert "".join(m["text"] for m in chats) == expected
                 assert end == {"type": "history_end", "last_id": 5}
+
+
+async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
+    bound = await nursery.start(serve, CONFIG)
+    async with await TcpClient.connect(bound.tcp_port) as bob, \
+            ws_client(bound.ws_port) as conn:
+        await join_with_replay(bob, "Bob")
+        await say(bob, "Bob", "a", "b\nc", "d")
+        await conn.send_message('{"type":"join","user":"Ann","since":1,"batch":true}')
+        frame = await conn.get_message()  # welcome
+        assert '"type":"welcome"' in frame
+        frame = await conn.get_message()  # the whole replay in one batched frame
+        lines = [json.loads(line) for line in frame.split("\n")]
+        assert [(m["type"], m.get("id"), m.get("text")) for m in lines[:3]] == [
+            ("chat", 2, "b\nc"), ("chat", 3, "d"), ("history_end", None, None)
+        ]
+        ann = WsClient(conn)
+        await ann.send({"type": "chat", "text": "e"})
+        assert (await ann.recv_until(type="chat", text="e"))["id"] == 4
 
 
 async def test_since_past_the_retention_says_incomplete(nursery):

@@ -73,6 +73,10 @@ class History:
     async def wait_writable(self) -> None:
         await self.store.wait_writable()
 
+    async def flush(self) -> None:
+        """Wait until every message recorded so far is committed (for a graceful stop)."""
+        await self.store.flush()
+
     def record(self, user: str, text: str, ts: str) -> str:
         """Give a message the next id and hand it to the store; return the broadcast
         line. Raises ``trio.WouldBlock`` (nothing changed) when the store is full."""

@@ -72,7 +72,7 @@ async def serve(
         finally:
             if room.history is not None:
                 with trio.CancelScope(shield=True):
-                    await room.history.store.flush()
+                    await room.history.flush()
 
 
 async def serve_until_signal(config: Config) -> None:
