@@ -172,6 +172,12 @@ async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path):
 
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 3 + 16
+        # A client that saw id 3 may have missed lost messages 4..19; one that saw 19
+        # (the last id it could have seen) has missed nothing.
+        *_, end = await history.render(history.replay(3))
+        assert end == '{"type":"history_end","last_id":19,"complete":false}'
+        *_, end = await history.render(history.replay(19))
+        assert end == '{"type":"history_end","last_id":19}'
         assert history.record("Bob", "y", "T").startswith('{"type":"chat","id":20,')
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 20  # that stop was clean

@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, closing, suppress
 from typing import Any
 
 import pytest
@@ -56,8 +56,11 @@ async def server_process(*args: str) -> AsyncIterator[tuple[trio.Process, int]]:
         await process.stderr.aclose()
 
 
-async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
-    db = str(tmp_path / "chat.db")
+async def burst_until(db: str, signum: int) -> tuple[dict[int, tuple[str, str]], int]:
+    """Clients send 5000 messages; a third of the way in, ``signum`` hits the server.
+
+    Returns every chat message any client received, by id, and the exit status.
+    """
     received: dict[int, tuple[str, str]] = {}
     counts = [0] * CLIENTS
     enough = trio.Event()
@@ -76,33 +79,44 @@ async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(send_burst)
-                while (line := await c.line()) is not None:
-                    msg = json.loads(line)
-                    if msg["type"] == "chat":
-                        seen = received.setdefault(msg["id"], (msg["user"], msg["text"]))
-                        assert seen == (msg["user"], msg["text"]), "one id, two messages"
-                        counts[k] += 1
-                        if counts[k] == CLIENTS * PER_CLIENT // 3:
-                            enough.set()
+                with suppress(trio.BrokenResourceError):  # reset by a killed server
+                    while (line := await c.line()) is not None:
+                        msg = json.loads(line)
+                        if msg["type"] == "chat":
+                            seen = received.setdefault(msg["id"], (msg["user"], msg["text"]))
+                            assert seen == (msg["user"], msg["text"]), "one id, two messages"
+                            counts[k] += 1
+                            if counts[k] == CLIENTS * PER_CLIENT // 3:
+                                enough.set()
 
     async with server_process("--db", db, "--queue-size", "100000") as (process, port):
         async with trio.open_nursery() as nursery:
             for k in range(CLIENTS):
                 nursery.start_soon(client, k, port)
             await enough.wait()
-            process.send_signal(signal.SIGTERM)  # mid-burst: clients are still sending
+            process.send_signal(signum)  # mid-burst: clients are still sending
         with trio.fail_after(30):
-            assert await process.wait() == 0
-
-    stored = dict(
-        (row[0], (row[1], row[2]))
-        for row in sqlite3.connect(db).execute("SELECT id, user, text FROM messages")
-    )
+            status = await process.wait()
     assert len(received) >= CLIENTS * PER_CLIENT // 3
-    missing = {i: m for i, m in received.items() if stored.get(i) != m}
-    assert not missing, f"{len(missing)} broadcast messages not stored"
+    return received, status
+
+
+def stored_messages(db: str) -> dict[int, tuple[str, str]]:
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT id, user, text FROM messages").fetchall()
+    stored = {row[0]: (row[1], row[2]) for row in rows}
     texts = [text for _, text in stored.values()]
     assert len(texts) == len(set(texts)), "a message was stored twice"
+    return stored
+
+
+async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
+    db = str(tmp_path / "chat.db")
+    received, status = await burst_until(db, signal.SIGTERM)
+    assert status == 0
+    stored = stored_messages(db)
+    missing = {i: m for i, m in received.items() if stored.get(i) != m}
+    assert not missing, f"{len(missing)} broadcast messages not stored"
     assert sorted(stored) == list(range(1, len(stored) + 1))
 
     # Restarted: the conversation is replayed, each message once, and ids go on.
@@ -118,6 +132,28 @@ async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
             await ann.send({"type": "chat", "text": "after"})
             echo = await ann.recv_until(type="chat", text="after")
             assert echo["id"] == max(stored) + 1
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+
+
+async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path):
+    db = str(tmp_path / "chat.db")
+    received, status = await burst_until(db, signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    stored = stored_messages(db)
+    assert all(received[i] == m for i, m in stored.items() if i in received)
+    lost = set(received) - set(stored)
+    assert len(lost) <= 1024, "more than one batch was lost"
+    async with server_process("--db", db) as (process, port):
+        async with await TcpClient.connect(port) as ann:
+            await ann.send({"type": "join", "user": "Ann", "since": max(received)})
+            end = await ann.recv_until(type="history_end")
+            assert end["last_id"] >= max(received)  # ids the dead server used are skipped
+            await ann.send({"type": "chat", "text": "after"})
+            echo = await ann.recv_until(type="chat", text="after")
+            assert echo["id"] > max(received)
+            assert "history" not in echo
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
             assert await process.wait() == 0

@@ -63,7 +63,8 @@ class BatchingStore:
         # Never more in flight than is kept, so whatever the in-memory tail of the
         # newest messages does not hold is already committed (see history.py).
         self.max_pending = min(max_pending, keep)
-        #: No message with an id up to this one is retained any more.
+        #: Messages with ids up to this one may be missing: pruned past the retention,
+        #: or lost in a crash. A replay from before it is not complete.
         self.pruned_through = 0
         self._pending: list[StoredMessage] = []
         self._in_flight = 0
@@ -257,17 +258,25 @@ class SqliteStore(BatchingStore):
                 "SELECT COALESCE(MAX(id), 0), COUNT(*) FROM messages"
             ).fetchone()
             last_id = max(max_id, meta["id_floor"])
+            pruned = meta["pruned_through"]
             if not meta["clean"]:
                 # The last run was killed: up to its max_pending ids may have been
-                # broadcast and never committed. Skip them so no id is reused.
+                # broadcast and never committed. Skip them so no id is reused, and
+                # tell resuming clients that their replay may lack some.
                 last_id += meta["window"]
+                pruned = last_id
                 log.warning(
                     "history: the last run did not stop cleanly; up to %d messages "
                     "may be lost; ids continue after %d", meta["window"], last_id
                 )
             conn.executemany(
                 "UPDATE meta SET value = ? WHERE key = ?",
-                [(0, "clean"), (self.max_pending, "window"), (last_id, "id_floor")],
+                [
+                    (0, "clean"),
+                    (self.max_pending, "window"),
+                    (last_id, "id_floor"),
+                    (pruned, "pruned_through"),
+                ],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -278,7 +287,7 @@ class SqliteStore(BatchingStore):
         ).fetchall()
         return Snapshot(
             last_id=last_id,
-            pruned_through=meta["pruned_through"],
+            pruned_through=pruned,
             count=self._count,
             tail=[StoredMessage(*row) for row in reversed(rows)],
         )
@@ -315,7 +324,7 @@ class SqliteStore(BatchingStore):
                     (count - self.keep,),
                 ).fetchone()
                 conn.execute("DELETE FROM messages WHERE id < ?", (first_kept,))
-                pruned, count = first_kept - 1, self.keep
+                pruned, count = max(pruned, first_kept - 1), self.keep
                 conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'pruned_through'", (pruned,)
                 )
