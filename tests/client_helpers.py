@@ -113,6 +113,7 @@ class Tmux:
         # remain-on-exit: the pane stays after the client exits, so its status can be read.
         self.conf.write_text("set -g remain-on-exit on\nset -g status off\n")
         self.width, self.height = width, height
+        self.socket_path = ""
 
     async def tmux(self, *args: str) -> str:
         result = await trio.run_process(
@@ -128,6 +129,7 @@ class Tmux:
             "new-session", "-d", "-s", "chat", "-x", str(self.width), "-y", str(self.height),
             shlex.join(command),
         )
+        self.socket_path = (await self.tmux("display", "-p", "#{socket_path}")).strip()
 
     async def keys(self, *keys: str, literal: bool = False) -> None:
         await self.tmux("send-keys", "-t", "chat", *(["-l"] if literal else []), *keys)
@@ -161,9 +163,14 @@ class Tmux:
                 await trio.sleep(POLL)
 
     async def kill(self) -> None:
+        """Stop this tmux server (and the client in it); remove its socket file."""
         with trio.move_on_after(WAIT) as scope:
             scope.shield = True
             await trio.run_process(
-                ["tmux", "-L", self.socket, "kill-server"], check=False,
-                capture_stdout=True, capture_stderr=True,
+                ["tmux", "-L", self.socket, "kill-server"],
+                check=False,
+                capture_stdout=True,
+                capture_stderr=True,
             )
+        if self.socket_path:
+            Path(self.socket_path).unlink(missing_ok=True)

@@ -126,6 +126,7 @@ class ChatSession:
         self._stop = trio.CancelScope()
         self._send_lock = trio.Lock()
         self._last_heard = 0.0
+        self._heard = 0  # messages received: a ping is answered if this moved
 
     # ------------------------------------------------------------ what front ends call
 
@@ -262,6 +263,7 @@ class ChatSession:
         while True:
             message = await inbox.next()
             self._last_heard = trio.current_time()
+            self._heard += 1
             self._dispatch(message)
 
     async def _send_loop(self, conn: ServerConnection, scope: trio.CancelScope) -> None:
@@ -279,22 +281,20 @@ class ChatSession:
                 return
 
     async def _keepalive(self, conn: ServerConnection) -> None:
-        """Notice a server that vanished without closing (no FIN): ping when it has
-        been silent for ``ping_interval``; give up after another one without answer."""
+        """Notice a server that vanished without closing (no FIN): after
+        ``ping_interval`` of silence, ping; no answer within another interval ends
+        the connection."""
         interval = self._ping_interval
-        pinged = False
         while True:
             await trio.sleep_until(self._last_heard + interval)
-            silent = trio.current_time() - self._last_heard
-            if silent < interval:
-                pinged = False
-                continue
-            if pinged:
-                raise Disconnected(f"no answer from the server for {silent:.0f} s")
+            if trio.current_time() - self._last_heard < interval:
+                continue  # heard from the server meanwhile
+            heard = self._heard
             async with self._send_lock:
                 await conn.send({"type": "ping"})
-            pinged = True
-            self._last_heard = trio.current_time()
+            await trio.sleep(interval)
+            if self._heard == heard:
+                raise Disconnected(f"no answer from the server for {interval:g} s")
 
     def _dispatch(self, message: Message) -> None:
         kind = message.get("type")

@@ -1,0 +1,70 @@
+"""``trio-chat join`` in interactive mode, in a real terminal: tmux."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from .client_helpers import Tmux, join_command
+from .helpers import TcpClient
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("tmux") is None and not os.environ.get("CI"),
+        reason="tmux is not installed (apt-get install tmux; .ci/run does); CI never skips",
+    ),
+]
+
+
+@pytest.fixture
+async def tmux(tmp_path):
+    terminal = Tmux(tmp_path)
+    try:
+        yield terminal
+    finally:
+        await terminal.kill()
+
+
+async def test_incoming_message_keeps_the_half_typed_input(server, tmux):
+    await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
+    await tmux.wait_for("connected as Bob")
+    await tmux.keys("half typed mess", literal=True)
+    await tmux.wait_for("> half typed mess")
+
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.join("Ann")
+        await ann.send({"type": "chat", "text": "hello from ann"})
+        screen = await tmux.wait_for("Ann: hello from ann")
+        # The message landed in the pane; the input line (the last) is untouched.
+        assert screen[-1].rstrip() == "> half typed mess"
+        assert "connected as Bob" in screen[-2] and "2 online" in screen[-2]
+
+        await tmux.keys("age", literal=True)
+        await tmux.keys("Enter")
+        msg = await ann.recv_until(type="chat", user="Bob")
+        assert msg["text"] == "half typed message"
+        screen = await tmux.wait_for("> Bob: half typed message")
+        assert screen[-1].rstrip() == ">"
+
+        await tmux.keys("/quit", literal=True)
+        await tmux.keys("Enter")
+        assert await tmux.exit_status() == 0
+        await ann.recv_until(type="system", event="leave", name="Bob")
+
+
+async def test_name_taken_asks_for_another_and_ctrl_c_quits(server, tmux):
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.join("Bob")
+        await tmux.start(join_command("--name", "bob", "--port", server.tcp_port))
+        await tmux.wait_for("name 'bob' is taken; choose another name")
+        await tmux.wait_for("name:")
+        await tmux.keys("Rob", literal=True)
+        await tmux.keys("Enter")
+        await tmux.wait_for("connected as Rob")
+        await ann.recv_until(type="system", event="join", name="Rob")
+        await tmux.keys("C-c")
+        assert await tmux.exit_status() == 0
+        await ann.recv_until(type="system", event="leave", name="Rob")
