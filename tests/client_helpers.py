@@ -173,4 +173,4 @@ class Tmux:
                 capture_stderr=True,
             )
         if self.socket_path:
-            Path(self.socket_path).unlink(missing_ok=True)
+            await trio.Path(self.socket_path).unlink(missing_ok=True)
