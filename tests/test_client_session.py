@@ -209,6 +209,10 @@ async def test_name_taken_on_first_join_asks_the_front_end(autojump_clock):
         peer = await server.accept()
         await peer.recv()
         await peer.send({"type": "error", "code": "name_taken", "text": "name 'Bob' is taken"})
+        # It asked with the connection closed, then came back at once (no backoff).
+        asked_at = trio.current_time()
+        peer = await server.accept()
+        assert trio.current_time() == asked_at
         assert (await peer.recv())["user"] == "Rob"
         await peer.send({"type": "error", "code": "name_invalid", "text": "bad name"})
     # No more names: run() gives up with the server's reason.

@@ -96,8 +96,8 @@ class _Inbox:
         return self._pending.popleft()
 
 
-class _NameBusy(Exception):
-    """On a rejoin, our name is still held (most likely by our own dead connection)."""
+class _NameRefused(Exception):
+    """The server refused the name we joined under (taken, or invalid); says why."""
 
 
 class ChatSession:
@@ -198,8 +198,14 @@ class ChatSession:
                 if not joined_once:
                     raise ConnectionLost(str(exc)) from None
                 reason = str(exc)
-            except _NameBusy as exc:
-                reason = str(exc)
+            except _NameRefused as exc:
+                if not joined_once:
+                    # Ask with no connection open: a person may take a while to answer.
+                    self.name = await self.frontend.choose_name(self.name, str(exc))
+                    continue
+                # Most likely our own dead connection, which the server has not
+                # noticed yet: the name is ours, so try again later.
+                reason = f"name {self.name!r} is still in use ({exc})"
             if not self.config.reconnect:
                 raise ConnectionLost(reason)
             delay = backoff_delay(attempt, self.config.backoff_initial, self.config.backoff_max)
@@ -210,20 +216,16 @@ class ChatSession:
             self._set_state(State.RECONNECTING, reason)
 
     async def _join(self, inbox: _Inbox, *, rejoin: bool) -> None:
-        """Send ``join`` until the server welcomes us."""
+        """Send ``join`` and wait for the welcome; :class:`_NameRefused` if refused."""
         assert self.name is not None
-        while True:
-            join: Message = {"type": "join", "user": self.name, "batch": True}
-            if rejoin and self.last_id is not None:
-                join["since"] = self.last_id
-            async with self._send_lock:
-                await inbox.conn.send(join)
-            refusal = await self._await_welcome(inbox)
-            if refusal is None:
-                return
-            if rejoin:
-                raise _NameBusy(f"name {self.name!r} is still in use ({refusal})")
-            self.name = await self.frontend.choose_name(self.name, refusal)
+        join: Message = {"type": "join", "user": self.name, "batch": True}
+        if rejoin and self.last_id is not None:
+            join["since"] = self.last_id
+        async with self._send_lock:
+            await inbox.conn.send(join)
+        refusal = await self._await_welcome(inbox)
+        if refusal is not None:
+            raise _NameRefused(refusal)
 
     async def _await_welcome(self, inbox: _Inbox) -> str | None:
         """None once welcomed; the error text if the name was refused."""
