@@ -22,6 +22,8 @@ from .display import clean, local_time, user_list
 from .session import ChatSession, State, Status
 from .transport import ClientError
 
+FlowWidget = urwid.widget.AbstractFlowWidget
+
 #: Lines kept in the message pane; older ones are dropped.
 MAX_LINES = 5000
 
@@ -77,7 +79,7 @@ class ChatApp:
     """The urwid front end of a :class:`ChatSession`."""
 
     def __init__(self, config: ClientConfig) -> None:
-        self.walker: urwid.SimpleFocusListWalker[urwid.Text] = urwid.SimpleFocusListWalker([])
+        self.walker: urwid.SimpleFocusListWalker[FlowWidget] = urwid.SimpleFocusListWalker([])
         self.pane = urwid.ListBox(self.walker)
         self.status_text = urwid.Text("")
         self.status_bar = urwid.AttrMap(self.status_text, "status")
@@ -94,9 +96,10 @@ class ChatApp:
     # ------------------------------------------------------------ Frontend for the session
 
     def message(self, message: dict[str, Any]) -> None:
-        markup = self.render(message)
-        if markup is not None:
-            self.add(markup)
+        rendered = self.render(message)
+        if rendered is not None:
+            when, markup = rendered
+            self.add(markup, when)
 
     def status(self, status: Status) -> None:
         parts = [f" {status.address}"]
@@ -133,36 +136,48 @@ class ChatApp:
 
     # ------------------------------------------------------------ the message pane
 
-    def render(self, message: dict[str, Any]) -> list[Any] | None:
-        """urwid markup for a server message; None for the ones not shown."""
+    def render(self, message: dict[str, Any]) -> tuple[str, list[Any]] | None:
+        """(local time, urwid markup) for a server message; None for the ones not shown.
+
+        Replayed history is dimmed, notices are dimmed, your own messages are marked
+        ``>`` and every name has its own colour.
+        """
         kind = message.get("type")
-        when = ("time", local_time(message.get("timestamp")) + " ")
+        when = local_time(message.get("timestamp"))
         earlier = message.get("history") is True
         if kind == "chat":
             user = clean(str(message.get("user", "?")))
             text = clean(str(message.get("text", "")), newlines=True)
             if earlier:
-                return [("history", f"{when[1]}  {user}: {text}")]
+                return when, [("history", f"  {user}: {text}")]
             own = self.session.name is not None and user.casefold() == self.session.name.casefold()
             mark = ("me", "> ") if own else "  "
-            return [when, mark, (user_attr(user), user), ": ", text]
+            return when, [mark, (user_attr(user), user), ": ", text]
         if kind == "system":
             text = clean(str(message.get("text", "")))
-            return [("history" if earlier else "notice", f"{when[1]}  -- {text}")]
+            return when, [("history" if earlier else "notice", f"  -- {text}")]
         if kind == "welcome":
             you = clean(str(message.get("user")))
-            return [when, ("notice", f"  -- you are {you}; {user_list(message)}")]
+            return when, [("notice", f"  -- you are {you}; {user_list(message)}")]
         if kind == "users":
-            return [when, ("notice", f"  -- {user_list(message)}")]
+            return when, [("notice", f"  -- {user_list(message)}")]
         if kind == "error":
-            return [when, ("error", f"  !! {clean(str(message.get('text', message.get('code'))))}")]
+            text = clean(str(message.get("text", message.get("code"))))
+            return when, [("error", f"  !! {text}")]
         return None
 
-    def add(self, markup: list[Any]) -> None:
-        """Append a line; follow it if the pane was showing the newest line."""
+    def add(self, markup: list[Any], when: str | None = None) -> None:
+        """Append a message; follow it if the pane was showing the newest one.
+
+        With a time, the time gets a column of its own, so wrapped lines stay
+        indented under the message rather than under the time.
+        """
+        line: FlowWidget = urwid.Text(markup)
+        if when is not None:
+            line = urwid.Columns([(len(when) + 1, urwid.Text(("time", when))), line])
         walker = self.walker
         at_bottom = not walker or self.pane.focus_position == len(walker) - 1
-        walker.append(urwid.Text(markup, wrap="space"))
+        walker.append(line)
         if len(walker) > MAX_LINES:
             del walker[: len(walker) - MAX_LINES]
         if at_bottom:
