@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, TextIO
 
 import trio
@@ -32,12 +34,23 @@ class LineFrontend:
         self.err = err
         self.json_output = json_output
         self._state: State | None = None
+        self.reader_gone = False
+        self.on_reader_gone: Callable[[], object] = lambda: None
 
     def message(self, message: dict[str, Any]) -> None:
         line = protocol.encode(message) if self.json_output else format_line(message)
-        if line is not None:
+        if line is None or self.reader_gone:
+            return
+        try:
             self.out.write(line + "\n")
             self.out.flush()
+        except BrokenPipeError:
+            # Whoever read our output has gone (``| head -1``): stop quietly, and
+            # keep the interpreter's last flush from failing again on exit.
+            self.reader_gone = True
+            with suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
+            self.on_reader_gone()
 
     def status(self, status: Status) -> None:
         """Tell stderr about connection changes (not every online-count change)."""
@@ -66,6 +79,7 @@ async def run_line(
     """Chat over stdin/stdout until EOF (or SIGINT/SIGTERM); errors as in ChatSession.run."""
     frontend = LineFrontend(out or sys.stdout, err or sys.stderr, json_output=json_output)
     session = ChatSession(config, frontend)
+    frontend.on_reader_gone = session.stop
     error: ClientError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read_stdin, session, frontend, stdin_fd)
