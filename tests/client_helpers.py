@@ -39,7 +39,9 @@ class JoinProcess:
         self.seen: list[str] = []
 
     @classmethod
-    async def start(cls, nursery: trio.Nursery, *args: object) -> JoinProcess:
+    async def start(
+        cls, nursery: trio.Nursery, *args: object, env: dict[str, str] | None = None
+    ) -> JoinProcess:
         """Start it under ``nursery``, which kills it (SIGTERM) if the test ends first."""
         process: trio.Process = await nursery.start(
             partial(
@@ -49,7 +51,7 @@ class JoinProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 check=False,
-                env=client_env(),
+                env={**client_env(), **(env or {})},
             )
         )
         return cls(process)

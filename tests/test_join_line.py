@@ -122,6 +122,21 @@ async def test_name_taken_says_so_and_exits_1(server, nursery):
         assert await bot.stderr() == "name 'ANN' is taken\n"
 
 
+async def test_settings_from_the_environment(server, nursery):
+    env = {"TRIO_CHAT_NAME": "envbot", "TRIO_CHAT_PORT": str(server.tcp_port)}
+    bot = await JoinProcess.start(nursery, "--json", env=env)
+    welcome = json.loads(await bot.wait_for("welcome"))
+    assert welcome["user"] == "envbot"
+    await bot.close_stdin()
+    assert await bot.exit_code() == 0
+
+
+async def test_line_mode_needs_a_name(nursery):
+    bot = await JoinProcess.start(nursery, "--port", free_port())
+    assert await bot.exit_code() == 2
+    assert "--name is required when stdin is not a terminal" in await bot.stderr()
+
+
 async def test_invalid_name_is_a_usage_error(nursery):
     bot = await JoinProcess.start(nursery, "--name", "System", "--port", free_port())
     assert await bot.exit_code() == 2
