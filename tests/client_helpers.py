@@ -112,8 +112,8 @@ class Tmux:
     def __init__(self, tmp_path: Path, width: int = 100, height: int = 24) -> None:
         self.socket = f"trio-chat-test-{uuid.uuid4().hex[:12]}"
         self.conf = tmp_path / "tmux.conf"
-        # remain-on-exit: the pane stays after the client exits, so its status can be read.
-        self.conf.write_text("set -g remain-on-exit on\nset -g status off\n")
+        self.status_file = tmp_path / "exit-status"
+        self.conf.write_text("set -g status off\n")
         self.width, self.height = width, height
         self.socket_path = ""
 
@@ -127,9 +127,13 @@ class Tmux:
         return result.stdout.decode()
 
     async def start(self, command: list[str]) -> None:
+        # The shell records the exit status (written whole, then renamed into place).
+        status = shlex.quote(str(self.status_file))
+        written = shlex.quote(f"{self.status_file}.new")
+        shell = f"{shlex.join(command)}; echo $? > {written} && mv {written} {status}"
         await self.tmux(
             "new-session", "-d", "-s", "chat", "-x", str(self.width), "-y", str(self.height),
-            shlex.join(command),
+            shell,
         )
         self.socket_path = (await self.tmux("display", "-p", "#{socket_path}")).strip()
 
@@ -153,15 +157,16 @@ class Tmux:
             raise AssertionError(f"{text!r} never showed; screen:\n" + "\n".join(screen)) from None
 
     async def exit_status(self) -> int:
-        """Wait (bounded) for the command to exit; its exit status."""
+        """Wait (bounded) for the command to exit; its exit status.
+
+        Read from a file the wrapping shell writes: tmux 3.3 sometimes marks the pane
+        dead without ever reporting the status.
+        """
+        status = trio.Path(self.status_file)
         with trio.fail_after(WAIT):
             while True:
-                fields = await self.tmux(
-                    "display", "-p", "-t", "chat", "#{pane_dead} #{pane_dead_status}"
-                )
-                dead, _, status = fields.strip().partition(" ")
-                if dead == "1":
-                    return int(status)
+                if await status.exists():
+                    return int(await status.read_text())
                 await trio.sleep(POLL)
 
     async def kill(self) -> None:
