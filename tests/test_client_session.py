@@ -162,9 +162,12 @@ async def test_reconnect_backs_off_exponentially_and_keeps_the_name(nursery, aut
     await peer.send({"type": "welcome", "user": "Robert", "users": ["Robert"]})  # renamed
     server.refuse = 4
     await peer.close()
+    await session.send({"type": "chat", "text": "typed while away"})
 
     peer = await server.accept()
     assert (await peer.recv())["user"] == "Robert"
+    await peer.welcome("Robert")
+    assert await peer.recv() == {"type": "chat", "text": "typed while away"}
     gaps = [b - a for a, b in zip(server.attempts[1:], server.attempts[2:], strict=False)]
     assert len(gaps) == 4
     for attempt, gap in enumerate(gaps, start=1):
