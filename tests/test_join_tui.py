@@ -6,6 +6,9 @@ import os
 import shutil
 
 import pytest
+import trio
+
+from trio_chat import Config, serve
 
 from .client_helpers import Tmux, join_command
 from .helpers import TcpClient
@@ -68,3 +71,25 @@ async def test_name_taken_asks_for_another_and_ctrl_c_quits(server, tmux):
         await tmux.keys("C-c")
         assert await tmux.exit_status() == 0
         await ann.recv_until(type="system", event="leave", name="Rob")
+
+
+async def test_reconnects_by_itself_keeping_the_draft(tmux):
+    async with trio.open_nursery() as servers:
+        bound = await servers.start(serve, Config(tcp_port=0, ws_port=0))
+        await tmux.start(join_command("--name", "Bob", "--port", bound.tcp_port))
+        await tmux.wait_for("connected as Bob")
+        await tmux.keys("a draft", literal=True)
+        servers.cancel_scope.cancel()
+    await tmux.wait_for("server closed the connection; reconnecting")
+
+    async with trio.open_nursery() as servers:
+        await servers.start(serve, Config(tcp_port=bound.tcp_port, ws_port=0))
+        screen = await tmux.wait_for("reconnected to")
+        assert screen[-1].rstrip() == "> a draft"
+        async with await TcpClient.connect(bound.tcp_port) as ann:
+            await ann.join("Ann")
+            await tmux.keys("Enter")
+            assert (await ann.recv_until(type="chat", user="Bob"))["text"] == "a draft"
+            await tmux.keys("C-d")
+            assert await tmux.exit_status() == 0
+        servers.cancel_scope.cancel()

@@ -89,6 +89,7 @@ class ChatApp:
         )
         self.session = ChatSession(config, self)
         self.quitting = False
+        self._state: State | None = None
         self._name_wanted: trio.Event | None = None
         self._chosen = ""
         self.status(self.session.status)
@@ -102,6 +103,11 @@ class ChatApp:
             self.add(markup, when)
 
     def status(self, status: Status) -> None:
+        previous, self._state = self._state, status.state
+        if previous is State.CONNECTED and status.state is State.RECONNECTING:
+            self.notice(f"-- {status.reason}; reconnecting", "error")
+        elif previous is State.RECONNECTING and status.state is State.CONNECTED:
+            self.notice(f"-- reconnected to {status.address}")
         parts = [f" {status.address}"]
         bad = status.state is not State.CONNECTED
         if status.state is State.CONNECTED:
