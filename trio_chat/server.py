@@ -28,6 +28,12 @@ class Bound:
     def ws_url(self) -> str:
         return f"ws://{_url_host(self.host)}:{self.ws_port}/"
 
+    @property
+    def page_url(self) -> str:
+        """The chat page, for a browser on this machine (a wildcard host becomes loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{_url_host(host)}:{self.ws_port}/"
+
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
@@ -57,6 +63,7 @@ async def serve(
             _url_host(bound.host),
             bound.ws_port,
         )
+        log.info("chat page: %s", bound.page_url)
         task_status.started(bound)
 
 
