@@ -37,7 +37,8 @@
     everJoined: false, // joined at least once since the page loaded
     attempt: 0, // reconnects since the last welcome, for the backoff
     nameConflicts: 0,
-    timer: null,
+    timer: null, // pending reconnect
+    retryAt: 0, // when it fires (ms since the epoch), for the countdown
     lastId: null, // id of the newest chat message seen, for "since" on reconnect
     users: [],
   };
@@ -98,11 +99,17 @@
     return url.href;
   }
 
-  function setState(kind, label) {
+  function setState(kind, label, detail) {
     ui.state.dataset.state = kind;
     ui.state.textContent = label;
+    if (detail) ui.state.append(el("span", "detail", ` · ${detail}`));
     document.body.dataset.state = kind;
     ui.send.disabled = kind !== "online";
+  }
+
+  function showRetry() {
+    const seconds = Math.max(1, Math.ceil((chat.retryAt - Date.now()) / 1000));
+    setState("offline", "offline", `retry in ${seconds} s`);
   }
 
   function send(message) {
@@ -170,7 +177,8 @@
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** chat.attempt);
     const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
     chat.attempt += 1;
-    setState("offline", `offline · retry in ${Math.max(1, Math.round(delay / 1000))} s`);
+    chat.retryAt = Date.now() + delay;
+    showRetry();
     chat.timer = setTimeout(connect, delay);
   }
 
@@ -364,6 +372,9 @@
   setInterval(() => {
     if (chat.joined) send({ type: "ping" });
   }, PING_MS);
+  setInterval(() => {
+    if (chat.timer !== null) showRetry();
+  }, 1000);
 
   // ------------------------------------------------------------ start
 
