@@ -154,11 +154,12 @@ class LineClient:
         self.sock.close()
 
 
-def join_as(page: Page, name: str) -> None:
+def join_as(page: Page, name: str, expect_state: str | None = "online") -> None:
     expect(page.locator("#join")).to_be_visible()
     page.fill("#name", name)
     page.press("#name", "Enter")
-    expect(page.locator("#state")).to_have_attribute("data-state", "online")
+    if expect_state:
+        expect(page.locator("#state")).to_have_attribute("data-state", expect_state)
 
 
 # ---------------------------------------------------------------- the tests
@@ -170,6 +171,8 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
     last_msg = p.locator("#messages .msg").last
     with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as bound:
         p.goto(bound.page_url)
+        join_as(p, "System", expect_state=None)  # reserved: the server says why
+        expect(p.locator("#join-error")).to_contain_text("reserved")
         join_as(p, "Alice")
         expect(p.locator("#me")).to_have_text("Alice")
 

@@ -175,6 +175,11 @@ async def test_head_over_the_limit_is_431(server: Bound):
     assert b"too large" in body
 
 
+async def test_blank_lines_instead_of_a_request_line_are_400(server: Bound):
+    status, _, _ = await exchange(server.ws_port, b"\r\n" * MAX_HEAD)
+    assert status == 400
+
+
 async def test_head_just_under_the_limit_is_served(server: Bound):
     prefix = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
     raw = prefix + b"a" * (MAX_HEAD - len(prefix) - 8) + b"\r\n\r\n"

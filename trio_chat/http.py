@@ -142,8 +142,11 @@ async def _read_head(
         event = conn.next_event()
         if isinstance(event, h11.Request):
             return event, bytes(data)
+        budget = MAX_HEAD + 1 - len(data)
+        if budget <= 0:  # whatever h11 skipped (blank lines) still counts
+            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
         try:
-            chunk = await stream.receive_some(MAX_HEAD + 1 - len(data))
+            chunk = await stream.receive_some(budget)
         except _STREAM_ERRORS:
             return None
         if not chunk:
