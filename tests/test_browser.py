@@ -217,6 +217,7 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
 
     # The server is gone: the page says so, then comes back by itself on restart.
     expect(state).not_to_have_attribute("data-state", "online")
+    expect(p.locator("#messages .notice").last).to_contain_text("Connection lost")
     with in_thread(partial(serve, Config(tcp_port=0, ws_port=bound.ws_port))) as again:
         expect(state).to_have_attribute("data-state", "online")
         with LineClient(again.tcp_port) as bob:

@@ -159,6 +159,7 @@
     };
     ws.onclose = () => {
       if (chat.ws !== ws) return;
+      if (chat.joined) append(el("li", "notice", "Connection lost; reconnecting…"), false);
       chat.ws = null;
       chat.joined = false;
       scheduleReconnect();
