@@ -235,6 +235,24 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
     page.assert_clean()
 
 
+def test_remembered_name_waits_for_its_stale_session(page: Watched):
+    """A reload can reach the server before the old connection's leave does: with a
+    remembered name the page retries instead of asking for another one."""
+    p = page.page
+    p.context.add_init_script("localStorage.setItem('trio-chat.name', 'Alice')")
+    with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as bound:
+        with LineClient(bound.tcp_port) as stale:
+            stale.send("/nick Alice")
+            stale.recv_until(type="welcome")
+            p.goto(bound.page_url)
+            expect(p.locator("#state")).to_contain_text("retry")
+            expect(p.locator("#join")).to_be_hidden()
+        expect(p.locator("#state")).to_have_attribute("data-state", "online")
+        expect(p.locator("#me")).to_have_text("Alice")
+        expect(p.locator("#join")).to_be_hidden()
+    page.assert_clean()
+
+
 def lines(*messages: Any) -> str:
     """Several messages in one frame, as a server does for ``"batch": true`` joins."""
     return "\n".join(m if isinstance(m, str) else encode(m) for m in messages)

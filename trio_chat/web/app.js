@@ -36,6 +36,7 @@
     joined: false, // welcome received on the current socket
     everJoined: false, // joined at least once since the page loaded
     attempt: 0, // reconnects since the last welcome, for the backoff
+    nameTyped: false, // the name was just typed in (not remembered): a clash is news
     nameConflicts: 0,
     timer: null, // pending reconnect
     retryAt: 0, // when it fires (ms since the epoch), for the countdown
@@ -215,6 +216,7 @@
     chat.everJoined = true;
     chat.attempt = 0;
     chat.nameConflicts = 0;
+    chat.nameTyped = false;
     chat.name = str(message.user) || chat.name;
     saveName(chat.name);
     ui.me.textContent = chat.name;
@@ -264,8 +266,9 @@
     const text = str(message.text) || code || "error";
     if (!chat.joined && (code === "name_taken" || code === "name_invalid")) {
       chat.nameConflicts += 1;
-      // A reconnect can meet our own old session, not yet gone: retry a few times.
-      if (chat.everJoined && code === "name_taken" && chat.nameConflicts <= NAME_RETRIES) {
+      // A reconnect or a reload can meet our own old session, not yet gone on the
+      // server: with a remembered name, retry a few times before asking.
+      if (!chat.nameTyped && code === "name_taken" && chat.nameConflicts <= NAME_RETRIES) {
         disconnect();
         scheduleReconnect();
         return;
@@ -344,6 +347,7 @@
       send({ type: "join", user: name }); // a rename; the welcome confirms it
     } else {
       chat.name = name;
+      chat.nameTyped = true;
       chat.nameConflicts = 0;
       reconnectNow();
     }
