@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -58,4 +59,4 @@ def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
     setup_logging(config.log_level)
-    server.run(config)
+    sys.exit(server.run(config))

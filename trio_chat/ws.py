@@ -21,6 +21,7 @@ from .config import Config
 from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
 from .room import Room
 from .session import PeerGone, Session
+from .startup import open_listeners
 from .tcp import peer_name
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,10 @@ async def serve_ws_chat(
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
+    listeners = await open_listeners(config.host, config.ws_port)
+    await trio.serve_listeners(
         partial(handle_ws, room, config),
-        config.ws_port,
-        host=config.host,
+        listeners,
         handler_nursery=handler_nursery,
         task_status=task_status,
     )
