@@ -62,7 +62,7 @@ def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
     setup_logging(config.log_level)
-    server.run(config)
+    sys.exit(server.run(config))
 
 
 CLIENT_DEFAULTS = ClientConfig()
