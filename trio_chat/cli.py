@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from functools import partial
 from typing import Any, TypeVar
 
 import click
-import trio
 
-from . import protocol, server
+from . import client, protocol, server
 from .client import ClientConfig, ClientError
 from .config import Config
 
@@ -123,14 +121,7 @@ def join(
         backoff_max=max_backoff,
     )
     try:
-        if interactive:
-            from .client.tui import run_tui  # urwid is only imported when needed
-
-            trio.run(run_tui, config)
-        else:
-            from .client.line import run_line
-
-            trio.run(partial(run_line, config, json_output=json_output))
+        client.run(config, interactive=interactive, json_output=json_output)
     except ClientError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..startup import url_host
+
 
 @dataclass(frozen=True)
 class ClientConfig:
@@ -33,5 +35,4 @@ class ClientConfig:
         """Where the client connects, as shown to the user."""
         if self.url is not None:
             return self.url
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{url_host(self.host)}:{self.port}"

@@ -305,6 +305,12 @@ class ChatSession:
         if kind == "chat":
             msg_id = message.get("id")
             if isinstance(msg_id, int) and not isinstance(msg_id, bool):
+                if (
+                    message.get("history") is True
+                    and self.last_id is not None
+                    and msg_id <= self.last_id
+                ):
+                    return  # replayed again after a rejoin: already shown
                 self.last_id = msg_id if self.last_id is None else max(self.last_id, msg_id)
         count = message.get("clients_count")
         if isinstance(count, int) and kind in ("welcome", "system", "users"):
