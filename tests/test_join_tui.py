@@ -93,3 +93,34 @@ async def test_reconnects_by_itself_keeping_the_draft(tmux):
             await tmux.keys("C-d")
             assert await tmux.exit_status() == 0
         servers.cancel_scope.cancel()
+
+
+async def test_page_up_scrolls_back_and_new_messages_do_not_yank_the_view(server, tmux):
+    await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
+    await tmux.wait_for("connected as Bob")
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.join("Ann")
+        for n in range(60):
+            await ann.send({"type": "chat", "text": f"line {n:02d}"})
+        screen = await tmux.wait_for("Ann: line 59")
+        assert not any("line 00" in line for line in screen)
+
+        await tmux.keys("PPage")
+        await tmux.keys("PPage")
+        await tmux.keys("PPage")
+        screen = await tmux.wait_for("Ann: line 10")
+        assert not any("line 59" in line for line in screen)
+        await ann.send({"type": "chat", "text": "while you read"})
+        async with await TcpClient.connect(server.tcp_port) as cat:
+            # Cat's join reaches Bob after Ann's message: once the status line counts
+            # three, Bob has handled (and not shown) "while you read".
+            await cat.join("Cat")
+            screen = await tmux.wait_for("3 online")
+        assert any("Ann: line 10" in line for line in screen)  # still where the reader was
+        assert not any("while you read" in line for line in screen)
+
+        for _ in range(6):
+            await tmux.keys("NPage")
+        await tmux.wait_for("Ann: while you read")
+        await tmux.keys("C-c")
+        assert await tmux.exit_status() == 0
