@@ -81,7 +81,7 @@ class ChatApp:
     def __init__(self, config: ClientConfig) -> None:
         self.walker: urwid.SimpleFocusListWalker[FlowWidget] = urwid.SimpleFocusListWalker([])
         self.pane = urwid.ListBox(self.walker)
-        self.status_text = urwid.Text("")
+        self.status_text = urwid.Text("", wrap="ellipsis")  # always one line
         self.status_bar = urwid.AttrMap(self.status_text, "status")
         self.input = urwid.Edit(("caption", "> "))
         self.frame = ChatFrame(
