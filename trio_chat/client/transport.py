@@ -96,8 +96,9 @@ class TcpConnection:
             raise Disconnected("server closed the connection")
         try:
             return parse_messages(self._lines.feed(data))
-        except ProtocolError as exc:
-            raise Disconnected(f"server sent a {exc.text}") from None
+        except ProtocolError:
+            max_line = self._lines.max_line
+            raise Disconnected(f"the server sent a line over {max_line} bytes") from None
 
     async def send(self, message: Mapping[str, Any]) -> None:
         try:
