@@ -286,3 +286,19 @@ async def test_leave_sends_queued_messages_first_and_waits_boundedly(autojump_cl
         # This server never closes; the client gives up waiting after leave_timeout.
     assert trio.current_time() - start == pytest.approx(5)
     assert session.state is State.CLOSED
+
+
+async def test_an_overlong_line_from_the_server_ends_the_connection(autojump_clock):
+    server = ScriptedServer()
+    session, _ = session_for(server, ClientConfig(name="Bob", reconnect=False, max_line=1024))
+    async with trio.open_nursery() as nursery:
+
+        async def play() -> None:
+            peer = await server.accept()
+            await peer.recv()
+            await peer.welcome("Bob")
+            await peer.stream.send_all(b"{" + b" " * 2000)
+
+        nursery.start_soon(play)
+        with pytest.raises(ConnectionLost, match="the server sent a line over 1024 bytes"):
+            await session.run()
