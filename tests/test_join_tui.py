@@ -58,10 +58,16 @@ async def test_incoming_message_keeps_the_half_typed_input(server, tmux):
         await ann.recv_until(type="system", event="leave", name="Bob")
 
 
-async def test_name_taken_asks_for_another_and_ctrl_c_quits(server, tmux):
+async def test_asks_for_a_name_again_while_taken_and_ctrl_c_quits(server, tmux):
     async with await TcpClient.connect(server.tcp_port) as ann:
         await ann.join("Bob")
-        await tmux.start(join_command("--name", "bob", "--port", server.tcp_port))
+        await tmux.start(join_command("--port", server.tcp_port))
+        await tmux.wait_for("what name do you want to chat under?")
+        await tmux.keys("System", literal=True)
+        await tmux.keys("Enter")
+        await tmux.wait_for("name 'System' is reserved")  # checked before asking the server
+        await tmux.keys("bob", literal=True)
+        await tmux.keys("Enter")
         await tmux.wait_for("name 'bob' is taken; choose another name")
         await tmux.wait_for("name:")
         await tmux.keys("Rob", literal=True)
