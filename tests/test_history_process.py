@@ -175,4 +175,4 @@ async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 2
     assert len(lines) == 1, lines
-    assert lines[0].startswith("Error: ") and str(path) in lines[0]
+    assert "cannot use history database" in lines[0] and str(path) in lines[0]

@@ -92,10 +92,14 @@ class Room:
     def __len__(self) -> int:
         return len(self._members)
 
-    def join(self, member: Member, name: str, since: int | None = None) -> None:
+    def join(
+        self, member: Member, name: str, since: int | None = None, *, welcome: bool = True
+    ) -> None:
         """Seat ``member`` under ``name`` (already validated), or rename it if seated.
 
-        A first join is replayed history (after ``since`` if given) after its welcome.
+        A first join gets its welcome, then the replayed history (after ``since`` if
+        given). ``welcome=False`` (neither) is for seed-style clients that never asked
+        to join: they would print a ``welcome`` as a chat line from nobody.
         """
         key = name.casefold()
         holder = self._members.get(key)
@@ -108,9 +112,10 @@ class Room:
         self._members[key] = member
         if old is None:
             log.info("join %s from %s (%d online)", name, member.peer, len(self))
-            member.deliver(protocol.welcome(name, self.names))
-            if self.history is not None:
-                member.deliver(self.history.replay(since))
+            if welcome:
+                member.deliver(protocol.welcome(name, self.names))
+                if self.history is not None:
+                    member.deliver(self.history.replay(since))
             self._announce("join", name, f"{name} joined the chat")
         elif old != name:
             log.info("rename %s -> %s", old, name)

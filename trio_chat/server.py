@@ -13,6 +13,7 @@ import trio
 from .config import Config
 from .history import open_history
 from .room import Room
+from .startup import StartupError, find_startup_error, url_host
 from .tcp import serve_tcp_chat
 from .ws import serve_ws_chat
 
@@ -29,11 +30,13 @@ class Bound:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{_url_host(self.host)}:{self.ws_port}/"
+        return f"ws://{url_host(self.host)}:{self.ws_port}/"
 
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    @property
+    def page_url(self) -> str:
+        """The chat page, for a browser on this machine (a wildcard host becomes loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{url_host(host)}:{self.ws_port}/"
 
 
 def _port(listeners: list[trio.SocketListener]) -> int:
@@ -63,11 +66,12 @@ async def serve(
                 bound = Bound(config.host, _port(tcp), _port(ws))
                 log.info(
                     "trio-chat listening: tcp://%s:%d ws://%s:%d",
-                    _url_host(bound.host),
+                    url_host(bound.host),
                     bound.tcp_port,
-                    _url_host(bound.host),
+                    url_host(bound.host),
                     bound.ws_port,
                 )
+                log.info("chat page: %s", bound.page_url)
                 task_status.started(bound)
         finally:
             if room.history is not None:
@@ -78,8 +82,8 @@ async def serve(
 async def serve_until_signal(config: Config) -> None:
     """Serve until SIGINT or SIGTERM, then stop without a traceback.
 
-    The store is opened first, outside any nursery, so that a bad ``--db`` surfaces
-    as a plain :class:`~trio_chat.store.StoreError`.
+    The history store is opened first and closed last: everything the room handed
+    to it is committed before this returns.
     """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_history(config) as history, trio.open_nursery() as nursery:
@@ -90,5 +94,14 @@ async def serve_until_signal(config: Config) -> None:
                 break
 
 
-def run(config: Config) -> None:
-    trio.run(serve_until_signal, config)
+def run(config: Config) -> int:
+    """Serve until a signal; return the process exit code."""
+    try:
+        trio.run(serve_until_signal, config)
+    except (StartupError, BaseExceptionGroup) as error:
+        startup = find_startup_error(error)
+        if startup is None:
+            raise
+        log.error("%s", startup)
+        return startup.exit_code
+    return 0

@@ -23,6 +23,8 @@ from typing import Final
 
 import trio
 
+from .startup import StartupError
+
 log = logging.getLogger(__name__)
 
 MEMORY: Final = ":memory:"
@@ -31,8 +33,12 @@ MAX_PENDING: Final = 1024
 SCHEMA_VERSION: Final = 1
 
 
-class StoreError(Exception):
-    """The history store cannot be used (corrupt, unwritable, from a newer version)."""
+class StoreError(StartupError):
+    """The history store cannot be used (corrupt, unwritable, from a newer version):
+    the server does not start, with one line and exit code 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from .config import Config
 from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line
 from .room import Room
 from .session import PeerGone, Session
+from .startup import open_listeners
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,10 @@ async def serve_tcp_chat(
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept TCP chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
+    listeners = await open_listeners(config.host, config.tcp_port)
+    await trio.serve_listeners(
         partial(handle_tcp, room, config),
-        config.tcp_port,
-        host=config.host,
+        listeners,
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

@@ -1,8 +1,10 @@
-"""The WebSocket listener, on trio-websocket.
+"""The WebSocket listener, on trio-websocket, which also serves the chat page.
 
-We own the accept loop and wrap each stream with ``wrap_server_stream``, so every
-connection's errors stay inside its handler (in trio-websocket 0.12.2 an exception
-escaping a ``serve_websocket`` handler takes the whole server down).
+Each connection starts in :mod:`trio_chat.http`: plain HTTP requests get the page,
+WebSocket upgrades come back here. We own the accept loop and wrap each stream with
+``wrap_server_stream``, so every connection's errors stay inside its handler (in
+trio-websocket 0.12.2 an exception escaping a ``serve_websocket`` handler takes the
+whole server down).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from functools import partial
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
+from . import http
 from .config import Config
 from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
 from .room import Room
 from .session import PeerGone, Session
+from .startup import open_listeners
 from .tcp import peer_name
 
 log = logging.getLogger(__name__)
@@ -65,20 +69,23 @@ class WsTransport:
 
 
 async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None:
-    """One WebSocket connection. Never raises: an escaping error would end the listener."""
+    """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
+    request for the page. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
     try:
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
-            with trio.move_on_after(config.handshake_timeout):
-                request = await wrap_server_stream(
-                    nursery, stream, max_message_size=config.max_line
-                )
-                ws = await request.accept()
-                log.info("connect ws %s", peer)
-            if ws is None:
-                log.info("ws handshake from %s timed out", peer)
-            else:
+            with trio.move_on_after(config.handshake_timeout) as handshake:
+                upgrade = await http.serve_http(stream, config, peer)
+                if upgrade is not None:
+                    request = await wrap_server_stream(
+                        nursery, upgrade, max_message_size=config.max_line
+                    )
+                    ws = await request.accept()
+                    log.info("connect ws %s", peer)
+            if handshake.cancelled_caught:
+                log.info("handshake from %s timed out", peer)
+            elif ws is not None:
                 await Session(room, config, WsTransport(ws, config, peer)).run()
                 log.info("disconnect ws %s", peer)
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
@@ -96,10 +103,10 @@ async def serve_ws_chat(
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
+    listeners = await open_listeners(config.host, config.ws_port)
+    await trio.serve_listeners(
         partial(handle_ws, room, config),
-        config.ws_port,
-        host=config.host,
+        listeners,
         handler_nursery=handler_nursery,
         task_status=task_status,
     )
