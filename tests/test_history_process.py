@@ -9,12 +9,15 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing, suppress
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import trio
 
+from tests.client_helpers import JoinProcess
 from tests.helpers import TcpClient
+from trio_chat import Config, serve
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +179,39 @@ async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
     assert result.returncode == 2
     assert len(lines) == 1, lines
     assert "cannot use history database" in lines[0] and str(path) in lines[0]
+
+
+async def test_join_client_resumes_without_gaps_across_a_server_restart(tmp_path, nursery):
+    """``trio-chat join`` sends ``since`` when it rejoins: it gets what it missed, once."""
+    config = Config(tcp_port=0, ws_port=0, db=str(tmp_path / "chat.db"))
+
+    async def ann_says(port: int, *texts: str) -> None:
+        async with await TcpClient.connect(port) as ann:
+            await ann.join("Ann")
+            for text in texts:
+                await ann.send({"type": "chat", "text": text})
+                await ann.recv_until(type="chat", text=text)
+
+    async with trio.open_nursery() as servers:
+        bound = await servers.start(serve, config)
+        await ann_says(bound.tcp_port, "one", "two")
+        bot = await JoinProcess.start(
+            nursery, "--name", "bot", "--port", bound.tcp_port, "--max-backoff", "0.2"
+        )
+        assert (await bot.wait_for("Ann: two")).startswith("(earlier) ")
+        await ann_says(bound.tcp_port, "three")
+        await bot.wait_for("Ann: three")
+        servers.cancel_scope.cancel()
+    # Restarted where the bot cannot rejoin yet: it misses these.
+    async with trio.open_nursery() as servers:
+        elsewhere = await servers.start(serve, config)
+        await ann_says(elsewhere.tcp_port, "four", "five")
+        servers.cancel_scope.cancel()
+    async with trio.open_nursery() as servers:
+        await servers.start(serve, replace(config, tcp_port=bound.tcp_port))
+        assert (await bot.wait_for("Ann: five")).startswith("(earlier) ")
+        await bot.close_stdin()
+        assert await bot.exit_code() == 0
+        servers.cancel_scope.cancel()
+    said = [line.split("] ", 1)[1] for line in bot.seen if "] Ann: " in line]
+    assert said == ["Ann: one", "Ann: two", "Ann: three", "Ann: four", "Ann: five"]
