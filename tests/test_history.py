@@ -115,6 +115,22 @@ async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
         assert (await ann.recv_until(type="chat", text="e"))["id"] == 4
 
 
+async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery):
+    config = replace(CONFIG, queue_size=8)
+    async with open_history(config) as history:
+        for n in range(1, 1201):  # more than the queue, and than one write (MAX_BATCH)
+            await history.wait_writable()
+            history.record("Bob", f"m{n}", "T")
+        bound = await nursery.start(partial(serve, config, room=Room(history=history)))
+        async with await TcpClient.connect(bound.tcp_port) as ann:
+            chats, end = await join_with_replay(ann, "Ann", since=0)
+            assert [m["id"] for m in chats] == list(range(1, 1201))
+            assert end == {"type": "history_end", "last_id": 1200}
+            await ann.send({"type": "ping"})
+            assert await ann.recv() == {"type": "pong"}  # still connected
+        nursery.cancel_scope.cancel()
+
+
 async def test_since_past_the_retention_says_incomplete(nursery):
     config = replace(CONFIG, history_keep=3)
     async with open_history(config) as history:

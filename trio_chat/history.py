@@ -105,8 +105,10 @@ class History:
             return Replay(tail, self.last_id, since, read_before=ring[0].id)
         return Replay(tail, self.last_id, since, complete=since >= self.store.pruned_through)
 
-    async def render(self, replay: Replay) -> list[str]:
-        """The replay's lines, ``history_end`` last (reads the store if it must)."""
+    async def collect(self, replay: Replay) -> tuple[list[StoredMessage], str]:
+        """The replay's messages, oldest first (reading the store if it must), and its
+        ``history_end`` line. The caller encodes them chunk by chunk, so a long replay
+        never holds the event loop for long."""
         older: list[StoredMessage] = []
         complete = replay.complete
         if replay.since is not None and replay.read_before is not None:
@@ -116,10 +118,12 @@ class History:
             except Exception as error:  # a broken disk costs this replay, not the session
                 log.error("history: replay read failed: %s", error)
                 complete = False
-        lines = [chat_line(m, history=True) for m in older]
-        lines.extend(chat_line(m, history=True) for m in replay.tail)
-        lines.append(protocol.history_end(replay.last_id, complete=complete))
-        return lines
+        return older + replay.tail, protocol.history_end(replay.last_id, complete=complete)
+
+    async def render(self, replay: Replay) -> list[str]:
+        """The replay's lines, ``history_end`` last."""
+        messages, end = await self.collect(replay)
+        return [chat_line(m, history=True) for m in messages] + [end]
 
 
 @asynccontextmanager

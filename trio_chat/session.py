@@ -16,7 +16,7 @@ import trio
 
 from . import protocol
 from .config import Config
-from .history import Replay
+from .history import Replay, chat_line
 from .protocol import NOT_JOINED, SLOW_CONSUMER, Chat, Event, Join, Leave, Ping, ProtocolError, Who
 from .room import Member, Room
 
@@ -128,10 +128,8 @@ class Session:
                     # rendered here and written in chunks at the peer's pace.
                     if lines and not await self._write(lines):
                         return
-                    lines = await self._render(item)
-                    for start in range(0, len(lines), MAX_BATCH):
-                        if not await self._write(lines[start : start + MAX_BATCH]):
-                            return
+                    if not await self._replay(item):
+                        return
                     lines = []
                 else:
                     lines.append(item)
@@ -144,10 +142,19 @@ class Session:
             if lines and not await self._write(lines):
                 return
 
-    async def _render(self, replay: Replay) -> list[str]:
+    async def _replay(self, replay: Replay) -> bool:
+        """Write a replay in chunks, encoding each just before it goes out."""
         history = self.room.history
         assert history is not None
-        return await history.render(replay)
+        messages, end = await history.collect(replay)
+        start = 0
+        while True:
+            chunk = [chat_line(m, history=True) for m in messages[start : start + MAX_BATCH]]
+            start += MAX_BATCH
+            if start >= len(messages):
+                return await self._write([*chunk, end])  # a short replay is one write
+            if not await self._write(chunk):
+                return False
 
     async def _write(self, lines: list[str]) -> bool:
         """One bounded write; False (and eviction) if the peer is gone or too slow."""
