@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 import threading
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import TcpClient, WsClient, ws_client
 from trio_chat import Config, serve
@@ -258,3 +262,54 @@ async def test_store_refuses_a_database_it_does_not_own(tmp_path):
         with pytest.raises(StoreError, match=says):
             async with open_history(replace(CONFIG, db=str(path))):
                 pass
+
+
+say_ops = st.tuples(st.just("say"), st.integers(1, 30))
+check_ops = st.tuples(st.just("check"), st.integers(0, 120) | st.none())
+other_ops = st.tuples(st.sampled_from(["flush", "yield"]), st.just(0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keep=st.integers(1, 40),
+    max_pending=st.integers(1, 16),
+    ring=st.integers(1, 24),
+    replay=st.integers(0, 10),
+    ops=st.lists(st.one_of(say_ops, check_ops, other_ops), max_size=25),
+)
+def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
+    """Whatever has been committed or pruned, a replay is the newest messages after
+    ``since``, without gaps; ``complete`` only when none is missing; never fewer than
+    the retention promises."""
+
+    async def scenario(path: str) -> None:
+        store = SqliteStore(path, keep=keep, max_pending=max_pending)
+        async with running(store, History.ring_size(store, replay, ring)) as snapshot:
+            history = History(store, snapshot, replay=replay, ring=ring)
+            n = 0
+            for op, arg in ops:
+                if op == "say":
+                    for _ in range(arg):
+                        await history.wait_writable()
+                        n += 1
+                        assert f'"id":{n},' in history.record("u", f"m{n}", "T")
+                elif op == "flush":
+                    await store.flush()
+                elif op == "yield":
+                    await trio.lowlevel.checkpoint()
+                else:
+                    messages, end = await history.collect(history.replay(arg))
+                    ids = [m.id for m in messages]
+                    assert all(m.text == f"m{m.id}" for m in messages)
+                    if arg is None:
+                        assert ids == list(range(n - min(n, replay, keep) + 1, n + 1))
+                        assert end == f'{{"type":"history_end","last_id":{n}}}'
+                        continue
+                    wanted = list(range(arg + 1, n + 1))
+                    assert ids == wanted[len(wanted) - len(ids):]  # a gapless suffix
+                    assert len(ids) >= min(len(wanted), keep)
+                    complete = '"complete":false' not in end
+                    assert complete == (ids == wanted), (ids, wanted, end)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trio.run(scenario, str(Path(tmp) / "chat.db"))
