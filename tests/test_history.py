@@ -188,7 +188,7 @@ async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path):
     for n in range(1, 4):
         store.put_nowait(StoredMessage(n, "Bob", "x", "T"))
     await store.flush()  # no writer task: flush commits itself
-    await trio.to_thread.run_sync(store._close_sync, False)  # as if killed
+    await trio.to_thread.run_sync(store._close_connections)  # as if killed
 
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 3 + 16
@@ -240,6 +240,41 @@ async def test_a_stalled_writer_holds_back_the_sender_not_the_room(nursery):
             nursery.cancel_scope.cancel()
     finally:
         store.gate.set()
+
+
+class FailingStore(SqliteStore):
+    """A real SQLite store whose disk 'fails' while ``failing`` is set."""
+
+    failing = False
+
+    def _write_sync(self, batch: list[StoredMessage]) -> int:
+        if self.failing:
+            raise sqlite3.OperationalError("disk I/O error")
+        return super()._write_sync(batch)
+
+
+async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, caplog):
+    config = replace(CONFIG, db=str(tmp_path / "chat.db"))
+    store = FailingStore(config.db, keep=100)
+    async with open_history(config, store) as history:
+        for text in ["kept", "lost", "kept again", "lost at the end"]:
+            await history.wait_writable()
+            history.record("Bob", text, "T")
+            await store.flush()
+            store.failing = not store.failing
+        messages, pruned = await store.read(0, 99)  # what a deep resume would read
+        assert [m.text for m in messages] == ["kept", "kept again"]
+        assert pruned == 2  # written with the next good batch; 4 is not written yet
+        assert store.pruned_through == 4
+    assert "could not store 1 messages (ids 2-2): disk I/O error" in caplog.text
+    async with open_history(config) as history:
+        assert history.last_id == 4  # a clean stop: no window skipped, none reused
+        messages, end = await history.collect(history.replay(0))
+        assert [m.text for m in messages] == ["kept", "kept again"]
+        assert end == '{"type":"history_end","last_id":4,"complete":false}'
+        assert history.store.pruned_through == 4  # written at the clean stop
+        messages, end = await history.collect(history.replay(4))
+        assert end == '{"type":"history_end","last_id":4}'
 
 
 async def test_store_refuses_a_database_it_does_not_own(tmp_path):

@@ -75,6 +75,7 @@ class BatchingStore:
         self._pending: list[StoredMessage] = []
         self._in_flight = 0
         self._handed = 0  # messages handed over, ever
+        self._last_handed_id = 0
         self._done = 0  # ... of which committed (or given up on after an error)
         self._work = trio.Event()
         self._progress = trio.Event()
@@ -97,7 +98,9 @@ class BatchingStore:
         read from one consistent snapshot."""
         raise NotImplementedError
 
-    def _close_sync(self, clean: bool) -> None:
+    def _close_sync(self, last_id: int) -> None:
+        """Record a clean stop; ids continue after ``last_id`` (even if its batch
+        could not be written), and ``pruned_through`` is kept."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ event-loop side
@@ -126,6 +129,7 @@ class BatchingStore:
             raise trio.WouldBlock
         self._pending.append(message)
         self._handed += 1
+        self._last_handed_id = message.id
         self._work.set()
 
     async def wait_writable(self) -> None:
@@ -169,7 +173,7 @@ class BatchingStore:
         self._closed = True
         await self.flush()
         await trio.to_thread.run_sync(
-            self._close_sync, self._done == self._handed, limiter=self._write_limiter
+            self._close_sync, self._last_handed_id, limiter=self._write_limiter
         )
 
     async def _commit_pending(self) -> None:
@@ -188,8 +192,8 @@ class BatchingStore:
             self._in_flight = 0
             self._done += len(batch)
             self._wake()
-        if pruned is not None:
-            self.pruned_through = pruned
+        # A batch that could not be written counts as lost: replays say so.
+        self.pruned_through = batch[-1].id if pruned is None else pruned
 
     def _write_logged(self, batch: list[StoredMessage]) -> int | None:
         try:
@@ -219,6 +223,7 @@ class SqliteStore(BatchingStore):
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._count = 0
+        self._meta_pruned = 0  # pruned_through as the database has it
         if path != MEMORY:
             # A file has a second connection, so replay reads never wait for a commit.
             self._read_limiter = trio.CapacityLimiter(1)
@@ -288,6 +293,7 @@ class SqliteStore(BatchingStore):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._meta_pruned = pruned
         rows = conn.execute(
             "SELECT id, user, text, ts FROM messages ORDER BY id DESC LIMIT ?", (tail,)
         ).fetchall()
@@ -331,6 +337,7 @@ class SqliteStore(BatchingStore):
                 ).fetchone()
                 conn.execute("DELETE FROM messages WHERE id < ?", (first_kept,))
                 pruned, count = max(pruned, first_kept - 1), self.keep
+            if pruned != self._meta_pruned:  # pruned now, or a failed batch before
                 conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'pruned_through'", (pruned,)
                 )
@@ -339,7 +346,7 @@ class SqliteStore(BatchingStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._count = count
+        self._count, self._meta_pruned = count, pruned
         return pruned
 
     def _read_sync(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
@@ -358,10 +365,14 @@ class SqliteStore(BatchingStore):
             conn.execute("COMMIT")
         return [StoredMessage(*row) for row in rows], pruned
 
-    def _close_sync(self, clean: bool) -> None:
+    def _close_sync(self, last_id: int) -> None:
         try:
-            if clean and self._conn is not None:
-                self._conn.execute("UPDATE meta SET value = 1 WHERE key = 'clean'")
+            if self._conn is not None:
+                self._conn.executemany(
+                    "UPDATE meta SET value = MAX(value, ?) WHERE key = ?",
+                    [(last_id, "id_floor"), (self.pruned_through, "pruned_through"),
+                     (1, "clean")],
+                )
         except sqlite3.Error as error:
             log.error("history: could not mark the database closed cleanly: %s", error)
         finally:
