@@ -188,7 +188,8 @@ async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path):
     for n in range(1, 4):
         store.put_nowait(StoredMessage(n, "Bob", "x", "T"))
     await store.flush()  # no writer task: flush commits itself
-    await trio.to_thread.run_sync(store._close_connections)  # as if killed
+    await store._in_writer(store._close_connections)  # as if killed: not marked clean
+    store._writer.stop()
 
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 3 + 16

@@ -14,12 +14,15 @@ methods, which run in a worker thread, one at a time.
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -27,6 +30,7 @@ from .startup import StartupError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MEMORY: Final = ":memory:"
 #: Most messages handed to the writer and not yet committed (one batch at most).
 MAX_PENDING: Final = 1024
@@ -59,6 +63,46 @@ class Snapshot:
     tail: list[StoredMessage] = field(default_factory=list)
 
 
+class WriterThread:
+    """The one thread that owns the database's writing connection: it runs jobs one at
+    a time, in the order they were given, and wakes the awaiting task when done."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def run_sync(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the thread. Not cancellable, like ``trio.to_thread.run_sync``:
+        a job once handed over runs to its end and its result is not dropped."""
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[T] = []
+        error: list[BaseException] = []
+
+        def job() -> None:
+            try:
+                result.append(fn())
+            except BaseException as exc:
+                error.append(exc)
+            token.run_sync_soon(done.set)
+
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        if error:
+            raise error[0]
+        return result[0]
+
+    def stop(self) -> None:
+        """Let the thread end after the jobs already given."""
+        self._jobs.put(None)
+
+
 class BatchingStore:
     """The bounded hand-over buffer and group-commit writer shared by every backend."""
 
@@ -81,8 +125,10 @@ class BatchingStore:
         self._progress = trio.Event()
         self._writer_alive = False
         self._closed = False
-        self._write_limiter = trio.CapacityLimiter(1)
-        self._read_limiter = self._write_limiter
+        self._writer: WriterThread | None = None
+        #: Reads run in the writer thread too, unless a backend can read beside it.
+        self._reads_beside_writer = False
+        self._read_limiter = trio.CapacityLimiter(1)
 
     # ------------------------------------------------------------ backend hooks
 
@@ -107,9 +153,12 @@ class BatchingStore:
 
     async def open(self, tail: int) -> Snapshot:
         """Open (creating if needed); returns the newest ``tail`` rows and the next id."""
-        snapshot = await trio.to_thread.run_sync(
-            self._open_sync, tail, limiter=self._write_limiter
-        )
+        self._writer = WriterThread(f"trio-chat history writer ({type(self).__name__})")
+        try:
+            snapshot = await self._writer.run_sync(partial(self._open_sync, tail))
+        except BaseException:
+            self._writer.stop()
+            raise
         self.pruned_through = snapshot.pruned_through
         return snapshot
 
@@ -164,17 +213,20 @@ class BatchingStore:
     async def read(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
         """Committed messages with ``after < id < before`` (in a thread) and
         ``pruned_through``."""
-        return await trio.to_thread.run_sync(
-            self._read_sync, after, before, limiter=self._read_limiter
-        )
+        read = partial(self._read_sync, after, before)
+        if self._reads_beside_writer:
+            return await trio.to_thread.run_sync(read, limiter=self._read_limiter)
+        return await self._in_writer(read)
 
     async def aclose(self) -> None:
         """Commit what is left (the writer task must have stopped), then close."""
         self._closed = True
         await self.flush()
-        await trio.to_thread.run_sync(
-            self._close_sync, self._last_handed_id, limiter=self._write_limiter
-        )
+        try:
+            await self._in_writer(partial(self._close_sync, self._last_handed_id))
+        finally:
+            assert self._writer is not None
+            self._writer.stop()
 
     async def _commit_pending(self) -> None:
         self._work = trio.Event()
@@ -185,15 +237,17 @@ class BatchingStore:
         self._in_flight = len(batch)
         try:
             # Not cancellable: a batch once started is committed before we go on.
-            pruned = await trio.to_thread.run_sync(
-                self._write_logged, batch, limiter=self._write_limiter
-            )
+            pruned = await self._in_writer(partial(self._write_logged, batch))
         finally:
             self._in_flight = 0
             self._done += len(batch)
             self._wake()
         # A batch that could not be written counts as lost: replays say so.
         self.pruned_through = batch[-1].id if pruned is None else pruned
+
+    async def _in_writer(self, fn: Callable[[], T]) -> T:
+        assert self._writer is not None, "the store is not open"
+        return await self._writer.run_sync(fn)
 
     def _write_logged(self, batch: list[StoredMessage]) -> int | None:
         try:
@@ -225,13 +279,15 @@ class SqliteStore(BatchingStore):
         self._count = 0
         self._meta_pruned = 0  # pruned_through as the database has it
         if path != MEMORY:
-            # A file has a second connection, so replay reads never wait for a commit.
-            self._read_limiter = trio.CapacityLimiter(1)
+            # A file has a second connection, read from trio's worker threads (one at a
+            # time), so replay reads never wait for a commit: WAL readers see the last
+            # commit while the writer goes on.
+            self._reads_beside_writer = True
 
-    def _connect(self) -> sqlite3.Connection:
-        # Autocommit mode: we BEGIN/COMMIT ourselves. Calls come from worker threads,
-        # never two at once (a CapacityLimiter of 1 per connection).
-        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _connect(self, *, for_reads: bool = False) -> sqlite3.Connection:
+        # Autocommit mode: we BEGIN/COMMIT ourselves. The writing connection lives in
+        # the writer thread; the reading one moves between worker threads.
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=not for_reads)
 
     def _open_sync(self, tail: int) -> Snapshot:
         try:
@@ -239,7 +295,7 @@ class SqliteStore(BatchingStore):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn = self._connect()
             snapshot = self._prepare(conn, tail)
-            self._reader = self._connect() if self.path != MEMORY else conn
+            self._reader = self._connect(for_reads=True) if self.path != MEMORY else conn
         except (sqlite3.Error, OSError) as error:
             self._close_connections()
             raise StoreError(f"cannot use history database {self.path}: {error}") from None
