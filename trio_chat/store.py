@@ -1,14 +1,15 @@
 """Message history on disk: one interface, SQLite by default.
 
 The event loop never touches the database. Chat messages are handed to the store
-with :meth:`BatchingStore.put_nowait` into a bounded buffer; one writer task moves
-everything buffered to a worker thread and commits it as a single transaction (group
-commit), so a burst of thousands of messages costs a few commits. When the buffer is
-full the *sender* waits (:meth:`BatchingStore.wait_writable`); the room never does.
+with :meth:`BatchingStore.put_nowait` into a bounded buffer; a task hands everything
+buffered, as one batch, to the store's single writer thread, which commits it as one
+transaction (group commit), so a burst of thousands of messages costs a few commits.
+While a batch commits, the next one gathers. When the buffer is full the *sender* waits
+(:meth:`BatchingStore.wait_writable`); the room never does.
 
 At most ``max_pending`` messages are ever handed over and not yet committed: that is
 the most a crash (not a clean stop) can lose. A backend implements the four ``_*_sync``
-methods, which run in a worker thread, one at a time.
+methods, which run in the writer thread, in order (``_read_sync`` may run beside it).
 """
 
 from __future__ import annotations
