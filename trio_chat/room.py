@@ -72,6 +72,12 @@ class Room:
         self._clock = clock
         self._evicted: deque[Member] = deque()
         self._evicting = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop all room traffic (server shutdown): no more broadcasts or leave notices,
+        which with every client leaving at once would be quadratic."""
+        self.closed = True
 
     @property
     def names(self) -> list[str]:
@@ -106,6 +112,8 @@ class Room:
         if name is None or self._members.get(name.casefold()) is not member:
             return
         del self._members[name.casefold()]
+        if self.closed:
+            return
         log.info(
             "leave %s%s (%d online)",
             name,
@@ -122,6 +130,8 @@ class Room:
 
     def broadcast(self, line: str) -> None:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
+        if self.closed:
+            return
         for member in list(self._members.values()):
             if not member.deliver(line):
                 self._evicted.append(member)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
@@ -10,6 +11,7 @@ from functools import partial
 import trio
 
 from .config import Config
+from .limits import Gate
 from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line
 from .room import Room
 from .session import PeerGone, Session
@@ -29,6 +31,44 @@ def peer_name(stream: trio.abc.Stream) -> str:
             return "?"
         return f"{host}:{port}"
     return "memory"
+
+
+def peer_host(peer: str) -> str:
+    """The address part of :func:`peer_name`'s ``host:port`` (what per-IP caps count)."""
+    return peer.rpartition(":")[0] or peer
+
+
+#: TCP keepalive: first probe after this many idle seconds, then every
+#: KEEPALIVE_INTERVAL, giving up after KEEPALIVE_COUNT unanswered probes, so a peer
+#: whose machine vanished is noticed in about 90 s even if we never write to it.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
+def set_keepalive(stream: trio.abc.Stream) -> None:
+    """Turn on TCP keepalive for a socket stream (a no-op for other streams)."""
+    if not isinstance(stream, trio.SocketStream):
+        return
+    try:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            if hasattr(socket, name):
+                stream.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass  # the peer may already be gone; the session will notice
+
+
+async def refuse_tcp(stream: trio.abc.Stream, error: ProtocolError, timeout: float) -> None:
+    """Tell a connection over a cap why, if that can be done quickly, and close it."""
+    with trio.move_on_after(timeout):
+        with suppress(*_STREAM_ERRORS):
+            await stream.send_all(error.to_message().encode() + b"\n")
+    await trio.aclose_forcefully(stream)
 
 
 class TcpTransport:
@@ -82,16 +122,40 @@ class TcpTransport:
         await self.stream.aclose()
 
 
-async def handle_tcp(room: Room, config: Config, stream: trio.abc.Stream) -> None:
+async def handle_tcp(
+    room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
+) -> None:
     """One TCP connection. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
+    host = peer_host(peer)
+    set_keepalive(stream)
+    if gate is not None:
+        try:
+            gate.admit(host)
+        except ProtocolError as error:
+            log.info("refuse tcp %s (%s)", peer, error.text)
+            await refuse_tcp(stream, error, config.goodbye_timeout)
+            return
     log.info("connect tcp %s", peer)
+    session: Session | None = None
     try:
-        await Session(room, config, TcpTransport(stream, config, peer)).run()
+        session = Session(
+            room, config, TcpTransport(stream, config, peer), join_timeout=config.idle_timeout
+        )
+        if gate is not None:
+            gate.live.add(session)
+            if gate.closing:
+                session.shutdown()
+        await session.run()
     except Exception:
         log.exception("connection %s failed", peer)
         await trio.aclose_forcefully(stream)
-    log.info("disconnect tcp %s", peer)
+    finally:
+        if gate is not None:
+            if session is not None:
+                gate.live.discard(session)
+            gate.release(host)
+    log.info("disconnect tcp %s (%s)", peer, session.reason if session else "error")
 
 
 async def serve_tcp_chat(
@@ -99,11 +163,12 @@ async def serve_tcp_chat(
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
+    gate: Gate[Session] | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept TCP chat connections; reports the listeners through ``task_status``."""
     await trio.serve_tcp(
-        partial(handle_tcp, room, config),
+        partial(handle_tcp, room, config, gate=gate),
         config.tcp_port,
         host=config.host,
         handler_nursery=handler_nursery,

@@ -15,10 +15,19 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from .config import Config
-from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
+from .limits import Gate
+from .protocol import (
+    RATE_LIMITED,
+    SERVER_FULL,
+    SLOW_CONSUMER,
+    TOO_LONG,
+    Event,
+    ProtocolError,
+    decode_frame,
+)
 from .room import Room
-from .session import PeerGone, Session
-from .tcp import peer_name
+from .session import PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from .tcp import peer_host, peer_name, set_keepalive
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +36,10 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
     None: (1000, "bye"),
     SLOW_CONSUMER: (4008, "slow consumer"),
     TOO_LONG: (1009, "message too big"),
+    SHUTDOWN: (1001, "server shutting down"),
+    SERVER_FULL: (1013, "server full"),
+    RATE_LIMITED: (4029, "rate limited"),
+    PING_TIMEOUT: (4001, "ping timeout"),
 }
 
 
@@ -64,27 +77,73 @@ class WsTransport:
         await self.ws.aclose(code, text)
 
 
-async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None:
+async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -> None:
+    """Ping every ``ping_interval``; a peer whose pong takes over ``ping_timeout`` is
+    dead (trio-websocket's ``ping()`` would wait for ever) and is dropped."""
+    if config.ping_interval <= 0:
+        return
+    while True:
+        await trio.sleep(config.ping_interval)
+        with trio.move_on_after(config.ping_timeout):
+            try:
+                await ws.ping()
+            except ConnectionClosed:
+                return
+            continue
+        log.info("%s did not answer a ping", session.member)
+        session.member.evict(PING_TIMEOUT)
+        return
+
+
+async def handle_ws(
+    room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
+) -> None:
     """One WebSocket connection. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
+    host = peer_host(peer)
+    set_keepalive(stream)
+    refusal: ProtocolError | None = None
+    if gate is not None:
+        try:
+            gate.admit(host)
+        except ProtocolError as error:
+            refusal = error
+    session: Session | None = None
     try:
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
-            with trio.move_on_after(config.handshake_timeout):
+            # A refused connection gets only a short handshake, to say why (1013).
+            timeout = config.goodbye_timeout if refusal else config.handshake_timeout
+            with trio.move_on_after(timeout):
                 request = await wrap_server_stream(
                     nursery, stream, max_message_size=config.max_line
                 )
                 ws = await request.accept()
-                log.info("connect ws %s", peer)
             if ws is None:
                 log.info("ws handshake from %s timed out", peer)
+            elif refusal is not None:
+                log.info("refuse ws %s (%s)", peer, refusal.text)
+                code, text = CLOSE_CODES[SERVER_FULL]
+                with trio.move_on_after(config.goodbye_timeout):
+                    await ws.aclose(code, text)
             else:
-                await Session(room, config, WsTransport(ws, config, peer)).run()
-                log.info("disconnect ws %s", peer)
+                log.info("connect ws %s", peer)
+                session = Session(room, config, WsTransport(ws, config, peer))
+                if gate is not None:
+                    gate.live.add(session)
+                    if gate.closing:
+                        session.shutdown()
+                nursery.start_soon(keepalive, ws, session, config)
+                await session.run()
+                log.info("disconnect ws %s (%s)", peer, session.reason)
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
     except Exception:
         log.exception("connection %s failed", peer)
     finally:
+        if gate is not None and refusal is None:
+            if session is not None:
+                gate.live.discard(session)
+            gate.release(host)
         await trio.aclose_forcefully(stream)
 
 
@@ -93,11 +152,12 @@ async def serve_ws_chat(
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
+    gate: Gate[Session] | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket chat connections; reports the listeners through ``task_status``."""
     await trio.serve_tcp(
-        partial(handle_ws, room, config),
+        partial(handle_ws, room, config, gate=gate),
         config.ws_port,
         host=config.host,
         handler_nursery=handler_nursery,
