@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from trio_chat.protocol import LineBuffer
 
@@ -14,8 +16,9 @@ WAIT = 10  # seconds any single expected message may take (a bound, never slept)
 
 
 class TcpClient:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, wait: float = WAIT) -> None:
         self.stream = stream
+        self.wait = wait
         self._buffer = LineBuffer(1 << 20)
         self._lines: list[bytes] = []
 
@@ -31,7 +34,7 @@ class TcpClient:
 
     async def line(self) -> bytes | None:
         """Next line, or None at EOF."""
-        with trio.fail_after(WAIT):
+        with trio.fail_after(self.wait):
             while not self._lines:
                 data = await self.stream.receive_some(65536)
                 if not data:
@@ -103,6 +106,22 @@ class WsClient:
         return welcome
 
 
-def ws_client(port: int, path: str = "/") -> Any:
-    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection."""
-    return open_websocket_url(f"ws://127.0.0.1:{port}{path}")
+@asynccontextmanager
+async def ws_client(port: int, path: str = "/") -> AsyncIterator[WebSocketConnection]:
+    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection.
+
+    We own the TCP stream: trio-websocket 0.12's client leaves its socket open when
+    the server closes first (it waits for the TCP close, then never closes its end).
+    """
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path)
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(WAIT):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
