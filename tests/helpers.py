@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import trio
@@ -62,9 +62,15 @@ class TcpClient:
         return welcome
 
     async def eof(self) -> bool:
-        """True if the server closed the connection (after any remaining lines)."""
+        """True if the server closed the connection (after any remaining lines).
+
+        Answers the server's FIN with ours, as a real client does: the server lingers
+        on a closing connection until the peer's end closes too."""
         while True:
             if await self.line() is None:
+                if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.stream.send_eof()
                 return True
 
     async def aclose(self) -> None:

@@ -113,13 +113,26 @@ class TcpTransport:
             raise PeerGone from exc
 
     async def close(self, reason: str | None) -> None:
-        if reason == SLOW_CONSUMER:
-            error = ProtocolError(SLOW_CONSUMER, "disconnected: you were not reading fast enough")
-            # Only if it goes out at once (the peer has stopped reading); a fresh
-            # line, since a cancelled write may have left half of one behind.
-            with trio.move_on_after(0.05), suppress(PeerGone):
-                await self.send(["", error.to_message()])
-        await self.stream.aclose()
+        """Lingering close: send our FIN after the last line, then read and discard
+        until the peer's (the caller bounds the wait). Closing a socket with unread
+        input sends a RST, which can destroy the error line the peer has not read yet
+        (a flooder cut off with ``rate_limited`` would never learn why)."""
+        try:
+            if reason == SLOW_CONSUMER:
+                error = ProtocolError(
+                    SLOW_CONSUMER, "disconnected: you were not reading fast enough"
+                )
+                # Only if it goes out at once (the peer has stopped reading); a fresh
+                # line, since a cancelled write may have left half of one behind.
+                with trio.move_on_after(0.05), suppress(PeerGone):
+                    await self.send(["", error.to_message()])
+            elif isinstance(self.stream, trio.abc.HalfCloseableStream) and not self._eof:
+                with suppress(*_STREAM_ERRORS, trio.BusyResourceError, OSError):
+                    await self.stream.send_eof()
+                    while await self.stream.receive_some(RECEIVE_SIZE):
+                        pass
+        finally:
+            await self.stream.aclose()
 
 
 async def handle_tcp(
