@@ -48,6 +48,7 @@ class Member:
         try:
             self._outgoing.send_nowait(line)
         except trio.WouldBlock:
+            log.debug("%s queue full; evicting", self)
             self.evict(SLOW_CONSUMER)
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):

@@ -146,6 +146,10 @@ class Session:
                     if delay:
                         # Fakelag: this sender waits; nobody else does.
                         await trio.sleep(delay)
+                    else:
+                        # One read can hold a thousand lines: let the writers drain
+                        # each broadcast before the next, or every queue overflows.
+                        await trio.lowlevel.checkpoint()
                 if isinstance(item, ProtocolError):
                     self.member.deliver(item.to_message())
                     if item.fatal:
