@@ -1,10 +1,11 @@
-# make serve: run the server; make test: lint, type-check and test. Both set up .venv first.
+# make serve: run the server; make test: lint, type-check and test; make soak: the
+# 500-client load test (about a minute). All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck clean
+.PHONY: serve test soak lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
