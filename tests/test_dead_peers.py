@@ -50,9 +50,7 @@ async def test_joined_tcp_connection_may_stay_quiet(nursery, autojump_clock):
     assert (await member.recv_until(type="pong")) == {"type": "pong"}
 
 
-async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
-    nursery, autojump_clock
-):
+async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery, autojump_clock):
     """A lockstep stream blocks every write until the peer reads: a full kernel buffer."""
     config = Config(send_timeout=10)
     room = Room()

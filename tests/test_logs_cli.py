@@ -78,17 +78,41 @@ def test_cli_passes_every_hardening_option_to_the_config(monkeypatch):
     result = CliRunner().invoke(
         cli.main,
         [
-            "serve", "--rate-limit", "0", "--rate-burst", "3", "--rate-ceiling", "7",
-            "--idle-timeout", "9", "--ping-interval", "11", "--ping-timeout", "4",
-            "--max-clients", "50", "--shutdown-grace", "2", "--log-format", "json",
+            "serve",
+            "--rate-limit",
+            "0",
+            "--rate-burst",
+            "3",
+            "--rate-ceiling",
+            "7",
+            "--idle-timeout",
+            "9",
+            "--ping-interval",
+            "11",
+            "--ping-timeout",
+            "4",
+            "--max-clients",
+            "50",
+            "--shutdown-grace",
+            "2",
+            "--log-format",
+            "json",
         ],
         env={"TRIO_CHAT_MAX_PER_IP": "5"},
     )
     assert result.exit_code == 0, result.output
     assert seen == [
         Config(
-            rate_limit=0, rate_burst=3, rate_ceiling=7, idle_timeout=9, ping_interval=11,
-            ping_timeout=4, max_clients=50, max_per_ip=5, shutdown_grace=2, log_format="json",
+            rate_limit=0,
+            rate_burst=3,
+            rate_ceiling=7,
+            idle_timeout=9,
+            ping_interval=11,
+            ping_timeout=4,
+            max_clients=50,
+            max_per_ip=5,
+            shutdown_grace=2,
+            log_format="json",
         )
     ]
 

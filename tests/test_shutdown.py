@@ -30,9 +30,7 @@ async def start_stoppable(nursery: trio.Nursery, config: Config):
 
 
 async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_1001(nursery):
-    bound, stop, done = await start_stoppable(
-        nursery, Config(tcp_port=0, ws_port=0, rate_limit=0)
-    )
+    bound, stop, done = await start_stoppable(nursery, Config(tcp_port=0, ws_port=0, rate_limit=0))
     async with (
         await TcpClient.connect(bound.tcp_port) as reader,
         await TcpClient.connect(bound.tcp_port) as talker,
@@ -115,6 +113,10 @@ async def test_sigterm_stops_gracefully_with_exit_status_0():
         assert any(m.startswith("open-file limit") for m in messages)
         assert any(m.startswith("SIGTERM received") for m in messages)
         assert any(m.startswith("disconnect tcp") and "(shutdown)" in m for m in messages)
+        # Lifecycle lines carry structured fields in JSON.
+        assert sorted(e["user"] for e in log if e.get("event") == "join") == ["Ann", "Bob"]
+        disconnects = {(e["transport"], e["reason"]) for e in log if e.get("event") == "disconnect"}
+        assert disconnects == {("tcp", "shutdown"), ("ws", "shutdown")}
         assert messages[-1] == "trio-chat stopped"
 
 
@@ -130,5 +132,3 @@ async def test_second_signal_stops_at_once_with_exit_status_1():
                 assert await server.process.wait() == 1
             assert await stuck.eof()
         assert "stopping at once" in " ".join(await server.rest_of_log())
-
-

@@ -30,9 +30,7 @@ class TokenBucket:
     ``rate <= 0`` turns the bucket off.
     """
 
-    def __init__(
-        self, rate: float, burst: int, ceiling: int, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, rate: float, burst: int, ceiling: int, clock: Callable[[], float]) -> None:
         self.rate = rate
         self.burst = max(1, burst)
         self.ceiling = ceiling

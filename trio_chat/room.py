@@ -99,7 +99,10 @@ class Room:
         member.name = name
         self._members[key] = member
         if old is None:
-            log.info("join %s from %s (%d online)", name, member.peer, len(self))
+            log.info(
+                "join %s from %s (%d online)", name, member.peer, len(self),
+                extra={"event": "join", "user": name, "peer": member.peer, "online": len(self)},
+            )
             member.deliver(protocol.welcome(name, self.names))
             self._announce("join", name, f"{name} joined the chat")
         elif old != name:
@@ -120,6 +123,13 @@ class Room:
             name,
             f" ({member.evicted})" if member.evicted else "",
             len(self),
+            extra={
+                "event": "leave",
+                "user": name,
+                "peer": member.peer,
+                "reason": member.evicted,
+                "online": len(self),
+            },
         )
         self._announce("leave", name, f"{name} left the chat")
 

@@ -146,10 +146,13 @@ async def handle_tcp(
         try:
             gate.admit(host)
         except ProtocolError as error:
-            log.info("refuse tcp %s (%s)", peer, error.text)
+            log.info(
+                "refuse tcp %s (%s)", peer, error.text,
+                extra={"event": "refuse", "transport": "tcp", "peer": peer, "reason": error.code},
+            )
             await refuse_tcp(stream, error, config.goodbye_timeout)
             return
-    log.info("connect tcp %s", peer)
+    log.info("connect tcp %s", peer, extra={"event": "connect", "transport": "tcp", "peer": peer})
     session: Session | None = None
     try:
         session = Session(
@@ -168,7 +171,11 @@ async def handle_tcp(
             if session is not None:
                 gate.live.discard(session)
             gate.release(host)
-    log.info("disconnect tcp %s (%s)", peer, session.reason if session else "error")
+    reason = session.reason if session else "error"
+    log.info(
+        "disconnect tcp %s (%s)", peer, reason,
+        extra={"event": "disconnect", "transport": "tcp", "peer": peer, "reason": reason},
+    )
 
 
 async def serve_tcp_chat(

@@ -110,7 +110,7 @@ async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -
             except ConnectionClosed:
                 return
             continue
-        log.info("%s did not answer a ping", session.member)
+        log.debug("%s did not answer a ping", session.member)
         session.member.evict(PING_TIMEOUT)
         return
 
@@ -140,14 +140,25 @@ async def handle_ws(
                 )
                 ws = await request.accept()
             if ws is None:
-                log.info("ws handshake from %s timed out", peer)
+                log.info(
+                    "ws handshake from %s timed out", peer,
+                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
+                           "reason": "handshake_timeout"},
+                )
             elif refusal is not None:
-                log.info("refuse ws %s (%s)", peer, refusal.text)
+                log.info(
+                    "refuse ws %s (%s)", peer, refusal.text,
+                    extra={"event": "refuse", "transport": "ws", "peer": peer,
+                           "reason": refusal.code},
+                )
                 code, text = CLOSE_CODES[SERVER_FULL]
                 with trio.move_on_after(config.goodbye_timeout):
                     await ws.aclose(code, text)
             else:
-                log.info("connect ws %s", peer)
+                log.info(
+                    "connect ws %s", peer,
+                    extra={"event": "connect", "transport": "ws", "peer": peer},
+                )
                 session = Session(room, config, WsTransport(ws, config, peer))
                 if gate is not None:
                     gate.live.add(session)
@@ -155,7 +166,11 @@ async def handle_ws(
                         session.shutdown()
                 nursery.start_soon(keepalive, ws, session, config)
                 await session.run()
-                log.info("disconnect ws %s (%s)", peer, session.reason)
+                log.info(
+                    "disconnect ws %s (%s)", peer, session.reason,
+                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
+                           "reason": session.reason},
+                )
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
     except Exception:
         log.exception("connection %s failed", peer)
