@@ -113,21 +113,21 @@ class WsClient:
 
 
 @asynccontextmanager
-async def ws_client(port: int, path: str = "/") -> AsyncIterator[WebSocketConnection]:
+async def ws_client(
+    port: int, path: str = "/", **kwargs: Any
+) -> AsyncIterator[WebSocketConnection]:
     """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection.
 
-    We own the TCP stream: trio-websocket 0.12's client leaves its socket open when
-    the server closes first (it waits for the TCP close, then never closes its end).
+    We own the socket so it is closed however the server ended the connection
+    (trio-websocket's client leaves it to the garbage collector after a 1009 close).
     """
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path)
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(WAIT):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        await trio.aclose_forcefully(stream)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path, **kwargs)
+        try:
+            yield ws
+        finally:
+            with trio.move_on_after(WAIT) as scope:
+                scope.shield = True
+                await ws.aclose()
+            nursery.cancel_scope.cancel()

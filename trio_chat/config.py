@@ -21,7 +21,8 @@ class Config:
     queue_size: int = 1024
     #: Seconds one write to a client may take before it is evicted as a slow consumer.
     send_timeout: float = 10.0
-    #: Seconds a new WebSocket connection has to finish its opening handshake.
+    #: Seconds a new connection on the WebSocket port has to send its request head and
+    #: finish the WebSocket handshake; a half-sent head is dropped after it.
     handshake_timeout: float = 10.0
     #: Seconds spent telling an evicted or closing client why, before dropping it.
     goodbye_timeout: float = 1.0

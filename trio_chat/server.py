@@ -13,6 +13,7 @@ from .config import Config
 from .limits import RESERVED_FDS, Gate, raise_nofile_limit
 from .room import Room
 from .session import Session
+from .startup import StartupError, find_startup_error, url_host
 from .tcp import serve_tcp_chat
 from .ws import serve_ws_chat
 
@@ -29,11 +30,13 @@ class Bound:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{_url_host(self.host)}:{self.ws_port}/"
+        return f"ws://{url_host(self.host)}:{self.ws_port}/"
 
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    @property
+    def page_url(self) -> str:
+        """The chat page, for a browser on this machine (a wildcard host becomes loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{url_host(host)}:{self.ws_port}/"
 
 
 def _port(listeners: list[trio.SocketListener]) -> int:
@@ -66,11 +69,12 @@ async def serve(
             bound = Bound(config.host, _port(tcp), _port(ws))
             log.info(
                 "trio-chat listening: tcp://%s:%d ws://%s:%d",
-                _url_host(bound.host),
+                url_host(bound.host),
                 bound.tcp_port,
-                _url_host(bound.host),
+                url_host(bound.host),
                 bound.ws_port,
             )
+            log.info("chat page: %s", bound.page_url)
             task_status.started(bound)
             await stop.wait()
             listeners.cancel_scope.cancel()  # stop accepting: the listening sockets close
@@ -126,8 +130,9 @@ async def serve_until_signal(config: Config) -> bool:
 
 
 def run(config: Config) -> int:
-    """Run the server in this process until a signal; returns the exit status
-    (0 after a graceful stop, 1 when a second signal cut the drain short)."""
+    """Run the server in this process until a signal; returns the exit status: 0
+    after a graceful stop, 1 when a second signal cut the drain short, or a startup
+    error's code (port in use...)."""
     limit = raise_nofile_limit()
     room_for = max(0, limit - RESERVED_FDS)
     log.info("open-file limit %d: room for about %d connections", limit, room_for)
@@ -136,4 +141,12 @@ def run(config: Config) -> int:
             "the open-file limit allows fewer connections than --max-clients (%s)",
             config.max_clients or "no cap",
         )
-    return 0 if trio.run(serve_until_signal, config) else 1
+    try:
+        graceful = trio.run(serve_until_signal, config)
+    except (StartupError, BaseExceptionGroup) as error:
+        startup = find_startup_error(error)
+        if startup is None:
+            raise
+        log.error("%s", startup)
+        return startup.exit_code
+    return 0 if graceful else 1

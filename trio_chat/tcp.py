@@ -15,6 +15,7 @@ from .limits import Gate
 from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line
 from .room import Room
 from .session import PeerGone, Session
+from .startup import open_listeners
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +188,10 @@ async def serve_tcp_chat(
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept TCP chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
+    listeners = await open_listeners(config.host, config.tcp_port)
+    await trio.serve_listeners(
         partial(handle_tcp, room, config, gate=gate),
-        config.tcp_port,
-        host=config.host,
+        listeners,
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

@@ -1,8 +1,10 @@
-"""The WebSocket listener, on trio-websocket.
+"""The WebSocket listener, on trio-websocket, which also serves the chat page.
 
-We own the accept loop and wrap each stream with ``wrap_server_stream``, so every
-connection's errors stay inside its handler (in trio-websocket 0.12.2 an exception
-escaping a ``serve_websocket`` handler takes the whole server down).
+Each connection starts in :mod:`trio_chat.http`: plain HTTP requests get the page,
+WebSocket upgrades come back here. We own the accept loop and wrap each stream with
+``wrap_server_stream``, so every connection's errors stay inside its handler (in
+trio-websocket 0.12.2 an exception escaping a ``serve_websocket`` handler takes the
+whole server down).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 from wsproto.events import TextMessage
 
+from . import http
 from .config import Config
 from .limits import Gate
 from .protocol import (
@@ -28,6 +31,7 @@ from .protocol import (
 )
 from .room import Room
 from .session import PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from .startup import open_listeners
 from .tcp import peer_host, peer_name, set_keepalive
 
 log = logging.getLogger(__name__)
@@ -118,7 +122,8 @@ async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -
 async def handle_ws(
     room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
 ) -> None:
-    """One WebSocket connection. Never raises: an escaping error would end the listener."""
+    """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
+    request for the page. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
     host = peer_host(peer)
     set_keepalive(stream)
@@ -134,18 +139,20 @@ async def handle_ws(
             ws: WebSocketConnection | None = None
             # A refused connection gets only a short handshake, to say why (1013).
             timeout = config.goodbye_timeout if refusal else config.handshake_timeout
-            with trio.move_on_after(timeout):
-                request = await wrap_server_stream(
-                    nursery, stream, max_message_size=config.max_line
-                )
-                ws = await request.accept()
-            if ws is None:
+            with trio.move_on_after(timeout) as handshake:
+                upgrade = await http.serve_http(stream, config, peer)
+                if upgrade is not None:
+                    request = await wrap_server_stream(
+                        nursery, upgrade, max_message_size=config.max_line
+                    )
+                    ws = await request.accept()
+            if handshake.cancelled_caught:
                 log.info(
-                    "ws handshake from %s timed out", peer,
+                    "handshake from %s timed out", peer,
                     extra={"event": "disconnect", "transport": "ws", "peer": peer,
                            "reason": "handshake_timeout"},
                 )
-            elif refusal is not None:
+            elif ws is not None and refusal is not None:
                 log.info(
                     "refuse ws %s (%s)", peer, refusal.text,
                     extra={"event": "refuse", "transport": "ws", "peer": peer,
@@ -154,7 +161,7 @@ async def handle_ws(
                 code, text = CLOSE_CODES[SERVER_FULL]
                 with trio.move_on_after(config.goodbye_timeout):
                     await ws.aclose(code, text)
-            else:
+            elif ws is not None:
                 log.info(
                     "connect ws %s", peer,
                     extra={"event": "connect", "transport": "ws", "peer": peer},
@@ -191,10 +198,10 @@ async def serve_ws_chat(
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
+    listeners = await open_listeners(config.host, config.ws_port)
+    await trio.serve_listeners(
         partial(handle_ws, room, config, gate=gate),
-        config.ws_port,
-        host=config.host,
+        listeners,
         handler_nursery=handler_nursery,
         task_status=task_status,
     )
