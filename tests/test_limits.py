@@ -63,6 +63,28 @@ def test_a_message_within_the_limit_resets_the_ceiling_count():
     assert bucket.held <= 1
 
 
+def test_late_wakeups_do_not_reset_the_count_but_a_real_pause_does():
+    """A busy server may act on a delayed message late, so the flooder's next message
+    finds a token; that must not wipe its record. A quiet spell that refills the
+    bucket does."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=5, burst=10, ceiling=20, clock=clock)
+    for _ in range(10):
+        bucket.take()
+    with pytest.raises(ProtocolError):
+        for _ in range(100):
+            delay = bucket.take()
+            if delay:
+                clock.now += delay + 0.3  # each wait overshoots by 1.5 intervals
+    assert bucket.held == 21
+    bucket = TokenBucket(rate=5, burst=10, ceiling=20, clock=clock)
+    for _ in range(30):
+        clock.now += bucket.take()
+    assert bucket.held == 20
+    clock.now += 2.0  # the bucket is full again
+    assert bucket.take() == 0.0 and bucket.held == 0
+
+
 def test_rate_zero_turns_the_bucket_off():
     bucket = TokenBucket(rate=0, burst=10, ceiling=1, clock=FakeClock())
     assert not bucket.enabled

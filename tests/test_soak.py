@@ -113,6 +113,8 @@ class Soak:
         self.ws_chatters = [Chatter(n, names) for n in ws]
         self.chatters = self.tcp_chatters + self.ws_chatters
         self.flooders_told: dict[str, bool] = {}
+        self.flooders_out = trio.Event()  # set when every flooder has been cut off
+        self.flooders_gone = 0
         self.closed = trio.Event()  # set when the test is over: clients close
         self.connects = 0
         self.connect_limit = trio.CapacityLimiter(50)
@@ -216,7 +218,7 @@ class Soak:
 
             async def flood() -> None:
                 await self.start.wait()
-                await trio.sleep(random.uniform(0, DURATION * 2 / 3))
+                await trio.sleep(random.uniform(0, DURATION / 2))
                 with suppress(*_STREAM_ERRORS):
                     while True:
                         await stream.send_all(block)
@@ -230,6 +232,7 @@ class Soak:
                             if b'"error"' in line and RATE_LIMITED.encode() in line:
                                 self.flooders_told[name] = True
                 nursery.cancel_scope.cancel()
+        self.flooder_out()
 
     async def ws_flooder(self, name: str) -> None:
         self.flooders_told[name] = False
@@ -239,7 +242,7 @@ class Soak:
 
             async def flood() -> None:
                 await self.start.wait()
-                await trio.sleep(random.uniform(0, DURATION * 2 / 3))
+                await trio.sleep(random.uniform(0, DURATION / 2))
                 with suppress(*_STREAM_ERRORS):
                     for i in range(10**9):
                         await ws.send(json.dumps({"type": "chat", "text": f"flood {i}"}))
@@ -250,6 +253,12 @@ class Soak:
             await ws.read(lambda m: told.append(True) if RATE_LIMITED in m else None)
             self.flooders_told[name] = bool(told) and ws.close_code == 4029
             nursery.cancel_scope.cancel()
+        self.flooder_out()
+
+    def flooder_out(self) -> None:
+        self.flooders_gone += 1
+        if self.flooders_gone == FLOODERS:
+            self.flooders_out.set()
 
     async def tcp_mute(self, name: str) -> None:
         async with await self.tcp() as stream:
@@ -353,6 +362,8 @@ async def test_soak_500_clients():
             f" server CPU {cpu:.1f}s over {trio.current_time() - began:.1f}s"
         )
         assert all(total >= DURATION // SEND_EVERY - 1 for total in soak.totals.values())
+        with trio.move_on_after(60):  # the last flooder started by DURATION / 2
+            await soak.flooders_out.wait()
         assert soak.flooders_told == {f"F{i}": True for i in range(FLOODERS)}
         assert peak[0] < RSS_BOUND_MB
 

@@ -27,6 +27,11 @@ class TokenBucket:
     the limit is delayed, never dropped. ``ceiling`` is the hard limit: once more than
     ``ceiling`` messages *in a row* had to wait (the client kept sending faster than
     ``rate`` for that long), :meth:`take` raises ``rate_limited`` (fatal).
+
+    "In a row" forgives only real pauses: a message that finds spare tokens takes that
+    many off the count, and one that finds the bucket full clears it. A flooder whose
+    reads come late (a busy server wakes up after the wait) finds a token or two now and
+    then; a plain reset would let it flood for ever.
     ``rate <= 0`` turns the bucket off.
     """
 
@@ -37,7 +42,7 @@ class TokenBucket:
         self._clock = clock
         self._tokens = float(self.burst)
         self._last = clock()
-        #: Messages in a row that had to wait; reset by one that did not.
+        #: Messages in a row that had to wait (less what pauses forgave).
         self.held = 0
 
     @property
@@ -51,9 +56,12 @@ class TokenBucket:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
+        if self._tokens >= self.burst:
+            self.held = 0
+        elif self._tokens >= 1:
+            self.held = max(0, self.held - int(self._tokens - 1))
         self._tokens -= 1
         if self._tokens >= 0:
-            self.held = 0
             return 0.0
         self.held += 1
         if self.held > self.ceiling:
