@@ -84,6 +84,7 @@ class Session:
         self.transport = transport
         self._cancel = trio.CancelScope()
         self._reader = trio.CancelScope()
+        self._join_timeout = join_timeout
         if join_timeout is not None:
             self._reader.deadline = trio.current_time() + join_timeout
         self._ended = "closed by peer"
@@ -111,7 +112,9 @@ class Session:
                     if self._reader.cancelled_caught and member.evicted is None:
                         # Only the join deadline cancels the reader without a reason.
                         error = ProtocolError(
-                            IDLE_TIMEOUT, "closing: join within the time limit", fatal=True
+                            IDLE_TIMEOUT,
+                            f"closing: no join within {self._join_timeout:g} seconds",
+                            fatal=True,
                         )
                         member.deliver(error.to_message())
                         member.evicted = IDLE_TIMEOUT

@@ -65,10 +65,15 @@ def set_keepalive(stream: trio.abc.Stream) -> None:
 
 
 async def refuse_tcp(stream: trio.abc.Stream, error: ProtocolError, timeout: float) -> None:
-    """Tell a connection over a cap why, if that can be done quickly, and close it."""
-    with trio.move_on_after(timeout):
-        with suppress(*_STREAM_ERRORS):
-            await stream.send_all(error.to_message().encode() + b"\n")
+    """Tell a connection over a cap why, if that can be done quickly, and close it
+    (lingering like :meth:`TcpTransport.close`, so what it already sent cannot turn
+    our close into a reset that destroys the error line)."""
+    with trio.move_on_after(timeout), suppress(*_STREAM_ERRORS, OSError):
+        await stream.send_all(error.to_message().encode() + b"\n")
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+            while await stream.receive_some(RECEIVE_SIZE):
+                pass
     await trio.aclose_forcefully(stream)
 
 
