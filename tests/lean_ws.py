@@ -9,6 +9,7 @@ fast the server is. This one handles every frame of a read in one go.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -76,8 +77,13 @@ class LeanWs:
                         on_message("".join(self._text))
                         self._text.clear()
                 elif isinstance(event, Ping):
-                    await self._write(self.ws.send(event.response()))
+                    try:
+                        await self._write(self.ws.send(event.response()))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
                 elif isinstance(event, CloseConnection):
                     self.close_code = event.code
-                    await self._write(self.ws.send(event.response()))
+                    # The server may already have closed (a reset): the reply is a courtesy.
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self._write(self.ws.send(event.response()))
                     return
