@@ -63,7 +63,7 @@ async def server_rate(db: str, clients: int, per_client: int) -> float:
     """Messages/s from the first send until the first client has every echo and (for a
     file) a separate reader sees the last message committed."""
     command = [sys.executable, "-m", "trio_chat", "serve", "--tcp-port", "0", "--ws-port", "0",
-               "--db", db, "--queue-size", "1000000"]
+               "--db", db, "--queue-size", "1000000", "--rate-limit", "0"]
     process = await trio.lowlevel.open_process(command, stderr=-1)
     assert process.stderr is not None
     seen = b""

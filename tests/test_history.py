@@ -22,7 +22,7 @@ from trio_chat.history import History, open_history
 from trio_chat.room import Room
 from trio_chat.store import SqliteStore, StoredMessage, StoreError, running
 
-CONFIG = Config(tcp_port=0, ws_port=0)
+CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
 
 
 async def join_with_replay(

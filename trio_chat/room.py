@@ -54,6 +54,7 @@ class Member:
         try:
             self._outgoing.send_nowait(line)
         except trio.WouldBlock:
+            log.debug("%s queue full; evicting", self)
             self.evict(SLOW_CONSUMER)
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -84,6 +85,12 @@ class Room:
         self.history = history
         self._evicted: deque[Member] = deque()
         self._evicting = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop all room traffic (server shutdown): no more broadcasts or leave notices,
+        which with every client leaving at once would be quadratic."""
+        self.closed = True
 
     @property
     def names(self) -> list[str]:
@@ -111,7 +118,10 @@ class Room:
         member.name = name
         self._members[key] = member
         if old is None:
-            log.info("join %s from %s (%d online)", name, member.peer, len(self))
+            log.info(
+                "join %s from %s (%d online)", name, member.peer, len(self),
+                extra={"event": "join", "user": name, "peer": member.peer, "online": len(self)},
+            )
             if welcome:
                 member.deliver(protocol.welcome(name, self.names))
                 if self.history is not None:
@@ -128,11 +138,20 @@ class Room:
         if name is None or self._members.get(name.casefold()) is not member:
             return
         del self._members[name.casefold()]
+        if self.closed:
+            return
         log.info(
             "leave %s%s (%d online)",
             name,
             f" ({member.evicted})" if member.evicted else "",
             len(self),
+            extra={
+                "event": "leave",
+                "user": name,
+                "peer": member.peer,
+                "reason": member.evicted,
+                "online": len(self),
+            },
         )
         self._announce("leave", name, f"{name} left the chat")
 
@@ -151,6 +170,8 @@ class Room:
         ``trio.WouldBlock`` if the store is full (await :meth:`wait_writable` first).
         """
         assert member.name is not None
+        if self.closed:
+            return  # shutting down: neither stored nor broadcast
         log.debug("chat %s: %s", member.name, text)
         ts = self._clock()
         if self.history is None:
@@ -160,6 +181,8 @@ class Room:
 
     def broadcast(self, line: str) -> None:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
+        if self.closed:
+            return
         for member in list(self._members.values()):
             if not member.deliver(line):
                 self._evicted.append(member)

@@ -12,7 +12,9 @@ import trio
 
 from .config import Config
 from .history import open_history
+from .limits import RESERVED_FDS, Gate, raise_nofile_limit
 from .room import Room
+from .session import Session
 from .startup import StartupError, find_startup_error, url_host
 from .tcp import serve_tcp_chat
 from .ws import serve_ws_chat
@@ -48,60 +50,127 @@ async def serve(
     config: Config,
     *,
     room: Room | None = None,
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the chat server until cancelled; reports a :class:`Bound` when listening.
+    """Run the chat server; reports a :class:`Bound` when listening.
 
-    Without a ``room``, opens the history store named by ``config.db`` for this run.
-    However it stops (cancelled included), every chat message broadcast has been
-    committed to the room's store when this returns.
+    When ``stop`` is set, shuts down gracefully and returns: stop accepting, send
+    every client the ``shutdown`` notice, give queues up to ``shutdown_grace``
+    seconds to drain (WebSockets close with 1001), then run the teardown steps.
+    Cancelling ``serve`` instead stops it at once.
+
+    Without a ``room``, opens the history store named by ``config.db`` for this run
+    (and closes it on the way out). However ``serve`` stops, cancelled included, every
+    chat message broadcast has been committed to the room's store when it returns.
     """
     async with AsyncExitStack() as stack:
         if room is None:
             room = Room(history=await stack.enter_async_context(open_history(config)))
-        try:
-            async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
-                tcp = await listeners.start(serve_tcp_chat, room, config, connections)
-                ws = await listeners.start(serve_ws_chat, room, config, connections)
-                bound = Bound(config.host, _port(tcp), _port(ws))
-                log.info(
-                    "trio-chat listening: tcp://%s:%d ws://%s:%d",
-                    url_host(bound.host),
-                    bound.tcp_port,
-                    url_host(bound.host),
-                    bound.ws_port,
-                )
-                log.info("chat page: %s", bound.page_url)
-                task_status.started(bound)
-        finally:
-            if room.history is not None:
-                with trio.CancelScope(shield=True):
-                    await room.history.flush()
+        await _serve(config, room, stop if stop is not None else trio.Event(), task_status)
 
 
-async def serve_until_signal(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM, then stop without a traceback.
+async def _serve(
+    config: Config, room: Room, stop: trio.Event, task_status: trio.TaskStatus[Bound]
+) -> None:
+    try:
+        await _serve_connections(config, room, stop, task_status)
+    finally:
+        # Teardown, after every connection is gone, also when cancelled: whatever the
+        # room handed to the history store is committed.
+        if room.history is not None:
+            with trio.CancelScope(shield=True):
+                await room.history.flush()
+    log.info("trio-chat stopped")
 
-    The history store is opened first and closed last: everything the room handed
-    to it is committed before this returns.
-    """
+
+async def _serve_connections(
+    config: Config, room: Room, stop: trio.Event, task_status: trio.TaskStatus[Bound]
+) -> None:
+    gate = Gate[Session](config.max_clients, config.max_per_ip)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as listeners:
+            for_tcp, for_ws = partial(serve_tcp_chat, gate=gate), partial(serve_ws_chat, gate=gate)
+            tcp = await listeners.start(for_tcp, room, config, connections)
+            ws = await listeners.start(for_ws, room, config, connections)
+            bound = Bound(config.host, _port(tcp), _port(ws))
+            log.info(
+                "trio-chat listening: tcp://%s:%d ws://%s:%d",
+                url_host(bound.host),
+                bound.tcp_port,
+                url_host(bound.host),
+                bound.ws_port,
+            )
+            log.info("chat page: %s", bound.page_url)
+            task_status.started(bound)
+            await stop.wait()
+            listeners.cancel_scope.cancel()  # stop accepting: the listening sockets close
+        log.info(
+            "shutting down: %d connections, up to %gs to drain",
+            gate.total,
+            config.shutdown_grace,
+        )
+        shut_down(room, gate)
+        # Leaving this block waits for every connection's handler, but no longer than
+        # the grace period; then the rest are cancelled (closed at once).
+        connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+    if connections.cancel_scope.cancelled_caught:
+        log.info("shutdown grace ran out; remaining connections closed")
+
+
+def shut_down(room: Room, gate: Gate[Session]) -> None:
+    """Close the room and tell every live session to say goodbye and drain."""
+    gate.closing = True
+    room.close()
+    for session in list(gate.live):
+        session.shutdown()
+
+
+async def serve_until_signal(config: Config) -> bool:
+    """Serve until SIGINT or SIGTERM, then stop gracefully; a second signal stops at
+    once. Returns True if the stop was graceful."""
+    stop = trio.Event()
+    graceful = True
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_history(config) as history, trio.open_nursery() as nursery:
-            await nursery.start(partial(serve, config, room=Room(history=history)))
-            async for signum in signals:
-                log.info("%s received; stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal graceful
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not stop.is_set():
+                        log.info("%s received; stopping (again to stop at once)", name)
+                        stop.set()
+                    else:
+                        log.warning("%s received again; stopping at once", name)
+                        graceful = False
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch)
+            await serve(config, stop=stop)
+            nursery.cancel_scope.cancel()  # the signal watcher
+    return graceful
 
 
 def run(config: Config) -> int:
-    """Serve until a signal; return the process exit code."""
+    """Run the server in this process until a signal; returns the exit status: 0
+    after a graceful stop, 1 when a second signal cut the drain short, or a startup
+    error's code (port in use...)."""
+    limit = raise_nofile_limit()
+    room_for = max(0, limit - RESERVED_FDS)
+    log.info("open-file limit %d: room for about %d connections", limit, room_for)
+    if config.max_clients == 0 or config.max_clients > room_for:
+        log.warning(
+            "the open-file limit allows fewer connections than --max-clients (%s)",
+            config.max_clients or "no cap",
+        )
     try:
-        trio.run(serve_until_signal, config)
+        graceful = trio.run(serve_until_signal, config)
     except (StartupError, BaseExceptionGroup) as error:
         startup = find_startup_error(error)
         if startup is None:
             raise
         log.error("%s", startup)
         return startup.exit_code
-    return 0
+    return 0 if graceful else 1
