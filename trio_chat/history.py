@@ -5,8 +5,9 @@ they follow the one global order in which the room broadcasts. The newest messag
 are also kept in memory (a ring at least as large as the store's uncommitted window):
 a plain join and a recent ``since`` are answered from it at once and atomically with
 the join, without touching the database. Only a resume from further back reads the
-store, in a worker thread, for the part older than the ring; every message older than
-the ring is already committed, so that read cannot miss one.
+store, off the event loop (for a file, on a second connection beside the writer), for
+the part older than the ring; every message older than the ring is already committed,
+so that read cannot miss one.
 """
 
 from __future__ import annotations
