@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import trio
 
@@ -46,8 +46,9 @@ class StoreError(StartupError):
         super().__init__(message, exit_code=2)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
+    """One chat message as stored; a tuple, so ``executemany`` binds it as it is."""
+
     id: int
     user: str
     text: str
@@ -385,7 +386,7 @@ class SqliteStore(BatchingStore):
         try:
             conn.executemany(
                 "INSERT INTO messages (id, user, text, ts) VALUES (?, ?, ?, ?)",
-                [(m.id, m.user, m.text, m.timestamp) for m in batch],
+                batch,
             )
             if count > self.keep:
                 (first_kept,) = conn.execute(
