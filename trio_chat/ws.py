@@ -13,6 +13,7 @@ from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wsproto.utilities import LocalProtocolError
 
 from .config import Config
 from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
@@ -82,10 +83,22 @@ async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None
                 await Session(room, config, WsTransport(ws, config, peer)).run()
                 log.info("disconnect ws %s", peer)
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
-    except Exception:
-        log.exception("connection %s failed", peer)
+    except Exception as exc:
+        if _closing_race(exc):
+            log.info("ws %s kept sending after its close frame; dropped", peer)
+        else:
+            log.exception("connection %s failed", peer)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+def _closing_race(exc: Exception) -> bool:
+    """True for trio-websocket 0.12.2's reader task failing because a peer sent another
+    oversized message after the 1009 close (wsproto refuses a second close frame).
+    The peer is at fault and is dropped; no traceback needed."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return isinstance(exc, LocalProtocolError)
+    return exc.split(LocalProtocolError)[1] is None
 
 
 async def serve_ws_chat(
