@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
 import trio
+import trustme
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from trio_chat.protocol import LineBuffer
@@ -106,3 +109,38 @@ class WsClient:
 def ws_client(port: int, path: str = "/") -> Any:
     """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection."""
     return open_websocket_url(f"ws://127.0.0.1:{port}{path}")
+
+
+class TlsFiles:
+    """A throwaway CA (trustme) and a server certificate for 127.0.0.1/localhost,
+    written as PEM files the way ``--tls-cert``/``--tls-key``/``--ca`` take them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ca = trustme.CA()
+        issued = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.cert = directory / "cert.pem"
+        self.key = directory / "key.pem"
+        self.ca_pem = directory / "ca.pem"
+        issued.cert_chain_pems[0].write_to_path(str(self.cert))
+        for blob in issued.cert_chain_pems[1:]:
+            blob.write_to_path(str(self.cert), append=True)
+        issued.private_key_pem.write_to_path(str(self.key))
+        self.ca.cert_pem.write_to_path(str(self.ca_pem))
+        self.server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        issued.configure_cert(self.server_context)
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    async def tcp_client(self, port: int) -> TcpClient:
+        stream = await trio.open_ssl_over_tcp_stream(
+            "127.0.0.1", port, ssl_context=self.client_context()
+        )
+        return TcpClient(stream)
+
+    def ws_client(self, port: int, path: str = "/") -> Any:
+        return open_websocket_url(
+            f"wss://127.0.0.1:{port}{path}", ssl_context=self.client_context()
+        )

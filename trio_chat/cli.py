@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from . import server
+from . import server, tls
 from .config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,8 +55,24 @@ def main() -> None:
 @option("--send-timeout", type=click.FloatRange(0, min_open=True),
         default=DEFAULTS.send_timeout,
         help="Seconds a write to one client may take before it is dropped.")
+@option("--handshake-timeout", type=click.FloatRange(0, min_open=True),
+        default=DEFAULTS.handshake_timeout,
+        help="Seconds a new connection has for its TLS handshake and a WebSocket for "
+        "its opening handshake (each).")
+@option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+        help="PEM certificate chain: serve TLS on the TCP port and wss:// on the WebSocket port.")
+@option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+        help="PEM private key for --tls-cert (if the key is not in that file).")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
+    if config.tls_key and not config.tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
+    if config.tls_cert:
+        try:
+            tls.server_context(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.BadParameter(f"cannot load certificate/key: {exc}",
+                                     param_hint="'--tls-cert' / '--tls-key'") from None
     setup_logging(config.log_level)
     server.run(config)

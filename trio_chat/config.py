@@ -21,7 +21,12 @@ class Config:
     queue_size: int = 1024
     #: Seconds one write to a client may take before it is evicted as a slow consumer.
     send_timeout: float = 10.0
-    #: Seconds a new WebSocket connection has to finish its opening handshake.
+    #: Seconds a new connection has for its TLS handshake, and a WebSocket for its
+    #: opening handshake (each).
     handshake_timeout: float = 10.0
     #: Seconds spent telling an evicted or closing client why, before dropping it.
     goodbye_timeout: float = 1.0
+    #: PEM certificate chain: with it both ports speak TLS (tls:// and wss://).
+    tls_cert: str | None = None
+    #: PEM private key, when it is not in ``tls_cert``.
+    tls_key: str | None = None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
+from . import tls
 from .config import Config
 from .room import Room
 from .tcp import serve_tcp_chat
@@ -23,19 +25,20 @@ class Bound:
     host: str
     tcp_port: int
     ws_port: int
+    #: Both ports speak TLS (``--tls-cert``): tls:// and wss://.
+    tls: bool = False
+
+    @property
+    def tcp_url(self) -> str:
+        return f"{'tls' if self.tls else 'tcp'}://{_url_host(self.host)}:{self.tcp_port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{_url_host(self.host)}:{self.ws_port}/"
+        return f"{'wss' if self.tls else 'ws'}://{_url_host(self.host)}:{self.ws_port}/"
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _port(listeners: list[trio.SocketListener]) -> int:
-    port: int = listeners[0].socket.getsockname()[1]
-    return port
 
 
 async def serve(
@@ -46,17 +49,21 @@ async def serve(
 ) -> None:
     """Run the chat server until cancelled; reports a :class:`Bound` when listening."""
     room = room if room is not None else Room()
+    context = tls.server_context(config.tls_cert, config.tls_key) if config.tls_cert else None
     async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
-        tcp = await listeners.start(serve_tcp_chat, room, config, connections)
-        ws = await listeners.start(serve_ws_chat, room, config, connections)
-        bound = Bound(config.host, _port(tcp), _port(ws))
-        log.info(
-            "trio-chat listening: tcp://%s:%d ws://%s:%d",
-            _url_host(bound.host),
-            bound.tcp_port,
-            _url_host(bound.host),
-            bound.ws_port,
+        tcp = await listeners.start(
+            partial(serve_tcp_chat, room, config, connections, ssl_context=context)
         )
+        ws = await listeners.start(
+            partial(serve_ws_chat, room, config, connections, ssl_context=context)
+        )
+        bound = Bound(
+            config.host,
+            tls.listener_port(tcp[0]),
+            tls.listener_port(ws[0]),
+            tls=context is not None,
+        )
+        log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
         task_status.started(bound)
 
 

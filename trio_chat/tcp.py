@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
 
 import trio
 
+from . import tls
 from .config import Config
 from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line
 from .room import Room
@@ -22,6 +24,8 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 def peer_name(stream: trio.abc.Stream) -> str:
     """``host:port`` of a socket stream's peer, for logs and per-IP accounting."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         try:
             host, port, *_ = stream.socket.getpeername()
@@ -86,6 +90,10 @@ async def handle_tcp(room: Room, config: Config, stream: trio.abc.Stream) -> Non
     """One TCP connection. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
     log.info("connect tcp %s", peer)
+    if not await tls.handshake(stream, config.handshake_timeout, peer):
+        await trio.aclose_forcefully(stream)
+        log.info("disconnect tcp %s", peer)
+        return
     try:
         await Session(room, config, TcpTransport(stream, config, peer)).run()
     except Exception:
@@ -99,13 +107,17 @@ async def serve_tcp_chat(
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[
+        list[trio.abc.Listener[trio.abc.Stream]]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept TCP chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
+    """Accept TCP chat connections (TLS with ``ssl_context``); reports the listeners
+    through ``task_status``."""
+    listeners = await tls.open_listeners(config.tcp_port, config.host, ssl_context)
+    await trio.serve_listeners(
         partial(handle_tcp, room, config),
-        config.tcp_port,
-        host=config.host,
+        list(listeners),
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

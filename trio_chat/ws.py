@@ -8,6 +8,7 @@ escaping a ``serve_websocket`` handler takes the whole server down).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from functools import partial
 
@@ -15,6 +16,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 from wsproto.utilities import LocalProtocolError
 
+from . import tls
 from .config import Config
 from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
 from .room import Room
@@ -69,6 +71,8 @@ async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None
     """One WebSocket connection. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
     try:
+        if not await tls.handshake(stream, config.handshake_timeout, peer):
+            return
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
             with trio.move_on_after(config.handshake_timeout):
@@ -106,13 +110,19 @@ async def serve_ws_chat(
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[
+        list[trio.abc.Listener[trio.abc.Stream]]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept WebSocket chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
+    """Accept WebSocket chat connections (wss:// with ``ssl_context``); reports the
+    listeners through ``task_status``."""
+    listeners = await tls.open_listeners(
+        config.ws_port, config.host, ssl_context, https_compatible=True
+    )
+    await trio.serve_listeners(
         partial(handle_ws, room, config),
-        config.ws_port,
-        host=config.host,
+        list(listeners),
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

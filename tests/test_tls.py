@@ -1,0 +1,140 @@
+"""TLS on both ports (--tls-cert/--tls-key), with certificates from trustme."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import trio
+import trio.testing
+from click.testing import CliRunner
+
+from tests.conftest import TEST_CONFIG
+from tests.helpers import TcpClient, TlsFiles, WsClient
+from trio_chat import Config, serve
+from trio_chat.cli import main
+from trio_chat.room import Room
+from trio_chat.tcp import handle_tcp
+from trio_chat.ws import handle_ws
+
+
+@pytest.fixture
+def tls(tmp_path) -> TlsFiles:
+    return TlsFiles(tmp_path)
+
+
+@pytest.fixture
+def config(tls) -> Config:
+    return dataclasses.replace(TEST_CONFIG, tls_cert=str(tls.cert), tls_key=str(tls.key))
+
+
+async def plain_peer_is_dropped(port: int, data: bytes) -> None:
+    """A client that speaks plain text to a TLS port gets the connection closed."""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(data)
+        with trio.fail_after(10):
+            try:
+                while await stream.receive_some(4096):
+                    pass  # a TLS alert, at most
+            except trio.BrokenResourceError:
+                pass  # reset: also dropped
+
+
+async def test_bound_tells_the_scheme(server):
+    assert server.tls
+    assert server.tcp_url == f"tls://127.0.0.1:{server.tcp_port}"
+    assert server.ws_url == f"wss://127.0.0.1:{server.ws_port}/"
+
+
+async def test_tcp_and_wss_share_a_room_over_tls(server, tls):
+    async with await tls.tcp_client(server.tcp_port) as bob, tls.ws_client(server.ws_port) as ws:
+        await bob.join("Bob")
+        alice = WsClient(ws)
+        await alice.join("Alice")
+        await bob.send({"type": "chat", "text": "over tls"})
+        assert (await alice.recv_until(type="chat"))["text"] == "over tls"
+        await alice.send({"type": "chat", "text": "over wss"})
+        assert (await bob.recv_until(type="chat", user="Alice"))["text"] == "over wss"
+
+
+async def test_plain_clients_on_tls_ports_are_dropped_without_disturbing_others(server, tls):
+    async with await tls.tcp_client(server.tcp_port) as bob:
+        await bob.join("Bob")
+        await plain_peer_is_dropped(server.tcp_port, b"/nick Eve\nhello\n")
+        await plain_peer_is_dropped(
+            server.ws_port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\r\n"
+        )
+        await bob.send({"type": "chat", "text": "still fine"})
+        msg = await bob.recv()  # nothing from Eve came in between
+        assert msg["type"] == "chat" and msg["text"] == "still fine"
+
+
+async def test_silent_peer_does_not_block_accepting(server, tls):
+    """The handshake runs in the connection's own task, not in the accept loop."""
+    silent = await trio.open_tcp_stream("127.0.0.1", server.tcp_port)
+    async with silent, await tls.tcp_client(server.tcp_port) as bob:
+        await bob.join("Bob")
+
+
+async def test_plain_server_still_speaks_plain(tls):
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(serve, TEST_CONFIG)
+        assert not bound.tls and bound.ws_url.startswith("ws://")
+        async with await TcpClient.connect(bound.tcp_port) as bob:
+            await bob.join("Bob")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("handler", [handle_tcp, handle_ws])
+async def test_tls_handshake_is_time_bounded(autojump_clock, tls, handler):
+    """A peer that opens the connection and never says anything is dropped after
+    ``handshake_timeout`` (memory streams, so the clock can jump)."""
+    config = dataclasses.replace(TEST_CONFIG, handshake_timeout=7.0)
+    client, server = trio.testing.memory_stream_pair()
+    stream = trio.SSLStream(server, tls.server_context, server_side=True)
+    start = trio.current_time()
+    with trio.fail_after(60):
+        await handler(Room(), config, stream)
+    assert trio.current_time() - start == pytest.approx(7.0)
+    assert await client.receive_some() == b""  # closed
+
+
+async def test_tls_handshake_over_memory_streams_then_chat(tls):
+    """The same handler serves a client that does handshake."""
+    client, server = trio.testing.memory_stream_pair()
+    stream = trio.SSLStream(server, tls.server_context, server_side=True)
+    tls_client = trio.SSLStream(client, tls.client_context(), server_hostname="localhost")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle_tcp, Room(), TEST_CONFIG, stream)
+        bob = TcpClient(tls_client)
+        await bob.send({"type": "ping"})
+        assert await bob.recv() == {"type": "pong"}
+        await bob.send({"type": "leave"})
+        assert await bob.eof()
+
+
+def test_cli_refuses_a_key_without_a_certificate(tls):
+    result = CliRunner().invoke(main, ["serve", "--tls-key", str(tls.key)])
+    assert result.exit_code == 2
+    assert "--tls-key needs --tls-cert" in result.output
+
+
+def test_cli_refuses_an_unusable_certificate(tmp_path, tls):
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate\n")
+    result = CliRunner().invoke(main, ["serve", "--tls-cert", str(bogus)])
+    assert result.exit_code == 2
+    assert "cannot load certificate/key" in result.output
+    # A certificate without its key is refused the same way.
+    result = CliRunner().invoke(main, ["serve", "--tls-cert", str(tls.cert)])
+    assert result.exit_code == 2 and "cannot load certificate/key" in result.output
+
+
+def test_cli_options_reach_the_config(tls):
+    from trio_chat.cli import serve as serve_command
+
+    args = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--handshake-timeout", "3"]
+    config = Config(**serve_command.make_context("serve", args).params)
+    assert config.tls_cert == str(tls.cert) and config.tls_key == str(tls.key)
+    assert config.handshake_timeout == 3.0
+    assert Config(**serve_command.make_context("serve", []).params) == Config()
