@@ -11,6 +11,7 @@ import click
 
 from . import server, tls
 from .config import Config
+from .origin import OriginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = Config()
@@ -30,6 +31,16 @@ def setup_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _check_origins(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    try:
+        OriginPolicy(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.group()
@@ -63,6 +74,10 @@ def main() -> None:
         help="PEM certificate chain: serve TLS on the TCP port and wss:// on the WebSocket port.")
 @option("--tls-key", type=click.Path(exists=True, dir_okay=False),
         help="PEM private key for --tls-cert (if the key is not in that file).")
+@option("--allowed-origin", "allowed_origins", multiple=True, callback=_check_origins,
+        help="An origin (scheme://host[:port], or *) whose web pages may open a WebSocket; "
+        "repeatable (space-separated in the environment variable). Besides it, the page's "
+        "own origin and clients without an Origin header are allowed; others get 403.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)

@@ -30,3 +30,6 @@ class Config:
     tls_cert: str | None = None
     #: PEM private key, when it is not in ``tls_cert``.
     tls_key: str | None = None
+    #: Origins (``scheme://host[:port]``, or ``*``) whose pages may open a WebSocket,
+    #: besides the page's own origin and clients that send no Origin (trio_chat.origin).
+    allowed_origins: tuple[str, ...] = ()

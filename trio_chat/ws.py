@@ -13,10 +13,15 @@ from collections.abc import Sequence
 from functools import partial
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 from wsproto.utilities import LocalProtocolError
 
-from . import tls
+from . import origin, tls
 from .config import Config
 from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
 from .room import Room
@@ -75,15 +80,16 @@ async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None
             return
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
+            answered = False
             with trio.move_on_after(config.handshake_timeout):
                 request = await wrap_server_stream(
                     nursery, stream, max_message_size=config.max_line
                 )
-                ws = await request.accept()
-                log.info("connect ws %s", peer)
-            if ws is None:
+                ws = await _accept(request, config, isinstance(stream, trio.SSLStream), peer)
+                answered = True
+            if not answered:
                 log.info("ws handshake from %s timed out", peer)
-            else:
+            elif ws is not None:
                 await Session(room, config, WsTransport(ws, config, peer)).run()
                 log.info("disconnect ws %s", peer)
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
@@ -94,6 +100,32 @@ async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None
             log.exception("connection %s failed", peer)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _accept(
+    request: WebSocketRequest, config: Config, secure: bool, peer: str
+) -> WebSocketConnection | None:
+    """Open the WebSocket if the Origin policy allows it; else answer HTTP 403."""
+    # trio-websocket keeps the Host header only on the wsproto event it wraps.
+    event = getattr(request, "_event", None)
+    host: str | None = getattr(event, "host", None)
+    policy = origin.policy(config.allowed_origins)
+    if policy.allows_headers(request.headers, host, secure=secure):
+        ws = await request.accept()
+        log.info("connect ws %s", peer)
+        return ws
+    log.info(
+        "ws %s refused: origin %s not allowed (host %s)",
+        peer,
+        origin.origin_header(request.headers),
+        host,
+    )
+    await request.reject(
+        403,
+        extra_headers=[(b"Content-Type", b"text/plain; charset=utf-8")],
+        body=b"origin not allowed\n",
+    )
+    return None
 
 
 def _closing_race(exc: Exception) -> bool:
