@@ -27,12 +27,17 @@ FUZZ = settings(max_examples=300, deadline=None)
 
 # Any character, lone surrogates included (json.dumps writes those as \u escapes).
 any_char = st.characters(codec=None, exclude_categories=())
+# Strings made mostly of the characters that have broken decoders and encoders.
+tricky_text = st.text(
+    st.sampled_from(["\ud800", "\udfff", "\x00", "\n", "\u2028", "\ufeff", "\x7f", "é", "{"]),
+    max_size=6,
+)
 json_scalars = (
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(any_char, max_size=40)
+    | st.text(any_char, max_size=40) | tricky_text
 )
 json_values = st.recursive(
     json_scalars,

@@ -33,8 +33,18 @@ BOUND = 60  # virtual seconds: far above every timeout in CONFIG, so reaching it
 CONFIG = Config(max_line=1024, max_text=200, queue_size=4096)
 
 any_char = st.characters(codec=None, exclude_categories=())
+# Strings made mostly of the characters that have broken decoders and encoders.
+tricky_text = st.text(
+    st.sampled_from(["\ud800", "\udfff", "\x00", "\n", "\u2028", "\ufeff", "\x7f", "é", "{"]),
+    max_size=6,
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(any_char, max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(any_char, max_size=20)
+    | tricky_text,
     lambda inner: st.lists(inner, max_size=4)
     | st.dictionaries(st.text(any_char, max_size=8), inner, max_size=4),
     max_leaves=12,
@@ -42,7 +52,7 @@ json_values = st.recursive(
 messages = st.fixed_dictionaries(
     {"type": st.sampled_from(["chat", "join", "leave", "who", "ping"]) | json_values},
     optional={
-        "text": st.text(any_char, max_size=40) | json_values,
+        "text": st.text(any_char, max_size=40) | tricky_text | json_values,
         "user": st.sampled_from(["Good", "good", "Fuzz", "System", " "]) | json_values,
         "since": json_values,
         "batch": json_values,
@@ -227,3 +237,83 @@ async def test_ws_oversized_messages_in_a_row(autojump_clock):
     finally:
         logging.getLogger("trio_chat").removeHandler(errors)
     assert not errors.records, [r.getMessage() for r in errors.records]
+
+
+# ---------------------------------------------------------------- explicit cases, live
+
+BIG = Config(max_line=300_000)  # so the decoder, not the line limit, meets these
+NASTY = [
+    (rb'{"type":"chat","text":"\ud800"}', "bad_json"),
+    (rb'{"type":"chat","text":"hi","user":"\udfff"}', "bad_json"),
+    (rb'{"type":"join","user":"\ud800"}', "bad_json"),
+    (rb'{"type":"\ud800"}', "unknown_type"),
+    (b'{"type":"chat","text":"a\x00b"}', "bad_json"),  # raw NUL in a JSON string
+    (b'{"x":' + b"[" * 10**5, "bad_json"),
+    (b"[" * 10**5, "bad_json"),  # on TCP: not JSON, a chat too long for --max-text
+    (b'{"type":"chat","text":' + b"9" * 10**5 + b"}", "bad_json"),
+    (b'{"type":"join","user":"Bob","since":1e999999}', "missing_field"),
+]
+
+
+@pytest.mark.parametrize(("data", "code"), NASTY)
+async def test_nasty_line_over_tcp(data, code):
+    room = Room()
+    async with trio.open_nursery() as nursery:
+        good = await chat_partner(room, nursery)
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        nursery.start_soon(Session(room, BIG, TcpTransport(server_stream, BIG, "fuzz")).run)
+        fuzz = TcpClient(client_stream)
+        await fuzz.join("Fuzz")
+        await fuzz.send_raw(data + b"\n")
+        error = await fuzz.recv_until(type="error")
+        assert error["code"] == (code if data[:1] == b"{" else "too_long")
+        await fuzz.send({"type": "chat", "text": "still talking"})
+        await good.recv_until(type="chat", user="Fuzz", text="still talking")
+        await still_chats(good)
+        await fuzz.aclose()
+        await good.recv_until(type="system", event="leave", name="Fuzz")
+        await good.aclose()
+
+
+@pytest.mark.parametrize(("data", "code"), NASTY)
+async def test_nasty_frame_over_ws(data, code):
+    room = Room()
+    async with trio.open_nursery() as nursery:
+        good = await chat_partner(room, nursery)
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        nursery.start_soon(handle_ws, room, BIG, server_stream)
+        client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+        await client.send_message('{"type":"join","user":"Fuzz"}')
+        # A WebSocket text frame is UTF-8: the NUL case stays raw, escapes stay escapes.
+        await client.send_message(data.decode("utf-8"))
+        while (msg := json.loads(await client.get_message()))["type"] != "error":
+            pass
+        assert msg["code"] == code
+        await client.send_message('{"type":"chat","text":"still talking"}')
+        await good.recv_until(type="chat", user="Fuzz", text="still talking")
+        await still_chats(good)
+        await client.aclose()
+        await good.recv_until(type="system", event="leave", name="Fuzz")
+        await good.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_line_of_64_kib_plus_one_closes_only_that_connection():
+    room = Room()
+    config = Config()  # the default 64 KiB line limit
+    async with trio.open_nursery() as nursery:
+        good = await chat_partner(room, nursery)
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        nursery.start_soon(
+            Session(room, config, TcpTransport(server_stream, config, "fuzz")).run
+        )
+        fuzz = TcpClient(client_stream)
+        await fuzz.join("Fuzz")
+        await fuzz.send_raw(b"x" * (64 * 1024 + 1) + b"\n")
+        error = await fuzz.recv_until(type="error")
+        assert error["code"] == "too_long"
+        assert await fuzz.eof()
+        await good.recv_until(type="system", event="leave", name="Fuzz")
+        await still_chats(good)
+        await fuzz.aclose()
+        await good.aclose()
