@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 import trustme
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from trio_chat.protocol import LineBuffer
 
@@ -106,9 +108,25 @@ class WsClient:
         return welcome
 
 
-def ws_client(port: int, path: str = "/") -> Any:
-    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection."""
-    return open_websocket_url(f"ws://127.0.0.1:{port}{path}")
+@asynccontextmanager
+async def ws_client(
+    port: int, path: str = "/", **kwargs: Any
+) -> AsyncIterator[WebSocketConnection]:
+    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection.
+
+    We own the socket so it is closed however the server ended the connection
+    (trio-websocket's client leaves it to the garbage collector after a 1009 close).
+    """
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path, **kwargs)
+        try:
+            yield ws
+        finally:
+            with trio.move_on_after(WAIT) as scope:
+                scope.shield = True
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
 
 
 class TlsFiles:
@@ -140,7 +158,20 @@ class TlsFiles:
         )
         return TcpClient(stream)
 
-    def ws_client(self, port: int, path: str = "/") -> Any:
-        return open_websocket_url(
-            f"wss://127.0.0.1:{port}{path}", ssl_context=self.client_context()
+    @asynccontextmanager
+    async def ws_client(
+        self, port: int, path: str = "/", **kwargs: Any
+    ) -> AsyncIterator[WebSocketConnection]:
+        """Like :func:`ws_client`, over wss:// (we own the socket here too)."""
+        stream = await trio.open_ssl_over_tcp_stream(
+            "127.0.0.1", port, ssl_context=self.client_context(), https_compatible=True
         )
+        async with stream, trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, f"127.0.0.1:{port}", path, **kwargs)
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(WAIT) as scope:
+                    scope.shield = True
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
