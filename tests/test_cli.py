@@ -100,3 +100,19 @@ async def test_real_server_process_chats_and_stops_cleanly(signum):
             proc.kill()
             await proc.wait()
         await proc.stderr.aclose()
+
+
+def test_port_in_use_is_one_clear_line_and_exit_1():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [TRIO_CHAT, "serve", "--tcp-port", str(port), "--ws-port", "0"],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ from tests.helpers import TcpClient, TlsFiles, WsClient
 from trio_chat import Config, serve
 from trio_chat.cli import main
 from trio_chat.room import Room
+from trio_chat.startup import StartupError
 from trio_chat.tcp import handle_tcp
 from trio_chat.ws import handle_ws
 
@@ -138,3 +139,11 @@ def test_cli_options_reach_the_config(tls):
     assert config.tls_cert == str(tls.cert) and config.tls_key == str(tls.key)
     assert config.handshake_timeout == 3.0
     assert Config(**serve_command.make_context("serve", []).params) == Config()
+
+
+async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path):
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate\n")
+    config = dataclasses.replace(TEST_CONFIG, tls_cert=str(bogus))
+    with pytest.raises(StartupError, match="cannot load TLS certificate/key"):
+        await serve(config)

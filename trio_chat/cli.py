@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -90,4 +91,4 @@ def serve(**options: Any) -> None:
             raise click.BadParameter(f"cannot load certificate/key: {exc}",
                                      param_hint="'--tls-cert' / '--tls-key'") from None
     setup_logging(config.log_level)
-    server.run(config)
+    sys.exit(server.run(config))

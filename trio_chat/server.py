@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 from functools import partial
 
@@ -12,6 +13,7 @@ import trio
 from . import tls
 from .config import Config
 from .room import Room
+from .startup import StartupError, find_startup_error, url_host
 from .tcp import serve_tcp_chat
 from .ws import serve_ws_chat
 
@@ -30,15 +32,11 @@ class Bound:
 
     @property
     def tcp_url(self) -> str:
-        return f"{'tls' if self.tls else 'tcp'}://{_url_host(self.host)}:{self.tcp_port}"
+        return f"{'tls' if self.tls else 'tcp'}://{url_host(self.host)}:{self.tcp_port}"
 
     @property
     def ws_url(self) -> str:
-        return f"{'wss' if self.tls else 'ws'}://{_url_host(self.host)}:{self.ws_port}/"
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+        return f"{'wss' if self.tls else 'ws'}://{url_host(self.host)}:{self.ws_port}/"
 
 
 async def serve(
@@ -49,7 +47,12 @@ async def serve(
 ) -> None:
     """Run the chat server until cancelled; reports a :class:`Bound` when listening."""
     room = room if room is not None else Room()
-    context = tls.server_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+    context = None
+    if config.tls_cert:
+        try:
+            context = tls.server_context(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot load TLS certificate/key: {exc}") from None
     async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
         tcp = await listeners.start(
             partial(serve_tcp_chat, room, config, connections, ssl_context=context)
@@ -78,5 +81,14 @@ async def serve_until_signal(config: Config) -> None:
                 break
 
 
-def run(config: Config) -> None:
-    trio.run(serve_until_signal, config)
+def run(config: Config) -> int:
+    """Serve until a signal; return the process exit code."""
+    try:
+        trio.run(serve_until_signal, config)
+    except (StartupError, BaseExceptionGroup) as error:
+        startup = find_startup_error(error)
+        if startup is None:
+            raise
+        log.error("%s", startup)
+        return startup.exit_code
+    return 0

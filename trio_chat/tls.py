@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import trio
 
+from . import startup
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ async def open_listeners(
     ``https_compatible`` (for the WebSocket/HTTP port) neither sends nor expects the
     ``close_notify`` that browsers skip.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await startup.open_listeners(host, port)
     if context is None:
         return listeners
     return [
