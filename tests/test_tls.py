@@ -16,6 +16,7 @@ from trio_chat.cli import main
 from trio_chat.room import Room
 from trio_chat.startup import StartupError
 from trio_chat.tcp import handle_tcp
+from trio_chat.tls import client_context
 from trio_chat.ws import handle_ws
 
 
@@ -147,3 +148,18 @@ async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path
     config = dataclasses.replace(TEST_CONFIG, tls_cert=str(bogus))
     with pytest.raises(StartupError, match="cannot load TLS certificate/key"):
         await serve(config)
+
+
+async def test_client_context_trusts_the_given_ca(server, tls):
+    stream = await trio.open_ssl_over_tcp_stream(
+        "127.0.0.1", server.tcp_port, ssl_context=client_context(str(tls.ca_pem))
+    )
+    async with TcpClient(stream) as bob:
+        await bob.join("Bob")
+    # Without the CA, the server's certificate is not trusted.
+    stream = await trio.open_ssl_over_tcp_stream(
+        "127.0.0.1", server.tcp_port, ssl_context=client_context()
+    )
+    async with stream:
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.do_handshake()

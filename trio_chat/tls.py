@@ -76,3 +76,9 @@ async def handshake(stream: trio.abc.Stream, timeout: float, peer: str) -> bool:
         return True
     log.info("tls handshake with %s timed out after %gs", peer, timeout)
     return False
+
+
+def client_context(ca: str | None = None) -> ssl.SSLContext:
+    """A client context that verifies the server: against ``ca`` (a PEM file, e.g. a
+    self-signed or private CA certificate) when given, else the system's trust store."""
+    return ssl.create_default_context(cafile=ca)
