@@ -317,3 +317,57 @@ async def test_line_of_64_kib_plus_one_closes_only_that_connection():
         await still_chats(good)
         await fuzz.aclose()
         await good.aclose()
+
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def feed_ws_handler(data: bytes, abort: bool) -> None:
+    """Raw bytes at the WebSocket port, then a hang-up (half-close, or abrupt): the
+    handler must end by itself and log no failure."""
+
+    async def scenario() -> None:
+        client, server = trio.testing.memory_stream_pair()
+        with trio.fail_after(BOUND):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handle_ws, Room(), CONFIG, server)
+                await client.send_all(data)
+                if abort:
+                    await client.aclose()
+                    return
+                await client.send_eof()
+                while await client.receive_some():
+                    pass  # read whatever it answers until it closes
+        await client.aclose()
+
+    errors = ErrorLog()
+    logging.getLogger("trio_chat").addHandler(errors)
+    try:
+        run_autojump(scenario)
+    finally:
+        logging.getLogger("trio_chat").removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records]
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.binary(max_size=300).map(lambda b: b"GET / HTTP/1.1\r\n" + b),
+        st.binary(max_size=300).map(lambda b: HANDSHAKE + b),  # garbage frames after it
+        st.integers(0, len(HANDSHAKE)).map(lambda n: HANDSHAKE[:n]),
+    ),
+    st.booleans(),
+)
+def test_ws_handler_survives_arbitrary_bytes(data, abort):
+    feed_ws_handler(data, abort)
+
+
+def test_ws_garbage_then_hang_up_is_not_a_failure():
+    """Regression: trio-websocket's reader raised ConnectionClosed while answering a
+    bad request with 400 to a peer that had already gone; it was logged as a crash."""
+    feed_ws_handler(b"\x00", abort=True)
+    feed_ws_handler(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", abort=True)

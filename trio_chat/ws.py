@@ -94,8 +94,8 @@ async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None
                 log.info("disconnect ws %s", peer)
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
     except Exception as exc:
-        if _closing_race(exc):
-            log.info("ws %s kept sending after its close frame; dropped", peer)
+        if _peer_fault(exc):
+            log.info("ws %s dropped: %s", peer, _leaf(exc))
         else:
             log.exception("connection %s failed", peer)
     finally:
@@ -128,13 +128,25 @@ async def _accept(
     return None
 
 
-def _closing_race(exc: Exception) -> bool:
-    """True for trio-websocket 0.12.2's reader task failing because a peer sent another
-    oversized message after the 1009 close (wsproto refuses a second close frame).
-    The peer is at fault and is dropped; no traceback needed."""
+#: What trio-websocket 0.12.2's reader task lets escape when the peer misbehaves: a
+#: second oversized message after the 1009 close makes wsproto refuse another close
+#: frame (LocalProtocolError); a bad request from a peer that already hung up makes
+#: sending the 400 fail (ConnectionClosed).
+_PEER_FAULTS = (LocalProtocolError, ConnectionClosed)
+
+
+def _peer_fault(exc: Exception) -> bool:
+    """True when only the peer's misbehaviour escaped the library: it is dropped, and
+    no traceback is logged."""
     if not isinstance(exc, BaseExceptionGroup):
-        return isinstance(exc, LocalProtocolError)
-    return exc.split(LocalProtocolError)[1] is None
+        return isinstance(exc, _PEER_FAULTS)
+    return exc.split(_PEER_FAULTS)[1] is None
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def serve_ws_chat(
