@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, wrap_client_stream
@@ -25,12 +27,14 @@ from trio_chat import Config
 from trio_chat.protocol import ERROR_CODES
 from trio_chat.room import Room
 from trio_chat.session import Session
-from trio_chat.tcp import TcpTransport
+from trio_chat.tcp import TcpTransport, handle_tcp
 from trio_chat.ws import handle_ws
 
 FUZZ = settings(max_examples=150, deadline=None)
 BOUND = 60  # virtual seconds: far above every timeout in CONFIG, so reaching it = stuck
 CONFIG = Config(max_line=1024, max_text=200, queue_size=4096)
+SERVER_TLS = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+trustme.CA().issue_cert("localhost").configure_cert(SERVER_TLS)
 
 any_char = st.characters(codec=None, exclude_categories=())
 # Strings made mostly of the characters that have broken decoders and encoders.
@@ -371,3 +375,38 @@ def test_ws_garbage_then_hang_up_is_not_a_failure():
     bad request with 400 to a peer that had already gone; it was logged as a crash."""
     feed_ws_handler(b"\x00", abort=True)
     feed_ws_handler(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", abort=True)
+
+
+@FUZZ
+@given(
+    st.binary(max_size=300) | st.just(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+    st.booleans(),
+    st.sampled_from(["tcp", "ws"]),
+)
+def test_tls_handlers_survive_arbitrary_bytes(data, abort, which):
+    """Garbage (or half a ClientHello) to a TLS port, then a hang-up: the handler ends
+    by itself and logs no failure."""
+    handler = handle_tcp if which == "tcp" else handle_ws
+
+    async def scenario() -> None:
+        client, server = trio.testing.memory_stream_pair()
+        stream = trio.SSLStream(server, SERVER_TLS, server_side=True)
+        with trio.fail_after(BOUND):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handler, Room(), CONFIG, stream)
+                await client.send_all(data)
+                if abort:
+                    await client.aclose()
+                    return
+                await client.send_eof()
+                while await client.receive_some():
+                    pass
+        await client.aclose()
+
+    errors = ErrorLog()
+    logging.getLogger("trio_chat").addHandler(errors)
+    try:
+        run_autojump(scenario)
+    finally:
+        logging.getLogger("trio_chat").removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records]
