@@ -1,10 +1,11 @@
-# make serve: run the server; make test: lint, type-check and test. Both set up .venv first.
+# make serve: run the server; make test: lint, type-check and test; make screenshot:
+# refresh docs/screenshot.png from the browser test. All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck clean
+.PHONY: serve test lint typecheck screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+screenshot: $(STAMP)
+	TRIO_CHAT_SCREENSHOT=docs/screenshot.png $(BIN)/pytest -q tests/test_browser.py -k tcp_client
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -128,7 +128,7 @@ async def test_foreign_origins_get_403_and_nobody_notices(server):
         ):
             error = await rejected(server.ws_port, origin)
             assert error.status_code == 403
-            assert error.body == b"origin not allowed\n"
+            assert error.body == b"403 forbidden: origin not allowed\n"
         await bob.send({"type": "chat", "text": "undisturbed"})
         msg = await bob.recv()
         assert msg["type"] == "chat" and msg["text"] == "undisturbed"

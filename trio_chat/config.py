@@ -21,8 +21,9 @@ class Config:
     queue_size: int = 1024
     #: Seconds one write to a client may take before it is evicted as a slow consumer.
     send_timeout: float = 10.0
-    #: Seconds a new connection has for its TLS handshake, and a WebSocket for its
-    #: opening handshake (each).
+    #: Seconds a new connection has for its TLS handshake; then, on the WebSocket port,
+    #: to send its request head and finish the WebSocket handshake (a half-sent head is
+    #: dropped after it).
     handshake_timeout: float = 10.0
     #: Seconds spent telling an evicted or closing client why, before dropping it.
     goodbye_timeout: float = 1.0

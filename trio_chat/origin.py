@@ -10,6 +10,8 @@ name from the visitor's own network. The policy (docs/protocol.md):
   the ``host:port`` the request's ``Host`` header names: allowed;
 - an origin given with ``--allowed-origin`` (``*`` allows every origin): allowed;
 - anything else, ``null`` included: refused with HTTP 403.
+
+The HTTP front (trio_chat.http) applies it to each upgrade request.
 """
 
 from __future__ import annotations

@@ -80,8 +80,12 @@ class Room:
     def __len__(self) -> int:
         return len(self._members)
 
-    def join(self, member: Member, name: str) -> None:
-        """Seat ``member`` under ``name`` (already validated), or rename it if seated."""
+    def join(self, member: Member, name: str, *, welcome: bool = True) -> None:
+        """Seat ``member`` under ``name`` (already validated), or rename it if seated.
+
+        ``welcome=False`` is for seed-style clients that never asked to join: they
+        would print a ``welcome`` as a chat line from nobody.
+        """
         key = name.casefold()
         holder = self._members.get(key)
         if holder is not None and holder is not member:
@@ -93,7 +97,8 @@ class Room:
         self._members[key] = member
         if old is None:
             log.info("join %s from %s (%d online)", name, member.peer, len(self))
-            member.deliver(protocol.welcome(name, self.names))
+            if welcome:
+                member.deliver(protocol.welcome(name, self.names))
             self._announce("join", name, f"{name} joined the chat")
         elif old != name:
             log.info("rename %s -> %s", old, name)

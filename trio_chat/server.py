@@ -38,6 +38,12 @@ class Bound:
     def ws_url(self) -> str:
         return f"{'wss' if self.tls else 'ws'}://{url_host(self.host)}:{self.ws_port}/"
 
+    @property
+    def page_url(self) -> str:
+        """The chat page, for a browser on this machine (a wildcard host becomes loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"{'https' if self.tls else 'http'}://{url_host(host)}:{self.ws_port}/"
+
 
 async def serve(
     config: Config,
@@ -67,6 +73,7 @@ async def serve(
             tls=context is not None,
         )
         log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
+        log.info("chat page: %s", bound.page_url)
         task_status.started(bound)
 
 

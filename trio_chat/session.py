@@ -98,7 +98,7 @@ class Session:
                 if event.user is None:
                     raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
                 # Seed compatibility: its client never joins and names itself in each chat.
-                room.join(member, protocol.validate_name(event.user))
+                room.join(member, protocol.validate_name(event.user), welcome=False)
             room.say(member, event.text)
         elif isinstance(event, Join):
             if not member.joined:

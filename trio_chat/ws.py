@@ -1,8 +1,10 @@
-"""The WebSocket listener, on trio-websocket.
+"""The WebSocket listener, on trio-websocket, which also serves the chat page.
 
-We own the accept loop and wrap each stream with ``wrap_server_stream``, so every
-connection's errors stay inside its handler (in trio-websocket 0.12.2 an exception
-escaping a ``serve_websocket`` handler takes the whole server down).
+Each connection starts in :mod:`trio_chat.http`: plain HTTP requests get the page,
+WebSocket upgrades come back here. We own the accept loop and wrap each stream with
+``wrap_server_stream``, so every connection's errors stay inside its handler (in
+trio-websocket 0.12.2 an exception escaping a ``serve_websocket`` handler takes the
+whole server down).
 """
 
 from __future__ import annotations
@@ -13,15 +15,10 @@ from collections.abc import Sequence
 from functools import partial
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    wrap_server_stream,
-)
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 from wsproto.utilities import LocalProtocolError
 
-from . import origin, tls
+from . import http, tls
 from .config import Config
 from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
 from .room import Room
@@ -73,22 +70,24 @@ class WsTransport:
 
 
 async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None:
-    """One WebSocket connection. Never raises: an escaping error would end the listener."""
+    """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
+    request for the page. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
     try:
         if not await tls.handshake(stream, config.handshake_timeout, peer):
             return
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
-            answered = False
-            with trio.move_on_after(config.handshake_timeout):
-                request = await wrap_server_stream(
-                    nursery, stream, max_message_size=config.max_line
-                )
-                ws = await _accept(request, config, isinstance(stream, trio.SSLStream), peer)
-                answered = True
-            if not answered:
-                log.info("ws handshake from %s timed out", peer)
+            with trio.move_on_after(config.handshake_timeout) as handshake:
+                upgrade = await http.serve_http(stream, config, peer)
+                if upgrade is not None:
+                    request = await wrap_server_stream(
+                        nursery, upgrade, max_message_size=config.max_line
+                    )
+                    ws = await request.accept()
+                    log.info("connect ws %s", peer)
+            if handshake.cancelled_caught:
+                log.info("handshake from %s timed out", peer)
             elif ws is not None:
                 await Session(room, config, WsTransport(ws, config, peer)).run()
                 log.info("disconnect ws %s", peer)
@@ -100,32 +99,6 @@ async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None
             log.exception("connection %s failed", peer)
     finally:
         await trio.aclose_forcefully(stream)
-
-
-async def _accept(
-    request: WebSocketRequest, config: Config, secure: bool, peer: str
-) -> WebSocketConnection | None:
-    """Open the WebSocket if the Origin policy allows it; else answer HTTP 403."""
-    # trio-websocket keeps the Host header only on the wsproto event it wraps.
-    event = getattr(request, "_event", None)
-    host: str | None = getattr(event, "host", None)
-    policy = origin.policy(config.allowed_origins)
-    if policy.allows_headers(request.headers, host, secure=secure):
-        ws = await request.accept()
-        log.info("connect ws %s", peer)
-        return ws
-    log.info(
-        "ws %s refused: origin %s not allowed (host %s)",
-        peer,
-        origin.origin_header(request.headers),
-        host,
-    )
-    await request.reject(
-        403,
-        extra_headers=[(b"Content-Type", b"text/plain; charset=utf-8")],
-        body=b"origin not allowed\n",
-    )
-    return None
 
 
 #: What trio-websocket 0.12.2's reader task lets escape when the peer misbehaves: a
