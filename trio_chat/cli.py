@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from . import server, tls
+from . import client, protocol, server, tls
+from .client import ClientConfig, ClientError
 from .config import Config
 from .origin import OriginPolicy
 
@@ -92,3 +93,76 @@ def serve(**options: Any) -> None:
                                      param_hint="'--tls-cert' / '--tls-key'") from None
     setup_logging(config.log_level)
     sys.exit(server.run(config))
+
+
+CLIENT_DEFAULTS = ClientConfig()
+
+
+def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return protocol.validate_name(value)
+    except protocol.ProtocolError as exc:
+        raise click.BadParameter(exc.text) from None
+
+
+@main.command()
+@option("--name", callback=_check_name, show_default=False,
+        help="Name to join under (asked for when missing).")
+@option("--host", default=CLIENT_DEFAULTS.host, help="Server address (TCP).")
+@option("--port", type=click.IntRange(1, 65535), default=CLIENT_DEFAULTS.port,
+        help="Server NDJSON-over-TCP port.")
+@option("--url", show_default=False,
+        help="Connect over WebSocket instead, e.g. ws://127.0.0.1:8765/.")
+@option("--plain", is_flag=True, help="Line mode even on a terminal.")
+@option("--json", "json_output", is_flag=True,
+        help="Line mode, printing the server's raw JSON lines.")
+@option("--reconnect/--no-reconnect", default=CLIENT_DEFAULTS.reconnect,
+        help="Rejoin when the server goes away (--no-reconnect: exit 1).")
+@option("--max-backoff", type=click.FloatRange(0, min_open=True),
+        default=CLIENT_DEFAULTS.backoff_max,
+        help="Longest wait between reconnection attempts, in seconds.")
+def join(
+    name: str | None,
+    host: str,
+    port: int,
+    url: str | None,
+    plain: bool,
+    json_output: bool,
+    reconnect: bool,
+    max_backoff: float,
+) -> None:
+    """Join the chat: full-screen on a terminal, line by line on pipes.
+
+    Line mode (stdin or stdout not a terminal, --plain or --json) sends each stdin
+    line as a message, prints each message as one line and leaves at EOF.
+    """
+    interactive = not (plain or json_output) and sys.stdin.isatty() and sys.stdout.isatty()
+    if name is None and not interactive:
+        if not sys.stdin.isatty():
+            raise click.UsageError("--name is required when stdin is not a terminal")
+        name = click.prompt("name", err=True, value_proc=_prompted_name)
+    config = ClientConfig(
+        name=name,
+        host=host,
+        port=port,
+        url=url,
+        reconnect=reconnect,
+        backoff_initial=min(CLIENT_DEFAULTS.backoff_initial, max_backoff),
+        backoff_max=max_backoff,
+    )
+    try:
+        client.run(config, interactive=interactive, json_output=json_output)
+    except ClientError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _prompted_name(value: str) -> str:
+    try:
+        return protocol.validate_name(value)
+    except protocol.ProtocolError as exc:
+        raise click.BadParameter(exc.text) from None
