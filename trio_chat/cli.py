@@ -115,6 +115,11 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
         help="Server NDJSON-over-TCP port.")
 @option("--url", show_default=False,
         help="Connect over WebSocket instead, e.g. ws://127.0.0.1:8765/.")
+@option("--tls", "use_tls", is_flag=True,
+        help="TLS to the TCP port (a server run with --tls-cert); wss:// URLs imply it.")
+@option("--ca", type=click.Path(exists=True, dir_okay=False), show_default=False,
+        help="PEM file of the CA certificate(s) to trust for TLS instead of the system's "
+        "(e.g. a self-signed server's certificate).")
 @option("--plain", is_flag=True, help="Line mode even on a terminal.")
 @option("--json", "json_output", is_flag=True,
         help="Line mode, printing the server's raw JSON lines.")
@@ -128,6 +133,8 @@ def join(
     host: str,
     port: int,
     url: str | None,
+    use_tls: bool,
+    ca: str | None,
     plain: bool,
     json_output: bool,
     reconnect: bool,
@@ -138,6 +145,16 @@ def join(
     Line mode (stdin or stdout not a terminal, --plain or --json) sends each stdin
     line as a message, prints each message as one line and leaves at EOF.
     """
+    secure_url = url is not None and url.lower().startswith("wss:")
+    if use_tls and url is not None and not secure_url:
+        raise click.UsageError("--tls goes with TCP or a wss:// URL, not " + url)
+    if ca is not None and not (use_tls or secure_url):
+        raise click.UsageError("--ca needs --tls or a wss:// URL")
+    if ca is not None:
+        try:
+            tls.client_context(ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.BadParameter(f"cannot load {ca}: {exc}", param_hint="'--ca'") from None
     interactive = not (plain or json_output) and sys.stdin.isatty() and sys.stdout.isatty()
     if name is None and not interactive:
         if not sys.stdin.isatty():
@@ -148,6 +165,8 @@ def join(
         host=host,
         port=port,
         url=url,
+        tls=use_tls or secure_url,
+        ca=ca,
         reconnect=reconnect,
         backoff_initial=min(CLIENT_DEFAULTS.backoff_initial, max_backoff),
         backoff_max=max_backoff,
