@@ -4,10 +4,13 @@ run with a trustme certificate."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import pytest
+import trio
 from click.testing import CliRunner
+from trio_websocket import wrap_server_stream
 
 from trio_chat import Config, cli
 from trio_chat.client import ClientConfig, ConnectError
@@ -105,8 +108,9 @@ async def test_join_processes_over_tls_and_wss(server, nursery, tls):
         )
         ws_bot = await JoinProcess.start(nursery, "--name", "wssbot", "--url", server.ws_url,
                                          "--ca", ca)
-        await ann.recv_until(type="system", event="join", name="tlsbot")
-        await ann.recv_until(type="system", event="join", name="wssbot")
+        joined: set[str] = set()
+        while joined != {"tlsbot", "wssbot"}:  # in either order
+            joined.add((await ann.recv_until(type="system", event="join"))["name"])
         await tcp_bot.send_line("hi over tls")
         await ws_bot.send_line("hi over wss")
         texts = {(await ann.recv_until(type="chat"))["text"] for _ in range(2)}
@@ -126,3 +130,40 @@ async def test_join_without_the_ca_says_why_and_exits_1(server, nursery):
     error = await bot.stderr()
     assert error.startswith(f"cannot connect to tls://127.0.0.1:{server.tcp_port}: ")
     assert "TLS certificate not trusted" in error and "--ca" in error
+
+
+# ---------------------------------------------------------------- the client's WebSocket
+
+
+async def test_a_refused_upgrade_is_a_connect_error(nursery):
+    """A server that answers the upgrade with 403 (a proxy with an origin policy, say)."""
+
+    async def refuse(stream: trio.SocketStream) -> None:
+        async with stream, trio.open_nursery() as handler:
+            request = await wrap_server_stream(handler, stream)
+            await request.reject(403, body=b"no\n")
+            handler.cancel_scope.cancel()
+
+    (listener,) = await nursery.start(partial(trio.serve_tcp, refuse, 0, host="127.0.0.1"))
+    port = listener.socket.getsockname()[1]
+    config = ClientConfig(url=f"ws://127.0.0.1:{port}/")
+    with pytest.raises(ConnectError) as info:
+        await ping(config)
+    assert str(info.value) == (
+        f"cannot connect to {config.address}: server refused the WebSocket handshake (HTTP 403)"
+    )
+
+
+async def test_errors_in_the_body_come_out_as_they_are(server, tls):
+    """Not wrapped in an ExceptionGroup by the nursery around the WebSocket."""
+    config = ClientConfig(url=server.ws_url, ca=str(tls.ca_pem))
+    with pytest.raises(KeyError):
+        async with open_connection(config):
+            raise KeyError("mine")
+    with trio.move_on_after(0.01) as scope:  # outer cancellation passes through too
+        async with open_connection(config) as connection:
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    async with open_connection(config) as connection:  # and the server is still fine
+        await connection.send({"type": "ping"})
+        assert await connection.receive() == [{"type": "pong"}]
