@@ -70,10 +70,11 @@ def main() -> None:
         help="Seconds a write to one client may take before it is dropped.")
 @option("--handshake-timeout", type=click.FloatRange(0, min_open=True),
         default=DEFAULTS.handshake_timeout,
-        help="Seconds a new connection has for its TLS handshake and a WebSocket for "
-        "its opening handshake (each).")
+        help="Seconds a new connection has for its TLS handshake, and then on the "
+        "WebSocket port for its HTTP request head and WebSocket handshake.")
 @option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
-        help="PEM certificate chain: serve TLS on the TCP port and wss:// on the WebSocket port.")
+        help="PEM certificate chain: serve TLS on the TCP port, and wss:// and the page "
+        "over https:// on the WebSocket port.")
 @option("--tls-key", type=click.Path(exists=True, dir_okay=False),
         help="PEM private key for --tls-cert (if the key is not in that file).")
 @option("--allowed-origin", "allowed_origins", multiple=True, callback=_check_origins,
