@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ WAIT = 10  # seconds any single expected message may take (a bound, never slept)
 
 
 class TcpClient:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, wait: float = WAIT) -> None:
         self.stream = stream
+        self.wait = wait
         self._buffer = LineBuffer(1 << 20)
         self._lines: list[bytes] = []
 
@@ -36,7 +37,7 @@ class TcpClient:
 
     async def line(self) -> bytes | None:
         """Next line, or None at EOF."""
-        with trio.fail_after(WAIT):
+        with trio.fail_after(self.wait):
             while not self._lines:
                 data = await self.stream.receive_some(65536)
                 if not data:
@@ -64,9 +65,15 @@ class TcpClient:
         return welcome
 
     async def eof(self) -> bool:
-        """True if the server closed the connection (after any remaining lines)."""
+        """True if the server closed the connection (after any remaining lines).
+
+        Answers the server's FIN with ours, as a real client does: the server lingers
+        on a closing connection until the peer's end closes too."""
         while True:
             if await self.line() is None:
+                if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.stream.send_eof()
                 return True
 
     async def aclose(self) -> None:

@@ -22,7 +22,7 @@ def captured(monkeypatch):
     """Replace the server call: the CLI's job ends at building the Config."""
     configs: list[Config] = []
     monkeypatch.setattr(cli.server, "run", configs.append)
-    monkeypatch.setattr(cli, "setup_logging", lambda level: None)
+    monkeypatch.setattr(cli, "setup_logging", lambda *args: None)
     return configs
 
 

@@ -163,3 +163,16 @@ async def test_client_context_trusts_the_given_ca(server, tls):
     async with stream:
         with pytest.raises(trio.BrokenResourceError):
             await stream.do_handshake()
+
+
+async def test_caps_apply_to_tls_connections_too(nursery, tls, config):
+    """Over --max-per-ip, a TLS client is still told why (inside TLS) and closed."""
+    bound = await nursery.start(serve, dataclasses.replace(config, max_per_ip=1))
+    async with await tls.tcp_client(bound.tcp_port) as bob:
+        await bob.join("Bob")
+        async with await tls.tcp_client(bound.tcp_port) as eve:
+            error = await eve.recv()
+            assert error["type"] == "error" and error["code"] == "server_full"
+            assert await eve.eof()
+        await bob.send({"type": "chat", "text": "still here"})
+        assert (await bob.recv_until(type="chat"))["text"] == "still here"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 import sys
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import click
 from . import client, protocol, server, tls
 from .client import ClientConfig, ClientError
 from .config import Config
+from .logs import FORMATS, setup_logging
 from .origin import OriginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,13 +26,6 @@ def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
     attrs.setdefault("show_default", True)
     attrs.setdefault("show_envvar", True)
     return click.option(*decls, envvar=f"TRIO_CHAT_{name}", **attrs)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def _check_origins(
@@ -68,6 +61,28 @@ def main() -> None:
 @option("--send-timeout", type=click.FloatRange(0, min_open=True),
         default=DEFAULTS.send_timeout,
         help="Seconds a write to one client may take before it is dropped.")
+@option("--log-format", type=click.Choice(FORMATS), default=DEFAULTS.log_format,
+        help="Log lines as text, or as one JSON object per line.")
+@option("--rate-limit", type=click.FloatRange(0), default=DEFAULTS.rate_limit,
+        help="Messages per second per connection; over it they are delayed (0: off).")
+@option("--rate-burst", type=click.IntRange(1), default=DEFAULTS.rate_burst,
+        help="Messages a connection may send at once before the rate limit applies.")
+@option("--rate-ceiling", type=click.IntRange(1), default=DEFAULTS.rate_ceiling,
+        help="Messages in a row delayed by the limit before the client is cut off.")
+@option("--idle-timeout", type=click.FloatRange(0, min_open=True),
+        default=DEFAULTS.idle_timeout,
+        help="Seconds a TCP connection may stay without joining.")
+@option("--ping-interval", type=click.FloatRange(0), default=DEFAULTS.ping_interval,
+        help="Seconds between WebSocket pings (0: off).")
+@option("--ping-timeout", type=click.FloatRange(0, min_open=True),
+        default=DEFAULTS.ping_timeout,
+        help="Seconds a WebSocket pong may take before the peer is dropped.")
+@option("--max-clients", type=click.IntRange(0), default=DEFAULTS.max_clients,
+        help="Connections at once (0: no cap).")
+@option("--max-per-ip", type=click.IntRange(0), default=DEFAULTS.max_per_ip,
+        help="Connections at once from one IP address (0: no cap).")
+@option("--shutdown-grace", type=click.FloatRange(0), default=DEFAULTS.shutdown_grace,
+        help="Seconds a stopping server waits for queued messages to go out.")
 @option("--handshake-timeout", type=click.FloatRange(0, min_open=True),
         default=DEFAULTS.handshake_timeout,
         help="Seconds a new connection has for its TLS handshake, and then on the "
@@ -92,7 +107,7 @@ def serve(**options: Any) -> None:
         except (OSError, ssl.SSLError) as exc:
             raise click.BadParameter(f"cannot load certificate/key: {exc}",
                                      param_hint="'--tls-cert' / '--tls-key'") from None
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     sys.exit(server.run(config))
 
 

@@ -27,6 +27,26 @@ class Config:
     handshake_timeout: float = 10.0
     #: Seconds spent telling an evicted or closing client why, before dropping it.
     goodbye_timeout: float = 1.0
+    #: Log lines as ``text`` or ``json`` (one object per line).
+    log_format: str = "text"
+    #: Flood control: messages per second per connection (0 turns it off) ...
+    rate_limit: float = 5.0
+    #: ... with bursts of this many at once; over the limit, messages are delayed.
+    rate_burst: int = 10
+    #: Messages in a row delayed by the limit before error ``rate_limited`` and close.
+    rate_ceiling: int = 50
+    #: Seconds a TCP connection may stay without joining (error ``idle_timeout``).
+    idle_timeout: float = 30.0
+    #: Seconds between WebSocket pings (0 turns them off) ...
+    ping_interval: float = 20.0
+    #: ... and how long the pong may take before the peer is dropped as dead.
+    ping_timeout: float = 20.0
+    #: Connections at once (0: no cap); one more gets ``server_full`` / close 1013.
+    max_clients: int = 10000
+    #: Connections at once from one IP address (0: no cap).
+    max_per_ip: int = 100
+    #: Seconds a stopping server waits for queued messages to reach the clients.
+    shutdown_grace: float = 5.0
     #: PEM certificate chain: with it both ports speak TLS (tls:// and wss://).
     tls_cert: str | None = None
     #: PEM private key, when it is not in ``tls_cert``.

@@ -30,6 +30,9 @@ NAME_TAKEN: Final = "name_taken"
 NOT_JOINED: Final = "not_joined"
 TOO_LONG: Final = "too_long"
 SLOW_CONSUMER: Final = "slow_consumer"
+RATE_LIMITED: Final = "rate_limited"
+SERVER_FULL: Final = "server_full"
+IDLE_TIMEOUT: Final = "idle_timeout"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -41,6 +44,9 @@ ERROR_CODES: Final = frozenset(
         NOT_JOINED,
         TOO_LONG,
         SLOW_CONSUMER,
+        RATE_LIMITED,
+        SERVER_FULL,
+        IDLE_TIMEOUT,
     }
 )
 
@@ -342,3 +348,11 @@ def users(names: list[str]) -> str:
 
 def pong() -> str:
     return encode({"type": "pong"})
+
+
+SHUTDOWN_TEXT: Final = "server shutting down"
+
+
+def shutdown() -> str:
+    """The last message every client gets when the server stops."""
+    return encode({"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT})

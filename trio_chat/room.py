@@ -48,6 +48,7 @@ class Member:
         try:
             self._outgoing.send_nowait(line)
         except trio.WouldBlock:
+            log.debug("%s queue full; evicting", self)
             self.evict(SLOW_CONSUMER)
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -72,6 +73,12 @@ class Room:
         self._clock = clock
         self._evicted: deque[Member] = deque()
         self._evicting = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop all room traffic (server shutdown): no more broadcasts or leave notices,
+        which with every client leaving at once would be quadratic."""
+        self.closed = True
 
     @property
     def names(self) -> list[str]:
@@ -96,7 +103,10 @@ class Room:
         member.name = name
         self._members[key] = member
         if old is None:
-            log.info("join %s from %s (%d online)", name, member.peer, len(self))
+            log.info(
+                "join %s from %s (%d online)", name, member.peer, len(self),
+                extra={"event": "join", "user": name, "peer": member.peer, "online": len(self)},
+            )
             if welcome:
                 member.deliver(protocol.welcome(name, self.names))
             self._announce("join", name, f"{name} joined the chat")
@@ -111,11 +121,20 @@ class Room:
         if name is None or self._members.get(name.casefold()) is not member:
             return
         del self._members[name.casefold()]
+        if self.closed:
+            return
         log.info(
             "leave %s%s (%d online)",
             name,
             f" ({member.evicted})" if member.evicted else "",
             len(self),
+            extra={
+                "event": "leave",
+                "user": name,
+                "peer": member.peer,
+                "reason": member.evicted,
+                "online": len(self),
+            },
         )
         self._announce("leave", name, f"{name} left the chat")
 
@@ -127,6 +146,8 @@ class Room:
 
     def broadcast(self, line: str) -> None:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
+        if self.closed:
+            return
         for member in list(self._members.values()):
             if not member.deliver(line):
                 self._evicted.append(member)

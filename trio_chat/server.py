@@ -12,7 +12,9 @@ import trio
 
 from . import tls
 from .config import Config
+from .limits import RESERVED_FDS, Gate, raise_nofile_limit
 from .room import Room
+from .session import Session
 from .startup import StartupError, find_startup_error, url_host
 from .tcp import serve_tcp_chat
 from .ws import serve_ws_chat
@@ -49,9 +51,16 @@ async def serve(
     config: Config,
     *,
     room: Room | None = None,
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the chat server until cancelled; reports a :class:`Bound` when listening."""
+    """Run the chat server; reports a :class:`Bound` when listening.
+
+    When ``stop`` is set, shuts down gracefully and returns: stop accepting, send
+    every client the ``shutdown`` notice, give queues up to ``shutdown_grace``
+    seconds to drain (WebSockets close with 1001), then run the teardown steps.
+    Cancelling ``serve`` instead stops it at once.
+    """
     room = room if room is not None else Room()
     context = None
     if config.tls_cert:
@@ -59,43 +68,94 @@ async def serve(
             context = tls.server_context(config.tls_cert, config.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise StartupError(f"cannot load TLS certificate/key: {exc}") from None
-    async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
-        tcp = await listeners.start(
-            partial(serve_tcp_chat, room, config, connections, ssl_context=context)
+    stop = stop if stop is not None else trio.Event()
+    gate = Gate[Session](config.max_clients, config.max_per_ip)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as listeners:
+            for_tcp = partial(serve_tcp_chat, gate=gate, ssl_context=context)
+            for_ws = partial(serve_ws_chat, gate=gate, ssl_context=context)
+            tcp = await listeners.start(for_tcp, room, config, connections)
+            ws = await listeners.start(for_ws, room, config, connections)
+            bound = Bound(
+                config.host,
+                tls.listener_port(tcp[0]),
+                tls.listener_port(ws[0]),
+                tls=context is not None,
+            )
+            log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
+            log.info("chat page: %s", bound.page_url)
+            task_status.started(bound)
+            await stop.wait()
+            listeners.cancel_scope.cancel()  # stop accepting: the listening sockets close
+        log.info(
+            "shutting down: %d connections, up to %gs to drain",
+            gate.total,
+            config.shutdown_grace,
         )
-        ws = await listeners.start(
-            partial(serve_ws_chat, room, config, connections, ssl_context=context)
-        )
-        bound = Bound(
-            config.host,
-            tls.listener_port(tcp[0]),
-            tls.listener_port(ws[0]),
-            tls=context is not None,
-        )
-        log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
-        log.info("chat page: %s", bound.page_url)
-        task_status.started(bound)
+        shut_down(room, gate)
+        # Leaving this block waits for every connection's handler, but no longer than
+        # the grace period; then the rest are cancelled (closed at once).
+        connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+    if connections.cancel_scope.cancelled_caught:
+        log.info("shutdown grace ran out; remaining connections closed")
+    # Teardown, after every connection is gone: steps that must see the final state
+    # (flushing the history store) go here.
+    log.info("trio-chat stopped")
 
 
-async def serve_until_signal(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM, then stop without a traceback."""
+def shut_down(room: Room, gate: Gate[Session]) -> None:
+    """Close the room and tell every live session to say goodbye and drain."""
+    gate.closing = True
+    room.close()
+    for session in list(gate.live):
+        session.shutdown()
+
+
+async def serve_until_signal(config: Config) -> bool:
+    """Serve until SIGINT or SIGTERM, then stop gracefully; a second signal stops at
+    once. Returns True if the stop was graceful."""
+    stop = trio.Event()
+    graceful = True
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
-            async for signum in signals:
-                log.info("%s received; stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+
+            async def watch() -> None:
+                nonlocal graceful
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not stop.is_set():
+                        log.info("%s received; stopping (again to stop at once)", name)
+                        stop.set()
+                    else:
+                        log.warning("%s received again; stopping at once", name)
+                        graceful = False
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch)
+            await serve(config, stop=stop)
+            nursery.cancel_scope.cancel()  # the signal watcher
+    return graceful
 
 
 def run(config: Config) -> int:
-    """Serve until a signal; return the process exit code."""
+    """Run the server in this process until a signal; returns the exit status: 0
+    after a graceful stop, 1 when a second signal cut the drain short, or a startup
+    error's code (port in use...)."""
+    limit = raise_nofile_limit()
+    room_for = max(0, limit - RESERVED_FDS)
+    log.info("open-file limit %d: room for about %d connections", limit, room_for)
+    if config.max_clients == 0 or config.max_clients > room_for:
+        log.warning(
+            "the open-file limit allows fewer connections than --max-clients (%s)",
+            config.max_clients or "no cap",
+        )
     try:
-        trio.run(serve_until_signal, config)
+        graceful = trio.run(serve_until_signal, config)
     except (StartupError, BaseExceptionGroup) as error:
         startup = find_startup_error(error)
         if startup is None:
             raise
         log.error("%s", startup)
         return startup.exit_code
-    return 0
+    return 0 if graceful else 1

@@ -9,6 +9,7 @@ the writer drains the member's outgoing queue, writing everything queued at once
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -16,7 +17,19 @@ import trio
 
 from . import protocol
 from .config import Config
-from .protocol import NOT_JOINED, SLOW_CONSUMER, Chat, Event, Join, Leave, Ping, ProtocolError, Who
+from .limits import TokenBucket
+from .protocol import (
+    IDLE_TIMEOUT,
+    NOT_JOINED,
+    SLOW_CONSUMER,
+    Chat,
+    Event,
+    Join,
+    Leave,
+    Ping,
+    ProtocolError,
+    Who,
+)
 from .room import Member, Room
 
 log = logging.getLogger(__name__)
@@ -27,6 +40,10 @@ MAX_BATCH = 512
 
 #: Eviction reason for a peer that vanished (reset, broken pipe).
 GONE = "gone"
+#: End reason when the server stops (WebSocket close 1001).
+SHUTDOWN = "shutdown"
+#: End reason for a WebSocket peer that did not answer a ping in time.
+PING_TIMEOUT = "ping_timeout"
 
 
 class PeerGone(Exception):
@@ -48,14 +65,40 @@ class Transport(Protocol):
 
 
 class Session:
-    def __init__(self, room: Room, config: Config, transport: Transport) -> None:
+    """One connection: a reader task and a writer task around the member's queue.
+
+    ``join_timeout`` (seconds) closes a connection that has not joined by then with
+    ``idle_timeout``; ``None`` lets it wait forever.
+    """
+
+    def __init__(
+        self,
+        room: Room,
+        config: Config,
+        transport: Transport,
+        *,
+        join_timeout: float | None = None,
+    ) -> None:
         self.room = room
         self.config = config
         self.transport = transport
         self._cancel = trio.CancelScope()
+        self._reader = trio.CancelScope()
+        self._join_timeout = join_timeout
+        if join_timeout is not None:
+            self._reader.deadline = trio.current_time() + join_timeout
+        self._ended = "closed by peer"
+        self.bucket = TokenBucket(
+            config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
+        )
         send, self._outgoing = trio.open_memory_channel[str](config.queue_size)
         self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
         self._send = send
+
+    @property
+    def reason(self) -> str:
+        """Why the session ended (or will): an error code, ``shutdown``, ``leave``..."""
+        return self.member.evicted or self._ended
 
     async def run(self) -> None:
         """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
@@ -64,7 +107,17 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
                 try:
-                    await self._read_loop()
+                    with self._reader:
+                        await self._read_loop()
+                    if self._reader.cancelled_caught and member.evicted is None:
+                        # Only the join deadline cancels the reader without a reason.
+                        error = ProtocolError(
+                            IDLE_TIMEOUT,
+                            f"closing: no join within {self._join_timeout:g} seconds",
+                            fatal=True,
+                        )
+                        member.deliver(error.to_message())
+                        member.evicted = IDLE_TIMEOUT
                 finally:
                     self.room.leave(member)
                     self._send.close()  # the writer drains what is queued, then stops
@@ -72,12 +125,34 @@ class Session:
             scope.shield = True
             await self.transport.close(member.evicted)
 
+    def shutdown(self) -> None:
+        """Queue the shutdown notice, stop reading, and let the writer drain the queue."""
+        member = self.member
+        member.deliver(protocol.shutdown())
+        if member.evicted is None:
+            member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
+        self._reader.cancel()
+
     async def _read_loop(self) -> None:
+        bucket = self.bucket
         while True:
             received = await self.transport.receive()
             if received is None:
                 return
-            for item in received:
+            for received_item in received:
+                item = received_item
+                try:
+                    delay = bucket.take()
+                except ProtocolError as flood:
+                    item = flood  # past the ceiling: this message is refused, and said so
+                else:
+                    if delay:
+                        # Fakelag: this sender waits; nobody else does.
+                        await trio.sleep(delay)
+                    else:
+                        # One read can hold a thousand lines: let the writers drain
+                        # each broadcast before the next, or every queue overflows.
+                        await trio.lowlevel.checkpoint()
                 if isinstance(item, ProtocolError):
                     self.member.deliver(item.to_message())
                     if item.fatal:
@@ -86,6 +161,7 @@ class Session:
                     continue
                 try:
                     if not self._handle(item):
+                        self._ended = "leave"
                         return
                 except ProtocolError as error:
                     self.member.deliver(error.to_message())
@@ -110,6 +186,8 @@ class Session:
             member.deliver(protocol.pong())
         elif isinstance(event, Leave):
             return False
+        if member.joined:
+            self._reader.deadline = math.inf
         return True
 
     async def _write_loop(self) -> None:
@@ -128,6 +206,6 @@ class Session:
                     self.member.evict(GONE)
                     return
                 continue
-            log.info("%s stopped reading; evicting", self.member)
+            log.debug("%s stopped reading; evicting", self.member)
             self.member.evict(SLOW_CONSUMER)
             return

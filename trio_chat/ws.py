@@ -16,14 +16,24 @@ from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from . import http, tls
 from .config import Config
-from .protocol import SLOW_CONSUMER, TOO_LONG, Event, ProtocolError, decode_frame
+from .limits import Gate
+from .protocol import (
+    RATE_LIMITED,
+    SERVER_FULL,
+    SLOW_CONSUMER,
+    TOO_LONG,
+    Event,
+    ProtocolError,
+    decode_frame,
+)
 from .room import Room
-from .session import PeerGone, Session
-from .tcp import peer_name
+from .session import PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from .tcp import peer_host, peer_name, set_keepalive
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,10 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
     None: (1000, "bye"),
     SLOW_CONSUMER: (4008, "slow consumer"),
     TOO_LONG: (1009, "message too big"),
+    SHUTDOWN: (1001, "server shutting down"),
+    SERVER_FULL: (1013, "server full"),
+    RATE_LIMITED: (4029, "rate limited"),
+    PING_TIMEOUT: (4001, "ping timeout"),
 }
 
 
@@ -56,41 +70,117 @@ class WsTransport:
 
     async def send(self, lines: list[str], *, batch: bool) -> None:
         try:
-            if batch:
+            if batch or len(lines) == 1:
                 await self.ws.send_message("\n".join(lines))
             else:
-                for line in lines:
-                    await self.ws.send_message(line)
+                await self._send_frames(lines)
         except ConnectionClosed as exc:
             raise PeerGone from exc
+
+    async def _send_frames(self, lines: list[str]) -> None:
+        """One frame per line, all in one write.
+
+        ``send_message`` costs a scheduler round per frame (its lock and its write
+        each checkpoint), and under load a round spans every busy connection: the
+        soak test saw non-batch clients held to ~100 frames/s and evicted as slow
+        consumers. trio-websocket has no call for several messages, so this takes
+        the steps ``send_message`` takes (encode with the connection's wsproto, write
+        under its stream lock) once for the whole batch.
+        """
+        ws = self.ws
+        if ws.closed is not None:
+            raise ConnectionClosed(ws.closed)
+        data = b"".join(ws._wsproto.send(TextMessage(data=line)) for line in lines)
+        async with ws._stream_lock:
+            try:
+                await ws._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerGone from exc
 
     async def close(self, reason: str | None) -> None:
         code, text = CLOSE_CODES.get(reason, (1011, reason or "error"))
         await self.ws.aclose(code, text)
 
 
-async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None:
+async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -> None:
+    """Ping every ``ping_interval``; a peer whose pong takes over ``ping_timeout`` is
+    dead (trio-websocket's ``ping()`` would wait for ever) and is dropped."""
+    if config.ping_interval <= 0:
+        return
+    while True:
+        await trio.sleep(config.ping_interval)
+        with trio.move_on_after(config.ping_timeout):
+            try:
+                await ws.ping()
+            except ConnectionClosed:
+                return
+            continue
+        log.debug("%s did not answer a ping", session.member)
+        session.member.evict(PING_TIMEOUT)
+        return
+
+
+async def handle_ws(
+    room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
+) -> None:
     """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
     request for the page. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
+    host = peer_host(peer)
+    set_keepalive(stream)
+    refusal: ProtocolError | None = None
+    if gate is not None:
+        try:
+            gate.admit(host)
+        except ProtocolError as error:
+            refusal = error
+    session: Session | None = None
+    # A refused connection gets only short handshakes, to say why (1013).
+    timeout = config.goodbye_timeout if refusal else config.handshake_timeout
     try:
-        if not await tls.handshake(stream, config.handshake_timeout, peer):
+        if not await tls.handshake(stream, timeout, peer):
             return
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
-            with trio.move_on_after(config.handshake_timeout) as handshake:
+            with trio.move_on_after(timeout) as handshake:
                 upgrade = await http.serve_http(stream, config, peer)
                 if upgrade is not None:
                     request = await wrap_server_stream(
                         nursery, upgrade, max_message_size=config.max_line
                     )
                     ws = await request.accept()
-                    log.info("connect ws %s", peer)
             if handshake.cancelled_caught:
-                log.info("handshake from %s timed out", peer)
+                log.info(
+                    "handshake from %s timed out", peer,
+                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
+                           "reason": "handshake_timeout"},
+                )
+            elif ws is not None and refusal is not None:
+                log.info(
+                    "refuse ws %s (%s)", peer, refusal.text,
+                    extra={"event": "refuse", "transport": "ws", "peer": peer,
+                           "reason": refusal.code},
+                )
+                code, text = CLOSE_CODES[SERVER_FULL]
+                with trio.move_on_after(config.goodbye_timeout):
+                    await ws.aclose(code, text)
             elif ws is not None:
-                await Session(room, config, WsTransport(ws, config, peer)).run()
-                log.info("disconnect ws %s", peer)
+                log.info(
+                    "connect ws %s", peer,
+                    extra={"event": "connect", "transport": "ws", "peer": peer},
+                )
+                session = Session(room, config, WsTransport(ws, config, peer))
+                if gate is not None:
+                    gate.live.add(session)
+                    if gate.closing:
+                        session.shutdown()
+                nursery.start_soon(keepalive, ws, session, config)
+                await session.run()
+                log.info(
+                    "disconnect ws %s (%s)", peer, session.reason,
+                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
+                           "reason": session.reason},
+                )
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
     except Exception as exc:
         if _peer_fault(exc):
@@ -98,6 +188,10 @@ async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None
         else:
             log.exception("connection %s failed", peer)
     finally:
+        if gate is not None and refusal is None:
+            if session is not None:
+                gate.live.discard(session)
+            gate.release(host)
         await trio.aclose_forcefully(stream)
 
 
@@ -127,6 +221,7 @@ async def serve_ws_chat(
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
+    gate: Gate[Session] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[
         list[trio.abc.Listener[trio.abc.Stream]]
@@ -138,7 +233,7 @@ async def serve_ws_chat(
         config.ws_port, config.host, ssl_context, https_compatible=True
     )
     await trio.serve_listeners(
-        partial(handle_ws, room, config),
+        partial(handle_ws, room, config, gate=gate),
         list(listeners),
         handler_nursery=handler_nursery,
         task_status=task_status,
