@@ -196,9 +196,12 @@ async def _open_websocket(config: ClientConfig, url: str) -> AsyncIterator[WebSo
                     # error, not an ExceptionGroup.
                     body_error = exc
                 finally:
-                    with trio.move_on_after(WS_CLOSE_TIMEOUT) as scope:
-                        scope.shield = True
-                        await ws.aclose()
+                    # A closing handshake needs the reader task, which a cancellation
+                    # around us has cancelled too: then the socket is just closed.
+                    if not isinstance(body_error, trio.Cancelled):
+                        with trio.move_on_after(WS_CLOSE_TIMEOUT) as scope:
+                            scope.shield = True
+                            await ws.aclose()
                     nursery.cancel_scope.cancel()  # the library's reader task
         except BaseExceptionGroup as group:
             if not opened:  # refused (ConnectionRejected), timed out, or reset
