@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -176,3 +181,39 @@ async def test_caps_apply_to_tls_connections_too(nursery, tls, config):
             assert await eve.eof()
         await bob.send({"type": "chat", "text": "still here"})
         assert (await bob.recv_until(type="chat"))["text"] == "still here"
+
+
+@pytest.mark.slow
+async def test_real_server_process_with_tls(tls):
+    """`trio-chat serve --tls-cert --tls-key` as a process: its log says tls:// and wss://
+    and https://, and both ports speak TLS."""
+    trio_chat = str(Path(sys.executable).with_name("trio-chat"))
+    proc = await trio.lowlevel.open_process(
+        [trio_chat, "serve", "--tcp-port", "0", "--ws-port", "0",
+         "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    log = b""
+    try:
+        with trio.fail_after(20):
+            while b"chat page" not in log:
+                chunk = await proc.stderr.receive_some()
+                assert chunk, log
+                log += chunk
+        match = re.search(rb"tls://127\.0\.0\.1:(\d+) wss://127\.0\.0\.1:(\d+)/", log)
+        assert match, log
+        assert b"chat page: https://127.0.0.1:" in log
+        tcp_port, ws_port = int(match[1]), int(match[2])
+        async with await tls.tcp_client(tcp_port) as bob, tls.ws_client(ws_port) as conn:
+            await bob.join("Bob")
+            await WsClient(conn).join("Alice")
+            await bob.recv_until(type="system", event="join", name="Alice")
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await proc.stderr.aclose()
