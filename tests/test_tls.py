@@ -51,6 +51,7 @@ async def test_bound_tells_the_scheme(server):
     assert server.tls
     assert server.tcp_url == f"tls://127.0.0.1:{server.tcp_port}"
     assert server.ws_url == f"wss://127.0.0.1:{server.ws_port}/"
+    assert server.page_url == f"https://127.0.0.1:{server.ws_port}/"
 
 
 async def test_tcp_and_wss_share_a_room_over_tls(server, tls):
@@ -217,3 +218,17 @@ async def test_real_server_process_with_tls(tls):
             proc.kill()
             await proc.wait()
         await proc.stderr.aclose()
+
+
+async def test_the_page_is_served_over_https(server, tls):
+    stream = await trio.open_ssl_over_tcp_stream(
+        "127.0.0.1", server.ws_port, ssl_context=tls.client_context(), https_compatible=True
+    )
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b"<!doctype html>" in data.lower()
