@@ -25,6 +25,7 @@ import trio
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from trio_websocket import wrap_server_stream
 
+from tests.helpers import TlsFiles
 from trio_chat import Config, http, serve
 from trio_chat.protocol import encode
 
@@ -349,3 +350,57 @@ def test_page_speaks_batches_history_and_since(page: Watched):
         expect(p.locator("#messages .msg.history")).to_have_count(3)
         expect(p.locator("#state")).to_have_attribute("data-state", "online")
     page.assert_clean()
+
+
+# ---------------------------------------------------------------- TLS and the Origin check
+
+
+def test_page_over_https_chats_over_wss(browser: Browser, tmp_path: Path):
+    """With --tls-cert the page is https:// and its socket wss:// (its own origin is
+    https://host:port), and a TLS line client shares the room."""
+    tls = TlsFiles(tmp_path)
+    config = Config(tcp_port=0, ws_port=0, tls_cert=str(tls.cert), tls_key=str(tls.key))
+    context = browser.new_context(ignore_https_errors=True)  # trustme's CA is not Chromium's
+    try:
+        watched = Watched(context.new_page())
+        p = watched.page
+        with in_thread(partial(serve, config)) as bound:
+            assert bound.page_url.startswith("https://")
+            p.goto(bound.page_url)
+            join_as(p, "Alice")
+            with LineClient(bound.tcp_port) as bob:
+                bob.sock = tls.client_context().wrap_socket(bob.sock, server_hostname="127.0.0.1")
+                bob.send("/nick Bob")
+                bob.recv_until(type="welcome")
+                p.fill("#text", "hello over wss")
+                p.press("#text", "Enter")
+                assert bob.recv_until(type="chat", user="Alice")["text"] == "hello over wss"
+                bob.send("hello over tls")
+                expect(p.locator("#messages .msg").last.locator(".text")).to_have_text(
+                    "hello over tls"
+                )
+        watched.assert_clean()
+    finally:
+        context.close()
+
+
+OPEN_SOCKET = """url => new Promise(resolve => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => { ws.close(); resolve("open"); };
+    ws.onerror = () => resolve("refused");
+})"""
+
+
+def test_a_foreign_page_cannot_open_a_socket(page: Watched):
+    """A page from another origin (another trio-chat here) gets 403 on the upgrade,
+    unless --allowed-origin lists it; the page's own origin always works."""
+    p = page.page
+    with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as foreign:
+        p.goto(foreign.page_url)
+        assert p.evaluate(OPEN_SOCKET, foreign.ws_url) == "open"
+        with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as target:
+            assert p.evaluate(OPEN_SOCKET, target.ws_url) == "refused"
+        foreign_origin = foreign.page_url.rstrip("/")
+        allowing = Config(tcp_port=0, ws_port=0, allowed_origins=(foreign_origin,))
+        with in_thread(partial(serve, allowing)) as target:
+            assert p.evaluate(OPEN_SOCKET, target.ws_url) == "open"

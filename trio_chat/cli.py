@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from . import client, protocol, server
+from . import client, protocol, server, tls
 from .client import ClientConfig, ClientError
 from .config import Config
 from .logs import FORMATS, setup_logging
+from .origin import OriginPolicy
 from .store import default_db_path
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +27,16 @@ def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
     attrs.setdefault("show_default", True)
     attrs.setdefault("show_envvar", True)
     return click.option(*decls, envvar=f"TRIO_CHAT_{name}", **attrs)
+
+
+def _check_origins(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    try:
+        OriginPolicy(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.group()
@@ -79,9 +91,30 @@ def main() -> None:
         help="Connections at once from one IP address (0: no cap).")
 @option("--shutdown-grace", type=click.FloatRange(0), default=DEFAULTS.shutdown_grace,
         help="Seconds a stopping server waits for queued messages to go out.")
+@option("--handshake-timeout", type=click.FloatRange(0, min_open=True),
+        default=DEFAULTS.handshake_timeout,
+        help="Seconds a new connection has for its TLS handshake, and then on the "
+        "WebSocket port for its HTTP request head and WebSocket handshake.")
+@option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+        help="PEM certificate chain: serve TLS on the TCP port, and wss:// and the page "
+        "over https:// on the WebSocket port.")
+@option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+        help="PEM private key for --tls-cert (if the key is not in that file).")
+@option("--allowed-origin", "allowed_origins", multiple=True, callback=_check_origins,
+        help="An origin (scheme://host[:port], or *) whose web pages may open a WebSocket; "
+        "repeatable (space-separated in the environment variable). Besides it, the page's "
+        "own origin and clients without an Origin header are allowed; others get 403.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
+    if config.tls_key and not config.tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
+    if config.tls_cert:
+        try:
+            tls.server_context(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.BadParameter(f"cannot load certificate/key: {exc}",
+                                     param_hint="'--tls-cert' / '--tls-key'") from None
     setup_logging(config.log_level, config.log_format)
     sys.exit(server.run(config))
 
@@ -106,6 +139,11 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
         help="Server NDJSON-over-TCP port.")
 @option("--url", show_default=False,
         help="Connect over WebSocket instead, e.g. ws://127.0.0.1:8765/.")
+@option("--tls", "use_tls", is_flag=True,
+        help="TLS to the TCP port (a server run with --tls-cert); wss:// URLs imply it.")
+@option("--ca", type=click.Path(exists=True, dir_okay=False), show_default=False,
+        help="PEM file of the CA certificate(s) to trust for TLS instead of the system's "
+        "(e.g. a self-signed server's certificate).")
 @option("--plain", is_flag=True, help="Line mode even on a terminal.")
 @option("--json", "json_output", is_flag=True,
         help="Line mode, printing the server's raw JSON lines.")
@@ -119,6 +157,8 @@ def join(
     host: str,
     port: int,
     url: str | None,
+    use_tls: bool,
+    ca: str | None,
     plain: bool,
     json_output: bool,
     reconnect: bool,
@@ -129,6 +169,16 @@ def join(
     Line mode (stdin or stdout not a terminal, --plain or --json) sends each stdin
     line as a message, prints each message as one line and leaves at EOF.
     """
+    secure_url = url is not None and url.lower().startswith("wss:")
+    if use_tls and url is not None and not secure_url:
+        raise click.UsageError("--tls goes with TCP or a wss:// URL, not " + url)
+    if ca is not None and not (use_tls or secure_url):
+        raise click.UsageError("--ca needs --tls or a wss:// URL")
+    if ca is not None:
+        try:
+            tls.client_context(ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.BadParameter(f"cannot load {ca}: {exc}", param_hint="'--ca'") from None
     interactive = not (plain or json_output) and sys.stdin.isatty() and sys.stdout.isatty()
     if name is None and not interactive:
         if not sys.stdin.isatty():
@@ -139,6 +189,8 @@ def join(
         host=host,
         port=port,
         url=url,
+        tls=use_tls or secure_url,
+        ca=ca,
         reconnect=reconnect,
         backoff_initial=min(CLIENT_DEFAULTS.backoff_initial, max_backoff),
         backoff_max=max_backoff,

@@ -21,8 +21,9 @@ class Config:
     queue_size: int = 1024
     #: Seconds one write to a client may take before it is evicted as a slow consumer.
     send_timeout: float = 10.0
-    #: Seconds a new connection on the WebSocket port has to send its request head and
-    #: finish the WebSocket handshake; a half-sent head is dropped after it.
+    #: Seconds a new connection has for its TLS handshake; then, on the WebSocket port,
+    #: to send its request head and finish the WebSocket handshake (a half-sent head is
+    #: dropped after it).
     handshake_timeout: float = 10.0
     #: Seconds spent telling an evicted or closing client why, before dropping it.
     goodbye_timeout: float = 1.0
@@ -53,3 +54,10 @@ class Config:
     max_per_ip: int = 100
     #: Seconds a stopping server waits for queued messages to reach the clients.
     shutdown_grace: float = 5.0
+    #: PEM certificate chain: with it both ports speak TLS (tls:// and wss://).
+    tls_cert: str | None = None
+    #: PEM private key, when it is not in ``tls_cert``.
+    tls_key: str | None = None
+    #: Origins (``scheme://host[:port]``, or ``*``) whose pages may open a WebSocket,
+    #: besides the page's own origin and clients that send no Origin (trio_chat.origin).
+    allowed_origins: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ from typing import Final
 import h11
 import trio
 
+from . import origin
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,19 @@ def is_websocket_upgrade(request: h11.Request) -> bool:
         name == b"upgrade" and b"websocket" in (t.strip().lower() for t in value.split(b","))
         for name, value in request.headers
     )
+
+
+def _host(request: h11.Request) -> str | None:
+    for name, value in request.headers:  # h11 lower-cases names
+        if name == b"host":
+            return value.decode("ascii", "replace")
+    return None
+
+
+def origin_allowed(request: h11.Request, config: Config, *, secure: bool) -> bool:
+    """The Origin check (trio_chat.origin) for a WebSocket upgrade request."""
+    policy = origin.policy(config.allowed_origins)
+    return policy.allows_headers(request.headers, _host(request), secure=secure)
 
 
 class ReplayStream(trio.abc.Stream):
@@ -211,7 +225,17 @@ async def serve_http(
         return None
     request, data = head
     if is_websocket_upgrade(request):
-        return ReplayStream(stream, data)
+        if origin_allowed(request, config, secure=isinstance(stream, trio.SSLStream)):
+            return ReplayStream(stream, data)
+        log.info(
+            "http %s: websocket from origin %s refused (host %s): 403",
+            peer,
+            origin.origin_header(request.headers),
+            _host(request),
+        )
+        reply = _text(403, "403 forbidden: origin not allowed")
+        await _send_reply(stream, conn, reply, config, head=False)
+        return None
     reply = route(request.method, request.target)
     target = request.target.decode("ascii", "backslashreplace")  # h11 allows no controls
     log.info("http %s %s %s %d", peer, request.method.decode(), target, reply.status)

@@ -109,17 +109,24 @@ Event = Join | Chat | Leave | Who | Ping
 # ---------------------------------------------------------------- validation
 
 
+def _encodable(value: str) -> bool:
+    """False for strings with lone surrogates: ``json.loads`` accepts them in ``\\u``
+    escapes, but they cannot be encoded as UTF-8 to go back out."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _checked_str(obj: Mapping[str, Any], field: str) -> str:
     value = obj.get(field)
     if value is None:
         raise ProtocolError(MISSING_FIELD, f"field '{field}' is required")
     if not isinstance(value, str):
         raise ProtocolError(MISSING_FIELD, f"field '{field}' must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # json.loads accepts lone surrogates in \u escapes; they cannot go back out.
-        raise ProtocolError(BAD_JSON, f"field '{field}' is not valid Unicode") from None
+    if not _encodable(value):
+        raise ProtocolError(BAD_JSON, f"field '{field}' is not valid Unicode")
     return value
 
 
@@ -180,7 +187,9 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Who()
     if kind == "ping":
         return Ping()
-    shown = kind if isinstance(kind, str) and len(kind) <= 32 else "?"
+    # Echo the type back only if it is short and can be encoded (a lone surrogate from
+    # a \u escape would break the UTF-8 encoding of the error itself).
+    shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
     raise ProtocolError(UNKNOWN_TYPE, f"unknown message type '{shown}'")
 
 
@@ -270,13 +279,16 @@ class LineBuffer:
             if end < 0:
                 break
             line = bytes(self._buf[start:end])
+            if line.endswith(b"\r"):
+                line = line[:-1]
             if len(line) > self.max_line:
                 raise self._too_long()
-            lines.append(line[:-1] if line.endswith(b"\r") else line)
+            lines.append(line)
             start = end + 1
         del self._buf[:start]
         self._scanned = len(self._buf)
-        if len(self._buf) > self.max_line:
+        # The limit is on the line itself: a trailing "\r" may be half of its "\r\n".
+        if len(self._buf) - self._buf.endswith(b"\r") > self.max_line:
             raise self._too_long()
         return lines
 

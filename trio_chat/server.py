@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
+from . import tls
 from .config import Config
 from .history import open_history
 from .limits import RESERVED_FDS, Gate, raise_nofile_limit
@@ -29,21 +31,22 @@ class Bound:
     host: str
     tcp_port: int
     ws_port: int
+    #: Both ports speak TLS (``--tls-cert``): tls:// and wss://.
+    tls: bool = False
+
+    @property
+    def tcp_url(self) -> str:
+        return f"{'tls' if self.tls else 'tcp'}://{url_host(self.host)}:{self.tcp_port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{url_host(self.host)}:{self.ws_port}/"
+        return f"{'wss' if self.tls else 'ws'}://{url_host(self.host)}:{self.ws_port}/"
 
     @property
     def page_url(self) -> str:
         """The chat page, for a browser on this machine (a wildcard host becomes loopback)."""
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"http://{url_host(host)}:{self.ws_port}/"
-
-
-def _port(listeners: list[trio.SocketListener]) -> int:
-    port: int = listeners[0].socket.getsockname()[1]
-    return port
+        return f"{'https' if self.tls else 'http'}://{url_host(host)}:{self.ws_port}/"
 
 
 async def serve(
@@ -64,43 +67,48 @@ async def serve(
     (and closes it on the way out). However ``serve`` stops, cancelled included, every
     chat message broadcast has been committed to the room's store when it returns.
     """
+    context = None
+    if config.tls_cert:
+        try:
+            context = tls.server_context(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot load TLS certificate/key: {exc}") from None
+    stop = stop if stop is not None else trio.Event()
     async with AsyncExitStack() as stack:
         if room is None:
             room = Room(history=await stack.enter_async_context(open_history(config)))
-        await _serve(config, room, stop if stop is not None else trio.Event(), task_status)
-
-
-async def _serve(
-    config: Config, room: Room, stop: trio.Event, task_status: trio.TaskStatus[Bound]
-) -> None:
-    try:
-        await _serve_connections(config, room, stop, task_status)
-    finally:
-        # Teardown, after every connection is gone, also when cancelled: whatever the
-        # room handed to the history store is committed.
-        if room.history is not None:
-            with trio.CancelScope(shield=True):
-                await room.history.flush()
-    log.info("trio-chat stopped")
+        try:
+            await _serve_connections(config, room, stop, context, task_status)
+        finally:
+            # Teardown, after every connection is gone, also when cancelled: whatever
+            # the room handed to the history store is committed.
+            if room.history is not None:
+                with trio.CancelScope(shield=True):
+                    await room.history.flush()
+        log.info("trio-chat stopped")
 
 
 async def _serve_connections(
-    config: Config, room: Room, stop: trio.Event, task_status: trio.TaskStatus[Bound]
+    config: Config,
+    room: Room,
+    stop: trio.Event,
+    context: ssl.SSLContext | None,
+    task_status: trio.TaskStatus[Bound],
 ) -> None:
     gate = Gate[Session](config.max_clients, config.max_per_ip)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as listeners:
-            for_tcp, for_ws = partial(serve_tcp_chat, gate=gate), partial(serve_ws_chat, gate=gate)
+            for_tcp = partial(serve_tcp_chat, gate=gate, ssl_context=context)
+            for_ws = partial(serve_ws_chat, gate=gate, ssl_context=context)
             tcp = await listeners.start(for_tcp, room, config, connections)
             ws = await listeners.start(for_ws, room, config, connections)
-            bound = Bound(config.host, _port(tcp), _port(ws))
-            log.info(
-                "trio-chat listening: tcp://%s:%d ws://%s:%d",
-                url_host(bound.host),
-                bound.tcp_port,
-                url_host(bound.host),
-                bound.ws_port,
+            bound = Bound(
+                config.host,
+                tls.listener_port(tcp[0]),
+                tls.listener_port(ws[0]),
+                tls=context is not None,
             )
+            log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
             log.info("chat page: %s", bound.page_url)
             task_status.started(bound)
             await stop.wait()

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
 
 import trio
 
+from . import tls
 from .config import Config
 from .limits import Gate
 from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line
 from .room import Room
 from .session import PeerGone, Session
-from .startup import open_listeners
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 def peer_name(stream: trio.abc.Stream) -> str:
     """``host:port`` of a socket stream's peer, for logs and per-IP accounting."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         try:
             host, port, *_ = stream.socket.getpeername()
@@ -48,7 +51,10 @@ KEEPALIVE_COUNT = 3
 
 
 def set_keepalive(stream: trio.abc.Stream) -> None:
-    """Turn on TCP keepalive for a socket stream (a no-op for other streams)."""
+    """Turn on TCP keepalive for a socket stream, or the socket under a TLS stream
+    (a no-op for other streams)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     if not isinstance(stream, trio.SocketStream):
         return
     try:
@@ -74,6 +80,8 @@ async def refuse_tcp(stream: trio.abc.Stream, error: ProtocolError, timeout: flo
             await stream.send_eof()
             while await stream.receive_some(RECEIVE_SIZE):
                 pass
+        elif isinstance(stream, trio.SSLStream):
+            await stream.aclose()  # close_notify: a TLS client sees a clean end, not a cut
     await trio.aclose_forcefully(stream)
 
 
@@ -160,15 +168,20 @@ async def handle_tcp(
             return
     log.info("connect tcp %s", peer, extra={"event": "connect", "transport": "tcp", "peer": peer})
     session: Session | None = None
+    handshaken = False
     try:
-        session = Session(
-            room, config, TcpTransport(stream, config, peer), join_timeout=config.idle_timeout
-        )
-        if gate is not None:
-            gate.live.add(session)
-            if gate.closing:
-                session.shutdown()
-        await session.run()
+        handshaken = await tls.handshake(stream, config.handshake_timeout, peer)
+        if not handshaken:
+            await trio.aclose_forcefully(stream)
+        else:
+            session = Session(
+                room, config, TcpTransport(stream, config, peer), join_timeout=config.idle_timeout
+            )
+            if gate is not None:
+                gate.live.add(session)
+                if gate.closing:
+                    session.shutdown()
+            await session.run()
     except Exception:
         log.exception("connection %s failed", peer)
         await trio.aclose_forcefully(stream)
@@ -177,7 +190,7 @@ async def handle_tcp(
             if session is not None:
                 gate.live.discard(session)
             gate.release(host)
-    reason = session.reason if session else "error"
+    reason = session.reason if session else "error" if handshaken else "tls_handshake"
     log.info(
         "disconnect tcp %s (%s)", peer, reason,
         extra={"event": "disconnect", "transport": "tcp", "peer": peer, "reason": reason},
@@ -190,13 +203,17 @@ async def serve_tcp_chat(
     handler_nursery: trio.Nursery | None = None,
     *,
     gate: Gate[Session] | None = None,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[
+        list[trio.abc.Listener[trio.abc.Stream]]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept TCP chat connections; reports the listeners through ``task_status``."""
-    listeners = await open_listeners(config.host, config.tcp_port)
+    """Accept TCP chat connections (TLS with ``ssl_context``); reports the listeners
+    through ``task_status``."""
+    listeners = await tls.open_listeners(config.tcp_port, config.host, ssl_context)
     await trio.serve_listeners(
         partial(handle_tcp, room, config, gate=gate),
-        listeners,
+        list(listeners),
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

@@ -10,14 +10,16 @@ whole server down).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 from wsproto.events import TextMessage
+from wsproto.utilities import LocalProtocolError
 
-from . import http
+from . import http, tls
 from .config import Config
 from .limits import Gate
 from .protocol import (
@@ -31,7 +33,6 @@ from .protocol import (
 )
 from .room import Room
 from .session import PING_TIMEOUT, SHUTDOWN, PeerGone, Session
-from .startup import open_listeners
 from .tcp import peer_host, peer_name, set_keepalive
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,13 @@ async def handle_ws(
         except ProtocolError as error:
             refusal = error
     session: Session | None = None
+    # A refused connection gets only short handshakes, to say why (1013).
+    timeout = config.goodbye_timeout if refusal else config.handshake_timeout
     try:
+        if not await tls.handshake(stream, timeout, peer):
+            return
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
-            # A refused connection gets only a short handshake, to say why (1013).
-            timeout = config.goodbye_timeout if refusal else config.handshake_timeout
             with trio.move_on_after(timeout) as handshake:
                 upgrade = await http.serve_http(stream, config, peer)
                 if upgrade is not None:
@@ -179,8 +182,11 @@ async def handle_ws(
                            "reason": session.reason},
                 )
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
-    except Exception:
-        log.exception("connection %s failed", peer)
+    except Exception as exc:
+        if _peer_fault(exc):
+            log.info("ws %s dropped: %s", peer, _leaf(exc))
+        else:
+            log.exception("connection %s failed", peer)
     finally:
         if gate is not None and refusal is None:
             if session is not None:
@@ -189,19 +195,46 @@ async def handle_ws(
         await trio.aclose_forcefully(stream)
 
 
+#: What trio-websocket 0.12.2's reader task lets escape when the peer misbehaves: a
+#: second oversized message after the 1009 close makes wsproto refuse another close
+#: frame (LocalProtocolError); a bad request from a peer that already hung up makes
+#: sending the 400 fail (ConnectionClosed).
+_PEER_FAULTS = (LocalProtocolError, ConnectionClosed)
+
+
+def _peer_fault(exc: Exception) -> bool:
+    """True when only the peer's misbehaviour escaped the library: it is dropped, and
+    no traceback is logged."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return isinstance(exc, _PEER_FAULTS)
+    return exc.split(_PEER_FAULTS)[1] is None
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 async def serve_ws_chat(
     room: Room,
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
     gate: Gate[Session] | None = None,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[
+        list[trio.abc.Listener[trio.abc.Stream]]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept WebSocket chat connections; reports the listeners through ``task_status``."""
-    listeners = await open_listeners(config.host, config.ws_port)
+    """Accept WebSocket chat connections (wss:// with ``ssl_context``); reports the
+    listeners through ``task_status``."""
+    listeners = await tls.open_listeners(
+        config.ws_port, config.host, ssl_context, https_compatible=True
+    )
     await trio.serve_listeners(
         partial(handle_ws, room, config, gate=gate),
-        listeners,
+        list(listeners),
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

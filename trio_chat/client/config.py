@@ -13,8 +13,12 @@ class ClientConfig:
     name: str | None = None
     host: str = "127.0.0.1"
     port: int = 8764
-    #: ``ws://host:port/``: connect over WebSocket instead of TCP.
+    #: ``ws://host:port/``: connect over WebSocket instead of TCP (``wss://``: with TLS).
     url: str | None = None
+    #: TLS on the TCP connection (``--tls``); a ``wss://`` URL implies it.
+    tls: bool = False
+    #: PEM file of the CA certificate(s) to trust instead of the system's (``--ca``).
+    ca: str | None = None
     #: Rejoin after the server goes away (``False``: exit with status 1 instead).
     reconnect: bool = True
     #: First wait before reconnecting, in seconds; doubles per failed attempt.
@@ -35,4 +39,4 @@ class ClientConfig:
         """Where the client connects, as shown to the user."""
         if self.url is not None:
             return self.url
-        return f"{url_host(self.host)}:{self.port}"
+        return f"{'tls://' if self.tls else ''}{url_host(self.host)}:{self.port}"

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -25,11 +26,12 @@ from trio_websocket import (
     ConnectionTimeout,
     HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
+    wrap_client_stream,
 )
 
-from .. import protocol
+from .. import protocol, tls
 from ..protocol import LineBuffer, ProtocolError
+from ..startup import url_host
 from .config import ClientConfig
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ def parse_messages(texts: Iterable[str | bytes]) -> list[dict[str, Any]]:
 
 
 class TcpConnection:
-    """NDJSON over a trio Stream (a TCP socket, later TLS)."""
+    """NDJSON over a trio Stream (a TCP socket, or TLS over one)."""
 
     def __init__(self, stream: trio.abc.Stream, max_line: int) -> None:
         self.stream = stream
@@ -145,30 +147,97 @@ async def open_connection(config: ClientConfig) -> AsyncIterator[ServerConnectio
     if config.url is None:
         try:
             with trio.fail_after(config.connect_timeout):
-                stream = await trio.open_tcp_stream(config.host, config.port)
-        except (OSError, trio.TooSlowError) as exc:
+                stream = await _open_stream(config.host, config.port, config, secure=config.tls)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             raise ConnectError(f"cannot connect to {config.address}: {describe(exc)}") from None
         async with stream:
             yield TcpConnection(stream, config.max_line)
         return
-    _check_url(config.url)
-    opened = False
+    async with _open_websocket(config, config.url) as ws:
+        yield WsConnection(ws)
+
+
+@asynccontextmanager
+async def _open_websocket(config: ClientConfig, url: str) -> AsyncIterator[WebSocketConnection]:
+    """trio-websocket over a stream we open and close ourselves.
+
+    trio-websocket's own client (``open_websocket_url``) waits out its whole connect
+    timeout when the TLS handshake fails, then says only "timed out", and leaves its
+    socket to the garbage collector after some closes. Here a refused certificate is
+    a ConnectError at once, and the socket is always closed.
+    """
+    _check_url(url)
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    default_port = 443 if secure else 80
+    port = parts.port or default_port
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = url_host(host) if port == default_port else f"{url_host(host)}:{port}"
     try:
-        async with open_websocket_url(
-            config.url,
-            max_message_size=config.max_line,
-            connect_timeout=config.connect_timeout,
-            disconnect_timeout=WS_CLOSE_TIMEOUT,
-        ) as ws:
-            opened = True
-            yield WsConnection(ws)
-    except HandshakeError as exc:
-        if not opened:
-            raise ConnectError(f"cannot connect to {config.address}: {describe(exc)}") from None
-        # The closing handshake timed out: the connection is gone either way, but an
-        # error (or cancellation) from the body must not be swallowed.
-        if exc.__context__ is not None:
-            raise exc.__context__ from None
+        with trio.fail_after(config.connect_timeout):
+            stream = await _open_stream(host, port, config, secure=secure)
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        raise ConnectError(f"cannot connect to {config.address}: {describe(exc)}") from None
+    async with stream:
+        opened = False
+        body_error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(config.connect_timeout):
+                    ws = await wrap_client_stream(
+                        nursery, stream, host_header, resource, max_message_size=config.max_line
+                    )
+                opened = True
+                try:
+                    yield ws
+                except BaseException as exc:
+                    # Raised again below, outside the nursery: the caller gets its own
+                    # error, not an ExceptionGroup.
+                    body_error = exc
+                finally:
+                    # A closing handshake needs the reader task, which a cancellation
+                    # around us has cancelled too: then the socket is just closed.
+                    if not isinstance(body_error, trio.Cancelled):
+                        with trio.move_on_after(WS_CLOSE_TIMEOUT) as scope:
+                            scope.shield = True
+                            await ws.aclose()
+                    nursery.cancel_scope.cancel()  # the library's reader task
+        except BaseExceptionGroup as group:
+            if not opened:  # refused (ConnectionRejected), timed out, or reset
+                raise ConnectError(
+                    f"cannot connect to {config.address}: {describe(group)}"
+                ) from None
+            if body_error is None or isinstance(body_error, trio.Cancelled):
+                # The library's reader task failed, which cancelled the body.
+                raise Disconnected("connection lost") from None
+        if body_error is not None:
+            raise body_error
+
+
+def _tls_context(config: ClientConfig) -> ssl.SSLContext:
+    try:
+        return tls.client_context(config.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectError(f"cannot use --ca {config.ca}: {exc}") from None
+
+
+async def _open_stream(
+    host: str, port: int, config: ClientConfig, *, secure: bool
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """A TCP stream; with ``secure``, TLS over it, already handshaken (so a certificate
+    the client does not trust fails here, as a connection error)."""
+    context = _tls_context(config) if secure else None
+    stream = await trio.open_tcp_stream(host, port)
+    if context is None:
+        return stream
+    tls_stream = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
+    try:
+        await tls_stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls_stream
 
 
 def _check_url(url: str) -> None:
@@ -182,6 +251,10 @@ def describe(exc: BaseException) -> str:
     cause = _root_cause(exc)
     if isinstance(cause, ConnectionRejected):
         return f"server refused the WebSocket handshake (HTTP {cause.status_code})"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({cause.verify_message}); see --ca"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS failed ({cause.reason or cause})"
     if isinstance(cause, trio.TooSlowError | ConnectionTimeout | TimeoutError):
         return "timed out"
     if isinstance(cause, socket.gaierror):
