@@ -1,11 +1,13 @@
-# make serve: run the server; make test: lint, type-check and test; make bench: the fan-out
-# benchmark (BENCH_ARGS adds options, e.g. --peer NAME URL COMMAND). All set up .venv first.
+# make serve: run the server; make test: lint, type-check and test; make soak: the
+# 500-client load test (about a minute); make screenshot: refresh docs/screenshot.png
+# from the browser test; make bench: the fan-out benchmark (BENCH_ARGS adds options,
+# e.g. --peer NAME URL COMMAND). All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck bench clean
+.PHONY: serve test soak lint typecheck screenshot bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,12 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s $(PYTEST_ARGS)
+
+screenshot: $(STAMP)
+	TRIO_CHAT_SCREENSHOT=docs/screenshot.png $(BIN)/pytest -q tests/test_browser.py -k tcp_client
 
 bench: $(STAMP)
 	$(BIN)/trio-chat bench $(BENCH_ARGS)

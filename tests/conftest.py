@@ -5,7 +5,9 @@ import trio
 
 from trio_chat import Bound, Config, serve
 
-TEST_CONFIG = Config(tcp_port=0, ws_port=0)
+#: Flood control off: many tests send bursts to check order and delivery; the limit
+#: itself is tested with its own settings (tests/test_flood.py).
+TEST_CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
 
 
 @pytest.fixture

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+import trustme
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from trio_chat.protocol import LineBuffer
 
@@ -14,8 +19,9 @@ WAIT = 10  # seconds any single expected message may take (a bound, never slept)
 
 
 class TcpClient:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, wait: float = WAIT) -> None:
         self.stream = stream
+        self.wait = wait
         self._buffer = LineBuffer(1 << 20)
         self._lines: list[bytes] = []
 
@@ -31,7 +37,7 @@ class TcpClient:
 
     async def line(self) -> bytes | None:
         """Next line, or None at EOF."""
-        with trio.fail_after(WAIT):
+        with trio.fail_after(self.wait):
             while not self._lines:
                 data = await self.stream.receive_some(65536)
                 if not data:
@@ -59,9 +65,15 @@ class TcpClient:
         return welcome
 
     async def eof(self) -> bool:
-        """True if the server closed the connection (after any remaining lines)."""
+        """True if the server closed the connection (after any remaining lines).
+
+        Answers the server's FIN with ours, as a real client does: the server lingers
+        on a closing connection until the peer's end closes too."""
         while True:
             if await self.line() is None:
+                if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.stream.send_eof()
                 return True
 
     async def aclose(self) -> None:
@@ -103,6 +115,70 @@ class WsClient:
         return welcome
 
 
-def ws_client(port: int, path: str = "/") -> Any:
-    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection."""
-    return open_websocket_url(f"ws://127.0.0.1:{port}{path}")
+@asynccontextmanager
+async def ws_client(
+    port: int, path: str = "/", **kwargs: Any
+) -> AsyncIterator[WebSocketConnection]:
+    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection.
+
+    We own the socket so it is closed however the server ended the connection
+    (trio-websocket's client leaves it to the garbage collector after a 1009 close).
+    """
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path, **kwargs)
+        try:
+            yield ws
+        finally:
+            with trio.move_on_after(WAIT) as scope:
+                scope.shield = True
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+
+
+class TlsFiles:
+    """A throwaway CA (trustme) and a server certificate for 127.0.0.1/localhost,
+    written as PEM files the way ``--tls-cert``/``--tls-key``/``--ca`` take them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ca = trustme.CA()
+        issued = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.cert = directory / "cert.pem"
+        self.key = directory / "key.pem"
+        self.ca_pem = directory / "ca.pem"
+        issued.cert_chain_pems[0].write_to_path(str(self.cert))
+        for blob in issued.cert_chain_pems[1:]:
+            blob.write_to_path(str(self.cert), append=True)
+        issued.private_key_pem.write_to_path(str(self.key))
+        self.ca.cert_pem.write_to_path(str(self.ca_pem))
+        self.server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        issued.configure_cert(self.server_context)
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    async def tcp_client(self, port: int) -> TcpClient:
+        stream = await trio.open_ssl_over_tcp_stream(
+            "127.0.0.1", port, ssl_context=self.client_context()
+        )
+        return TcpClient(stream)
+
+    @asynccontextmanager
+    async def ws_client(
+        self, port: int, path: str = "/", **kwargs: Any
+    ) -> AsyncIterator[WebSocketConnection]:
+        """Like :func:`ws_client`, over wss:// (we own the socket here too)."""
+        stream = await trio.open_ssl_over_tcp_stream(
+            "127.0.0.1", port, ssl_context=self.client_context(), https_compatible=True
+        )
+        async with stream, trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, f"127.0.0.1:{port}", path, **kwargs)
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(WAIT) as scope:
+                    scope.shield = True
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()

@@ -51,6 +51,10 @@ RECEIVE_SIZE = 256 * 1024
 #: A loader above this share of one core was the bottleneck, not the server.
 SATURATED = 0.90
 MODES = ("tcp", "ws", "ws-batch")
+#: trio-chat as the peers run: no flood control (senders send as fast as the window
+#: allows), no per-IP cap (every client is 127.0.0.1), no connection cap, history
+#: kept in memory (no disk, and the user's database is left alone).
+SERVE_OPTIONS = ("--rate-limit", "0", "--max-per-ip", "0", "--max-clients", "0", "--db", ":memory:")
 
 
 # ---------------------------------------------------------------- settings
@@ -422,7 +426,7 @@ def our_targets(modes: Sequence[str], python: str = sys.executable) -> list[Targ
         tcp, ws = free_port(), free_port()
         command = (
             python, "-m", "trio_chat", "serve", "--log-level", "warning",
-            "--tcp-port", str(tcp), "--ws-port", str(ws),
+            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS,
         )  # fmt: skip
         url = f"tcp://127.0.0.1:{tcp}" if mode == "tcp" else f"ws://127.0.0.1:{ws}/"
         targets.append(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import logging
+import ssl
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from . import bench as bench_mod
-from . import server
+from . import client, protocol, server, tls
+from .client import ClientConfig, ClientError
 from .config import Config
+from .logs import FORMATS, setup_logging
+from .origin import OriginPolicy
+from .store import default_db_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = Config()
@@ -25,11 +30,14 @@ def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
     return click.option(*decls, envvar=f"TRIO_CHAT_{name}", **attrs)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _check_origins(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    try:
+        OriginPolicy(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.group()
@@ -55,11 +63,153 @@ def main() -> None:
 @option("--send-timeout", type=click.FloatRange(0, min_open=True),
         default=DEFAULTS.send_timeout,
         help="Seconds a write to one client may take before it is dropped.")
+@option("--db", default=default_db_path(),
+        help="History database (SQLite file, created if missing); ':memory:' keeps "
+        "nothing on disk.")
+@option("--history-keep", type=click.IntRange(1), default=DEFAULTS.history_keep,
+        help="Chat messages kept in the history; older ones are pruned.")
+@option("--history-replay", type=click.IntRange(0), default=DEFAULTS.history_replay,
+        help="Messages replayed to a client that joins without 'since'.")
+@option("--log-format", type=click.Choice(FORMATS), default=DEFAULTS.log_format,
+        help="Log lines as text, or as one JSON object per line.")
+@option("--rate-limit", type=click.FloatRange(0), default=DEFAULTS.rate_limit,
+        help="Messages per second per connection; over it they are delayed (0: off).")
+@option("--rate-burst", type=click.IntRange(1), default=DEFAULTS.rate_burst,
+        help="Messages a connection may send at once before the rate limit applies.")
+@option("--rate-ceiling", type=click.IntRange(1), default=DEFAULTS.rate_ceiling,
+        help="Messages in a row delayed by the limit before the client is cut off.")
+@option("--idle-timeout", type=click.FloatRange(0, min_open=True),
+        default=DEFAULTS.idle_timeout,
+        help="Seconds a TCP connection may stay without joining.")
+@option("--ping-interval", type=click.FloatRange(0), default=DEFAULTS.ping_interval,
+        help="Seconds between WebSocket pings (0: off).")
+@option("--ping-timeout", type=click.FloatRange(0, min_open=True),
+        default=DEFAULTS.ping_timeout,
+        help="Seconds a WebSocket pong may take before the peer is dropped.")
+@option("--max-clients", type=click.IntRange(0), default=DEFAULTS.max_clients,
+        help="Connections at once (0: no cap).")
+@option("--max-per-ip", type=click.IntRange(0), default=DEFAULTS.max_per_ip,
+        help="Connections at once from one IP address (0: no cap).")
+@option("--shutdown-grace", type=click.FloatRange(0), default=DEFAULTS.shutdown_grace,
+        help="Seconds a stopping server waits for queued messages to go out.")
+@option("--handshake-timeout", type=click.FloatRange(0, min_open=True),
+        default=DEFAULTS.handshake_timeout,
+        help="Seconds a new connection has for its TLS handshake, and then on the "
+        "WebSocket port for its HTTP request head and WebSocket handshake.")
+@option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+        help="PEM certificate chain: serve TLS on the TCP port, and wss:// and the page "
+        "over https:// on the WebSocket port.")
+@option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+        help="PEM private key for --tls-cert (if the key is not in that file).")
+@option("--allowed-origin", "allowed_origins", multiple=True, callback=_check_origins,
+        help="An origin (scheme://host[:port], or *) whose web pages may open a WebSocket; "
+        "repeatable (space-separated in the environment variable). Besides it, the page's "
+        "own origin and clients without an Origin header are allowed; others get 403.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
-    setup_logging(config.log_level)
-    server.run(config)
+    if config.tls_key and not config.tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
+    if config.tls_cert:
+        try:
+            tls.server_context(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.BadParameter(f"cannot load certificate/key: {exc}",
+                                     param_hint="'--tls-cert' / '--tls-key'") from None
+    setup_logging(config.log_level, config.log_format)
+    sys.exit(server.run(config))
+
+
+CLIENT_DEFAULTS = ClientConfig()
+
+
+def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return protocol.validate_name(value)
+    except protocol.ProtocolError as exc:
+        raise click.BadParameter(exc.text) from None
+
+
+@main.command()
+@option("--name", callback=_check_name, show_default=False,
+        help="Name to join under (asked for when missing).")
+@option("--host", default=CLIENT_DEFAULTS.host, help="Server address (TCP).")
+@option("--port", type=click.IntRange(1, 65535), default=CLIENT_DEFAULTS.port,
+        help="Server NDJSON-over-TCP port.")
+@option("--url", show_default=False,
+        help="Connect over WebSocket instead, e.g. ws://127.0.0.1:8765/.")
+@option("--tls", "use_tls", is_flag=True,
+        help="TLS to the TCP port (a server run with --tls-cert); wss:// URLs imply it.")
+@option("--ca", type=click.Path(exists=True, dir_okay=False), show_default=False,
+        help="PEM file of the CA certificate(s) to trust for TLS instead of the system's "
+        "(e.g. a self-signed server's certificate).")
+@option("--plain", is_flag=True, help="Line mode even on a terminal.")
+@option("--json", "json_output", is_flag=True,
+        help="Line mode, printing the server's raw JSON lines.")
+@option("--reconnect/--no-reconnect", default=CLIENT_DEFAULTS.reconnect,
+        help="Rejoin when the server goes away (--no-reconnect: exit 1).")
+@option("--max-backoff", type=click.FloatRange(0, min_open=True),
+        default=CLIENT_DEFAULTS.backoff_max,
+        help="Longest wait between reconnection attempts, in seconds.")
+def join(
+    name: str | None,
+    host: str,
+    port: int,
+    url: str | None,
+    use_tls: bool,
+    ca: str | None,
+    plain: bool,
+    json_output: bool,
+    reconnect: bool,
+    max_backoff: float,
+) -> None:
+    """Join the chat: full-screen on a terminal, line by line on pipes.
+
+    Line mode (stdin or stdout not a terminal, --plain or --json) sends each stdin
+    line as a message, prints each message as one line and leaves at EOF.
+    """
+    secure_url = url is not None and url.lower().startswith("wss:")
+    if use_tls and url is not None and not secure_url:
+        raise click.UsageError("--tls goes with TCP or a wss:// URL, not " + url)
+    if ca is not None and not (use_tls or secure_url):
+        raise click.UsageError("--ca needs --tls or a wss:// URL")
+    if ca is not None:
+        try:
+            tls.client_context(ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.BadParameter(f"cannot load {ca}: {exc}", param_hint="'--ca'") from None
+    interactive = not (plain or json_output) and sys.stdin.isatty() and sys.stdout.isatty()
+    if name is None and not interactive:
+        if not sys.stdin.isatty():
+            raise click.UsageError("--name is required when stdin is not a terminal")
+        name = click.prompt("name", err=True, value_proc=_prompted_name)
+    config = ClientConfig(
+        name=name,
+        host=host,
+        port=port,
+        url=url,
+        tls=use_tls or secure_url,
+        ca=ca,
+        reconnect=reconnect,
+        backoff_initial=min(CLIENT_DEFAULTS.backoff_initial, max_backoff),
+        backoff_max=max_backoff,
+    )
+    try:
+        client.run(config, interactive=interactive, json_output=json_output)
+    except ClientError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _prompted_name(value: str) -> str:
+    try:
+        return protocol.validate_name(value)
+    except protocol.ProtocolError as exc:
+        raise click.BadParameter(exc.text) from None
 
 
 @main.command()

@@ -32,6 +32,9 @@ NAME_TAKEN: Final = "name_taken"
 NOT_JOINED: Final = "not_joined"
 TOO_LONG: Final = "too_long"
 SLOW_CONSUMER: Final = "slow_consumer"
+RATE_LIMITED: Final = "rate_limited"
+SERVER_FULL: Final = "server_full"
+IDLE_TIMEOUT: Final = "idle_timeout"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -43,6 +46,9 @@ ERROR_CODES: Final = frozenset(
         NOT_JOINED,
         TOO_LONG,
         SLOW_CONSUMER,
+        RATE_LIMITED,
+        SERVER_FULL,
+        IDLE_TIMEOUT,
     }
 )
 
@@ -105,17 +111,24 @@ Event = Join | Chat | Leave | Who | Ping
 # ---------------------------------------------------------------- validation
 
 
+def _encodable(value: str) -> bool:
+    """False for strings with lone surrogates: ``json.loads`` accepts them in ``\\u``
+    escapes, but they cannot be encoded as UTF-8 to go back out."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _checked_str(obj: Mapping[str, Any], field: str) -> str:
     value = obj.get(field)
     if value is None:
         raise ProtocolError(MISSING_FIELD, f"field '{field}' is required")
     if not isinstance(value, str):
         raise ProtocolError(MISSING_FIELD, f"field '{field}' must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # json.loads accepts lone surrogates in \u escapes; they cannot go back out.
-        raise ProtocolError(BAD_JSON, f"field '{field}' is not valid Unicode") from None
+    if not _encodable(value):
+        raise ProtocolError(BAD_JSON, f"field '{field}' is not valid Unicode")
     return value
 
 
@@ -176,7 +189,9 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Who()
     if kind == "ping":
         return Ping()
-    shown = kind if isinstance(kind, str) and len(kind) <= 32 else "?"
+    # Echo the type back only if it is short and can be encoded (a lone surrogate from
+    # a \u escape would break the UTF-8 encoding of the error itself).
+    shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
     raise ProtocolError(UNKNOWN_TYPE, f"unknown message type '{shown}'")
 
 
@@ -266,13 +281,16 @@ class LineBuffer:
             if end < 0:
                 break
             line = bytes(self._buf[start:end])
+            if line.endswith(b"\r"):
+                line = line[:-1]
             if len(line) > self.max_line:
                 raise self._too_long()
-            lines.append(line[:-1] if line.endswith(b"\r") else line)
+            lines.append(line)
             start = end + 1
         del self._buf[:start]
         self._scanned = len(self._buf)
-        if len(self._buf) > self.max_line:
+        # The limit is on the line itself: a trailing "\r" may be half of its "\r\n".
+        if len(self._buf) - self._buf.endswith(b"\r") > self.max_line:
             raise self._too_long()
         return lines
 
@@ -373,8 +391,25 @@ def welcome_encoded(user: str, users_json: str, clients_count: int) -> str:
     )
 
 
-def chat(user: str, text: str, ts: str) -> str:
-    return encode({"type": "chat", "user": user, "text": text, "timestamp": ts})
+def chat(
+    user: str, text: str, ts: str, message_id: int | None = None, *, history: bool = False
+) -> str:
+    """A chat message; ``history`` marks one replayed from the store (sent earlier)."""
+    message: dict[str, Any] = {"type": "chat"}
+    if message_id is not None:
+        message["id"] = message_id
+    message.update(user=user, text=text, timestamp=ts)
+    if history:
+        message["history"] = True
+    return encode(message)
+
+
+def history_end(last_id: int, *, complete: bool = True) -> str:
+    """Ends a replay; ``last_id`` is the newest id at join time (resume from it)."""
+    message: dict[str, Any] = {"type": "history_end", "last_id": last_id}
+    if not complete:
+        message["complete"] = False
+    return encode(message)
 
 
 def system(event: str, name: str, text: str, clients_count: int, ts: str, **extra: Any) -> str:
@@ -415,3 +450,11 @@ def users(names: list[str]) -> str:
 
 def pong() -> str:
     return encode({"type": "pong"})
+
+
+SHUTDOWN_TEXT: Final = "server shutting down"
+
+
+def shutdown() -> str:
+    """The last message every client gets when the server stops."""
+    return encode({"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT})

@@ -5,6 +5,10 @@ awaits a client: it puts one already-encoded line into each queue with
 ``send_nowait``; a member whose queue is full is evicted (the slow-consumer policy)
 and the others see it leave.
 
+With a :class:`~trio_chat.history.History`, chat messages get ids and are handed to
+the store before they are broadcast, and a joiner's queue gets one
+:class:`~trio_chat.history.Replay` item right after its ``welcome``.
+
 Join and leave notices go to everyone, so a crowd arriving at once would cost
 members x joins deliveries. While :meth:`Room.run_notices` runs (``serve`` starts
 it), notices past a budget of deliveries per interval are coalesced into one
@@ -20,6 +24,7 @@ from collections.abc import Callable
 import trio
 
 from . import protocol
+from .history import History, Replay
 from .protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ class Member:
 
     def __init__(
         self,
-        outgoing: trio.MemorySendChannel[str],
+        outgoing: trio.MemorySendChannel[str | Replay],
         *,
         peer: str = "?",
         on_evict: Callable[[], object] = lambda: None,
@@ -54,13 +59,15 @@ class Member:
     def joined(self) -> bool:
         return self.name is not None
 
-    def deliver(self, line: str) -> bool:
-        """Queue one line without waiting; False (and eviction) when the queue is full."""
+    def deliver(self, line: str | Replay) -> bool:
+        """Queue one line (or a replay) without waiting; False (and eviction) when the
+        queue is full."""
         if self.evicted is not None:
             return False
         try:
             self._outgoing.send_nowait(line)
         except trio.WouldBlock:
+            log.debug("%s queue full; evicting", self)
             self.evict(SLOW_CONSUMER)
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -84,11 +91,13 @@ class Room:
         self,
         clock: Callable[[], str] = protocol.timestamp,
         *,
+        history: History | None = None,
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
     ) -> None:
         self._members: dict[str, Member] = {}  # casefolded name -> member, join order
         self._clock = clock
+        self.history = history
         self._evicted: deque[Member] = deque()
         self._evicting = False
         self._notice_rate = notice_rate
@@ -100,6 +109,12 @@ class Room:
         self._joined = self._left = 0  # coalesced, not yet announced
         self._pending = trio.Event()
         self._users_json: str | None = None  # names in join order, as JSON
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop all room traffic (server shutdown): no more broadcasts or leave notices,
+        which with every client leaving at once would be quadratic."""
+        self.closed = True
 
     @property
     def names(self) -> list[str]:
@@ -114,8 +129,15 @@ class Room:
     def __len__(self) -> int:
         return len(self._members)
 
-    def join(self, member: Member, name: str) -> None:
-        """Seat ``member`` under ``name`` (already validated), or rename it if seated."""
+    def join(
+        self, member: Member, name: str, since: int | None = None, *, welcome: bool = True
+    ) -> None:
+        """Seat ``member`` under ``name`` (already validated), or rename it if seated.
+
+        A first join gets its welcome, then the replayed history (after ``since`` if
+        given). ``welcome=False`` (neither) is for seed-style clients that never asked
+        to join: they would print a ``welcome`` as a chat line from nobody.
+        """
         key = name.casefold()
         holder = self._members.get(key)
         if holder is not None and holder is not member:
@@ -127,10 +149,16 @@ class Room:
         member.name = name
         self._members[key] = member
         if old is None:
-            log.info("join %s from %s (%d online)", name, member.peer, len(self))
+            log.info(
+                "join %s from %s (%d online)", name, member.peer, len(self),
+                extra={"event": "join", "user": name, "peer": member.peer, "online": len(self)},
+            )
             if self._users_json is not None:  # the newest member is last in join order
                 self._users_json = protocol.json_array_append(self._users_json, name)
-            member.deliver(protocol.welcome_encoded(name, self._users(), len(self)))
+            if welcome:
+                member.deliver(protocol.welcome_encoded(name, self._users(), len(self)))
+                if self.history is not None:
+                    member.deliver(self.history.replay(since))
             text = f"{name} joined the chat"
             if not self._notice("join", name, text):
                 # Coalesced for the others; the joiner still sees its own join.
@@ -147,22 +175,51 @@ class Room:
             return
         del self._members[name.casefold()]
         self._users_json = None
+        if self.closed:
+            return
         log.info(
             "leave %s%s (%d online)",
             name,
             f" ({member.evicted})" if member.evicted else "",
             len(self),
+            extra={
+                "event": "leave",
+                "user": name,
+                "peer": member.peer,
+                "reason": member.evicted,
+                "online": len(self),
+            },
         )
         self._notice("leave", name, f"{name} left the chat")
 
+    async def wait_writable(self) -> None:
+        """Wait until :meth:`say` can hand a message to the store (backpressure on the
+        one sender calling this; the room goes on)."""
+        if self.history is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.history.wait_writable()
+
     def say(self, member: Member, text: str) -> None:
-        """Broadcast a chat message under the member's own name."""
+        """Broadcast a chat message under the member's own name.
+
+        With history, the message is handed to the store first; raises
+        ``trio.WouldBlock`` if the store is full (await :meth:`wait_writable` first).
+        """
         assert member.name is not None
+        if self.closed:
+            return  # shutting down: neither stored nor broadcast
         log.debug("chat %s: %s", member.name, text)
-        self.broadcast(protocol.chat(member.name, text, self._clock()))
+        ts = self._clock()
+        if self.history is None:
+            self.broadcast(protocol.chat(member.name, text, ts))
+        else:
+            self.broadcast(self.history.record(member.name, text, ts))
 
     def broadcast(self, line: str) -> None:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
+        if self.closed:
+            return
         for member in list(self._members.values()):
             if not member.deliver(line):
                 self._evicted.append(member)

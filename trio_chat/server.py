@@ -1,4 +1,4 @@
-"""``serve(config)``: both listeners in one nursery, around one room."""
+"""``serve(config)``: both listeners in one nursery, around one room and its history."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ import ctypes.util
 import gc
 import logging
 import signal
+import ssl
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
+from . import tls
 from .config import Config
+from .history import open_history
+from .limits import RESERVED_FDS, Gate, raise_nofile_limit
 from .room import Room
+from .session import Session
+from .startup import StartupError, find_startup_error, url_host
 from .tcp import serve_tcp_chat
 from .ws import serve_ws_chat
 
@@ -27,53 +35,135 @@ class Bound:
     host: str
     tcp_port: int
     ws_port: int
+    #: Both ports speak TLS (``--tls-cert``): tls:// and wss://.
+    tls: bool = False
+
+    @property
+    def tcp_url(self) -> str:
+        return f"{'tls' if self.tls else 'tcp'}://{url_host(self.host)}:{self.tcp_port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{_url_host(self.host)}:{self.ws_port}/"
+        return f"{'wss' if self.tls else 'ws'}://{url_host(self.host)}:{self.ws_port}/"
 
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _port(listeners: list[trio.SocketListener]) -> int:
-    port: int = listeners[0].socket.getsockname()[1]
-    return port
+    @property
+    def page_url(self) -> str:
+        """The chat page, for a browser on this machine (a wildcard host becomes loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"{'https' if self.tls else 'http'}://{url_host(host)}:{self.ws_port}/"
 
 
 async def serve(
     config: Config,
     *,
     room: Room | None = None,
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the chat server until cancelled; reports a :class:`Bound` when listening."""
-    room = room if room is not None else Room()
-    async with trio.open_nursery() as connections, trio.open_nursery() as listeners:
-        await listeners.start(room.run_notices)
-        tcp = await listeners.start(serve_tcp_chat, room, config, connections)
-        ws = await listeners.start(serve_ws_chat, room, config, connections)
-        bound = Bound(config.host, _port(tcp), _port(ws))
+    """Run the chat server; reports a :class:`Bound` when listening.
+
+    When ``stop`` is set, shuts down gracefully and returns: stop accepting, send
+    every client the ``shutdown`` notice, give queues up to ``shutdown_grace``
+    seconds to drain (WebSockets close with 1001), then run the teardown steps.
+    Cancelling ``serve`` instead stops it at once.
+
+    Without a ``room``, opens the history store named by ``config.db`` for this run
+    (and closes it on the way out). However ``serve`` stops, cancelled included, every
+    chat message broadcast has been committed to the room's store when it returns.
+    """
+    context = None
+    if config.tls_cert:
+        try:
+            context = tls.server_context(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot load TLS certificate/key: {exc}") from None
+    stop = stop if stop is not None else trio.Event()
+    async with AsyncExitStack() as stack:
+        if room is None:
+            room = Room(history=await stack.enter_async_context(open_history(config)))
+        try:
+            await _serve_connections(config, room, stop, context, task_status)
+        finally:
+            # Teardown, after every connection is gone, also when cancelled: whatever
+            # the room handed to the history store is committed.
+            if room.history is not None:
+                with trio.CancelScope(shield=True):
+                    await room.history.flush()
+        log.info("trio-chat stopped")
+
+
+async def _serve_connections(
+    config: Config,
+    room: Room,
+    stop: trio.Event,
+    context: ssl.SSLContext | None,
+    task_status: trio.TaskStatus[Bound],
+) -> None:
+    gate = Gate[Session](config.max_clients, config.max_per_ip)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as listeners:
+            await listeners.start(room.run_notices)
+            for_tcp = partial(serve_tcp_chat, gate=gate, ssl_context=context)
+            for_ws = partial(serve_ws_chat, gate=gate, ssl_context=context)
+            tcp = await listeners.start(for_tcp, room, config, connections)
+            ws = await listeners.start(for_ws, room, config, connections)
+            bound = Bound(
+                config.host,
+                tls.listener_port(tcp[0]),
+                tls.listener_port(ws[0]),
+                tls=context is not None,
+            )
+            log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
+            log.info("chat page: %s", bound.page_url)
+            task_status.started(bound)
+            await stop.wait()
+            listeners.cancel_scope.cancel()  # stop accepting: the listening sockets close
         log.info(
-            "trio-chat listening: tcp://%s:%d ws://%s:%d",
-            _url_host(bound.host),
-            bound.tcp_port,
-            _url_host(bound.host),
-            bound.ws_port,
+            "shutting down: %d connections, up to %gs to drain",
+            gate.total,
+            config.shutdown_grace,
         )
-        task_status.started(bound)
+        shut_down(room, gate)
+        # Leaving this block waits for every connection's handler, but no longer than
+        # the grace period; then the rest are cancelled (closed at once).
+        connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
+    if connections.cancel_scope.cancelled_caught:
+        log.info("shutdown grace ran out; remaining connections closed")
 
 
-async def serve_until_signal(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM, then stop without a traceback."""
+def shut_down(room: Room, gate: Gate[Session]) -> None:
+    """Close the room and tell every live session to say goodbye and drain."""
+    gate.closing = True
+    room.close()
+    for session in list(gate.live):
+        session.shutdown()
+
+
+async def serve_until_signal(config: Config) -> bool:
+    """Serve until SIGINT or SIGTERM, then stop gracefully; a second signal stops at
+    once. Returns True if the stop was graceful."""
+    stop = trio.Event()
+    graceful = True
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
-            async for signum in signals:
-                log.info("%s received; stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+
+            async def watch() -> None:
+                nonlocal graceful
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not stop.is_set():
+                        log.info("%s received; stopping (again to stop at once)", name)
+                        stop.set()
+                    else:
+                        log.warning("%s received again; stopping at once", name)
+                        graceful = False
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch)
+            await serve(config, stop=stop)
+            nursery.cancel_scope.cancel()  # the signal watcher
+    return graceful
 
 
 #: Allocations between young-generation collections (CPython's default is 700).
@@ -113,8 +203,26 @@ def tune_malloc() -> None:
         libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD in <malloc.h>
 
 
-def run(config: Config) -> None:
-    """Run the server in this process until SIGINT or SIGTERM (the CLI's entry)."""
+def run(config: Config) -> int:
+    """Run the server in this process until a signal; returns the exit status: 0
+    after a graceful stop, 1 when a second signal cut the drain short, or a startup
+    error's code (port in use...)."""
     tune_gc()
     tune_malloc()
-    trio.run(serve_until_signal, config)
+    limit = raise_nofile_limit()
+    room_for = max(0, limit - RESERVED_FDS)
+    log.info("open-file limit %d: room for about %d connections", limit, room_for)
+    if config.max_clients == 0 or config.max_clients > room_for:
+        log.warning(
+            "the open-file limit allows fewer connections than --max-clients (%s)",
+            config.max_clients or "no cap",
+        )
+    try:
+        graceful = trio.run(serve_until_signal, config)
+    except (StartupError, BaseExceptionGroup) as error:
+        startup = find_startup_error(error)
+        if startup is None:
+            raise
+        log.error("%s", startup)
+        return startup.exit_code
+    return 0 if graceful else 1

@@ -17,7 +17,20 @@ import trio
 
 from . import protocol
 from .config import Config
-from .protocol import NOT_JOINED, SLOW_CONSUMER, Chat, Event, Join, Leave, Ping, ProtocolError, Who
+from .history import Replay, chat_line
+from .limits import TokenBucket
+from .protocol import (
+    IDLE_TIMEOUT,
+    NOT_JOINED,
+    SLOW_CONSUMER,
+    Chat,
+    Event,
+    Join,
+    Leave,
+    Ping,
+    ProtocolError,
+    Who,
+)
 from .room import Member, Room
 
 log = logging.getLogger(__name__)
@@ -28,6 +41,10 @@ MAX_BATCH = 512
 
 #: Eviction reason for a peer that vanished (reset, broken pipe).
 GONE = "gone"
+#: End reason when the server stops (WebSocket close 1001).
+SHUTDOWN = "shutdown"
+#: End reason for a WebSocket peer that did not answer a ping in time.
+PING_TIMEOUT = "ping_timeout"
 
 
 class PeerGone(Exception):
@@ -49,14 +66,40 @@ class Transport(Protocol):
 
 
 class Session:
-    def __init__(self, room: Room, config: Config, transport: Transport) -> None:
+    """One connection: a reader task and a writer task around the member's queue.
+
+    ``join_timeout`` (seconds) closes a connection that has not joined by then with
+    ``idle_timeout``; ``None`` lets it wait forever.
+    """
+
+    def __init__(
+        self,
+        room: Room,
+        config: Config,
+        transport: Transport,
+        *,
+        join_timeout: float | None = None,
+    ) -> None:
         self.room = room
         self.config = config
         self.transport = transport
         self._cancel = trio.CancelScope()
-        send, self._outgoing = trio.open_memory_channel[str](config.queue_size)
+        self._reader = trio.CancelScope()
+        self._join_timeout = join_timeout
+        if join_timeout is not None:
+            self._reader.deadline = trio.current_time() + join_timeout
+        self._ended = "closed by peer"
+        self.bucket = TokenBucket(
+            config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
+        )
+        send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
         self._send = send
+
+    @property
+    def reason(self) -> str:
+        """Why the session ended (or will): an error code, ``shutdown``, ``leave``..."""
+        return self.member.evicted or self._ended
 
     async def run(self) -> None:
         """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
@@ -65,7 +108,17 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
                 try:
-                    await self._read_loop()
+                    with self._reader:
+                        await self._read_loop()
+                    if self._reader.cancelled_caught and member.evicted is None:
+                        # Only the join deadline cancels the reader without a reason.
+                        error = ProtocolError(
+                            IDLE_TIMEOUT,
+                            f"closing: no join within {self._join_timeout:g} seconds",
+                            fatal=True,
+                        )
+                        member.deliver(error.to_message())
+                        member.evicted = IDLE_TIMEOUT
                 finally:
                     self.room.leave(member)
                     self._send.close()  # the writer drains what is queued, then stops
@@ -73,20 +126,48 @@ class Session:
             scope.shield = True
             await self.transport.close(member.evicted)
 
+    def shutdown(self) -> None:
+        """Queue the shutdown notice, stop reading, and let the writer drain the queue."""
+        member = self.member
+        member.deliver(protocol.shutdown())
+        if member.evicted is None:
+            member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
+        self._reader.cancel()
+
     async def _read_loop(self) -> None:
+        bucket = self.bucket
         while True:
             received = await self.transport.receive()
             if received is None:
                 return
-            for item in received:
+            for received_item in received:
+                item = received_item
+                try:
+                    delay = bucket.take()
+                except ProtocolError as flood:
+                    item = flood  # past the ceiling: this message is refused, and said so
+                else:
+                    if delay:
+                        # Fakelag: this sender waits; nobody else does.
+                        await trio.sleep(delay)
+                    else:
+                        # One read can hold a thousand lines: let the writers drain
+                        # each broadcast before the next, or every queue overflows.
+                        await trio.lowlevel.checkpoint()
                 if isinstance(item, ProtocolError):
                     self.member.deliver(item.to_message())
                     if item.fatal:
                         self.member.evicted = item.code
                         return
                     continue
+                if isinstance(item, Chat):
+                    # The store must take the message before the room broadcasts it;
+                    # if it is full, only this sender waits. No checkpoint between
+                    # this and _handle, so the room cannot fill it again meanwhile.
+                    await self.room.wait_writable()
                 try:
                     if not self._handle(item):
+                        self._ended = "leave"
                         return
                 except ProtocolError as error:
                     self.member.deliver(error.to_message())
@@ -99,40 +180,69 @@ class Session:
                 if event.user is None:
                     raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
                 # Seed compatibility: its client never joins and names itself in each chat.
-                room.join(member, protocol.validate_name(event.user))
+                room.join(member, protocol.validate_name(event.user), welcome=False)
             room.say(member, event.text)
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
-            room.join(member, event.user)
+            room.join(member, event.user, since=event.since)
         elif isinstance(event, Who):
             member.deliver(protocol.users(room.names))
         elif isinstance(event, Ping):
             member.deliver(protocol.pong())
         elif isinstance(event, Leave):
             return False
+        if member.joined:
+            self._reader.deadline = math.inf
         return True
 
     async def _write_loop(self) -> None:
-        outgoing, timeout = self._outgoing, self.config.send_timeout
-        # One cancel scope for every write, its deadline set only while writing:
-        # cheaper than a fresh move_on_after per write, which adds up across a
-        # broadcast to thousands of clients.
-        with trio.CancelScope() as writing:
-            async for line in outgoing:
-                lines = [line]
-                while len(lines) < MAX_BATCH:
-                    try:
-                        lines.append(outgoing.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                writing.deadline = trio.current_time() + timeout
+        outgoing = self._outgoing
+        async for item in outgoing:
+            lines: list[str] = []
+            while True:
+                if isinstance(item, Replay):
+                    # A replay may be longer than the queue: it is one queue item,
+                    # rendered here and written in chunks at the peer's pace.
+                    if lines and not await self._write(lines):
+                        return
+                    if not await self._replay(item):
+                        return
+                    lines = []
+                else:
+                    lines.append(item)
+                if len(lines) >= MAX_BATCH:
+                    break
                 try:
-                    await self.transport.send(lines, batch=self.member.batch)
-                except PeerGone:
-                    self.member.evict(GONE)
-                    return
-                writing.deadline = math.inf
-        if writing.cancelled_caught:
-            log.info("%s stopped reading; evicting", self.member)
-            self.member.evict(SLOW_CONSUMER)
+                    item = outgoing.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if lines and not await self._write(lines):
+                return
+
+    async def _replay(self, replay: Replay) -> bool:
+        """Write a replay in chunks, encoding each just before it goes out."""
+        history = self.room.history
+        assert history is not None
+        messages, end = await history.collect(replay)
+        start = 0
+        while True:
+            chunk = [chat_line(m, history=True) for m in messages[start : start + MAX_BATCH]]
+            start += MAX_BATCH
+            if start >= len(messages):
+                return await self._write([*chunk, end])  # a short replay is one write
+            if not await self._write(chunk):
+                return False
+
+    async def _write(self, lines: list[str]) -> bool:
+        """One bounded write; False (and eviction) if the peer is gone or too slow."""
+        with trio.move_on_after(self.config.send_timeout):
+            try:
+                await self.transport.send(lines, batch=self.member.batch)
+            except PeerGone:
+                self.member.evict(GONE)
+                return False
+            return True
+        log.debug("%s stopped reading; evicting", self.member)
+        self.member.evict(SLOW_CONSUMER)
+        return False

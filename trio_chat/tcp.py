@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
 
 import trio
 
+from . import tls
 from .config import Config
+from .limits import Gate
 from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line, wire_line
 from .room import Room
 from .session import PeerGone, Session
@@ -22,6 +26,8 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 def peer_name(stream: trio.abc.Stream) -> str:
     """``host:port`` of a socket stream's peer, for logs and per-IP accounting."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         try:
             host, port, *_ = stream.socket.getpeername()
@@ -29,6 +35,54 @@ def peer_name(stream: trio.abc.Stream) -> str:
             return "?"
         return f"{host}:{port}"
     return "memory"
+
+
+def peer_host(peer: str) -> str:
+    """The address part of :func:`peer_name`'s ``host:port`` (what per-IP caps count)."""
+    return peer.rpartition(":")[0] or peer
+
+
+#: TCP keepalive: first probe after this many idle seconds, then every
+#: KEEPALIVE_INTERVAL, giving up after KEEPALIVE_COUNT unanswered probes, so a peer
+#: whose machine vanished is noticed in about 90 s even if we never write to it.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
+def set_keepalive(stream: trio.abc.Stream) -> None:
+    """Turn on TCP keepalive for a socket stream, or the socket under a TLS stream
+    (a no-op for other streams)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return
+    try:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            if hasattr(socket, name):
+                stream.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass  # the peer may already be gone; the session will notice
+
+
+async def refuse_tcp(stream: trio.abc.Stream, error: ProtocolError, timeout: float) -> None:
+    """Tell a connection over a cap why, if that can be done quickly, and close it
+    (lingering like :meth:`TcpTransport.close`, so what it already sent cannot turn
+    our close into a reset that destroys the error line)."""
+    with trio.move_on_after(timeout), suppress(*_STREAM_ERRORS, OSError):
+        await stream.send_all(error.to_message().encode() + b"\n")
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+            while await stream.receive_some(RECEIVE_SIZE):
+                pass
+        elif isinstance(stream, trio.SSLStream):
+            await stream.aclose()  # close_notify: a TLS client sees a clean end, not a cut
+    await trio.aclose_forcefully(stream)
 
 
 class TcpTransport:
@@ -75,25 +129,74 @@ class TcpTransport:
             raise PeerGone from exc
 
     async def close(self, reason: str | None) -> None:
-        if reason == SLOW_CONSUMER:
-            error = ProtocolError(SLOW_CONSUMER, "disconnected: you were not reading fast enough")
-            # Only if it goes out at once (the peer has stopped reading); a fresh
-            # line, since a cancelled write may have left half of one behind.
-            with trio.move_on_after(0.05), suppress(PeerGone):
-                await self.send(["", error.to_message()])
-        await self.stream.aclose()
+        """Lingering close: send our FIN after the last line, then read and discard
+        until the peer's (the caller bounds the wait). Closing a socket with unread
+        input sends a RST, which can destroy the error line the peer has not read yet
+        (a flooder cut off with ``rate_limited`` would never learn why)."""
+        try:
+            if reason == SLOW_CONSUMER:
+                error = ProtocolError(
+                    SLOW_CONSUMER, "disconnected: you were not reading fast enough"
+                )
+                # Only if it goes out at once (the peer has stopped reading); a fresh
+                # line, since a cancelled write may have left half of one behind.
+                with trio.move_on_after(0.05), suppress(PeerGone):
+                    await self.send(["", error.to_message()])
+            elif isinstance(self.stream, trio.abc.HalfCloseableStream) and not self._eof:
+                with suppress(*_STREAM_ERRORS, trio.BusyResourceError, OSError):
+                    await self.stream.send_eof()
+                    while await self.stream.receive_some(RECEIVE_SIZE):
+                        pass
+        finally:
+            await self.stream.aclose()
 
 
-async def handle_tcp(room: Room, config: Config, stream: trio.abc.Stream) -> None:
+async def handle_tcp(
+    room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
+) -> None:
     """One TCP connection. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
-    log.info("connect tcp %s", peer)
+    host = peer_host(peer)
+    set_keepalive(stream)
+    if gate is not None:
+        try:
+            gate.admit(host)
+        except ProtocolError as error:
+            log.info(
+                "refuse tcp %s (%s)", peer, error.text,
+                extra={"event": "refuse", "transport": "tcp", "peer": peer, "reason": error.code},
+            )
+            await refuse_tcp(stream, error, config.goodbye_timeout)
+            return
+    log.info("connect tcp %s", peer, extra={"event": "connect", "transport": "tcp", "peer": peer})
+    session: Session | None = None
+    handshaken = False
     try:
-        await Session(room, config, TcpTransport(stream, config, peer)).run()
+        handshaken = await tls.handshake(stream, config.handshake_timeout, peer)
+        if not handshaken:
+            await trio.aclose_forcefully(stream)
+        else:
+            session = Session(
+                room, config, TcpTransport(stream, config, peer), join_timeout=config.idle_timeout
+            )
+            if gate is not None:
+                gate.live.add(session)
+                if gate.closing:
+                    session.shutdown()
+            await session.run()
     except Exception:
         log.exception("connection %s failed", peer)
         await trio.aclose_forcefully(stream)
-    log.info("disconnect tcp %s", peer)
+    finally:
+        if gate is not None:
+            if session is not None:
+                gate.live.discard(session)
+            gate.release(host)
+    reason = session.reason if session else "error" if handshaken else "tls_handshake"
+    log.info(
+        "disconnect tcp %s (%s)", peer, reason,
+        extra={"event": "disconnect", "transport": "tcp", "peer": peer, "reason": reason},
+    )
 
 
 async def serve_tcp_chat(
@@ -101,13 +204,18 @@ async def serve_tcp_chat(
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    gate: Gate[Session] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[
+        list[trio.abc.Listener[trio.abc.Stream]]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept TCP chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
-        partial(handle_tcp, room, config),
-        config.tcp_port,
-        host=config.host,
+    """Accept TCP chat connections (TLS with ``ssl_context``); reports the listeners
+    through ``task_status``."""
+    listeners = await tls.open_listeners(config.tcp_port, config.host, ssl_context)
+    await trio.serve_listeners(
+        partial(handle_tcp, room, config, gate=gate),
+        list(listeners),
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

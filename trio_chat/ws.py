@@ -1,21 +1,29 @@
-"""The WebSocket listener, on trio-websocket.
+"""The WebSocket listener, on trio-websocket, which also serves the chat page.
 
-We own the accept loop and wrap each stream with ``wrap_server_stream``, so every
-connection's errors stay inside its handler (in trio-websocket 0.12.2 an exception
-escaping a ``serve_websocket`` handler takes the whole server down).
+Each connection starts in :mod:`trio_chat.http`: plain HTTP requests get the page,
+WebSocket upgrades come back here. We own the accept loop and wrap each stream with
+``wrap_server_stream``, so every connection's errors stay inside its handler (in
+trio-websocket 0.12.2 an exception escaping a ``serve_websocket`` handler takes the
+whole server down).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wsproto.utilities import LocalProtocolError
 
+from . import http, tls
 from .config import Config
+from .limits import Gate
 from .protocol import (
+    RATE_LIMITED,
+    SERVER_FULL,
     SLOW_CONSUMER,
     TOO_LONG,
     Event,
@@ -25,8 +33,8 @@ from .protocol import (
     wire_frame,
 )
 from .room import Room
-from .session import PeerGone, Session
-from .tcp import peer_name
+from .session import PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from .tcp import peer_host, peer_name, set_keepalive
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,10 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
     None: (1000, "bye"),
     SLOW_CONSUMER: (4008, "slow consumer"),
     TOO_LONG: (1009, "message too big"),
+    SHUTDOWN: (1001, "server shutting down"),
+    SERVER_FULL: (1013, "server full"),
+    RATE_LIMITED: (4029, "rate limited"),
+    PING_TIMEOUT: (4001, "ping timeout"),
 }
 
 
@@ -85,28 +97,118 @@ class WsTransport:
         await self.ws.aclose(code, text)
 
 
-async def handle_ws(room: Room, config: Config, stream: trio.abc.Stream) -> None:
-    """One WebSocket connection. Never raises: an escaping error would end the listener."""
+async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -> None:
+    """Ping every ``ping_interval``; a peer whose pong takes over ``ping_timeout`` is
+    dead (trio-websocket's ``ping()`` would wait for ever) and is dropped."""
+    if config.ping_interval <= 0:
+        return
+    while True:
+        await trio.sleep(config.ping_interval)
+        with trio.move_on_after(config.ping_timeout):
+            try:
+                await ws.ping()
+            except ConnectionClosed:
+                return
+            continue
+        log.debug("%s did not answer a ping", session.member)
+        session.member.evict(PING_TIMEOUT)
+        return
+
+
+async def handle_ws(
+    room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
+) -> None:
+    """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
+    request for the page. Never raises: an escaping error would end the listener."""
     peer = peer_name(stream)
+    host = peer_host(peer)
+    set_keepalive(stream)
+    refusal: ProtocolError | None = None
+    if gate is not None:
+        try:
+            gate.admit(host)
+        except ProtocolError as error:
+            refusal = error
+    session: Session | None = None
+    # A refused connection gets only short handshakes, to say why (1013).
+    timeout = config.goodbye_timeout if refusal else config.handshake_timeout
     try:
+        if not await tls.handshake(stream, timeout, peer):
+            return
         async with trio.open_nursery() as nursery:
             ws: WebSocketConnection | None = None
-            with trio.move_on_after(config.handshake_timeout):
-                request = await wrap_server_stream(
-                    nursery, stream, max_message_size=config.max_line
+            with trio.move_on_after(timeout) as handshake:
+                upgrade = await http.serve_http(stream, config, peer)
+                if upgrade is not None:
+                    request = await wrap_server_stream(
+                        nursery, upgrade, max_message_size=config.max_line
+                    )
+                    ws = await request.accept()
+            if handshake.cancelled_caught:
+                log.info(
+                    "handshake from %s timed out", peer,
+                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
+                           "reason": "handshake_timeout"},
                 )
-                ws = await request.accept()
-                log.info("connect ws %s", peer)
-            if ws is None:
-                log.info("ws handshake from %s timed out", peer)
-            else:
-                await Session(room, config, WsTransport(ws, config, peer)).run()
-                log.info("disconnect ws %s", peer)
+            elif ws is not None and refusal is not None:
+                log.info(
+                    "refuse ws %s (%s)", peer, refusal.text,
+                    extra={"event": "refuse", "transport": "ws", "peer": peer,
+                           "reason": refusal.code},
+                )
+                code, text = CLOSE_CODES[SERVER_FULL]
+                with trio.move_on_after(config.goodbye_timeout):
+                    await ws.aclose(code, text)
+            elif ws is not None:
+                log.info(
+                    "connect ws %s", peer,
+                    extra={"event": "connect", "transport": "ws", "peer": peer},
+                )
+                session = Session(room, config, WsTransport(ws, config, peer))
+                if gate is not None:
+                    gate.live.add(session)
+                    if gate.closing:
+                        session.shutdown()
+                nursery.start_soon(keepalive, ws, session, config)
+                await session.run()
+                log.info(
+                    "disconnect ws %s (%s)", peer, session.reason,
+                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
+                           "reason": session.reason},
+                )
             nursery.cancel_scope.cancel()  # the library's reader task, if still running
-    except Exception:
-        log.exception("connection %s failed", peer)
+    except Exception as exc:
+        if _peer_fault(exc):
+            log.info("ws %s dropped: %s", peer, _leaf(exc))
+        else:
+            log.exception("connection %s failed", peer)
     finally:
+        if gate is not None and refusal is None:
+            if session is not None:
+                gate.live.discard(session)
+            gate.release(host)
         await trio.aclose_forcefully(stream)
+
+
+#: What trio-websocket 0.12.2's reader task lets escape when the peer misbehaves: a
+#: second oversized message after the 1009 close makes wsproto refuse another close
+#: frame (LocalProtocolError); a bad request from a peer that already hung up makes
+#: sending the 400 fail (ConnectionClosed).
+_PEER_FAULTS = (LocalProtocolError, ConnectionClosed)
+
+
+def _peer_fault(exc: Exception) -> bool:
+    """True when only the peer's misbehaviour escaped the library: it is dropped, and
+    no traceback is logged."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return isinstance(exc, _PEER_FAULTS)
+    return exc.split(_PEER_FAULTS)[1] is None
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def serve_ws_chat(
@@ -114,13 +216,20 @@ async def serve_ws_chat(
     config: Config,
     handler_nursery: trio.Nursery | None = None,
     *,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    gate: Gate[Session] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[
+        list[trio.abc.Listener[trio.abc.Stream]]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept WebSocket chat connections; reports the listeners through ``task_status``."""
-    await trio.serve_tcp(
-        partial(handle_ws, room, config),
-        config.ws_port,
-        host=config.host,
+    """Accept WebSocket chat connections (wss:// with ``ssl_context``); reports the
+    listeners through ``task_status``."""
+    listeners = await tls.open_listeners(
+        config.ws_port, config.host, ssl_context, https_compatible=True
+    )
+    await trio.serve_listeners(
+        partial(handle_ws, room, config, gate=gate),
+        list(listeners),
         handler_nursery=handler_nursery,
         task_status=task_status,
     )

@@ -1,0 +1,406 @@
+"""The chat page in a real headless Chromium, driven by Playwright.
+
+Playwright's sync API owns the main thread (its async API needs asyncio), so the Trio
+servers run in a background thread with their own ``trio.run``; the raw-TCP peer is a
+plain blocking socket. Set ``TRIO_CHAT_SCREENSHOT=path.png`` to keep the screenshot
+taken mid-conversation (``make screenshot`` refreshes ``docs/screenshot.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from trio_websocket import wrap_server_stream
+
+from tests.helpers import TlsFiles
+from trio_chat import Config, http, serve
+from trio_chat.protocol import encode
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_S = 20  # any one expected event (a bound, never slept); the machine is slow and shared
+WAIT_MS = WAIT_S * 1000
+XSS = "<img src=x onerror=alert(1)>"
+
+pytestmark = pytest.mark.slow
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page plus what went wrong in it: dialogs (an XSS would alert) and script errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.set_default_timeout(WAIT_MS)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def assert_clean(self) -> None:
+        assert self.dialogs == [], "a dialog opened: injected script ran"
+        assert self.errors == [], "the page threw"
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1000, "height": 620}, color_scheme="light")
+    try:
+        yield Watched(context.new_page())
+    finally:
+        context.close()
+
+
+@contextmanager
+def in_thread(start: Callable[..., Awaitable[object]]) -> Iterator[Any]:
+    """Run ``await nursery.start(start)`` in a Trio thread; yield what it reports,
+    cancel it on exit."""
+    ready: queue.Queue[Any] = queue.Queue()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            value = await nursery.start(start)
+            ready.put((value, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
+
+    def run() -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            ready.put(exc)
+
+    thread = threading.Thread(target=run, name="trio server", daemon=True)
+    thread.start()
+    item = ready.get(timeout=WAIT_S)
+    if isinstance(item, BaseException):
+        raise item
+    value, token, scope = item
+    try:
+        yield value
+    finally:
+        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+
+
+class LineClient:
+    """A raw-TCP chat client on a blocking socket (the page's peer)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        self._buffer = b""
+
+    def send(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\n")
+
+    def recv(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            chunk = self.sock.recv(65536)
+            assert chunk, "server closed the connection"
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def recv_until(self, **match: Any) -> dict[str, Any]:
+        while True:
+            message = self.recv()
+            if all(message.get(k) == v for k, v in match.items()):
+                return message
+
+    def __enter__(self) -> LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def join_as(page: Page, name: str, expect_state: str | None = "online") -> None:
+    expect(page.locator("#join")).to_be_visible()
+    page.fill("#name", name)
+    page.press("#name", "Enter")
+    if expect_state:
+        expect(page.locator("#state")).to_have_attribute("data-state", expect_state)
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Path):
+    p = page.page
+    state = p.locator("#state")
+    last_msg = p.locator("#messages .msg").last
+    with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as bound:
+        p.goto(bound.page_url)
+        join_as(p, "System", expect_state=None)  # reserved: the server says why
+        expect(p.locator("#join-error")).to_contain_text("reserved")
+        join_as(p, "Alice")
+        expect(p.locator("#me")).to_have_text("Alice")
+
+        with LineClient(bound.tcp_port) as bob:
+            bob.send("/nick Bob")
+            assert bob.recv_until(type="welcome")["users"] == ["Alice", "Bob"]
+            expect(p.locator("#count")).to_have_text("2")
+            expect(p.locator("#user-list li")).to_have_text(["Alice", "Bob"])
+            expect(p.locator("#messages .notice").last).to_contain_text("Bob joined the chat")
+
+            bob.send("hi Alice, how is the Trio port going?")
+            expect(last_msg.locator(".who")).to_have_text("Bob")
+            expect(last_msg.locator(".text")).to_have_text("hi Alice, how is the Trio port going?")
+            expect(last_msg.locator("time")).to_have_text(re.compile(r"\d\d"))
+
+            p.fill("#text", "Nearly done: this page is served by trio-chat itself")
+            p.press("#text", "Enter")
+            said = bob.recv_until(type="chat", user="Alice")
+            assert said["text"] == "Nearly done: this page is served by trio-chat itself"
+            expect(p.locator("#text")).to_have_value("")
+            expect(last_msg).to_have_class(re.compile(r"\bmine\b"))
+
+            bob.send(XSS)
+            expect(last_msg.locator(".text")).to_have_text(XSS)
+            assert p.locator("#messages img").count() == 0
+
+            shot = Path(os.environ.get("TRIO_CHAT_SCREENSHOT") or tmp_path / "page.png")
+            p.screenshot(path=str(shot))
+            assert shot.read_bytes().startswith(b"\x89PNG")
+
+            # Phone width: one column, nothing wider than the screen, user list on demand.
+            p.set_viewport_size({"width": 390, "height": 760})
+            assert p.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            expect(p.locator("#users")).to_be_hidden()
+            p.click("#online")
+            expect(p.locator("#users")).to_be_visible()
+            expect(p.locator("#user-list li")).to_have_text(["Alice", "Bob"])
+            p.set_viewport_size({"width": 1000, "height": 620})
+
+        expect(p.locator("#messages .notice").last).to_contain_text("Bob left the chat")
+        expect(p.locator("#count")).to_have_text("1")
+
+    # The server is gone: the page says so, then comes back by itself on restart.
+    expect(state).not_to_have_attribute("data-state", "online")
+    expect(p.locator("#messages .notice").last).to_contain_text("Connection lost")
+    with in_thread(partial(serve, Config(tcp_port=0, ws_port=bound.ws_port))) as again:
+        expect(state).to_have_attribute("data-state", "online")
+        with LineClient(again.tcp_port) as bob:
+            bob.send("/nick Bob")
+            assert bob.recv_until(type="welcome")["users"] == ["Alice", "Bob"]
+            p.fill("#text", "back again")
+            p.press("#text", "Enter")
+            assert bob.recv_until(type="chat", user="Alice")["text"] == "back again"
+
+        # The name is remembered: a reload joins straight away.
+        p.reload()
+        expect(state).to_have_attribute("data-state", "online")
+        expect(p.locator("#join")).to_be_hidden()
+        expect(p.locator("#me")).to_have_text("Alice")
+    page.assert_clean()
+
+
+def test_remembered_name_waits_for_its_stale_session(page: Watched):
+    """A reload can reach the server before the old connection's leave does: with a
+    remembered name the page retries instead of asking for another one."""
+    p = page.page
+    p.context.add_init_script("localStorage.setItem('trio-chat.name', 'Alice')")
+    with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as bound:
+        with LineClient(bound.tcp_port) as stale:
+            stale.send("/nick Alice")
+            stale.recv_until(type="welcome")
+            p.goto(bound.page_url)
+            expect(p.locator("#state")).to_contain_text("retry")
+            expect(p.locator("#join")).to_be_hidden()
+        expect(p.locator("#state")).to_have_attribute("data-state", "online")
+        expect(p.locator("#me")).to_have_text("Alice")
+        expect(p.locator("#join")).to_be_hidden()
+    page.assert_clean()
+
+
+def lines(*messages: Any) -> str:
+    """Several messages in one frame, as a server does for ``"batch": true`` joins."""
+    return "\n".join(m if isinstance(m, str) else encode(m) for m in messages)
+
+
+def chat(id: int, text: str, *, history: bool = False) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "chat", "id": id, "user": "Old", "text": text,
+        "timestamp": "2026-11-26T18:00:00.000Z",
+    }
+    if history:
+        message["history"] = True
+    return message
+
+
+WELCOME = {"type": "welcome", "user": "Alice", "users": ["Alice", "Old"], "clients_count": 2}
+
+
+async def scripted_server(
+    joins: queue.Queue[Any], chats: queue.Queue[Any], *, task_status: trio.TaskStatus[int]
+) -> None:
+    """Serves the real page but plays a later protocol version on the WebSocket:
+    batched frames, history with ids, ``history_end``, types and lines the page does
+    not know. The first connection is closed after the page says something."""
+    config = Config()
+    connections = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        async with stream, trio.open_nursery() as nursery:
+            upgrade = await http.serve_http(stream, config)
+            if upgrade is None:
+                return
+            ws = await (await wrap_server_stream(nursery, upgrade)).accept()
+            connections += 1
+            joins.put(json.loads(await ws.get_message()))
+            if connections == 1:
+                await ws.send_message(lines(
+                    WELCOME,
+                    chat(1, "from before 1", history=True),
+                    chat(2, "from before 2", history=True),
+                    {"type": "history_end"},
+                    {"type": "reaction", "emoji": "+1"},
+                    "this line is not JSON",
+                    "[1, 2]",
+                    {"type": "chat", "user": "Old", "text": "no id, no timestamp"},
+                ))
+                await ws.send_message(encode(chat(3, "live 3")))
+                chats.put(json.loads(await ws.get_message()))
+                await ws.aclose(1012, "restarting")
+            else:
+                await ws.send_message(lines(
+                    WELCOME,
+                    chat(3, "live 3", history=True),  # already shown: skipped
+                    chat(4, "from before 4", history=True),
+                    {"type": "history_end"},
+                    chat(5, "live 5"),
+                ))
+                await trio.sleep_forever()
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        task_status.started(listeners[0].socket.getsockname()[1])
+
+
+def test_page_speaks_batches_history_and_since(page: Watched):
+    p = page.page
+    joins: queue.Queue[Any] = queue.Queue()
+    chats: queue.Queue[Any] = queue.Queue()
+    texts = p.locator("#messages .msg .text")
+    with in_thread(partial(scripted_server, joins, chats)) as port:
+        p.goto(f"http://127.0.0.1:{port}/")
+        join_as(p, "Alice")
+        assert joins.get(timeout=WAIT_S) == {"type": "join", "user": "Alice", "batch": True}
+        expect(texts).to_have_text(
+            ["from before 1", "from before 2", "no id, no timestamp", "live 3"]
+        )
+        expect(p.locator("#messages .msg.history")).to_have_count(2)
+        expect(p.locator("#messages .error")).to_have_count(0)
+        expect(p.locator("#count")).to_have_text("2")
+
+        p.fill("#text", "hello")
+        p.press("#text", "Enter")
+        assert chats.get(timeout=WAIT_S) == {"type": "chat", "text": "hello"}
+
+        # Closed by the server: the page rejoins asking for what came after id 3.
+        rejoin = joins.get(timeout=WAIT_S)
+        assert rejoin == {"type": "join", "user": "Alice", "batch": True, "since": 3}
+        expect(texts).to_have_text(
+            ["from before 1", "from before 2", "no id, no timestamp", "live 3",
+             "from before 4", "live 5"]
+        )
+        expect(p.locator("#messages .msg.history")).to_have_count(3)
+        expect(p.locator("#state")).to_have_attribute("data-state", "online")
+    page.assert_clean()
+
+
+# ---------------------------------------------------------------- TLS and the Origin check
+
+
+def test_page_over_https_chats_over_wss(browser: Browser, tmp_path: Path):
+    """With --tls-cert the page is https:// and its socket wss:// (its own origin is
+    https://host:port), and a TLS line client shares the room."""
+    tls = TlsFiles(tmp_path)
+    config = Config(tcp_port=0, ws_port=0, tls_cert=str(tls.cert), tls_key=str(tls.key))
+    context = browser.new_context(ignore_https_errors=True)  # trustme's CA is not Chromium's
+    try:
+        watched = Watched(context.new_page())
+        p = watched.page
+        with in_thread(partial(serve, config)) as bound:
+            assert bound.page_url.startswith("https://")
+            p.goto(bound.page_url)
+            join_as(p, "Alice")
+            with LineClient(bound.tcp_port) as bob:
+                bob.sock = tls.client_context().wrap_socket(bob.sock, server_hostname="127.0.0.1")
+                bob.send("/nick Bob")
+                bob.recv_until(type="welcome")
+                p.fill("#text", "hello over wss")
+                p.press("#text", "Enter")
+                assert bob.recv_until(type="chat", user="Alice")["text"] == "hello over wss"
+                bob.send("hello over tls")
+                expect(p.locator("#messages .msg").last.locator(".text")).to_have_text(
+                    "hello over tls"
+                )
+        watched.assert_clean()
+    finally:
+        context.close()
+
+
+OPEN_SOCKET = """url => new Promise(resolve => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => { ws.close(); resolve("open"); };
+    ws.onerror = () => resolve("refused");
+})"""
+
+
+def test_a_foreign_page_cannot_open_a_socket(page: Watched):
+    """A page from another origin (another trio-chat here) gets 403 on the upgrade,
+    unless --allowed-origin lists it; the page's own origin always works."""
+    p = page.page
+    with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as foreign:
+        p.goto(foreign.page_url)
+        assert p.evaluate(OPEN_SOCKET, foreign.ws_url) == "open"
+        with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as target:
+            assert p.evaluate(OPEN_SOCKET, target.ws_url) == "refused"
+        foreign_origin = foreign.page_url.rstrip("/")
+        allowing = Config(tcp_port=0, ws_port=0, allowed_origins=(foreign_origin,))
+        with in_thread(partial(serve, allowing)) as target:
+            assert p.evaluate(OPEN_SOCKET, target.ws_url) == "open"

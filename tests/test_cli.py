@@ -1,0 +1,139 @@
+"""The CLI: options and env vars become a Config; a real `trio-chat serve` process."""
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from click.testing import CliRunner
+
+from tests.helpers import TcpClient, WsClient, ws_client
+from trio_chat import cli
+from trio_chat.config import Config
+from trio_chat.store import default_db_path
+
+TRIO_CHAT = str(Path(sys.executable).with_name("trio-chat"))
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace the server call: the CLI's job ends at building the Config."""
+    configs: list[Config] = []
+    monkeypatch.setattr(cli.server, "run", configs.append)
+    monkeypatch.setattr(cli, "setup_logging", lambda *args: None)
+    return configs
+
+
+def test_serve_defaults(captured):
+    result = CliRunner().invoke(cli.main, ["serve"], env={})
+    assert result.exit_code == 0, result.output
+    # The one CLI default that differs from the library's: history goes to disk.
+    assert captured == [Config(db=default_db_path())]
+    assert default_db_path().endswith("trio-chat/trio-chat.db")
+
+
+def test_serve_options(captured):
+    result = CliRunner().invoke(cli.main, [
+        "serve", "--host", "0.0.0.0", "--tcp-port", "0", "--ws-port", "9000",
+        "--log-level", "DEBUG", "--max-text", "100", "--queue-size", "8",
+    ])
+    assert result.exit_code == 0, result.output
+    (config,) = captured
+    assert (config.host, config.tcp_port, config.ws_port) == ("0.0.0.0", 0, 9000)
+    assert (config.max_text, config.queue_size, config.log_level) == (100, 8, "debug")
+
+
+def test_serve_history_options_and_env_vars(captured):
+    result = CliRunner().invoke(cli.main, [
+        "serve", "--db", "/tmp/x.db", "--history-keep", "7", "--history-replay", "0",
+    ])
+    assert result.exit_code == 0, result.output
+    assert (captured[0].db, captured[0].history_keep, captured[0].history_replay) == (
+        "/tmp/x.db", 7, 0,
+    )
+    env = {"TRIO_CHAT_DB": ":memory:", "TRIO_CHAT_HISTORY_KEEP": "9",
+           "TRIO_CHAT_HISTORY_REPLAY": "3"}
+    result = CliRunner().invoke(cli.main, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (captured[1].db, captured[1].history_keep, captured[1].history_replay) == (
+        ":memory:", 9, 3,
+    )
+
+
+def test_serve_reads_trio_chat_env_vars(captured):
+    env = {"TRIO_CHAT_TCP_PORT": "7000", "TRIO_CHAT_WS_PORT": "7001", "TRIO_CHAT_HOST": "::1"}
+    result = CliRunner().invoke(cli.main, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (captured[0].tcp_port, captured[0].ws_port, captured[0].host) == (7000, 7001, "::1")
+
+
+@pytest.mark.parametrize("args", [["--tcp-port", "70000"], ["--tcp-port", "x"],
+                                  ["--log-level", "loud"], ["--queue-size", "0"],
+                                  ["--history-keep", "0"], ["--history-replay", "-1"]])
+def test_serve_rejects_bad_options(captured, args):
+    result = CliRunner().invoke(cli.main, ["serve", *args])
+    assert result.exit_code == 2 and "Error" in result.output
+    assert captured == []
+
+
+def test_help_lists_env_vars():
+    result = CliRunner().invoke(cli.main, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "TRIO_CHAT_TCP_PORT" in result.output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_real_server_process_chats_and_stops_cleanly(signum):
+    proc = await trio.lowlevel.open_process(
+        [TRIO_CHAT, "serve", "--tcp-port", "0", "--ws-port", "0", "--db", ":memory:"],
+        stderr=subprocess.PIPE,
+    )
+    log = b""
+    try:
+        with trio.fail_after(20):
+            while b"listening" not in log:
+                chunk = await proc.stderr.receive_some()
+                assert chunk, log
+                log += chunk
+        match = re.search(rb"tcp://127\.0\.0\.1:(\d+) ws://127\.0\.0\.1:(\d+)", log)
+        assert match, log
+        tcp_port, ws_port = int(match[1]), int(match[2])
+        async with await TcpClient.connect(tcp_port) as bob, ws_client(ws_port) as conn:
+            await bob.join("Bob")
+            alice = WsClient(conn)
+            await alice.join("Alice")
+            await bob.send_raw(b"hello from nc\n")
+            assert (await alice.recv_until(type="chat"))["text"] == "hello from nc"
+        proc.send_signal(signum)
+        with trio.fail_after(20):
+            rest = b""
+            while chunk := await proc.stderr.receive_some():
+                rest += chunk
+            code = await proc.wait()
+        assert code == 0, rest
+        assert b"Traceback" not in log + rest
+        assert signal.Signals(signum).name.encode() in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await proc.stderr.aclose()
+
+
+def test_port_in_use_is_one_clear_line_and_exit_1():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [TRIO_CHAT, "serve", "--tcp-port", str(port), "--ws-port", "0", "--db", ":memory:"],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,153 @@
+"""Dead peers: idle TCP connections, peers that stop reading, WebSockets that stop
+answering pings, and TCP keepalive on accepted sockets."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import suppress
+
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed
+
+from tests.helpers import TcpClient
+from tests.memory import VIRTUAL_WAIT, tcp_client, ws_client
+from trio_chat.config import Config
+from trio_chat.protocol import IDLE_TIMEOUT
+from trio_chat.room import Room
+from trio_chat.tcp import KEEPALIVE_IDLE, handle_tcp, set_keepalive
+from trio_chat.ws import handle_ws
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
+    nursery, autojump_clock
+):
+    config = Config(idle_timeout=30)
+    room = Room()
+    lurker = tcp_client(nursery, room, config)
+    start = trio.current_time()
+    await lurker.send_raw(b"/who\n")  # talking without joining does not count
+    assert (await lurker.recv())["type"] == "users"
+    error = await lurker.recv()
+    assert error["type"] == "error" and error["code"] == IDLE_TIMEOUT
+    assert await lurker.eof()
+    assert trio.current_time() - start == pytest.approx(30)
+
+
+async def test_joined_tcp_connection_may_stay_quiet(nursery, autojump_clock):
+    config = Config(idle_timeout=30)
+    room = Room()
+    member = tcp_client(nursery, room, config)
+    await member.join("Quiet")
+    await trio.sleep(3600)
+    await member.send({"type": "ping"})
+    assert (await member.recv_until(type="pong")) == {"type": "pong"}
+
+
+async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery, autojump_clock):
+    """A lockstep stream blocks every write until the peer reads: a full kernel buffer."""
+    config = Config(send_timeout=10)
+    room = Room()
+    watcher = tcp_client(nursery, room, config)
+    await watcher.join("Watcher")
+    client_end, server_end = trio.testing.lockstep_stream_pair()
+    nursery.start_soon(handle_tcp, room, config, server_end)
+    start = trio.current_time()
+    await client_end.send_all(b'{"type":"join","user":"Stuck"}\n')  # then never reads
+    await watcher.recv_until(type="system", event="join", name="Stuck")
+    await watcher.send({"type": "chat", "text": "anyone?"})
+    await watcher.recv_until(type="chat")
+    leave = await watcher.recv_until(type="system", event="leave")
+    assert leave["name"] == "Stuck"
+    assert trio.current_time() - start == pytest.approx(10)
+    # The room kept serving the watcher while the write hung.
+    await watcher.send({"type": "ping"})
+    await watcher.recv_until(type="pong")
+    await client_end.aclose()
+
+
+async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump_clock):
+    config = Config(ping_interval=20, ping_timeout=5)
+    room = Room()
+    watcher = tcp_client(nursery, room, config)
+    await watcher.join("Watcher")
+    # A hand-made WebSocket client that joins and then goes silent: it never pongs.
+    client_end, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(handle_ws, room, config, server_end)
+    start = trio.current_time()
+    await client_end.send_all(HANDSHAKE)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await client_end.receive_some()
+    assert response.startswith(b"HTTP/1.1 101")
+    # A masked text frame: {"type":"join","user":"Ghost"}
+    payload = b'{"type":"join","user":"Ghost"}'
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    await client_end.send_all(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    await watcher.recv_until(type="system", event="join", name="Ghost")
+    leave = await watcher.recv_until(type="system", event="leave")
+    assert leave["name"] == "Ghost"
+    assert trio.current_time() - start == pytest.approx(20 + 5)
+    # The server closed the connection: what it sent ends with a close frame 4001.
+    data = b""
+    with trio.fail_after(VIRTUAL_WAIT):
+        while chunk := await client_end.receive_some():
+            data += chunk
+    assert b"\x88" in data and (4001).to_bytes(2, "big") + b"ping timeout" in data
+    await client_end.aclose()
+
+
+async def test_websocket_that_answers_pings_stays(nursery, autojump_clock):
+    config = Config(ping_interval=20, ping_timeout=5)
+    room = Room()
+    watcher = tcp_client(nursery, room, config)
+    await watcher.join("Watcher")
+    ws = await ws_client(nursery, room, config)  # trio-websocket answers pings itself...
+    received: list[str | bytes] = []
+
+    async def read_all():
+        # ... while its messages are being read (its reader blocks on a full queue).
+        with trio.move_on_after(VIRTUAL_WAIT), suppress(ConnectionClosed):
+            while True:
+                received.append(await ws.get_message())
+
+    nursery.start_soon(read_all)
+    await ws.send_message('{"type":"join","user":"Alive"}')
+    await watcher.recv_until(type="system", event="join", name="Alive")
+    await trio.sleep(20 * 10)
+    await ws.send_message('{"type":"chat","text":"still here"}')
+    msg = await watcher.recv_until(type="chat")
+    assert msg["user"] == "Alive"
+    assert not ws.closed
+    await ws.aclose()
+    assert ws.closed.code == 1000
+
+
+async def test_accepted_sockets_get_tcp_keepalive():
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listeners[0]:
+        port = listeners[0].socket.getsockname()[1]
+        async with await trio.open_tcp_stream("127.0.0.1", port), await listeners[0].accept() as s:
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+            set_keepalive(s)
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+
+
+async def test_tcp_handler_turns_keepalive_on(nursery):
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listeners[0]:
+        port = listeners[0].socket.getsockname()[1]
+        async with TcpClient(await trio.open_tcp_stream("127.0.0.1", port)) as client:
+            accepted = await listeners[0].accept()
+            nursery.start_soon(handle_tcp, Room(), Config(), accepted)
+            await client.join("Kept")
+            assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1

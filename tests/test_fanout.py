@@ -1,0 +1,53 @@
+"""Fan-out under a burst: writers keep up, and one-frame-per-message WebSocket clients
+get their frames in order."""
+
+from __future__ import annotations
+
+import json
+
+from tests.memory import tcp_client, ws_client
+from trio_chat.config import Config
+from trio_chat.room import Room
+
+
+def lines(n: int) -> bytes:
+    chat = '{"type":"chat","text":"m%d"}\n'
+    return "".join(chat % i for i in range(n)).encode()
+
+
+async def test_a_big_read_does_not_overflow_queues_of_clients_that_keep_up(nursery):
+    """One TCP read can hold a thousand lines; the reader must let writers run between
+    broadcasts, or a reader that keeps up is evicted for the sender's burst."""
+    config = Config(rate_limit=0, queue_size=8)
+    room = Room()
+    reader = tcp_client(nursery, room, config)
+    sender = tcp_client(nursery, room, config)
+    await reader.join("Reader")
+    await sender.join("Sender")
+
+    async def drain_sender():
+        while await sender.line() is not None:
+            pass
+
+    nursery.start_soon(drain_sender)
+    await sender.send_raw(lines(500))
+    for i in range(500):
+        assert (await reader.recv_until(type="chat"))["text"] == f"m{i}"
+
+
+async def test_websocket_without_batch_gets_one_frame_per_message_in_order(nursery):
+    config = Config(rate_limit=0)
+    room = Room()
+    sender = tcp_client(nursery, room, config)
+    await sender.join("Sender")
+    ws = await ws_client(nursery, room, config)
+    await ws.send_message(json.dumps({"type": "join", "user": "Web"}))
+    frames = []
+    while not frames or frames[-1].get("type") != "system":
+        frames.append(json.loads(await ws.get_message()))
+    await sender.send_raw(lines(300))
+    for i in range(300):
+        frame = await ws.get_message()
+        assert "\n" not in frame  # one message per frame
+        assert json.loads(frame)["text"] == f"m{i}"
+    await ws.aclose()

@@ -1,0 +1,218 @@
+"""The history store under a real ``trio-chat serve`` process: SIGTERM mid-burst, bad --db."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing, suppress
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import trio
+
+from tests.client_helpers import JoinProcess
+from tests.helpers import TcpClient
+from trio_chat import Config, serve
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 5
+PER_CLIENT = 1000  # 5000 messages in all
+LISTENING = re.compile(rb"trio-chat listening: tcp://127\.0\.0\.1:(\d+)")
+
+
+def serve_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "trio_chat", "serve", "--tcp-port", "0", "--ws-port", "0",
+            "--rate-limit", "0", *args]
+
+
+@asynccontextmanager
+async def server_process(*args: str) -> AsyncIterator[tuple[trio.Process, int]]:
+    """A real server; yields it and its TCP port. Killed if still running at the end."""
+    process = await trio.lowlevel.open_process(serve_command(*args), stderr=-1)
+    assert process.stderr is not None
+    try:
+        async with trio.open_nursery() as nursery:
+            seen = b""
+            with trio.fail_after(30):
+                while not (match := LISTENING.search(seen)):
+                    chunk = await process.stderr.receive_some()
+                    assert chunk, f"server exited: {seen.decode()}"
+                    seen += chunk
+
+            async def drain() -> None:  # keep the log pipe from filling up
+                assert process.stderr is not None
+                while await process.stderr.receive_some():
+                    pass
+
+            nursery.start_soon(drain)
+            yield process, int(match.group(1))
+    finally:
+        with suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        await process.stderr.aclose()
+
+
+async def burst_until(db: str, signum: int) -> tuple[dict[int, tuple[str, str]], int]:
+    """Clients send 5000 messages; a third of the way in, ``signum`` hits the server.
+
+    Returns every chat message any client received, by id, and the exit status.
+    """
+    received: dict[int, tuple[str, str]] = {}
+    counts = [0] * CLIENTS
+    enough = trio.Event()
+
+    async def client(k: int, port: int) -> None:
+        async with await TcpClient.connect(port) as c:
+            await c.join(f"c{k}")
+
+            async def send_burst() -> None:
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    for start in range(0, PER_CLIENT, 50):
+                        await c.send_raw(b"".join(
+                            json.dumps({"type": "chat", "text": f"c{k}-{n}"}).encode() + b"\n"
+                            for n in range(start, start + 50)
+                        ))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_burst)
+                with suppress(trio.BrokenResourceError):  # reset by a killed server
+                    while (line := await c.line()) is not None:
+                        msg = json.loads(line)
+                        if msg["type"] == "chat":
+                            seen = received.setdefault(msg["id"], (msg["user"], msg["text"]))
+                            assert seen == (msg["user"], msg["text"]), "one id, two messages"
+                            counts[k] += 1
+                            if counts[k] == CLIENTS * PER_CLIENT // 3:
+                                enough.set()
+
+    async with server_process("--db", db, "--queue-size", "100000") as (process, port):
+        async with trio.open_nursery() as nursery:
+            for k in range(CLIENTS):
+                nursery.start_soon(client, k, port)
+            await enough.wait()
+            process.send_signal(signum)  # mid-burst: clients are still sending
+        with trio.fail_after(30):
+            status = await process.wait()
+    assert len(received) >= CLIENTS * PER_CLIENT // 3
+    return received, status
+
+
+def stored_messages(db: str) -> dict[int, tuple[str, str]]:
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT id, user, text FROM messages").fetchall()
+    stored = {row[0]: (row[1], row[2]) for row in rows}
+    texts = [text for _, text in stored.values()]
+    assert len(texts) == len(set(texts)), "a message was stored twice"
+    return stored
+
+
+async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
+    db = str(tmp_path / "chat.db")
+    received, status = await burst_until(db, signal.SIGTERM)
+    assert status == 0
+    stored = stored_messages(db)
+    missing = {i: m for i, m in received.items() if stored.get(i) != m}
+    assert not missing, f"{len(missing)} broadcast messages not stored"
+    assert sorted(stored) == list(range(1, len(stored) + 1))
+
+    # Restarted: the conversation is replayed, each message once, and ids go on.
+    async with server_process("--db", db) as (process, port):
+        async with await TcpClient.connect(port) as ann:
+            await ann.send({"type": "join", "user": "Ann", "since": 0})
+            replayed = []
+            while (msg := await ann.recv())["type"] != "history_end":
+                if msg["type"] == "chat":
+                    replayed.append((msg["id"], (msg["user"], msg["text"])))
+            assert dict(replayed) == stored and len(replayed) == len(stored)
+            assert msg == {"type": "history_end", "last_id": max(stored)}
+            await ann.send({"type": "chat", "text": "after"})
+            echo = await ann.recv_until(type="chat", text="after")
+            assert echo["id"] == max(stored) + 1
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+
+
+async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path):
+    db = str(tmp_path / "chat.db")
+    received, status = await burst_until(db, signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    stored = stored_messages(db)
+    assert all(received[i] == m for i, m in stored.items() if i in received)
+    lost = set(received) - set(stored)
+    assert len(lost) <= 1024, "more than one batch was lost"
+    async with server_process("--db", db) as (process, port):
+        async with await TcpClient.connect(port) as ann:
+            await ann.send({"type": "join", "user": "Ann", "since": max(received)})
+            end = await ann.recv_until(type="history_end")
+            assert end["last_id"] >= max(received)  # ids the dead server used are skipped
+            await ann.send({"type": "chat", "text": "after"})
+            echo = await ann.recv_until(type="chat", text="after")
+            assert echo["id"] > max(received)
+            assert "history" not in echo
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "unwritable", "directory"])
+async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
+    path = tmp_path / "chat.db"
+    if kind == "corrupt":
+        path.write_bytes(b"\x00garbage, not SQLite\n" * 512)
+    elif kind == "unwritable":  # root ignores permissions; a file where a dir must be
+        (tmp_path / "file").write_text("x")
+        path = tmp_path / "file" / "chat.db"
+    else:
+        path.mkdir()
+    result: Any = await trio.run_process(
+        serve_command("--db", str(path)), capture_stdout=True, capture_stderr=True, check=False
+    )
+    log = result.stderr.decode()
+    assert result.returncode == 2
+    assert "Traceback" not in log
+    (error,) = [line for line in log.splitlines() if " ERROR " in line]
+    assert "cannot use history database" in error and str(path) in error
+
+
+async def test_join_client_resumes_without_gaps_across_a_server_restart(tmp_path, nursery):
+    """``trio-chat join`` sends ``since`` when it rejoins: it gets what it missed, once."""
+    config = Config(tcp_port=0, ws_port=0, rate_limit=0, db=str(tmp_path / "chat.db"))
+
+    async def ann_says(port: int, *texts: str) -> None:
+        async with await TcpClient.connect(port) as ann:
+            await ann.join("Ann")
+            for text in texts:
+                await ann.send({"type": "chat", "text": text})
+                await ann.recv_until(type="chat", text=text)
+
+    async with trio.open_nursery() as servers:
+        bound = await servers.start(serve, config)
+        await ann_says(bound.tcp_port, "one", "two")
+        bot = await JoinProcess.start(
+            nursery, "--name", "bot", "--port", bound.tcp_port, "--max-backoff", "0.2"
+        )
+        assert (await bot.wait_for("Ann: two")).startswith("(earlier) ")
+        await ann_says(bound.tcp_port, "three")
+        await bot.wait_for("Ann: three")
+        servers.cancel_scope.cancel()
+    # Restarted where the bot cannot rejoin yet: it misses these.
+    async with trio.open_nursery() as servers:
+        elsewhere = await servers.start(serve, config)
+        await ann_says(elsewhere.tcp_port, "four", "five")
+        servers.cancel_scope.cancel()
+    async with trio.open_nursery() as servers:
+        await servers.start(serve, replace(config, tcp_port=bound.tcp_port))
+        assert (await bot.wait_for("Ann: five")).startswith("(earlier) ")
+        await bot.close_stdin()
+        assert await bot.exit_code() == 0
+        servers.cancel_scope.cancel()
+    said = [line.split("] ", 1)[1] for line in bot.seen if "] Ann: " in line]
+    assert said == ["Ann: one", "Ann: two", "Ann: three", "Ann: four", "Ann: five"]

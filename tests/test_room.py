@@ -1,0 +1,145 @@
+"""The room on its own: fan-out, ordering, names, slow-consumer eviction."""
+
+import json
+
+import pytest
+import trio
+
+from trio_chat.protocol import ProtocolError
+from trio_chat.room import Member, Room
+
+
+class Seat:
+    """A member with its queue's receiving end, as a session would hold it."""
+
+    def __init__(self, room: Room, queue: int = 100, peer: str = "test") -> None:
+        send, self.inbox = trio.open_memory_channel[str](queue)
+        self.evictions = 0
+        self.member = Member(send, peer=peer, on_evict=self._on_evict)
+        self.room = room
+
+    def _on_evict(self) -> None:
+        self.evictions += 1
+
+    def take(self) -> list[dict]:
+        out = []
+        while True:
+            try:
+                out.append(json.loads(self.inbox.receive_nowait()))
+            except trio.WouldBlock:
+                return out
+
+
+def clock() -> str:
+    return "T"
+
+
+@pytest.fixture
+def room() -> Room:
+    return Room(clock=clock)
+
+
+def test_join_sends_welcome_then_notice(room):
+    ann = Seat(room)
+    room.join(ann.member, "Ann")
+    assert ann.take() == [
+        {"type": "welcome", "user": "Ann", "users": ["Ann"], "clients_count": 1},
+        {"type": "system", "event": "join", "user": "System", "name": "Ann",
+         "text": "Ann joined the chat", "clients_count": 1, "timestamp": "T"},
+    ]
+    bob = Seat(room)
+    room.join(bob.member, "Bob")
+    assert bob.take()[0]["users"] == ["Ann", "Bob"]
+    assert [m["name"] for m in ann.take()] == ["Bob"]
+    assert room.names == ["Ann", "Bob"] and len(room) == 2
+
+
+def test_names_are_unique_case_insensitively(room):
+    ann = Seat(room)
+    room.join(ann.member, "Ann")
+    other = Seat(room)
+    with pytest.raises(ProtocolError) as info:
+        room.join(other.member, "aNN")
+    assert info.value.code == "name_taken"
+    assert not other.member.joined and other.take() == []
+    assert room.names == ["Ann"]
+
+
+def test_rename(room):
+    ann, bob = Seat(room), Seat(room)
+    room.join(ann.member, "Ann")
+    room.join(bob.member, "Bob")
+    ann.take()
+    bob.take()
+    room.join(bob.member, "Rob")
+    assert bob.take()[0] == {"type": "welcome", "user": "Rob", "users": ["Ann", "Rob"],
+                             "clients_count": 2}
+    notice = ann.take()[0]
+    assert notice["event"] == "rename" and notice["old"] == "Bob" and notice["name"] == "Rob"
+    # The old name is free again; a change of case only is allowed for the holder.
+    room.join(Seat(room).member, "Bob")
+    room.join(ann.member, "ANN")
+    assert "ANN" in room.names
+
+
+def test_chat_fans_out_to_everyone_in_order(room):
+    seats = [Seat(room) for _ in range(5)]
+    for i, seat in enumerate(seats):
+        room.join(seat.member, f"u{i}")
+    for seat in seats:
+        seat.take()
+    for n in range(20):
+        room.say(seats[n % 2].member, f"m{n}")
+    for seat in seats:
+        got = seat.take()
+        assert [(m["user"], m["text"]) for m in got] == [
+            (f"u{n % 2}", f"m{n}") for n in range(20)
+        ]
+
+
+def test_unjoined_members_get_nothing(room):
+    ann, lurker = Seat(room), Seat(room)
+    room.join(ann.member, "Ann")
+    room.say(ann.member, "hi")
+    assert lurker.take() == []
+
+
+def test_leave_is_announced_to_the_others(room):
+    ann, bob = Seat(room), Seat(room)
+    room.join(ann.member, "Ann")
+    room.join(bob.member, "Bob")
+    ann.take()
+    room.leave(bob.member)
+    assert ann.take() == [{"type": "system", "event": "leave", "user": "System", "name": "Bob",
+                           "text": "Bob left the chat", "clients_count": 1, "timestamp": "T"}]
+    room.leave(bob.member)  # twice is harmless
+    assert ann.take() == []
+
+
+def test_broadcast_never_blocks_and_evicts_a_full_queue(room):
+    ann, slow = Seat(room), Seat(room, queue=4)
+    room.join(ann.member, "Ann")
+    room.join(slow.member, "Slow")
+    for n in range(10):  # synchronous: this cannot await anybody
+        room.say(ann.member, f"m{n}")
+    assert slow.evictions == 1
+    assert slow.member.evicted == "slow_consumer"
+    assert room.names == ["Ann"]
+    got = ann.take()
+    leave = [m for m in got if m["type"] == "system" and m["event"] == "leave"]
+    assert [m["name"] for m in leave] == ["Slow"]
+    assert [m["text"] for m in got if m["type"] == "chat"] == [f"m{n}" for n in range(10)]
+
+
+def test_mass_eviction_is_not_recursive(room):
+    speaker = Seat(room, queue=100_000)
+    room.join(speaker.member, "Speaker")
+    n = 1200  # deeper than the recursion limit allows, were eviction recursive
+    # Seat i receives its welcome and the join notices of seats i..n-1: exactly full.
+    slow = [Seat(room, queue=2 + (n - 1 - i)) for i in range(n)]
+    for i, seat in enumerate(slow):
+        room.join(seat.member, f"s{i}")
+    assert len(room) == n + 1
+    room.say(speaker.member, "boom")  # every slow queue overflows at once
+    assert room.names == ["Speaker"]
+    assert all(seat.member.evicted == "slow_consumer" for seat in slow)

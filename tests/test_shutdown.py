@@ -1,0 +1,134 @@
+"""Graceful shutdown: stop accepting, tell everyone, drain, close (1001), return."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from tests.helpers import TcpClient, WsClient, ws_client
+from tests.server_process import server_process
+from trio_chat import Config, serve
+from trio_chat.protocol import SHUTDOWN_TEXT
+
+SHUTDOWN = {"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT}
+
+
+async def start_stoppable(nursery: trio.Nursery, config: Config):
+    """serve() with a stop event; ``done`` is set when serve() has returned."""
+    stop, done = trio.Event(), trio.Event()
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED):
+        await serve(config, stop=stop, task_status=task_status)
+        done.set()
+
+    bound = await nursery.start(run)
+    return bound, stop, done
+
+
+async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_1001(nursery):
+    bound, stop, done = await start_stoppable(nursery, Config(tcp_port=0, ws_port=0, rate_limit=0))
+    async with (
+        await TcpClient.connect(bound.tcp_port) as reader,
+        await TcpClient.connect(bound.tcp_port) as talker,
+        ws_client(bound.ws_port) as conn,
+    ):
+        ws = WsClient(conn)
+        await reader.join("Reader")
+        await ws.join("Web")
+        await talker.join("Talker")
+        for i in range(200):
+            await talker.send({"type": "chat", "text": f"m{i}"})
+        for i in range(200):  # the server has queued all 200 for everyone
+            assert (await talker.recv_until(type="chat"))["text"] == f"m{i}"
+        stop.set()
+        with trio.fail_after(10):
+            await done.wait()  # serve() returned: everything drained and closed
+
+        # Each client got everything queued, then the shutdown notice, then the end,
+        # and no leave notices for the others.
+        async def after_joins(client):
+            return [m async for m in _until_end(client)]
+
+        got = await after_joins(reader)
+        chats = [m["text"] for m in got if m["type"] == "chat"]
+        assert chats == [f"m{i}" for i in range(200)]
+        assert got[-1] == SHUTDOWN
+        assert not [m for m in got if m.get("event") == "leave"]
+
+        web = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                web.append(await ws.recv())
+        assert closed.value.reason.code == 1001
+        assert [m["text"] for m in web if m["type"] == "chat"] == chats
+        assert web[-1] == SHUTDOWN
+        # The listeners are closed: nobody new gets in.
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", bound.tcp_port)
+
+
+async def _until_end(client: TcpClient):
+    while (line := await client.line()) is not None:
+        yield json.loads(line)
+
+
+async def test_grace_period_bounds_the_wait_for_stuck_connections(nursery):
+    config = Config(tcp_port=0, ws_port=0, shutdown_grace=0.2, handshake_timeout=60)
+    bound, stop, done = await start_stoppable(nursery, config)
+    # A WebSocket connection that never sends its handshake would hold the server 60 s.
+    async with await TcpClient.connect(bound.ws_port) as stuck:
+        start = trio.current_time()
+        stop.set()
+        with trio.fail_after(10):
+            await done.wait()
+        assert trio.current_time() - start >= 0.2
+        assert await stuck.eof()
+
+
+@pytest.mark.slow
+async def test_sigterm_stops_gracefully_with_exit_status_0():
+    async with server_process("--log-format", "json") as server:
+        async with (
+            await TcpClient.connect(server.tcp_port) as tcp,
+            ws_client(server.ws_port) as conn,
+        ):
+            await tcp.join("Bob")
+            ws = WsClient(conn)
+            await ws.join("Ann")
+            server.signal(signal.SIGTERM)
+            assert (await tcp.recv_until(type="system", event="shutdown")) == SHUTDOWN
+            assert await tcp.eof()
+            assert (await ws.recv_until(type="system", event="shutdown")) == SHUTDOWN
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.reason.code == 1001
+            with trio.fail_after(10):
+                assert await server.process.wait() == 0
+        log = [json.loads(line) for line in await server.rest_of_log()]
+        messages = [entry["message"] for entry in log]
+        assert any(m.startswith("open-file limit") for m in messages)
+        assert any(m.startswith("SIGTERM received") for m in messages)
+        assert any(m.startswith("disconnect tcp") and "(shutdown)" in m for m in messages)
+        # Lifecycle lines carry structured fields in JSON.
+        assert sorted(e["user"] for e in log if e.get("event") == "join") == ["Ann", "Bob"]
+        disconnects = {(e["transport"], e["reason"]) for e in log if e.get("event") == "disconnect"}
+        assert disconnects == {("tcp", "shutdown"), ("ws", "shutdown")}
+        assert messages[-1] == "trio-chat stopped"
+
+
+@pytest.mark.slow
+async def test_second_signal_stops_at_once_with_exit_status_1():
+    async with server_process("--shutdown-grace", "60") as server:
+        # A connection that never finishes its WebSocket handshake keeps the drain busy.
+        async with await TcpClient.connect(server.ws_port) as stuck:
+            server.signal(signal.SIGINT)
+            await server.wait_log("SIGINT received")
+            server.signal(signal.SIGTERM)
+            with trio.fail_after(5):
+                assert await server.process.wait() == 1
+            assert await stuck.eof()
+        assert "stopping at once" in " ".join(await server.rest_of_log())

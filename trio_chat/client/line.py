@@ -1,0 +1,132 @@
+"""Line mode: stdin lines become messages, every message becomes one stdout line.
+
+For pipes and scripts (``echo hi | trio-chat join --name bot``) and for terminals
+with ``--plain``. Every stdin line is sent as it is (no ``/commands``: a bot's output
+is never mistaken for one). At EOF the client leaves after what it read has been
+sent, and exits once the server has closed the connection. Connection news goes to
+stderr, so stdout holds only the room.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, TextIO
+
+import trio
+
+from .. import protocol
+from ..protocol import LineBuffer, ProtocolError
+from .config import ClientConfig
+from .display import format_line
+from .session import ChatSession, JoinRefused, State, Status
+from .transport import ClientError
+
+RECEIVE_SIZE = 64 * 1024
+
+
+class LineFrontend:
+    def __init__(self, out: TextIO, err: TextIO, *, json_output: bool) -> None:
+        self.out = out
+        self.err = err
+        self.json_output = json_output
+        self._state: State | None = None
+        self.reader_gone = False
+        self.on_reader_gone: Callable[[], object] = lambda: None
+
+    def message(self, message: dict[str, Any]) -> None:
+        line = protocol.encode(message) if self.json_output else format_line(message)
+        if line is None or self.reader_gone:
+            return
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            # Whoever read our output has gone (``| head -1``): stop quietly, and
+            # keep the interpreter's last flush from failing again on exit.
+            self.reader_gone = True
+            with suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
+            self.on_reader_gone()
+
+    def status(self, status: Status) -> None:
+        """Tell stderr about connection changes (not every online-count change)."""
+        previous, self._state = self._state, status.state
+        if status.state is State.RECONNECTING and status.retry_in is not None:
+            self.say(f"{status.reason}; reconnecting in {status.retry_in:.1f} s")
+        elif status.state is State.CONNECTED and previous is State.RECONNECTING:
+            self.say(f"reconnected to {status.address} as {status.name}")
+
+    def say(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    async def choose_name(self, refused: str | None, reason: str | None) -> str:
+        raise JoinRefused(reason or "a name is required (--name)")
+
+
+async def run_line(
+    config: ClientConfig,
+    *,
+    json_output: bool = False,
+    stdin_fd: int = 0,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> None:
+    """Chat over stdin/stdout until EOF (or SIGINT/SIGTERM); errors as in ChatSession.run."""
+    frontend = LineFrontend(out or sys.stdout, err or sys.stderr, json_output=json_output)
+    session = ChatSession(config, frontend)
+    frontend.on_reader_gone = session.stop
+    error: ClientError | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_read_stdin, session, frontend, stdin_fd)
+        nursery.start_soon(_leave_on_signal, session)
+        try:
+            await session.run()
+        except ClientError as exc:
+            error = exc  # raised below, not from inside the nursery (no ExceptionGroup)
+        finally:
+            nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def _read_stdin(session: ChatSession, frontend: LineFrontend, fd: int) -> None:
+    """Send each stdin line as a chat message, then leave at EOF.
+
+    ``FdStream`` reads without a thread; it works on pipes, terminals, regular files
+    and /dev/null (it only waits when a read would block), and puts the descriptor
+    back in blocking mode when closed.
+    """
+    lines = LineBuffer(protocol.MAX_LINE)
+    async with trio.lowlevel.FdStream(os.dup(fd)) as stdin:
+        while True:
+            data = await stdin.receive_some(RECEIVE_SIZE)
+            try:
+                complete = lines.feed(data if data else b"\n" if lines.pending else b"")
+            except ProtocolError as exc:
+                frontend.say(f"stdin: {exc.text}; leaving")
+                break
+            for line in complete:
+                text = line.decode("utf-8", errors="replace")
+                if text.strip():
+                    await session.send({"type": "chat", "text": text})
+            if not data:
+                break
+    await session.leave()
+
+
+async def _leave_on_signal(session: ChatSession) -> None:
+    """Ctrl-C or SIGTERM leaves politely; a second one (or no connection) ends at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if session.state is State.CONNECTED and session.send_nowait({"type": "leave"}):
+                break
+            session.stop()
+            return
+        async for _ in signals:
+            session.stop()
+            return

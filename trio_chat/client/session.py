@@ -1,0 +1,328 @@
+"""One user's presence in the room, across connections.
+
+:class:`ChatSession` connects, joins, hands every server message to its front end
+(:class:`Frontend`), sends what the user typed in order, and when the connection
+breaks reconnects with capped, jittered exponential backoff and rejoins under the
+same name, asking only for what it has not seen (``since``). It never prints: the
+line and urwid front ends decide how things look.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+import trio
+
+from ..protocol import NAME_INVALID, NAME_TAKEN
+from .config import ClientConfig
+from .transport import ClientError, ConnectError, Disconnected, ServerConnection, open_connection
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+Connector = Callable[[ClientConfig], AbstractAsyncContextManager[ServerConnection]]
+
+
+class JoinRefused(ClientError):
+    """The server refused our name and the front end could not choose another."""
+
+
+class ConnectionLost(ClientError):
+    """The connection ended and reconnecting is off (or it ended before we joined)."""
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the status line shows: where, how, as whom, and how many are online."""
+
+    state: State
+    address: str
+    name: str | None
+    online: int | None = None
+    #: Why we are not connected, and when we try again.
+    reason: str | None = None
+    retry_in: float | None = None
+
+
+class Frontend(Protocol):
+    def message(self, message: Message) -> None:
+        """Show one message from the server (unknown types are the front end's to ignore)."""
+
+    def status(self, status: Status) -> None:
+        """The connection state, name or online count changed."""
+
+    async def choose_name(self, refused: str | None, reason: str | None) -> str:
+        """Return a name to join under (``refused``: the one the server just turned
+        down, because of ``reason``); raise :class:`JoinRefused` to give up."""
+
+
+def backoff_delay(
+    attempt: int, initial: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait before reconnection attempt ``attempt`` (0-based).
+
+    Doubles from ``initial`` up to ``cap``, then takes a random 50-100 % of that, so
+    that clients dropped together by a restarting server do not come back in step.
+    """
+    base = min(cap, initial * 2.0 ** min(attempt, 32))
+    return base * (0.5 + 0.5 * rand())
+
+
+class _Inbox:
+    """Server messages one at a time (a WebSocket frame or TCP read may hold several)."""
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self._pending: deque[Message] = deque()
+
+    async def next(self) -> Message:
+        while not self._pending:
+            self._pending.extend(await self.conn.receive())
+        return self._pending.popleft()
+
+
+class _NameRefused(Exception):
+    """The server refused the name we joined under (taken, or invalid); says why."""
+
+
+class ChatSession:
+    def __init__(
+        self,
+        config: ClientConfig,
+        frontend: Frontend,
+        *,
+        connect: Connector = open_connection,
+        ping_interval: float = 20.0,
+    ) -> None:
+        self.config = config
+        self.frontend = frontend
+        self.name = config.name
+        #: Highest ``id`` seen on a ``chat`` message; a rejoin asks for what came after.
+        self.last_id: int | None = None
+        self.online: int | None = None
+        self.state = State.CONNECTING
+        self._reason: str | None = None
+        self._retry_in: float | None = None
+        self._connect = connect
+        self._ping_interval = ping_interval
+        self._outbox_in, self._outbox = trio.open_memory_channel[Message](config.outbox_size)
+        self._unsent: Message | None = None  # taken from the outbox, not yet written
+        self._left = False
+        self._stop = trio.CancelScope()
+        self._send_lock = trio.Lock()
+        self._last_heard = 0.0
+        self._heard = 0  # messages received: a ping is answered if this moved
+
+    # ------------------------------------------------------------ what front ends call
+
+    async def send(self, message: Message) -> None:
+        """Queue a message to the server, in order; waits while the outbox is full."""
+        await self._outbox_in.send(message)
+
+    def send_nowait(self, message: Message) -> bool:
+        """Queue a message without waiting; False when the outbox is full."""
+        try:
+            self._outbox_in.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def leave(self) -> None:
+        """Leave after everything queued so far is sent; :meth:`run` then returns
+        once the server has closed the connection (or ``leave_timeout`` passed)."""
+        await self.send({"type": "leave"})
+
+    def stop(self) -> None:
+        """End :meth:`run` now, dropping whatever was not sent yet."""
+        self._stop.cancel()
+
+    @property
+    def status(self) -> Status:
+        return Status(
+            self.state, self.config.address, self.name, self.online, self._reason, self._retry_in
+        )
+
+    # ------------------------------------------------------------ the connection's life
+
+    async def run(self) -> None:
+        """Stay in the room until :meth:`leave` or :meth:`stop`.
+
+        Raises :class:`ConnectError` if the first connection fails, :class:`JoinRefused`
+        if the name is refused and no other is chosen, :class:`ConnectionLost` when the
+        connection ends and reconnecting is off.
+        """
+        try:
+            with self._stop:
+                await self._run()
+        finally:
+            self._set_state(State.CLOSED)
+
+    async def _run(self) -> None:
+        self._set_state(State.CONNECTING)
+        if self.name is None:
+            self.name = await self.frontend.choose_name(None, None)
+        attempt = 0
+        joined_once = False
+        while True:
+            try:
+                async with self._connect(self.config) as conn:
+                    inbox = _Inbox(conn)
+                    await self._join(inbox, rejoin=joined_once)
+                    joined_once = True
+                    attempt = 0
+                    self._set_state(State.CONNECTED)
+                    await self._serve(conn, inbox)
+                    return  # only after our leave, once the server closed or took too long
+            except ConnectError as exc:
+                if not joined_once:
+                    raise
+                reason = str(exc)
+            except Disconnected as exc:
+                if self._left:
+                    return
+                if not joined_once:
+                    raise ConnectionLost(str(exc)) from None
+                reason = str(exc)
+            except _NameRefused as exc:
+                if not joined_once:
+                    # Ask with no connection open: a person may take a while to answer.
+                    self.name = await self.frontend.choose_name(self.name, str(exc))
+                    continue
+                # Most likely our own dead connection, which the server has not
+                # noticed yet: the name is ours, so try again later.
+                reason = f"name {self.name!r} is still in use ({exc})"
+            if not self.config.reconnect:
+                raise ConnectionLost(reason)
+            delay = backoff_delay(attempt, self.config.backoff_initial, self.config.backoff_max)
+            attempt += 1
+            log.info("%s; reconnecting in %.1f s", reason, delay)
+            self._set_state(State.RECONNECTING, reason, delay)
+            await trio.sleep(delay)
+            self._set_state(State.RECONNECTING, reason)
+
+    async def _join(self, inbox: _Inbox, *, rejoin: bool) -> None:
+        """Send ``join`` and wait for the welcome; :class:`_NameRefused` if refused."""
+        assert self.name is not None
+        join: Message = {"type": "join", "user": self.name, "batch": True}
+        if rejoin and self.last_id is not None:
+            join["since"] = self.last_id
+        async with self._send_lock:
+            await inbox.conn.send(join)
+        refusal = await self._await_welcome(inbox)
+        if refusal is not None:
+            raise _NameRefused(refusal)
+
+    async def _await_welcome(self, inbox: _Inbox) -> str | None:
+        """None once welcomed; the error text if the name was refused."""
+        with trio.move_on_after(self.config.connect_timeout):
+            while True:
+                message = await inbox.next()
+                kind = message.get("type")
+                if kind == "error" and message.get("code") in (NAME_TAKEN, NAME_INVALID):
+                    return str(message.get("text") or message.get("code"))
+                self._dispatch(message)
+                if kind == "welcome":
+                    return None
+        raise Disconnected("the server did not answer our join")
+
+    async def _serve(self, conn: ServerConnection, inbox: _Inbox) -> None:
+        """Receive, send and keep alive until the connection ends (Disconnected)."""
+        self._last_heard = trio.current_time()
+        lost: list[Disconnected] = []
+
+        async def until_disconnected(loop: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await loop()
+            except Disconnected as exc:  # one plain error, not an ExceptionGroup
+                lost.append(exc)
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_disconnected, partial(self._receive_loop, inbox))
+            nursery.start_soon(
+                until_disconnected, partial(self._send_loop, conn, nursery.cancel_scope)
+            )
+            nursery.start_soon(until_disconnected, partial(self._keepalive, conn))
+        if lost:
+            raise lost[0]
+
+    async def _receive_loop(self, inbox: _Inbox) -> None:
+        while True:
+            message = await inbox.next()
+            self._last_heard = trio.current_time()
+            self._heard += 1
+            self._dispatch(message)
+
+    async def _send_loop(self, conn: ServerConnection, scope: trio.CancelScope) -> None:
+        while True:
+            if self._unsent is None:
+                self._unsent = await self._outbox.receive()
+            message = self._unsent
+            async with self._send_lock:
+                await conn.send(message)
+            self._unsent = None  # written; if the connection broke first, it is sent again
+            if message.get("type") == "leave":
+                self._left = True
+                # Everything before it is written; the server flushes and closes.
+                scope.deadline = trio.current_time() + self.config.leave_timeout
+                return
+
+    async def _keepalive(self, conn: ServerConnection) -> None:
+        """Notice a server that vanished without closing (no FIN): after
+        ``ping_interval`` of silence, ping; no answer within another interval ends
+        the connection."""
+        interval = self._ping_interval
+        while True:
+            await trio.sleep_until(self._last_heard + interval)
+            if trio.current_time() - self._last_heard < interval:
+                continue  # heard from the server meanwhile
+            heard = self._heard
+            async with self._send_lock:
+                await conn.send({"type": "ping"})
+            await trio.sleep(interval)
+            if self._heard == heard:
+                raise Disconnected(f"no answer from the server for {interval:g} s")
+
+    def _dispatch(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "pong":
+            return
+        if kind == "chat":
+            msg_id = message.get("id")
+            if isinstance(msg_id, int) and not isinstance(msg_id, bool):
+                if (
+                    message.get("history") is True
+                    and self.last_id is not None
+                    and msg_id <= self.last_id
+                ):
+                    return  # replayed again after a rejoin: already shown
+                self.last_id = msg_id if self.last_id is None else max(self.last_id, msg_id)
+        count = message.get("clients_count")
+        if isinstance(count, int) and kind in ("welcome", "system", "users"):
+            self.online = count
+        if kind == "welcome" and isinstance(message.get("user"), str):
+            self.name = message["user"]
+        self.frontend.message(message)
+        if kind in ("welcome", "system", "users"):
+            self.frontend.status(self.status)
+
+    def _set_state(
+        self, state: State, reason: str | None = None, retry_in: float | None = None
+    ) -> None:
+        self.state, self._reason, self._retry_in = state, reason, retry_in
+        self.frontend.status(self.status)

@@ -1,0 +1,466 @@
+"""Message history on disk: one interface, SQLite by default.
+
+The event loop never touches the database. Chat messages are handed to the store
+with :meth:`BatchingStore.put_nowait` into a bounded buffer; a task hands everything
+buffered, as one batch, to the store's single writer thread, which commits it as one
+transaction (group commit), so a burst of thousands of messages costs a few commits.
+While a batch commits, the next one gathers. When the buffer is full the *sender* waits
+(:meth:`BatchingStore.wait_writable`); the room never does.
+
+At most ``max_pending`` messages are ever handed over and not yet committed: that is
+the most a crash (not a clean stop) can lose. A backend implements the four ``_*_sync``
+methods, which run in the writer thread, in order (``_read_sync`` may run beside it).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Final, NamedTuple, TypeVar
+
+import trio
+
+from .startup import StartupError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MEMORY: Final = ":memory:"
+#: Most messages handed to the writer and not yet committed (one batch at most).
+MAX_PENDING: Final = 1024
+SCHEMA_VERSION: Final = 1
+
+
+class StoreError(StartupError):
+    """The history store cannot be used (corrupt, unwritable, from a newer version):
+    the server does not start, with one line and exit code 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=2)
+
+
+class StoredMessage(NamedTuple):
+    """One chat message as stored; a tuple, so ``executemany`` binds it as it is."""
+
+    id: int
+    user: str
+    text: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a store knows when it opens: where ids continue, and the newest rows."""
+
+    last_id: int
+    pruned_through: int
+    count: int
+    tail: list[StoredMessage] = field(default_factory=list)
+
+
+class WriterThread:
+    """The one thread that owns the database's writing connection: it runs jobs one at
+    a time, in the order they were given, and wakes the awaiting task when done."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def run_sync(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the thread. Not cancellable, like ``trio.to_thread.run_sync``:
+        a job once handed over runs to its end and its result is not dropped."""
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[T] = []
+        error: list[BaseException] = []
+
+        def job() -> None:
+            try:
+                result.append(fn())
+            except BaseException as exc:
+                error.append(exc)
+            token.run_sync_soon(done.set)
+
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        if error:
+            raise error[0]
+        return result[0]
+
+    def stop(self) -> None:
+        """Let the thread end after the jobs already given."""
+        self._jobs.put(None)
+
+
+class BatchingStore:
+    """The bounded hand-over buffer and group-commit writer shared by every backend."""
+
+    def __init__(self, *, keep: int, max_pending: int = MAX_PENDING) -> None:
+        if keep < 1 or max_pending < 1:
+            raise ValueError("keep and max_pending must be positive")
+        self.keep = keep
+        # Never more in flight than is kept, so whatever the in-memory tail of the
+        # newest messages does not hold is already committed (see history.py).
+        self.max_pending = min(max_pending, keep)
+        #: Messages with ids up to this one may be missing: pruned past the retention,
+        #: or lost in a crash. A replay from before it is not complete.
+        self.pruned_through = 0
+        self._pending: list[StoredMessage] = []
+        self._in_flight = 0
+        self._handed = 0  # messages handed over, ever
+        self._last_handed_id = 0
+        self._done = 0  # ... of which committed (or given up on after an error)
+        self._work = trio.Event()
+        self._progress = trio.Event()
+        self._writer_alive = False
+        self._closed = False
+        self._writer: WriterThread | None = None
+        #: Reads run in the writer thread too, unless a backend can read beside it.
+        self._reads_beside_writer = False
+        self._read_limiter = trio.CapacityLimiter(1)
+
+    # ------------------------------------------------------------ backend hooks
+
+    def _open_sync(self, tail: int) -> Snapshot:
+        raise NotImplementedError
+
+    def _write_sync(self, batch: list[StoredMessage]) -> int:
+        """Commit ``batch`` in one transaction, prune; return ``pruned_through``."""
+        raise NotImplementedError
+
+    def _read_sync(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
+        """Messages with ``after < id < before``, oldest first, and ``pruned_through``,
+        read from one consistent snapshot."""
+        raise NotImplementedError
+
+    def _close_sync(self, last_id: int) -> None:
+        """Record a clean stop; ids continue after ``last_id`` (even if its batch
+        could not be written), and ``pruned_through`` is kept."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ event-loop side
+
+    async def open(self, tail: int) -> Snapshot:
+        """Open (creating if needed); returns the newest ``tail`` rows and the next id."""
+        self._writer = WriterThread(f"trio-chat history writer ({type(self).__name__})")
+        try:
+            snapshot = await self._writer.run_sync(partial(self._open_sync, tail))
+        except BaseException:
+            self._writer.stop()
+            raise
+        self.pruned_through = snapshot.pruned_through
+        return snapshot
+
+    @property
+    def full(self) -> bool:
+        return len(self._pending) + self._in_flight >= self.max_pending
+
+    @property
+    def uncommitted(self) -> int:
+        return len(self._pending) + self._in_flight
+
+    def put_nowait(self, message: StoredMessage) -> None:
+        """Hand one message to the writer; ``trio.WouldBlock`` when the buffer is full."""
+        if self._closed:
+            raise trio.ClosedResourceError("the history store is closed")
+        if self.full:
+            raise trio.WouldBlock
+        self._pending.append(message)
+        self._handed += 1
+        self._last_handed_id = message.id
+        self._work.set()
+
+    async def wait_writable(self) -> None:
+        """Return once :meth:`put_nowait` will succeed (if called without awaiting).
+
+        Returns at once, without a checkpoint, when there is room: it is called once
+        per chat message by a reader that has just awaited its socket anyway.
+        """
+        while self.full:
+            await self._progress.wait()
+
+    async def run(self) -> None:
+        """The writer task: commit whatever is buffered, one transaction per batch."""
+        self._writer_alive = True
+        try:
+            while True:
+                await self._work.wait()
+                await self._commit_pending()
+        finally:
+            self._writer_alive = False
+            self._wake()
+
+    async def flush(self) -> None:
+        """Wait until every message handed over so far is committed."""
+        target = self._handed
+        while self._done < target:
+            if self._writer_alive:
+                await self._progress.wait()
+            else:
+                await self._commit_pending()
+
+    async def read(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
+        """Committed messages with ``after < id < before`` (in a thread) and
+        ``pruned_through``."""
+        read = partial(self._read_sync, after, before)
+        if self._reads_beside_writer:
+            return await trio.to_thread.run_sync(read, limiter=self._read_limiter)
+        return await self._in_writer(read)
+
+    async def aclose(self) -> None:
+        """Commit what is left (the writer task must have stopped), then close."""
+        self._closed = True
+        await self.flush()
+        try:
+            await self._in_writer(partial(self._close_sync, self._last_handed_id))
+        finally:
+            assert self._writer is not None
+            self._writer.stop()
+
+    async def _commit_pending(self) -> None:
+        self._work = trio.Event()
+        batch, self._pending = self._pending, []
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return
+        self._in_flight = len(batch)
+        try:
+            # Not cancellable: a batch once started is committed before we go on.
+            pruned = await self._in_writer(partial(self._write_logged, batch))
+        finally:
+            self._in_flight = 0
+            self._done += len(batch)
+            self._wake()
+        # A batch that could not be written counts as lost: replays say so.
+        self.pruned_through = batch[-1].id if pruned is None else pruned
+
+    async def _in_writer(self, fn: Callable[[], T]) -> T:
+        assert self._writer is not None, "the store is not open"
+        return await self._writer.run_sync(fn)
+
+    def _write_logged(self, batch: list[StoredMessage]) -> int | None:
+        try:
+            return self._write_sync(batch)
+        except sqlite3.Error as error:
+            log.error(
+                "history: could not store %d messages (ids %d-%d): %s",
+                len(batch), batch[0].id, batch[-1].id, error,
+            )
+            return None
+
+    def _wake(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+
+class SqliteStore(BatchingStore):
+    """History in one SQLite file (stdlib ``sqlite3``), WAL mode.
+
+    Schema version in ``PRAGMA user_version``. ``synchronous=NORMAL``: a commit
+    survives the process being killed; a power cut may roll back the last commits.
+    """
+
+    def __init__(self, path: str, *, keep: int, max_pending: int = MAX_PENDING) -> None:
+        super().__init__(keep=keep, max_pending=max_pending)
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._count = 0
+        self._meta_pruned = 0  # pruned_through as the database has it
+        if path != MEMORY:
+            # A file has a second connection, read from trio's worker threads (one at a
+            # time), so replay reads never wait for a commit: WAL readers see the last
+            # commit while the writer goes on.
+            self._reads_beside_writer = True
+
+    def _connect(self, *, for_reads: bool = False) -> sqlite3.Connection:
+        # Autocommit mode: we BEGIN/COMMIT ourselves. The writing connection lives in
+        # the writer thread; the reading one moves between worker threads.
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=not for_reads)
+
+    def _open_sync(self, tail: int) -> Snapshot:
+        try:
+            if self.path != MEMORY:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn = self._connect()
+            snapshot = self._prepare(conn, tail)
+            self._reader = self._connect(for_reads=True) if self.path != MEMORY else conn
+        except (sqlite3.Error, OSError) as error:
+            self._close_connections()
+            raise StoreError(f"cannot use history database {self.path}: {error}") from None
+        except StoreError:
+            self._close_connections()
+            raise
+        return snapshot
+
+    def _prepare(self, conn: sqlite3.Connection, tail: int) -> Snapshot:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"history database {self.path} has schema version {version}, newer than "
+                f"this trio-chat understands ({SCHEMA_VERSION})"
+            )
+        checked = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if checked != "ok":
+            raise StoreError(f"history database {self.path} is corrupt: {checked}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("BEGIN IMMEDIATE")  # fails here, not later, if we cannot write
+        try:
+            if version == 0:
+                self._create(conn)
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            max_id, self._count = conn.execute(
+                "SELECT COALESCE(MAX(id), 0), COUNT(*) FROM messages"
+            ).fetchone()
+            last_id = max(max_id, meta["id_floor"])
+            pruned = meta["pruned_through"]
+            if not meta["clean"]:
+                # The last run was killed: up to its max_pending ids may have been
+                # broadcast and never committed. Skip them so no id is reused, and
+                # tell resuming clients that their replay may lack some.
+                last_id += meta["window"]
+                pruned = last_id
+                log.warning(
+                    "history: the last run did not stop cleanly; up to %d messages "
+                    "may be lost; ids continue after %d", meta["window"], last_id
+                )
+            conn.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [
+                    (0, "clean"),
+                    (self.max_pending, "window"),
+                    (last_id, "id_floor"),
+                    (pruned, "pruned_through"),
+                ],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._meta_pruned = pruned
+        rows = conn.execute(
+            "SELECT id, user, text, ts FROM messages ORDER BY id DESC LIMIT ?", (tail,)
+        ).fetchall()
+        return Snapshot(
+            last_id=last_id,
+            pruned_through=pruned,
+            count=self._count,
+            tail=[StoredMessage(*row) for row in reversed(rows)],
+        )
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        if tables:
+            raise StoreError(f"{self.path} is an SQLite database, but not trio-chat's")
+        conn.execute(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY, user TEXT NOT NULL,"
+            " text TEXT NOT NULL, ts TEXT NOT NULL)"
+        )
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [("pruned_through", 0), ("clean", 1), ("window", 0), ("id_floor", 0)],
+        )
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _write_sync(self, batch: list[StoredMessage]) -> int:
+        conn = self._conn
+        assert conn is not None
+        count = self._count + len(batch)
+        pruned = self.pruned_through
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(
+                "INSERT INTO messages (id, user, text, ts) VALUES (?, ?, ?, ?)",
+                batch,
+            )
+            if count > self.keep:
+                (first_kept,) = conn.execute(
+                    "SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET ?",
+                    (count - self.keep,),
+                ).fetchone()
+                conn.execute("DELETE FROM messages WHERE id < ?", (first_kept,))
+                pruned, count = max(pruned, first_kept - 1), self.keep
+            if pruned != self._meta_pruned:  # pruned now, or a failed batch before
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'pruned_through'", (pruned,)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._count, self._meta_pruned = count, pruned
+        return pruned
+
+    def _read_sync(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
+        conn = self._reader
+        assert conn is not None
+        conn.execute("BEGIN")  # one snapshot for both reads (WAL readers never block)
+        try:
+            rows = conn.execute(
+                "SELECT id, user, text, ts FROM messages WHERE id > ? AND id < ? ORDER BY id",
+                (after, before),
+            ).fetchall()
+            (pruned,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'pruned_through'"
+            ).fetchone()
+        finally:
+            conn.execute("COMMIT")
+        return [StoredMessage(*row) for row in rows], pruned
+
+    def _close_sync(self, last_id: int) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.executemany(
+                    "UPDATE meta SET value = MAX(value, ?) WHERE key = ?",
+                    [(last_id, "id_floor"), (self.pruned_through, "pruned_through"),
+                     (1, "clean")],
+                )
+        except sqlite3.Error as error:
+            log.error("history: could not mark the database closed cleanly: %s", error)
+        finally:
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        for conn in {id(c): c for c in (self._reader, self._conn) if c is not None}.values():
+            conn.close()
+        self._conn = self._reader = None
+
+
+@asynccontextmanager
+async def running(store: BatchingStore, tail: int) -> AsyncIterator[Snapshot]:
+    """Open ``store``, run its writer, and on the way out (also when cancelled) commit
+    everything handed over and close it. Yields what :meth:`BatchingStore.open` read."""
+    snapshot = await store.open(tail)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.run)
+            try:
+                yield snapshot
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()
+
+
+def default_db_path() -> str:
+    """``trio-chat.db`` in the platform's user data directory."""
+    import platformdirs
+
+    return str(platformdirs.user_data_path("trio-chat") / "trio-chat.db")
