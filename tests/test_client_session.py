@@ -159,6 +159,21 @@ async def test_rejoin_asks_for_what_came_after_the_last_id(nursery, autojump_clo
     session.stop()
 
 
+async def test_a_quiet_room_resumes_from_history_end(nursery, autojump_clock):
+    """No chat carried an id: history_end's last_id is still where to resume from."""
+    server = ScriptedServer()
+    session, _ = session_for(server)
+    nursery.start_soon(session.run)
+    peer = await server.accept()
+    await peer.recv()
+    await peer.welcome("Bob")
+    await peer.send({"type": "history_end", "last_id": 41})
+    await peer.close()
+    peer = await server.accept()
+    assert (await peer.recv())["since"] == 41
+    session.stop()
+
+
 async def test_reconnect_backs_off_exponentially_and_keeps_the_name(nursery, autojump_clock):
     server = ScriptedServer()
     session, seen = session_for(server)

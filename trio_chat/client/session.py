@@ -302,6 +302,11 @@ class ChatSession:
         kind = message.get("type")
         if kind == "pong":
             return
+        if kind == "history_end":
+            # Resume from here even when the room was quiet and no chat carried an id.
+            last = message.get("last_id")
+            if isinstance(last, int) and not isinstance(last, bool):
+                self.last_id = last if self.last_id is None else max(self.last_id, last)
         if kind == "chat":
             msg_id = message.get("id")
             if isinstance(msg_id, int) and not isinstance(msg_id, bool):

@@ -205,8 +205,15 @@
         return setCount(message.clients_count);
       case "error":
         return onError(message);
+      case "history_end":
+        // Everything up to last_id has been seen (or was before our time):
+        // resume from there even if the room was quiet.
+        if (Number.isInteger(message.last_id) && message.last_id > (chat.lastId ?? -1)) {
+          chat.lastId = message.last_id;
+        }
+        return undefined;
       default:
-        // pong, history_end, and types this page does not know yet
+        // pong and types this page does not know yet
         return undefined;
     }
   }
