@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import trio
+
 from tests.memory import tcp_client, ws_client
 from trio_chat.config import Config
 from trio_chat.room import Room
@@ -33,6 +35,33 @@ async def test_a_big_read_does_not_overflow_queues_of_clients_that_keep_up(nurse
     await sender.send_raw(lines(500))
     for i in range(500):
         assert (await reader.recv_until(type="chat"))["text"] == f"m{i}"
+
+
+async def test_bursts_from_many_readers_at_once_do_not_overflow_queues(nursery):
+    """Readers handle several messages between checkpoints (a room-wide budget of
+    queue_size / 16 per round), yet twenty readers bursting at once still leave room
+    in the queue of a client that keeps up. A per-reader allowance of the same size
+    (4 x 20 per round, twice, against a queue of 64) would evict it."""
+    config = Config(rate_limit=0, queue_size=64)
+    room = Room()
+    reader = tcp_client(nursery, room, config)
+    reader.wait = 10  # real seconds: an evicted reader fails here, not at the suite's timeout
+    await reader.join("Reader")
+    senders = []
+    for n in range(20):
+        sender = tcp_client(nursery, room, config)
+        await sender.join(f"S{n}")
+        senders.append(sender)
+    await reader.recv_until(type="system", name="S19")
+    async with trio.open_nursery() as sends:  # every sender's burst lands at once
+        for sender in senders:
+            sends.start_soon(sender.send_raw, lines(50))
+    got: dict[str, list[str]] = {f"S{n}": [] for n in range(20)}
+    for _ in range(20 * 50):
+        chat = await reader.recv_until(type="chat")
+        got[chat["user"]].append(chat["text"])
+    assert all(texts == [f"m{i}" for i in range(50)] for texts in got.values())
+    assert "Reader" in room.names
 
 
 async def test_websocket_without_batch_gets_one_frame_per_message_in_order(nursery):

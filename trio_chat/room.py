@@ -38,6 +38,42 @@ NOTICE_RATE = 2_000
 NOTICE_INTERVAL = 0.1
 
 
+#: Of a member's queue, the share that all readers together may fill between two turns
+#: of the writers (see :class:`ReadPacer`): 1/16, so 64 messages of the default 1,024.
+PACE_SHARE = 16
+
+
+class ReadPacer:
+    """Lets readers handle several messages between checkpoints, yet bounds what they
+    broadcast, all together, before the writers get a turn.
+
+    One read can hold a thousand lines. A checkpoint after every message (the simple
+    fair rule) lets the writers run between any two broadcasts, so each message costs
+    every member a write of its own: half the server's fan-out. Instead, the room
+    counts messages; a reader checkpoints once the count since the last *round* reaches
+    the budget, and the first reader to come back from such a checkpoint starts the
+    next round. Trio runs every task woken in one scheduling batch in the next, so the
+    writers get a turn between rounds, and a queue takes at most about
+    ``2 x (budget + readers)`` messages before its writer runs: fair for any reader
+    that keeps up, like the per-message checkpoint (``2 x readers``), with batches.
+    """
+
+    def __init__(self) -> None:
+        self._spent = 0
+        self._round = 0
+
+    async def step(self, budget: int) -> None:
+        """Count one message; checkpoint if this round's ``budget`` is spent."""
+        self._spent += 1
+        if self._spent < budget:
+            return
+        ticket = self._round
+        await trio.lowlevel.checkpoint()
+        if self._round == ticket:  # the first back from this round starts the next
+            self._round += 1
+            self._spent = 0
+
+
 class Member:
     """One connection's seat: its name once joined, and its outgoing queue."""
 
@@ -109,6 +145,7 @@ class Room:
         self._joined = self._left = 0  # coalesced, not yet announced
         self._pending = trio.Event()
         self._users_json: str | None = None  # names in join order, as JSON
+        self.pacer = ReadPacer()
         self.closed = False
 
     def close(self) -> None:

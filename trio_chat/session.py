@@ -31,7 +31,7 @@ from .protocol import (
     ProtocolError,
     Who,
 )
-from .room import Member, Room
+from .room import PACE_SHARE, Member, Room
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ class Session:
         self._reader.cancel()
 
     async def _read_loop(self) -> None:
-        bucket = self.bucket
+        bucket, pacer = self.bucket, self.room.pacer
+        budget = max(1, self.config.queue_size // PACE_SHARE)
         while True:
             received = await self.transport.receive()
             if received is None:
@@ -152,8 +153,8 @@ class Session:
                         await trio.sleep(delay)
                     else:
                         # One read can hold a thousand lines: let the writers drain
-                        # each broadcast before the next, or every queue overflows.
-                        await trio.lowlevel.checkpoint()
+                        # the queues every few broadcasts, or they overflow.
+                        await pacer.step(budget)
                 if isinstance(item, ProtocolError):
                     self.member.deliver(item.to_message())
                     if item.fatal:
