@@ -349,3 +349,39 @@ def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
 
     with tempfile.TemporaryDirectory() as tmp:
         trio.run(scenario, str(Path(tmp) / "chat.db"))
+
+
+class CountingStore(SqliteStore):
+    """Records the ids of every batch the writer thread commits."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[list[int]] = []
+
+    def _write_sync(self, batch: list[StoredMessage]) -> int:
+        self.batches.append([m.id for m in batch])
+        return super()._write_sync(batch)
+
+
+async def test_commits_gather_messages_until_the_interval_or_half_the_window():
+    """A message after a quiet spell commits at once; the next ones wait for the commit
+    interval (here: forever) unless half of max_pending waits, or a flush asks."""
+    store = CountingStore(":memory:", keep=100, max_pending=8, commit_interval=1e9)
+    async with running(store, 10):
+        store.put_nowait(StoredMessage(1, "u", "m1", "T"))
+        await store.flush()
+        assert store.batches == [[1]]
+        for i in (2, 3, 4):
+            store.put_nowait(StoredMessage(i, "u", f"m{i}", "T"))
+            for _ in range(10):
+                await trio.lowlevel.checkpoint()
+        assert store.batches == [[1]]  # gathering: still within the interval
+        assert store.uncommitted == 3
+        store.put_nowait(StoredMessage(5, "u", "m5", "T"))  # half the window: commit now
+        with trio.fail_after(10):  # real seconds; the commit starts now, not in 1e9 s
+            while store.uncommitted:
+                await store._progress.wait()
+        assert store.batches == [[1], [2, 3, 4, 5]]
+        store.put_nowait(StoredMessage(6, "u", "m6", "T"))
+        await store.flush()  # a flush does not wait for the interval
+        assert store.batches == [[1], [2, 3, 4, 5], [6]]
