@@ -346,9 +346,29 @@ def wire_frame(line: str) -> bytes:
     return ws_frame_header(len(payload)) + payload
 
 
+#: Most bytes in one batched WebSocket frame (the documented message limit): a backlog
+#: of long messages in one frame would exceed what clients accept (trio-websocket's
+#: default is 1 MiB) and be refused with 1009, again on every reconnect.
+MAX_BATCH_FRAME: Final = 64 * 1024
+
+
 def wire_batch_frame(lines: list[str]) -> bytes:
-    """Several messages in one WebSocket text frame, newline-separated (``batch``)."""
-    payload = b"".join(map(wire_line, lines))[:-1]
+    """Several messages in WebSocket text frames, newline-separated (``batch``): as few
+    frames as :data:`MAX_BATCH_FRAME` allows (a longer message is a frame of its own)."""
+    frames: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for data in map(wire_line, lines):
+        if group and size + len(data) - 1 > MAX_BATCH_FRAME:
+            frames.append(_text_frame(b"".join(group)[:-1]))
+            group, size = [], 0
+        group.append(data)
+        size += len(data)
+    frames.append(_text_frame(b"".join(group)[:-1]))
+    return b"".join(frames)
+
+
+def _text_frame(payload: bytes) -> bytes:
     return ws_frame_header(len(payload)) + payload
 
 
