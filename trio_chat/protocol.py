@@ -267,11 +267,15 @@ class LineBuffer:
         self.max_line = max_line
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already known to hold no newline
+        #: The lines :meth:`feed` completed before it raised ``too_long``: they came
+        #: first, and how the stream was split into reads must not drop them.
+        self.before_error: list[bytes] = []
 
     def feed(self, data: bytes | bytearray) -> list[bytes]:
         """Add bytes; return the complete lines they finish (``\\n`` and ``\\r\\n``).
 
-        Raises ``too_long`` (fatal) once an unfinished line passes the limit.
+        Raises ``too_long`` (fatal) once a line passes the limit (see
+        :attr:`before_error`).
         """
         self._buf += data
         lines: list[bytes] = []
@@ -284,14 +288,14 @@ class LineBuffer:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) > self.max_line:
-                raise self._too_long()
+                raise self._too_long(lines)
             lines.append(line)
             start = end + 1
         del self._buf[:start]
         self._scanned = len(self._buf)
         # The limit is on the line itself: a trailing "\r" may be half of its "\r\n".
         if len(self._buf) - self._buf.endswith(b"\r") > self.max_line:
-            raise self._too_long()
+            raise self._too_long(lines)
         return lines
 
     @property
@@ -299,7 +303,8 @@ class LineBuffer:
         """Bytes of an unfinished line (a peer that disconnects mid-line leaves these)."""
         return len(self._buf)
 
-    def _too_long(self) -> ProtocolError:
+    def _too_long(self, completed: list[bytes]) -> ProtocolError:
+        self.before_error = completed
         self._buf.clear()
         self._scanned = 0
         return ProtocolError(
