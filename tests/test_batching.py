@@ -162,3 +162,40 @@ async def test_write_timeout_still_evicts(nursery, autojump_clock):
         await trio.sleep(CONFIG.send_timeout + 1)
         assert session.member.evicted == protocol.SLOW_CONSUMER
         assert room.names == []
+
+
+async def test_ws_batch_frames_stay_within_the_reference_clients_message_limit(nursery):
+    """A backlog of long messages must not become one frame bigger than a client's
+    trio-websocket accepts (``trio-chat join`` allows 1 MiB): it would close with
+    1009, reconnect with ``since`` and get the same frame again, for ever."""
+    from trio_chat.client.config import ClientConfig
+
+    room = Room()
+    client_end, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(handle_ws, room, CONFIG, server_end)
+    conn = await wrap_client_stream(
+        nursery, client_end, "localhost", "/", max_message_size=ClientConfig().max_line
+    )
+    await WsClient(conn).join("Ann", batch=True)
+    texts = [f"{n:03} " + "x" * 4000 for n in range(300)]  # 1.2 MB queued at once
+    for text in texts:
+        room.broadcast(protocol.chat("Zed", text, TS))
+    got: list[str] = []
+    while len(got) < len(texts):
+        got += [json.loads(part)["text"] for part in (await conn.get_message()).split("\n")]
+    assert got == texts
+    await conn.aclose()
+
+
+def test_batch_frames_are_split_at_the_frame_budget():
+    lines = [protocol.encode({"n": n, "pad": "x" * 40_000}) for n in range(5)]
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(protocol.wire_batch_frame(lines))
+    frames = list(parser.received_frames())
+    assert all(len(f.payload.encode()) <= protocol.MAX_BATCH_FRAME for f in frames)
+    assert [json.loads(p)["n"] for f in frames for p in f.payload.split("\n")] == [0, 1, 2, 3, 4]
+    # One message longer than the budget is still one frame of its own.
+    big = protocol.encode({"pad": "y" * 100_000})
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(protocol.wire_batch_frame([big, big]))
+    assert [f.payload for f in parser.received_frames()] == [big, big]

@@ -151,3 +151,61 @@ async def test_tcp_handler_turns_keepalive_on(nursery):
             nursery.start_soon(handle_tcp, Room(), Config(), accepted)
             await client.join("Kept")
             assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+
+
+class StopsReading(trio.abc.Stream):
+    """The server's end of a connection whose peer stops reading once ``full`` is set:
+    every write from then on waits for ever (a closed receive window)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.full = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.full:
+            await trio.sleep_forever()
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+async def test_websocket_that_closes_and_stops_reading_is_dropped(nursery, autojump_clock):
+    """trio-websocket answers a peer's close frame from its reader task before it ends
+    the connection; a peer that never reads that answer must not hold its name (and
+    its connection) for ever in a quiet room."""
+    config = Config(ping_interval=20, ping_timeout=5)
+    room = Room()
+    watcher = tcp_client(nursery, room, config)
+    await watcher.join("Watcher")
+    client_end, server_end = trio.testing.memory_stream_pair()
+    server = StopsReading(server_end)
+    nursery.start_soon(handle_ws, room, config, server)
+    await client_end.send_all(HANDSHAKE)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await client_end.receive_some()
+    assert response.startswith(b"HTTP/1.1 101")
+    await client_end.send_all(masked_frame(0x1, b'{"type":"join","user":"Ghost"}'))
+    await watcher.recv_until(type="system", event="join", name="Ghost")
+    start = trio.current_time()
+    server.full = True
+    await client_end.send_all(masked_frame(0x8, (1000).to_bytes(2, "big")))
+    with trio.fail_after(120):
+        leave = await watcher.recv_until(type="system", event="leave")
+    assert leave["name"] == "Ghost"
+    assert trio.current_time() - start <= config.ping_interval + config.ping_timeout + 1
+    assert room.names == ["Watcher"]
+    await client_end.aclose()

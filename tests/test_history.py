@@ -351,6 +351,46 @@ def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
         trio.run(scenario, str(Path(tmp) / "chat.db"))
 
 
+class CountingReads(SqliteStore):
+    """Records how many messages each store read returned."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: list[int] = []
+
+    def _read_sync(self, *args: Any) -> tuple[list[StoredMessage], int]:
+        messages, pruned = super()._read_sync(*args)
+        self.reads.append(len(messages))
+        return messages, pruned
+
+
+async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
+    """A ``since`` far back is read and written a page at a time: a connection never
+    holds the whole retained history (10,000 messages of up to 4,096 characters) in
+    memory while it trickles out at the client's pace."""
+    import trio.testing
+
+    from trio_chat.session import MAX_BATCH
+    from trio_chat.tcp import handle_tcp
+
+    config = replace(CONFIG, db=str(tmp_path / "chat.db"))
+    store = CountingReads(config.db, keep=10_000)
+    async with open_history(config, store) as history:
+        for n in range(1, 5001):
+            await history.wait_writable()
+            history.record("Bob", f"m{n}", "T")
+        await history.flush()
+        room = Room(history=history)
+        client_end, server_end = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_tcp, room, config, server_end)
+            async with TcpClient(client_end) as ann:
+                chats, end = await join_with_replay(ann, "Ann", since=0)
+        assert [c["id"] for c in chats] == list(range(1, 5001))
+        assert end == {"type": "history_end", "last_id": 5000}
+        assert store.reads and max(store.reads) <= MAX_BATCH
+
+
 class CountingStore(SqliteStore):
     """Records the ids of every batch the writer thread commits."""
 

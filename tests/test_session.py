@@ -206,3 +206,23 @@ async def test_transport_receive_reports_errors_and_events_in_order():
     got = await transport.receive()
     # "[]" does not start with "{": on TCP it is the plain-text message "[]".
     assert [type(x).__name__ for x in got] == ["Who", "ProtocolError", "Chat", "Ping"]
+
+
+@pytest.mark.parametrize("tail", [b"x" * 300, b"x" * 300 + b"\n"])
+async def test_lines_before_an_overlong_one_in_the_same_read_are_still_delivered(
+    nursery, autojump_clock, tail
+):
+    """How the peer's bytes are split into reads must not decide whether the message
+    sent before an overlong line reaches the room."""
+    from tests.memory import tcp_client
+
+    config = Config(max_line=256)
+    room = Room()
+    watcher = tcp_client(nursery, room, config)
+    await watcher.join("Watcher")
+    sender = tcp_client(nursery, room, config)
+    await sender.join("Sender")
+    await sender.send_raw(b'{"type":"chat","text":"before"}\n' + tail)
+    assert (await watcher.recv_until(type="chat"))["text"] == "before"
+    assert (await sender.recv_until(type="error"))["code"] == "too_long"
+    assert await sender.eof()

@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from . import protocol
@@ -106,20 +106,32 @@ class History:
             return Replay(tail, self.last_id, since, read_before=ring[0].id)
         return Replay(tail, self.last_id, since, complete=since >= self.store.pruned_through)
 
+    async def read_page(self, replay: Replay, limit: int) -> tuple[list[StoredMessage], Replay]:
+        """Up to ``limit`` of the messages ``replay`` must read from the store, oldest
+        first, and the replay of what remains (``read_before`` is None once the store's
+        part is done). A session writes page by page, so it never holds more."""
+        assert replay.since is not None and replay.read_before is not None
+        try:
+            older, pruned = await self.store.read(replay.since, replay.read_before, limit)
+        except Exception as error:  # a broken disk costs this replay, not the session
+            log.error("history: replay read failed: %s", error)
+            return [], replace(replay, read_before=None, complete=False)
+        complete = replay.complete and replay.since >= pruned
+        if len(older) < limit:
+            return older, replace(replay, read_before=None, complete=complete)
+        return older, replace(replay, since=older[-1].id, complete=complete)
+
     async def collect(self, replay: Replay) -> tuple[list[StoredMessage], str]:
         """The replay's messages, oldest first (reading the store if it must), and its
         ``history_end`` line. The caller encodes them chunk by chunk, so a long replay
         never holds the event loop for long."""
         older: list[StoredMessage] = []
-        complete = replay.complete
-        if replay.since is not None and replay.read_before is not None:
-            try:
-                older, pruned = await self.store.read(replay.since, replay.read_before)
-                complete = replay.since >= pruned
-            except Exception as error:  # a broken disk costs this replay, not the session
-                log.error("history: replay read failed: %s", error)
-                complete = False
-        return older + replay.tail, protocol.history_end(replay.last_id, complete=complete)
+        while replay.read_before is not None:
+            page, replay = await self.read_page(replay, self.store.keep)
+            older += page
+        return older + replay.tail, protocol.history_end(
+            replay.last_id, complete=replay.complete
+        )
 
     async def render(self, replay: Replay) -> list[str]:
         """The replay's lines, ``history_end`` last."""

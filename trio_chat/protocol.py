@@ -267,11 +267,15 @@ class LineBuffer:
         self.max_line = max_line
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already known to hold no newline
+        #: The lines :meth:`feed` completed before it raised ``too_long``: they came
+        #: first, and how the stream was split into reads must not drop them.
+        self.before_error: list[bytes] = []
 
     def feed(self, data: bytes | bytearray) -> list[bytes]:
         """Add bytes; return the complete lines they finish (``\\n`` and ``\\r\\n``).
 
-        Raises ``too_long`` (fatal) once an unfinished line passes the limit.
+        Raises ``too_long`` (fatal) once a line passes the limit (see
+        :attr:`before_error`).
         """
         self._buf += data
         lines: list[bytes] = []
@@ -284,14 +288,14 @@ class LineBuffer:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) > self.max_line:
-                raise self._too_long()
+                raise self._too_long(lines)
             lines.append(line)
             start = end + 1
         del self._buf[:start]
         self._scanned = len(self._buf)
         # The limit is on the line itself: a trailing "\r" may be half of its "\r\n".
         if len(self._buf) - self._buf.endswith(b"\r") > self.max_line:
-            raise self._too_long()
+            raise self._too_long(lines)
         return lines
 
     @property
@@ -299,7 +303,8 @@ class LineBuffer:
         """Bytes of an unfinished line (a peer that disconnects mid-line leaves these)."""
         return len(self._buf)
 
-    def _too_long(self) -> ProtocolError:
+    def _too_long(self, completed: list[bytes]) -> ProtocolError:
+        self.before_error = completed
         self._buf.clear()
         self._scanned = 0
         return ProtocolError(
@@ -346,9 +351,29 @@ def wire_frame(line: str) -> bytes:
     return ws_frame_header(len(payload)) + payload
 
 
+#: Most bytes in one batched WebSocket frame (the documented message limit): a backlog
+#: of long messages in one frame would exceed what clients accept (trio-websocket's
+#: default is 1 MiB) and be refused with 1009, again on every reconnect.
+MAX_BATCH_FRAME: Final = 64 * 1024
+
+
 def wire_batch_frame(lines: list[str]) -> bytes:
-    """Several messages in one WebSocket text frame, newline-separated (``batch``)."""
-    payload = b"".join(map(wire_line, lines))[:-1]
+    """Several messages in WebSocket text frames, newline-separated (``batch``): as few
+    frames as :data:`MAX_BATCH_FRAME` allows (a longer message is a frame of its own)."""
+    frames: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for data in map(wire_line, lines):
+        if group and size + len(data) - 1 > MAX_BATCH_FRAME:
+            frames.append(_text_frame(b"".join(group)[:-1]))
+            group, size = [], 0
+        group.append(data)
+        size += len(data)
+    frames.append(_text_frame(b"".join(group)[:-1]))
+    return b"".join(frames)
+
+
+def _text_frame(payload: bytes) -> bytes:
     return ws_frame_header(len(payload)) + payload
 
 

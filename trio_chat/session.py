@@ -225,6 +225,10 @@ class Session:
         """Write a replay in chunks, encoding each just before it goes out."""
         history = self.room.history
         assert history is not None
+        while replay.read_before is not None:  # from the store: a page at a time
+            page, replay = await history.read_page(replay, MAX_BATCH)
+            if page and not await self._write([chat_line(m, history=True) for m in page]):
+                return False
         messages, end = await history.collect(replay)
         start = 0
         while True:

@@ -153,9 +153,11 @@ class BatchingStore:
         """Commit ``batch`` in one transaction, prune; return ``pruned_through``."""
         raise NotImplementedError
 
-    def _read_sync(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
-        """Messages with ``after < id < before``, oldest first, and ``pruned_through``,
-        read from one consistent snapshot."""
+    def _read_sync(
+        self, after: int, before: int, limit: int | None = None
+    ) -> tuple[list[StoredMessage], int]:
+        """Messages with ``after < id < before``, oldest first (the first ``limit``),
+        and ``pruned_through``, read from one consistent snapshot."""
         raise NotImplementedError
 
     def _close_sync(self, last_id: int) -> None:
@@ -231,10 +233,12 @@ class BatchingStore:
             else:
                 await self._commit_pending()
 
-    async def read(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
-        """Committed messages with ``after < id < before`` (in a thread) and
-        ``pruned_through``."""
-        read = partial(self._read_sync, after, before)
+    async def read(
+        self, after: int, before: int, limit: int | None = None
+    ) -> tuple[list[StoredMessage], int]:
+        """Committed messages with ``after < id < before`` (in a thread; the first
+        ``limit`` of them) and ``pruned_through``."""
+        read = partial(self._read_sync, after, before, limit)
         if self._reads_beside_writer:
             return await trio.to_thread.run_sync(read, limiter=self._read_limiter)
         return await self._in_writer(read)
@@ -431,14 +435,17 @@ class SqliteStore(BatchingStore):
         self._count, self._meta_pruned = count, pruned
         return pruned
 
-    def _read_sync(self, after: int, before: int) -> tuple[list[StoredMessage], int]:
+    def _read_sync(
+        self, after: int, before: int, limit: int | None = None
+    ) -> tuple[list[StoredMessage], int]:
         conn = self._reader
         assert conn is not None
         conn.execute("BEGIN")  # one snapshot for both reads (WAL readers never block)
         try:
             rows = conn.execute(
-                "SELECT id, user, text, ts FROM messages WHERE id > ? AND id < ? ORDER BY id",
-                (after, before),
+                "SELECT id, user, text, ts FROM messages WHERE id > ? AND id < ?"
+                " ORDER BY id LIMIT ?",
+                (after, before, -1 if limit is None else limit),
             ).fetchall()
             (pruned,) = conn.execute(
                 "SELECT value FROM meta WHERE key = 'pruned_through'"

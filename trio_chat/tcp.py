@@ -102,6 +102,7 @@ class TcpTransport:
             data = await self.stream.receive_some(RECEIVE_SIZE)
         except _STREAM_ERRORS:
             data = b""
+        errors: list[ProtocolError] = []
         try:
             if data:
                 lines = self._lines.feed(data)
@@ -110,8 +111,9 @@ class TcpTransport:
                 self._eof = True
                 lines = self._lines.feed(b"\n") if self._lines.pending else []
         except ProtocolError as error:
-            return [error]
-        return [item for item in map(self._decode, lines) if item is not None]
+            # The lines before the overlong one came first: they still count.
+            lines, errors = self._lines.before_error, [error]
+        return [*(item for item in map(self._decode, lines) if item is not None), *errors]
 
     def _decode(self, line: bytes) -> Event | ProtocolError | None:
         try:

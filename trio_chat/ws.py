@@ -33,7 +33,7 @@ from .protocol import (
     wire_frame,
 )
 from .room import Room
-from .session import PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from .session import GONE, PING_TIMEOUT, SHUTDOWN, PeerGone, Session
 from .tcp import peer_host, peer_name, set_keepalive
 
 log = logging.getLogger(__name__)
@@ -104,14 +104,24 @@ async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -
         return
     while True:
         await trio.sleep(config.ping_interval)
+        closed = False
         with trio.move_on_after(config.ping_timeout):
             try:
                 await ws.ping()
             except ConnectionClosed:
-                return
-            continue
-        log.debug("%s did not answer a ping", session.member)
-        session.member.evict(PING_TIMEOUT)
+                closed = True
+            else:
+                continue
+        if closed:
+            # The peer sent a close frame. trio-websocket answers it before it ends the
+            # connection (and our session); a peer that never reads that answer would
+            # hold its seat for ever, so it gets ping_timeout, like a pong.
+            await trio.sleep(config.ping_timeout)
+            log.debug("%s closed but did not read our answer", session.member)
+            session.member.evict(GONE)
+        else:
+            log.debug("%s did not answer a ping", session.member)
+            session.member.evict(PING_TIMEOUT)
         return
 
 
