@@ -5,6 +5,7 @@ import json
 import pytest
 import trio
 
+from trio_chat import protocol
 from trio_chat.protocol import ProtocolError
 from trio_chat.room import Member, Room
 
@@ -143,3 +144,19 @@ def test_mass_eviction_is_not_recursive(room):
     room.say(speaker.member, "boom")  # every slow queue overflows at once
     assert room.names == ["Speaker"]
     assert all(seat.member.evicted == "slow_consumer" for seat in slow)
+
+
+def test_who_is_encoded_once_per_change_of_membership(room):
+    ann, bob = Seat(room), Seat(room)
+    room.join(ann.member, "Ann")
+    first = room.who()
+    assert json.loads(first) == {"type": "users", "users": ["Ann"], "clients_count": 1}
+    assert first == protocol.users(["Ann"])  # the same bytes as the plain encoder
+    assert room.who() is first  # asked again: the same object, no new copy queued
+    room.join(bob.member, "Bob")
+    assert json.loads(room.who())["users"] == ["Ann", "Bob"]
+    room.join(ann.member, "Anna")  # a rename moves the name to the end
+    assert json.loads(room.who()) == {"type": "users", "users": ["Bob", "Anna"],
+                                      "clients_count": 2}
+    room.leave(bob.member)
+    assert json.loads(room.who()) == {"type": "users", "users": ["Anna"], "clients_count": 1}

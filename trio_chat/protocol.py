@@ -473,6 +473,11 @@ def users(names: list[str]) -> str:
     return encode({"type": "users", "users": names, "clients_count": len(names)})
 
 
+def users_encoded(users_json: str, clients_count: int) -> str:
+    """:func:`users` with the list already encoded (the room keeps it). Same bytes."""
+    return Encoded(f'{{"type":"users","users":{users_json},"clients_count":{clients_count}}}')
+
+
 def pong() -> str:
     return encode({"type": "pong"})
 

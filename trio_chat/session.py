@@ -188,7 +188,7 @@ class Session:
                 member.batch = event.batch
             room.join(member, event.user, since=event.since)
         elif isinstance(event, Who):
-            member.deliver(protocol.users(room.names))
+            member.deliver(room.who())
         elif isinstance(event, Ping):
             member.deliver(protocol.pong())
         elif isinstance(event, Leave):
