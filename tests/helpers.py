@@ -125,8 +125,17 @@ async def ws_client(
     (trio-websocket's client leaves it to the garbage collector after a 1009 close).
     """
     stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with ws_over(stream, "127.0.0.1", path, **kwargs) as ws:
+        yield ws
+
+
+@asynccontextmanager
+async def ws_over(
+    stream: Any, host: str, path: str, **kwargs: Any
+) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket on a stream we own, closed (socket included) on the way out."""
     async with stream, trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(nursery, stream, "127.0.0.1", path, **kwargs)
+        ws = await wrap_client_stream(nursery, stream, host, path, **kwargs)
         try:
             yield ws
         finally:
@@ -173,12 +182,5 @@ class TlsFiles:
         stream = await trio.open_ssl_over_tcp_stream(
             "127.0.0.1", port, ssl_context=self.client_context(), https_compatible=True
         )
-        async with stream, trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, f"127.0.0.1:{port}", path, **kwargs)
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(WAIT) as scope:
-                    scope.shield = True
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
+        async with ws_over(stream, f"127.0.0.1:{port}", path, **kwargs) as ws:
+            yield ws

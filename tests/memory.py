@@ -28,3 +28,23 @@ async def ws_client(nursery: trio.Nursery, room: Room, config: Config) -> WebSoc
     client, server = trio.testing.memory_stream_pair()
     nursery.start_soon(handle_ws, room, config, server)
     return await wrap_client_stream(nursery, client, "localhost", "/")
+
+
+class WrappedStream(trio.abc.Stream):
+    """A stream that passes everything to ``inner``; tests override ``send_all`` to
+    watch or hold the server's writes."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

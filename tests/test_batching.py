@@ -15,6 +15,7 @@ from trio_websocket import wrap_client_stream
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from tests.helpers import TcpClient, WsClient
+from tests.memory import WrappedStream
 from trio_chat import protocol
 from trio_chat.config import Config
 from trio_chat.room import Room
@@ -27,25 +28,16 @@ TS = "2026-11-26T18:00:00.000Z"
 TEXTS = ["one", "two", "three"]
 
 
-class CountingStream(trio.abc.Stream):
+class CountingStream(WrappedStream):
     """A stream that records each ``send_all`` it is given (the transport's writes)."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.writes: list[bytes] = []
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
         await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class StuckStream(CountingStream):

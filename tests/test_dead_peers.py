@@ -12,7 +12,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed
 
 from tests.helpers import TcpClient
-from tests.memory import VIRTUAL_WAIT, tcp_client, ws_client
+from tests.memory import VIRTUAL_WAIT, WrappedStream, tcp_client, ws_client
 from trio_chat.config import Config
 from trio_chat.protocol import IDLE_TIMEOUT
 from trio_chat.room import Room
@@ -153,27 +153,18 @@ async def test_tcp_handler_turns_keepalive_on(nursery):
             assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
 
-class StopsReading(trio.abc.Stream):
+class StopsReading(WrappedStream):
     """The server's end of a connection whose peer stops reading once ``full`` is set:
     every write from then on waits for ever (a closed receive window)."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.full = False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.full:
             await trio.sleep_forever()
         await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def masked_frame(opcode: int, payload: bytes) -> bytes:
