@@ -105,6 +105,12 @@ def main() -> None:
         help="An origin (scheme://host[:port], or *) whose web pages may open a WebSocket; "
         "repeatable (space-separated in the environment variable). Besides it, the page's "
         "own origin and clients without an Origin header are allowed; others get 403.")
+@option("--redis", show_default=False,
+        help="Redis URL (redis://host:6379/0): share one room, its history and presence "
+        "with every server on that Redis (history then lives in Redis, not --db).")
+@option("--presence-ttl", type=click.FloatRange(1), default=DEFAULTS.presence_ttl,
+        help="With --redis: seconds after which the users of a server that stopped "
+        "heartbeating leave everyone's 'who'.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)

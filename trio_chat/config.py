@@ -61,3 +61,9 @@ class Config:
     #: Origins (``scheme://host[:port]``, or ``*``) whose pages may open a WebSocket,
     #: besides the page's own origin and clients that send no Origin (trio_chat.origin).
     allowed_origins: tuple[str, ...] = ()
+    #: Redis URL (``redis://host:6379/0``): with it, every server on that Redis shares
+    #: one room, its history (a Redis stream) and its presence (trio_chat.cluster).
+    redis: str | None = None
+    #: Seconds a server's presence outlives its last heartbeat in Redis: the users of a
+    #: server that died leave everyone's ``who`` within this.
+    presence_ttl: float = 10.0
