@@ -301,9 +301,8 @@ class ClusterPresence:
         self._change("rename", new, old)
 
     def _change(self, op: str, name: str, old: str = "") -> None:
-        if self._cluster.history.connected:
-            self.changes.append((op, name, old))
-            self._work.set()
+        self.changes.append((op, name, old))
+        self._work.set()
 
     async def wait_work(self) -> None:
         while not self.changes:
@@ -317,20 +316,15 @@ class ClusterPresence:
             self._remote = view
             self._changed()
 
-    def add(self, node: str, name: str) -> bool:
+    def add(self, node: str, name: str) -> None:
         users = self._remote.setdefault(node, {})
-        if users.get(name.casefold()) == name:
-            return False
-        users[name.casefold()] = name
-        self._changed()
-        return True
+        if users.get(name.casefold()) != name:
+            users[name.casefold()] = name
+            self._changed()
 
-    def remove(self, node: str, name: str) -> bool:
-        users = self._remote.get(node, {})
-        if users.pop(name.casefold(), None) is None:
-            return False
-        self._changed()
-        return True
+    def remove(self, node: str, name: str) -> None:
+        if self._remote.get(node, {}).pop(name.casefold(), None) is not None:
+            self._changed()
 
     def forget(self, node: str) -> list[str]:
         users = self._remote.pop(node, {})
@@ -364,6 +358,8 @@ class Cluster:
         self._ttl_ms = int(config.presence_ttl * 1000)
         #: Set whenever the link comes up or goes down (tests wait on it).
         self.changed = trio.Event()
+        #: Times the link came up.
+        self.links = 0
 
     @property
     def connected(self) -> bool:
@@ -456,20 +452,26 @@ class Cluster:
                 )
                 log.info("cluster: restored %s messages from this server", added)
                 self._events_cursor = "0-0"
-            members = self.room.names
-            args: list[str | int] = [self._ttl_ms]
-            for name in members:
-                args += [name.casefold(), name]
-            result = await self._script(client, lua.REGISTER, [self.node, *args])
-            for name in result[1:]:
-                log.warning("cluster: name %r is also held on another server", name)
-            if result[0] == 1 and not first and not wiped and members:
-                # Reaped while away: the others announced our members' leaving.
-                await client.xadd(PREFIX + "events", {
-                    "e": "hello", "node": self.node, "names": json.dumps(members),
-                })
-            self.presence.changes.clear()
+            await self._register(client, announce=not first and not wiped)
             await self._refresh(client)
+
+    async def _register(self, client: coredis.Redis[str], *, announce: bool) -> None:
+        """Put this server and its full member list in Redis. With ``announce``, if the
+        others had given this server up (and announced its members' leaving), tell
+        them the members are back."""
+        # From here on, changes are sent after this full list, so none is lost.
+        self.presence.changes.clear()
+        members = self.room.names
+        args: list[str | int] = [self._ttl_ms]
+        for name in members:
+            args += [name.casefold(), name]
+        result = await self._script(client, lua.REGISTER, [self.node, *args])
+        for name in result[1:]:
+            log.warning("cluster: name %r is also held on another server", name)
+        if result[0] == 1 and announce and members:
+            await client.xadd(PREFIX + "events", {
+                "e": "hello", "node": self.node, "names": json.dumps(members),
+            })
 
     async def _load(self, client: coredis.Redis[str]) -> None:
         keep = self.history.keep
@@ -494,6 +496,7 @@ class Cluster:
         )
 
     def _up(self) -> None:
+        self.links += 1
         self.history.came_back()
         log.info("cluster: linked to Redis (%d other servers' members)", self.presence.count())
         self._signal()
@@ -526,20 +529,34 @@ class Cluster:
                 self._on_event(entry.field_values)
             for entry in read.get(history_key, ()):
                 self._history_cursor = str(entry.identifier)
-                line = history.deliver(entry)
+                try:
+                    line = history.deliver(entry)
+                except (KeyError, ValueError):
+                    log.warning("cluster: skipped a malformed history entry %s", entry)
+                    continue
                 if line is not None:
                     room.broadcast(line)
                     await room.pacer.step(budget)
 
     def _on_event(self, fields: Any) -> None:
+        try:
+            self._apply_event(fields)
+        except (TypeError, ValueError):
+            log.warning("cluster: skipped a malformed event %s", fields)
+
+    def _apply_event(self, fields: Any) -> None:
         node = fields.get("node", "")
         if node == self.node:
             return
         presence, room = self.presence, self.room
+        # Each event is read once; the view may have it already (a refresh read the
+        # other server's list first), but the notice is still due.
         event, name = fields.get("e"), fields.get("n", "")
-        if event == "join" and presence.add(node, name):
+        if event == "join":
+            presence.add(node, name)
             room.remote("join", name)
-        elif event == "leave" and presence.remove(node, name):
+        elif event == "leave":
+            presence.remove(node, name)
             room.remote("leave", name)
         elif event == "rename":
             old = fields.get("o", "")
@@ -554,8 +571,8 @@ class Cluster:
                     room.remote("leave", name)
             else:
                 for name in names:
-                    if presence.add(node, name):
-                        room.remote("join", name)
+                    presence.add(node, name)
+                    room.remote("join", name)
 
     async def _publish_loop(self, client: coredis.Redis[str]) -> None:
         history = self.history
@@ -591,6 +608,11 @@ class Cluster:
                 result = await self._script(
                     client, lua.HEARTBEAT, [self.node, self._ttl_ms, EVENTS_KEEP]
                 )
+                if result[0] == 1:
+                    # Given up by the others (this process stalled past the TTL): its
+                    # members' entries are gone; put them back.
+                    log.warning("cluster: this server's presence had expired; registering again")
+                    await self._register(client, announce=True)
                 for node in result[1:]:
                     log.warning("cluster: server %s stopped heartbeating; its members left",
                                 node)
