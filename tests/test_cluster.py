@@ -149,6 +149,23 @@ async def test_a_name_is_free_on_another_server_once_its_holder_left(config: Con
             await again.join("alice")
 
 
+async def test_a_seed_style_client_on_one_server_reaches_the_other(config: Config) -> None:
+    """The lab report's client never joins: it names itself in each chat."""
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        ws(b.ws_port) as seed,
+    ):
+        await alice.join("alice")
+        await seed.send({"type": "chat", "user": "lab", "text": "hello"})
+        echo = await seed.recv_until(type="chat")
+        assert (echo["user"], echo["text"]) == ("lab", "hello") and echo["id"] > 0
+        assert await alice.recv_until(type="chat") == echo
+        await alice.send({"type": "who"})
+        assert sorted((await alice.recv_until(type="users"))["users"]) == ["alice", "lab"]
+
+
 async def test_replay_and_since_resume_on_any_server(config: Config) -> None:
     config = replace(config, history_replay=3)
     async with node(config) as (_, a), node(config) as (_, b):
