@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
@@ -21,9 +21,11 @@ from typing import Any
 import coredis
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import WAIT, TcpClient, WsClient, ws_client
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port, redis_server_or_skip
 from tests.server_process import server_process
 from trio_chat import Bound, Config, serve
 from trio_chat import cluster_scripts as lua
@@ -400,6 +402,44 @@ async def test_restore_script_merges_in_id_order(redis_server: RedisServer) -> N
         # n1's messages up to seq 4 are in: publishing them again adds nothing.
         assert await client.get(PREFIX + "pub:n1") == "4"
         assert await restore(keys=[], args=[PREFIX, 100, *ours]) == 0
+
+
+@pytest.fixture(scope="module")
+def plain_redis() -> Iterator[RedisServer]:
+    with redis_server_or_skip() as redis:
+        yield redis
+
+
+ids = st.sets(st.integers(1, 2**52), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(have=ids, ours=ids, keep=st.integers(1, 30))
+def test_restore_is_the_sorted_union_and_keeps_what_redis_has(
+    plain_redis: RedisServer, have: set[int], ours: set[int], keep: int
+) -> None:
+    """Whatever Redis still holds and whatever a server brings back: one stream in id
+    order, no id twice (Redis's copy wins), the newest ``keep``, ids continue past all."""
+    redis = plain_redis
+    redis.command("FLUSHALL")
+    for n in sorted(have):
+        redis.command("XADD", PREFIX + "history", f"{n}-0", "u", "u", "x", f"redis{n}",
+                      "ts", "T", "node", "b", "seq", "1")
+    args: list[str | int] = []
+    for n in sorted(ours):
+        args += [n, "u", f"ours{n}", "T", "a", n]
+    added = redis.command("EVAL", lua.RESTORE, 0, PREFIX, keep, *args)
+    union = sorted(have | ours)
+    assert added == (len(ours - have) if ours - have else 0)
+    entries = redis.command("XRANGE", PREFIX + "history", "-", "+")
+    got = [(int(entry[0].split(b"-")[0]), entry[1][3].decode()) for entry in entries]
+    if added:
+        expected = union[-keep:]
+        assert [n for n, _ in got] == expected
+        assert all(text == (f"redis{n}" if n in have else f"ours{n}") for n, text in got)
+        assert int(redis.command("GET", PREFIX + "last-id")) == max(union)
+    else:  # nothing new: the stream is left alone
+        assert [n for n, _ in got] == sorted(have)
 
 
 def test_outbox_while_redis_is_unreachable() -> None:
