@@ -297,6 +297,116 @@ async def test_dropped_redis_connections_reconnect_without_loss_or_repeats(
         assert (await alice.recv_until(type="chat"))["text"] == "still one room"
 
 
+class Gate:
+    """A TCP relay between one server and Redis, to cut that server off at will:
+    ``hold()`` keeps back what Redis sends on the connections that read streams (so
+    the server publishes but reads nothing back), ``cut()`` drops its connections and
+    refuses new ones, ``open()`` lets all through."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self.is_open = True
+        self.flowing = trio.Event()
+        self.flowing.set()
+        self._conns: set[trio.CancelScope] = set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        await trio.serve_listeners(self._relay, listeners, task_status=task_status)
+
+    def hold(self) -> None:
+        self.flowing = trio.Event()
+
+    def cut(self) -> None:
+        self.is_open = False
+        for scope in self._conns:
+            scope.cancel()
+
+    def open(self) -> None:
+        self.is_open = True
+        self.flowing.set()
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        async with client:
+            if not self.is_open:
+                return
+            with trio.CancelScope() as scope:
+                self._conns.add(scope)
+                try:
+                    upstream = await trio.open_tcp_stream("127.0.0.1", self.target)
+                except OSError:
+                    return
+                reads = [False]  # this connection has sent an XREAD
+                async with upstream, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pipe, client, upstream, reads, False, scope)
+                    nursery.start_soon(self._pipe, upstream, client, reads, True, scope)
+            self._conns.discard(scope)
+
+    async def _pipe(self, source: trio.SocketStream, sink: trio.SocketStream,
+                    reads: list[bool], from_redis: bool, scope: trio.CancelScope) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                if from_redis and reads[0]:
+                    await self.flowing.wait()
+                elif b"XREAD" in data.upper():
+                    reads[0] = True
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()  # one side is gone: so is the other
+
+
+async def test_a_message_in_flight_when_redis_loses_its_data_keeps_one_id(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (found by tests/test_cluster_soak.py): A publishes a message, B reads
+    it (id X), and Redis crashes empty before A reads it back. A comes back first: it
+    must not publish the message again (a second id, and B's clients would get it
+    twice) before B has restored X; nor may anyone publish past X before it is
+    restored (a server that had read past it would never get it)."""
+    gate_a, gate_b = Gate(redis_server.port), Gate(redis_server.port)
+    async with trio.open_nursery() as relays:
+        await relays.start(gate_a.serve)
+        await relays.start(gate_b.serve)
+        via_a = replace(config, redis=f"redis://127.0.0.1:{gate_a.port}/0")
+        via_b = replace(config, redis=f"redis://127.0.0.1:{gate_b.port}/0")
+        async with node(via_a) as (ca, a), node(via_b) as (cb, b):
+            async with await TcpClient.connect(a.tcp_port) as alice, ws(b.ws_port) as bob:
+                await alice.join("alice")
+                await bob.join("bob")
+                await alice.recv_until(type="system", event="join", name="bob")
+                gate_a.hold()
+                await alice.send({"type": "chat", "text": "in flight"})
+                sent = await bob.recv_until(type="chat")
+                assert sent["text"] == "in flight" and "id" in sent
+                gate_a.cut()
+                gate_b.cut()
+                local = await alice.recv_until(type="chat")  # A gave up on Redis
+                assert local["text"] == "in flight" and "id" not in local
+                await trio.to_thread.run_sync(redis_server.restart)
+                gate_a.open()
+                with trio.fail_after(WAIT):  # A is back first: it waits for B
+                    while not (ca.waiting or ca.links >= 2):
+                        await ca.changed.wait()
+                gate_b.open()
+                await relinked(ca, 2)
+                await relinked(cb, 2)
+                await bob.send({"type": "chat", "text": "after"})
+                after = await bob.recv_until(type="chat")
+                assert after["text"] == "after"  # not "in flight" a second time
+                assert await alice.recv_until(type="chat") == after
+            histories = [(await resume(port, "carol", since=0))[0]
+                         for port in (a.tcp_port, b.tcp_port)]
+        relays.cancel_scope.cancel()
+    for replayed in histories:
+        assert [(m["id"], m["text"]) for m in replayed] == [
+            (sent["id"], "in flight"), (after["id"], "after")
+        ]
+
+
 async def test_a_server_that_stops_is_forgotten_at_once(config: Config) -> None:
     config = replace(config, presence_ttl=60)  # not by expiry: by its goodbye
     async with node(config) as (_, b), ws(b.ws_port) as bob:

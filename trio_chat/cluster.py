@@ -22,8 +22,11 @@ this server at once (without an id) and kept, in order, in a bounded outbox; on
 reconnection it is published (the other servers get it late, with ids; this server
 does not deliver it twice). If Redis came back empty (a restart without
 persistence), the servers first merge their rings back into the history stream, so a
-``since`` resume misses nothing any live server had. docs/protocol.md states exactly
-what is and is not guaranteed.
+``since`` resume misses nothing any live server had; and none publishes before every
+server it knew has done so (for a bounded time): a message restored after another
+server had moved past its id would never reach that server, and one whose own
+server had published it but not read it back yet would be published again under a
+second id. docs/protocol.md states exactly what is and is not guaranteed.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ BACKOFF_MIN: Final = 0.1
 BACKOFF_MAX: Final = 5.0
 #: Seconds a stopping server waits for Redis to take its outbox, and to forget it.
 STOP_TIMEOUT: Final = 5.0
+#: Seconds a server that found Redis empty waits for the other servers it knew to
+#: restore their history before it publishes (each reconnects within its backoff).
+RESTORE_WAIT: Final = BACKOFF_MAX + COMMAND_TIMEOUT
+#: Seconds between two looks at which servers are back, during that wait.
+RESTORE_POLL: Final = 0.05
 
 #: What a lost or unusable Redis connection raises.
 LINK_ERRORS: Final = (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
@@ -330,6 +338,10 @@ class ClusterPresence:
         if self._remote.get(node, {}).pop(name.casefold(), None) is not None:
             self._changed()
 
+    def nodes(self) -> set[str]:
+        """The other servers this one knows to be live."""
+        return set(self._remote)
+
     def forget(self, node: str) -> list[str]:
         users = self._remote.pop(node, {})
         if users:
@@ -364,6 +376,8 @@ class Cluster:
         self.changed = trio.Event()
         #: Times the link came up.
         self.links = 0
+        #: After Redis lost its data: the servers this one waits for (tests watch it).
+        self.waiting: set[str] = set()
 
     @property
     def connected(self) -> bool:
@@ -379,7 +393,9 @@ class Cluster:
         while True:
             try:
                 async with self._connect() as client:
-                    await self._sync(client, first)
+                    known = self.presence.nodes()
+                    if await self._sync(client, first):
+                        await self._await_restores(client, known)
                     self._up()
                     if first:
                         task_status.started()
@@ -439,9 +455,10 @@ class Cluster:
 
     # ------------------------------------------------------------ (re)connection
 
-    async def _sync(self, client: coredis.Redis[str], first: bool) -> None:
+    async def _sync(self, client: coredis.Redis[str], first: bool) -> bool:
         """Before the link counts as up: notice a Redis that lost its data (and merge
-        this server's ring back), load the history at start, register presence."""
+        this server's ring back), load the history at start, register presence.
+        True if Redis had lost its data."""
         with trio.fail_after(COMMAND_TIMEOUT):
             await client.set(PREFIX + "epoch", secrets.token_hex(8), condition=coredis.PureToken.NX)
             epoch = await client.get(PREFIX + "epoch")
@@ -458,6 +475,31 @@ class Cluster:
                 self._events_cursor = "0-0"
             await self._register(client, announce=not first and not wiped)
             await self._refresh(client)
+        return wiped
+
+    async def _await_restores(self, client: coredis.Redis[str], known: set[str]) -> None:
+        """Redis lost its data: wait (at most RESTORE_WAIT) until every server this one
+        knew has merged its ring back (it registers right after), before publishing.
+        Otherwise a message only a late server had would be restored behind ids the
+        others have read past (they would never get it), and a message whose own
+        server published it but had not read it back would be published again."""
+        self.waiting = set(known)
+        try:
+            with trio.move_on_after(RESTORE_WAIT):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._heartbeat_loop, client)  # stay registered
+                    while self.waiting:
+                        self._signal()
+                        await trio.sleep(RESTORE_POLL)
+                        with trio.fail_after(COMMAND_TIMEOUT):
+                            back = await client.zrange(PREFIX + "nodes", 0, -1)
+                        self.waiting -= {str(node) for node in back}
+                    nursery.cancel_scope.cancel()
+            if self.waiting:
+                log.warning("cluster: %d servers did not come back within %.0f s; going on",
+                            len(self.waiting), RESTORE_WAIT)
+        finally:
+            self.waiting = set()
 
     async def _register(self, client: coredis.Redis[str], *, announce: bool) -> None:
         """Put this server and its full member list in Redis. With ``announce``, if the
