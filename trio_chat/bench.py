@@ -917,11 +917,12 @@ def report_cluster(results: list[Result]) -> str:
         )
     lines.append("ratios (median of runs; per server CPU-second summed over processes):")
     for name in names:
-        b = base[name]
-        if name == b:
+        if name == base[name]:
             continue
-        a, b, why = (b, name, " (the backplane's cost)") if name.endswith("no redis") else (
-            name, b, "")  # fmt: skip
+        if name.endswith("no redis"):
+            a, b, why = base[name], name, " (what the backplane costs one process)"
+        else:
+            a, b, why = name, base[name], ""
         lines.append(
             f"  {a} / {b}: {_ratio(rate[a], rate[b])}; "
             f"{_ratio(per_cpu[a], per_cpu[b])} per CPU-s{why}"
@@ -951,7 +952,10 @@ def run_bench(
             try:
                 result = measure(target, settings, run)
             except (RuntimeError, OSError) as exc:
-                result = Result(target.name, run, settings.clients, error=str(exc))
+                result = Result(
+                    target.name, run, settings.clients, error=str(exc),
+                    processes=target.processes, redis=target.redis_port is not None,
+                )  # fmt: skip
             results.append(result)
             if progress is not None:
                 progress(result)
