@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, free_port
 
 MARK = b"bench#"
 MESSAGE = re.compile(rb"bench#(\d+)#(\d+)#(\d+)#")
@@ -455,13 +455,6 @@ def _loader_main(conn: Connection, target: Target, settings: Settings, fds: int)
 
 
 # ---------------------------------------------------------------- the parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def our_targets(
