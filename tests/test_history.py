@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import TcpClient, WsClient, ws_client
 from trio_chat import Config, serve
-from trio_chat.history import History, open_history
+from trio_chat.history import SqliteHistory, open_history
 from trio_chat.room import Room
 from trio_chat.store import SqliteStore, StoredMessage, StoreError, running
 
@@ -159,7 +159,7 @@ async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
     """A ``since`` older than the in-memory ring is completed from the database."""
     store = SqliteStore(str(tmp_path / "chat.db"), keep=8, max_pending=4)
     async with running(store, 4) as snapshot:
-        history = History(store, snapshot, replay=2, ring=4)
+        history = SqliteHistory(store, snapshot, replay=2, ring=4)
         for n in range(1, 13):
             await history.wait_writable()
             history.record("Bob", f"m{n}", "T")
@@ -320,8 +320,8 @@ def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
 
     async def scenario(path: str) -> None:
         store = SqliteStore(path, keep=keep, max_pending=max_pending)
-        async with running(store, History.ring_size(store, replay, ring)) as snapshot:
-            history = History(store, snapshot, replay=replay, ring=ring)
+        async with running(store, SqliteHistory.ring_size(store, replay, ring)) as snapshot:
+            history = SqliteHistory(store, snapshot, replay=replay, ring=ring)
             n = 0
             for op, arg in ops:
                 if op == "say":

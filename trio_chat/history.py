@@ -1,13 +1,15 @@
 """Ids, and what a joiner is replayed: the event-loop side of the history store.
 
-Ids are allocated here, in the event loop (continuing after the store's last id), so
-they follow the one global order in which the room broadcasts. The newest messages
-are also kept in memory (a ring at least as large as the store's uncommitted window):
-a plain join and a recent ``since`` are answered from it at once and atomically with
-the join, without touching the database. Only a resume from further back reads the
-store, off the event loop (for a file, on a second connection beside the writer), for
-the part older than the ring; every message older than the ring is already committed,
-so that read cannot miss one.
+:class:`History` is what the room sees; :class:`SqliteHistory` (below) keeps one
+server's history in SQLite, :class:`trio_chat.cluster.RedisHistory` a cluster's in
+Redis. For SQLite, ids are allocated here, in the event loop (continuing after the
+store's last id), so they follow the one global order in which the room broadcasts.
+The newest messages are also kept in memory (a ring at least as large as the store's
+uncommitted window): a plain join and a recent ``since`` are answered from it at
+once and atomically with the join, without touching the database. Only a resume from
+further back reads the store, off the event loop (for a file, on a second connection
+beside the writer), for the part older than the ring; every message older than the
+ring is already committed, so that read cannot miss one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Messages kept in memory for replay, at least (a plain ring of message objects).
 RING: Final = 2048
+#: Messages read from the store per page of a long replay.
+PAGE: Final = 2048
 
 
 @dataclass(frozen=True)
@@ -48,46 +52,58 @@ def chat_line(message: StoredMessage, *, history: bool = False) -> str:
 
 
 class History:
-    """Allocates ids, hands messages to the store, and plans replays."""
+    """What the room needs of a history, whichever store holds it: ids, the hand-over
+    of new messages, and replays planned from an in-memory ring of the newest ones.
 
-    def __init__(
-        self, store: BatchingStore, snapshot: Snapshot, *, replay: int, ring: int = RING
-    ) -> None:
-        self.store = store
+    Two implementations, chosen at start: :class:`SqliteHistory` (one server, a file)
+    and :class:`trio_chat.cluster.RedisHistory` (every server on one Redis). The room
+    only sees this class.
+    """
+
+    def __init__(self, tail: list[StoredMessage], *, last_id: int, replay: int, ring: int) -> None:
         self.replay_count = replay
-        self.last_id = snapshot.last_id
-        size = self.ring_size(store, replay, ring)
-        self._ring: deque[StoredMessage] = deque(snapshot.tail[-size:], maxlen=size)
-        # True once the store may hold retained messages older than the ring.
-        self._older_in_store = snapshot.count > len(self._ring)
-
-    @staticmethod
-    def ring_size(store: BatchingStore, replay: int, ring: int = RING) -> int:
-        """Never smaller than the store's uncommitted window (see the module doc)."""
-        return min(store.keep, max(ring, replay, store.max_pending))
+        #: The newest id this server knows of (``history_end.last_id``).
+        self.last_id = last_id
+        self._ring: deque[StoredMessage] = deque(tail[-ring:], maxlen=ring)
+        #: True once the store may hold retained messages older than the ring.
+        self._older_in_store = False
 
     @property
     def full(self) -> bool:
         """The store's hand-over buffer is full: a sender must wait (backpressure)."""
-        return self.store.full
+        raise NotImplementedError
+
+    @property
+    def pruned_through(self) -> int:
+        """Messages with ids up to this one may be missing (pruned, or lost in a crash):
+        a replay from before it is not complete."""
+        raise NotImplementedError
 
     async def wait_writable(self) -> None:
-        await self.store.wait_writable()
+        """Return once :meth:`record` will not raise ``trio.WouldBlock``."""
+        raise NotImplementedError
 
     async def flush(self) -> None:
-        """Wait until every message recorded so far is committed (for a graceful stop)."""
-        await self.store.flush()
+        """Wait until every message recorded so far is stored (for a graceful stop)."""
+        raise NotImplementedError
 
-    def record(self, user: str, text: str, ts: str) -> str:
-        """Give a message the next id and hand it to the store; return the broadcast
-        line. Raises ``trio.WouldBlock`` (nothing changed) when the store is full."""
-        message = StoredMessage(self.last_id + 1, user, text, ts)
-        self.store.put_nowait(message)
-        self.last_id = message.id
+    def record(self, user: str, text: str, ts: str) -> str | None:
+        """Hand a message to the store. Returns the line to broadcast now, or None when
+        the store broadcasts it itself once it has an id (the Redis backplane does).
+        Raises ``trio.WouldBlock`` (nothing changed) when the store is full."""
+        raise NotImplementedError
+
+    async def _read(
+        self, after: int, before: int, limit: int
+    ) -> tuple[list[StoredMessage], int]:
+        """Stored messages with ``after < id < before`` (the first ``limit``), and
+        ``pruned_through``; only called for replays the ring cannot answer."""
+        raise NotImplementedError
+
+    def _remember(self, message: StoredMessage) -> None:
         if len(self._ring) == self._ring.maxlen:
             self._older_in_store = True
         self._ring.append(message)
-        return chat_line(message)
 
     def replay(self, since: int | None) -> Replay:
         """What a joiner gets now: the last N messages, or every one after ``since``."""
@@ -104,7 +120,7 @@ class History:
         tail.reverse()
         if ring and since < ring[0].id - 1 and self._older_in_store:
             return Replay(tail, self.last_id, since, read_before=ring[0].id)
-        return Replay(tail, self.last_id, since, complete=since >= self.store.pruned_through)
+        return Replay(tail, self.last_id, since, complete=since >= self.pruned_through)
 
     async def read_page(self, replay: Replay, limit: int) -> tuple[list[StoredMessage], Replay]:
         """Up to ``limit`` of the messages ``replay`` must read from the store, oldest
@@ -112,7 +128,7 @@ class History:
         part is done). A session writes page by page, so it never holds more."""
         assert replay.since is not None and replay.read_before is not None
         try:
-            older, pruned = await self.store.read(replay.since, replay.read_before, limit)
+            older, pruned = await self._read(replay.since, replay.read_before, limit)
         except Exception as error:  # a broken disk costs this replay, not the session
             log.error("history: replay read failed: %s", error)
             return [], replace(replay, read_before=None, complete=False)
@@ -127,7 +143,7 @@ class History:
         never holds the event loop for long."""
         older: list[StoredMessage] = []
         while replay.read_before is not None:
-            page, replay = await self.read_page(replay, self.store.keep)
+            page, replay = await self.read_page(replay, PAGE)
             older += page
         return older + replay.tail, protocol.history_end(
             replay.last_id, complete=replay.complete
@@ -139,20 +155,65 @@ class History:
         return [chat_line(m, history=True) for m in messages] + [end]
 
 
+class SqliteHistory(History):
+    """One server's history in SQLite: ids allocated here, in the event loop
+    (continuing after the store's last id), so they follow the order in which the
+    room broadcasts."""
+
+    def __init__(
+        self, store: BatchingStore, snapshot: Snapshot, *, replay: int, ring: int = RING
+    ) -> None:
+        size = self.ring_size(store, replay, ring)
+        super().__init__(snapshot.tail, last_id=snapshot.last_id, replay=replay, ring=size)
+        self.store = store
+        self._older_in_store = snapshot.count > len(self._ring)
+
+    @staticmethod
+    def ring_size(store: BatchingStore, replay: int, ring: int = RING) -> int:
+        """Never smaller than the store's uncommitted window (see the module doc)."""
+        return min(store.keep, max(ring, replay, store.max_pending))
+
+    @property
+    def full(self) -> bool:
+        return self.store.full
+
+    @property
+    def pruned_through(self) -> int:
+        return self.store.pruned_through
+
+    async def wait_writable(self) -> None:
+        await self.store.wait_writable()
+
+    async def flush(self) -> None:
+        await self.store.flush()
+
+    def record(self, user: str, text: str, ts: str) -> str:
+        message = StoredMessage(self.last_id + 1, user, text, ts)
+        self.store.put_nowait(message)
+        self.last_id = message.id
+        self._remember(message)
+        return chat_line(message)
+
+    async def _read(
+        self, after: int, before: int, limit: int
+    ) -> tuple[list[StoredMessage], int]:
+        return await self.store.read(after, before, limit)
+
+
 @asynccontextmanager
 async def open_history(
     config: Config, store: BatchingStore | None = None
-) -> AsyncIterator[History]:
+) -> AsyncIterator[SqliteHistory]:
     """The configured store, running; everything handed over is committed on exit.
 
     Raises :class:`~trio_chat.store.StoreError` if the database cannot be used.
     """
     if store is None:
         store = SqliteStore(config.db, keep=config.history_keep)
-    tail = History.ring_size(store, config.history_replay)
+    tail = SqliteHistory.ring_size(store, config.history_replay)
     async with running(store, tail) as snapshot:
         log.info(
             "history: %s, %d messages kept, ids continue after %d",
             config.db, snapshot.count, snapshot.last_id,
         )
-        yield History(store, snapshot, replay=config.history_replay)
+        yield SqliteHistory(store, snapshot, replay=config.history_replay)

@@ -42,3 +42,6 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # coredis logs each dropped connection at INFO with an empty traceback; the
+    # cluster link logs the loss (and the reconnection) itself, once.
+    logging.getLogger("coredis").setLevel(max(logging.WARNING, logging.root.level))

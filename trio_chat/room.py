@@ -13,6 +13,11 @@ Join and leave notices go to everyone, so a crowd arriving at once would cost
 members x joins deliveries. While :meth:`Room.run_notices` runs (``serve`` starts
 it), notices past a budget of deliveries per interval are coalesced into one
 ``summary`` notice per interval; a joiner still gets its own ``join`` notice at once.
+
+With a :class:`Presence` (several servers sharing the room, :mod:`trio_chat.cluster`),
+``clients_count``, ``who`` and ``welcome`` count the other servers' members too, names
+are claimed across servers before a join, and the other servers' joins and leaves are
+announced here like local ones.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -72,6 +78,36 @@ class ReadPacer:
         if self._round == ticket:  # the first back from this round starts the next
             self._round += 1
             self._spent = 0
+
+
+class Presence(Protocol):
+    """The room's view of the members on other servers, and its channel to them."""
+
+    #: Changes whenever the other servers' member names change.
+    version: int
+
+    def names(self) -> list[str]:
+        """The other servers' member names."""
+        ...
+
+    def count(self) -> int:
+        """How many members the other servers have."""
+        ...
+
+    async def claim(self, name: str) -> bool:
+        """Reserve ``name`` for this server across the cluster; False if another
+        server's member has it."""
+        ...
+
+    def release(self, name: str) -> None:
+        """Give up a claimed name no member of this server holds."""
+
+    def joined(self, name: str) -> None:
+        """Tell the other servers (without waiting)."""
+
+    def left(self, name: str) -> None: ...
+
+    def renamed(self, old: str, new: str) -> None: ...
 
 
 class Member:
@@ -128,12 +164,15 @@ class Room:
         clock: Callable[[], str] = protocol.timestamp,
         *,
         history: History | None = None,
+        presence: Presence | None = None,
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
     ) -> None:
         self._members: dict[str, Member] = {}  # casefolded name -> member, join order
         self._clock = clock
         self.history = history
+        self.presence = presence
+        self._presence_version = presence.version if presence is not None else 0
         self._evicted: deque[Member] = deque()
         self._evicting = False
         self._notice_rate = notice_rate
@@ -158,10 +197,22 @@ class Room:
     def names(self) -> list[str]:
         return [m.name for m in self._members.values() if m.name is not None]
 
+    @property
+    def count(self) -> int:
+        """Members in the room: this server's, and the other servers' if shared."""
+        if self.presence is None:
+            return len(self._members)
+        return len(self._members) + self.presence.count()
+
     def _users(self) -> str:
         """The member names as a JSON array, cached: joins append to it."""
+        presence = self.presence
+        if presence is not None and presence.version != self._presence_version:
+            self._presence_version = presence.version
+            self._users_json = None
         if self._users_json is None:
-            self._users_json = protocol.json_array(self.names)
+            names = self.names if presence is None else self.names + presence.names()
+            self._users_json = protocol.json_array(names)
         return self._users_json
 
     def who(self) -> str:
@@ -170,11 +221,30 @@ class Room:
         must not make the server hold a fresh copy per question."""
         users = self._users()
         if self._who is None or self._who[0] is not users:
-            self._who = (users, protocol.users_encoded(users, len(self)))
+            self._who = (users, protocol.users_encoded(users, self.count))
         return self._who[1]
 
     def __len__(self) -> int:
+        """Members on this server (the deliveries a broadcast costs)."""
         return len(self._members)
+
+    def holds(self, name: str) -> bool:
+        """A member here has this name."""
+        return name.casefold() in self._members
+
+    async def claim(self, name: str) -> None:
+        """Before a join under ``name``: with other servers sharing the room, reserve
+        it across all of them (raises ``name_taken``). Follow with :meth:`unclaim`
+        whether or not the join happened."""
+        if self.presence is None or name.casefold() in self._members:
+            return  # a local holder: join() decides
+        if not await self.presence.claim(name):
+            raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
+
+    def unclaim(self, name: str) -> None:
+        """Release a claimed name if no member here holds it (the join failed)."""
+        if self.presence is not None and name.casefold() not in self._members:
+            self.presence.release(name)
 
     def join(
         self, member: Member, name: str, since: int | None = None, *, welcome: bool = True
@@ -197,21 +267,28 @@ class Room:
         self._members[key] = member
         if old is None:
             log.info(
-                "join %s from %s (%d online)", name, member.peer, len(self),
-                extra={"event": "join", "user": name, "peer": member.peer, "online": len(self)},
+                "join %s from %s (%d online)", name, member.peer, self.count,
+                extra={"event": "join", "user": name, "peer": member.peer, "online": self.count},
             )
-            if self._users_json is not None:  # the newest member is last in join order
+            if self._users_json is not None and self.presence is None:
+                # The newest member is last in join order.
                 self._users_json = protocol.json_array_append(self._users_json, name)
+            else:
+                self._users_json = None
+            if self.presence is not None:
+                self.presence.joined(name)
             if welcome:
-                member.deliver(protocol.welcome_encoded(name, self._users(), len(self)))
+                member.deliver(protocol.welcome_encoded(name, self._users(), self.count))
                 if self.history is not None:
                     member.deliver(self.history.replay(since))
             text = f"{name} joined the chat"
             if not self._notice("join", name, text):
                 # Coalesced for the others; the joiner still sees its own join.
-                member.deliver(protocol.system("join", name, text, len(self), self._clock()))
+                member.deliver(protocol.system("join", name, text, self.count, self._clock()))
         elif old != name:
             log.info("rename %s -> %s", old, name)
+            if self.presence is not None:
+                self.presence.renamed(old, name)
             member.deliver(protocol.welcome(name, self.names))
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
@@ -223,18 +300,20 @@ class Room:
         del self._members[name.casefold()]
         self._users_json = None
         if self.closed:
-            return
+            return  # the cluster forgets this server's members all at once
+        if self.presence is not None:
+            self.presence.left(name)
         log.info(
             "leave %s%s (%d online)",
             name,
             f" ({member.evicted})" if member.evicted else "",
-            len(self),
+            self.count,
             extra={
                 "event": "leave",
                 "user": name,
                 "peer": member.peer,
                 "reason": member.evicted,
-                "online": len(self),
+                "online": self.count,
             },
         )
         self._notice("leave", name, f"{name} left the chat")
@@ -260,8 +339,8 @@ class Room:
         ts = self._clock()
         if self.history is None:
             self.broadcast(protocol.chat(member.name, text, ts))
-        else:
-            self.broadcast(self.history.record(member.name, text, ts))
+        elif (line := self.history.record(member.name, text, ts)) is not None:
+            self.broadcast(line)  # else the history broadcasts it once it has an id
 
     def broadcast(self, line: str) -> None:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
@@ -281,8 +360,20 @@ class Room:
         finally:
             self._evicting = False
 
+    def remote(self, event: str, name: str, old: str | None = None) -> None:
+        """Announce a join, leave or rename on another server (the presence has
+        already counted it)."""
+        if self.closed:
+            return
+        if event == "join":
+            self._notice("join", name, f"{name} joined the chat")
+        elif event == "leave":
+            self._notice("leave", name, f"{name} left the chat")
+        elif event == "rename" and old is not None:
+            self._announce("rename", name, f"{old} is now known as {name}", old=old)
+
     def _announce(self, event: str, name: str, text: str, **extra: str) -> None:
-        self.broadcast(protocol.system(event, name, text, len(self), self._clock(), **extra))
+        self.broadcast(protocol.system(event, name, text, self.count, self._clock(), **extra))
 
     def _notice(self, event: str, name: str, text: str) -> bool:
         """Announce a join or leave now if the interval's budget allows; else count
@@ -321,7 +412,7 @@ class Room:
                 self._pending = trio.Event()
                 joined, left = self._joined, self._left
                 self._joined = self._left = 0
-                self.broadcast(protocol.summary(joined, left, len(self), self._clock()))
+                self.broadcast(protocol.summary(joined, left, self.count, self._clock()))
                 # Still busy: the next interval starts coalesced too, so a steady
                 # crowd costs one broadcast per interval.
                 self._window_end = trio.current_time() + self._window()

@@ -9,13 +9,15 @@ import gc
 import logging
 import signal
 import ssl
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
 from . import tls
+from .cluster import open_cluster
 from .config import Config
 from .history import open_history
 from .limits import RESERVED_FDS, Gate, raise_nofile_limit
@@ -80,7 +82,7 @@ async def serve(
     stop = stop if stop is not None else trio.Event()
     async with AsyncExitStack() as stack:
         if room is None:
-            room = Room(history=await stack.enter_async_context(open_history(config)))
+            room = await stack.enter_async_context(open_room(config))
         try:
             await _serve_connections(config, room, stop, context, task_status)
         finally:
@@ -90,6 +92,18 @@ async def serve(
                 with trio.CancelScope(shield=True):
                     await room.history.flush()
         log.info("trio-chat stopped")
+
+
+@asynccontextmanager
+async def open_room(config: Config) -> AsyncIterator[Room]:
+    """The room for ``config``: shared through Redis (``config.redis``), or this
+    server's own with its SQLite history (``config.db``)."""
+    if config.redis:
+        async with open_cluster(config) as cluster:
+            yield cluster.room
+    else:
+        async with open_history(config) as history:
+            yield Room(history=history)
 
 
 async def _serve_connections(

@@ -161,17 +161,36 @@ class Session:
                         self.member.evicted = item.code
                         return
                     continue
-                if isinstance(item, Chat):
-                    # The store must take the message before the room broadcasts it;
-                    # if it is full, only this sender waits. No checkpoint between
-                    # this and _handle, so the room cannot fill it again meanwhile.
-                    await self.room.wait_writable()
+                claimed: str | None = None
                 try:
+                    claimed = await self._claim(item)
+                    if isinstance(item, Chat):
+                        # The store must take the message before the room broadcasts it;
+                        # if it is full, only this sender waits. No checkpoint between
+                        # this and _handle, so the room cannot fill it again meanwhile.
+                        await self.room.wait_writable()
                     if not self._handle(item):
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
                     self.member.deliver(error.to_message())
+                finally:
+                    if claimed is not None:
+                        self.room.unclaim(claimed)
+
+    async def _claim(self, event: Event) -> str | None:
+        """The name this event joins (or renames) under, claimed across the servers
+        sharing the room, if any: a Redis round trip before the join itself."""
+        if self.room.presence is None:
+            return None
+        if isinstance(event, Join):
+            name = event.user
+        elif isinstance(event, Chat) and not self.member.joined and event.user is not None:
+            name = protocol.validate_name(event.user)
+        else:
+            return None
+        await self.room.claim(name)
+        return name
 
     def _handle(self, event: Event) -> bool:
         """Act on one event; False ends the session."""

@@ -1,0 +1,365 @@
+"""Cluster mode (``--redis``): several servers, one room, against a real redis-server.
+
+In-process tests run two servers in this event loop (each with its own link to Redis);
+the process tests run real ``trio-chat serve`` processes. Waits are bounds, never
+sleeps: for a message, or for a link to come up.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import coredis
+import pytest
+import trio
+
+from tests.helpers import WAIT, TcpClient, WsClient, ws_client
+from tests.redis_server import RedisServer, free_port
+from tests.server_process import server_process
+from trio_chat import Bound, Config, serve
+from trio_chat import cluster_scripts as lua
+from trio_chat.cluster import PREFIX, Cluster, RedisHistory, open_cluster
+
+TTL = 2.0  # --presence-ttl for these tests: a dead server's users leave within 1.25x
+
+
+@pytest.fixture
+def config(redis_server: RedisServer) -> Config:
+    return Config(tcp_port=0, ws_port=0, rate_limit=0, redis=redis_server.url, presence_ttl=TTL)
+
+
+@asynccontextmanager
+async def node(config: Config) -> AsyncIterator[tuple[Cluster, Bound]]:
+    """One cluster server in this event loop."""
+    async with open_cluster(config) as cluster, trio.open_nursery() as nursery:
+        bound: Bound = await nursery.start(partial(serve, config, room=cluster.room))
+        yield cluster, bound
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def ws(port: int) -> AsyncIterator[WsClient]:
+    async with ws_client(port) as conn:
+        yield WsClient(conn)
+
+
+async def relinked(cluster: Cluster, links: int) -> None:
+    """Wait until the cluster has linked to Redis ``links`` times in all."""
+    with trio.fail_after(WAIT):
+        while cluster.links < links:
+            await cluster.changed.wait()
+
+
+async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` chat messages, skipping notices."""
+    return [await client.recv_until(type="chat") for _ in range(count)]
+
+
+async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A fresh TCP client joining with ``since``: its replayed chats and history_end."""
+    async with await TcpClient.connect(port) as client:
+        await client.send({"type": "join", "user": name, "since": since})
+        await client.recv_until(type="welcome")
+        replayed = []
+        while (msg := await client.recv())["type"] != "history_end":
+            replayed.append(msg)
+        return replayed, msg
+
+
+# ---------------------------------------------------------------- two servers, one room
+
+
+async def test_tcp_on_one_server_and_websocket_on_another_share_the_room(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        ws(b.ws_port) as bob,
+    ):
+        await alice.join("alice")
+        await bob.join("bob")
+        notice = await alice.recv_until(type="system", event="join", name="bob")
+        assert notice["clients_count"] == 2
+        await alice.send({"type": "chat", "text": "hello from TCP on A"})
+        await bob.send({"type": "chat", "text": "hello from WS on B"})
+        got_a = await chats(alice, 2)
+        got_b = await chats(bob, 2)
+        # One order and one id per message, whichever server delivers it.
+        assert got_a == got_b
+        assert {m["text"] for m in got_a} == {"hello from TCP on A", "hello from WS on B"}
+        assert got_a[0]["id"] < got_a[1]["id"]
+        await bob.send({"type": "who"})
+        who = await bob.recv_until(type="users")
+        assert sorted(who["users"]) == ["alice", "bob"] and who["clients_count"] == 2
+        await alice.send({"type": "leave"})
+        left = await bob.recv_until(type="system", event="leave")
+        assert left["name"] == "alice" and left["clients_count"] == 1
+
+
+async def test_names_are_unique_across_servers(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+    ):
+        await alice.join("Alice")
+        async with await TcpClient.connect(b.tcp_port) as other:
+            await other.send({"type": "join", "user": "aLiCe"})
+            error = await other.recv()
+            assert error == {
+                "type": "error", "code": "name_taken", "text": "name 'aLiCe' is taken"
+            }
+            # A seed-style first chat names itself too: the same rule.
+            await other.send({"type": "chat", "user": "ALICE", "text": "hi"})
+            assert (await other.recv())["code"] == "name_taken"
+            await other.join("bob")
+            # A rename is claimed across servers as well, and frees the old name.
+            await other.send({"type": "join", "user": "alice"})
+            assert (await other.recv())["code"] == "name_taken"
+            await other.send({"type": "join", "user": "carol"})
+            await other.recv_until(type="welcome", user="carol")
+            await alice.recv_until(type="system", event="rename", name="carol")
+        await alice.send({"type": "join", "user": "bob"})  # bob is free again
+        await alice.recv_until(type="welcome", user="bob")
+
+
+async def test_a_name_is_free_on_another_server_once_its_holder_left(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(b.tcp_port) as watcher,
+    ):
+        await watcher.join("watcher")
+        async with await TcpClient.connect(a.tcp_port) as alice:
+            await alice.join("alice")
+        # The leave and the release are one script call: once B has heard of the
+        # leave, the name is free there.
+        await watcher.recv_until(type="system", event="leave", name="alice")
+        async with await TcpClient.connect(b.tcp_port) as again:
+            await again.join("alice")
+
+
+async def test_replay_and_since_resume_on_any_server(config: Config) -> None:
+    config = replace(config, history_replay=3)
+    async with node(config) as (_, a), node(config) as (_, b):
+        async with await TcpClient.connect(a.tcp_port) as alice:
+            await alice.join("alice")
+            for n in range(5):
+                await alice.send({"type": "chat", "text": f"m{n}"})
+            sent = await chats(alice, 5)
+        ids = [m["id"] for m in sent]
+        assert ids == sorted(ids)
+        # A plain join on the other server gets the last 3; a resume gets the rest.
+        async with ws(b.ws_port) as bob:
+            await bob.send({"type": "join", "user": "bob"})
+            await bob.recv_until(type="welcome")
+            replay = [await bob.recv() for _ in range(4)]
+            assert [m.get("text") for m in replay[:3]] == ["m2", "m3", "m4"]
+            assert all(m["history"] for m in replay[:3])
+            assert replay[3] == {"type": "history_end", "last_id": ids[-1]}
+        replayed, end = await resume(b.tcp_port, "carol", since=ids[1])
+        assert [m["id"] for m in replayed] == ids[2:]
+        assert end == {"type": "history_end", "last_id": ids[-1]}
+        replayed, _ = await resume(a.tcp_port, "dave", since=ids[-1])
+        assert replayed == []
+
+
+async def test_a_new_server_loads_the_history_from_redis(config: Config) -> None:
+    async with node(config) as (_, a):
+        async with await TcpClient.connect(a.tcp_port) as alice:
+            await alice.join("alice")
+            await alice.send({"type": "chat", "text": "before B existed"})
+            sent = (await chats(alice, 1))[0]
+        async with node(config) as (_, b):
+            replayed, end = await resume(b.tcp_port, "bob", since=0)
+    assert [m["text"] for m in replayed] == ["before B existed"]
+    assert end["last_id"] == sent["id"]
+
+
+# ---------------------------------------------------------------- Redis lost and back
+
+
+async def test_redis_restarted_mid_conversation_loses_nothing_for_since(
+    config: Config, redis_server: RedisServer
+) -> None:
+    async with node(config) as (ca, a), node(config) as (cb, b):
+        async with await TcpClient.connect(a.tcp_port) as alice, ws(b.ws_port) as bob:
+            await alice.join("alice")
+            await bob.join("bob")
+            await alice.recv_until(type="system", event="join", name="bob")
+            await alice.send({"type": "chat", "text": "one"})
+            await bob.send({"type": "chat", "text": "two"})
+            before = await chats(bob, 2)
+            assert before == await chats(alice, 2)
+
+            # Redis stops: both stay connected; alice's message is delivered on A at
+            # once, without an id (no id can be given without Redis).
+            await trio.to_thread.run_sync(redis_server.stop)
+            with trio.fail_after(WAIT):
+                while ca.connected or cb.connected:
+                    await ca.changed.wait()
+            await alice.send({"type": "chat", "text": "during the outage"})
+            local = await alice.recv_until(type="chat")
+            assert local["text"] == "during the outage" and "id" not in local
+
+            # It comes back empty (no persistence): the servers merge their history
+            # back and A publishes its outage message; B delivers it, late, with an id.
+            await trio.to_thread.run_sync(redis_server.start)
+            await relinked(ca, 2)
+            await relinked(cb, 2)
+            late = await bob.recv_until(type="chat")
+            assert late["text"] == "during the outage" and late["id"] > before[-1]["id"]
+            await bob.send({"type": "chat", "text": "three"})
+            after = await bob.recv_until(type="chat")
+            # A does not deliver its outage message twice: next is "three".
+            assert await alice.recv_until(type="chat") == after
+            assert after["id"] > late["id"]
+
+        # Resuming from before the restart, on either server, misses nothing and
+        # repeats nothing.
+        for port in (a.tcp_port, b.tcp_port):
+            replayed, end = await resume(port, "carol", since=before[0]["id"])
+            assert [m["text"] for m in replayed] == ["two", "during the outage", "three"]
+            assert [m["id"] for m in replayed] == [before[1]["id"], late["id"], after["id"]]
+            assert end["last_id"] == after["id"]
+
+
+async def test_history_written_while_one_server_was_away_is_restored_by_another(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Redis loses its data; the server that knows the history restores it even though
+    the other one reconnects (and publishes) first."""
+    async with node(config) as (ca, a):
+        async with await TcpClient.connect(a.tcp_port) as alice:
+            await alice.join("alice")
+            await alice.send({"type": "chat", "text": "old"})
+            old = (await chats(alice, 1))[0]
+        await trio.to_thread.run_sync(redis_server.restart)
+        await relinked(ca, 2)
+        async with node(config) as (_, b):
+            replayed, _ = await resume(b.tcp_port, "bob", since=0)
+    assert [(m["id"], m["text"]) for m in replayed] == [(old["id"], "old")]
+
+
+async def test_redis_unreachable_at_start_is_one_line_and_exit_code_2() -> None:
+    port = free_port()
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "trio_chat", "serve", "--tcp-port", "0", "--ws-port", "0",
+             "--redis", f"redis://127.0.0.1:{port}/0"],
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    errors = [line for line in stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"cannot use Redis at redis://127.0.0.1:{port}/0" in errors[0]
+    assert "Traceback" not in stderr
+
+
+# ---------------------------------------------------------------- real processes
+
+
+async def test_three_processes_one_room_and_a_killed_one_leaves_who(
+    redis_server: RedisServer,
+) -> None:
+    args = ("--redis", redis_server.url, "--presence-ttl", str(TTL), "--rate-limit", "0")
+    async with (
+        server_process(*args) as a,
+        server_process(*args) as b,
+        server_process(*args) as c,
+        await TcpClient.connect(a.tcp_port) as alice,
+        ws(b.ws_port) as bob,
+        await TcpClient.connect(c.tcp_port) as carol,
+    ):
+        await alice.join("alice")
+        await bob.join("bob")
+        await carol.join("carol")
+        await alice.send({"type": "chat", "text": "from A over TCP"})
+        await bob.send({"type": "chat", "text": "from B over WebSocket"})
+        seen = [await chats(client, 2) for client in (alice, bob, carol)]
+        assert seen[0] == seen[1] == seen[2]
+        await carol.send({"type": "who"})
+        who = await carol.recv_until(type="users")
+        assert sorted(who["users"]) == ["alice", "bob", "carol"]
+
+        a.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        left = await carol.recv_until(type="system", event="leave", name="alice")
+        elapsed = time.monotonic() - killed
+        # Stated in docs/protocol.md: within 1.25 x --presence-ttl (plus a
+        # heartbeat's own latency on a busy machine).
+        assert elapsed <= 1.25 * TTL + 1.0, elapsed
+        assert left["clients_count"] == 2
+        for client in (bob, carol):
+            await client.send({"type": "who"})
+            who = await client.recv_until(type="users")
+            assert sorted(who["users"]) == ["bob", "carol"]
+        # Its name is free again.
+        async with await TcpClient.connect(b.tcp_port) as again:
+            await again.join("alice")
+
+
+# ---------------------------------------------------------------- the parts
+
+
+async def test_publish_script_is_idempotent_and_ids_increase(redis_server: RedisServer) -> None:
+    async with coredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        script = client.register_script(lua.PUBLISH)
+        args = [PREFIX, 100, "n1", 1, "u", "a", "T", 0, 2, "u", "b", "T", 0]
+        first = int(await script(keys=[], args=args))
+        # The same batch again (a reply lost with the connection) adds nothing.
+        assert int(await script(keys=[], args=args)) == first
+        await script(keys=[], args=[PREFIX, 100, "n1", 2, "u", "b", "T", 0, 3, "u", "c", "T", 0])
+        entries = await client.xrange(PREFIX + "history", "-", "+")
+        assert [e.field_values["x"] for e in entries] == ["a", "b", "c"]
+        ids = [int(str(e.identifier).split("-")[0]) for e in entries]
+        assert ids == sorted(set(ids)) and ids[-1] < 2**53
+
+
+async def test_restore_script_merges_in_id_order(redis_server: RedisServer) -> None:
+    async with coredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        for n in (10, 30):
+            await client.xadd(PREFIX + "history", {"u": "u", "x": f"m{n}", "ts": "T",
+                                                   "node": "n2", "seq": str(n)},
+                              identifier=f"{n}-0")
+        restore = client.register_script(lua.RESTORE)
+        ours = []
+        for n in (20, 30, 40):
+            ours += [n, "u", f"m{n}", "T", "n1", n // 10]
+        assert await restore(keys=[], args=[PREFIX, 100, *ours]) == 2
+        entries = await client.xrange(PREFIX + "history", "-", "+")
+        assert [e.field_values["x"] for e in entries] == ["m10", "m20", "m30", "m40"]
+        assert await client.get(PREFIX + "last-id") == "40"
+        # n1's messages up to seq 4 are in: publishing them again adds nothing.
+        assert await client.get(PREFIX + "pub:n1") == "4"
+        assert await restore(keys=[], args=[PREFIX, 100, *ours]) == 0
+
+
+def test_outbox_while_redis_is_unreachable() -> None:
+    history = RedisHistory("me", replay=10, keep=100, max_pending=2)
+    history.came_back()
+    assert history.record("bob", "a", "T") is None  # broadcast once read back
+    assert history.record("bob", "b", "T") is None
+    assert history.full  # backpressure while linked
+    batch = history.unpublished(10)
+    assert [o.text for o in batch] == ["a", "b"]
+    history.mark_published(batch)
+    assert not history.full and history.outbox == 2
+    # The link drops: published messages wait (Redis may have them); new ones are
+    # delivered here at once, without an id, and kept for publishing.
+    assert history.went_down() == []
+    line = history.record("bob", "c", "T")
+    assert line == '{"type":"chat","user":"bob","text":"c","timestamp":"T"}'
+    assert not history.full  # never blocks a sender during an outage
+    history.came_back()
+    assert [(o.text, o.local) for o in history.unpublished(10)] == [
+        ("a", False), ("b", False), ("c", True)
+    ]
+    assert history.outbox == 3

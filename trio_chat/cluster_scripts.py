@@ -1,0 +1,243 @@
+"""The Lua scripts the cluster runs in Redis: each one is atomic there, which is what
+makes ids, name claims and the reaping of a dead server safe with several servers.
+
+Keys are built from a prefix inside the scripts, so this needs one Redis (not a Redis
+Cluster). Message ids are Redis's clock in microseconds, bumped past the last id when
+two fall in the same microsecond: one increasing sequence for the whole cluster that
+also keeps increasing after Redis loses its data (a restart without persistence),
+and stays below 2**53, so JavaScript reads it exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Redis's clock in milliseconds, as ``now_ms``.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+#: ``forget(p, node, maxlen)``: drop a server's presence and name claims, and tell the
+#: others which members it had (event ``gone``).
+_FORGET = """
+local function forget(p, node, maxlen)
+  redis.call('ZREM', p .. 'nodes', node)
+  local users = redis.call('HGETALL', p .. 'users:' .. node)
+  local names = {}
+  for i = 1, #users, 2 do
+    local key = p .. 'name:' .. users[i]
+    if redis.call('GET', key) == node then redis.call('DEL', key) end
+    names[#names + 1] = users[i + 1]
+  end
+  redis.call('DEL', p .. 'users:' .. node)
+  redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*',
+    'e', 'gone', 'node', node, 'names', cjson.encode(names))
+  return #names
+end
+"""
+
+#: How long a server's last published sequence number is remembered (ms): publishing
+#: a batch again after a lost reply must not add it twice.
+PUB_TTL_MS: Final = 24 * 3600 * 1000
+
+#: ARGV: prefix, maxlen, node, then per message: seq, user, text, timestamp, local.
+#: Adds the messages this server has not published yet (seq above its ``pub:`` mark)
+#: to the history stream with the next ids; returns the last id.
+PUBLISH: Final = f"""
+local p, maxlen, node = ARGV[1], ARGV[2], ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', p .. 'last-id') or '0')
+local done = tonumber(redis.call('GET', p .. 'pub:' .. node) or '0')
+for i = 4, #ARGV, 5 do
+  local seq = tonumber(ARGV[i])
+  if seq > done then
+    last = math.max(now, last + 1)
+    redis.call('XADD', p .. 'history', 'MAXLEN', '~', maxlen, string.format('%.0f-0', last),
+      'u', ARGV[i + 1], 'x', ARGV[i + 2], 'ts', ARGV[i + 3], 'node', node,
+      'seq', ARGV[i], 'l', ARGV[i + 4])
+    done = seq
+  end
+end
+redis.call('SET', p .. 'last-id', string.format('%.0f', last))
+redis.call('SET', p .. 'pub:' .. node, string.format('%.0f', done), 'PX', {PUB_TTL_MS})
+return string.format('%.0f', last)
+"""
+
+#: ARGV: prefix, maxlen, then per message, oldest first: id, user, text, timestamp,
+#: node, seq. After Redis lost its data: merges a server's newest messages into the
+#: history stream (rewriting it in id order if it must), raises ``last-id`` and each
+#: origin's ``pub:`` mark. Returns how many messages it added.
+RESTORE: Final = f"""
+local p, maxlen = ARGV[1], tonumber(ARGV[2])
+local key = p .. 'history'
+local have = redis.call('XRANGE', key, '-', '+')
+local ours = {{}}
+for i = 3, #ARGV, 6 do
+  ours[#ours + 1] = {{tonumber(ARGV[i]), {{'u', ARGV[i + 1], 'x', ARGV[i + 2], 'ts', ARGV[i + 3],
+    'node', ARGV[i + 4], 'seq', ARGV[i + 5], 'l', '0'}}}}
+end
+local merged, added, a, b = {{}}, 0, 1, 1
+while a <= #have or b <= #ours do
+  local ha = have[a]
+  local hid = ha and tonumber(string.match(ha[1], '^(%d+)'))
+  local ob = ours[b]
+  if ob == nil or (ha and hid <= ob[1]) then
+    if ob and hid == ob[1] then b = b + 1 end
+    merged[#merged + 1] = {{hid, ha[2]}}
+    a = a + 1
+  else
+    merged[#merged + 1] = ob
+    added = added + 1
+    b = b + 1
+  end
+end
+if added == 0 then return 0 end
+redis.call('DEL', key)
+local last = tonumber(redis.call('GET', p .. 'last-id') or '0')
+local marks = {{}}
+for i = math.max(1, #merged - maxlen + 1), #merged do
+  local m = merged[i]
+  redis.call('XADD', key, string.format('%.0f-0', m[1]), unpack(m[2]))
+  last = math.max(last, m[1])
+  local fields = {{}}
+  for j = 1, #m[2], 2 do fields[m[2][j]] = m[2][j + 1] end
+  if fields.node and fields.seq then
+    local seq = tonumber(fields.seq)
+    if seq > (marks[fields.node] or 0) then marks[fields.node] = seq end
+  end
+end
+redis.call('SET', p .. 'last-id', string.format('%.0f', last))
+for node, seq in pairs(marks) do
+  local mark = tonumber(redis.call('GET', p .. 'pub:' .. node) or '0')
+  if seq > mark then
+    redis.call('SET', p .. 'pub:' .. node, string.format('%.0f', seq), 'PX', {PUB_TTL_MS})
+  end
+end
+return added
+"""
+
+#: ARGV: prefix, node, casefolded name. 1 if the name is now this server's, 0 if a
+#: live server holds it (a dead server's claim is taken over).
+CLAIM: Final = (
+    _NOW_MS
+    + """
+local p, node = ARGV[1], ARGV[2]
+local key = p .. 'name:' .. ARGV[3]
+local holder = redis.call('GET', key)
+if holder and holder ~= node then
+  local expiry = redis.call('ZSCORE', p .. 'nodes', holder)
+  if expiry and tonumber(expiry) > now_ms then return 0 end
+end
+redis.call('SET', key, node)
+return 1
+"""
+)
+
+#: ARGV: prefix, node, events maxlen, then per change: op, casefolded name, name,
+#: casefolded old name, old name, keep (1: a member here holds the name again, so its
+#: claim stays). Ops: join, leave, rename, release (a claim no join used; no event).
+PRESENCE: Final = """
+local p, node, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local users = p .. 'users:' .. node
+local function release(cf, keep)
+  local key = p .. 'name:' .. cf
+  if keep == '0' and redis.call('GET', key) == node then redis.call('DEL', key) end
+end
+for i = 4, #ARGV, 6 do
+  local op, cf, name, ocf, old, keep = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4], ARGV[i + 5]
+  if op == 'join' then
+    redis.call('HSET', users, cf, name)
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'e', 'join', 'node', node,
+      'n', name)
+  elseif op == 'leave' then
+    redis.call('HDEL', users, cf)
+    release(cf, keep)
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'e', 'leave', 'node', node,
+      'n', name)
+  elseif op == 'rename' then
+    redis.call('HDEL', users, ocf)
+    release(ocf, keep)
+    redis.call('HSET', users, cf, name)
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'e', 'rename', 'node', node,
+      'n', name, 'o', old)
+  elseif op == 'release' then
+    release(cf, keep)
+  end
+end
+return 1
+"""
+
+#: ARGV: prefix, node, ttl ms, events maxlen. Renews this server's presence and reaps
+#: the servers whose presence ran out (whichever server runs this first does it,
+#: once). Returns {1 if this server had been reaped or never registered, reaped...}.
+HEARTBEAT: Final = (
+    _NOW_MS
+    + _FORGET
+    + """
+local p, node, maxlen = ARGV[1], ARGV[2], ARGV[4]
+local added = redis.call('ZADD', p .. 'nodes', now_ms + tonumber(ARGV[3]), node)
+local dead = redis.call('ZRANGEBYSCORE', p .. 'nodes', '-inf', now_ms)
+for _, gone in ipairs(dead) do forget(p, gone, maxlen) end
+local result = {added}
+for _, gone in ipairs(dead) do result[#result + 1] = gone end
+return result
+"""
+)
+
+#: ARGV: prefix, node, ttl ms, then per member: casefolded name, name. (Re)registers
+#: this server and its members in full, after a (re)connection. Returns {1 if this
+#: server was not registered, names a live server also claims...}.
+REGISTER: Final = (
+    _NOW_MS
+    + """
+local p, node = ARGV[1], ARGV[2]
+local added = redis.call('ZADD', p .. 'nodes', now_ms + tonumber(ARGV[3]), node)
+local users = p .. 'users:' .. node
+redis.call('DEL', users)
+local result = {added}
+for i = 4, #ARGV, 2 do
+  local cf, name = ARGV[i], ARGV[i + 1]
+  redis.call('HSET', users, cf, name)
+  local key = p .. 'name:' .. cf
+  local holder = redis.call('GET', key)
+  local expiry = holder and holder ~= node and redis.call('ZSCORE', p .. 'nodes', holder)
+  if expiry and tonumber(expiry) > now_ms then
+    result[#result + 1] = name
+  else
+    redis.call('SET', key, node)
+  end
+end
+return result
+"""
+)
+
+#: ARGV: prefix, node, events maxlen. A clean stop: forget this server at once.
+BYE: Final = (
+    _FORGET
+    + """
+local p, node = ARGV[1], ARGV[2]
+redis.call('DEL', p .. 'pub:' .. node)
+return forget(p, node, ARGV[3])
+"""
+)
+
+#: ARGV: prefix, node. The other live servers' members: {node, JSON of its
+#: [casefolded, name, ...], ...}.
+VIEW: Final = (
+    _NOW_MS
+    + """
+local p, node = ARGV[1], ARGV[2]
+local live = redis.call('ZRANGEBYSCORE', p .. 'nodes', '(' .. now_ms, '+inf')
+local result = {}
+for _, other in ipairs(live) do
+  if other ~= node then
+    result[#result + 1] = other
+    result[#result + 1] = cjson.encode(redis.call('HGETALL', p .. 'users:' .. other))
+  end
+end
+return result
+"""
+)
