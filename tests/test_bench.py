@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import pytest
@@ -125,10 +124,6 @@ def test_cluster_refuses_peers_and_says_when_redis_server_is_missing(monkeypatch
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("trio_chat.cluster") is None,
-    reason="needs cluster mode (trio_chat/cluster.py, trio-chat serve --redis)",
-)
 def test_a_real_cluster_run_reaches_clients_on_every_process():
     """Two processes on one Redis, senders on both: lost == 0 means every client got
     every message, those from the other process included."""
