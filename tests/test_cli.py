@@ -70,9 +70,24 @@ def test_serve_reads_trio_chat_env_vars(captured):
     assert (captured[0].tcp_port, captured[0].ws_port, captured[0].host) == (7000, 7001, "::1")
 
 
+def test_serve_cluster_options_and_env_vars(captured):
+    result = CliRunner().invoke(cli.main, [
+        "serve", "--redis", "redis://10.0.0.5:6380/2", "--presence-ttl", "3",
+    ])
+    assert result.exit_code == 0, result.output
+    assert (captured[0].redis, captured[0].presence_ttl) == ("redis://10.0.0.5:6380/2", 3.0)
+    env = {"TRIO_CHAT_REDIS": "redis://r/0", "TRIO_CHAT_PRESENCE_TTL": "4.5"}
+    result = CliRunner().invoke(cli.main, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (captured[1].redis, captured[1].presence_ttl) == ("redis://r/0", 4.5)
+    assert captured[2:] == [] and Config().redis is None  # the default: no cluster
+
+
 @pytest.mark.parametrize("args", [["--tcp-port", "70000"], ["--tcp-port", "x"],
                                   ["--log-level", "loud"], ["--queue-size", "0"],
-                                  ["--history-keep", "0"], ["--history-replay", "-1"]])
+                                  ["--history-keep", "0"], ["--history-replay", "-1"],
+                                  ["--redis", "http://127.0.0.1:6379"],
+                                  ["--presence-ttl", "0.5"]])
 def test_serve_rejects_bad_options(captured, args):
     result = CliRunner().invoke(cli.main, ["serve", *args])
     assert result.exit_code == 2 and "Error" in result.output

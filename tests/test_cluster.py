@@ -7,21 +7,25 @@ sleeps: for a message, or for a link to come up.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import coredis
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import WAIT, TcpClient, WsClient, ws_client
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port, redis_server_or_skip
 from tests.server_process import server_process
 from trio_chat import Bound, Config, serve
 from trio_chat import cluster_scripts as lua
@@ -52,9 +56,10 @@ async def ws(port: int) -> AsyncIterator[WsClient]:
 
 async def relinked(cluster: Cluster, links: int) -> None:
     """Wait until the cluster has linked to Redis ``links`` times in all."""
-    with trio.fail_after(WAIT):
+    with trio.move_on_after(WAIT):
         while cluster.links < links:
             await cluster.changed.wait()
+    assert cluster.links >= links, (cluster.links, cluster.connected)
 
 
 async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]]:
@@ -144,6 +149,23 @@ async def test_a_name_is_free_on_another_server_once_its_holder_left(config: Con
         await watcher.recv_until(type="system", event="leave", name="alice")
         async with await TcpClient.connect(b.tcp_port) as again:
             await again.join("alice")
+
+
+async def test_a_seed_style_client_on_one_server_reaches_the_other(config: Config) -> None:
+    """The lab report's client never joins: it names itself in each chat."""
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        ws(b.ws_port) as seed,
+    ):
+        await alice.join("alice")
+        await seed.send({"type": "chat", "user": "lab", "text": "hello"})
+        echo = await seed.recv_until(type="chat")
+        assert (echo["user"], echo["text"]) == ("lab", "hello") and echo["id"] > 0
+        assert await alice.recv_until(type="chat") == echo
+        await alice.send({"type": "who"})
+        assert sorted((await alice.recv_until(type="users"))["users"]) == ["alice", "lab"]
 
 
 async def test_replay_and_since_resume_on_any_server(config: Config) -> None:
@@ -248,6 +270,46 @@ async def test_history_written_while_one_server_was_away_is_restored_by_another(
     assert [(m["id"], m["text"]) for m in replayed] == [(old["id"], "old")]
 
 
+async def test_dropped_redis_connections_reconnect_without_loss_or_repeats(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Redis keeps its data but drops every connection (a network cut, a failover):
+    the links come back, and what was in flight is delivered once."""
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        ws(b.ws_port) as bob,
+    ):
+        await alice.join("alice")
+        await bob.join("bob")
+        for n in range(20):
+            await alice.send({"type": "chat", "text": f"m{n}"})
+        # Whether a server notices depends on what its connections were doing: a
+        # message caught in the cut may be delivered on A before Redis has it (without
+        # an id), but exactly once, in order, and B gets all of them from Redis.
+        await trio.to_thread.run_sync(redis_server.command, "CLIENT", "KILL", "TYPE", "normal")
+        texts = [f"m{n}" for n in range(20)]
+        assert [m["text"] for m in await chats(alice, 20)] == texts
+        got_b = await chats(bob, 20)
+        assert [m["text"] for m in got_b] == texts and all("id" in m for m in got_b)
+        await bob.send({"type": "chat", "text": "still one room"})
+        assert (await alice.recv_until(type="chat"))["text"] == "still one room"
+
+
+async def test_a_server_that_stops_is_forgotten_at_once(config: Config) -> None:
+    config = replace(config, presence_ttl=60)  # not by expiry: by its goodbye
+    async with node(config) as (_, b), ws(b.ws_port) as bob:
+        await bob.join("bob")
+        async with node(config) as (_, a), await TcpClient.connect(a.tcp_port) as alice:
+            await alice.join("alice")
+            await bob.recv_until(type="system", event="join", name="alice")
+        left = await bob.recv_until(type="system", event="leave", name="alice")
+        assert left["clients_count"] == 1
+        await bob.send({"type": "who"})
+        assert (await bob.recv_until(type="users"))["users"] == ["bob"]
+
+
 async def test_redis_unreachable_at_start_is_one_line_and_exit_code_2() -> None:
     port = free_port()
     with trio.fail_after(60):
@@ -342,6 +404,44 @@ async def test_restore_script_merges_in_id_order(redis_server: RedisServer) -> N
         assert await restore(keys=[], args=[PREFIX, 100, *ours]) == 0
 
 
+@pytest.fixture(scope="module")
+def plain_redis() -> Iterator[RedisServer]:
+    with redis_server_or_skip() as redis:
+        yield redis
+
+
+ids = st.sets(st.integers(1, 2**52), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(have=ids, ours=ids, keep=st.integers(1, 30))
+def test_restore_is_the_sorted_union_and_keeps_what_redis_has(
+    plain_redis: RedisServer, have: set[int], ours: set[int], keep: int
+) -> None:
+    """Whatever Redis still holds and whatever a server brings back: one stream in id
+    order, no id twice (Redis's copy wins), the newest ``keep``, ids continue past all."""
+    redis = plain_redis
+    redis.command("FLUSHALL")
+    for n in sorted(have):
+        redis.command("XADD", PREFIX + "history", f"{n}-0", "u", "u", "x", f"redis{n}",
+                      "ts", "T", "node", "b", "seq", "1")
+    args: list[str | int] = []
+    for n in sorted(ours):
+        args += [n, "u", f"ours{n}", "T", "a", n]
+    added = redis.command("EVAL", lua.RESTORE, 0, PREFIX, keep, *args)
+    union = sorted(have | ours)
+    assert added == (len(ours - have) if ours - have else 0)
+    entries = redis.command("XRANGE", PREFIX + "history", "-", "+")
+    got = [(int(entry[0].split(b"-")[0]), entry[1][3].decode()) for entry in entries]
+    if added:
+        expected = union[-keep:]
+        assert [n for n, _ in got] == expected
+        assert all(text == (f"redis{n}" if n in have else f"ours{n}") for n, text in got)
+        assert int(redis.command("GET", PREFIX + "last-id")) == max(union)
+    else:  # nothing new: the stream is left alone
+        assert [n for n, _ in got] == sorted(have)
+
+
 def test_outbox_while_redis_is_unreachable() -> None:
     history = RedisHistory("me", replay=10, keep=100, max_pending=2)
     history.came_back()
@@ -352,14 +452,29 @@ def test_outbox_while_redis_is_unreachable() -> None:
     assert [o.text for o in batch] == ["a", "b"]
     history.mark_published(batch)
     assert not history.full and history.outbox == 2
-    # The link drops: published messages wait (Redis may have them); new ones are
-    # delivered here at once, without an id, and kept for publishing.
-    assert history.went_down() == []
+    # The link drops: everything Redis has not shown back is delivered here now, in
+    # order (Redis may have a and b; they will not be delivered here twice).
+    assert [json.loads(line)["text"] for line in history.went_down()] == ["a", "b"]
     line = history.record("bob", "c", "T")
     assert line == '{"type":"chat","user":"bob","text":"c","timestamp":"T"}'
     assert not history.full  # never blocks a sender during an outage
     history.came_back()
     assert [(o.text, o.local) for o in history.unpublished(10)] == [
-        ("a", False), ("b", False), ("c", True)
+        ("a", True), ("b", True), ("c", True)
     ]
     assert history.outbox == 3
+    # Read back from Redis: remembered for replays, not delivered again here; another
+    # server's message is.
+    assert history.deliver(entry(10, "bob", "a", node="me", seq=1)) is None
+    assert history.deliver(entry(11, "ann", "x", node="other", seq=1)) == (
+        '{"type":"chat","id":11,"user":"ann","text":"x","timestamp":"T"}'
+    )
+    assert history.deliver(entry(12, "bob", "c", node="me", seq=3)) is None
+    assert history.outbox == 0 and history.last_id == 12
+    assert [m.text for m in history.replay(since=10).tail] == ["x", "c"]
+
+
+def entry(message_id: int, user: str, text: str, *, node: str, seq: int) -> Any:
+    return SimpleNamespace(identifier=f"{message_id}-0", field_values={
+        "u": user, "x": text, "ts": "T", "node": node, "seq": str(seq), "l": "0",
+    })

@@ -7,6 +7,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -38,6 +39,12 @@ def _check_origins(
         OriginPolicy(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_redis(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise click.BadParameter("expected redis://host[:port][/db] (or rediss://, unix://)")
     return value
 
 
@@ -106,7 +113,7 @@ def main() -> None:
         help="An origin (scheme://host[:port], or *) whose web pages may open a WebSocket; "
         "repeatable (space-separated in the environment variable). Besides it, the page's "
         "own origin and clients without an Origin header are allowed; others get 403.")
-@option("--redis", show_default=False,
+@option("--redis", show_default=False, callback=_check_redis,
         help="Redis URL (redis://host:6379/0): share one room, its history and presence "
         "with every server on that Redis (history then lives in Redis, not --db).")
 @option("--presence-ttl", type=click.FloatRange(1), default=DEFAULTS.presence_ttl,

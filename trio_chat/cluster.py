@@ -184,18 +184,21 @@ class RedisHistory(History):
             return None  # restored behind us: already seen or never ours to deliver
         self._remember(message, origin)
         self.last_id = message.id
-        if origin[0] == self.node:
-            self._confirm(origin[1])
-            if local:
-                return None
+        if origin[0] == self.node and (self._confirm(origin[1]) or local):
+            return None  # delivered here during an outage already
         return chat_line(message)
 
-    def _confirm(self, seq: int) -> None:
+    def _confirm(self, seq: int) -> bool:
+        """Redis has this server's message ``seq`` (and every earlier one): out of the
+        outbox. True if it was delivered here already."""
+        shown = False
         # Read back, maybe before the publisher saw the script's reply.
         for queue in (self._sent, self._queue):
             while queue and queue[0].seq <= seq:
-                queue.popleft()
+                out = queue.popleft()
+                shown = out.local if out.seq == seq else shown
         self._wake()
+        return shown
 
     def unpublished(self, limit: int) -> list[Outgoing]:
         queue = self._queue
@@ -214,15 +217,16 @@ class RedisHistory(History):
             await self._work.wait()
 
     def went_down(self) -> list[str]:
-        """Redis is unreachable: messages not yet published are delivered here now;
-        returns their lines (published ones wait: Redis may have them)."""
+        """Redis is unreachable: every message it has not shown back is delivered here
+        now, in order; returns their lines. (Redis may have some of them: when they
+        come back they are not delivered here again.)"""
         self.connected = False
         lines = []
-        queue = self._queue
-        for i, out in enumerate(queue):
-            if not out.local:
-                queue[i] = out._replace(local=True)
-                lines.append(protocol.chat(out.user, out.text, out.timestamp))
+        for queue in (self._sent, self._queue):
+            for i, out in enumerate(queue):
+                if not out.local:
+                    queue[i] = out._replace(local=True)
+                    lines.append(protocol.chat(out.user, out.text, out.timestamp))
         self._wake()
         return lines
 

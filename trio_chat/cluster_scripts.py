@@ -37,6 +37,21 @@ local function forget(p, node, maxlen)
 end
 """
 
+#: ``claim(p, node, cf, now_ms)``: take the name for this server; false if another
+#: live server holds it (a dead server's claim is taken over).
+_CLAIM = """
+local function claim(p, node, cf, now_ms)
+  local key = p .. 'name:' .. cf
+  local holder = redis.call('GET', key)
+  if holder and holder ~= node then
+    local expiry = redis.call('ZSCORE', p .. 'nodes', holder)
+    if expiry and tonumber(expiry) > now_ms then return false end
+  end
+  redis.call('SET', key, node)
+  return true
+end
+"""
+
 #: How long a server's last published sequence number is remembered (ms): publishing
 #: a batch again after a lost reply must not add it twice.
 PUB_TTL_MS: Final = 24 * 3600 * 1000
@@ -122,16 +137,10 @@ return added
 #: live server holds it (a dead server's claim is taken over).
 CLAIM: Final = (
     _NOW_MS
+    + _CLAIM
     + """
-local p, node = ARGV[1], ARGV[2]
-local key = p .. 'name:' .. ARGV[3]
-local holder = redis.call('GET', key)
-if holder and holder ~= node then
-  local expiry = redis.call('ZSCORE', p .. 'nodes', holder)
-  if expiry and tonumber(expiry) > now_ms then return 0 end
-end
-redis.call('SET', key, node)
-return 1
+if claim(ARGV[1], ARGV[2], ARGV[3], now_ms) then return 1 end
+return 0
 """
 )
 
@@ -192,6 +201,7 @@ return result
 #: server was not registered, names a live server also claims...}.
 REGISTER: Final = (
     _NOW_MS
+    + _CLAIM
     + """
 local p, node = ARGV[1], ARGV[2]
 local added = redis.call('ZADD', p .. 'nodes', now_ms + tonumber(ARGV[3]), node)
@@ -201,14 +211,7 @@ local result = {added}
 for i = 4, #ARGV, 2 do
   local cf, name = ARGV[i], ARGV[i + 1]
   redis.call('HSET', users, cf, name)
-  local key = p .. 'name:' .. cf
-  local holder = redis.call('GET', key)
-  local expiry = holder and holder ~= node and redis.call('ZSCORE', p .. 'nodes', holder)
-  if expiry and tonumber(expiry) > now_ms then
-    result[#result + 1] = name
-  else
-    redis.call('SET', key, node)
-  end
+  if not claim(p, node, cf, now_ms) then result[#result + 1] = name end
 end
 return result
 """
