@@ -851,16 +851,22 @@ def report(results: list[Result], scale: bool = False) -> str:
                 spread = f" (runs {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
                 cpu = f"; {per_cpu[n] / per_cpu[p]:.2f}x per CPU-s" if per_cpu[p] else ""
                 lines.append(f"  {n} / {p}: {rate[n] / rate[p]:.2f}x{spread}{cpu}")
-    for r in results:
-        if r.extra.get("profile_top"):
-            lines.append(f"py-spy, {r.target} run {r.run + 1}, self time ({r.extra['profile']}):")
-            lines.extend(f"  {share:6.1%}  {name}" for name, share in r.extra["profile_top"])
+    lines.extend(_profiles(results))
     if any(r.loader_saturated for r in results):
         lines.append(
             "SATURATED: a loader used over 90% of a core; that row measures the loader, "
             "so the server's real figure is at least this."
         )
     return "\n".join(lines)
+
+
+def _profiles(results: list[Result]) -> list[str]:
+    lines = []
+    for r in results:
+        if r.extra.get("profile_top"):
+            lines.append(f"py-spy, {r.target} run {r.run + 1}, self time ({r.extra['profile']}):")
+            lines.extend(f"  {share:6.1%}  {name}" for name, share in r.extra["profile_top"])
+    return lines
 
 
 def report_cluster(results: list[Result]) -> str:
@@ -920,6 +926,7 @@ def report_cluster(results: list[Result]) -> str:
             f"  {a} / {b}: {_ratio(rate[a], rate[b])}; "
             f"{_ratio(per_cpu[a], per_cpu[b])} per CPU-s{why}"
         )
+    lines.extend(_profiles(results))  # of each row's first process
     if any(r.loader_saturated for r in results):
         lines.append(
             "SATURATED: a loader used over 90% of a core; that row measures the loader, "

@@ -251,7 +251,8 @@ def _prompted_name(value: str) -> str:
               help="Instead: hold --clients idle joined connections (trio-chat: half TCP, "
                    "half WebSocket); report join time and RSS per connection.")
 @click.option("--profile-dir", default="", metavar="DIR",
-              help="Record a py-spy profile of each Python server into DIR.")
+              help="Record a py-spy profile of each Python server into DIR "
+                   "(--cluster: of each row's first process).")
 @click.option("--cluster", type=click.IntRange(1), default=None, metavar="N",
               help="Instead: 1, 2, ... N 'trio-chat serve --redis' processes sharing the "
                    "room through one redis-server (and 1 without Redis), clients spread "
