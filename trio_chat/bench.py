@@ -873,8 +873,9 @@ def report_cluster(results: list[Result]) -> str:
     """Cluster mode: a row per process count (median of runs), each against one process
     on Redis in the same run, and that one against one process without Redis."""
     names = list(dict.fromkeys(r.target for r in results))
+    wide = max(27, *map(len, names))
     lines = [
-        f"{'server':<27} {'deliveries/s (min-max)':>24} {'per CPU-s':>9} {'srv CPU':>7} "
+        f"{'server':<{wide}} {'deliveries/s (min-max)':>24} {'per CPU-s':>9} {'srv CPU':>7} "
         f"{'(per process)':<15} {'p50 ms':>6} {'p99 ms':>6} {'max ms':>6} {'lost':>5} "
         f"{'redis':>5} {'loader':>6} {'vs x1':>6}"
     ]  # fmt: skip
@@ -904,7 +905,7 @@ def report_cluster(results: list[Result]) -> str:
         flag = " SATURATED" if any(r.loader_saturated for r in rows) else ""
         errors = "; ".join(sorted({r.error for r in rows if r.error}))
         lines.append(
-            f"{name:<27} {rate[name]:>11,.0f} {spread:>12} {per_cpu[name]:>9,.0f} "
+            f"{name:<{wide}} {rate[name]:>11,.0f} {spread:>12} {per_cpu[name]:>9,.0f} "
             f"{_median([r.server_cpu for r in rows]):>7.0%} {split:<15} "
             f"{_fmt(_median(p50) if p50 else None):>6} "
             f"{_fmt(_median(p99) if p99 else None):>6} "
