@@ -1,7 +1,7 @@
 # make serve: run the server; make test: lint, type-check and test; make soak: the
 # 500-client load test (about a minute); make screenshot: refresh docs/screenshot.png
 # from the browser test; make bench: the fan-out benchmark (BENCH_ARGS adds options,
-# e.g. --peer NAME URL COMMAND). All set up .venv first.
+# e.g. --peer NAME URL COMMAND, or --cluster 3). All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
