@@ -1,8 +1,8 @@
 # make serve: run the server; make test: lint, type-check and test; make soak: the
 # load tests (500 clients; 3 servers on Redis with faults: about two minutes); make
 # screenshot: refresh docs/screenshot.png from the browser test; make bench: the
-# fan-out benchmark (BENCH_ARGS adds options, e.g. --peer NAME URL COMMAND). All set
-# up .venv first.
+# fan-out benchmark (BENCH_ARGS adds options, e.g. --peer NAME URL COMMAND, or
+# --cluster 3). All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

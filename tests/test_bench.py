@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from click.testing import CliRunner
 
-from trio_chat import bench
+from tests.redis_server import redis_server_or_skip
+from trio_chat import bench, cli
 
 
 def message(sender: int, seq: int, sent_ns: int) -> bytes:
@@ -70,3 +72,69 @@ def test_a_real_run_against_trio_chat_loses_nothing():
     assert result.messages_sent > 0 and result.deliveries_per_s > 0
     assert result.lost == 0 and result.disconnected == 0
     assert result.p50_ms is not None and result.server_peak_rss_mb > 0
+
+
+def test_cluster_clients_and_senders_spread_over_every_process():
+    senders = sorted(bench._senders(100, 10))  # every 10th client: all even
+    for processes in (2, 3):
+        place = [bench.node_of(cid, senders, processes) for cid in range(100)]
+        on = [[cid for cid in range(100) if place[cid] == p] for p in range(processes)]
+        assert max(map(len, on)) - min(map(len, on)) <= 1
+        senders_on = [sum(cid in senders for cid in part) for part in on]
+        assert max(senders_on) - min(senders_on) <= 1, senders_on
+
+
+def test_cluster_targets_share_one_redis_and_differ_only_in_processes():
+    targets = bench.cluster_targets(3)
+    assert [t.name for t in targets] == [
+        "trio-chat tcp x1 no redis", "trio-chat tcp x1 redis", "trio-chat tcp x2 redis",
+        "trio-chat tcp x3 redis",
+    ]  # fmt: skip
+    alone, *clustered = targets
+    assert alone.redis_port is None and alone.command and "--redis" not in alone.command
+    url = f"redis://127.0.0.1:{clustered[0].redis_port}/0"
+    for n, target in enumerate(clustered, 1):
+        assert target.processes == n and target.redis_port == clustered[0].redis_port
+        for one in (target, *target.nodes):
+            assert one.command is not None and one.command[-2:] == ("--redis", url)
+        assert len({t.url for t in (target, *target.nodes)}) == n
+
+
+def test_cluster_report_compares_each_count_with_one_process_on_redis():
+    def row(name, n, rate, cpu, redis=True):
+        return bench.Result(f"trio-chat tcp {name}", 0, 100, deliveries_per_s=rate,
+                            per_cpu_s=cpu, processes=n, redis=redis,
+                            redis_cpu=0.2 if redis else None)  # fmt: skip
+
+    text = bench.report([
+        row("x1 no redis", 1, 400.0, 400.0, redis=False), row("x1 redis", 1, 200.0, 200.0),
+        row("x2 redis", 2, 300.0, 150.0),
+    ])  # fmt: skip
+    assert "x1 redis / trio-chat tcp x1 no redis: 0.50x; 0.50x per CPU-s" in text
+    assert "x2 redis / trio-chat tcp x1 redis: 1.50x; 0.75x per CPU-s" in text
+
+
+def test_cluster_refuses_peers_and_says_when_redis_server_is_missing(monkeypatch, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli.main, ["bench", "--cluster", "2", "--peer", "n", "ws://h:1/", "x"])
+    assert result.exit_code == 2 and "no --peer" in result.output
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no redis-server on it
+    result = runner.invoke(cli.main, ["bench", "--cluster", "2"])
+    assert result.exit_code == 1 and "Debian package redis-server" in result.output
+
+
+@pytest.mark.slow
+def test_a_real_cluster_run_reaches_clients_on_every_process():
+    """Two processes on one Redis, senders on both: lost == 0 means every client got
+    every message, those from the other process included."""
+    redis_server_or_skip()  # skips (fails under CI) without redis-server
+    settings = bench.Settings(clients=6, senders=2, window=2, duration=1.0, warmup=0.3, drain=3)
+    target = bench.cluster_targets(2)[-1]
+    (result,) = bench.run_bench([target], settings)
+    assert result.error is None
+    assert result.connected == 6 and result.processes == 2
+    assert result.messages_sent > 0 and result.deliveries_per_s > 0
+    assert result.lost == 0 and result.disconnected == 0
+    assert len(result.server_cpu_each) == 2 and all(c > 0 for c in result.server_cpu_each)
+    assert result.redis_cpu is not None and result.redis_cpu > 0
+    assert result.p50_ms is not None

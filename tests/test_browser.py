@@ -27,6 +27,7 @@ from trio_websocket import wrap_server_stream
 
 from tests.helpers import TlsFiles
 from trio_chat import Config, http, serve
+from trio_chat.cluster import open_cluster
 from trio_chat.protocol import encode
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -404,3 +405,41 @@ def test_a_foreign_page_cannot_open_a_socket(page: Watched):
         allowing = Config(tcp_port=0, ws_port=0, allowed_origins=(foreign_origin,))
         with in_thread(partial(serve, allowing)) as target:
             assert p.evaluate(OPEN_SOCKET, target.ws_url) == "open"
+
+
+async def two_cluster_servers(redis_url: str, *, task_status: Any) -> None:
+    """Two servers sharing one room through Redis, in this Trio thread."""
+    config = Config(tcp_port=0, ws_port=0, redis=redis_url)
+    async with (
+        open_cluster(config) as a,
+        open_cluster(config) as b,
+        trio.open_nursery() as nursery,
+    ):
+        bound_a = await nursery.start(partial(serve, config, room=a.room))
+        bound_b = await nursery.start(partial(serve, config, room=b.room))
+        task_status.started((bound_a, bound_b))
+
+
+def test_page_on_one_server_chats_with_tcp_on_another(page: Watched, redis_server: Any):
+    """--redis: the page on server B, a raw-TCP client on server A, one room."""
+    p = page.page
+    last_msg = p.locator("#messages .msg").last
+    with in_thread(partial(two_cluster_servers, redis_server.url)) as (a, b):
+        p.goto(b.page_url)
+        join_as(p, "Alice")
+        with LineClient(a.tcp_port) as bob:
+            bob.send("/nick Bob")
+            assert sorted(bob.recv_until(type="welcome")["users"]) == ["Alice", "Bob"]
+            expect(p.locator("#count")).to_have_text("2")
+            expect(p.locator("#messages .notice").last).to_contain_text("Bob joined the chat")
+            bob.send("hello from server A")
+            expect(last_msg.locator(".who")).to_have_text("Bob")
+            expect(last_msg.locator(".text")).to_have_text("hello from server A")
+            p.fill("#text", "hello from the page on server B")
+            p.press("#text", "Enter")
+            said = bob.recv_until(type="chat", user="Alice")
+            assert said["text"] == "hello from the page on server B" and said["id"] > 0
+            expect(last_msg).to_have_class(re.compile(r"\bmine\b"))
+        expect(p.locator("#messages .notice").last).to_contain_text("Bob left the chat")
+        expect(p.locator("#count")).to_have_text("1")
+    page.assert_clean()

@@ -15,6 +15,11 @@ share the machine with the server:
   (closed loop: at most ``window`` in flight), or sends at a fixed rate;
 - WebSocket client frames use an all-zero mask key (valid; the XOR is a no-op).
 
+Cluster mode (``--cluster N``) runs the same load against 1, 2, ... N ``trio-chat
+serve --redis URL`` processes sharing one room through one redis-server started for
+each measurement; the clients (senders and the others alike) are spread round-robin
+over the processes, so most deliveries cross Redis.
+
 A chat text is ``bench#<sender>#<seq>#<monotonic ns>#``. ``time.monotonic_ns`` is
 CLOCK_MONOTONIC, shared by all processes on the machine, so latency is send to
 receive on the loaders' clock.
@@ -22,6 +27,7 @@ receive on the loaders' clock.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import multiprocessing
@@ -42,6 +48,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+
+from .redis_server import RedisServer, free_port
 
 MARK = b"bench#"
 MESSAGE = re.compile(rb"bench#(\d+)#(\d+)#(\d+)#")
@@ -70,6 +78,12 @@ class Target:
     batch: bool = False  # join with "batch": true (trio-chat only)
     ours: bool = False  # speaks trio-chat's join; peers get seed-style chats
     mixed_url: str | None = None  # scale mode: a second (WebSocket) URL, half the clients
+    nodes: tuple[Target, ...] = ()  # cluster mode: the other processes sharing the room
+    redis_port: int | None = None  # cluster mode: start a redis-server here for each run
+
+    @property
+    def processes(self) -> int:
+        return 1 + len(self.nodes)
 
 
 @dataclass(frozen=True)
@@ -100,13 +114,27 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
-    server_cpu: float = 0.0  # share of one core during the measurement
+    server_cpu: float = 0.0  # share of one core during the measurement (sum over processes)
     per_cpu_s: float = 0.0  # deliveries per second of server CPU: steadier on a busy machine
     server_peak_rss_mb: float = 0.0
     loader_cpu: list[float] = field(default_factory=list)
     loader_saturated: bool = False
     error: str | None = None
+    processes: int = 1
+    redis: bool = False
+    server_cpu_each: list[float] = field(default_factory=list)  # cluster: per process
+    redis_cpu: float | None = None  # share of one core used by redis-server
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def node_of(cid: int, senders: Sequence[int], processes: int) -> int:
+    """Which process client ``cid`` joins in cluster mode: senders round-robin among
+    themselves (``senders`` sorted), the other clients likewise, so every process gets
+    its share of both whatever the senders' spacing."""
+    i = bisect.bisect_left(senders, cid)
+    if i < len(senders) and senders[i] == cid:
+        return i % processes
+    return (cid - i) % processes  # cid - i: this client's rank among the non-senders
 
 
 def _parse(url: str) -> tuple[str, str, int, str]:
@@ -162,6 +190,7 @@ class Client:
         "own",
         "probe",
         "sender",
+        "sending",
         "seq",
         "stream",
         "tail",
@@ -183,11 +212,23 @@ class Client:
         self.tail = b""
         self.joined = trio.Event()
         self.closed = False
+        self.sending = False  # a send_bench is writing: a second writer would be an error
 
     async def send_json(self, obj: dict[str, Any]) -> None:
         data = json.dumps(obj, separators=(",", ":")).encode()
         assert self.stream is not None
         await self.stream.send_all(ws_client_frame(data) if self.frame else data + b"\n")
+
+    async def top_up(self, n: int, ours: bool) -> None:
+        """Closed loop: send ``n`` more, unless a write is under way already (the run's
+        first burst and the read loop can both ask); the next echo asks again."""
+        if self.sending:
+            return
+        self.sending = True
+        try:
+            await self.send_bench(n, ours)
+        finally:
+            self.sending = False
 
     async def send_bench(self, n: int, ours: bool) -> None:
         """Send ``n`` chat messages in one write."""
@@ -239,7 +280,7 @@ class Client:
                     break
                 more = self.feed(data)
                 if more > 0:
-                    await self.send_bench(more, ours)
+                    await self.top_up(more, ours)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
@@ -287,11 +328,15 @@ class Loader:
         started = time.monotonic()
         limit = trio.CapacityLimiter(settings.connect_concurrency)
         failures: list[str] = []
+        urls = [target.url, *(node.url for node in target.nodes)]
+        ordered = sorted(senders)
 
         async def one(cid: int) -> None:
             url = target.url
             if target.mixed_url is not None and cid % 2:
                 url = target.mixed_url
+            elif target.nodes:
+                url = urls[node_of(cid, ordered, len(urls))]
             scheme, host, port, path = _parse(url)
             client = Client(
                 cid,
@@ -347,7 +392,7 @@ class Loader:
                 if senders_rate:
                     nursery.start_soon(self._paced, c, senders_rate, measure_to, ours)
                 else:
-                    nursery.start_soon(c.send_bench, s.window, ours)
+                    nursery.start_soon(c.top_up, s.window, ours)
             await trio.sleep(max(0.0, measure_from - time.monotonic()))
             w.lat_from, w.lat_to = int(measure_from * 1e9), int(measure_to * 1e9)
             counts0 = sum(c.count for c in self.clients)
@@ -412,26 +457,42 @@ def _loader_main(conn: Connection, target: Target, settings: Settings, fds: int)
 # ---------------------------------------------------------------- the parent
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def our_targets(modes: Sequence[str], python: str = sys.executable) -> list[Target]:
-    """trio-chat, one server per mode, on free ports."""
+def our_targets(
+    modes: Sequence[str], python: str = sys.executable, redis_port: int | None = None
+) -> list[Target]:
+    """trio-chat, one server per mode, on free ports (on the Redis at ``redis_port``
+    when given)."""
     targets = []
     for mode in modes:
         tcp, ws = free_port(), free_port()
+        cluster = () if redis_port is None else ("--redis", f"redis://127.0.0.1:{redis_port}/0")
         command = (
             python, "-m", "trio_chat", "serve", "--log-level", "warning",
-            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS,
+            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS, *cluster,
         )  # fmt: skip
         url = f"tcp://127.0.0.1:{tcp}" if mode == "tcp" else f"ws://127.0.0.1:{ws}/"
-        targets.append(
-            Target(f"trio-chat {mode}", url, command, batch=mode == "ws-batch", ours=True)
-        )
+        target = Target(
+            f"trio-chat {mode}", url, command, batch=mode == "ws-batch", ours=True,
+            redis_port=redis_port,
+        )  # fmt: skip
+        targets.append(target)
+    return targets
+
+
+def cluster_targets(
+    processes: int, modes: Sequence[str] = ("tcp",), python: str = sys.executable
+) -> list[Target]:
+    """Per mode: one process without Redis (the baseline), then 1, 2, ... ``processes``
+    processes on one Redis (a fresh redis-server on one free port, for each run)."""
+    redis_port = free_port()
+    targets = []
+    for mode in modes:
+        (alone,) = our_targets([mode], python)
+        targets.append(replace(alone, name=f"{alone.name} x1 no redis"))
+        for n in range(1, processes + 1):
+            first, *others = (our_targets([mode], python, redis_port)[0] for _ in range(n))
+            name = f"{first.name} x{n} redis"
+            targets.append(replace(first, name=name, nodes=tuple(others)))
     return targets
 
 
@@ -504,6 +565,30 @@ def running_server(target: Target) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class Running:
+    """The processes of one measured target: its servers, and its redis-server if any."""
+
+    servers: list[subprocess.Popen[bytes]]
+    redis: RedisServer | None
+
+
+@contextlib.contextmanager
+def running_servers(target: Target) -> Iterator[Running]:
+    """Redis first (a cluster server refuses to start without it), then every process."""
+    with contextlib.ExitStack() as stack:
+        redis = None
+        if target.redis_port is not None:
+            redis = stack.enter_context(RedisServer(target.redis_port))
+        servers = [stack.enter_context(running_server(t)) for t in (target, *target.nodes)]
+        yield Running(servers, redis)
+
+
+def _cpu_s(processes: Sequence[Any]) -> list[float]:
+    """User + system CPU seconds of each psutil.Process so far."""
+    return [sum(p.cpu_times()[:2]) for p in processes]
 
 
 class Loaders:
@@ -596,8 +681,10 @@ def measure_fanout(target: Target, settings: Settings, run: int = 0) -> Result:
     import psutil
 
     s = settings
-    result = Result(target.name, run, s.clients)
-    with running_server(target) as proc:
+    result = Result(target.name, run, s.clients, processes=target.processes,
+                    redis=target.redis_port is not None)  # fmt: skip
+    with running_servers(target) as running:
+        proc = running.servers[0]
         loaders = Loaders(target, s, s.clients)
         try:
             senders = _senders(s.clients, s.senders)
@@ -609,25 +696,33 @@ def measure_fanout(target: Target, settings: Settings, run: int = 0) -> Result:
                     f for r in replies for f in r["failures"]
                 )
             time.sleep(0.5)  # let the join notices settle
-            server = psutil.Process(proc.pid)
+            servers = [psutil.Process(p.pid) for p in running.servers]
+            redis = None if running.redis is None else psutil.Process(running.redis.pid)
             rate = s.rate / s.clients / max(1, len(senders)) if s.rate else 0.0
             t0 = time.monotonic() + 0.3
             for pipe in loaders.pipes:
                 pipe.send(("run", t0, rate))
             time.sleep(max(0.0, t0 + s.warmup - time.monotonic()))
-            cpu0 = sum(server.cpu_times()[:2])
+            each0, redis0 = _cpu_s(servers), _cpu_s([redis] if redis else [])
             spy = _start_profile(target, s, proc.pid, run)
             time.sleep(max(0.0, t0 + s.warmup + s.duration - time.monotonic()))
-            cpu1 = sum(server.cpu_times()[:2])
+            each1, redis1 = _cpu_s(servers), _cpu_s([redis] if redis else [])
             if spy is not None:
                 spy[0].wait(30)
                 result.extra["profile"] = spy[1]
                 result.extra["profile_top"] = profile_top(spy[1])
-            result.server_peak_rss_mb = _peak_rss_mb(proc.pid)
+            result.server_peak_rss_mb = max(_peak_rss_mb(p.pid) for p in running.servers)
             runs = loaders.ask([], s.drain + 30)  # the run's results, already asked for
         finally:
             loaders.close()
+    cpu0, cpu1 = sum(each0), sum(each1)
     result.server_cpu = (cpu1 - cpu0) / s.duration
+    if target.nodes:
+        result.server_cpu_each = [
+            round((b - a) / s.duration, 2) for a, b in zip(each0, each1, strict=True)
+        ]
+    if redis0:
+        result.redis_cpu = (redis1[0] - redis0[0]) / s.duration
     result.messages_sent = sum(r["sent"] for r in runs)
     result.deliveries_per_s = sum(r["delivered"] for r in runs) / s.duration
     if cpu1 > cpu0:
@@ -697,6 +792,8 @@ def _median(values: list[float]) -> float:
 
 def report(results: list[Result], scale: bool = False) -> str:
     """A table (median of runs, with min-max) and ratios of our rows to each peer's."""
+    if any(r.redis for r in results):
+        return report_cluster(results)
     names = list(dict.fromkeys(r.target for r in results))
     lines = []
     if scale:
@@ -754,16 +851,93 @@ def report(results: list[Result], scale: bool = False) -> str:
                 spread = f" (runs {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
                 cpu = f"; {per_cpu[n] / per_cpu[p]:.2f}x per CPU-s" if per_cpu[p] else ""
                 lines.append(f"  {n} / {p}: {rate[n] / rate[p]:.2f}x{spread}{cpu}")
-    for r in results:
-        if r.extra.get("profile_top"):
-            lines.append(f"py-spy, {r.target} run {r.run + 1}, self time ({r.extra['profile']}):")
-            lines.extend(f"  {share:6.1%}  {name}" for name, share in r.extra["profile_top"])
+    lines.extend(_profiles(results))
     if any(r.loader_saturated for r in results):
         lines.append(
             "SATURATED: a loader used over 90% of a core; that row measures the loader, "
             "so the server's real figure is at least this."
         )
     return "\n".join(lines)
+
+
+def _profiles(results: list[Result]) -> list[str]:
+    lines = []
+    for r in results:
+        if r.extra.get("profile_top"):
+            lines.append(f"py-spy, {r.target} run {r.run + 1}, self time ({r.extra['profile']}):")
+            lines.extend(f"  {share:6.1%}  {name}" for name, share in r.extra["profile_top"])
+    return lines
+
+
+def report_cluster(results: list[Result]) -> str:
+    """Cluster mode: a row per process count (median of runs), each against one process
+    on Redis in the same run, and that one against one process without Redis."""
+    names = list(dict.fromkeys(r.target for r in results))
+    wide = max(27, *map(len, names))
+    lines = [
+        f"{'server':<{wide}} {'deliveries/s (min-max)':>24} {'per CPU-s':>9} {'srv CPU':>7} "
+        f"{'(per process)':<15} {'p50 ms':>6} {'p99 ms':>6} {'max ms':>6} {'lost':>5} "
+        f"{'redis':>5} {'loader':>6} {'vs x1':>6}"
+    ]  # fmt: skip
+    rate: dict[str, float] = {}
+    per_cpu: dict[str, float] = {}
+    base: dict[str, str] = {}  # row -> the "x1 redis" row of its mode
+    for name in names:
+        rows = [r for r in results if r.target == name]
+        mode = name.split(" x", 1)[0]
+        base[name] = next((n for n in names if n == mode + " x1 redis"), name)
+        rate[name] = _median([r.deliveries_per_s for r in rows])
+        per_cpu[name] = _median([r.per_cpu_s for r in rows])
+    for name in names:
+        rows = [r for r in results if r.target == name]
+        rates = [r.deliveries_per_s for r in rows]
+        spread = f"({min(rates)/1000:,.0f}k-{max(rates)/1000:,.0f}k)" if len(rows) > 1 else ""
+        each = [r.server_cpu_each for r in rows if r.server_cpu_each]
+        split = (
+            "/".join(f"{_median(list(col)) * 100:.0f}" for col in zip(*each, strict=True)) + "%"
+            if each else ""
+        )  # fmt: skip
+        p50 = [r.p50_ms for r in rows if r.p50_ms is not None]
+        p99 = [r.p99_ms for r in rows if r.p99_ms is not None]
+        worst = [r.max_ms for r in rows if r.max_ms is not None]
+        redis = [r.redis_cpu for r in rows if r.redis_cpu is not None]
+        loader = max(max(r.loader_cpu, default=0.0) for r in rows)
+        flag = " SATURATED" if any(r.loader_saturated for r in rows) else ""
+        errors = "; ".join(sorted({r.error for r in rows if r.error}))
+        lines.append(
+            f"{name:<{wide}} {rate[name]:>11,.0f} {spread:>12} {per_cpu[name]:>9,.0f} "
+            f"{_median([r.server_cpu for r in rows]):>7.0%} {split:<15} "
+            f"{_fmt(_median(p50) if p50 else None):>6} "
+            f"{_fmt(_median(p99) if p99 else None):>6} "
+            f"{_fmt(max(worst) if worst else None):>6} "
+            f"{sum(r.lost for r in rows):>5} "
+            f"{format(_median(redis), '.0%') if redis else '-':>5} {loader:>6.0%} "
+            f"{_ratio(rate[name], rate[base[name]]):>6}{flag}"
+            + (f"  ERROR {errors}" if errors else "")
+        )
+    lines.append("ratios (median of runs; per server CPU-second summed over processes):")
+    for name in names:
+        if name == base[name]:
+            continue
+        if name.endswith("no redis"):
+            a, b, why = base[name], name, " (what the backplane costs one process)"
+        else:
+            a, b, why = name, base[name], ""
+        lines.append(
+            f"  {a} / {b}: {_ratio(rate[a], rate[b])}; "
+            f"{_ratio(per_cpu[a], per_cpu[b])} per CPU-s{why}"
+        )
+    lines.extend(_profiles(results))  # of each row's first process
+    if any(r.loader_saturated for r in results):
+        lines.append(
+            "SATURATED: a loader used over 90% of a core; that row measures the loader, "
+            "so the servers' real figure is at least this."
+        )
+    return "\n".join(lines)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
 
 
 def run_bench(
@@ -779,7 +953,10 @@ def run_bench(
             try:
                 result = measure(target, settings, run)
             except (RuntimeError, OSError) as exc:
-                result = Result(target.name, run, settings.clients, error=str(exc))
+                result = Result(
+                    target.name, run, settings.clients, error=str(exc),
+                    processes=target.processes, redis=target.redis_port is not None,
+                )  # fmt: skip
             results.append(result)
             if progress is not None:
                 progress(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import sys
 from collections.abc import Callable
@@ -250,13 +251,26 @@ def _prompted_name(value: str) -> str:
               help="Instead: hold --clients idle joined connections (trio-chat: half TCP, "
                    "half WebSocket); report join time and RSS per connection.")
 @click.option("--profile-dir", default="", metavar="DIR",
-              help="Record a py-spy profile of each Python server into DIR.")
+              help="Record a py-spy profile of each Python server into DIR "
+                   "(--cluster: of each row's first process).")
+@click.option("--cluster", type=click.IntRange(1), default=None, metavar="N",
+              help="Instead: 1, 2, ... N 'trio-chat serve --redis' processes sharing the "
+                   "room through one redis-server (and 1 without Redis), clients spread "
+                   "over them [default mode: tcp].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs: int,
-          scale: bool, as_json: bool, **settings: Any) -> None:
+          scale: bool, cluster: int | None, as_json: bool, **settings: Any) -> None:
     """Fan-out benchmark: trio-chat against peer servers, in one run."""
     config = bench_mod.Settings(**settings)
-    if scale:
+    if cluster:
+        if scale or peers:
+            raise click.UsageError("--cluster measures trio-chat alone: no --scale, no --peer")
+        if shutil.which("redis-server") is None:
+            raise click.ClickException(
+                "--cluster needs redis-server on PATH (Debian package redis-server)"
+            )
+        targets = bench_mod.cluster_targets(cluster, modes or ("tcp",))
+    elif scale:
         targets = [bench_mod.scale_target()] if not modes else []
     else:
         targets = bench_mod.our_targets(modes or bench_mod.MODES)

@@ -122,7 +122,9 @@ class RedisHistory(History):
 
     @property
     def full(self) -> bool:
-        return self.connected and len(self._queue) >= self.max_pending
+        # Published and not read back counts too: a server whose reader falls behind
+        # makes its senders wait, as the SQLite store's writer does.
+        return self.connected and self.outbox >= self.max_pending
 
     @property
     def pruned_through(self) -> int:
