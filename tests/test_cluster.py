@@ -412,6 +412,50 @@ async def test_a_message_in_flight_when_redis_loses_its_data_keeps_one_id(
         ]
 
 
+async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_it(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (found by tests/test_cluster_soak.py): messages delivered here during
+    an outage are not delivered here again when Redis gives them ids, so a member
+    that joins during the outage is replayed them (without ids), in order, once."""
+    async with (
+        node(config) as (ca, a),
+        node(config) as (cb, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        ws(b.ws_port) as bob,
+    ):
+        await alice.join("alice")
+        await bob.join("bob")
+        await alice.recv_until(type="system", event="join", name="bob")
+        await alice.send({"type": "chat", "text": "before the outage"})
+        before = await alice.recv_until(type="chat")
+        await trio.to_thread.run_sync(redis_server.kill)
+        with trio.fail_after(WAIT):
+            while ca.connected or cb.connected:
+                await ca.changed.wait()
+        await alice.send({"type": "chat", "text": "during the outage"})
+        local = await alice.recv_until(type="chat")
+        assert "id" not in local
+        async with await TcpClient.connect(a.tcp_port) as carol:
+            await carol.send({"type": "join", "user": "carol", "since": 0})
+            await carol.recv_until(type="welcome")
+            replay = []
+            while (msg := await carol.recv())["type"] != "history_end":
+                replay.append(msg)
+            assert replay == [
+                {**before, "history": True}, {**local, "history": True}
+            ]
+            await trio.to_thread.run_sync(redis_server.start)
+            await relinked(ca, 2)
+            late = await bob.recv_until(type="chat", text="during the outage")
+            await bob.send({"type": "chat", "text": "after"})
+            after = await bob.recv_until(type="chat")
+            assert after["text"] == "after" and after["id"] > late["id"]
+            # Not a second time now that it has an id: next is "after".
+            assert await carol.recv_until(type="chat") == after
+            assert await alice.recv_until(type="chat") == after
+
+
 async def test_a_server_that_stops_is_forgotten_at_once(config: Config) -> None:
     config = replace(config, presence_ttl=60)  # not by expiry: by its goodbye
     async with node(config) as (_, b), ws(b.ws_port) as bob:

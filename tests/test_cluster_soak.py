@@ -98,6 +98,7 @@ class Chatter:
     repeats: dict[Key, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     reconnects: int = 0
+    pending_replays: int = 0  # replayed without an id (joined during an outage)
     since: int | None = None  # of the current session
     welcomed: trio.Event = field(default_factory=trio.Event)
     replayed: trio.Event = field(default_factory=trio.Event)  # history_end came
@@ -128,12 +129,15 @@ class Chatter:
         seq = int(number)
         ident = msg.get("id")
         history = msg.get("history", False)
-        if history and (ident is None or self.since is None or ident <= self.since):
+        # A replay without an id: delivered on that server during an outage, not yet
+        # back from Redis (docs/protocol.md).
+        if history and ident is not None and (self.since is None or ident <= self.since):
             self.problems.append(f"replayed {msg} for since={self.since}")
+        self.pending_replays += history and ident is None
         if not history and "id" in msg and ident <= self.max_id:
             self.problems.append(f"live {msg} after id {self.max_id}: out of id order")
         key = (sender, seq)
-        if history and key in self.local_ts:
+        if history and ident is not None and key in self.local_ts:
             # docs/protocol.md: a resume from below the id an outage message got later
             # replays it; the same user, text and timestamp tell it is the same one.
             if msg["timestamp"] != self.local_ts[key] or key in self.repeats:
@@ -570,6 +574,7 @@ def report(
         f" outages ({lost_outage} lost with the killed server);"
         f" {lost_sent} sent to the killed server never got anywhere;"
         f" {repeats} outage copies replayed again by the final resumes;"
+        f" {sum(c.pending_replays for c in chatters)} replayed without an id to joiners;"
         f"\n  {outages} Redis losses logged ({restores} found Redis empty,"
         f" {waits} gave up waiting for a server; {noise} coredis tracebacks);"
         f" CLIENT KILL closed {times.get('client kill count')} connections;"

@@ -20,7 +20,8 @@ notice, which tells the others its members left.
 Redis lost while running: members stay connected, and what they send is delivered on
 this server at once (without an id) and kept, in order, in a bounded outbox; on
 reconnection it is published (the other servers get it late, with ids; this server
-does not deliver it twice). If Redis came back empty (a restart without
+does not deliver it twice, and replays it, without an id, to members who join
+meanwhile). If Redis came back empty (a restart without
 persistence), the servers first merge their rings back into the history stream, so a
 ``since`` resume misses nothing any live server had; and none publishes before every
 server it knew has done so (for a bounded time): a message restored after another
@@ -40,7 +41,8 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, NamedTuple
+from dataclasses import replace
+from typing import Any, Final, NamedTuple, cast
 
 import coredis
 import coredis.exceptions
@@ -50,7 +52,7 @@ from coredis.commands.script import Script
 from . import cluster_scripts as lua
 from . import protocol
 from .config import Config
-from .history import History, chat_line
+from .history import History, Replay, chat_line
 from .room import PACE_SHARE, Room
 from .startup import StartupError
 from .store import MAX_PENDING, StoredMessage
@@ -168,6 +170,24 @@ class RedisHistory(History):
     async def _read(self, after: int, before: int, limit: int) -> tuple[list[StoredMessage], int]:
         # The ring holds everything the stream retains: replays never read Redis.
         raise AssertionError("a cluster replay is answered from the ring")
+
+    def replay(self, since: int | None) -> Replay:
+        """The ring's replay, then the messages delivered here during an outage that
+        Redis has not shown back yet (without ids: they have none). A member seated
+        now would otherwise never see them: they are not delivered here again when
+        they come back with their ids."""
+        replay = super().replay(since)
+        pending = [
+            # No id: chat_line() leaves the field out.
+            StoredMessage(cast(int, None), out.user, out.text, out.timestamp)
+            for queue in (self._sent, self._queue) for out in queue if out.local
+        ]
+        if not pending:
+            return replay
+        tail = replay.tail + pending
+        if since is None:
+            tail = tail[-self.replay_count:] if self.replay_count else []
+        return replace(replay, tail=tail)
 
     def _remember(self, message: StoredMessage, origin: tuple[str, int] = ("", 0)) -> None:
         ring = self._ring
