@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from itertools import chain, takewhile
 from typing import Any, Final, NamedTuple, cast
 
 import coredis
@@ -177,11 +178,10 @@ class RedisHistory(History):
         now would otherwise never see them: they are not delivered here again when
         they come back with their ids."""
         replay = super().replay(since)
-        pending = [
-            # No id: chat_line() leaves the field out.
-            StoredMessage(cast(int, None), out.user, out.text, out.timestamp)
-            for queue in (self._sent, self._queue) for out in queue if out.local
-        ]
+        # The outbox is in order, and the ones delivered here come first.
+        outbox = takewhile(lambda out: out.local, chain(self._sent, self._queue))
+        # No id: chat_line() leaves the field out.
+        pending = [StoredMessage(cast(int, None), o.user, o.text, o.timestamp) for o in outbox]
         if not pending:
             return replay
         tail = replay.tail + pending
