@@ -75,7 +75,7 @@ RSS_BOUND_MB = 128
 #: Once everyone has sent its last message, how long it may take to arrive.
 SETTLE = 60
 #: A directory: the servers' logs and every chatter's lines are written there.
-TRACE = os.environ.get("TRIO_CHAT_SOAK_LOG")
+TRACE = os.environ.get("TRIO_CHAT_CLUSTER_SOAK_LOG")
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(DURATION + SETTLE + 180)]
 
