@@ -231,7 +231,6 @@ class ClusterSoak:
         ]
         self.start = trio.Event()
         self.began = self.deadline = 0.0
-        self.stop_sending = trio.Event()
         self.ready = 0
         self.all_ready = trio.Event()
         self.resume = trio.Event()  # sending is over and settled: the final resumes
