@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from itertools import chain, takewhile
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple
 
 import coredis
 import coredis.exceptions
@@ -53,7 +53,7 @@ from coredis.commands.script import Script
 from . import cluster_scripts as lua
 from . import protocol
 from .config import Config
-from .history import History, Replay, chat_line
+from .history import History, Replay, Unconfirmed, chat_line
 from .room import PACE_SHARE, Room
 from .startup import StartupError
 from .store import MAX_PENDING, StoredMessage
@@ -180,11 +180,10 @@ class RedisHistory(History):
         replay = super().replay(since)
         # The outbox is in order, and the ones delivered here come first.
         outbox = takewhile(lambda out: out.local, chain(self._sent, self._queue))
-        # No id: chat_line() leaves the field out.
-        pending = [StoredMessage(cast(int, None), o.user, o.text, o.timestamp) for o in outbox]
+        pending = [Unconfirmed(o.user, o.text, o.timestamp) for o in outbox]
         if not pending:
             return replay
-        tail = replay.tail + pending
+        tail = [*replay.tail, *pending]
         if since is None:
             tail = tail[-self.replay_count:] if self.replay_count else []
         return replace(replay, tail=tail)

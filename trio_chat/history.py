@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, NamedTuple
 
 from . import protocol
 from .config import Config
@@ -33,11 +33,25 @@ RING: Final = 2048
 PAGE: Final = 2048
 
 
+class Unconfirmed(NamedTuple):
+    """A message delivered here during a Redis outage, without an id: it has none yet
+    (cluster mode, :class:`trio_chat.cluster.RedisHistory`)."""
+
+    user: str
+    text: str
+    timestamp: str
+    id: None = None
+
+
+#: What a replay shows: stored messages, then (in cluster mode) unconfirmed ones.
+Shown = StoredMessage | Unconfirmed
+
+
 @dataclass(frozen=True)
 class Replay:
     """What one joiner is owed, fixed at join time; rendered by its session's writer."""
 
-    tail: list[StoredMessage]  # from the ring: replayed last
+    tail: Sequence[Shown]  # from the ring: replayed last
     last_id: int
     since: int | None = None
     #: Read the store for ``since < id < read_before`` first (None: nothing to read).
@@ -45,7 +59,7 @@ class Replay:
     complete: bool = True
 
 
-def chat_line(message: StoredMessage, *, history: bool = False) -> str:
+def chat_line(message: Shown, *, history: bool = False) -> str:
     return protocol.chat(
         message.user, message.text, message.timestamp, message.id, history=history
     )
@@ -137,15 +151,15 @@ class History:
             return older, replace(replay, read_before=None, complete=complete)
         return older, replace(replay, since=older[-1].id, complete=complete)
 
-    async def collect(self, replay: Replay) -> tuple[list[StoredMessage], str]:
+    async def collect(self, replay: Replay) -> tuple[list[Shown], str]:
         """The replay's messages, oldest first (reading the store if it must), and its
         ``history_end`` line. The caller encodes them chunk by chunk, so a long replay
         never holds the event loop for long."""
-        older: list[StoredMessage] = []
+        older: list[Shown] = []
         while replay.read_before is not None:
             page, replay = await self.read_page(replay, PAGE)
             older += page
-        return older + replay.tail, protocol.history_end(
+        return [*older, *replay.tail], protocol.history_end(
             replay.last_id, complete=replay.complete
         )
 
