@@ -309,9 +309,12 @@ async def scripted_server(
                 await ws.send_message(lines(
                     WELCOME,
                     chat(3, "live 3", history=True),  # already shown: skipped
-                    chat(4, "from before 4", history=True),
+                    # The one shown without an id, now with one: the same message.
+                    {"type": "chat", "id": 4, "user": "Old", "text": "no id, no timestamp",
+                     "history": True},
+                    chat(5, "from before 5", history=True),
                     {"type": "history_end"},
-                    chat(5, "live 5"),
+                    chat(6, "live 6"),
                 ))
                 await trio.sleep_forever()
             nursery.cancel_scope.cancel()
@@ -346,7 +349,7 @@ def test_page_speaks_batches_history_and_since(page: Watched):
         assert rejoin == {"type": "join", "user": "Alice", "batch": True, "since": 3}
         expect(texts).to_have_text(
             ["from before 1", "from before 2", "no id, no timestamp", "live 3",
-             "from before 4", "live 5"]
+             "from before 5", "live 6"]
         )
         expect(p.locator("#messages .msg.history")).to_have_count(3)
         expect(p.locator("#state")).to_have_attribute("data-state", "online")

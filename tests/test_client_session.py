@@ -159,6 +159,40 @@ async def test_rejoin_asks_for_what_came_after_the_last_id(nursery, autojump_clo
     session.stop()
 
 
+async def test_an_outage_message_is_shown_once_though_it_comes_again_with_an_id(
+    nursery, autojump_clock
+):
+    """A cluster server cut off from Redis delivers chat without ids; once published,
+    a resume from before it replays it with its id: the same message, not shown twice."""
+    server = ScriptedServer()
+    session, seen = session_for(server)
+    nursery.start_soon(session.run)
+    peer = await server.accept()
+    await peer.recv()
+    await peer.welcome("Bob")
+    outage = {"type": "chat", "user": "Ann", "text": "during", "timestamp": "T1"}
+    await peer.send(
+        {"type": "chat", "id": 10, "user": "Ann", "text": "before", "timestamp": "T0"},
+        outage,
+        {**outage, "history": True},  # a rejoin's replay while still cut off: not again
+    )
+    await peer.close()
+    peer = await server.accept()
+    assert (await peer.recv())["since"] == 10
+    await peer.welcome("Bob")
+    await peer.send(
+        {**outage, "id": 20, "history": True},
+        {"type": "chat", "id": 21, "user": "Ann", "text": "during", "timestamp": "T2"},
+    )
+    await session.send({"type": "chat", "text": "sync"})
+    await peer.recv()
+    assert [(m["text"], m["timestamp"]) for m in seen.messages if m["type"] == "chat"] == [
+        ("before", "T0"), ("during", "T1"), ("during", "T2"),  # the same text later: shown
+    ]
+    assert session.last_id == 21  # resumes after the copy with an id all the same
+    session.stop()
+
+
 async def test_a_quiet_room_resumes_from_history_end(nursery, autojump_clock):
     """No chat carried an id: history_end's last_id is still where to resume from."""
     server = ScriptedServer()

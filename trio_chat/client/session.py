@@ -100,6 +100,10 @@ class _NameRefused(Exception):
     """The server refused the name we joined under (taken, or invalid); says why."""
 
 
+#: Chats without an id remembered to recognise their copy with one (a bounded window).
+UNCONFIRMED_KEPT = 1024
+
+
 class ChatSession:
     def __init__(
         self,
@@ -114,6 +118,9 @@ class ChatSession:
         self.name = config.name
         #: Highest ``id`` seen on a ``chat`` message; a rejoin asks for what came after.
         self.last_id: int | None = None
+        #: Chats shown without an id (sent while the cluster's Redis was unreachable),
+        #: by (user, text, timestamp): their later copy with an id is not shown again.
+        self._unconfirmed: dict[tuple[Any, Any, Any], None] = {}
         self.online: int | None = None
         self.state = State.CONNECTING
         self._reason: str | None = None
@@ -307,16 +314,8 @@ class ChatSession:
             last = message.get("last_id")
             if isinstance(last, int) and not isinstance(last, bool):
                 self.last_id = last if self.last_id is None else max(self.last_id, last)
-        if kind == "chat":
-            msg_id = message.get("id")
-            if isinstance(msg_id, int) and not isinstance(msg_id, bool):
-                if (
-                    message.get("history") is True
-                    and self.last_id is not None
-                    and msg_id <= self.last_id
-                ):
-                    return  # replayed again after a rejoin: already shown
-                self.last_id = msg_id if self.last_id is None else max(self.last_id, msg_id)
+        if kind == "chat" and not self._new_chat(message):
+            return
         count = message.get("clients_count")
         if isinstance(count, int) and kind in ("welcome", "system", "users"):
             self.online = count
@@ -325,6 +324,27 @@ class ChatSession:
         self.frontend.message(message)
         if kind in ("welcome", "system", "users"):
             self.frontend.status(self.status)
+
+    def _new_chat(self, message: Message) -> bool:
+        """False for a chat already shown: replayed again after a rejoin, or the copy
+        with an id of one shown without (docs/protocol.md, *Several servers*)."""
+        msg_id = message.get("id")
+        key = (message.get("user"), message.get("text"), message.get("timestamp"))
+        if not isinstance(msg_id, int) or isinstance(msg_id, bool):
+            if key in self._unconfirmed:
+                return False  # replayed again while its server waits for Redis
+            self._unconfirmed[key] = None
+            if len(self._unconfirmed) > UNCONFIRMED_KEPT:
+                del self._unconfirmed[next(iter(self._unconfirmed))]
+            return True
+        history = message.get("history") is True
+        if history and self.last_id is not None and msg_id <= self.last_id:
+            return False  # replayed again after a rejoin: already shown
+        self.last_id = msg_id if self.last_id is None else max(self.last_id, msg_id)
+        if key in self._unconfirmed:
+            del self._unconfirmed[key]
+            return False  # shown already, without its id
+        return True
 
     def _set_state(
         self, state: State, reason: str | None = None, retry_in: float | None = None

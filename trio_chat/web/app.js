@@ -41,6 +41,9 @@
     timer: null, // pending reconnect
     retryAt: 0, // when it fires (ms since the epoch), for the countdown
     lastId: null, // id of the newest chat message seen, for "since" on reconnect
+    // Chats shown without an id (a cluster server cut off from Redis sends those), by
+    // user, text and timestamp: their later copy with an id is the same message.
+    unconfirmed: new Set(),
     users: [],
   };
 
@@ -236,10 +239,18 @@
   function onChat(message) {
     const id = Number.isInteger(message.id) ? message.id : null;
     const history = message.history === true;
+    const key = JSON.stringify([message.user, message.text, message.timestamp]);
     if (id !== null) {
       // Replayed after a reconnect and already on screen.
       if (history && chat.lastId !== null && id <= chat.lastId) return;
       chat.lastId = id;
+      if (chat.unconfirmed.delete(key)) return; // on screen already, without its id
+    } else {
+      if (chat.unconfirmed.has(key)) return; // replayed again, still without an id
+      chat.unconfirmed.add(key);
+      if (chat.unconfirmed.size > 1024) {
+        chat.unconfirmed.delete(chat.unconfirmed.values().next().value);
+      }
     }
     const user = str(message.user);
     const item = el("li", "msg");
