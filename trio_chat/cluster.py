@@ -79,6 +79,8 @@ CLAIM_TIMEOUT: Final = 2.0
 #: Reconnection backoff: first and longest wait, in seconds (with jitter).
 BACKOFF_MIN: Final = 0.1
 BACKOFF_MAX: Final = 5.0
+#: Seconds between two log lines saying Redis is still unreachable.
+OUTAGE_REMINDER: Final = 30.0
 #: Seconds a stopping server waits for Redis to take its outbox, and to forget it.
 STOP_TIMEOUT: Final = 5.0
 #: Seconds a server that found Redis empty waits for the other servers it knew to
@@ -411,6 +413,7 @@ class Cluster:
         (``StartupError``, exit code 2, if not); later losses are retried."""
         backoff = BACKOFF_MIN
         first = True
+        down_since = reminded = trio.current_time()
         while True:
             try:
                 async with self._connect() as client:
@@ -433,10 +436,17 @@ class Cluster:
                     raise StartupError(
                         f"cannot use Redis at {self.config.redis}: {error}", exit_code=2
                     ) from None
+                now = trio.current_time()
                 if self.connected:
                     log.error("cluster: lost Redis (%s); delivering locally, reconnecting",
                               error)
                     self._down()
+                    down_since = reminded = now
+                elif now - reminded >= OUTAGE_REMINDER:
+                    log.warning("cluster: Redis unreachable for %.0f s (%s); %d messages "
+                                "waiting to be published", now - down_since, error,
+                                self.history.outbox)
+                    reminded = now
                 else:
                     log.debug("cluster: Redis still unreachable: %s", error)
             await trio.sleep(backoff * random.uniform(0.5, 1.0))

@@ -42,6 +42,8 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # coredis logs each dropped connection at INFO with an empty traceback; the
-    # cluster link logs the loss (and the reconnection) itself, once.
-    logging.getLogger("coredis").setLevel(max(logging.WARNING, logging.root.level))
+    # coredis logs each dropped connection (INFO) and each failed attempt to reconnect
+    # (ERROR) with a traceback; the cluster link logs the loss, the outage and the
+    # reconnection itself (trio_chat.cluster), so only --log-level debug shows them.
+    if logging.root.level > logging.DEBUG:
+        logging.getLogger("coredis").setLevel(logging.CRITICAL)
