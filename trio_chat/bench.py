@@ -782,6 +782,38 @@ def measure_scale(target: Target, settings: Settings, run: int = 0) -> Result:
 # ---------------------------------------------------------------- reporting
 
 
+@dataclass(frozen=True)
+class _Summary:
+    """One server's runs, as the report's columns show them."""
+
+    spread: str
+    p50: float | None
+    p99: float | None
+    worst: float | None
+    lost: int
+    loader: float
+    flag: str
+    errors: str
+
+
+def _summarize(rows: list[Result]) -> _Summary:
+    rates = [r.deliveries_per_s for r in rows]
+    p50 = [r.p50_ms for r in rows if r.p50_ms is not None]
+    p99 = [r.p99_ms for r in rows if r.p99_ms is not None]
+    worst = [r.max_ms for r in rows if r.max_ms is not None]
+    errors = "; ".join(sorted({r.error for r in rows if r.error}))
+    return _Summary(
+        spread=f"({min(rates)/1000:,.0f}k-{max(rates)/1000:,.0f}k)" if len(rows) > 1 else "",
+        p50=_median(p50) if p50 else None,
+        p99=_median(p99) if p99 else None,
+        worst=max(worst) if worst else None,
+        lost=sum(r.lost for r in rows),
+        loader=max(max(r.loader_cpu, default=0.0) for r in rows),
+        flag=" SATURATED" if any(r.loader_saturated for r in rows) else "",
+        errors=f"  ERROR {errors}" if errors else "",
+    )
+
+
 def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -816,25 +848,15 @@ def report(results: list[Result], scale: bool = False) -> str:
     per_cpu: dict[str, float] = {}
     for name in names:
         rows = [r for r in results if r.target == name]
-        rates = [r.deliveries_per_s for r in rows]
-        rate[name] = _median(rates)
+        rate[name] = _median([r.deliveries_per_s for r in rows])
         per_cpu[name] = _median([r.per_cpu_s for r in rows])
-        spread = f"({min(rates)/1000:,.0f}k-{max(rates)/1000:,.0f}k)" if len(rows) > 1 else ""
-        p50 = [r.p50_ms for r in rows if r.p50_ms is not None]
-        p99 = [r.p99_ms for r in rows if r.p99_ms is not None]
-        worst = [r.max_ms for r in rows if r.max_ms is not None]
-        loader = max(max(r.loader_cpu, default=0.0) for r in rows)
-        flag = " SATURATED" if any(r.loader_saturated for r in rows) else ""
-        errors = "; ".join(sorted({r.error for r in rows if r.error}))
+        row = _summarize(rows)
         lines.append(
-            f"{name:<18} {rate[name]:>11,.0f} {spread:>12} {per_cpu[name]:>9,.0f} "
-            f"{_fmt(_median(p50) if p50 else None):>7} "
-            f"{_fmt(_median(p99) if p99 else None):>7} "
-            f"{_fmt(max(worst) if worst else None):>7} "
-            f"{sum(r.lost for r in rows):>5} "
+            f"{name:<18} {rate[name]:>11,.0f} {row.spread:>12} {per_cpu[name]:>9,.0f} "
+            f"{_fmt(row.p50):>7} {_fmt(row.p99):>7} {_fmt(row.worst):>7} {row.lost:>5} "
             f"{_median([r.server_cpu for r in rows]):>7.0%} "
             f"{max(r.server_peak_rss_mb for r in rows):>7.1f} "
-            f"{loader:>6.0%}{flag}" + (f"  ERROR {errors}" if errors else "")
+            f"{row.loader:>6.0%}{row.flag}" + row.errors
         )
     ours = [n for n in names if n.startswith("trio-chat")]
     peers = [n for n in names if n not in ours]
@@ -890,30 +912,19 @@ def report_cluster(results: list[Result]) -> str:
         per_cpu[name] = _median([r.per_cpu_s for r in rows])
     for name in names:
         rows = [r for r in results if r.target == name]
-        rates = [r.deliveries_per_s for r in rows]
-        spread = f"({min(rates)/1000:,.0f}k-{max(rates)/1000:,.0f}k)" if len(rows) > 1 else ""
+        row = _summarize(rows)
         each = [r.server_cpu_each for r in rows if r.server_cpu_each]
         split = (
             "/".join(f"{_median(list(col)) * 100:.0f}" for col in zip(*each, strict=True)) + "%"
             if each else ""
         )  # fmt: skip
-        p50 = [r.p50_ms for r in rows if r.p50_ms is not None]
-        p99 = [r.p99_ms for r in rows if r.p99_ms is not None]
-        worst = [r.max_ms for r in rows if r.max_ms is not None]
         redis = [r.redis_cpu for r in rows if r.redis_cpu is not None]
-        loader = max(max(r.loader_cpu, default=0.0) for r in rows)
-        flag = " SATURATED" if any(r.loader_saturated for r in rows) else ""
-        errors = "; ".join(sorted({r.error for r in rows if r.error}))
         lines.append(
-            f"{name:<{wide}} {rate[name]:>11,.0f} {spread:>12} {per_cpu[name]:>9,.0f} "
+            f"{name:<{wide}} {rate[name]:>11,.0f} {row.spread:>12} {per_cpu[name]:>9,.0f} "
             f"{_median([r.server_cpu for r in rows]):>7.0%} {split:<15} "
-            f"{_fmt(_median(p50) if p50 else None):>6} "
-            f"{_fmt(_median(p99) if p99 else None):>6} "
-            f"{_fmt(max(worst) if worst else None):>6} "
-            f"{sum(r.lost for r in rows):>5} "
-            f"{format(_median(redis), '.0%') if redis else '-':>5} {loader:>6.0%} "
-            f"{_ratio(rate[name], rate[base[name]]):>6}{flag}"
-            + (f"  ERROR {errors}" if errors else "")
+            f"{_fmt(row.p50):>6} {_fmt(row.p99):>6} {_fmt(row.worst):>6} {row.lost:>5} "
+            f"{format(_median(redis), '.0%') if redis else '-':>5} {row.loader:>6.0%} "
+            f"{_ratio(rate[name], rate[base[name]]):>6}{row.flag}" + row.errors
         )
     lines.append("ratios (median of runs; per server CPU-second summed over processes):")
     for name in names:
