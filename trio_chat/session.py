@@ -163,7 +163,10 @@ class Session:
                     continue
                 claimed: str | None = None
                 try:
-                    claimed = await self._claim(item)
+                    # Released below unless a member here holds it by then (also when
+                    # the claim is refused or cut short: releasing checks the holder).
+                    if (claimed := self._claims(item)) is not None:
+                        await self.room.claim(claimed)  # a Redis round trip, first
                     if isinstance(item, Chat):
                         # The store must take the message before the room broadcasts it;
                         # if it is full, only this sender waits. No checkpoint between
@@ -178,19 +181,16 @@ class Session:
                     if claimed is not None:
                         self.room.unclaim(claimed)
 
-    async def _claim(self, event: Event) -> str | None:
-        """The name this event joins (or renames) under, claimed across the servers
-        sharing the room, if any: a Redis round trip before the join itself."""
+    def _claims(self, event: Event) -> str | None:
+        """The name this event joins (or renames) under, when servers sharing the room
+        must agree on it first (``--redis``); None for everything else."""
         if self.room.presence is None:
             return None
         if isinstance(event, Join):
-            name = event.user
-        elif isinstance(event, Chat) and not self.member.joined and event.user is not None:
-            name = protocol.validate_name(event.user)
-        else:
-            return None
-        await self.room.claim(name)
-        return name
+            return event.user
+        if isinstance(event, Chat) and not self.member.joined and event.user is not None:
+            return protocol.validate_name(event.user)
+        return None
 
     def _handle(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
