@@ -533,11 +533,11 @@ async def test_three_processes_one_room_and_a_killed_one_leaves_who(
 async def test_publish_script_is_idempotent_and_ids_increase(redis_server: RedisServer) -> None:
     async with coredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
         script = client.register_script(lua.PUBLISH)
-        args = [PREFIX, 100, "n1", 1, "u", "a", "T", 0, 2, "u", "b", "T", 0]
+        args = [PREFIX, 100, "n1", 1, "u", "a", "T", 2, "u", "b", "T"]
         first = int(await script(keys=[], args=args))
         # The same batch again (a reply lost with the connection) adds nothing.
         assert int(await script(keys=[], args=args)) == first
-        await script(keys=[], args=[PREFIX, 100, "n1", 2, "u", "b", "T", 0, 3, "u", "c", "T", 0])
+        await script(keys=[], args=[PREFIX, 100, "n1", 2, "u", "b", "T", 3, "u", "c", "T"])
         entries = await client.xrange(PREFIX + "history", "-", "+")
         assert [e.field_values["x"] for e in entries] == ["a", "b", "c"]
         ids = [int(str(e.identifier).split("-")[0]) for e in entries]
@@ -635,5 +635,5 @@ def test_outbox_while_redis_is_unreachable() -> None:
 
 def entry(message_id: int, user: str, text: str, *, node: str, seq: int) -> Any:
     return SimpleNamespace(identifier=f"{message_id}-0", field_values={
-        "u": user, "x": text, "ts": "T", "node": node, "seq": str(seq), "l": "0",
+        "u": user, "x": text, "ts": "T", "node": node, "seq": str(seq),
     })

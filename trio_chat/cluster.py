@@ -202,7 +202,7 @@ class RedisHistory(History):
     def load(self, entries: Sequence[Any], pruned: int) -> None:
         """Fill the ring from the stream's newest entries (oldest first) at start."""
         for entry in entries:
-            message, origin, _ = _parse_entry(entry)
+            message, origin = _parse_entry(entry)
             self._remember(message, origin)
             self.last_id = message.id
         self._pruned = max(self._pruned, pruned)
@@ -210,12 +210,12 @@ class RedisHistory(History):
     def deliver(self, entry: Any) -> str | None:
         """One entry read from the stream: remembered, and the line to broadcast here
         (None for this server's own outage messages, delivered already)."""
-        message, origin, local = _parse_entry(entry)
+        message, origin = _parse_entry(entry)
         if self._ring and message.id <= self._ring[-1].id:
             return None  # restored behind us: already seen or never ours to deliver
         self._remember(message, origin)
         self.last_id = message.id
-        if origin[0] == self.node and (self._confirm(origin[1]) or local):
+        if origin[0] == self.node and self._confirm(origin[1]):
             return None  # delivered here during an outage already
         return chat_line(message)
 
@@ -290,11 +290,11 @@ class RedisHistory(History):
         self._progress = trio.Event()
 
 
-def _parse_entry(entry: Any) -> tuple[StoredMessage, tuple[str, int], bool]:
+def _parse_entry(entry: Any) -> tuple[StoredMessage, tuple[str, int]]:
     fields = entry.field_values
     message_id = int(str(entry.identifier).partition("-")[0])
     message = StoredMessage(message_id, fields["u"], fields["x"], fields["ts"])
-    return message, (fields.get("node", ""), int(fields.get("seq", 0))), fields.get("l") == "1"
+    return message, (fields.get("node", ""), int(fields.get("seq", 0)))
 
 
 class ClusterPresence:
@@ -658,7 +658,7 @@ class Cluster:
             batch = history.unpublished(PUBLISH_BATCH)
             args: list[str | int] = [history.keep, self.node]
             for out in batch:
-                args += [out.seq, out.user, out.text, out.timestamp, int(out.local)]
+                args += [out.seq, out.user, out.text, out.timestamp]
             with trio.fail_after(COMMAND_TIMEOUT):
                 await self._script(client, lua.PUBLISH, args)
             history.mark_published(batch)

@@ -56,7 +56,7 @@ end
 #: a batch again after a lost reply must not add it twice.
 PUB_TTL_MS: Final = 24 * 3600 * 1000
 
-#: ARGV: prefix, maxlen, node, then per message: seq, user, text, timestamp, local.
+#: ARGV: prefix, maxlen, node, then per message: seq, user, text, timestamp.
 #: Adds the messages this server has not published yet (seq above its ``pub:`` mark)
 #: to the history stream with the next ids; returns the last id.
 PUBLISH: Final = f"""
@@ -65,13 +65,12 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local last = tonumber(redis.call('GET', p .. 'last-id') or '0')
 local done = tonumber(redis.call('GET', p .. 'pub:' .. node) or '0')
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 4 do
   local seq = tonumber(ARGV[i])
   if seq > done then
     last = math.max(now, last + 1)
     redis.call('XADD', p .. 'history', 'MAXLEN', '~', maxlen, string.format('%.0f-0', last),
-      'u', ARGV[i + 1], 'x', ARGV[i + 2], 'ts', ARGV[i + 3], 'node', node,
-      'seq', ARGV[i], 'l', ARGV[i + 4])
+      'u', ARGV[i + 1], 'x', ARGV[i + 2], 'ts', ARGV[i + 3], 'node', node, 'seq', ARGV[i])
     done = seq
   end
 end
@@ -91,7 +90,7 @@ local have = redis.call('XRANGE', key, '-', '+')
 local ours = {{}}
 for i = 3, #ARGV, 6 do
   ours[#ours + 1] = {{tonumber(ARGV[i]), {{'u', ARGV[i + 1], 'x', ARGV[i + 2], 'ts', ARGV[i + 3],
-    'node', ARGV[i + 4], 'seq', ARGV[i + 5], 'l', '0'}}}}
+    'node', ARGV[i + 4], 'seq', ARGV[i + 5]}}}}
 end
 local merged, added, a, b = {{}}, 0, 1, 1
 while a <= #have or b <= #ours do
