@@ -15,6 +15,7 @@ ring is already committed, so that read cannot miss one.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -65,7 +66,7 @@ def chat_line(message: Shown, *, history: bool = False) -> str:
     )
 
 
-class History:
+class History(ABC):
     """What the room needs of a history, whichever store holds it: ids, the hand-over
     of new messages, and replays planned from an in-memory ring of the newest ones.
 
@@ -83,36 +84,36 @@ class History:
         self._older_in_store = False
 
     @property
+    @abstractmethod
     def full(self) -> bool:
         """The store's hand-over buffer is full: a sender must wait (backpressure)."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def pruned_through(self) -> int:
         """Messages with ids up to this one may be missing (pruned, or lost in a crash):
         a replay from before it is not complete."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def wait_writable(self) -> None:
         """Return once :meth:`record` will not raise ``trio.WouldBlock``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def flush(self) -> None:
         """Wait until every message recorded so far is stored (for a graceful stop)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def record(self, user: str, text: str, ts: str) -> str | None:
         """Hand a message to the store. Returns the line to broadcast now, or None when
         the store broadcasts it itself once it has an id (the Redis backplane does).
         Raises ``trio.WouldBlock`` (nothing changed) when the store is full."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _read(
         self, after: int, before: int, limit: int
     ) -> tuple[list[StoredMessage], int]:
         """Stored messages with ``after < id < before`` (the first ``limit``), and
         ``pruned_through``; only called for replays the ring cannot answer."""
-        raise NotImplementedError
 
     def _remember(self, message: StoredMessage) -> None:
         if len(self._ring) == self._ring.maxlen:
