@@ -8,9 +8,10 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from tests.helpers import TcpClient
 from trio_chat.config import Config
-from trio_chat.room import Room
-from trio_chat.tcp import handle_tcp
-from trio_chat.ws import handle_ws
+from trio_chat.server.room import Room
+from trio_chat.transports.admission import Admission
+from trio_chat.transports.tcp import handle_tcp
+from trio_chat.transports.ws import handle_ws
 
 #: Under autojump_clock a wait is virtual: this bound never costs real time.
 VIRTUAL_WAIT = 1000
@@ -19,14 +20,14 @@ VIRTUAL_WAIT = 1000
 def tcp_client(nursery: trio.Nursery, room: Room, config: Config) -> TcpClient:
     """A TCP-protocol session on a memory stream; returns the client end."""
     client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_tcp, room, config, server)
+    nursery.start_soon(handle_tcp, Admission(room, config), server)
     return TcpClient(client, wait=VIRTUAL_WAIT)
 
 
 async def ws_client(nursery: trio.Nursery, room: Room, config: Config) -> WebSocketConnection:
     """A WebSocket session on a memory stream; returns the client's connection."""
     client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, room, config, server)
+    nursery.start_soon(handle_ws, Admission(room, config), server)
     return await wrap_client_stream(nursery, client, "localhost", "/")
 
 

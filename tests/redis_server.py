@@ -1,4 +1,4 @@
-"""A real redis-server for the cluster tests: ``trio_chat.redis_server.RedisServer``
+"""A real redis-server for the cluster tests: ``trio_chat.bench.redis_server.RedisServer``
 (shared with ``trio-chat bench --cluster``), and what a test does without one."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from trio_chat.redis_server import RedisError, RedisServer, RedisServerMissing, free_port
+from trio_chat.bench.redis_server import RedisError, RedisServer, RedisServerMissing, free_port
 
 __all__ = ["RedisError", "RedisServer", "free_port", "redis_server_or_skip"]
 

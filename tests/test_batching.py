@@ -18,10 +18,11 @@ from tests.helpers import TcpClient, WsClient
 from tests.memory import WrappedStream
 from trio_chat import protocol
 from trio_chat.config import Config
-from trio_chat.room import Room
-from trio_chat.session import Session
-from trio_chat.tcp import TcpTransport
-from trio_chat.ws import handle_ws
+from trio_chat.server.room import Room
+from trio_chat.server.session import Session
+from trio_chat.transports.admission import Admission
+from trio_chat.transports.tcp import TcpTransport
+from trio_chat.transports.ws import handle_ws
 
 CONFIG = Config(tcp_port=0, ws_port=0)
 TS = "2026-11-26T18:00:00.000Z"
@@ -75,7 +76,7 @@ async def ws_pair(nursery, room):
     """A trio-chat WebSocket session and a trio-websocket client, over memory."""
     client_end, server_end = trio.testing.memory_stream_pair()
     counting = CountingStream(server_end)
-    nursery.start_soon(handle_ws, room, CONFIG, counting)
+    nursery.start_soon(handle_ws, Admission(room, CONFIG), counting)
     conn = await wrap_client_stream(nursery, client_end, "localhost", "/")
     return conn, counting
 
@@ -164,7 +165,7 @@ async def test_ws_batch_frames_stay_within_the_reference_clients_message_limit(n
 
     room = Room()
     client_end, server_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, room, CONFIG, server_end)
+    nursery.start_soon(handle_ws, Admission(room, CONFIG), server_end)
     conn = await wrap_client_stream(
         nursery, client_end, "localhost", "/", max_message_size=ClientConfig().max_line
     )

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.redis_server import redis_server_or_skip
-from trio_chat import bench, cli
+from trio_chat import cli
+from trio_chat.bench import runner as bench
 
 
 def message(sender: int, seq: int, sent_ns: int) -> bytes:

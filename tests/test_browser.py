@@ -26,9 +26,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from trio_websocket import wrap_server_stream
 
 from tests.helpers import TlsFiles
-from trio_chat import Config, http, serve
+from trio_chat import Config, serve
 from trio_chat.cluster import open_cluster
 from trio_chat.protocol import encode
+from trio_chat.transports import http
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -12,17 +12,18 @@ from trio_websocket import ConnectionClosed, wrap_client_stream
 from tests.helpers import TcpClient, WsClient, ws_client
 from tests.memory import VIRTUAL_WAIT
 from trio_chat import Config, serve
-from trio_chat.limits import Gate
 from trio_chat.protocol import SERVER_FULL
-from trio_chat.room import Room
-from trio_chat.session import Session
-from trio_chat.tcp import handle_tcp
-from trio_chat.ws import handle_ws
+from trio_chat.server.limits import Gate
+from trio_chat.server.room import Room
+from trio_chat.server.session import Session
+from trio_chat.transports.admission import Admission
+from trio_chat.transports.tcp import handle_tcp
+from trio_chat.transports.ws import handle_ws
 
 
 def connect_tcp(nursery, room, config, gate) -> TcpClient:
     client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_tcp, room, config, server, gate)
+    nursery.start_soon(handle_tcp, Admission(room, config, gate), server)
     return TcpClient(client, wait=VIRTUAL_WAIT)
 
 
@@ -67,7 +68,7 @@ async def test_websocket_over_a_cap_is_closed_with_1013(nursery):
     inside = connect_tcp(nursery, room, config, gate)
     await inside.join("Inside")
     client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, room, config, server, gate)
+    nursery.start_soon(handle_ws, Admission(room, config, gate), server)
     ws = await wrap_client_stream(nursery, client, "localhost", "/")
     with pytest.raises(ConnectionClosed) as closed:
         await ws.get_message()

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from tests.helpers import TcpClient, WsClient, ws_client
 from trio_chat import cli
+from trio_chat.cli import default_db_path
 from trio_chat.config import Config
-from trio_chat.store import default_db_path
+from trio_chat.server import app
 
 TRIO_CHAT = str(Path(sys.executable).with_name("trio-chat"))
 
@@ -22,7 +23,7 @@ TRIO_CHAT = str(Path(sys.executable).with_name("trio-chat"))
 def captured(monkeypatch):
     """Replace the server call: the CLI's job ends at building the Config."""
     configs: list[Config] = []
-    monkeypatch.setattr(cli.server, "run", configs.append)
+    monkeypatch.setattr(app, "run", configs.append)
     monkeypatch.setattr(cli, "setup_logging", lambda *args: None)
     return configs
 

@@ -28,8 +28,9 @@ from tests.helpers import WAIT, TcpClient, WsClient, ws_client
 from tests.redis_server import RedisServer, free_port, redis_server_or_skip
 from tests.server_process import server_process
 from trio_chat import Bound, Config, serve
-from trio_chat import cluster_scripts as lua
-from trio_chat.cluster import PREFIX, Cluster, RedisHistory, open_cluster
+from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
+from trio_chat.cluster import scripts as lua
+from trio_chat.server.room import Room
 
 TTL = 2.0  # --presence-ttl for these tests: a dead server's users leave within 1.25x
 
@@ -58,7 +59,7 @@ async def relinked(cluster: Cluster, links: int) -> None:
     """Wait until the cluster has linked to Redis ``links`` times in all."""
     with trio.move_on_after(WAIT):
         while cluster.links < links:
-            await cluster.changed.wait()
+            await cluster.state_changed.wait()
     assert cluster.links >= links, (cluster.links, cluster.connected)
 
 
@@ -231,7 +232,7 @@ async def test_redis_restarted_mid_conversation_loses_nothing_for_since(
             await trio.to_thread.run_sync(redis_server.stop)
             with trio.fail_after(WAIT):
                 while ca.connected or cb.connected:
-                    await ca.changed.wait()
+                    await ca.state_changed.wait()
             await alice.send({"type": "chat", "text": "during the outage"})
             local = await alice.recv_until(type="chat")
             assert local["text"] == "during the outage" and "id" not in local
@@ -394,8 +395,8 @@ async def test_a_message_in_flight_when_redis_loses_its_data_keeps_one_id(
                 await trio.to_thread.run_sync(redis_server.restart)
                 gate_a.open()
                 with trio.fail_after(WAIT):  # A is back first: it waits for B
-                    while not (ca.waiting or ca.links >= 2):
-                        await ca.changed.wait()
+                    while not (ca.state is LinkState.RESTORING or ca.links >= 2):
+                        await ca.state_changed.wait()
                 gate_b.open()
                 await relinked(ca, 2)
                 await relinked(cb, 2)
@@ -432,7 +433,7 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
         await trio.to_thread.run_sync(redis_server.kill)
         with trio.fail_after(WAIT):
             while ca.connected or cb.connected:
-                await ca.changed.wait()
+                await ca.state_changed.wait()
         await alice.send({"type": "chat", "text": "during the outage"})
         local = await alice.recv_until(type="chat")
         assert "id" not in local
@@ -602,35 +603,43 @@ def test_restore_is_the_sorted_union_and_keeps_what_redis_has(
 
 
 def test_outbox_while_redis_is_unreachable() -> None:
-    history = RedisHistory("me", replay=10, keep=100, max_pending=2)
-    history.came_back()
-    assert history.record("bob", "a", "T") is None  # broadcast once read back
-    assert history.record("bob", "b", "T") is None
-    assert history.full  # backpressure while linked
-    batch = history.unpublished(10)
+    cluster = Cluster(Config(redis="redis://unused", history_replay=10, history_keep=100),
+                      node="me")
+    cluster.outbox.max_pending = 2
+    room = Room(cluster)
+    seen: list[str] = []
+    room.broadcast = seen.append  # type: ignore[method-assign]
+    outbox = cluster.outbox
+    outbox.came_back()
+    cluster.publish("bob", "a", "T")  # broadcast once read back
+    cluster.publish("bob", "b", "T")
+    assert seen == []
+    assert outbox.full  # backpressure while linked
+    batch = outbox.unpublished(10)
     assert [o.text for o in batch] == ["a", "b"]
-    history.mark_published(batch)
-    assert history.full and history.outbox == 2  # until read back
+    outbox.mark_published(batch)
+    assert outbox.full and len(outbox) == 2  # until read back
     # The link drops: everything Redis has not shown back is delivered here now, in
     # order (Redis may have a and b; they will not be delivered here twice).
-    assert [json.loads(line)["text"] for line in history.went_down()] == ["a", "b"]
-    line = history.record("bob", "c", "T")
-    assert line == '{"type":"chat","user":"bob","text":"c","timestamp":"T"}'
-    assert not history.full  # never blocks a sender during an outage
-    history.came_back()
-    assert [(o.text, o.local) for o in history.unpublished(10)] == [
+    cluster._down()
+    assert [json.loads(line)["text"] for line in seen] == ["a", "b"]
+    cluster.publish("bob", "c", "T")
+    assert seen[-1] == '{"type":"chat","user":"bob","text":"c","timestamp":"T"}'
+    assert not outbox.full  # never blocks a sender during an outage
+    outbox.came_back()
+    assert [(o.text, o.local) for o in outbox.unpublished(10)] == [
         ("a", True), ("b", True), ("c", True)
     ]
-    assert history.outbox == 3
+    assert len(outbox) == 3
     # Read back from Redis: remembered for replays, not delivered again here; another
     # server's message is.
-    assert history.deliver(entry(10, "bob", "a", node="me", seq=1)) is None
-    assert history.deliver(entry(11, "ann", "x", node="other", seq=1)) == (
+    assert cluster._entry_line(entry(10, "bob", "a", node="me", seq=1)) is None
+    assert cluster._entry_line(entry(11, "ann", "x", node="other", seq=1)) == (
         '{"type":"chat","id":11,"user":"ann","text":"x","timestamp":"T"}'
     )
-    assert history.deliver(entry(12, "bob", "c", node="me", seq=3)) is None
-    assert history.outbox == 0 and history.last_id == 12 and not history.full
-    assert [m.text for m in history.replay(since=10).tail] == ["x", "c"]
+    assert cluster._entry_line(entry(12, "bob", "c", node="me", seq=3)) is None
+    assert len(outbox) == 0 and cluster.history.last_id == 12 and not outbox.full
+    assert [m.text for m in cluster.history.replay(since=10).tail] == ["x", "c"]
 
 
 def entry(message_id: int, user: str, text: str, *, node: str, seq: int) -> Any:

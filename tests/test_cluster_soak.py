@@ -380,7 +380,7 @@ async def read_history(port: int, name: str) -> list[dict[str, Any]]:
 
 async def test_cluster_soak() -> None:
     from tests.redis_server import redis_server_or_skip
-    from trio_chat.limits import raise_nofile_limit
+    from trio_chat.server.process import raise_nofile_limit
 
     raise_nofile_limit()
     with redis_server_or_skip() as redis:

@@ -15,9 +15,11 @@ from tests.helpers import TcpClient
 from tests.memory import VIRTUAL_WAIT, WrappedStream, tcp_client, ws_client
 from trio_chat.config import Config
 from trio_chat.protocol import IDLE_TIMEOUT
-from trio_chat.room import Room
-from trio_chat.tcp import KEEPALIVE_IDLE, handle_tcp, set_keepalive
-from trio_chat.ws import handle_ws
+from trio_chat.server.room import Room
+from trio_chat.transports.admission import Admission
+from trio_chat.transports.net import KEEPALIVE_IDLE, set_keepalive
+from trio_chat.transports.tcp import handle_tcp
+from trio_chat.transports.ws import handle_ws
 
 HANDSHAKE = (
     b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -57,7 +59,7 @@ async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery
     watcher = tcp_client(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.lockstep_stream_pair()
-    nursery.start_soon(handle_tcp, room, config, server_end)
+    nursery.start_soon(handle_tcp, Admission(room, config), server_end)
     start = trio.current_time()
     await client_end.send_all(b'{"type":"join","user":"Stuck"}\n')  # then never reads
     await watcher.recv_until(type="system", event="join", name="Stuck")
@@ -79,7 +81,7 @@ async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump
     await watcher.join("Watcher")
     # A hand-made WebSocket client that joins and then goes silent: it never pongs.
     client_end, server_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, room, config, server_end)
+    nursery.start_soon(handle_ws, Admission(room, config), server_end)
     start = trio.current_time()
     await client_end.send_all(HANDSHAKE)
     response = b""
@@ -148,7 +150,7 @@ async def test_tcp_handler_turns_keepalive_on(nursery):
         port = listeners[0].socket.getsockname()[1]
         async with TcpClient(await trio.open_tcp_stream("127.0.0.1", port)) as client:
             accepted = await listeners[0].accept()
-            nursery.start_soon(handle_tcp, Room(), Config(), accepted)
+            nursery.start_soon(handle_tcp, Admission(Room(), Config()), accepted)
             await client.join("Kept")
             assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
@@ -183,7 +185,7 @@ async def test_websocket_that_closes_and_stops_reading_is_dropped(nursery, autoj
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.memory_stream_pair()
     server = StopsReading(server_end)
-    nursery.start_soon(handle_ws, room, config, server)
+    nursery.start_soon(handle_ws, Admission(room, config), server)
     await client_end.send_all(HANDSHAKE)
     response = b""
     while b"\r\n\r\n" not in response:

@@ -9,7 +9,7 @@ import trio
 
 from tests.memory import tcp_client, ws_client
 from trio_chat.config import Config
-from trio_chat.room import Room
+from trio_chat.server.room import Room
 
 
 def lines(n: int) -> bytes:

@@ -11,7 +11,7 @@ from trio_websocket import ConnectionClosed
 from tests.memory import tcp_client, ws_client
 from trio_chat.config import Config
 from trio_chat.protocol import RATE_LIMITED
-from trio_chat.room import Room
+from trio_chat.server.room import Room
 
 FLOOD = Config(rate_limit=5, rate_burst=10, rate_ceiling=50)
 

@@ -25,10 +25,11 @@ from trio_websocket import ConnectionClosed, wrap_client_stream
 from tests.helpers import TcpClient
 from trio_chat import Config
 from trio_chat.protocol import ERROR_CODES
-from trio_chat.room import Room
-from trio_chat.session import Session
-from trio_chat.tcp import TcpTransport, handle_tcp
-from trio_chat.ws import handle_ws
+from trio_chat.server.room import Room
+from trio_chat.server.session import Session
+from trio_chat.transports.admission import Admission
+from trio_chat.transports.tcp import TcpTransport, handle_tcp
+from trio_chat.transports.ws import handle_ws
 
 FUZZ = settings(max_examples=150, deadline=None)
 BOUND = 600  # virtual seconds: far above every timeout and fakelag here, so reaching it = stuck
@@ -181,7 +182,7 @@ def test_ws_session_survives_arbitrary_messages(frames):
                 done = trio.Event()
 
                 async def serve_one() -> None:
-                    await handle_ws(room, CONFIG, server_stream)
+                    await handle_ws(Admission(room, CONFIG), server_stream)
                     done.set()
 
                 nursery.start_soon(serve_one)
@@ -225,7 +226,7 @@ async def test_ws_oversized_messages_in_a_row(autojump_clock):
         async with trio.open_nursery() as nursery:
             good = await chat_partner(room, nursery)
             client_stream, server_stream = trio.testing.memory_stream_pair()
-            nursery.start_soon(handle_ws, room, CONFIG, server_stream)
+            nursery.start_soon(handle_ws, Admission(room, CONFIG), server_stream)
             client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
             await client.send_message('{"type":"join","user":"Big"}')
             await good.recv_until(type="system", event="join", name="Big")
@@ -285,7 +286,7 @@ async def test_nasty_frame_over_ws(data, code):
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
         client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(handle_ws, room, BIG, server_stream)
+        nursery.start_soon(handle_ws, Admission(room, BIG), server_stream)
         client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
         await client.send_message('{"type":"join","user":"Fuzz"}')
         # A WebSocket text frame is UTF-8: the NUL case stays raw, escapes stay escapes.
@@ -337,7 +338,7 @@ def feed_ws_handler(data: bytes, abort: bool) -> None:
         client, server = trio.testing.memory_stream_pair()
         with trio.fail_after(BOUND):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(handle_ws, Room(), CONFIG, server)
+                nursery.start_soon(handle_ws, Admission(Room(), CONFIG), server)
                 await client.send_all(data)
                 if abort:
                     await client.aclose()
@@ -393,7 +394,7 @@ def test_tls_handlers_survive_arbitrary_bytes(data, abort, which):
         stream = trio.SSLStream(server, SERVER_TLS, server_side=True)
         with trio.fail_after(BOUND):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(handler, Room(), CONFIG, stream)
+                nursery.start_soon(handler, Admission(Room(), CONFIG), stream)
                 await client.send_all(data)
                 if abort:
                     await client.aclose()

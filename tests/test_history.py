@@ -18,9 +18,12 @@ from hypothesis import strategies as st
 
 from tests.helpers import TcpClient, WsClient, ws_client
 from trio_chat import Config, serve
-from trio_chat.history import SqliteHistory, open_history
-from trio_chat.room import Room
-from trio_chat.store import SqliteStore, StoredMessage, StoreError, running
+from trio_chat.history.base import StoredMessage, chat_line
+from trio_chat.history.sqlite import SqliteHistory, SqliteStore, open_history
+from trio_chat.history.writer import StoreError, running
+from trio_chat.server.delivery import LocalDelivery
+from trio_chat.server.room import Room
+from trio_chat.transports.admission import Admission
 
 CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
 
@@ -123,9 +126,9 @@ async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery):
     config = replace(CONFIG, queue_size=8)
     async with open_history(config) as history:
         for n in range(1, 1201):  # more than the queue, and than one write (MAX_BATCH)
-            await history.wait_writable()
+            await history.store.wait_writable()
             history.record("Bob", f"m{n}", "T")
-        bound = await nursery.start(partial(serve, config, room=Room(history=history)))
+        bound = await nursery.start(partial(serve, config, room=Room(LocalDelivery(history))))
         async with await TcpClient.connect(bound.tcp_port) as ann:
             chats, end = await join_with_replay(ann, "Ann", since=0)
             assert [m["id"] for m in chats] == list(range(1, 1201))
@@ -138,7 +141,7 @@ async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery):
 async def test_since_past_the_retention_says_incomplete(nursery):
     config = replace(CONFIG, history_keep=3)
     async with open_history(config) as history:
-        bound = await nursery.start(partial(serve, config, room=Room(history=history)))
+        bound = await nursery.start(partial(serve, config, room=Room(LocalDelivery(history))))
         async with await TcpClient.connect(bound.tcp_port) as bob:
             await join_with_replay(bob, "Bob")
             await say(bob, "Bob", *"abcdef")
@@ -161,7 +164,7 @@ async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
     async with running(store, 4) as snapshot:
         history = SqliteHistory(store, snapshot, replay=2, ring=4)
         for n in range(1, 13):
-            await history.wait_writable()
+            await history.store.wait_writable()
             history.record("Bob", f"m{n}", "T")
         await store.flush()
         assert store.pruned_through == 4
@@ -199,7 +202,7 @@ async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path):
         assert end == '{"type":"history_end","last_id":19,"complete":false}'
         *_, end = await history.render(history.replay(19))
         assert end == '{"type":"history_end","last_id":19}'
-        assert history.record("Bob", "y", "T").startswith('{"type":"chat","id":20,')
+        assert chat_line(history.record("Bob", "y", "T")).startswith('{"type":"chat","id":20,')
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 20  # that stop was clean
 
@@ -220,7 +223,7 @@ async def test_a_stalled_writer_holds_back_the_sender_not_the_room(nursery):
     store = GatedStore(":memory:", keep=100, max_pending=8)
     try:
         async with open_history(CONFIG, store) as history:
-            bound = await nursery.start(partial(serve, CONFIG, room=Room(history=history)))
+            bound = await nursery.start(partial(serve, CONFIG, room=Room(LocalDelivery(history))))
             async with await TcpClient.connect(bound.tcp_port) as bob, \
                     await TcpClient.connect(bound.tcp_port) as ann:
                 await join_with_replay(bob, "Bob")
@@ -259,7 +262,7 @@ async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, cap
     store = FailingStore(config.db, keep=100)
     async with open_history(config, store) as history:
         for text in ["kept", "lost", "kept again", "lost at the end"]:
-            await history.wait_writable()
+            await history.store.wait_writable()
             history.record("Bob", text, "T")
             await store.flush()
             store.failing = not store.failing
@@ -326,9 +329,9 @@ def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
             for op, arg in ops:
                 if op == "say":
                     for _ in range(arg):
-                        await history.wait_writable()
+                        await history.store.wait_writable()
                         n += 1
-                        assert f'"id":{n},' in history.record("u", f"m{n}", "T")
+                        assert f'"id":{n},' in chat_line(history.record("u", f"m{n}", "T"))
                 elif op == "flush":
                     await store.flush()
                 elif op == "yield":
@@ -370,20 +373,20 @@ async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
     memory while it trickles out at the client's pace."""
     import trio.testing
 
-    from trio_chat.session import MAX_BATCH
-    from trio_chat.tcp import handle_tcp
+    from trio_chat.server.session import MAX_BATCH
+    from trio_chat.transports.tcp import handle_tcp
 
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     store = CountingReads(config.db, keep=10_000)
     async with open_history(config, store) as history:
         for n in range(1, 5001):
-            await history.wait_writable()
+            await history.store.wait_writable()
             history.record("Bob", f"m{n}", "T")
-        await history.flush()
-        room = Room(history=history)
+        await history.store.flush()
+        room = Room(LocalDelivery(history))
         client_end, server_end = trio.testing.memory_stream_pair()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(handle_tcp, room, config, server_end)
+            nursery.start_soon(handle_tcp, Admission(room, config), server_end)
             async with TcpClient(client_end) as ann:
                 chats, end = await join_with_replay(ann, "Ann", since=0)
         assert [c["id"] for c in chats] == list(range(1, 5001))

@@ -6,8 +6,9 @@ import resource
 
 import pytest
 
-from trio_chat.limits import Gate, TokenBucket, raise_nofile_limit
 from trio_chat.protocol import RATE_LIMITED, SERVER_FULL, ProtocolError
+from trio_chat.server.limits import Gate, TokenBucket
+from trio_chat.server.process import raise_nofile_limit
 
 
 class FakeClock:

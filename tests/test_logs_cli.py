@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from tests.memory import tcp_client
 from trio_chat import cli
+from trio_chat.cli import default_db_path
 from trio_chat.config import Config
 from trio_chat.logs import JsonFormatter, setup_logging
-from trio_chat.room import Room
-from trio_chat.store import default_db_path
+from trio_chat.server import app
+from trio_chat.server.room import Room
 
 
 async def test_lifecycle_is_logged_at_info_and_message_text_only_at_debug(nursery, caplog):
@@ -74,7 +75,7 @@ def test_setup_logging_json_installs_the_formatter():
 
 def test_cli_passes_every_hardening_option_to_the_config(monkeypatch):
     seen: list[Config] = []
-    monkeypatch.setattr(cli.server, "run", lambda config: seen.append(config) or 0)
+    monkeypatch.setattr(app, "run", lambda config: seen.append(config) or 0)
     monkeypatch.setattr(cli, "setup_logging", lambda *args: None)
     result = CliRunner().invoke(
         cli.main,
@@ -121,7 +122,7 @@ def test_cli_passes_every_hardening_option_to_the_config(monkeypatch):
 
 def test_cli_defaults_match_the_config(monkeypatch):
     seen: list[Config] = []
-    monkeypatch.setattr(cli.server, "run", lambda config: seen.append(config) or 0)
+    monkeypatch.setattr(app, "run", lambda config: seen.append(config) or 0)
     monkeypatch.setattr(cli, "setup_logging", lambda *args: None)
     result = CliRunner().invoke(cli.main, ["serve"], env={})
     assert result.exit_code == 0, result.output

@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from trio_chat.room import Member, Room
+from trio_chat.server.room import Member, Room
 
 
 class Seat:
@@ -101,6 +101,6 @@ def test_welcome_lists_members_in_join_order_through_renames_and_leaves():
     welcome = dee.drain()[0]
     assert welcome["users"] == ['Bø "b"', "Cyd", "Dee"] == room.names
     assert welcome["clients_count"] == 3
-    assert protocol.welcome_encoded("Dee", protocol.json_array(room.names), 3) == (
-        protocol.welcome("Dee", room.names)
+    assert protocol.welcome("Dee", protocol.json_array(room.names), 3) == protocol.encode(
+        {"type": "welcome", "user": "Dee", "users": room.names, "clients_count": 3}
     )

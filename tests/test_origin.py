@@ -15,7 +15,7 @@ from tests.helpers import TcpClient, TlsFiles, WsClient
 from trio_chat import Config, serve
 from trio_chat.cli import main
 from trio_chat.cli import serve as serve_command
-from trio_chat.origin import OriginPolicy, parse_origin
+from trio_chat.transports.origin import OriginPolicy, parse_origin
 
 
 @pytest.mark.parametrize(

@@ -193,14 +193,14 @@ class TestEncoding:
         assert json.loads(protocol.chat("Bob", "hi", ts)) == {
             "type": "chat", "user": "Bob", "text": "hi", "timestamp": ts,
         }
-        assert json.loads(protocol.welcome("Bob", ["Ann", "Bob"])) == {
+        assert json.loads(protocol.welcome("Bob", protocol.json_array(["Ann", "Bob"]), 2)) == {
             "type": "welcome", "user": "Bob", "users": ["Ann", "Bob"], "clients_count": 2,
         }
         assert json.loads(protocol.system("join", "Bob", "Bob joined the chat", 2, ts)) == {
             "type": "system", "event": "join", "user": "System", "name": "Bob",
             "text": "Bob joined the chat", "clients_count": 2, "timestamp": ts,
         }
-        assert json.loads(protocol.users(["Ann"])) == {
+        assert json.loads(protocol.users(protocol.json_array(["Ann"]), 1)) == {
             "type": "users", "users": ["Ann"], "clients_count": 1,
         }
         assert json.loads(protocol.pong()) == {"type": "pong"}

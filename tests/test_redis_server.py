@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from tests.redis_server import RedisError, RedisServer, redis_server_or_skip
-from trio_chat.redis_server import RedisServerMissing
+from trio_chat.bench.redis_server import RedisServerMissing
 
 
 async def test_a_real_client_talks_to_it(redis_server: RedisServer):

@@ -9,10 +9,11 @@ import trio.testing
 from trio_websocket import ConnectionClosed, wrap_client_stream, wrap_server_stream
 
 from trio_chat.config import Config
-from trio_chat.room import Room
-from trio_chat.session import Session
-from trio_chat.tcp import TcpTransport, handle_tcp
-from trio_chat.ws import WsTransport
+from trio_chat.server.room import Room
+from trio_chat.server.session import Session
+from trio_chat.transports.admission import Admission
+from trio_chat.transports.tcp import TcpTransport, handle_tcp
+from trio_chat.transports.ws import WsTransport
 
 CONFIG = Config(queue_size=16, send_timeout=5.0)
 
@@ -46,7 +47,7 @@ class MemoryTcpPeer:
 async def tcp_session(nursery: trio.Nursery, room: Room, config: Config = CONFIG,
                       pair=trio.testing.memory_stream_pair) -> MemoryTcpPeer:
     client, server = pair()
-    nursery.start_soon(handle_tcp, room, config, server)
+    nursery.start_soon(handle_tcp, Admission(room, config), server)
     return MemoryTcpPeer(client)
 
 
@@ -84,7 +85,7 @@ async def test_a_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
     watcher = await joined_tcp(nursery, room, "Watcher")
     # A lockstep stream: every send_all waits for the reader, like a full kernel buffer.
     client, server = trio.testing.lockstep_stream_pair()
-    nursery.start_soon(handle_tcp, room, CONFIG, server)
+    nursery.start_soon(handle_tcp, Admission(room, CONFIG), server)
     await client.send_all(b'{"type":"join","user":"Stuck"}\n')
     # Stuck never reads; the server's write of its welcome can never finish.
     start = trio.current_time()
@@ -186,7 +187,7 @@ async def test_tcp_transport_writes_queued_lines_in_one_send(nursery):
 
     server.send_all = counting_send_all  # type: ignore[method-assign]
     room = Room()
-    nursery.start_soon(handle_tcp, room, CONFIG, server)
+    nursery.start_soon(handle_tcp, Admission(room, CONFIG), server)
     await client.send_all(b"/nick Ann\n")
     peer = MemoryTcpPeer(client)
     await peer.recv()

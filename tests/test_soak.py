@@ -25,8 +25,8 @@ from trio_websocket import ConnectionClosed, wrap_client_stream
 
 from tests.lean_ws import LeanWs
 from tests.server_process import ServerProcess, server_process
-from trio_chat.limits import raise_nofile_limit
 from trio_chat.protocol import RATE_LIMITED, LineBuffer
+from trio_chat.server.process import raise_nofile_limit
 
 DURATION = float(os.environ.get("TRIO_CHAT_SOAK_SECONDS", "30"))
 TCP_CHATTERS, WS_CHATTERS = 200, 100

@@ -17,13 +17,13 @@ from click.testing import CliRunner
 from tests.conftest import TEST_CONFIG
 from tests.helpers import TcpClient, TlsFiles, WsClient
 from trio_chat import Config, serve
-from trio_chat.cli import main
-from trio_chat.room import Room
-from trio_chat.startup import StartupError
-from trio_chat.store import default_db_path
-from trio_chat.tcp import handle_tcp
-from trio_chat.tls import client_context
-from trio_chat.ws import handle_ws
+from trio_chat.cli import default_db_path, main
+from trio_chat.errors import StartupError
+from trio_chat.server.room import Room
+from trio_chat.transports.admission import Admission
+from trio_chat.transports.tcp import handle_tcp
+from trio_chat.transports.tls import client_context
+from trio_chat.transports.ws import handle_ws
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ async def test_tls_handshake_is_time_bounded(autojump_clock, tls, handler):
     stream = trio.SSLStream(server, tls.server_context, server_side=True)
     start = trio.current_time()
     with trio.fail_after(60):
-        await handler(Room(), config, stream)
+        await handler(Admission(Room(), config), stream)
     assert trio.current_time() - start == pytest.approx(7.0)
     assert await client.receive_some() == b""  # closed
 
@@ -114,7 +114,7 @@ async def test_tls_handshake_over_memory_streams_then_chat(tls):
     stream = trio.SSLStream(server, tls.server_context, server_side=True)
     tls_client = trio.SSLStream(client, tls.client_context(), server_hostname="localhost")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_tcp, Room(), TEST_CONFIG, stream)
+        nursery.start_soon(handle_tcp, Admission(Room(), TEST_CONFIG), stream)
         bob = TcpClient(tls_client)
         await bob.send({"type": "ping"})
         assert await bob.recv() == {"type": "pong"}

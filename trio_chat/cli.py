@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-import shutil
+import importlib
 import ssl
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
-from . import bench as bench_mod
-from . import client, protocol, server, tls
+from . import client, protocol
 from .client import ClientConfig, ClientError
 from .config import Config
 from .logs import FORMATS, setup_logging
-from .origin import OriginPolicy
-from .store import default_db_path
+from .transports import tls
+from .transports.origin import OriginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = Config()
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def default_db_path() -> str:
+    """``trio-chat.db`` in the platform's user data directory."""
+    import platformdirs
+
+    return str(platformdirs.user_data_path("trio-chat") / "trio-chat.db")
 
 
 def option(*decls: str, **attrs: Any) -> Callable[[F], F]:
@@ -48,7 +54,25 @@ def _check_redis(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose optional commands are imported only when run (click's documented
+    pattern): ``trio-chat bench`` lives in :mod:`trio_chat.bench`, which ``serve`` and
+    ``join`` never import."""
+
+    LAZY: ClassVar[dict[str, str]] = {"bench": "trio_chat.bench.cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            module = importlib.import_module(self.LAZY[cmd_name])
+            command: click.Command = getattr(module, cmd_name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="trio-chat")
 def main() -> None:
     """trio-chat: one chat room for raw-TCP (nc) and WebSocket clients."""
@@ -131,7 +155,9 @@ def serve(**options: Any) -> None:
             raise click.BadParameter(f"cannot load certificate/key: {exc}",
                                      param_hint="'--tls-cert' / '--tls-key'") from None
     setup_logging(config.log_level, config.log_format)
-    sys.exit(server.run(config))
+    from .server.app import run  # the server's modules, for this command only
+
+    sys.exit(run(config))
 
 
 CLIENT_DEFAULTS = ClientConfig()
@@ -224,67 +250,3 @@ def _prompted_name(value: str) -> str:
         return protocol.validate_name(value)
     except protocol.ProtocolError as exc:
         raise click.BadParameter(exc.text) from None
-
-
-@main.command()
-@click.option("--mode", "modes", multiple=True, type=click.Choice(bench_mod.MODES),
-              help="trio-chat modes to measure (repeatable) [default: all three].")
-@click.option("--peer", "peers", multiple=True, nargs=3, metavar="NAME URL COMMAND",
-              help="A peer server: its name, its ws:// URL and the command that starts "
-                   "it (repeatable).")
-@click.option("--clients", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--senders", type=click.IntRange(0), default=10, show_default=True)
-@click.option("--window", type=click.IntRange(1), default=4, show_default=True,
-              help="Messages each sender keeps in flight (closed loop).")
-@click.option("--rate", type=click.FloatRange(0), default=0, show_default=True,
-              help="Fixed total deliveries/s instead of the closed loop (0: closed loop).")
-@click.option("--duration", type=click.FloatRange(0.5), default=8.0, show_default=True,
-              help="Seconds measured, after the warm-up.")
-@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True)
-@click.option("--loaders", type=click.IntRange(1), default=1, show_default=True,
-              help="Loader processes sharing the clients.")
-@click.option("--probe-every", type=click.IntRange(0), default=10, show_default=True,
-              help="Every Nth client records the latency of each delivery.")
-@click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
-              help="Measure every server this many times, in turn.")
-@click.option("--scale", is_flag=True,
-              help="Instead: hold --clients idle joined connections (trio-chat: half TCP, "
-                   "half WebSocket); report join time and RSS per connection.")
-@click.option("--profile-dir", default="", metavar="DIR",
-              help="Record a py-spy profile of each Python server into DIR "
-                   "(--cluster: of each row's first process).")
-@click.option("--cluster", type=click.IntRange(1), default=None, metavar="N",
-              help="Instead: 1, 2, ... N 'trio-chat serve --redis' processes sharing the "
-                   "room through one redis-server (and 1 without Redis), clients spread "
-                   "over them [default mode: tcp].")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs: int,
-          scale: bool, cluster: int | None, as_json: bool, **settings: Any) -> None:
-    """Fan-out benchmark: trio-chat against peer servers, in one run."""
-    config = bench_mod.Settings(**settings)
-    if cluster:
-        if scale or peers:
-            raise click.UsageError("--cluster measures trio-chat alone: no --scale, no --peer")
-        if shutil.which("redis-server") is None:
-            raise click.ClickException(
-                "--cluster needs redis-server on PATH (Debian package redis-server)"
-            )
-        targets = bench_mod.cluster_targets(cluster, modes or ("tcp",))
-    elif scale:
-        targets = [bench_mod.scale_target()] if not modes else []
-    else:
-        targets = bench_mod.our_targets(modes or bench_mod.MODES)
-    targets += [bench_mod.peer_target(*peer) for peer in peers]
-
-    def progress(result: bench_mod.Result) -> None:
-        if not as_json:
-            figure = (f"{result.connected} connected" if scale
-                      else f"{result.deliveries_per_s:,.0f} deliveries/s")
-            click.echo(f"  run {result.run + 1}: {result.target}: {figure}"
-                       + (f" ({result.error})" if result.error else ""), err=True)
-
-    results = bench_mod.run_bench(targets, config, runs, scale, progress)
-    if as_json:
-        click.echo(bench_mod.to_json(results, config))
-    else:
-        click.echo(bench_mod.report(results, scale))

@@ -1,13 +1,6 @@
-"""Starting up: binding listeners, and the errors that stop a start with one clear line."""
+"""The errors that stop a start with one clear line (no traceback) and an exit code."""
 
 from __future__ import annotations
-
-import trio
-
-
-def url_host(host: str) -> str:
-    """A host as it appears in a URL (IPv6 in brackets)."""
-    return f"[{host}]" if ":" in host else host
 
 
 class StartupError(Exception):
@@ -19,6 +12,7 @@ class StartupError(Exception):
 
 
 def find_startup_error(error: BaseException) -> StartupError | None:
+    """The :class:`StartupError` in ``error`` (maybe inside exception groups), if any."""
     if isinstance(error, StartupError):
         return error
     if isinstance(error, BaseExceptionGroup):
@@ -28,10 +22,9 @@ def find_startup_error(error: BaseException) -> StartupError | None:
     return None
 
 
-async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    """Bind, turning the usual failures into a :class:`StartupError`."""
-    try:
-        return await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        raise StartupError(f"cannot listen on {url_host(host)}:{port}: {reason}") from None
+def first_leaf(error: BaseException) -> BaseException:
+    """The first exception that is not a group, for a log line about a failure that
+    reached us wrapped in nurseries' exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

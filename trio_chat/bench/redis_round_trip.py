@@ -7,7 +7,7 @@ only, not Redis) of one command through coredis, the client cluster mode uses, f
 the commands the cluster sends, against a raw RESP exchange on a Trio socket (the
 floor: the same bytes without a client library), in the same run.
 
-Run: ``.venv/bin/python bench/redis_round_trip.py`` (starts its own redis-server).
+Run: ``.venv/bin/python -m trio_chat.bench.redis_round_trip`` (starts its own redis-server).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import coredis
 import trio
 
-from trio_chat.redis_server import RedisServer
+from trio_chat.bench.redis_server import RedisServer
 
 SCRIPT = "return ARGV[1]"
 

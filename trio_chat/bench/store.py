@@ -2,7 +2,7 @@
 
 Two measurements, each against a peer measured in the same run:
 
-* ``store``: messages pushed through ``History.record`` (the call the room makes,
+* ``store``: messages pushed through ``SqliteHistory.record`` (the call the room makes,
   with its backpressure wait) into a real SQLite file, timed until all are committed.
   Peer: the same store committing one message per transaction (``max_pending=1``).
 * ``server``: a real ``trio-chat serve`` subprocess with a file database; several TCP
@@ -10,7 +10,7 @@ Two measurements, each against a peer measured in the same run:
   separate SQLite reader sees the last message committed. Peer: the same run with
   ``--db :memory:``. Both are also timed until the first client has every echo.
 
-Run: ``.venv/bin/python bench/store_bench.py`` (``--help`` for sizes).
+Run: ``.venv/bin/python -m trio_chat.bench.store`` (``--help`` for sizes).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import trio
 
-from trio_chat.history import History
-from trio_chat.store import SqliteStore, running
+from trio_chat.history.sqlite import SqliteHistory, SqliteStore
+from trio_chat.history.writer import running
 
 SENDERS = 4
 TS = "2026-11-26T19:00:00.000Z"
@@ -41,13 +41,13 @@ async def store_rate(path: str, messages: int, keep: int, max_pending: int) -> f
     between reads) and hands each to the store as ``Room.say`` does."""
     store = SqliteStore(path, keep=keep, max_pending=max_pending)
     async with running(store, 0) as snapshot:
-        history = History(store, snapshot, replay=50)
+        history = SqliteHistory(store, snapshot, replay=50)
 
         async def sender(k: int, count: int) -> None:
             for start in range(0, count, READ):
                 await trio.lowlevel.checkpoint()  # the socket read
                 for n in range(start, min(start + READ, count)):
-                    await history.wait_writable()
+                    await store.wait_writable()
                     history.record(f"sender{k}", f"message {n} " + "x" * 50, TS)
 
         start = time.perf_counter()

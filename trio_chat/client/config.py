@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..startup import url_host
+from ..transports.net import url_host
 
 
 @dataclass(frozen=True)

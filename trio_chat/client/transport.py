@@ -29,9 +29,10 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from .. import protocol, tls
+from .. import protocol
 from ..protocol import LineBuffer, ProtocolError
-from ..startup import url_host
+from ..transports import tls
+from ..transports.net import url_host
 from .config import ClientConfig
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,13 @@
-"""Ids, and what a joiner is replayed: the event-loop side of the history store.
+"""What the room keeps of the past: ids, the newest messages in memory, and replays.
 
-:class:`History` is what the room sees; :class:`SqliteHistory` (below) keeps one
-server's history in SQLite, :class:`trio_chat.cluster.RedisHistory` a cluster's in
-Redis. For SQLite, ids are allocated here, in the event loop (continuing after the
-store's last id), so they follow the one global order in which the room broadcasts.
-The newest messages are also kept in memory (a ring at least as large as the store's
-uncommitted window): a plain join and a recent ``since`` are answered from it at
-once and atomically with the join, without touching the database. Only a resume from
-further back reads the store, off the event loop (for a file, on a second connection
-beside the writer), for the part older than the ring; every message older than the
-ring is already committed, so that read cannot miss one.
+:class:`History` is the part every server has, whatever holds the messages: an
+in-memory ring of the newest ones, from which a plain join and a recent ``since`` are
+answered at once and atomically with the join, and the planning of a longer replay
+(which reads the store page by page, off the event loop). Two stores implement it:
+:class:`trio_chat.history.sqlite.SqliteHistory` (one server, a file) and
+:class:`trio_chat.cluster.history.ClusterHistory` (every server on one Redis).
+Where a *new* message goes is not the history's business but the delivery's
+(:mod:`trio_chat.server.delivery`).
 """
 
 from __future__ import annotations
@@ -17,14 +15,11 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple
 
-from . import protocol
-from .config import Config
-from .store import BatchingStore, Snapshot, SqliteStore, StoredMessage, running
+from .. import protocol
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +29,28 @@ RING: Final = 2048
 PAGE: Final = 2048
 
 
+class StoredMessage(NamedTuple):
+    """One chat message as stored; a tuple, so ``executemany`` binds it as it is."""
+
+    id: int
+    user: str
+    text: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a store knows when it opens: where ids continue, and the newest rows."""
+
+    last_id: int
+    pruned_through: int
+    count: int
+    tail: list[StoredMessage] = field(default_factory=list)
+
+
 class Unconfirmed(NamedTuple):
     """A message delivered here during a Redis outage, without an id: it has none yet
-    (cluster mode, :class:`trio_chat.cluster.RedisHistory`)."""
+    (cluster mode, :class:`trio_chat.cluster.history.ClusterHistory`)."""
 
     user: str
     text: str
@@ -67,13 +81,8 @@ def chat_line(message: Shown, *, history: bool = False) -> str:
 
 
 class History(ABC):
-    """What the room needs of a history, whichever store holds it: ids, the hand-over
-    of new messages, and replays planned from an in-memory ring of the newest ones.
-
-    Two implementations, chosen at start: :class:`SqliteHistory` (one server, a file)
-    and :class:`trio_chat.cluster.RedisHistory` (every server on one Redis). The room
-    only sees this class.
-    """
+    """Ids and replays, planned from an in-memory ring of the newest messages,
+    whichever store holds the rest (see the module doc)."""
 
     def __init__(self, tail: list[StoredMessage], *, last_id: int, replay: int, ring: int) -> None:
         self.replay_count = replay
@@ -85,28 +94,9 @@ class History(ABC):
 
     @property
     @abstractmethod
-    def full(self) -> bool:
-        """The store's hand-over buffer is full: a sender must wait (backpressure)."""
-
-    @property
-    @abstractmethod
     def pruned_through(self) -> int:
         """Messages with ids up to this one may be missing (pruned, or lost in a crash):
         a replay from before it is not complete."""
-
-    @abstractmethod
-    async def wait_writable(self) -> None:
-        """Return once :meth:`record` will not raise ``trio.WouldBlock``."""
-
-    @abstractmethod
-    async def flush(self) -> None:
-        """Wait until every message recorded so far is stored (for a graceful stop)."""
-
-    @abstractmethod
-    def record(self, user: str, text: str, ts: str) -> str | None:
-        """Hand a message to the store. Returns the line to broadcast now, or None when
-        the store broadcasts it itself once it has an id (the Redis backplane does).
-        Raises ``trio.WouldBlock`` (nothing changed) when the store is full."""
 
     @abstractmethod
     async def _read(
@@ -168,67 +158,3 @@ class History(ABC):
         """The replay's lines, ``history_end`` last."""
         messages, end = await self.collect(replay)
         return [chat_line(m, history=True) for m in messages] + [end]
-
-
-class SqliteHistory(History):
-    """One server's history in SQLite: ids allocated here, in the event loop
-    (continuing after the store's last id), so they follow the order in which the
-    room broadcasts."""
-
-    def __init__(
-        self, store: BatchingStore, snapshot: Snapshot, *, replay: int, ring: int = RING
-    ) -> None:
-        size = self.ring_size(store, replay, ring)
-        super().__init__(snapshot.tail, last_id=snapshot.last_id, replay=replay, ring=size)
-        self.store = store
-        self._older_in_store = snapshot.count > len(self._ring)
-
-    @staticmethod
-    def ring_size(store: BatchingStore, replay: int, ring: int = RING) -> int:
-        """Never smaller than the store's uncommitted window (see the module doc)."""
-        return min(store.keep, max(ring, replay, store.max_pending))
-
-    @property
-    def full(self) -> bool:
-        return self.store.full
-
-    @property
-    def pruned_through(self) -> int:
-        return self.store.pruned_through
-
-    async def wait_writable(self) -> None:
-        await self.store.wait_writable()
-
-    async def flush(self) -> None:
-        await self.store.flush()
-
-    def record(self, user: str, text: str, ts: str) -> str:
-        message = StoredMessage(self.last_id + 1, user, text, ts)
-        self.store.put_nowait(message)
-        self.last_id = message.id
-        self._remember(message)
-        return chat_line(message)
-
-    async def _read(
-        self, after: int, before: int, limit: int
-    ) -> tuple[list[StoredMessage], int]:
-        return await self.store.read(after, before, limit)
-
-
-@asynccontextmanager
-async def open_history(
-    config: Config, store: BatchingStore | None = None
-) -> AsyncIterator[SqliteHistory]:
-    """The configured store, running; everything handed over is committed on exit.
-
-    Raises :class:`~trio_chat.store.StoreError` if the database cannot be used.
-    """
-    if store is None:
-        store = SqliteStore(config.db, keep=config.history_keep)
-    tail = SqliteHistory.ring_size(store, config.history_replay)
-    async with running(store, tail) as snapshot:
-        log.info(
-            "history: %s, %d messages kept, ids continue after %d",
-            config.db, snapshot.count, snapshot.last_id,
-        )
-        yield SqliteHistory(store, snapshot, replay=config.history_replay)

@@ -1,31 +1,34 @@
-"""``serve(config)``: both listeners in one nursery, around one room and its history."""
+"""``serve(config)``: the listeners in one nursery, around one room and its delivery.
+
+This is the server's whole import path: the cluster (coredis) is imported only when
+``config.redis`` asks for it.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import gc
 import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
-from . import tls
-from .cluster import open_cluster
-from .config import Config
-from .history import open_history
-from .limits import RESERVED_FDS, Gate, raise_nofile_limit
+from ..config import Config
+from ..errors import StartupError, find_startup_error
+from ..history.sqlite import open_history
+from ..transports import tls
+from ..transports.admission import Admission
+from ..transports.net import listener_port, open_listeners, url_host
+from ..transports.tcp import handle_tcp
+from ..transports.ws import handle_ws
+from .delivery import LocalDelivery
+from .limits import Gate
+from .process import RESERVED_FDS, raise_nofile_limit, tune_gc, tune_malloc
 from .room import Room
 from .session import Session
-from .startup import StartupError, find_startup_error, url_host
-from .tcp import serve_tcp_chat
-from .ws import serve_ws_chat
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,11 @@ async def serve(
     seconds to drain (WebSockets close with 1001), then run the teardown steps.
     Cancelling ``serve`` instead stops it at once.
 
-    Without a ``room``, opens the history store named by ``config.db`` for this run
-    (and closes it on the way out). However ``serve`` stops, cancelled included, every
-    chat message broadcast has been committed to the room's store when it returns.
+    The ports are bound first; only then, without a ``room``, is the room opened for
+    this run: the history store named by ``config.db``, or the cluster on
+    ``config.redis`` (closed on the way out). So a start that fails to bind touches
+    neither. However ``serve`` stops, cancelled included, every chat message
+    broadcast has been handed to the room's store when it returns.
     """
     context = None
     if config.tls_cert:
@@ -81,17 +86,29 @@ async def serve(
             raise StartupError(f"cannot load TLS certificate/key: {exc}") from None
     stop = stop if stop is not None else trio.Event()
     async with AsyncExitStack() as stack:
+        tcp = await open_listeners(config.host, config.tcp_port, context)
+        stack.push_async_callback(_close_all, tcp)
+        ws = await open_listeners(config.host, config.ws_port, context, https_compatible=True)
+        stack.push_async_callback(_close_all, ws)
+        bound = Bound(
+            config.host, listener_port(tcp[0]), listener_port(ws[0]), tls=context is not None
+        )
         if room is None:
             room = await stack.enter_async_context(open_room(config))
         try:
-            await _serve_connections(config, room, stop, context, task_status)
+            await _serve_connections(config, room, stop, {"tcp": tcp, "ws": ws}, bound,
+                                     task_status)
         finally:
             # Teardown, after every connection is gone, also when cancelled: whatever
             # the room handed to the history store is committed.
-            if room.history is not None:
-                with trio.CancelScope(shield=True):
-                    await room.history.flush()
+            with trio.CancelScope(shield=True):
+                await room.delivery.flush()
         log.info("trio-chat stopped")
+
+
+async def _close_all(listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> None:
+    for listener in listeners:
+        await trio.aclose_forcefully(listener)
 
 
 @asynccontextmanager
@@ -99,39 +116,46 @@ async def open_room(config: Config) -> AsyncIterator[Room]:
     """The room for ``config``: shared through Redis (``config.redis``), or this
     server's own with its SQLite history (``config.db``)."""
     if config.redis:
+        from ..cluster import open_cluster  # coredis is imported only with --redis
+
         async with open_cluster(config) as cluster:
             yield cluster.room
     else:
         async with open_history(config) as history:
-            yield Room(history=history)
+            yield Room(LocalDelivery(history))
+
+
+#: The connection handler of each listener, by name (``Bound``'s ports, in order).
+HANDLERS: dict[str, Callable[[Admission, trio.abc.Stream], Awaitable[None]]] = {
+    "tcp": handle_tcp,
+    "ws": handle_ws,
+}
 
 
 async def _serve_connections(
     config: Config,
     room: Room,
     stop: trio.Event,
-    context: ssl.SSLContext | None,
+    listeners: dict[str, Sequence[trio.abc.Listener[trio.abc.Stream]]],
+    bound: Bound,
     task_status: trio.TaskStatus[Bound],
 ) -> None:
     gate = Gate[Session](config.max_clients, config.max_per_ip)
+    admission = Admission(room, config, gate)
     async with trio.open_nursery() as connections:
-        async with trio.open_nursery() as listeners:
-            await listeners.start(room.run_notices)
-            for_tcp = partial(serve_tcp_chat, gate=gate, ssl_context=context)
-            for_ws = partial(serve_ws_chat, gate=gate, ssl_context=context)
-            tcp = await listeners.start(for_tcp, room, config, connections)
-            ws = await listeners.start(for_ws, room, config, connections)
-            bound = Bound(
-                config.host,
-                tls.listener_port(tcp[0]),
-                tls.listener_port(ws[0]),
-                tls=context is not None,
-            )
+        async with trio.open_nursery() as accepting:
+            await accepting.start(room.run_notices)
+            for name, group in listeners.items():
+                await accepting.start(
+                    partial(trio.serve_listeners, handler_nursery=connections),
+                    partial(HANDLERS[name], admission),
+                    list(group),
+                )
             log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
             log.info("chat page: %s", bound.page_url)
             task_status.started(bound)
             await stop.wait()
-            listeners.cancel_scope.cancel()  # stop accepting: the listening sockets close
+            accepting.cancel_scope.cancel()  # stop accepting: the listening sockets close
         log.info(
             "shutting down: %d connections, up to %gs to drain",
             gate.total,
@@ -178,43 +202,6 @@ async def serve_until_signal(config: Config) -> bool:
             await serve(config, stop=stop)
             nursery.cancel_scope.cancel()  # the signal watcher
     return graceful
-
-
-#: Allocations between young-generation collections (CPython's default is 700).
-GC_GEN0_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Make the cyclic GC cheap for a server holding many connections.
-
-    Every connection keeps hundreds of long-lived Trio objects, and every join
-    allocates lists as long as the room; with CPython's defaults a 4,000-client join
-    storm spent 10 of its 31 s in collections (1,637 young, 149 middle and 13 full
-    ones). A 50,000-allocation young generation made it 0.5 s (and the joins 2x
-    faster) for a few MB of garbage waiting a little longer; ``gc.freeze`` takes the
-    objects alive at startup (modules, classes) out of every later full collection.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 10)
-
-
-#: glibc's M_MMAP_THRESHOLD: allocations at least this big get their own mapping.
-MMAP_THRESHOLD = 64 * 1024
-
-
-def tune_malloc() -> None:
-    """Keep big short-lived buffers out of glibc's heap.
-
-    A ``welcome`` lists every member: 120 KB of text (and its bytes and frame) per
-    join in a room of 10,000, freed at once. glibc raises its mmap threshold after
-    such frees and then carves them from the heap between long-lived connection
-    objects, which fragments it: RSS per idle connection measured 59 KB after a
-    10,000-client join storm, 42 KB with the threshold pinned at 64 KB (what
-    ``MALLOC_MMAP_THRESHOLD_=65536`` does). Elsewhere (not glibc) this does nothing.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD in <malloc.h>
 
 
 def run(config: Config) -> int:

@@ -8,13 +8,11 @@ long in a row. :class:`Gate` admits connections under ``--max-clients`` and
 
 from __future__ import annotations
 
-import resource
 from collections import Counter
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Generic, TypeVar
 
-from .protocol import RATE_LIMITED, SERVER_FULL, ProtocolError
+from ..protocol import RATE_LIMITED, SERVER_FULL, ProtocolError
 
 T = TypeVar("T")
 
@@ -113,21 +111,3 @@ class Gate(Generic[T]):
         self.per_ip[ip] -= 1
         if self.per_ip[ip] <= 0:
             del self.per_ip[ip]
-
-
-#: File descriptors kept for everything but client sockets (listeners, logs, stdio).
-RESERVED_FDS = 32
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit.
-
-    Each connection is one file descriptor; the usual soft default (1024) would cap
-    the server far below ``--max-clients``.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and hard != resource.RLIM_INFINITY and soft < hard:
-        # On failure keep the soft limit we have; the log says what it allows.
-        with suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -5,19 +5,20 @@ awaits a client: it puts one already-encoded line into each queue with
 ``send_nowait``; a member whose queue is full is evicted (the slow-consumer policy)
 and the others see it leave.
 
-With a :class:`~trio_chat.history.History`, chat messages get ids and are handed to
-the store before they are broadcast, and a joiner's queue gets one
-:class:`~trio_chat.history.Replay` item right after its ``welcome``.
+Where a chat message goes once the room has it (the store, then a broadcast; or
+Redis, then every server's broadcast) is its :class:`~.delivery.Delivery`'s business.
+With a history, a joiner's queue gets one :class:`~trio_chat.history.base.Replay`
+item right after its ``welcome``.
 
 Join and leave notices go to everyone, so a crowd arriving at once would cost
 members x joins deliveries. While :meth:`Room.run_notices` runs (``serve`` starts
 it), notices past a budget of deliveries per interval are coalesced into one
 ``summary`` notice per interval; a joiner still gets its own ``join`` notice at once.
 
-With a :class:`Presence` (several servers sharing the room, :mod:`trio_chat.cluster`),
-``clients_count``, ``who`` and ``welcome`` count the other servers' members too, names
-are claimed across servers before a join, and the other servers' joins and leaves are
-announced here like local ones.
+When several servers share the room (:mod:`trio_chat.cluster`), ``clients_count``,
+``who`` and ``welcome`` count the other servers' members too (the delivery knows
+them), names are claimed through the delivery before a join, and the other servers'
+joins and leaves are announced here like local ones (:meth:`Room.remote`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 import trio
 
-from . import protocol
-from .history import History, Replay
-from .protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
+from .. import protocol
+from ..history.base import History, Replay
+from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
+from ..pulse import Pulse
+from .delivery import Delivery, LocalDelivery
+from .pacing import ReadPacer
 
 log = logging.getLogger(__name__)
 
@@ -42,72 +45,6 @@ NOTICE_RATE = 2_000
 #: Shortest notice interval, in seconds; in a big room it is members / NOTICE_RATE,
 #: so one summary to everyone stays within the rate (10,000 members: 5 s).
 NOTICE_INTERVAL = 0.1
-
-
-#: Of a member's queue, the share that all readers together may fill between two turns
-#: of the writers (see :class:`ReadPacer`): 1/16, so 64 messages of the default 1,024.
-PACE_SHARE = 16
-
-
-class ReadPacer:
-    """Lets readers handle several messages between checkpoints, yet bounds what they
-    broadcast, all together, before the writers get a turn.
-
-    One read can hold a thousand lines. A checkpoint after every message (the simple
-    fair rule) lets the writers run between any two broadcasts, so each message costs
-    every member a write of its own: half the server's fan-out. Instead, the room
-    counts messages; a reader checkpoints once the count since the last *round* reaches
-    the budget, and the first reader to come back from such a checkpoint starts the
-    next round. Trio runs every task woken in one scheduling batch in the next, so the
-    writers get a turn between rounds, and a queue takes at most about
-    ``2 x (budget + readers)`` messages before its writer runs: fair for any reader
-    that keeps up, like the per-message checkpoint (``2 x readers``), with batches.
-    """
-
-    def __init__(self) -> None:
-        self._spent = 0
-        self._round = 0
-
-    async def step(self, budget: int) -> None:
-        """Count one message; checkpoint if this round's ``budget`` is spent."""
-        self._spent += 1
-        if self._spent < budget:
-            return
-        ticket = self._round
-        await trio.lowlevel.checkpoint()
-        if self._round == ticket:  # the first back from this round starts the next
-            self._round += 1
-            self._spent = 0
-
-
-class Presence(Protocol):
-    """The room's view of the members on other servers, and its channel to them."""
-
-    #: Changes whenever the other servers' member names change.
-    version: int
-
-    def names(self) -> list[str]:
-        """The other servers' member names."""
-        ...
-
-    def count(self) -> int:
-        """How many members the other servers have."""
-        ...
-
-    async def claim(self, name: str) -> bool:
-        """Reserve ``name`` for this server across the cluster; False if another
-        server's member has it."""
-        ...
-
-    def release(self, name: str) -> None:
-        """Give up a claimed name no member of this server holds."""
-
-    def joined(self, name: str) -> None:
-        """Tell the other servers (without waiting)."""
-
-    def left(self, name: str) -> None: ...
-
-    def renamed(self, old: str, new: str) -> None: ...
 
 
 class Member:
@@ -161,18 +98,17 @@ class Room:
 
     def __init__(
         self,
-        clock: Callable[[], str] = protocol.timestamp,
+        delivery: Delivery | None = None,
         *,
-        history: History | None = None,
-        presence: Presence | None = None,
+        clock: Callable[[], str] = protocol.timestamp,
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
     ) -> None:
         self._members: dict[str, Member] = {}  # casefolded name -> member, join order
         self._clock = clock
-        self.history = history
-        self.presence = presence
-        self._presence_version = presence.version if presence is not None else 0
+        self.delivery = delivery if delivery is not None else LocalDelivery()
+        self.delivery.bind(self)
+        self._others_version = self.delivery.version
         self._evicted: deque[Member] = deque()
         self._evicting = False
         self._notice_rate = notice_rate
@@ -182,7 +118,7 @@ class Room:
         self._window_spent = 0
         self._window_budget = 0.0  # deliveries notices may take before window_end
         self._joined = self._left = 0  # coalesced, not yet announced
-        self._pending = trio.Event()
+        self._pending = Pulse()
         self._users_json: str | None = None  # names in join order, as JSON
         self._who: tuple[str, str] | None = None  # (_users_json it was built from, answer)
         self.pacer = ReadPacer()
@@ -198,21 +134,24 @@ class Room:
         return [m.name for m in self._members.values() if m.name is not None]
 
     @property
+    def history(self) -> History | None:
+        """Where replays are planned from (the delivery's)."""
+        return self.delivery.history
+
+    @property
     def count(self) -> int:
         """Members in the room: this server's, and the other servers' if shared."""
-        if self.presence is None:
-            return len(self._members)
-        return len(self._members) + self.presence.count()
+        return len(self._members) + self.delivery.other_count()
 
     def _users(self) -> str:
-        """The member names as a JSON array, cached: joins append to it."""
-        presence = self.presence
-        if presence is not None and presence.version != self._presence_version:
-            self._presence_version = presence.version
+        """The member names as a JSON array (this server's in join order, then the
+        other servers'), cached: joins append to it."""
+        delivery = self.delivery
+        if delivery.version != self._others_version:
+            self._others_version = delivery.version
             self._users_json = None
         if self._users_json is None:
-            names = self.names if presence is None else self.names + presence.names()
-            self._users_json = protocol.json_array(names)
+            self._users_json = protocol.json_array(self.names + delivery.other_names())
         return self._users_json
 
     def who(self) -> str:
@@ -221,8 +160,12 @@ class Room:
         must not make the server hold a fresh copy per question."""
         users = self._users()
         if self._who is None or self._who[0] is not users:
-            self._who = (users, protocol.users_encoded(users, self.count))
+            self._who = (users, protocol.users(users, self.count))
         return self._who[1]
+
+    def _welcome(self, name: str) -> str:
+        """The ``welcome`` for a join or a rename: everyone in the room, on every server."""
+        return protocol.welcome(name, self._users(), self.count)
 
     def __len__(self) -> int:
         """Members on this server (the deliveries a broadcast costs)."""
@@ -233,18 +176,18 @@ class Room:
         return name.casefold() in self._members
 
     async def claim(self, name: str) -> None:
-        """Before a join under ``name``: with other servers sharing the room, reserve
-        it across all of them (raises ``name_taken``). Follow with :meth:`unclaim`
-        whether or not the join happened."""
-        if self.presence is None or name.casefold() in self._members:
+        """Before a join under ``name``: reserve it wherever else members may hold it
+        (other servers sharing the room; raises ``name_taken``). Follow with
+        :meth:`unclaim` whether or not the join happened."""
+        if name.casefold() in self._members:
             return  # a local holder: join() decides
-        if not await self.presence.claim(name):
+        if not await self.delivery.claim(name):
             raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
 
     def unclaim(self, name: str) -> None:
         """Release a claimed name if no member here holds it (the join failed)."""
-        if self.presence is not None and name.casefold() not in self._members:
-            self.presence.release(name)
+        if name.casefold() not in self._members:
+            self.delivery.release(name)
 
     def join(
         self, member: Member, name: str, since: int | None = None, *, welcome: bool = True
@@ -270,15 +213,14 @@ class Room:
                 "join %s from %s (%d online)", name, member.peer, self.count,
                 extra={"event": "join", "user": name, "peer": member.peer, "online": self.count},
             )
-            if self._users_json is not None and self.presence is None:
+            if self._users_json is not None and not self.delivery.other_count():
                 # The newest member is last in join order.
                 self._users_json = protocol.json_array_append(self._users_json, name)
             else:
                 self._users_json = None
-            if self.presence is not None:
-                self.presence.joined(name)
+            self.delivery.joined(name)
             if welcome:
-                member.deliver(protocol.welcome_encoded(name, self._users(), self.count))
+                member.deliver(self._welcome(name))
                 if self.history is not None:
                     member.deliver(self.history.replay(since))
             text = f"{name} joined the chat"
@@ -287,9 +229,8 @@ class Room:
                 member.deliver(protocol.system("join", name, text, self.count, self._clock()))
         elif old != name:
             log.info("rename %s -> %s", old, name)
-            if self.presence is not None:
-                self.presence.renamed(old, name)
-            member.deliver(protocol.welcome(name, self.names))
+            self.delivery.renamed(old, name)
+            member.deliver(self._welcome(name))
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def leave(self, member: Member) -> None:
@@ -301,8 +242,7 @@ class Room:
         self._users_json = None
         if self.closed:
             return  # the cluster forgets this server's members all at once
-        if self.presence is not None:
-            self.presence.left(name)
+        self.delivery.left(name)
         log.info(
             "leave %s%s (%d online)",
             name,
@@ -319,28 +259,19 @@ class Room:
         self._notice("leave", name, f"{name} left the chat")
 
     async def wait_writable(self) -> None:
-        """Wait until :meth:`say` can hand a message to the store (backpressure on the
-        one sender calling this; the room goes on)."""
-        if self.history is None:
-            await trio.lowlevel.checkpoint()
-        else:
-            await self.history.wait_writable()
+        """Wait until :meth:`say` can hand a message on (backpressure on the one sender
+        calling this; the room goes on)."""
+        await self.delivery.wait_writable()
 
     def say(self, member: Member, text: str) -> None:
-        """Broadcast a chat message under the member's own name.
-
-        With history, the message is handed to the store first; raises
-        ``trio.WouldBlock`` if the store is full (await :meth:`wait_writable` first).
-        """
+        """Send a chat message under the member's own name to everyone, through the
+        delivery. Raises ``trio.WouldBlock`` if the store is full (await
+        :meth:`wait_writable` first)."""
         assert member.name is not None
         if self.closed:
             return  # shutting down: neither stored nor broadcast
         log.debug("chat %s: %s", member.name, text)
-        ts = self._clock()
-        if self.history is None:
-            self.broadcast(protocol.chat(member.name, text, ts))
-        elif (line := self.history.record(member.name, text, ts)) is not None:
-            self.broadcast(line)  # else the history broadcasts it once it has an id
+        self.delivery.publish(member.name, text, self._clock())
 
     def broadcast(self, line: str) -> None:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
@@ -361,7 +292,7 @@ class Room:
             self._evicting = False
 
     def remote(self, event: str, name: str, old: str | None = None) -> None:
-        """Announce a join, leave or rename on another server (the presence has
+        """Announce a join, leave or rename on another server (the delivery has
         already counted it)."""
         if self.closed:
             return
@@ -392,7 +323,7 @@ class Room:
                     self._joined += 1
                 else:
                     self._left += 1
-                self._pending.set()
+                self._pending.fire()
                 return False
             self._window_spent += cost
         self._announce(event, name, text)
@@ -407,9 +338,9 @@ class Room:
         try:
             task_status.started()
             while True:
-                await self._pending.wait()
+                while not (self._joined or self._left):
+                    await self._pending.wait()
                 await trio.sleep_until(self._window_end)
-                self._pending = trio.Event()
                 joined, left = self._joined, self._left
                 self._joined = self._left = 0
                 self.broadcast(protocol.summary(joined, left, self.count, self._clock()))

@@ -15,11 +15,10 @@ from typing import Protocol
 
 import trio
 
-from . import protocol
-from .config import Config
-from .history import Replay, chat_line
-from .limits import TokenBucket
-from .protocol import (
+from .. import protocol
+from ..config import Config
+from ..history.base import Replay, chat_line
+from ..protocol import (
     IDLE_TIMEOUT,
     NOT_JOINED,
     SLOW_CONSUMER,
@@ -31,7 +30,9 @@ from .protocol import (
     ProtocolError,
     Who,
 )
-from .room import PACE_SHARE, Member, Room
+from .limits import TokenBucket
+from .pacing import PACE_SHARE
+from .room import Member, Room
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class Session:
                     # Released below unless a member here holds it by then (also when
                     # the claim is refused or cut short: releasing checks the holder).
                     if (claimed := self._claims(item)) is not None:
-                        await self.room.claim(claimed)  # a Redis round trip, first
+                        await self.room.claim(claimed)  # maybe a Redis round trip, first
                     if isinstance(item, Chat):
                         # The store must take the message before the room broadcasts it;
                         # if it is full, only this sender waits. No checkpoint between
@@ -182,10 +183,8 @@ class Session:
                         self.room.unclaim(claimed)
 
     def _claims(self, event: Event) -> str | None:
-        """The name this event joins (or renames) under, when servers sharing the room
-        must agree on it first (``--redis``); None for everything else."""
-        if self.room.presence is None:
-            return None
+        """The name this event joins (or renames) under, which the room must claim
+        first (other servers may hold it); None for everything else."""
         if isinstance(event, Join):
             return event.user
         if isinstance(event, Chat) and not self.member.joined and event.user is not None:

@@ -20,8 +20,8 @@ from typing import Final
 import h11
 import trio
 
+from ..config import Config
 from . import origin
-from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ MAX_HEAD: Final = 16 * 1024
 #: Bytes read and thrown away after an answer, so the client sees it instead of a reset.
 MAX_DRAIN: Final = 4 * MAX_HEAD
 
-#: URL path -> file under ``trio_chat/web/``. Nothing else is served.
+#: URL path -> file under ``trio_chat/transports/web/``. Nothing else is served.
 PAGES: Final = {
     "/": "index.html",
     "/index.html": "index.html",
@@ -70,7 +70,7 @@ class Reply:
 @cache
 def asset(name: str) -> bytes:
     """The bytes of a file of the page (package data, read once)."""
-    return resources.files("trio_chat").joinpath("web", name).read_bytes()
+    return resources.files("trio_chat.transports").joinpath("web", name).read_bytes()
 
 
 def _text(status: int, text: str, *headers: tuple[str, str]) -> Reply:

@@ -1,73 +1,23 @@
-"""The raw-TCP listener: newline-delimited JSON (and plain text for ``nc``)."""
+"""The raw-TCP transport: newline-delimited JSON (and plain text for ``nc``)."""
 
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 from collections.abc import Sequence
 from contextlib import suppress
-from functools import partial
 
 import trio
 
+from ..config import Config
+from ..protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line, wire_line
+from ..server.session import PeerGone
 from . import tls
-from .config import Config
-from .limits import Gate
-from .protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line, wire_line
-from .room import Room
-from .session import PeerGone, Session
+from .admission import Admission, log_connection
 
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 64 * 1024
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
-
-
-def peer_name(stream: trio.abc.Stream) -> str:
-    """``host:port`` of a socket stream's peer, for logs and per-IP accounting."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
-        try:
-            host, port, *_ = stream.socket.getpeername()
-        except OSError:
-            return "?"
-        return f"{host}:{port}"
-    return "memory"
-
-
-def peer_host(peer: str) -> str:
-    """The address part of :func:`peer_name`'s ``host:port`` (what per-IP caps count)."""
-    return peer.rpartition(":")[0] or peer
-
-
-#: TCP keepalive: first probe after this many idle seconds, then every
-#: KEEPALIVE_INTERVAL, giving up after KEEPALIVE_COUNT unanswered probes, so a peer
-#: whose machine vanished is noticed in about 90 s even if we never write to it.
-KEEPALIVE_IDLE = 60
-KEEPALIVE_INTERVAL = 10
-KEEPALIVE_COUNT = 3
-
-
-def set_keepalive(stream: trio.abc.Stream) -> None:
-    """Turn on TCP keepalive for a socket stream, or the socket under a TLS stream
-    (a no-op for other streams)."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
-        return
-    try:
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in (
-            ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
-            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
-        ):
-            if hasattr(socket, name):
-                stream.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    except OSError:
-        pass  # the peer may already be gone; the session will notice
 
 
 async def refuse_tcp(stream: trio.abc.Stream, error: ProtocolError, timeout: float) -> None:
@@ -153,71 +103,26 @@ class TcpTransport:
             await self.stream.aclose()
 
 
-async def handle_tcp(
-    room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
-) -> None:
+async def handle_tcp(admission: Admission, stream: trio.abc.Stream) -> None:
     """One TCP connection. Never raises: an escaping error would end the listener."""
-    peer = peer_name(stream)
-    host = peer_host(peer)
-    set_keepalive(stream)
-    if gate is not None:
-        try:
-            gate.admit(host)
-        except ProtocolError as error:
-            log.info(
-                "refuse tcp %s (%s)", peer, error.text,
-                extra={"event": "refuse", "transport": "tcp", "peer": peer, "reason": error.code},
-            )
+    config = admission.config
+    with admission.arrive(stream, "tcp") as arrival:
+        peer = arrival.peer
+        if arrival.refusal is not None:
+            error = arrival.refusal
+            log_connection("refuse", "tcp", peer, error.code, error.text)
             await refuse_tcp(stream, error, config.goodbye_timeout)
             return
-    log.info("connect tcp %s", peer, extra={"event": "connect", "transport": "tcp", "peer": peer})
-    session: Session | None = None
-    handshaken = False
-    try:
-        handshaken = await tls.handshake(stream, config.handshake_timeout, peer)
-        if not handshaken:
+        log_connection("connect", "tcp", peer)
+        try:
+            if not await tls.handshake(stream, config.handshake_timeout, peer):
+                log_connection("disconnect", "tcp", peer, "tls_handshake")
+                await trio.aclose_forcefully(stream)
+                return
+            transport = TcpTransport(stream, config, peer)
+            session = admission.session(transport, join_timeout=config.idle_timeout)
+            await admission.run(arrival, session)
+        except Exception:
+            log.exception("connection %s failed", peer)
+            log_connection("disconnect", "tcp", peer, "error")
             await trio.aclose_forcefully(stream)
-        else:
-            session = Session(
-                room, config, TcpTransport(stream, config, peer), join_timeout=config.idle_timeout
-            )
-            if gate is not None:
-                gate.live.add(session)
-                if gate.closing:
-                    session.shutdown()
-            await session.run()
-    except Exception:
-        log.exception("connection %s failed", peer)
-        await trio.aclose_forcefully(stream)
-    finally:
-        if gate is not None:
-            if session is not None:
-                gate.live.discard(session)
-            gate.release(host)
-    reason = session.reason if session else "error" if handshaken else "tls_handshake"
-    log.info(
-        "disconnect tcp %s (%s)", peer, reason,
-        extra={"event": "disconnect", "transport": "tcp", "peer": peer, "reason": reason},
-    )
-
-
-async def serve_tcp_chat(
-    room: Room,
-    config: Config,
-    handler_nursery: trio.Nursery | None = None,
-    *,
-    gate: Gate[Session] | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    task_status: trio.TaskStatus[
-        list[trio.abc.Listener[trio.abc.Stream]]
-    ] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept TCP chat connections (TLS with ``ssl_context``); reports the listeners
-    through ``task_status``."""
-    listeners = await tls.open_listeners(config.tcp_port, config.host, ssl_context)
-    await trio.serve_listeners(
-        partial(handle_tcp, room, config, gate=gate),
-        list(listeners),
-        handler_nursery=handler_nursery,
-        task_status=task_status,
-    )

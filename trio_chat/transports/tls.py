@@ -1,5 +1,5 @@
-"""TLS for both listeners: one server context, TCP listeners wrapped in
-``trio.SSLListener``, and a handshake bounded in time.
+"""TLS for both listeners (one server context; :func:`.net.open_listeners` wraps them
+in ``trio.SSLListener``), a handshake bounded in time, and the client's context.
 
 ``SSLListener.accept`` does not handshake (the first read does), so a peer that opens
 a socket and never speaks TLS holds only its own task; :func:`handshake` bounds even
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Sequence
 
 import trio
-
-from . import startup
 
 log = logging.getLogger(__name__)
 
@@ -29,36 +26,6 @@ def server_context(cert: str, key: str | None = None) -> ssl.SSLContext:
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols(["http/1.1"])  # the WebSocket port speaks HTTP/1.1
     return context
-
-
-async def open_listeners(
-    port: int,
-    host: str,
-    context: ssl.SSLContext | None,
-    *,
-    https_compatible: bool = False,
-) -> Sequence[trio.abc.Listener[trio.abc.Stream]]:
-    """TCP listeners on ``host:port``, speaking TLS when ``context`` is given.
-
-    ``https_compatible`` (for the WebSocket/HTTP port) neither sends nor expects the
-    ``close_notify`` that browsers skip.
-    """
-    listeners = await startup.open_listeners(host, port)
-    if context is None:
-        return listeners
-    return [
-        trio.SSLListener(listener, context, https_compatible=https_compatible)
-        for listener in listeners
-    ]
-
-
-def listener_port(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
-    """The local port of a (possibly TLS-wrapped) socket listener."""
-    while isinstance(listener, trio.SSLListener):
-        listener = listener.transport_listener
-    assert isinstance(listener, trio.SocketListener), listener
-    port: int = listener.socket.getsockname()[1]
-    return port
 
 
 async def handshake(stream: trio.abc.Stream, timeout: float, peer: str) -> bool:

@@ -1,6 +1,6 @@
-"""The WebSocket listener, on trio-websocket, which also serves the chat page.
+"""The WebSocket transport, on trio-websocket; the same port also serves the chat page.
 
-Each connection starts in :mod:`trio_chat.http`: plain HTTP requests get the page,
+Each connection starts in :mod:`trio_chat.transports.http`: plain HTTP requests get the page,
 WebSocket upgrades come back here. We own the accept loop and wrap each stream with
 ``wrap_server_stream``, so every connection's errors stay inside its handler (in
 trio-websocket 0.12.2 an exception escaping a ``serve_websocket`` handler takes the
@@ -10,18 +10,15 @@ whole server down).
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Sequence
-from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 from wsproto.utilities import LocalProtocolError
 
-from . import http, tls
-from .config import Config
-from .limits import Gate
-from .protocol import (
+from ..config import Config
+from ..errors import first_leaf
+from ..protocol import (
     RATE_LIMITED,
     SERVER_FULL,
     SLOW_CONSUMER,
@@ -32,9 +29,9 @@ from .protocol import (
     wire_batch_frame,
     wire_frame,
 )
-from .room import Room
-from .session import GONE, PING_TIMEOUT, SHUTDOWN, PeerGone, Session
-from .tcp import peer_host, peer_name, set_keepalive
+from ..server.session import GONE, PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from . import http, tls, wsconn
+from .admission import Admission, log_connection
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +70,17 @@ class WsTransport:
         """Write everything queued in one ``send_all``: one frame per message, or
         (``batch``) one frame holding them all, newline-separated.
 
-        ``send_message`` would cost a wsproto encode and a lock round per message
-        per client; server frames are unmasked and uncompressed (we negotiate no
-        extensions), so each broadcast's frame is built once (``Encoded.frame``)
-        and the frames are written straight to the connection's stream, under the
-        same lock trio-websocket takes for its own writes.
+        Each broadcast's frame is built once (``Encoded.frame``) and written
+        straight to the connection (:mod:`.wsconn` says why and how).
         """
         if batch and len(lines) > 1:
             data = wire_batch_frame(lines)
         else:
             data = b"".join(map(wire_frame, lines))
-        ws = self.ws
-        async with ws._stream_lock:
-            if ws.closed is not None:  # closing: nothing may follow the close frame
-                raise PeerGone
-            try:
-                await ws._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise PeerGone from exc
+        try:
+            await wsconn.send_frames(self.ws, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone from exc
 
     async def close(self, reason: str | None) -> None:
         code, text = CLOSE_CODES.get(reason, (1011, reason or "error"))
@@ -125,79 +115,47 @@ async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -
         return
 
 
-async def handle_ws(
-    room: Room, config: Config, stream: trio.abc.Stream, gate: Gate[Session] | None = None
-) -> None:
+async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
     """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
     request for the page. Never raises: an escaping error would end the listener."""
-    peer = peer_name(stream)
-    host = peer_host(peer)
-    set_keepalive(stream)
-    refusal: ProtocolError | None = None
-    if gate is not None:
+    config = admission.config
+    with admission.arrive(stream, "ws") as arrival:
+        peer, refusal = arrival.peer, arrival.refusal
+        # A refused connection gets only short handshakes, to say why (1013).
+        timeout = config.goodbye_timeout if refusal else config.handshake_timeout
         try:
-            gate.admit(host)
-        except ProtocolError as error:
-            refusal = error
-    session: Session | None = None
-    # A refused connection gets only short handshakes, to say why (1013).
-    timeout = config.goodbye_timeout if refusal else config.handshake_timeout
-    try:
-        if not await tls.handshake(stream, timeout, peer):
-            return
-        async with trio.open_nursery() as nursery:
-            ws: WebSocketConnection | None = None
-            with trio.move_on_after(timeout) as handshake:
-                upgrade = await http.serve_http(stream, config, peer)
-                if upgrade is not None:
-                    request = await wrap_server_stream(
-                        nursery, upgrade, max_message_size=config.max_line
-                    )
-                    ws = await request.accept()
-            if handshake.cancelled_caught:
-                log.info(
-                    "handshake from %s timed out", peer,
-                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
-                           "reason": "handshake_timeout"},
-                )
-            elif ws is not None and refusal is not None:
-                log.info(
-                    "refuse ws %s (%s)", peer, refusal.text,
-                    extra={"event": "refuse", "transport": "ws", "peer": peer,
-                           "reason": refusal.code},
-                )
-                code, text = CLOSE_CODES[SERVER_FULL]
-                with trio.move_on_after(config.goodbye_timeout):
-                    await ws.aclose(code, text)
-            elif ws is not None:
-                log.info(
-                    "connect ws %s", peer,
-                    extra={"event": "connect", "transport": "ws", "peer": peer},
-                )
-                session = Session(room, config, WsTransport(ws, config, peer))
-                if gate is not None:
-                    gate.live.add(session)
-                    if gate.closing:
-                        session.shutdown()
-                nursery.start_soon(keepalive, ws, session, config)
-                await session.run()
-                log.info(
-                    "disconnect ws %s (%s)", peer, session.reason,
-                    extra={"event": "disconnect", "transport": "ws", "peer": peer,
-                           "reason": session.reason},
-                )
-            nursery.cancel_scope.cancel()  # the library's reader task, if still running
-    except Exception as exc:
-        if _peer_fault(exc):
-            log.info("ws %s dropped: %s", peer, _leaf(exc))
-        else:
-            log.exception("connection %s failed", peer)
-    finally:
-        if gate is not None and refusal is None:
-            if session is not None:
-                gate.live.discard(session)
-            gate.release(host)
-        await trio.aclose_forcefully(stream)
+            if not await tls.handshake(stream, timeout, peer):
+                return
+            async with trio.open_nursery() as nursery:
+                ws: WebSocketConnection | None = None
+                with trio.move_on_after(timeout) as handshake:
+                    upgrade = await http.serve_http(stream, config, peer)
+                    if upgrade is not None:
+                        request = await wrap_server_stream(
+                            nursery, upgrade, max_message_size=config.max_line
+                        )
+                        ws = await request.accept()
+                if handshake.cancelled_caught:
+                    log_connection("disconnect", "ws", peer, "handshake_timeout")
+                elif ws is not None and refusal is not None:
+                    log_connection("refuse", "ws", peer, refusal.code, refusal.text)
+                    code, text = CLOSE_CODES[SERVER_FULL]
+                    with trio.move_on_after(config.goodbye_timeout):
+                        await ws.aclose(code, text)
+                elif ws is not None:
+                    wsconn.check(ws)
+                    log_connection("connect", "ws", peer)
+                    session = admission.session(WsTransport(ws, config, peer))
+                    nursery.start_soon(keepalive, ws, session, config)
+                    await admission.run(arrival, session)
+                nursery.cancel_scope.cancel()  # the library's reader task, if still running
+        except Exception as exc:
+            if _peer_fault(exc):
+                log.info("ws %s dropped: %s", peer, first_leaf(exc))
+            else:
+                log.exception("connection %s failed", peer)
+        finally:
+            await trio.aclose_forcefully(stream)
 
 
 #: What trio-websocket 0.12.2's reader task lets escape when the peer misbehaves: a
@@ -213,33 +171,3 @@ def _peer_fault(exc: Exception) -> bool:
     if not isinstance(exc, BaseExceptionGroup):
         return isinstance(exc, _PEER_FAULTS)
     return exc.split(_PEER_FAULTS)[1] is None
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def serve_ws_chat(
-    room: Room,
-    config: Config,
-    handler_nursery: trio.Nursery | None = None,
-    *,
-    gate: Gate[Session] | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    task_status: trio.TaskStatus[
-        list[trio.abc.Listener[trio.abc.Stream]]
-    ] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept WebSocket chat connections (wss:// with ``ssl_context``); reports the
-    listeners through ``task_status``."""
-    listeners = await tls.open_listeners(
-        config.ws_port, config.host, ssl_context, https_compatible=True
-    )
-    await trio.serve_listeners(
-        partial(handle_ws, room, config, gate=gate),
-        list(listeners),
-        handler_nursery=handler_nursery,
-        task_status=task_status,
-    )

@@ -1,0 +1,74 @@
+"""``trio-chat bench``: the fan-out benchmark's command (loaded only when run)."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import click
+
+from . import runner
+
+
+@click.command()
+@click.option("--mode", "modes", multiple=True, type=click.Choice(runner.MODES),
+              help="trio-chat modes to measure (repeatable) [default: all three].")
+@click.option("--peer", "peers", multiple=True, nargs=3, metavar="NAME URL COMMAND",
+              help="A peer server: its name, its ws:// URL and the command that starts "
+                   "it (repeatable).")
+@click.option("--clients", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--senders", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--window", type=click.IntRange(1), default=4, show_default=True,
+              help="Messages each sender keeps in flight (closed loop).")
+@click.option("--rate", type=click.FloatRange(0), default=0, show_default=True,
+              help="Fixed total deliveries/s instead of the closed loop (0: closed loop).")
+@click.option("--duration", type=click.FloatRange(0.5), default=8.0, show_default=True,
+              help="Seconds measured, after the warm-up.")
+@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option("--loaders", type=click.IntRange(1), default=1, show_default=True,
+              help="Loader processes sharing the clients.")
+@click.option("--probe-every", type=click.IntRange(0), default=10, show_default=True,
+              help="Every Nth client records the latency of each delivery.")
+@click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
+              help="Measure every server this many times, in turn.")
+@click.option("--scale", is_flag=True,
+              help="Instead: hold --clients idle joined connections (trio-chat: half TCP, "
+                   "half WebSocket); report join time and RSS per connection.")
+@click.option("--profile-dir", default="", metavar="DIR",
+              help="Record a py-spy profile of each Python server into DIR "
+                   "(--cluster: of each row's first process).")
+@click.option("--cluster", type=click.IntRange(1), default=None, metavar="N",
+              help="Instead: 1, 2, ... N 'trio-chat serve --redis' processes sharing the "
+                   "room through one redis-server (and 1 without Redis), clients spread "
+                   "over them [default mode: tcp].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs: int,
+          scale: bool, cluster: int | None, as_json: bool, **settings: Any) -> None:
+    """Fan-out benchmark: trio-chat against peer servers, in one run."""
+    config = runner.Settings(**settings)
+    if cluster:
+        if scale or peers:
+            raise click.UsageError("--cluster measures trio-chat alone: no --scale, no --peer")
+        if shutil.which("redis-server") is None:
+            raise click.ClickException(
+                "--cluster needs redis-server on PATH (Debian package redis-server)"
+            )
+        targets = runner.cluster_targets(cluster, modes or ("tcp",))
+    elif scale:
+        targets = [runner.scale_target()] if not modes else []
+    else:
+        targets = runner.our_targets(modes or runner.MODES)
+    targets += [runner.peer_target(*peer) for peer in peers]
+
+    def progress(result: runner.Result) -> None:
+        if not as_json:
+            figure = (f"{result.connected} connected" if scale
+                      else f"{result.deliveries_per_s:,.0f} deliveries/s")
+            click.echo(f"  run {result.run + 1}: {result.target}: {figure}"
+                       + (f" ({result.error})" if result.error else ""), err=True)
+
+    results = runner.run_bench(targets, config, runs, scale, progress)
+    if as_json:
+        click.echo(runner.to_json(results, config))
+    else:
+        click.echo(runner.report(results, scale))

@@ -1,0 +1,121 @@
+"""The trio-chat wire protocol, sans I/O: no trio import, no sockets.
+
+Like h11 and wsproto, this package turns bytes and text from a peer into typed events
+(or a :class:`ProtocolError`), and server messages into bytes, once for every
+transport:
+
+- :mod:`.events`: client events, and decoding a JSON message or a plain-text line;
+- :mod:`.messages`: encoding server messages (each once, for every recipient);
+- :mod:`.framing`: NDJSON lines out of a byte stream, bounded;
+- :mod:`.wsframes`: WebSocket frames as the server writes them;
+- :mod:`.errors`: the error codes of ``docs/protocol.md``.
+
+The names below are the package's interface; modules import from it.
+"""
+
+from .errors import (
+    BAD_JSON,
+    ERROR_CODES,
+    IDLE_TIMEOUT,
+    MISSING_FIELD,
+    NAME_INVALID,
+    NAME_TAKEN,
+    NOT_JOINED,
+    NOT_OBJECT,
+    RATE_LIMITED,
+    SERVER_FULL,
+    SLOW_CONSUMER,
+    TOO_LONG,
+    UNKNOWN_TYPE,
+    ProtocolError,
+)
+from .events import (
+    MAX_NAME,
+    MAX_TEXT,
+    Chat,
+    Event,
+    Join,
+    Leave,
+    Ping,
+    Who,
+    decode_frame,
+    decode_json,
+    decode_line,
+    event_from_object,
+    validate_name,
+    validate_text,
+)
+from .framing import MAX_LINE, LineBuffer
+from .messages import (
+    SHUTDOWN_TEXT,
+    SYSTEM_USER,
+    Encoded,
+    chat,
+    encode,
+    history_end,
+    json_array,
+    json_array_append,
+    pong,
+    shutdown,
+    summary,
+    system,
+    timestamp,
+    users,
+    welcome,
+    wire_batch_frame,
+    wire_frame,
+    wire_line,
+)
+from .wsframes import MAX_BATCH_FRAME
+
+__all__ = [
+    "BAD_JSON",
+    "ERROR_CODES",
+    "IDLE_TIMEOUT",
+    "MAX_BATCH_FRAME",
+    "MAX_LINE",
+    "MAX_NAME",
+    "MAX_TEXT",
+    "MISSING_FIELD",
+    "NAME_INVALID",
+    "NAME_TAKEN",
+    "NOT_JOINED",
+    "NOT_OBJECT",
+    "RATE_LIMITED",
+    "SERVER_FULL",
+    "SHUTDOWN_TEXT",
+    "SLOW_CONSUMER",
+    "SYSTEM_USER",
+    "TOO_LONG",
+    "UNKNOWN_TYPE",
+    "Chat",
+    "Encoded",
+    "Event",
+    "Join",
+    "Leave",
+    "LineBuffer",
+    "Ping",
+    "ProtocolError",
+    "Who",
+    "chat",
+    "decode_frame",
+    "decode_json",
+    "decode_line",
+    "encode",
+    "event_from_object",
+    "history_end",
+    "json_array",
+    "json_array_append",
+    "pong",
+    "shutdown",
+    "summary",
+    "system",
+    "timestamp",
+    "users",
+    "validate_name",
+    "validate_text",
+    "welcome",
+    "wire_batch_frame",
+    "wire_frame",
+    "wire_line",
+]

@@ -1,0 +1,58 @@
+"""Error codes and :class:`ProtocolError`: a peer's mistake, with the code it is answered with.
+
+Every code is documented in ``docs/protocol.md``; :data:`ERROR_CODES` is the set a test
+checks that document against.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .messages import encode
+
+# Error codes, each documented in docs/protocol.md.
+BAD_JSON: Final = "bad_json"
+NOT_OBJECT: Final = "not_object"
+UNKNOWN_TYPE: Final = "unknown_type"
+MISSING_FIELD: Final = "missing_field"
+NAME_INVALID: Final = "name_invalid"
+NAME_TAKEN: Final = "name_taken"
+NOT_JOINED: Final = "not_joined"
+TOO_LONG: Final = "too_long"
+SLOW_CONSUMER: Final = "slow_consumer"
+RATE_LIMITED: Final = "rate_limited"
+SERVER_FULL: Final = "server_full"
+IDLE_TIMEOUT: Final = "idle_timeout"
+ERROR_CODES: Final = frozenset(
+    {
+        BAD_JSON,
+        NOT_OBJECT,
+        UNKNOWN_TYPE,
+        MISSING_FIELD,
+        NAME_INVALID,
+        NAME_TAKEN,
+        NOT_JOINED,
+        TOO_LONG,
+        SLOW_CONSUMER,
+        RATE_LIMITED,
+        SERVER_FULL,
+        IDLE_TIMEOUT,
+    }
+)
+
+
+class ProtocolError(Exception):
+    """A peer's mistake, answered with an ``error`` message carrying ``code``.
+
+    ``fatal`` errors close the connection after the answer; the others do not.
+    """
+
+    def __init__(self, code: str, text: str, *, fatal: bool = False) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.fatal = fatal
+
+    def to_message(self) -> str:
+        return encode({"type": "error", "code": self.code, "text": self.text})

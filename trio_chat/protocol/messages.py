@@ -1,0 +1,152 @@
+"""Server messages: each encoded once, as compact JSON, for every recipient.
+
+:class:`Encoded` carries a message's wire forms (the NDJSON line, the WebSocket
+frame), built on first use and shared by every connection that gets the message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, Final
+
+from .wsframes import batch_frames, text_frame
+
+SYSTEM_USER: Final = "System"
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-26T18:00:00.123Z``."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class Encoded(str):
+    """A server message serialized once, carrying its wire bytes for every recipient.
+
+    It is the message's JSON text (a ``str``, so anything that handles text handles
+    it), plus ``data`` (UTF-8 with the NDJSON newline, for TCP) and ``frame`` (one
+    unmasked WebSocket text frame), each built once however many clients get it.
+    """
+
+    @cached_property
+    def data(self) -> bytes:
+        return self.encode("utf-8") + b"\n"
+
+    @cached_property
+    def frame(self) -> bytes:
+        return text_frame(self.data[:-1])
+
+
+def wire_line(line: str) -> bytes:
+    """One message as an NDJSON line: cached when it is :class:`Encoded`."""
+    return line.data if isinstance(line, Encoded) else (line + "\n").encode("utf-8")
+
+
+def wire_frame(line: str) -> bytes:
+    """One message as a WebSocket text frame: cached when it is :class:`Encoded`."""
+    return line.frame if isinstance(line, Encoded) else text_frame(line.encode("utf-8"))
+
+
+def wire_batch_frame(lines: list[str]) -> bytes:
+    """Several messages in as few WebSocket text frames as the size bound allows."""
+    return batch_frames(map(wire_line, lines))
+
+
+def encode(message: Mapping[str, Any]) -> Encoded:
+    """Serialize a server message: compact JSON on one line (newlines are escaped)."""
+    return Encoded(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+
+
+def json_array(items: list[str]) -> str:
+    """A list of strings as compact JSON, as :func:`encode` writes it inside messages."""
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_array_append(array: str, item: str) -> str:
+    """``array`` (compact JSON) with ``item`` appended: a copy, not a re-encode."""
+    item_json = json.dumps(item, ensure_ascii=False)
+    return f"{array[:-1]},{item_json}]" if array != "[]" else f"[{item_json}]"
+
+
+def welcome(user: str, users_json: str, clients_count: int) -> str:
+    """The answer to a join: the joiner's name and who is there. ``users_json`` is the
+    member list already encoded (:func:`json_array`): the room keeps it, so a join in a
+    big room does not re-encode every name."""
+    user_json = json.dumps(user, ensure_ascii=False)
+    return Encoded(
+        f'{{"type":"welcome","user":{user_json},"users":{users_json},'
+        f'"clients_count":{clients_count}}}'
+    )
+
+
+def chat(
+    user: str, text: str, ts: str, message_id: int | None = None, *, history: bool = False
+) -> str:
+    """A chat message; ``history`` marks one replayed from the store (sent earlier)."""
+    message: dict[str, Any] = {"type": "chat"}
+    if message_id is not None:
+        message["id"] = message_id
+    message.update(user=user, text=text, timestamp=ts)
+    if history:
+        message["history"] = True
+    return encode(message)
+
+
+def history_end(last_id: int, *, complete: bool = True) -> str:
+    """Ends a replay; ``last_id`` is the newest id at join time (resume from it)."""
+    message: dict[str, Any] = {"type": "history_end", "last_id": last_id}
+    if not complete:
+        message["complete"] = False
+    return encode(message)
+
+
+def system(event: str, name: str, text: str, clients_count: int, ts: str, **extra: Any) -> str:
+    return encode(
+        {
+            "type": "system",
+            "event": event,
+            "user": SYSTEM_USER,
+            "name": name,
+            "text": text,
+            "clients_count": clients_count,
+            "timestamp": ts,
+            **extra,
+        }
+    )
+
+
+def summary(joined: int, left: int, clients_count: int, ts: str) -> str:
+    """Join and leave notices coalesced under load (docs/protocol.md, "Busy rooms")."""
+    parts = [f"{n} {what}" for n, what in ((joined, "joined"), (left, "left")) if n]
+    return encode(
+        {
+            "type": "system",
+            "event": "summary",
+            "user": SYSTEM_USER,
+            "joined": joined,
+            "left": left,
+            "text": ", ".join(parts) or "no change",
+            "clients_count": clients_count,
+            "timestamp": ts,
+        }
+    )
+
+
+def users(users_json: str, clients_count: int) -> str:
+    """The answer to ``who``, with the member list already encoded (:func:`json_array`)."""
+    return Encoded(f'{{"type":"users","users":{users_json},"clients_count":{clients_count}}}')
+
+
+def pong() -> str:
+    return encode({"type": "pong"})
+
+
+SHUTDOWN_TEXT: Final = "server shutting down"
+
+
+def shutdown() -> str:
+    """The last message every client gets when the server stops."""
+    return encode({"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT})

@@ -1,0 +1,146 @@
+"""Where a chat message goes once the room has taken it: the one seam between the room
+and the store (or the other servers).
+
+The room decides *who* gets a message (its members); a :class:`Delivery` decides
+*how it gets there*:
+
+- :class:`LocalDelivery` (one server): the history gives the message its id and hands
+  it to the SQLite writer, and the room broadcasts it at once;
+- :class:`trio_chat.cluster.Cluster` (``--redis``): the message goes to Redis, and
+  every server, this one included, broadcasts it when it reads it back with its id.
+
+Names are the same question one level up: a local delivery only has this server's
+members to ask (the room does), a cluster must reserve a name across servers before a
+join (:meth:`Delivery.claim`) and tells the room about the other servers' members.
+Neither the room nor a session knows which delivery it has.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import trio
+
+from .. import protocol
+from ..history.base import History, chat_line
+
+if TYPE_CHECKING:
+    from ..history.sqlite import SqliteHistory
+    from .room import Room
+
+
+class Delivery(ABC):
+    """What the room hands chat messages and name changes to (see the module doc)."""
+
+    #: The history replays are planned from (None: no ids, no replays).
+    history: History | None = None
+
+    def bind(self, room: Room) -> None:
+        """Called once by the room this delivery serves."""
+        self.room = room
+
+    @abstractmethod
+    async def wait_writable(self) -> None:
+        """Return once :meth:`publish` will not raise ``trio.WouldBlock``. Returns
+        without a checkpoint when it can (it runs once per chat message)."""
+
+    @abstractmethod
+    def publish(self, user: str, text: str, ts: str) -> None:
+        """Send a chat message on its way to every member (never awaits a client).
+        Raises ``trio.WouldBlock`` (nothing changed) while the store cannot take it."""
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Wait until everything published is stored (a graceful stop; bounded)."""
+
+    # ------------------------------------------------ members on other servers
+
+    @property
+    @abstractmethod
+    def version(self) -> int:
+        """Changes whenever :meth:`other_names` does."""
+
+    @abstractmethod
+    def other_names(self) -> list[str]:
+        """The members other servers have, in no particular order."""
+
+    @abstractmethod
+    def other_count(self) -> int:
+        """How many members other servers have."""
+
+    @abstractmethod
+    async def claim(self, name: str) -> bool:
+        """Reserve ``name`` before a member here joins (or renames) under it; False if
+        another server's member holds it. Follow with :meth:`release` if the join does
+        not happen (releasing a name a member here holds does nothing)."""
+
+    @abstractmethod
+    def release(self, name: str) -> None:
+        """Give up a claimed name, unless a member here holds it."""
+
+    @abstractmethod
+    def joined(self, name: str) -> None:
+        """A member here took ``name`` (tell the other servers; never waits)."""
+
+    @abstractmethod
+    def left(self, name: str) -> None:
+        """A member here gave up ``name``."""
+
+    @abstractmethod
+    def renamed(self, old: str, new: str) -> None:
+        """A member here changed its name."""
+
+
+class LocalDelivery(Delivery):
+    """One server: the history (if any) stores the message with its id, then the room
+    broadcasts it. Without a history (tests, ``Room()``), messages have no ids."""
+
+    def __init__(self, history: SqliteHistory | None = None) -> None:
+        self.history = self._store = history
+
+    async def wait_writable(self) -> None:
+        if self._store is not None:
+            await self._store.store.wait_writable()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def publish(self, user: str, text: str, ts: str) -> None:
+        if self._store is None:
+            self.room.broadcast(protocol.chat(user, text, ts))
+        else:
+            self.room.broadcast(chat_line(self._store.record(user, text, ts)))
+
+    async def flush(self) -> None:
+        if self._store is not None:
+            await self._store.store.flush()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    # One server: its members are all the room's, and the room checks their names.
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def other_names(self) -> list[str]:
+        return []
+
+    def other_count(self) -> int:
+        return 0
+
+    async def claim(self, name: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
+
+    def release(self, name: str) -> None:
+        pass
+
+    def joined(self, name: str) -> None:
+        pass
+
+    def left(self, name: str) -> None:
+        pass
+
+    def renamed(self, old: str, new: str) -> None:
+        pass
