@@ -11,34 +11,21 @@ import json
 import pytest
 import trio
 import trio.testing
-from trio_websocket import wrap_client_stream
+from trio_websocket import WebSocketConnection
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from tests.helpers import TcpClient, WsClient
-from tests.memory import WrappedStream
+from tests.support.memory import CountingStream, memory_ws
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient
 from trio_chat import protocol
 from trio_chat.config import Config
 from trio_chat.server.room import Room
 from trio_chat.server.session import Session
-from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import TcpTransport
-from trio_chat.transports.ws import handle_ws
 
 CONFIG = Config(tcp_port=0, ws_port=0)
 TS = "2026-11-26T18:00:00.000Z"
 TEXTS = ["one", "two", "three"]
-
-
-class CountingStream(WrappedStream):
-    """A stream that records each ``send_all`` it is given (the transport's writes)."""
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        super().__init__(inner)
-        self.writes: list[bytes] = []
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-        await self.inner.send_all(data)
 
 
 class StuckStream(CountingStream):
@@ -72,19 +59,20 @@ async def test_tcp_queued_messages_leave_in_one_write(nursery):
         assert counting.writes[-1].count(b"\n") == 3
 
 
-async def ws_pair(nursery, room):
-    """A trio-chat WebSocket session and a trio-websocket client, over memory."""
+async def counted_ws(
+    nursery: trio.Nursery, room: Room
+) -> tuple[WebSocketConnection, CountingStream]:
+    """A WebSocket session over memory whose server-side writes are recorded."""
     client_end, server_end = trio.testing.memory_stream_pair()
     counting = CountingStream(server_end)
-    nursery.start_soon(handle_ws, Admission(room, CONFIG), counting)
-    conn = await wrap_client_stream(nursery, client_end, "localhost", "/")
+    conn = await memory_ws(nursery, room, CONFIG, ends=(client_end, counting))
     return conn, counting
 
 
 @pytest.mark.parametrize("batch", [False, True])
 async def test_ws_queued_messages_leave_in_one_write(nursery, batch):
     room = Room()
-    conn, counting = await ws_pair(nursery, room)
+    conn, counting = await counted_ws(nursery, room)
     client = WsClient(conn)
     await client.join("Ann", batch=batch)
     before = len(counting.writes)
@@ -102,7 +90,7 @@ async def test_ws_queued_messages_leave_in_one_write(nursery, batch):
 
 async def test_ws_single_message_is_a_plain_frame_in_batch_mode(nursery):
     room = Room()
-    conn, _ = await ws_pair(nursery, room)
+    conn, _ = await counted_ws(nursery, room)
     await WsClient(conn).join("Ann", batch=True)
     room.broadcast(protocol.chat("Zed", "alone", TS))
     assert json.loads(await conn.get_message())["text"] == "alone"
@@ -164,11 +152,7 @@ async def test_ws_batch_frames_stay_within_the_reference_clients_message_limit(n
     from trio_chat.client.config import ClientConfig
 
     room = Room()
-    client_end, server_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, Admission(room, CONFIG), server_end)
-    conn = await wrap_client_stream(
-        nursery, client_end, "localhost", "/", max_message_size=ClientConfig().max_line
-    )
+    conn = await memory_ws(nursery, room, CONFIG, max_message_size=ClientConfig().max_line)
     await WsClient(conn).join("Ann", batch=True)
     texts = [f"{n:03} " + "x" * 4000 for n in range(300)]  # 1.2 MB queued at once
     for text in texts:

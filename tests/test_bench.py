@@ -7,7 +7,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from tests.redis_server import redis_server_or_skip
+from tests.support.redis import redis_server_or_skip
 from trio_chat import cli
 from trio_chat.bench import runner as bench
 

@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import re
-import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,8 @@ import trio
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from trio_websocket import wrap_server_stream
 
-from tests.helpers import TlsFiles
+from tests.support.tcp import BlockingTcpClient
+from tests.support.tls import TlsFiles
 from trio_chat import Config, serve
 from trio_chat.cluster import open_cluster
 from trio_chat.protocol import encode
@@ -125,38 +125,6 @@ def in_thread(start: Callable[..., Awaitable[object]]) -> Iterator[Any]:
         assert not thread.is_alive()
 
 
-class LineClient:
-    """A raw-TCP chat client on a blocking socket (the page's peer)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        self._buffer = b""
-
-    def send(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\n")
-
-    def recv(self) -> dict[str, Any]:
-        while b"\n" not in self._buffer:
-            chunk = self.sock.recv(65536)
-            assert chunk, "server closed the connection"
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        message: dict[str, Any] = json.loads(line)
-        return message
-
-    def recv_until(self, **match: Any) -> dict[str, Any]:
-        while True:
-            message = self.recv()
-            if all(message.get(k) == v for k, v in match.items()):
-                return message
-
-    def __enter__(self) -> LineClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-
 def join_as(page: Page, name: str, expect_state: str | None = "online") -> None:
     expect(page.locator("#join")).to_be_visible()
     page.fill("#name", name)
@@ -179,7 +147,7 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
         join_as(p, "Alice")
         expect(p.locator("#me")).to_have_text("Alice")
 
-        with LineClient(bound.tcp_port) as bob:
+        with BlockingTcpClient(bound.tcp_port, WAIT_S) as bob:
             bob.send("/nick Bob")
             assert bob.recv_until(type="welcome")["users"] == ["Alice", "Bob"]
             expect(p.locator("#count")).to_have_text("2")
@@ -223,7 +191,7 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
     expect(p.locator("#messages .notice").last).to_contain_text("Connection lost")
     with in_thread(partial(serve, Config(tcp_port=0, ws_port=bound.ws_port))) as again:
         expect(state).to_have_attribute("data-state", "online")
-        with LineClient(again.tcp_port) as bob:
+        with BlockingTcpClient(again.tcp_port, WAIT_S) as bob:
             bob.send("/nick Bob")
             assert bob.recv_until(type="welcome")["users"] == ["Alice", "Bob"]
             p.fill("#text", "back again")
@@ -244,7 +212,7 @@ def test_remembered_name_waits_for_its_stale_session(page: Watched):
     p = page.page
     p.context.add_init_script("localStorage.setItem('trio-chat.name', 'Alice')")
     with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as bound:
-        with LineClient(bound.tcp_port) as stale:
+        with BlockingTcpClient(bound.tcp_port, WAIT_S) as stale:
             stale.send("/nick Alice")
             stale.recv_until(type="welcome")
             p.goto(bound.page_url)
@@ -360,11 +328,10 @@ def test_page_speaks_batches_history_and_since(page: Watched):
 # ---------------------------------------------------------------- TLS and the Origin check
 
 
-def test_page_over_https_chats_over_wss(browser: Browser, tmp_path: Path):
+def test_page_over_https_chats_over_wss(browser: Browser, tls: TlsFiles) -> None:
     """With --tls-cert the page is https:// and its socket wss:// (its own origin is
     https://host:port), and a TLS line client shares the room."""
-    tls = TlsFiles(tmp_path)
-    config = Config(tcp_port=0, ws_port=0, tls_cert=str(tls.cert), tls_key=str(tls.key))
+    config = tls.server_config(Config(tcp_port=0, ws_port=0))
     context = browser.new_context(ignore_https_errors=True)  # trustme's CA is not Chromium's
     try:
         watched = Watched(context.new_page())
@@ -373,7 +340,7 @@ def test_page_over_https_chats_over_wss(browser: Browser, tmp_path: Path):
             assert bound.page_url.startswith("https://")
             p.goto(bound.page_url)
             join_as(p, "Alice")
-            with LineClient(bound.tcp_port) as bob:
+            with BlockingTcpClient(bound.tcp_port, WAIT_S) as bob:
                 bob.sock = tls.client_context().wrap_socket(bob.sock, server_hostname="127.0.0.1")
                 bob.send("/nick Bob")
                 bob.recv_until(type="welcome")
@@ -431,7 +398,7 @@ def test_page_on_one_server_chats_with_tcp_on_another(page: Watched, redis_serve
     with in_thread(partial(two_cluster_servers, redis_server.url)) as (a, b):
         p.goto(b.page_url)
         join_as(p, "Alice")
-        with LineClient(a.tcp_port) as bob:
+        with BlockingTcpClient(a.tcp_port, WAIT_S) as bob:
             bob.send("/nick Bob")
             assert sorted(bob.recv_until(type="welcome")["users"]) == ["Alice", "Bob"]
             expect(p.locator("#count")).to_have_text("2")

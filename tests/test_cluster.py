@@ -24,9 +24,11 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import WAIT, TcpClient, WsClient, ws_client
-from tests.redis_server import RedisServer, free_port, redis_server_or_skip
-from tests.server_process import server_process
+from tests.support.processes import server_process
+from tests.support.redis import RedisServer, redis_server_or_skip
+from tests.support.tcp import TcpClient, free_port
+from tests.support.waits import WAIT
+from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config, serve
 from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
 from trio_chat.cluster import scripts as lua

@@ -11,8 +11,10 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient
-from tests.memory import VIRTUAL_WAIT, WrappedStream, tcp_client, ws_client
+from tests.support.frames import CLOSE, TEXT, masked_frame, upgrade
+from tests.support.memory import WrappedStream, memory_tcp, memory_ws
+from tests.support.tcp import TcpClient
+from tests.support.waits import VIRTUAL_WAIT
 from trio_chat.config import Config
 from trio_chat.protocol import IDLE_TIMEOUT
 from trio_chat.server.room import Room
@@ -21,18 +23,13 @@ from trio_chat.transports.net import KEEPALIVE_IDLE, set_keepalive
 from trio_chat.transports.tcp import handle_tcp
 from trio_chat.transports.ws import handle_ws
 
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
 
 async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
     nursery, autojump_clock
 ):
     config = Config(idle_timeout=30)
     room = Room()
-    lurker = tcp_client(nursery, room, config)
+    lurker = memory_tcp(nursery, room, config)
     start = trio.current_time()
     await lurker.send_raw(b"/who\n")  # talking without joining does not count
     assert (await lurker.recv())["type"] == "users"
@@ -45,7 +42,7 @@ async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
 async def test_joined_tcp_connection_may_stay_quiet(nursery, autojump_clock):
     config = Config(idle_timeout=30)
     room = Room()
-    member = tcp_client(nursery, room, config)
+    member = memory_tcp(nursery, room, config)
     await member.join("Quiet")
     await trio.sleep(3600)
     await member.send({"type": "ping"})
@@ -56,7 +53,7 @@ async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery
     """A lockstep stream blocks every write until the peer reads: a full kernel buffer."""
     config = Config(send_timeout=10)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.lockstep_stream_pair()
     nursery.start_soon(handle_tcp, Admission(room, config), server_end)
@@ -77,22 +74,14 @@ async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery
 async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump_clock):
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     # A hand-made WebSocket client that joins and then goes silent: it never pongs.
     client_end, server_end = trio.testing.memory_stream_pair()
     nursery.start_soon(handle_ws, Admission(room, config), server_end)
     start = trio.current_time()
-    await client_end.send_all(HANDSHAKE)
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += await client_end.receive_some()
-    assert response.startswith(b"HTTP/1.1 101")
-    # A masked text frame: {"type":"join","user":"Ghost"}
-    payload = b'{"type":"join","user":"Ghost"}'
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    await client_end.send_all(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    await upgrade(client_end)
+    await client_end.send_all(masked_frame(TEXT, b'{"type":"join","user":"Ghost"}'))
     await watcher.recv_until(type="system", event="join", name="Ghost")
     leave = await watcher.recv_until(type="system", event="leave")
     assert leave["name"] == "Ghost"
@@ -109,9 +98,9 @@ async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump
 async def test_websocket_that_answers_pings_stays(nursery, autojump_clock):
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
-    ws = await ws_client(nursery, room, config)  # trio-websocket answers pings itself...
+    ws = await memory_ws(nursery, room, config)  # trio-websocket answers pings itself...
     received: list[str | bytes] = []
 
     async def read_all():
@@ -169,33 +158,23 @@ class StopsReading(WrappedStream):
         await self.inner.send_all(data)
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
-
-
 async def test_websocket_that_closes_and_stops_reading_is_dropped(nursery, autojump_clock):
     """trio-websocket answers a peer's close frame from its reader task before it ends
     the connection; a peer that never reads that answer must not hold its name (and
     its connection) for ever in a quiet room."""
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.memory_stream_pair()
     server = StopsReading(server_end)
     nursery.start_soon(handle_ws, Admission(room, config), server)
-    await client_end.send_all(HANDSHAKE)
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += await client_end.receive_some()
-    assert response.startswith(b"HTTP/1.1 101")
-    await client_end.send_all(masked_frame(0x1, b'{"type":"join","user":"Ghost"}'))
+    await upgrade(client_end)
+    await client_end.send_all(masked_frame(TEXT, b'{"type":"join","user":"Ghost"}'))
     await watcher.recv_until(type="system", event="join", name="Ghost")
     start = trio.current_time()
     server.full = True
-    await client_end.send_all(masked_frame(0x8, (1000).to_bytes(2, "big")))
+    await client_end.send_all(masked_frame(CLOSE, (1000).to_bytes(2, "big")))
     with trio.fail_after(120):
         leave = await watcher.recv_until(type="system", event="leave")
     assert leave["name"] == "Ghost"

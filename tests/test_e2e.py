@@ -7,7 +7,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient, WsClient, ws_client
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, ws_client
 
 
 async def chat_works(server, sender_name: str = "Checker") -> None:

@@ -7,7 +7,7 @@ import json
 
 import trio
 
-from tests.memory import tcp_client, ws_client
+from tests.support.memory import memory_tcp, memory_ws
 from trio_chat.config import Config
 from trio_chat.server.room import Room
 
@@ -22,8 +22,8 @@ async def test_a_big_read_does_not_overflow_queues_of_clients_that_keep_up(nurse
     broadcasts, or a reader that keeps up is evicted for the sender's burst."""
     config = Config(rate_limit=0, queue_size=8)
     room = Room()
-    reader = tcp_client(nursery, room, config)
-    sender = tcp_client(nursery, room, config)
+    reader = memory_tcp(nursery, room, config)
+    sender = memory_tcp(nursery, room, config)
     await reader.join("Reader")
     await sender.join("Sender")
 
@@ -44,12 +44,12 @@ async def test_bursts_from_many_readers_at_once_do_not_overflow_queues(nursery):
     (4 x 20 per round, twice, against a queue of 64) would evict it."""
     config = Config(rate_limit=0, queue_size=64)
     room = Room()
-    reader = tcp_client(nursery, room, config)
+    reader = memory_tcp(nursery, room, config)
     reader.wait = 10  # real seconds: an evicted reader fails here, not at the suite's timeout
     await reader.join("Reader")
     senders = []
     for n in range(20):
-        sender = tcp_client(nursery, room, config)
+        sender = memory_tcp(nursery, room, config)
         await sender.join(f"S{n}")
         senders.append(sender)
     await reader.recv_until(type="system", name="S19")
@@ -67,9 +67,9 @@ async def test_bursts_from_many_readers_at_once_do_not_overflow_queues(nursery):
 async def test_websocket_without_batch_gets_one_frame_per_message_in_order(nursery):
     config = Config(rate_limit=0)
     room = Room()
-    sender = tcp_client(nursery, room, config)
+    sender = memory_tcp(nursery, room, config)
     await sender.join("Sender")
-    ws = await ws_client(nursery, room, config)
+    ws = await memory_ws(nursery, room, config)
     await ws.send_message(json.dumps({"type": "join", "user": "Web"}))
     frames = []
     while not frames or frames[-1].get("type") != "system":

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, wrap_client_stream
 
-from tests.helpers import TcpClient
+from tests.support.frames import UPGRADE_REQUEST
+from tests.support.memory import memory_tcp, memory_ws
+from tests.support.tcp import TcpClient
 from trio_chat import Config
 from trio_chat.protocol import ERROR_CODES
 from trio_chat.server.room import Room
@@ -89,9 +92,7 @@ ws_messages = st.one_of(
 
 async def chat_partner(room: Room, nursery: trio.Nursery) -> TcpClient:
     """A well-behaved member named Good, on its own memory stream."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    nursery.start_soon(Session(room, CONFIG, TcpTransport(server_stream, CONFIG, "good")).run)
-    good = TcpClient(client_stream)
+    good = memory_tcp(nursery, room, CONFIG)
     await good.join("Good")
     return good
 
@@ -168,6 +169,18 @@ class ErrorLog(logging.Handler):
         self.records.append(record)
 
 
+@contextmanager
+def no_errors_logged() -> Iterator[None]:
+    """The block logs no ERROR under ``trio_chat`` (checked when it ends)."""
+    errors = ErrorLog()
+    logging.getLogger("trio_chat").addHandler(errors)
+    try:
+        yield
+    finally:
+        logging.getLogger("trio_chat").removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records]
+
+
 @FUZZ
 @given(st.lists(ws_messages, max_size=12))
 def test_ws_session_survives_arbitrary_messages(frames):
@@ -207,27 +220,18 @@ def test_ws_session_survives_arbitrary_messages(frames):
                 await good.aclose()
                 nursery.cancel_scope.cancel()  # the client's trio-websocket reader task
 
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
+    with no_errors_logged():
         run_autojump(scenario)
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
 
 
 async def test_ws_oversized_messages_in_a_row(autojump_clock):
     """Regression: a second oversized message after the 1009 close made trio-websocket's
     reader raise LocalProtocolError; the handler now drops the peer without a traceback."""
     room = Room()
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
+    with no_errors_logged():
         async with trio.open_nursery() as nursery:
             good = await chat_partner(room, nursery)
-            client_stream, server_stream = trio.testing.memory_stream_pair()
-            nursery.start_soon(handle_ws, Admission(room, CONFIG), server_stream)
-            client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+            client = await memory_ws(nursery, room, CONFIG)
             await client.send_message('{"type":"join","user":"Big"}')
             await good.recv_until(type="system", event="join", name="Big")
             with pytest.raises(ConnectionClosed):
@@ -239,9 +243,6 @@ async def test_ws_oversized_messages_in_a_row(autojump_clock):
             await still_chats(good)
             await good.aclose()
             nursery.cancel_scope.cancel()
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
 
 
 # ---------------------------------------------------------------- explicit cases, live
@@ -265,9 +266,7 @@ async def test_nasty_line_over_tcp(data, code):
     room = Room()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(Session(room, BIG, TcpTransport(server_stream, BIG, "fuzz")).run)
-        fuzz = TcpClient(client_stream)
+        fuzz = memory_tcp(nursery, room, BIG)
         await fuzz.join("Fuzz")
         await fuzz.send_raw(data + b"\n")
         error = await fuzz.recv_until(type="error")
@@ -285,9 +284,7 @@ async def test_nasty_frame_over_ws(data, code):
     room = Room()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(handle_ws, Admission(room, BIG), server_stream)
-        client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+        client = await memory_ws(nursery, room, BIG)
         await client.send_message('{"type":"join","user":"Fuzz"}')
         # A WebSocket text frame is UTF-8: the NUL case stays raw, escapes stay escapes.
         await client.send_message(data.decode("utf-8"))
@@ -308,11 +305,7 @@ async def test_line_of_64_kib_plus_one_closes_only_that_connection():
     config = Config()  # the default 64 KiB line limit
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(
-            Session(room, config, TcpTransport(server_stream, config, "fuzz")).run
-        )
-        fuzz = TcpClient(client_stream)
+        fuzz = memory_tcp(nursery, room, config)
         await fuzz.join("Fuzz")
         await fuzz.send_raw(b"x" * (64 * 1024 + 1) + b"\n")
         error = await fuzz.recv_until(type="error")
@@ -324,21 +317,23 @@ async def test_line_of_64_kib_plus_one_closes_only_that_connection():
         await good.aclose()
 
 
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
+Handler = Callable[[Admission, trio.abc.Stream], Awaitable[None]]
 
 
-def feed_ws_handler(data: bytes, abort: bool) -> None:
-    """Raw bytes at the WebSocket port, then a hang-up (half-close, or abrupt): the
-    handler must end by itself and log no failure."""
+def feed_handler(
+    data: bytes, abort: bool, handler: Handler = handle_ws, *, tls: bool = False
+) -> None:
+    """Raw bytes at a port (TLS-wrapped if ``tls``), then a hang-up (half-close, or
+    abrupt): the handler must end by itself and log no failure."""
 
     async def scenario() -> None:
         client, server = trio.testing.memory_stream_pair()
+        stream: trio.abc.Stream = server
+        if tls:
+            stream = trio.SSLStream(server, SERVER_TLS, server_side=True)
         with trio.fail_after(BOUND):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(handle_ws, Admission(Room(), CONFIG), server)
+                nursery.start_soon(handler, Admission(Room(), CONFIG), stream)
                 await client.send_all(data)
                 if abort:
                     await client.aclose()
@@ -348,13 +343,8 @@ def feed_ws_handler(data: bytes, abort: bool) -> None:
                     pass  # read whatever it answers until it closes
         await client.aclose()
 
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
+    with no_errors_logged():
         run_autojump(scenario)
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
 
 
 @FUZZ
@@ -362,20 +352,20 @@ def feed_ws_handler(data: bytes, abort: bool) -> None:
     st.one_of(
         st.binary(max_size=300),
         st.binary(max_size=300).map(lambda b: b"GET / HTTP/1.1\r\n" + b),
-        st.binary(max_size=300).map(lambda b: HANDSHAKE + b),  # garbage frames after it
-        st.integers(0, len(HANDSHAKE)).map(lambda n: HANDSHAKE[:n]),
+        st.binary(max_size=300).map(lambda b: UPGRADE_REQUEST + b),  # garbage frames after it
+        st.integers(0, len(UPGRADE_REQUEST)).map(lambda n: UPGRADE_REQUEST[:n]),
     ),
     st.booleans(),
 )
 def test_ws_handler_survives_arbitrary_bytes(data, abort):
-    feed_ws_handler(data, abort)
+    feed_handler(data, abort)
 
 
 def test_ws_garbage_then_hang_up_is_not_a_failure():
     """Regression: trio-websocket's reader raised ConnectionClosed while answering a
     bad request with 400 to a peer that had already gone; it was logged as a crash."""
-    feed_ws_handler(b"\x00", abort=True)
-    feed_ws_handler(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", abort=True)
+    feed_handler(b"\x00", abort=True)
+    feed_handler(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", abort=True)
 
 
 @FUZZ
@@ -387,27 +377,4 @@ def test_ws_garbage_then_hang_up_is_not_a_failure():
 def test_tls_handlers_survive_arbitrary_bytes(data, abort, which):
     """Garbage (or half a ClientHello) to a TLS port, then a hang-up: the handler ends
     by itself and logs no failure."""
-    handler = handle_tcp if which == "tcp" else handle_ws
-
-    async def scenario() -> None:
-        client, server = trio.testing.memory_stream_pair()
-        stream = trio.SSLStream(server, SERVER_TLS, server_side=True)
-        with trio.fail_after(BOUND):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(handler, Admission(Room(), CONFIG), stream)
-                await client.send_all(data)
-                if abort:
-                    await client.aclose()
-                    return
-                await client.send_eof()
-                while await client.receive_some():
-                    pass
-        await client.aclose()
-
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
-        run_autojump(scenario)
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
+    feed_handler(data, abort, handle_tcp if which == "tcp" else handle_ws, tls=True)

@@ -16,14 +16,15 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import TcpClient, WsClient, ws_client
+from tests.support.memory import memory_tcp
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, ws_client
 from trio_chat import Config, serve
 from trio_chat.history.base import StoredMessage, chat_line
 from trio_chat.history.sqlite import SqliteHistory, SqliteStore, open_history
 from trio_chat.history.writer import StoreError, running
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.room import Room
-from trio_chat.transports.admission import Admission
 
 CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
 
@@ -371,10 +372,7 @@ async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
     """A ``since`` far back is read and written a page at a time: a connection never
     holds the whole retained history (10,000 messages of up to 4,096 characters) in
     memory while it trickles out at the client's pace."""
-    import trio.testing
-
     from trio_chat.server.session import MAX_BATCH
-    from trio_chat.transports.tcp import handle_tcp
 
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     store = CountingReads(config.db, keep=10_000)
@@ -384,11 +382,8 @@ async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
             history.record("Bob", f"m{n}", "T")
         await history.store.flush()
         room = Room(LocalDelivery(history))
-        client_end, server_end = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(handle_tcp, Admission(room, config), server_end)
-            async with TcpClient(client_end) as ann:
-                chats, end = await join_with_replay(ann, "Ann", since=0)
+        async with trio.open_nursery() as nursery, memory_tcp(nursery, room, config) as ann:
+            chats, end = await join_with_replay(ann, "Ann", since=0)
         assert [c["id"] for c in chats] == list(range(1, 5001))
         assert end == {"type": "history_end", "last_id": 5000}
         assert store.reads and max(store.reads) <= MAX_BATCH

@@ -10,7 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import WAIT, WsClient, ws_client
+from tests.support.waits import WAIT
+from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config, serve
 from trio_chat.server.room import Room
 from trio_chat.transports.admission import Admission

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 import trio
 
+from tests.support.processes import JoinProcess
+from tests.support.tcp import TcpClient, free_port
 from trio_chat import Config, serve
-
-from .client_helpers import JoinProcess
-from .helpers import TcpClient
 
 pytestmark = pytest.mark.slow
 
@@ -96,14 +94,6 @@ async def test_websocket_url(server, nursery):
         assert msg["text"] == "over websocket"
         await bot.close_stdin()
         assert await bot.exit_code() == 0
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_connection_refused_is_one_line_and_exit_1(nursery):

@@ -3,7 +3,6 @@ run with a trustme certificate."""
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Any
 
@@ -12,23 +11,18 @@ import trio
 from click.testing import CliRunner
 from trio_websocket import wrap_server_stream
 
+from tests.support.config import TEST_CONFIG
+from tests.support.processes import JoinProcess
+from tests.support.tls import TlsFiles
 from trio_chat import Config, cli
 from trio_chat.client import ClientConfig, ConnectError
 from trio_chat.client.transport import open_connection
 
-from .client_helpers import JoinProcess
-from .conftest import TEST_CONFIG
-from .helpers import TlsFiles
-
 
 @pytest.fixture
-def tls(tmp_path) -> TlsFiles:
-    return TlsFiles(tmp_path)
-
-
-@pytest.fixture
-def config(tls) -> Config:
-    return dataclasses.replace(TEST_CONFIG, tls_cert=str(tls.cert), tls_key=str(tls.key))
+def config(tls: TlsFiles) -> Config:
+    """The ``server`` fixture's: TLS on both ports."""
+    return tls.server_config(TEST_CONFIG)
 
 
 # ---------------------------------------------------------------- options

@@ -8,10 +8,10 @@ import shutil
 import pytest
 import trio
 
+from tests.support.processes import join_command
+from tests.support.tcp import TcpClient
+from tests.support.tmux import Tmux
 from trio_chat import Config, serve
-
-from .client_helpers import Tmux, join_command
-from .helpers import TcpClient
 
 pytestmark = [
     pytest.mark.slow,

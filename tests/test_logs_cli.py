@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from click.testing import CliRunner
 
-from tests.memory import tcp_client
+from tests.support.memory import memory_tcp
 from trio_chat import cli
 from trio_chat.cli import default_db_path
 from trio_chat.config import Config
@@ -22,7 +22,7 @@ from trio_chat.server.room import Room
 async def test_lifecycle_is_logged_at_info_and_message_text_only_at_debug(nursery, caplog):
     caplog.set_level(logging.DEBUG, logger="trio_chat")
     room, config = Room(), Config()
-    ann = tcp_client(nursery, room, config)
+    ann = memory_tcp(nursery, room, config)
     await ann.join("Ann")
     await ann.send({"type": "chat", "text": "secret words"})
     await ann.recv_until(type="chat")
@@ -41,7 +41,7 @@ async def test_lifecycle_is_logged_at_info_and_message_text_only_at_debug(nurser
 async def test_disconnect_line_says_why(nursery, caplog):
     caplog.set_level(logging.INFO, logger="trio_chat")
     room = Room()
-    bob = tcp_client(nursery, room, Config())
+    bob = memory_tcp(nursery, room, Config())
     await bob.join("Bob")
     await bob.send_raw(b"x" * 70000)  # over the line limit: too_long, closes
     assert await bob.eof()

@@ -10,8 +10,10 @@ import trio
 from click.testing import CliRunner
 from trio_websocket import ConnectionRejected, open_websocket_url, wrap_client_stream
 
-from tests.conftest import TEST_CONFIG
-from tests.helpers import TcpClient, TlsFiles, WsClient
+from tests.support.config import TEST_CONFIG
+from tests.support.tcp import TcpClient
+from tests.support.tls import TlsFiles
+from tests.support.ws import WsClient
 from trio_chat import Config, serve
 from trio_chat.cli import main
 from trio_chat.cli import serve as serve_command
@@ -151,10 +153,8 @@ async def test_wildcard_allows_every_origin(nursery):
         pass
 
 
-async def test_own_origin_over_tls_is_https(nursery, tmp_path):
-    tls = TlsFiles(tmp_path)
-    config = dataclasses.replace(TEST_CONFIG, tls_cert=str(tls.cert), tls_key=str(tls.key))
-    bound = await nursery.start(serve, config)
+async def test_own_origin_over_tls_is_https(nursery: trio.Nursery, tls: TlsFiles) -> None:
+    bound = await nursery.start(serve, tls.server_config(TEST_CONFIG))
     context = tls.client_context()
     own = f"https://127.0.0.1:{bound.ws_port}"
     async with connect(bound.ws_port, own, scheme="wss", ssl_context=context):

@@ -9,7 +9,7 @@ import coredis
 import pytest
 import trio
 
-from tests.redis_server import RedisError, RedisServer, redis_server_or_skip
+from tests.support.redis import RedisError, RedisServer, redis_server_or_skip
 from trio_chat.bench.redis_server import RedisServerMissing
 
 

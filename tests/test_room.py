@@ -3,32 +3,11 @@
 import json
 
 import pytest
-import trio
 
+from tests.support.seats import Seat
 from trio_chat import protocol
 from trio_chat.protocol import ProtocolError
-from trio_chat.server.room import Member, Room
-
-
-class Seat:
-    """A member with its queue's receiving end, as a session would hold it."""
-
-    def __init__(self, room: Room, queue: int = 100, peer: str = "test") -> None:
-        send, self.inbox = trio.open_memory_channel[str](queue)
-        self.evictions = 0
-        self.member = Member(send, peer=peer, on_evict=self._on_evict)
-        self.room = room
-
-    def _on_evict(self) -> None:
-        self.evictions += 1
-
-    def take(self) -> list[dict]:
-        out = []
-        while True:
-            try:
-                out.append(json.loads(self.inbox.receive_nowait()))
-            except trio.WouldBlock:
-                return out
+from trio_chat.server.room import Room
 
 
 def clock() -> str:

@@ -15,7 +15,9 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection
 
-from tests.helpers import WAIT, ws_client
+from tests.support.tcp import matches
+from tests.support.waits import WAIT
+from tests.support.ws import ws_client
 from trio_chat import Bound
 
 
@@ -39,7 +41,7 @@ async def seed_recv(conn: WebSocketConnection) -> dict[str, Any]:
 async def seed_recv_until(conn: WebSocketConnection, **match: Any) -> dict[str, Any]:
     while True:
         message = await seed_recv(conn)
-        if all(message.get(k) == v for k, v in match.items()):
+        if matches(message, match):
             return message
 
 

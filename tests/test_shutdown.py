@@ -9,8 +9,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient, WsClient, ws_client
-from tests.server_process import server_process
+from tests.support.processes import server_process
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, ws_client
 from trio_chat import Config, serve
 from trio_chat.protocol import SHUTDOWN_TEXT
 

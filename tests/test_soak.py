@@ -23,9 +23,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, wrap_client_stream
 
-from tests.lean_ws import LeanWs
-from tests.server_process import ServerProcess, server_process
-from trio_chat.protocol import RATE_LIMITED, LineBuffer
+from tests.support.processes import ServerProcess, cpu_seconds, rss_mb, server_process
+from tests.support.tcp import read_lines
+from tests.support.ws import LeanWs
+from trio_chat.protocol import RATE_LIMITED
 from trio_chat.server.process import raise_nofile_limit
 
 DURATION = float(os.environ.get("TRIO_CHAT_SOAK_SECONDS", "30"))
@@ -45,21 +46,6 @@ SETTLE = 120
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(DURATION + SETTLE + 180)]
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @dataclass(eq=False)
@@ -162,13 +148,14 @@ class Soak:
 
     async def tcp_chatter(self, chatter: Chatter) -> None:
         async with await self.tcp() as stream:
-            buffer = LineBuffer(1 << 20)
+
+            def on_lines(lines: list[str]) -> None:
+                for line in lines:
+                    chatter.on_line(line)
+                chatter.check(self.totals, self.all_sent.is_set())
 
             async def read() -> None:
-                while data := await stream.receive_some(1 << 16):
-                    for line in buffer.feed(data):
-                        chatter.on_line(line.decode())
-                    chatter.check(self.totals, self.all_sent.is_set())
+                await read_lines(stream, on_lines)
                 chatter.cut_off("disconnected")
                 nursery.cancel_scope.cancel()
 
@@ -209,7 +196,6 @@ class Soak:
     async def tcp_flooder(self, name: str) -> None:
         self.flooders_told[name] = False
         async with await self.tcp() as stream:
-            buffer = LineBuffer(1 << 20)
             await stream.send_all(json.dumps({"type": "join", "user": name}).encode() + b"\n")
             block = b"".join(
                 json.dumps({"type": "chat", "text": f"flood {i}"}).encode() + b"\n"
@@ -226,11 +212,13 @@ class Soak:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flood)
                 self.mark_ready()
+
+                def on_lines(lines: list[str]) -> None:
+                    if any('"error"' in line and RATE_LIMITED in line for line in lines):
+                        self.flooders_told[name] = True
+
                 with suppress(*_STREAM_ERRORS):
-                    while data := await stream.receive_some(1 << 16):
-                        for line in buffer.feed(data):
-                            if b'"error"' in line and RATE_LIMITED.encode() in line:
-                                self.flooders_told[name] = True
+                    await read_lines(stream, on_lines)
                 nursery.cancel_scope.cancel()
         self.flooder_out()
 
@@ -326,12 +314,7 @@ async def run_soak(server: ServerProcess) -> None:
                 peak[0] = max(peak[0], rss_mb(server.pid))
                 await trio.sleep(0.25)
 
-        async def drain_log() -> None:
-            while await server.log_line() is not None:
-                pass
-
         nursery.start_soon(watch_rss)
-        nursery.start_soon(drain_log)
         for chatter in soak.tcp_chatters:
             nursery.start_soon(soak.tcp_chatter, chatter)
         for i, chatter in enumerate(soak.ws_chatters):

@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from click.testing import CliRunner
 
-from tests.conftest import TEST_CONFIG
-from tests.helpers import TcpClient, TlsFiles, WsClient
+from tests.support.config import TEST_CONFIG
+from tests.support.memory import memory_tcp
+from tests.support.processes import TRIO_CHAT_SCRIPT, server_process
+from tests.support.tcp import TcpClient
+from tests.support.tls import TlsFiles
+from tests.support.ws import WsClient
 from trio_chat import Config, serve
 from trio_chat.cli import default_db_path, main
 from trio_chat.errors import StartupError
@@ -27,13 +28,9 @@ from trio_chat.transports.ws import handle_ws
 
 
 @pytest.fixture
-def tls(tmp_path) -> TlsFiles:
-    return TlsFiles(tmp_path)
-
-
-@pytest.fixture
-def config(tls) -> Config:
-    return dataclasses.replace(TEST_CONFIG, tls_cert=str(tls.cert), tls_key=str(tls.key))
+def config(tls: TlsFiles) -> Config:
+    """The ``server`` fixture's: TLS on both ports."""
+    return tls.server_config(TEST_CONFIG)
 
 
 async def plain_peer_is_dropped(port: int, data: bytes) -> None:
@@ -114,8 +111,7 @@ async def test_tls_handshake_over_memory_streams_then_chat(tls):
     stream = trio.SSLStream(server, tls.server_context, server_side=True)
     tls_client = trio.SSLStream(client, tls.client_context(), server_hostname="localhost")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_tcp, Admission(Room(), TEST_CONFIG), stream)
-        bob = TcpClient(tls_client)
+        bob = memory_tcp(nursery, Room(), TEST_CONFIG, ends=(tls_client, stream))
         await bob.send({"type": "ping"})
         assert await bob.recv() == {"type": "pong"}
         await bob.send({"type": "leave"})
@@ -189,39 +185,26 @@ async def test_caps_apply_to_tls_connections_too(nursery, tls, config):
 
 
 @pytest.mark.slow
-async def test_real_server_process_with_tls(tls):
+async def test_real_server_process_with_tls(tls: TlsFiles) -> None:
     """`trio-chat serve --tls-cert --tls-key` as a process: its log says tls:// and wss://
     and https://, and both ports speak TLS."""
-    trio_chat = str(Path(sys.executable).with_name("trio-chat"))
-    proc = await trio.lowlevel.open_process(
-        [trio_chat, "serve", "--tcp-port", "0", "--ws-port", "0", "--db", ":memory:",
-         "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    log = b""
-    try:
+    async with server_process(
+        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+        program=TRIO_CHAT_SCRIPT, wait=20,
+    ) as server:
+        assert re.search(r"tls://127\.0\.0\.1:(\d+) wss://127\.0\.0\.1:(\d+)/", server.listening)
         with trio.fail_after(20):
-            while b"chat page" not in log:
-                chunk = await proc.stderr.receive_some()
-                assert chunk, log
-                log += chunk
-        match = re.search(rb"tls://127\.0\.0\.1:(\d+) wss://127\.0\.0\.1:(\d+)/", log)
-        assert match, log
-        assert b"chat page: https://127.0.0.1:" in log
-        tcp_port, ws_port = int(match[1]), int(match[2])
-        async with await tls.tcp_client(tcp_port) as bob, tls.ws_client(ws_port) as conn:
+            await server.wait_log("chat page: https://127.0.0.1:")
+        async with (
+            await tls.tcp_client(server.tcp_port) as bob,
+            tls.ws_client(server.ws_port) as conn,
+        ):
             await bob.join("Bob")
             await WsClient(conn).join("Alice")
             await bob.recv_until(type="system", event="join", name="Alice")
-        proc.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         with trio.fail_after(20):
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await proc.stderr.aclose()
+            assert await server.process.wait() == 0
 
 
 async def test_the_page_is_served_over_https(server, tls):

@@ -1,5 +1,6 @@
 """A real redis-server for the cluster tests: ``trio_chat.bench.redis_server.RedisServer``
-(shared with ``trio-chat bench --cluster``), and what a test does without one."""
+(shared with ``trio-chat bench --cluster``; the tests import it from here only), and
+what a test does without one."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from trio_chat.bench.redis_server import RedisError, RedisServer, RedisServerMissing, free_port
+from trio_chat.bench.redis_server import RedisError, RedisServer, RedisServerMissing
 
-__all__ = ["RedisError", "RedisServer", "free_port", "redis_server_or_skip"]
+__all__ = ["RedisError", "RedisServer", "RedisServerMissing", "redis_server_or_skip"]
 
 
 def redis_server_or_skip(**kwargs: Any) -> RedisServer:

@@ -1,17 +1,22 @@
-"""A lean WebSocket client on wsproto, for load tests.
+"""WebSocket clients: :class:`WsClient` on a trio-websocket connection (the one a
+test talks through), :func:`ws_client`/:func:`ws_over` to open one on a socket we own,
+and :class:`LeanWs`, a lean client on wsproto for load tests.
 
 trio-websocket's client hands over one message per scheduler round (a size-1 queue
 between its reader task and ``get_message``); with hundreds of clients in one process
 a round is long, so a client that gets one frame per message falls behind however
-fast the server is. This one handles every frame of a read in one go.
+fast the server is. :class:`LeanWs` handles every frame of a read in one go.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import suppress
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -23,6 +28,73 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError
+
+from .tcp import Message as ChatMessage
+from .tcp import matches
+from .waits import WAIT
+
+
+class WsClient:
+    """A chat client on a trio-websocket connection: JSON in, objects out (a batched
+    frame is split into its lines); each wait bounded by ``wait`` seconds."""
+
+    def __init__(self, ws: WebSocketConnection, wait: float = WAIT) -> None:
+        self.ws = ws
+        self.wait = wait
+        self._pending: list[ChatMessage] = []
+
+    async def send(self, obj: Any) -> None:
+        await self.ws.send_message(json.dumps(obj))
+
+    async def recv(self) -> ChatMessage:
+        with trio.fail_after(self.wait):
+            while not self._pending:
+                message = await self.ws.get_message()
+                assert isinstance(message, str)
+                self._pending.extend(json.loads(part) for part in message.split("\n"))
+        return self._pending.pop(0)
+
+    async def recv_until(self, **match: Any) -> ChatMessage:
+        while True:
+            msg = await self.recv()
+            if matches(msg, match):
+                return msg
+
+    async def join(self, name: str, **extra: Any) -> ChatMessage:
+        await self.send({"type": "join", "user": name, **extra})
+        welcome = await self.recv_until(type="welcome")
+        await self.recv_until(type="system", event="join", name=name)
+        return welcome
+
+
+@asynccontextmanager
+async def ws_client(
+    port: int, path: str = "/", **kwargs: Any
+) -> AsyncIterator[WebSocketConnection]:
+    """``async with ws_client(port) as ws:`` yields a raw trio-websocket connection.
+
+    We own the socket so it is closed however the server ended the connection
+    (trio-websocket's client leaves it to the garbage collector after a 1009 close).
+    """
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with ws_over(stream, "127.0.0.1", path, **kwargs) as ws:
+        yield ws
+
+
+@asynccontextmanager
+async def ws_over(
+    stream: trio.abc.Stream, host: str, path: str, **kwargs: Any
+) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket on a stream we own, closed (socket included) on the way out."""
+    async with stream, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, stream, host, path, **kwargs)
+        try:
+            yield ws
+        finally:
+            with trio.move_on_after(WAIT) as scope:
+                scope.shield = True
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
 
 
 class LeanWs:
