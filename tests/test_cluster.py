@@ -57,12 +57,21 @@ async def ws(port: int) -> AsyncIterator[WsClient]:
         yield WsClient(conn)
 
 
-async def relinked(cluster: Cluster, links: int) -> None:
-    """Wait until the cluster has linked to Redis ``links`` times in all."""
-    with trio.move_on_after(WAIT):
-        while cluster.links < links:
-            await cluster.state_changed.wait()
-    assert cluster.links >= links, (cluster.links, cluster.connected)
+async def unlinked(*clusters: Cluster) -> None:
+    """Wait until each cluster has lost its link to Redis (and delivers locally)."""
+    with trio.fail_after(WAIT):
+        for cluster in clusters:
+            while cluster.connected:
+                await cluster.state_changed.wait()
+
+
+async def linked(*clusters: Cluster) -> None:
+    """Wait until each cluster's link to Redis is up: after :func:`unlinked`, linked
+    again."""
+    with trio.fail_after(WAIT):
+        for cluster in clusters:
+            while cluster.state is not LinkState.UP:
+                await cluster.state_changed.wait()
 
 
 async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]]:
@@ -232,9 +241,7 @@ async def test_redis_restarted_mid_conversation_loses_nothing_for_since(
             # Redis stops: both stay connected; alice's message is delivered on A at
             # once, without an id (no id can be given without Redis).
             await trio.to_thread.run_sync(redis_server.stop)
-            with trio.fail_after(WAIT):
-                while ca.connected or cb.connected:
-                    await ca.state_changed.wait()
+            await unlinked(ca, cb)
             await alice.send({"type": "chat", "text": "during the outage"})
             local = await alice.recv_until(type="chat")
             assert local["text"] == "during the outage" and "id" not in local
@@ -242,8 +249,7 @@ async def test_redis_restarted_mid_conversation_loses_nothing_for_since(
             # It comes back empty (no persistence): the servers merge their history
             # back and A publishes its outage message; B delivers it, late, with an id.
             await trio.to_thread.run_sync(redis_server.start)
-            await relinked(ca, 2)
-            await relinked(cb, 2)
+            await linked(ca, cb)
             late = await bob.recv_until(type="chat")
             assert late["text"] == "during the outage" and late["id"] > before[-1]["id"]
             await bob.send({"type": "chat", "text": "three"})
@@ -271,8 +277,10 @@ async def test_history_written_while_one_server_was_away_is_restored_by_another(
             await alice.join("alice")
             await alice.send({"type": "chat", "text": "old"})
             old = (await chats(alice, 1))[0]
-        await trio.to_thread.run_sync(redis_server.restart)
-        await relinked(ca, 2)
+        await trio.to_thread.run_sync(redis_server.kill)  # it comes back empty
+        await unlinked(ca)
+        await trio.to_thread.run_sync(redis_server.start)
+        await linked(ca)
         async with node(config) as (_, b):
             replayed, _ = await resume(b.tcp_port, "bob", since=0)
     assert [(m["id"], m["text"]) for m in replayed] == [(old["id"], "old")]
@@ -394,14 +402,14 @@ async def test_a_message_in_flight_when_redis_loses_its_data_keeps_one_id(
                 gate_b.cut()
                 local = await alice.recv_until(type="chat")  # A gave up on Redis
                 assert local["text"] == "in flight" and "id" not in local
+                await unlinked(ca, cb)
                 await trio.to_thread.run_sync(redis_server.restart)
                 gate_a.open()
                 with trio.fail_after(WAIT):  # A is back first: it waits for B
-                    while not (ca.state is LinkState.RESTORING or ca.links >= 2):
+                    while ca.state is LinkState.DOWN:
                         await ca.state_changed.wait()
                 gate_b.open()
-                await relinked(ca, 2)
-                await relinked(cb, 2)
+                await linked(ca, cb)
                 await bob.send({"type": "chat", "text": "after"})
                 after = await bob.recv_until(type="chat")
                 assert after["text"] == "after"  # not "in flight" a second time
@@ -433,9 +441,7 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
         await alice.send({"type": "chat", "text": "before the outage"})
         before = await alice.recv_until(type="chat")
         await trio.to_thread.run_sync(redis_server.kill)
-        with trio.fail_after(WAIT):
-            while ca.connected or cb.connected:
-                await ca.state_changed.wait()
+        await unlinked(ca, cb)
         await alice.send({"type": "chat", "text": "during the outage"})
         local = await alice.recv_until(type="chat")
         assert "id" not in local
@@ -449,7 +455,7 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
                 {**before, "history": True}, {**local, "history": True}
             ]
             await trio.to_thread.run_sync(redis_server.start)
-            await relinked(ca, 2)
+            await linked(ca)
             late = await bob.recv_until(type="chat", text="during the outage")
             await bob.send({"type": "chat", "text": "after"})
             after = await bob.recv_until(type="chat")

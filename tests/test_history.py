@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import tempfile
 import threading
+from contextlib import closing
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -184,16 +186,20 @@ async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
         )
 
 
-async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path):
+async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path: Path) -> None:
     """A killed server may have broadcast ids it never committed: never reuse them."""
+    running_db = str(tmp_path / "running.db")
     path = str(tmp_path / "chat.db")
-    store = SqliteStore(path, keep=100, max_pending=16)
+    store = SqliteStore(running_db, keep=100, max_pending=16)
     await store.open(10)
     for n in range(1, 4):
         store.put_nowait(StoredMessage(n, "Bob", "x", "T"))
     await store.flush()  # no writer task: flush commits itself
-    await store._in_writer(store._close_connections)  # as if killed: not marked clean
-    store._writer.stop()
+    # The file as a kill would leave it now (not marked clean): a copy taken by a
+    # separate connection while the store is still open.
+    with closing(sqlite3.connect(running_db)) as live, closing(sqlite3.connect(path)) as copy:
+        live.backup(copy)
+    await store.aclose()
 
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 3 + 16
@@ -220,8 +226,17 @@ class GatedStore(SqliteStore):
         return super()._write_sync(batch)
 
 
-async def test_a_stalled_writer_holds_back_the_sender_not_the_room(nursery):
-    store = GatedStore(":memory:", keep=100, max_pending=8)
+def committed_ids(db: str) -> list[int]:
+    """The message ids in the file, as a separate reader sees them: what is committed."""
+    with closing(sqlite3.connect(db)) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")]
+
+
+async def test_a_stalled_writer_holds_back_the_sender_not_the_room(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "chat.db")
+    store = GatedStore(db, keep=100, max_pending=8)
     try:
         async with open_history(CONFIG, store) as history:
             bound = await nursery.start(partial(serve, CONFIG, room=Room(LocalDelivery(history))))
@@ -234,14 +249,14 @@ async def test_a_stalled_writer_holds_back_the_sender_not_the_room(nursery):
                 # Nothing is committed yet, and the room still delivers all it took.
                 for n in range(1, 9):
                     assert (await ann.recv_until(type="chat"))["id"] == n
-                assert store.uncommitted == 8
+                assert store.full and committed_ids(db) == []
                 await ann.send({"type": "ping"})
                 assert await ann.recv() == {"type": "pong"}  # m9 is not ahead of it
                 store.gate.set()
                 for n in range(9, 12):
                     assert (await ann.recv_until(type="chat"))["text"] == f"m{n}"
                 await store.flush()
-                assert store.uncommitted == 0
+                assert committed_ids(db) == list(range(1, 12))
             nursery.cancel_scope.cancel()
     finally:
         store.gate.set()
@@ -390,35 +405,45 @@ async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
 
 
 class CountingStore(SqliteStore):
-    """Records the ids of every batch the writer thread commits."""
+    """Records the ids of every batch the writer thread commits; ``committed`` gets
+    each batch's ids once it is committed (a test thread may wait on it)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batches: list[list[int]] = []
+        self.committed: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
 
     def _write_sync(self, batch: list[StoredMessage]) -> int:
-        self.batches.append([m.id for m in batch])
-        return super()._write_sync(batch)
+        ids = [m.id for m in batch]
+        self.batches.append(ids)
+        pruned = super()._write_sync(batch)
+        self.committed.put(ids)
+        return pruned
 
 
-async def test_commits_gather_messages_until_the_interval_or_half_the_window():
+async def test_commits_gather_messages_until_the_interval_or_half_the_window(
+    tmp_path: Path,
+) -> None:
     """A message after a quiet spell commits at once; the next ones wait for the commit
     interval (here: forever) unless half of max_pending waits, or a flush asks."""
-    store = CountingStore(":memory:", keep=100, max_pending=8, commit_interval=1e9)
+    db = str(tmp_path / "chat.db")
+    store = CountingStore(db, keep=100, max_pending=8, commit_interval=1e9)
     async with running(store, 10):
         store.put_nowait(StoredMessage(1, "u", "m1", "T"))
         await store.flush()
-        assert store.batches == [[1]]
+        assert store.batches == [[1]] and store.committed.get_nowait() == [1]
         for i in (2, 3, 4):
             store.put_nowait(StoredMessage(i, "u", f"m{i}", "T"))
             for _ in range(10):
                 await trio.lowlevel.checkpoint()
         assert store.batches == [[1]]  # gathering: still within the interval
-        assert store.uncommitted == 3
+        assert committed_ids(db) == [1]
         store.put_nowait(StoredMessage(5, "u", "m5", "T"))  # half the window: commit now
-        with trio.fail_after(10):  # real seconds; the commit starts now, not in 1e9 s
-            while store.uncommitted:
-                await store._progress.wait()
+        # Real seconds; the commit starts now, not in 1e9 s.
+        assert await trio.to_thread.run_sync(partial(store.committed.get, timeout=10)) == [
+            2, 3, 4, 5
+        ]
+        assert committed_ids(db) == [1, 2, 3, 4, 5]
         assert store.batches == [[1], [2, 3, 4, 5]]
         store.put_nowait(StoredMessage(6, "u", "m6", "T"))
         await store.flush()  # a flush does not wait for the interval

@@ -124,8 +124,6 @@ class Cluster(Delivery):
         self.state = LinkState.DOWN
         #: Fires whenever :attr:`state` changes.
         self.state_changed = Pulse()
-        #: Times the link came up.
-        self.links = 0
 
     @property
     def connected(self) -> bool:
@@ -344,7 +342,6 @@ class Cluster(Delivery):
         )
 
     def _up(self) -> None:
-        self.links += 1
         self.outbox.came_back()
         log.info("cluster: linked to Redis (%d other servers' members)", self.presence.count())
         self._set_state(LinkState.UP)

@@ -163,10 +163,6 @@ class BatchingStore(ABC):
     def full(self) -> bool:
         return len(self._pending) + self._in_flight >= self.max_pending
 
-    @property
-    def uncommitted(self) -> int:
-        return len(self._pending) + self._in_flight
-
     def put_nowait(self, message: StoredMessage) -> None:
         """Hand one message to the writer; ``trio.WouldBlock`` when the buffer is full."""
         if self._closed:
