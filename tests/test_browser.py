@@ -136,7 +136,7 @@ def join_as(page: Page, name: str, expect_state: str | None = "online") -> None:
 # ---------------------------------------------------------------- the tests
 
 
-def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Path):
+def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Path) -> None:
     p = page.page
     state = p.locator("#state")
     last_msg = p.locator("#messages .msg").last
@@ -206,7 +206,7 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
     page.assert_clean()
 
 
-def test_remembered_name_waits_for_its_stale_session(page: Watched):
+def test_remembered_name_waits_for_its_stale_session(page: Watched) -> None:
     """A reload can reach the server before the old connection's leave does: with a
     remembered name the page retries instead of asking for another one."""
     p = page.page
@@ -293,7 +293,7 @@ async def scripted_server(
         task_status.started(listeners[0].socket.getsockname()[1])
 
 
-def test_page_speaks_batches_history_and_since(page: Watched):
+def test_page_speaks_batches_history_and_since(page: Watched) -> None:
     p = page.page
     joins: queue.Queue[Any] = queue.Queue()
     chats: queue.Queue[Any] = queue.Queue()
@@ -363,7 +363,7 @@ OPEN_SOCKET = """url => new Promise(resolve => {
 })"""
 
 
-def test_a_foreign_page_cannot_open_a_socket(page: Watched):
+def test_a_foreign_page_cannot_open_a_socket(page: Watched) -> None:
     """A page from another origin (another trio-chat here) gets 403 on the upgrade,
     unless --allowed-origin lists it; the page's own origin always works."""
     p = page.page
@@ -391,7 +391,7 @@ async def two_cluster_servers(redis_url: str, *, task_status: Any) -> None:
         task_status.started((bound_a, bound_b))
 
 
-def test_page_on_one_server_chats_with_tcp_on_another(page: Watched, redis_server: Any):
+def test_page_on_one_server_chats_with_tcp_on_another(page: Watched, redis_server: Any) -> None:
     """--redis: the page on server B, a raw-TCP client on server A, one room."""
     p = page.page
     last_msg = p.locator("#messages .msg").last

@@ -17,7 +17,7 @@ from trio_chat.server import app
 
 
 @pytest.fixture
-def captured(monkeypatch):
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     """Replace the server call: the CLI's job ends at building the Config."""
     configs: list[Config] = []
     monkeypatch.setattr(app, "run", configs.append)
@@ -25,7 +25,7 @@ def captured(monkeypatch):
     return configs
 
 
-def test_serve_defaults(captured):
+def test_serve_defaults(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, ["serve"], env={})
     assert result.exit_code == 0, result.output
     # The one CLI default that differs from the library's: history goes to disk.
@@ -33,7 +33,7 @@ def test_serve_defaults(captured):
     assert default_db_path().endswith("trio-chat/trio-chat.db")
 
 
-def test_serve_options(captured):
+def test_serve_options(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, [
         "serve", "--host", "0.0.0.0", "--tcp-port", "0", "--ws-port", "9000",
         "--log-level", "DEBUG", "--max-text", "100", "--queue-size", "8",
@@ -44,7 +44,7 @@ def test_serve_options(captured):
     assert (config.max_text, config.queue_size, config.log_level) == (100, 8, "debug")
 
 
-def test_serve_history_options_and_env_vars(captured):
+def test_serve_history_options_and_env_vars(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, [
         "serve", "--db", "/tmp/x.db", "--history-keep", "7", "--history-replay", "0",
     ])
@@ -61,14 +61,14 @@ def test_serve_history_options_and_env_vars(captured):
     )
 
 
-def test_serve_reads_trio_chat_env_vars(captured):
+def test_serve_reads_trio_chat_env_vars(captured: list[Config]) -> None:
     env = {"TRIO_CHAT_TCP_PORT": "7000", "TRIO_CHAT_WS_PORT": "7001", "TRIO_CHAT_HOST": "::1"}
     result = CliRunner().invoke(cli.main, ["serve"], env=env)
     assert result.exit_code == 0, result.output
     assert (captured[0].tcp_port, captured[0].ws_port, captured[0].host) == (7000, 7001, "::1")
 
 
-def test_serve_cluster_options_and_env_vars(captured):
+def test_serve_cluster_options_and_env_vars(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, [
         "serve", "--redis", "redis://10.0.0.5:6380/2", "--presence-ttl", "3",
     ])
@@ -86,13 +86,13 @@ def test_serve_cluster_options_and_env_vars(captured):
                                   ["--history-keep", "0"], ["--history-replay", "-1"],
                                   ["--redis", "http://127.0.0.1:6379"],
                                   ["--presence-ttl", "0.5"]])
-def test_serve_rejects_bad_options(captured, args):
+def test_serve_rejects_bad_options(captured: list[Config], args: list[str]) -> None:
     result = CliRunner().invoke(cli.main, ["serve", *args])
     assert result.exit_code == 2 and "Error" in result.output
     assert captured == []
 
 
-def test_help_lists_env_vars():
+def test_help_lists_env_vars() -> None:
     result = CliRunner().invoke(cli.main, ["serve", "--help"])
     assert result.exit_code == 0
     assert "TRIO_CHAT_TCP_PORT" in result.output
@@ -119,7 +119,7 @@ async def test_real_server_process_chats_and_stops_cleanly(signum: int) -> None:
         assert any(signal.Signals(signum).name in line for line in log)
 
 
-def test_port_in_use_is_one_clear_line_and_exit_1():
+def test_port_in_use_is_one_clear_line_and_exit_1() -> None:
     import socket
 
     with socket.socket() as taken:

@@ -327,8 +327,11 @@ class Gate:
         self.flowing.set()
         self._conns: set[trio.CancelScope] = set()
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
+    async def serve(
+        self,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         await trio.serve_listeners(self._relay, listeners, task_status=task_status)
@@ -542,7 +545,7 @@ async def test_three_processes_one_room_and_a_killed_one_leaves_who(
 async def test_publish_script_is_idempotent_and_ids_increase(redis_server: RedisServer) -> None:
     async with coredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
         script = client.register_script(lua.PUBLISH)
-        args = [PREFIX, 100, "n1", 1, "u", "a", "T", 2, "u", "b", "T"]
+        args: list[str | int] = [PREFIX, 100, "n1", 1, "u", "a", "T", 2, "u", "b", "T"]
         first = int(await script(keys=[], args=args))
         # The same batch again (a reply lost with the connection) adds nothing.
         assert int(await script(keys=[], args=args)) == first
@@ -560,7 +563,7 @@ async def test_restore_script_merges_in_id_order(redis_server: RedisServer) -> N
                                                    "node": "n2", "seq": str(n)},
                               identifier=f"{n}-0")
         restore = client.register_script(lua.RESTORE)
-        ours = []
+        ours: list[str | int] = []
         for n in (20, 30, 40):
             ours += [n, "u", f"m{n}", "T", "n1", n // 10]
         assert await restore(keys=[], args=[PREFIX, 100, *ours]) == 2
@@ -616,7 +619,7 @@ def test_outbox_while_redis_is_unreachable() -> None:
     cluster.outbox.max_pending = 2
     room = Room(cluster)
     seen: list[str] = []
-    room.broadcast = seen.append  # type: ignore[method-assign]
+    room.broadcast = seen.append  # type: ignore[method-assign, assignment]
     outbox = cluster.outbox
     outbox.came_back()
     cluster.publish("bob", "a", "T")  # broadcast once read back

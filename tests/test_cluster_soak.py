@@ -142,7 +142,7 @@ class Chatter:
         if history and ident is not None and (self.since is None or ident <= self.since):
             self.problems.append(f"replayed {msg} for since={self.since}")
         self.pending_replays += history and ident is None
-        if not history and "id" in msg and ident <= self.max_id:
+        if not history and ident is not None and ident <= self.max_id:
             self.problems.append(f"live {msg} after id {self.max_id}: out of id order")
         key = (sender, seq)
         if history and ident is not None and key in self.local_ts:
@@ -538,12 +538,12 @@ def report(
             fail(f"server {i} exited with {code} on SIGTERM")
     noise = 0
     for i, lines in logs.items():
-        logger, seen = "", False
+        logger, traced = "", False
         for line in lines:
             if line[:4].isdigit():  # a record: "date time LEVEL logger: message"
-                logger, seen = line.split()[3].rstrip(":"), False
-            elif "Traceback" in line and not seen:
-                seen = True
+                logger, traced = line.split()[3].rstrip(":"), False
+            elif "Traceback" in line and not traced:
+                traced = True
                 # coredis logs one (at ERROR) when a connection attempt is cancelled
                 # because the link went down meanwhile: noise, not a failure.
                 if logger != "coredis":

@@ -25,8 +25,8 @@ from trio_chat.transports.ws import handle_ws
 
 
 async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
-    nursery, autojump_clock
-):
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(idle_timeout=30)
     room = Room()
     lurker = memory_tcp(nursery, room, config)
@@ -39,7 +39,9 @@ async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
     assert trio.current_time() - start == pytest.approx(30)
 
 
-async def test_joined_tcp_connection_may_stay_quiet(nursery, autojump_clock):
+async def test_joined_tcp_connection_may_stay_quiet(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(idle_timeout=30)
     room = Room()
     member = memory_tcp(nursery, room, config)
@@ -49,7 +51,9 @@ async def test_joined_tcp_connection_may_stay_quiet(nursery, autojump_clock):
     assert (await member.recv_until(type="pong")) == {"type": "pong"}
 
 
-async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery, autojump_clock):
+async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """A lockstep stream blocks every write until the peer reads: a full kernel buffer."""
     config = Config(send_timeout=10)
     room = Room()
@@ -71,7 +75,9 @@ async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery
     await client_end.aclose()
 
 
-async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump_clock):
+async def test_websocket_that_stops_answering_pings_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
     watcher = memory_tcp(nursery, room, config)
@@ -95,7 +101,9 @@ async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump
     await client_end.aclose()
 
 
-async def test_websocket_that_answers_pings_stays(nursery, autojump_clock):
+async def test_websocket_that_answers_pings_stays(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
     watcher = memory_tcp(nursery, room, config)
@@ -103,7 +111,7 @@ async def test_websocket_that_answers_pings_stays(nursery, autojump_clock):
     ws = await memory_ws(nursery, room, config)  # trio-websocket answers pings itself...
     received: list[str | bytes] = []
 
-    async def read_all():
+    async def read_all() -> None:
         # ... while its messages are being read (its reader blocks on a full queue).
         with trio.move_on_after(VIRTUAL_WAIT), suppress(ConnectionClosed):
             while True:
@@ -118,10 +126,10 @@ async def test_websocket_that_answers_pings_stays(nursery, autojump_clock):
     assert msg["user"] == "Alive"
     assert not ws.closed
     await ws.aclose()
-    assert ws.closed.code == 1000
+    assert ws.closed is not None and ws.closed.code == 1000
 
 
-async def test_accepted_sockets_get_tcp_keepalive():
+async def test_accepted_sockets_get_tcp_keepalive() -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listeners[0]:
         port = listeners[0].socket.getsockname()[1]
@@ -133,7 +141,7 @@ async def test_accepted_sockets_get_tcp_keepalive():
                 assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
 
 
-async def test_tcp_handler_turns_keepalive_on(nursery):
+async def test_tcp_handler_turns_keepalive_on(nursery: trio.Nursery) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listeners[0]:
         port = listeners[0].socket.getsockname()[1]
@@ -158,7 +166,9 @@ class StopsReading(WrappedStream):
         await self.inner.send_all(data)
 
 
-async def test_websocket_that_closes_and_stops_reading_is_dropped(nursery, autojump_clock):
+async def test_websocket_that_closes_and_stops_reading_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """trio-websocket answers a peer's close frame from its reader task before it ends
     the connection; a peer that never reads that answer must not hold its name (and
     its connection) for ever in a quiet room."""

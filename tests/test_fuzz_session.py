@@ -21,11 +21,12 @@ import trio.testing
 import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed
 
 from tests.support.frames import UPGRADE_REQUEST
-from tests.support.memory import memory_tcp, memory_ws
+from tests.support.memory import Handler, memory_tcp, memory_ws
 from tests.support.tcp import TcpClient
+from tests.support.ws import wrap_client
 from trio_chat import Config
 from trio_chat.protocol import ERROR_CODES
 from trio_chat.server.room import Room
@@ -124,7 +125,7 @@ async def run_session(session: Session, done: trio.Event) -> None:
 
 @FUZZ
 @given(st.lists(tcp_pieces, max_size=12), st.booleans())
-def test_tcp_session_survives_arbitrary_input(pieces, hang_up_mid_line):
+def test_tcp_session_survives_arbitrary_input(pieces: list[bytes], hang_up_mid_line: bool) -> None:
     async def scenario() -> None:
         room = Room()
         with trio.fail_after(BOUND):
@@ -183,7 +184,7 @@ def no_errors_logged() -> Iterator[None]:
 
 @FUZZ
 @given(st.lists(ws_messages, max_size=12))
-def test_ws_session_survives_arbitrary_messages(frames):
+def test_ws_session_survives_arbitrary_messages(frames: list[str | bytes]) -> None:
     """The real connection handler (``handle_ws``) over memory streams."""
 
     async def scenario() -> None:
@@ -199,7 +200,7 @@ def test_ws_session_survives_arbitrary_messages(frames):
                     done.set()
 
                 nursery.start_soon(serve_one)
-                client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+                client = await wrap_client(nursery, client_stream, "localhost", "/")
                 try:
                     for frame in frames:
                         if isinstance(frame, str):
@@ -224,7 +225,7 @@ def test_ws_session_survives_arbitrary_messages(frames):
         run_autojump(scenario)
 
 
-async def test_ws_oversized_messages_in_a_row(autojump_clock):
+async def test_ws_oversized_messages_in_a_row(autojump_clock: trio.testing.MockClock) -> None:
     """Regression: a second oversized message after the 1009 close made trio-websocket's
     reader raise LocalProtocolError; the handler now drops the peer without a traceback."""
     room = Room()
@@ -262,7 +263,7 @@ NASTY = [
 
 
 @pytest.mark.parametrize(("data", "code"), NASTY)
-async def test_nasty_line_over_tcp(data, code):
+async def test_nasty_line_over_tcp(data: bytes, code: str) -> None:
     room = Room()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
@@ -280,7 +281,7 @@ async def test_nasty_line_over_tcp(data, code):
 
 
 @pytest.mark.parametrize(("data", "code"), NASTY)
-async def test_nasty_frame_over_ws(data, code):
+async def test_nasty_frame_over_ws(data: bytes, code: str) -> None:
     room = Room()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
@@ -300,7 +301,7 @@ async def test_nasty_frame_over_ws(data, code):
         nursery.cancel_scope.cancel()
 
 
-async def test_line_of_64_kib_plus_one_closes_only_that_connection():
+async def test_line_of_64_kib_plus_one_closes_only_that_connection() -> None:
     room = Room()
     config = Config()  # the default 64 KiB line limit
     async with trio.open_nursery() as nursery:
@@ -315,9 +316,6 @@ async def test_line_of_64_kib_plus_one_closes_only_that_connection():
         await still_chats(good)
         await fuzz.aclose()
         await good.aclose()
-
-
-Handler = Callable[[Admission, trio.abc.Stream], Awaitable[None]]
 
 
 def feed_handler(
@@ -357,11 +355,11 @@ def feed_handler(
     ),
     st.booleans(),
 )
-def test_ws_handler_survives_arbitrary_bytes(data, abort):
+def test_ws_handler_survives_arbitrary_bytes(data: bytes, abort: bool) -> None:
     feed_handler(data, abort)
 
 
-def test_ws_garbage_then_hang_up_is_not_a_failure():
+def test_ws_garbage_then_hang_up_is_not_a_failure() -> None:
     """Regression: trio-websocket's reader raised ConnectionClosed while answering a
     bad request with 400 to a peer that had already gone; it was logged as a crash."""
     feed_handler(b"\x00", abort=True)
@@ -374,7 +372,7 @@ def test_ws_garbage_then_hang_up_is_not_a_failure():
     st.booleans(),
     st.sampled_from(["tcp", "ws"]),
 )
-def test_tls_handlers_survive_arbitrary_bytes(data, abort, which):
+def test_tls_handlers_survive_arbitrary_bytes(data: bytes, abort: bool, which: str) -> None:
     """Garbage (or half a ClientHello) to a TLS port, then a hang-up: the handler ends
     by itself and logs no failure."""
     feed_handler(data, abort, handle_tcp if which == "tcp" else handle_ws, tls=True)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.support.memory import memory_tcp
 from tests.support.tcp import TcpClient
-from tests.support.ws import WsClient, ws_client
+from tests.support.ws import WsClient, get_text, ws_client
 from trio_chat import Config, serve
 from trio_chat.history.base import StoredMessage, chat_line
 from trio_chat.history.sqlite import SqliteHistory, SqliteStore, open_history
@@ -58,7 +58,7 @@ async def say(client: TcpClient, name: str, *texts: str) -> list[int]:
     return ids
 
 
-async def test_ids_increase_across_restart(tmp_path):
+async def test_ids_increase_across_restart(tmp_path: Path) -> None:
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     for run, texts in enumerate([("one", "two"), ("three",)]):
         async with trio.open_nursery() as nursery:
@@ -74,7 +74,7 @@ async def test_ids_increase_across_restart(tmp_path):
     assert rows == [(1, "Bob", "one"), (2, "Bob", "two"), (3, "Bob", "three")]
 
 
-async def test_replay_count_and_order(nursery):
+async def test_replay_count_and_order(nursery: trio.Nursery) -> None:
     config = replace(CONFIG, history_replay=3)
     bound = await nursery.start(serve, config)
     async with await TcpClient.connect(bound.tcp_port) as bob, \
@@ -94,7 +94,7 @@ async def test_replay_count_and_order(nursery):
         assert await say(ann, "Anna", "f") == [6]
 
 
-async def test_since_resumes_after_the_last_seen_id(nursery):
+async def test_since_resumes_after_the_last_seen_id(nursery: trio.Nursery) -> None:
     bound = await nursery.start(serve, CONFIG)
     async with await TcpClient.connect(bound.tcp_port) as bob:
         await join_with_replay(bob, "Bob")
@@ -106,7 +106,9 @@ async def test_since_resumes_after_the_last_seen_id(nursery):
                 assert end == {"type": "history_end", "last_id": 5}
 
 
-async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
+async def test_websocket_clients_get_the_same_replay_in_batched_frames(
+    nursery: trio.Nursery
+) -> None:
     bound = await nursery.start(serve, CONFIG)
     async with await TcpClient.connect(bound.tcp_port) as bob, \
             ws_client(bound.ws_port) as conn:
@@ -115,7 +117,7 @@ async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
         await conn.send_message('{"type":"join","user":"Ann","since":1,"batch":true}')
         frame = await conn.get_message()  # welcome
         assert '"type":"welcome"' in frame
-        frame = await conn.get_message()  # the whole replay in one batched frame
+        frame = await get_text(conn)  # the whole replay in one batched frame
         lines = [json.loads(line) for line in frame.split("\n")]
         assert [(m["type"], m.get("id"), m.get("text")) for m in lines[:3]] == [
             ("chat", 2, "b\nc"), ("chat", 3, "d"), ("history_end", None, None)
@@ -125,7 +127,7 @@ async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
         assert (await ann.recv_until(type="chat", text="e"))["id"] == 4
 
 
-async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery):
+async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery: trio.Nursery) -> None:
     config = replace(CONFIG, queue_size=8)
     async with open_history(config) as history:
         for n in range(1, 1201):  # more than the queue, and than one write (MAX_BATCH)
@@ -141,7 +143,7 @@ async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery):
         nursery.cancel_scope.cancel()
 
 
-async def test_since_past_the_retention_says_incomplete(nursery):
+async def test_since_past_the_retention_says_incomplete(nursery: trio.Nursery) -> None:
     config = replace(CONFIG, history_keep=3)
     async with open_history(config) as history:
         bound = await nursery.start(partial(serve, config, room=Room(LocalDelivery(history))))
@@ -161,7 +163,7 @@ async def test_since_past_the_retention_says_incomplete(nursery):
         nursery.cancel_scope.cancel()
 
 
-async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
+async def test_deep_resume_reads_the_store_past_the_ring(tmp_path: Path) -> None:
     """A ``since`` older than the in-memory ring is completed from the database."""
     store = SqliteStore(str(tmp_path / "chat.db"), keep=8, max_pending=4)
     async with running(store, 4) as snapshot:
@@ -273,7 +275,9 @@ class FailingStore(SqliteStore):
         return super()._write_sync(batch)
 
 
-async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, caplog):
+async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     store = FailingStore(config.db, keep=100)
     async with open_history(config, store) as history:
@@ -282,8 +286,8 @@ async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, cap
             history.record("Bob", text, "T")
             await store.flush()
             store.failing = not store.failing
-        messages, pruned = await store.read(0, 99)  # what a deep resume would read
-        assert [m.text for m in messages] == ["kept", "kept again"]
+        stored, pruned = await store.read(0, 99)  # what a deep resume would read
+        assert [m.text for m in stored] == ["kept", "kept again"]
         assert pruned == 2  # written with the next good batch; 4 is not written yet
         assert store.pruned_through == 4
     assert "could not store 1 messages (ids 2-2): disk I/O error" in caplog.text
@@ -297,7 +301,7 @@ async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, cap
         assert end == '{"type":"history_end","last_id":4}'
 
 
-async def test_store_refuses_a_database_it_does_not_own(tmp_path):
+async def test_store_refuses_a_database_it_does_not_own(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
     foreign = tmp_path / "foreign.db"
@@ -332,7 +336,9 @@ other_ops = st.tuples(st.sampled_from(["flush", "yield"]), st.just(0))
     replay=st.integers(0, 10),
     ops=st.lists(st.one_of(say_ops, check_ops, other_ops), max_size=25),
 )
-def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
+def test_replays_match_a_model(
+    keep: int, max_pending: int, ring: int, replay: int, ops: list[tuple[str, int | None]]
+) -> None:
     """Whatever has been committed or pruned, a replay is the newest messages after
     ``since``, without gaps; ``complete`` only when none is missing; never fewer than
     the retention promises."""
@@ -344,6 +350,7 @@ def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
             n = 0
             for op, arg in ops:
                 if op == "say":
+                    assert arg is not None
                     for _ in range(arg):
                         await history.store.wait_writable()
                         n += 1
@@ -383,7 +390,7 @@ class CountingReads(SqliteStore):
         return messages, pruned
 
 
-async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
+async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path: Path) -> None:
     """A ``since`` far back is read and written a page at a time: a connection never
     holds the whole retained history (10,000 messages of up to 4,096 characters) in
     memory while it trickles out at the client's pace."""

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 from contextlib import AbstractAsyncContextManager, closing, suppress
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,7 +82,7 @@ def stored_messages(db: str) -> dict[int, tuple[str, str]]:
     return stored
 
 
-async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
+async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path: Path) -> None:
     db = str(tmp_path / "chat.db")
     received, status = await burst_until(db, signal.SIGTERM)
     assert status == 0
@@ -108,7 +109,7 @@ async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
             assert await server.process.wait() == 0
 
 
-async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path):
+async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path: Path) -> None:
     db = str(tmp_path / "chat.db")
     received, status = await burst_until(db, signal.SIGKILL)
     assert status == -signal.SIGKILL
@@ -131,7 +132,7 @@ async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "unwritable", "directory"])
-async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
+async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "chat.db"
     if kind == "corrupt":
         path.write_bytes(b"\x00garbage, not SQLite\n" * 512)
@@ -151,7 +152,9 @@ async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
     assert "cannot use history database" in error and str(path) in error
 
 
-async def test_join_client_resumes_without_gaps_across_a_server_restart(tmp_path, nursery):
+async def test_join_client_resumes_without_gaps_across_a_server_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     """``trio-chat join`` sends ``since`` when it rejoins: it gets what it missed, once."""
     config = Config(tcp_port=0, ws_port=0, rate_limit=0, db=str(tmp_path / "chat.db"))
 

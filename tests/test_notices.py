@@ -18,7 +18,9 @@ def notices(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     ]
 
 
-async def test_quiet_room_announces_each_join(nursery, autojump_clock):
+async def test_quiet_room_announces_each_join(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room()
     await nursery.start(room.run_notices)
     ann, bob = Seat(room, "Ann"), Seat(room, "Bob")
@@ -29,7 +31,9 @@ async def test_quiet_room_announces_each_join(nursery, autojump_clock):
     assert notices(ann.take()) == []
 
 
-async def test_crowd_is_summarized_once_per_interval(nursery, autojump_clock):
+async def test_crowd_is_summarized_once_per_interval(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room(notice_rate=100, notice_interval=0.1)
     await nursery.start(room.run_notices)
     seats = [Seat(room, f"u{i}") for i in range(40)]
@@ -66,13 +70,13 @@ async def test_crowd_is_summarized_once_per_interval(nursery, autojump_clock):
     assert notices(seats[0].take()) == [("leave", "u29")]
 
 
-async def test_without_the_notice_task_nothing_is_held_back():
+async def test_without_the_notice_task_nothing_is_held_back() -> None:
     room = Room(notice_rate=1)
     seats = [Seat(room, f"u{i}") for i in range(5)]
     assert notices(seats[0].take()) == [("join", f"u{i}") for i in range(5)]
 
 
-def test_welcome_lists_members_in_join_order_through_renames_and_leaves():
+def test_welcome_lists_members_in_join_order_through_renames_and_leaves() -> None:
     """The room keeps the encoded user list; it must match a fresh encoding."""
     from trio_chat import protocol
 

@@ -51,7 +51,7 @@ def is_iso_utc(value: object) -> bool:
     )
 
 
-async def test_seed_client_chats_without_joining(server: Bound):
+async def test_seed_client_chats_without_joining(server: Bound) -> None:
     async with ws_client(server.ws_port) as x, ws_client(server.ws_port) as y:
         await x.send_message(seed_chat("X", "hello from the seed"))
         # The very first frame is the join notice: no welcome for a client that never
@@ -77,7 +77,7 @@ async def test_seed_client_chats_without_joining(server: Bound):
         assert notice["clients_count"] == 1
 
 
-async def test_seed_client_sees_errors_with_text(server: Bound):
+async def test_seed_client_sees_errors_with_text(server: Bound) -> None:
     async with ws_client(server.ws_port) as x:
         await x.send_message("not json")
         error = await seed_recv_until(x, type="error")

@@ -10,6 +10,7 @@ from trio_websocket import ConnectionClosed
 from tests.support.memory import CountingStream, memory_tcp, memory_ws
 from tests.support.seats import Seat
 from tests.support.tcp import TcpClient
+from tests.support.ws import close_reason, get_text
 from trio_chat.config import Config
 from trio_chat.server.room import Room
 from trio_chat.transports.admission import Admission
@@ -54,8 +55,8 @@ async def test_tcp_slow_consumer_is_told_and_closed_others_see_it_leave(
 
 
 async def test_a_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
-    nursery, autojump_clock
-):
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room()
     watcher = await joined_tcp(nursery, room, "Watcher")
     # A lockstep stream: every send_all waits for the reader, like a full kernel buffer.
@@ -72,21 +73,21 @@ async def test_a_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
     assert room.names == ["Watcher"]
 
 
-async def test_eof_flushes_what_is_queued_before_closing(nursery):
+async def test_eof_flushes_what_is_queued_before_closing(nursery: trio.Nursery) -> None:
     room = Room()
     peer = tcp_session(nursery, room)
-    await peer.stream.send_all(b'/nick Ann\n{"type":"chat","text":"one"}\ntwo\n/who\n')
-    await peer.stream.send_eof()
+    await peer.send_raw(b'/nick Ann\n{"type":"chat","text":"one"}\ntwo\n/who\n')
+    await peer.send_eof()
     got = await peer.recv_all()
     assert [m["type"] for m in got] == ["welcome", "system", "chat", "chat", "users"]
     assert room.names == []
 
 
-async def test_last_line_without_newline_counts_at_eof(nursery):
+async def test_last_line_without_newline_counts_at_eof(nursery: trio.Nursery) -> None:
     room = Room()
     peer = tcp_session(nursery, room)
-    await peer.stream.send_all(b"/nick Ann\nbye")
-    await peer.stream.send_eof()
+    await peer.send_raw(b"/nick Ann\nbye")
+    await peer.send_eof()
     got = await peer.recv_all()
     assert got[-1]["type"] == "chat" and got[-1]["text"] == "bye"
 
@@ -118,21 +119,21 @@ async def test_ws_slow_consumer_gets_close_code_4008(
     with pytest.raises(ConnectionClosed) as info:
         while True:
             await ws.get_message()
-    assert info.value.reason.code == 4008
-    assert info.value.reason.reason == "slow consumer"
+    assert close_reason(info.value).code == 4008
+    assert close_reason(info.value).reason == "slow consumer"
     assert room.names == ["Watcher"]
 
 
-async def test_ws_batch_join_gets_several_objects_per_frame(nursery):
+async def test_ws_batch_join_gets_several_objects_per_frame(nursery: trio.Nursery) -> None:
     room = Room()
     ws = await memory_ws(nursery, room, CONFIG)
     await ws.send_message(json.dumps({"type": "join", "user": "Ann", "batch": True}))
     # welcome and the join notice are queued together: one frame, two lines.
-    frame = await ws.get_message()
+    frame = await get_text(ws)
     assert [json.loads(p)["type"] for p in frame.split("\n")] == ["welcome", "system"]
 
 
-async def test_ws_without_batch_gets_one_object_per_frame(nursery):
+async def test_ws_without_batch_gets_one_object_per_frame(nursery: trio.Nursery) -> None:
     room = Room()
     ws = await memory_ws(nursery, room, CONFIG)
     await ws.send_message(json.dumps({"type": "join", "user": "Ann"}))
@@ -157,19 +158,20 @@ async def test_tcp_transport_writes_queued_lines_in_one_send(nursery: trio.Nurse
     assert len(counting.writes) == 1 and counting.writes[0].count(b"\n") == 10
 
 
-async def test_transport_receive_reports_errors_and_events_in_order():
+async def test_transport_receive_reports_errors_and_events_in_order() -> None:
     client, server = trio.testing.memory_stream_pair()
     transport = TcpTransport(server, CONFIG)
     await client.send_all(b'/who\n{"type":1}\n\n[]\n{"type":"ping"}\n')
     got = await transport.receive()
+    assert got is not None
     # "[]" does not start with "{": on TCP it is the plain-text message "[]".
     assert [type(x).__name__ for x in got] == ["Who", "ProtocolError", "Chat", "Ping"]
 
 
 @pytest.mark.parametrize("tail", [b"x" * 300, b"x" * 300 + b"\n"])
 async def test_lines_before_an_overlong_one_in_the_same_read_are_still_delivered(
-    nursery, autojump_clock, tail
-):
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tail: bytes
+) -> None:
     """How the peer's bytes are split into reads must not decide whether the message
     sent before an overlong line reaches the room."""
     config = Config(max_line=256)

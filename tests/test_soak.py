@@ -16,12 +16,13 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from tests.support.processes import ServerProcess, cpu_seconds, rss_mb, server_process
 from tests.support.tcp import read_lines
@@ -122,7 +123,7 @@ class Soak:
             self.connects += 1
             return await trio.open_tcp_stream("127.0.0.1", self.server.tcp_port)
 
-    async def ws(self, nursery: trio.Nursery, stream: trio.SocketStream):
+    async def ws(self, nursery: trio.Nursery, stream: trio.SocketStream) -> WebSocketConnection:
         return await wrap_client_stream(nursery, stream, "127.0.0.1", "/")
 
     async def ws_stream(self) -> trio.SocketStream:
@@ -132,7 +133,7 @@ class Soak:
 
     # ------------------------------------------------------------ chatters
 
-    async def send_paced(self, chatter: Chatter, send) -> None:
+    async def send_paced(self, chatter: Chatter, send: Callable[[str], Awaitable[None]]) -> None:
         await self.start.wait()
         await trio.sleep(random.uniform(0, SEND_EVERY))
         while trio.current_time() < self.deadline:
@@ -293,7 +294,7 @@ class Soak:
             await trio.sleep(random.uniform(0.2, 1.0))
 
 
-async def test_soak_500_clients():
+async def test_soak_500_clients() -> None:
     raise_nofile_limit()
     async with server_process("--max-per-ip", "1000") as server:
         await run_soak(server)

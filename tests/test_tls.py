@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
+from pathlib import Path
 
 import pytest
 import trio
@@ -12,12 +13,12 @@ import trio.testing
 from click.testing import CliRunner
 
 from tests.support.config import TEST_CONFIG
-from tests.support.memory import memory_tcp
+from tests.support.memory import Handler, memory_tcp
 from tests.support.processes import TRIO_CHAT_SCRIPT, server_process
 from tests.support.tcp import TcpClient
 from tests.support.tls import TlsFiles
 from tests.support.ws import WsClient
-from trio_chat import Config, serve
+from trio_chat import Bound, Config, serve
 from trio_chat.cli import default_db_path, main
 from trio_chat.errors import StartupError
 from trio_chat.server.room import Room
@@ -45,14 +46,14 @@ async def plain_peer_is_dropped(port: int, data: bytes) -> None:
                 pass  # reset: also dropped
 
 
-async def test_bound_tells_the_scheme(server):
+async def test_bound_tells_the_scheme(server: Bound) -> None:
     assert server.tls
     assert server.tcp_url == f"tls://127.0.0.1:{server.tcp_port}"
     assert server.ws_url == f"wss://127.0.0.1:{server.ws_port}/"
     assert server.page_url == f"https://127.0.0.1:{server.ws_port}/"
 
 
-async def test_tcp_and_wss_share_a_room_over_tls(server, tls):
+async def test_tcp_and_wss_share_a_room_over_tls(server: Bound, tls: TlsFiles) -> None:
     async with await tls.tcp_client(server.tcp_port) as bob, tls.ws_client(server.ws_port) as ws:
         await bob.join("Bob")
         alice = WsClient(ws)
@@ -63,7 +64,9 @@ async def test_tcp_and_wss_share_a_room_over_tls(server, tls):
         assert (await bob.recv_until(type="chat", user="Alice"))["text"] == "over wss"
 
 
-async def test_plain_clients_on_tls_ports_are_dropped_without_disturbing_others(server, tls):
+async def test_plain_clients_on_tls_ports_are_dropped_without_disturbing_others(
+    server: Bound, tls: TlsFiles
+) -> None:
     async with await tls.tcp_client(server.tcp_port) as bob:
         await bob.join("Bob")
         await plain_peer_is_dropped(server.tcp_port, b"/nick Eve\nhello\n")
@@ -75,14 +78,14 @@ async def test_plain_clients_on_tls_ports_are_dropped_without_disturbing_others(
         assert msg["type"] == "chat" and msg["text"] == "still fine"
 
 
-async def test_silent_peer_does_not_block_accepting(server, tls):
+async def test_silent_peer_does_not_block_accepting(server: Bound, tls: TlsFiles) -> None:
     """The handshake runs in the connection's own task, not in the accept loop."""
     silent = await trio.open_tcp_stream("127.0.0.1", server.tcp_port)
     async with silent, await tls.tcp_client(server.tcp_port) as bob:
         await bob.join("Bob")
 
 
-async def test_plain_server_still_speaks_plain(tls):
+async def test_plain_server_still_speaks_plain(tls: TlsFiles) -> None:
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(serve, TEST_CONFIG)
         assert not bound.tls and bound.ws_url.startswith("ws://")
@@ -92,7 +95,9 @@ async def test_plain_server_still_speaks_plain(tls):
 
 
 @pytest.mark.parametrize("handler", [handle_tcp, handle_ws])
-async def test_tls_handshake_is_time_bounded(autojump_clock, tls, handler):
+async def test_tls_handshake_is_time_bounded(
+    autojump_clock: trio.testing.MockClock, tls: TlsFiles, handler: Handler
+) -> None:
     """A peer that opens the connection and never says anything is dropped after
     ``handshake_timeout`` (memory streams, so the clock can jump)."""
     config = dataclasses.replace(TEST_CONFIG, handshake_timeout=7.0)
@@ -105,7 +110,7 @@ async def test_tls_handshake_is_time_bounded(autojump_clock, tls, handler):
     assert await client.receive_some() == b""  # closed
 
 
-async def test_tls_handshake_over_memory_streams_then_chat(tls):
+async def test_tls_handshake_over_memory_streams_then_chat(tls: TlsFiles) -> None:
     """The same handler serves a client that does handshake."""
     client, server = trio.testing.memory_stream_pair()
     stream = trio.SSLStream(server, tls.server_context, server_side=True)
@@ -118,13 +123,13 @@ async def test_tls_handshake_over_memory_streams_then_chat(tls):
         assert await bob.eof()
 
 
-def test_cli_refuses_a_key_without_a_certificate(tls):
+def test_cli_refuses_a_key_without_a_certificate(tls: TlsFiles) -> None:
     result = CliRunner().invoke(main, ["serve", "--tls-key", str(tls.key)])
     assert result.exit_code == 2
     assert "--tls-key needs --tls-cert" in result.output
 
 
-def test_cli_refuses_an_unusable_certificate(tmp_path, tls):
+def test_cli_refuses_an_unusable_certificate(tmp_path: Path, tls: TlsFiles) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate\n")
     result = CliRunner().invoke(main, ["serve", "--tls-cert", str(bogus)])
@@ -135,7 +140,7 @@ def test_cli_refuses_an_unusable_certificate(tmp_path, tls):
     assert result.exit_code == 2 and "cannot load certificate/key" in result.output
 
 
-def test_cli_options_reach_the_config(tls):
+def test_cli_options_reach_the_config(tls: TlsFiles) -> None:
     from trio_chat.cli import serve as serve_command
 
     args = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--handshake-timeout", "3"]
@@ -148,7 +153,7 @@ def test_cli_options_reach_the_config(tls):
     )
 
 
-async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path):
+async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate\n")
     config = dataclasses.replace(TEST_CONFIG, tls_cert=str(bogus))
@@ -156,7 +161,7 @@ async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path
         await serve(config)
 
 
-async def test_client_context_trusts_the_given_ca(server, tls):
+async def test_client_context_trusts_the_given_ca(server: Bound, tls: TlsFiles) -> None:
     stream = await trio.open_ssl_over_tcp_stream(
         "127.0.0.1", server.tcp_port, ssl_context=client_context(str(tls.ca_pem))
     )
@@ -171,7 +176,9 @@ async def test_client_context_trusts_the_given_ca(server, tls):
             await stream.do_handshake()
 
 
-async def test_caps_apply_to_tls_connections_too(nursery, tls, config):
+async def test_caps_apply_to_tls_connections_too(
+    nursery: trio.Nursery, tls: TlsFiles, config: Config
+) -> None:
     """Over --max-per-ip, a TLS client is still told why (inside TLS) and closed."""
     bound = await nursery.start(serve, dataclasses.replace(config, max_per_ip=1))
     async with await tls.tcp_client(bound.tcp_port) as bob:
@@ -207,7 +214,7 @@ async def test_real_server_process_with_tls(tls: TlsFiles) -> None:
             assert await server.process.wait() == 0
 
 
-async def test_the_page_is_served_over_https(server, tls):
+async def test_the_page_is_served_over_https(server: Bound, tls: TlsFiles) -> None:
     stream = await trio.open_ssl_over_tcp_stream(
         "127.0.0.1", server.ws_port, ssl_context=tls.client_context(), https_compatible=True
     )

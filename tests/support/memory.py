@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 import trio.testing
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection
 
 from trio_chat.config import Config
 from trio_chat.server.limits import Gate
@@ -23,9 +24,12 @@ from trio_chat.transports.ws import handle_ws
 
 from .tcp import TcpClient
 from .waits import VIRTUAL_WAIT
+from .ws import wrap_client
 
 #: A client's end and the server's end of one connection.
 Ends = tuple[trio.abc.Stream, trio.abc.Stream]
+#: A connection handler: ``handle_tcp`` or ``handle_ws``.
+Handler = Callable[[Admission, trio.abc.Stream], Awaitable[None]]
 
 
 def memory_tcp(
@@ -55,7 +59,7 @@ async def memory_ws(
     (trio-websocket's, with ``client_options`` such as ``max_message_size``)."""
     client, server = ends or trio.testing.memory_stream_pair()
     nursery.start_soon(handle_ws, Admission(room, config, gate), server)
-    return await wrap_client_stream(nursery, client, "localhost", "/", **client_options)  # type: ignore[arg-type]
+    return await wrap_client(nursery, client, "localhost", "/", **client_options)
 
 
 class WrappedStream(trio.abc.Stream):

@@ -32,7 +32,7 @@ class Seat:
 
     def take(self) -> list[Message]:
         """Everything queued for it so far, decoded (it never waits)."""
-        out = []
+        out: list[Message] = []
         while True:
             try:
                 item = self.inbox.receive_nowait()

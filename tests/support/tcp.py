@@ -85,6 +85,11 @@ class TcpClient:
                 messages.append(json.loads(line))
         return messages
 
+    async def send_eof(self) -> None:
+        """Half-close: this client has nothing more to say."""
+        assert isinstance(self.stream, trio.abc.HalfCloseableStream)
+        await self.stream.send_eof()
+
     async def join(self, name: str) -> Message:
         await self.send({"type": "join", "user": name})
         welcome = await self.recv_until(type="welcome")

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, wrap_client_stream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -67,6 +67,29 @@ class WsClient:
         return welcome
 
 
+async def wrap_client(
+    nursery: trio.Nursery, stream: trio.abc.Stream, host: str, path: str, **options: Any
+) -> WebSocketConnection:
+    """trio-websocket's ``wrap_client_stream`` on any Trio stream: it annotates its
+    argument as a socket or TLS stream, but uses only the ``Stream`` interface (memory
+    streams in these tests)."""
+    return await wrap_client_stream(nursery, stream, host, path, **options)  # type: ignore[arg-type]
+
+
+async def get_text(ws: WebSocketConnection) -> str:
+    """The next message, which must be text (the chat protocol sends no binary)."""
+    message = await ws.get_message()
+    assert isinstance(message, str), message
+    return message
+
+
+def close_reason(closed: ConnectionClosed) -> CloseReason:
+    """Why the connection closed (trio-websocket types the reason as optional; a
+    ``ConnectionClosed`` it raises always has one)."""
+    assert closed.reason is not None
+    return closed.reason
+
+
 @asynccontextmanager
 async def ws_client(
     port: int, path: str = "/", **kwargs: Any
@@ -87,7 +110,7 @@ async def ws_over(
 ) -> AsyncIterator[WebSocketConnection]:
     """A client WebSocket on a stream we own, closed (socket included) on the way out."""
     async with stream, trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(nursery, stream, host, path, **kwargs)
+        ws = await wrap_client(nursery, stream, host, path, **kwargs)
         try:
             yield ws
         finally:
