@@ -10,7 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from tests.support.processes import server_process
-from tests.support.tcp import TcpClient
+from tests.support.tcp import Message, TcpClient
 from tests.support.ws import WsClient, close_reason, ws_client
 from trio_chat import Bound, Config, serve
 from trio_chat.protocol import SHUTDOWN_TEXT
@@ -49,23 +49,37 @@ async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_
             await talker.send({"type": "chat", "text": f"m{i}"})
         for i in range(200):  # the server has queued all 200 for everyone
             assert (await talker.recv_until(type="chat"))["text"] == f"m{i}"
+        got: list[Message] = []
+        web: list[Message] = []
+        codes: list[int] = []
+
+        async def read_tcp() -> None:
+            got.extend(await reader.recv_all())
+
+        async def read_ws() -> None:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    web.append(await ws.recv())
+            codes.append(close_reason(closed.value).code)
+
         stop.set()
-        with trio.fail_after(10):
-            await done.wait()  # serve() returned: everything drained and closed
+        # The clients read to the end and answer the server's close, as real ones do
+        # (one that does not is let go after goodbye_timeout).
+        async with trio.open_nursery() as clients:
+            clients.start_soon(read_tcp)
+            clients.start_soon(talker.eof)
+            clients.start_soon(read_ws)
+            with trio.fail_after(10):
+                await done.wait()  # serve() returned: everything drained and closed
 
         # Each client got everything queued, then the shutdown notice, then the end,
         # and no leave notices for the others.
-        got = await reader.recv_all()
         chats = [m["text"] for m in got if m["type"] == "chat"]
         assert chats == [f"m{i}" for i in range(200)]
         assert got[-1] == SHUTDOWN
         assert not [m for m in got if m.get("event") == "leave"]
 
-        web = []
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                web.append(await ws.recv())
-        assert close_reason(closed.value).code == 1001
+        assert codes == [1001]
         assert [m["text"] for m in web if m["type"] == "chat"] == chats
         assert web[-1] == SHUTDOWN
         # The listeners are closed: nobody new gets in.

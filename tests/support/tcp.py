@@ -77,12 +77,14 @@ class TcpClient:
                 return msg
 
     async def recv_all(self) -> list[Message]:
-        """Every message up to EOF. Blank lines are skipped: the server starts a fresh
-        line before its last word to a peer whose write it cut off (slow_consumer)."""
+        """Every message up to the server's EOF, which is answered (see :meth:`eof`).
+        Blank lines are skipped: the server starts a fresh line before its last word to
+        a peer whose write it cut off (slow_consumer)."""
         messages = []
         while (line := await self.line()) is not None:
             if line:
                 messages.append(json.loads(line))
+        await self._answer_eof()
         return messages
 
     async def send_eof(self) -> None:
@@ -101,12 +103,15 @@ class TcpClient:
 
         Answers the server's FIN with ours, as a real client does: the server lingers
         on a closing connection until the peer's end closes too."""
-        while True:
-            if await self.line() is None:
-                if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await self.stream.send_eof()
-                return True
+        while await self.line() is not None:
+            pass
+        await self._answer_eof()
+        return True
+
+    async def _answer_eof(self) -> None:
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.send_eof()
 
     async def aclose(self) -> None:
         await self.stream.aclose()
