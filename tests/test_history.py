@@ -22,7 +22,7 @@ from tests.support.memory import memory_tcp
 from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, get_text, ws_client
 from trio_chat import Config, serve
-from trio_chat.history.base import StoredMessage, chat_line
+from trio_chat.history.base import History, Replay, StoredMessage, chat_line
 from trio_chat.history.sqlite import SqliteHistory, SqliteStore, open_history
 from trio_chat.history.writer import StoreError, running
 from trio_chat.server.delivery import LocalDelivery
@@ -56,6 +56,12 @@ async def say(client: TcpClient, name: str, *texts: str) -> list[int]:
         assert "history" not in echo
         ids.append(echo["id"])
     return ids
+
+
+async def rendered(history: History, replay: Replay) -> list[str]:
+    """A replay as the lines a client gets, ``history_end`` last."""
+    messages, end = await history.collect(replay)
+    return [chat_line(m, history=True) for m in messages] + [end]
 
 
 async def test_ids_increase_across_restart(tmp_path: Path) -> None:
@@ -175,7 +181,7 @@ async def test_deep_resume_reads_the_store_past_the_ring(tmp_path: Path) -> None
         assert store.pruned_through == 4
 
         async def texts(since: int | None) -> tuple[list[str], str]:
-            *chats, end = await history.render(history.replay(since))
+            *chats, end = await rendered(history, history.replay(since))
             return [line.split('"text":"')[1].split('"')[0] for line in chats], end
 
         assert await texts(None) == (["m11", "m12"], '{"type":"history_end","last_id":12}')
@@ -207,9 +213,9 @@ async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path: Path) -> None
         assert history.last_id == 3 + 16
         # A client that saw id 3 may have missed lost messages 4..19; one that saw 19
         # (the last id it could have seen) has missed nothing.
-        *_, end = await history.render(history.replay(3))
+        *_, end = await rendered(history, history.replay(3))
         assert end == '{"type":"history_end","last_id":19,"complete":false}'
-        *_, end = await history.render(history.replay(19))
+        *_, end = await rendered(history, history.replay(19))
         assert end == '{"type":"history_end","last_id":19}'
         assert chat_line(history.record("Bob", "y", "T")).startswith('{"type":"chat","id":20,')
     async with open_history(replace(CONFIG, db=path)) as history:

@@ -153,8 +153,3 @@ class History(ABC):
         return [*older, *replay.tail], protocol.history_end(
             replay.last_id, complete=replay.complete
         )
-
-    async def render(self, replay: Replay) -> list[str]:
-        """The replay's lines, ``history_end`` last."""
-        messages, end = await self.collect(replay)
-        return [chat_line(m, history=True) for m in messages] + [end]
