@@ -136,6 +136,24 @@ async def test_names_are_unique_across_servers(config: Config) -> None:
         await alice.recv_until(type="welcome", user="bob")
 
 
+async def test_a_rename_welcome_lists_every_servers_users(config: Config) -> None:
+    """Regression (issue 12): after a rename the welcome listed this server's users
+    only, where a first join's lists the whole cluster."""
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        await TcpClient.connect(b.tcp_port) as bob,
+    ):
+        await alice.join("alice")
+        await bob.join("bob")
+        await alice.recv_until(type="system", event="join", name="bob")
+        await bob.send({"type": "join", "user": "robert"})
+        welcome = await bob.recv_until(type="welcome", user="robert")
+        assert sorted(welcome["users"]) == ["alice", "robert"]
+        assert welcome["clients_count"] == 2
+
+
 async def test_a_name_is_free_on_another_server_once_its_holder_left(config: Config) -> None:
     async with (
         node(config) as (_, a),
