@@ -136,6 +136,22 @@ async def test_names_are_unique_across_servers(config: Config) -> None:
         await alice.recv_until(type="welcome", user="bob")
 
 
+async def test_look_alike_names_are_taken_across_servers(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as ann,
+        await TcpClient.connect(b.tcp_port) as other,
+    ):
+        await ann.join("Ann")
+        await other.send({"type": "join", "user": "\u13aann"})  # a Cherokee A
+        error = await other.recv()
+        assert error["code"] == "name_taken"
+        await other.join("bob")
+        await other.send({"type": "join", "user": "\uff21nn"})  # a fullwidth A
+        assert (await other.recv())["code"] == "name_taken"
+
+
 async def test_a_rename_welcome_lists_every_servers_users(config: Config) -> None:
     """Regression (issue 12): after a rename the welcome listed this server's users
     only, where a first join's lists the whole cluster."""

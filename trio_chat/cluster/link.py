@@ -47,6 +47,7 @@ from ..config import Config
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
 from ..history.writer import MAX_PENDING
+from ..protocol import skeleton
 from ..pulse import Pulse
 from ..server.delivery import Delivery
 from ..server.pacing import PACE_SHARE
@@ -312,7 +313,7 @@ class Cluster(Delivery):
         members = self.room.names
         args: list[str | int] = [self._ttl_ms]
         for name in members:
-            args += [name.casefold(), name]
+            args += [skeleton(name), name]
         result = await self._script(client, lua.REGISTER, [self.node, *args])
         for name in result[1:]:
             log.warning("cluster: name %r is also held on another server", name)
@@ -452,7 +453,7 @@ class Cluster(Delivery):
                 # A member here holds the name again (left and came back, or a claim
                 # for a join that failed locally): its claim stays.
                 keep = int(room.holds(old if op == "rename" else name))
-                args += [op, name.casefold(), name, old.casefold(), old, keep]
+                args += [op, skeleton(name), name, skeleton(old) if old else "", old, keep]
             with trio.fail_after(COMMAND_TIMEOUT):
                 await self._script(client, lua.PRESENCE, [self.node, *args])
 
@@ -493,7 +494,7 @@ class Cluster(Delivery):
         failure: BaseException = trio.TooSlowError("timed out")
         with trio.move_on_after(CLAIM_TIMEOUT):
             try:
-                return bool(await self._script(client, lua.CLAIM, [self.node, name.casefold()]))
+                return bool(await self._script(client, lua.CLAIM, [self.node, skeleton(name)]))
             except* LINK_ERRORS as group:
                 failure = first_leaf(group)
         log.warning("cluster: name claim failed (%s); joining locally", failure)
