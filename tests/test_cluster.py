@@ -8,6 +8,7 @@ sleeps: for a message, or for a link to come up.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -489,6 +490,83 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
             # Not a second time now that it has an id: next is "after".
             assert await carol.recv_until(type="chat") == after
             assert await alice.recv_until(type="chat") == after
+
+
+async def test_redis_losing_its_data_while_connected_is_noticed_and_restored(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (issue 13): FLUSHALL (or a failover to an empty replica) on a
+    connection that never drops went unnoticed: a new server replayed almost nothing
+    for since:0, and a look-alike of a member's name was free on the other server."""
+    async with (
+        node(config) as (ca, a),
+        node(config) as (cb, b),
+        await TcpClient.connect(a.tcp_port) as ann,
+        await TcpClient.connect(b.tcp_port) as bob,
+    ):
+        await ann.join("Ann")
+        await bob.join("bob")
+        for n in range(20):
+            await ann.send({"type": "chat", "text": f"m{n}"})
+        sent = await chats(bob, 20)
+        await trio.to_thread.run_sync(redis_server.command, "FLUSHALL")
+        await relinked(ca, 2)
+        await relinked(cb, 2)
+        await bob.send({"type": "join", "user": "ann"})
+        assert (await bob.recv_until(type="error"))["code"] == "name_taken"
+        await bob.send({"type": "chat", "text": "after"})
+        after = await ann.recv_until(type="chat", text="after")
+        async with node(config) as (_, c):
+            replayed, end = await resume(c.tcp_port, "carol", since=0)
+    assert [m["text"] for m in replayed] == [m["text"] for m in sent] + ["after"]
+    assert [m["id"] for m in replayed] == [m["id"] for m in sent] + [after["id"]]
+    assert end.get("complete", True)
+
+
+async def test_a_redis_stall_shorter_than_the_command_timeout_leaves_no_duplicate_name(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (issue 13): with Redis stopped for less than the command timeout,
+    two look-alike names joined on two servers (each claim gave up and joined
+    locally) and both stayed. A claim that fails now puts the server in outage mode,
+    and when Redis answers again the later claimer is renamed."""
+    async with (
+        node(config) as (ca, a),
+        node(config) as (cb, b),
+        await TcpClient.connect(a.tcp_port) as zed,
+        await TcpClient.connect(b.tcp_port) as zed2,
+    ):
+        os.kill(redis_server.pid, signal.SIGSTOP)
+        try:
+            await zed.send({"type": "join", "user": "Zed"})
+            await zed2.send({"type": "join", "user": "zed"})
+            first = [await zed.recv_until(type="welcome"), await zed2.recv_until(type="welcome")]
+            assert [w["user"] for w in first] == ["Zed", "zed"]  # joined locally
+        finally:
+            os.kill(redis_server.pid, signal.SIGCONT)
+        await relinked(ca, 2)
+        await relinked(cb, 2)
+        # Exactly one of them was renamed: a new welcome, and a rename notice.
+        seen: dict[TcpClient, list[dict[str, Any]]] = {zed: [], zed2: []}
+
+        async def who(client: TcpClient) -> list[str]:
+            await client.send({"type": "who"})
+            while (msg := await client.recv())["type"] != "users":
+                seen[client].append(msg)
+            return list(msg["users"])
+
+        with trio.fail_after(WAIT):
+            while len(names := await who(zed)) != 2 or len(await who(zed2)) != 2:
+                pass
+        assert set(names) in ({"Zed", "zed2"}, {"zed", "Zed2"})
+        assert set(await who(zed2)) == set(names)
+        renamed, kept = (zed2, zed) if "zed2" in names else (zed, zed2)
+        new = "zed2" if renamed is zed2 else "Zed2"
+        welcomes = [m for m in seen[renamed] if m["type"] == "welcome"]
+        assert [w["user"] for w in welcomes] == [new]
+        assert sorted(welcomes[0]["users"]) == sorted(names)
+        notices = [m for m in seen[kept] if m.get("event") == "rename"]
+        assert [(m["old"], m["name"]) for m in notices] == [(new[:-1], new)]
 
 
 async def test_a_server_that_stops_is_forgotten_at_once(config: Config) -> None:

@@ -200,7 +200,8 @@ return result
 
 #: ARGV: prefix, node, ttl ms, then per member: name key, name. (Re)registers
 #: this server and its members in full, after a (re)connection. Returns {1 if this
-#: server was not registered, names a live server also claims...}.
+#: server was not registered, names a live server claimed first...}: those are not
+#: registered; this server renames their members (the later claimer gives way).
 REGISTER: Final = (
     _NOW_MS
     + _CLAIM
@@ -212,8 +213,11 @@ redis.call('DEL', users)
 local result = {added}
 for i = 4, #ARGV, 2 do
   local cf, name = ARGV[i], ARGV[i + 1]
-  redis.call('HSET', users, cf, name)
-  if not claim(p, node, cf, now_ms) then result[#result + 1] = name end
+  if claim(p, node, cf, now_ms) then
+    redis.call('HSET', users, cf, name)
+  else
+    result[#result + 1] = name
+  end
 end
 return result
 """

@@ -65,7 +65,7 @@ from .messages import (
     wire_frame,
     wire_line,
 )
-from .names import MAX_NAME, name_key, skeleton, validate_name
+from .names import MAX_NAME, name_key, skeleton, validate_name, variants
 from .wsframes import MAX_BATCH_FRAME
 
 __all__ = [
@@ -116,6 +116,7 @@ __all__ = [
     "users",
     "validate_name",
     "validate_text",
+    "variants",
     "welcome",
     "wire_batch_frame",
     "wire_frame",

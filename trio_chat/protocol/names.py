@@ -21,8 +21,10 @@ property from the ``regex`` module's Unicode tables. Neither is typed in by hand
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterator
 from functools import cache, lru_cache
 from importlib import resources
+from itertools import count
 from typing import Final
 
 import regex
@@ -59,6 +61,14 @@ def validate_name(raw: str) -> str:
     if name_key(name) == name_key(SYSTEM_USER):
         raise ProtocolError(NAME_INVALID, f"name '{SYSTEM_USER}' is reserved")
     return name
+
+
+def variants(name: str) -> Iterator[str]:
+    """``Ann2``, ``Ann3``, ...: the names offered when ``name`` is taken, each within
+    :data:`MAX_NAME` (the end of a long name gives way to the number)."""
+    for number in count(2):
+        suffix = str(number)
+        yield name[: MAX_NAME - len(suffix)].rstrip() + suffix
 
 
 def name_key(name: str) -> str:

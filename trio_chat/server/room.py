@@ -178,6 +178,14 @@ class Room:
         """Members on this server (the deliveries a broadcast costs)."""
         return len(self._members)
 
+    def rename(self, name: str, new: str) -> None:
+        """The server renames the member called ``name`` (a clash found after a Redis
+        outage): it gets a new ``welcome``, the room a ``rename`` notice. ``new`` must be
+        valid and free (claimed)."""
+        member = self._members.get(skeleton(name))
+        if member is not None and member.name == name:
+            self.join(member, new)
+
     def holds(self, name: str) -> bool:
         """A member here has this name."""
         return skeleton(name) in self._members
