@@ -21,10 +21,43 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.redis_server import redis_server_or_skip
+from tests.redis_server import free_port, redis_server_or_skip
 from trio_chat import cli
 from trio_chat.bench import loader, report, runner, servers, store, targets
 from trio_chat.bench import redis_round_trip as round_trip
+
+#: A peer for the fan-out run: a chat relay on TCP that sends every line it receives to
+#: every client, the sender included (what the seed does, minus the timestamp).
+RELAY = """
+import sys, trio
+
+queues = {}
+
+async def handle(stream):
+    send, receive = trio.open_memory_channel(float("inf"))
+    queues[stream] = send
+
+    async def write():
+        async for data in receive:
+            await stream.send_all(data)
+
+    partial = b""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            async for data in stream:
+                lines, _, partial = (partial + data).rpartition(b"\\n")
+                if lines:
+                    for queue in list(queues.values()):
+                        queue.send_nowait(lines + b"\\n")
+            nursery.cancel_scope.cancel()
+    except trio.BrokenResourceError:
+        pass
+    finally:
+        del queues[stream]
+
+trio.run(trio.serve_tcp, handle, int(sys.argv[1]))
+"""
 
 #: The tables' first lines, exactly as `trio-chat bench` prints them.
 FANOUT_HEADER = (
@@ -216,13 +249,15 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def rows(table: str) -> dict[str, list[str]]:
-    """The table's server rows: name (two words, "trio-chat MODE") -> the other columns."""
+def rows(table: str, peers: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """The table's server rows: name ("trio-chat MODE", or a peer's) -> the other columns."""
     found = {}
     for line in table.splitlines()[1:]:
+        words = line.split()
         if line.startswith("trio-chat "):
-            words = line.split()
             found[" ".join(words[:2])] = words[2:]
+        elif words and words[0] in peers:
+            found[words[0]] = words[1:]
     return found
 
 
@@ -231,18 +266,24 @@ def figure(text: str) -> float:
 
 
 @pytest.mark.slow
-def test_fanout_benchmark_runs_and_loses_nothing() -> None:
-    """Closed loop over WebSocket (the cluster run below covers TCP at a fixed rate):
-    the table a user reads."""
-    done = bench("--mode", "ws-batch", "--clients", "6", "--senders", "2", "--window", "2",
-                 "--duration", "0.5", "--warmup", "0.2", "--probe-every", "2")
+def test_fanout_benchmark_measures_a_peer_in_the_same_run_and_loses_nothing() -> None:
+    """Closed loop, trio-chat over WebSocket and a peer on TCP (the cluster run below
+    covers trio-chat on TCP at a fixed rate): the table and the ratio a user reads."""
+    peer = f"tcp://127.0.0.1:{free_port()}"
+    command = f"{sys.executable} -c '{RELAY}' {peer.rsplit(':', 1)[1]}"
+    done = bench("--mode", "ws-batch", "--peer", "relay", peer, command, "--clients", "6",
+                 "--senders", "2", "--window", "2", "--duration", "0.5", "--warmup", "0.2",
+                 "--probe-every", "2")
     assert done.stdout.splitlines()[0] == FANOUT_HEADER
-    table = rows(done.stdout)
-    assert list(table) == ["trio-chat ws-batch"]
+    table = rows(done.stdout, peers=("relay",))
+    assert list(table) == ["trio-chat ws-batch", "relay"]
+    assert re.search(r"^  trio-chat ws-batch / relay: [\d.]+x; [\d.]+x per CPU-s$",
+                     done.stdout, re.MULTILINE), done.stdout
     for name, columns in table.items():
-        # deliveries/s, per CPU-s, p50, p99, max, lost, srv CPU, peak MB, loader
-        assert len(columns) == 9, (name, columns)
-        rate, _, p50, p99, worst, lost, _, peak, _ = columns
+        # deliveries/s, per CPU-s, p50, p99, max, lost, srv CPU, peak MB, loader, and a
+        # flag when the loader was the bottleneck (likely against a relay this simple)
+        assert len(columns) == 9 or columns[9:] == ["SATURATED"], (name, columns)
+        rate, _, p50, p99, worst, lost, _, peak, _ = columns[:9]
         assert figure(rate) > 0 and figure(peak) > 0
         assert 0 <= figure(p50) <= figure(p99) <= figure(worst)
         assert lost == "0", done.stdout

@@ -310,9 +310,13 @@ class Loader:
             counts1 = sum(c.count for c in self.clients)
             cpu1 = time.process_time()
             w.sending = False
-        # Drain: wait until nothing more arrives for a second (or the drain limit).
+        # Drain: wait until nothing more arrives for a second (or the drain limit). A
+        # lone loader holds every sender, so it knows when everything has arrived.
+        sent = sum(c.seq for c in senders)
         last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + s.drain
         while time.monotonic() < deadline:
+            if s.loaders == 1 and all(c.count >= sent for c in self.clients):
+                break
             total = sum(c.count for c in self.clients)
             if total != last:
                 last, quiet_since = total, time.monotonic()
