@@ -8,6 +8,7 @@ sleeps: for a message, or for a link to come up.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import coredis
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +65,31 @@ async def unlinked(*clusters: Cluster) -> None:
         for cluster in clusters:
             while cluster.connected:
                 await cluster.state_changed.wait()
+
+
+@asynccontextmanager
+async def relinking(*clusters: Cluster) -> AsyncIterator[None]:
+    """Expect each cluster's link to drop and come back because of what the block
+    does; on the way out, wait (bounded) until it has. Each cluster is watched from
+    before the block, since a short outage may be over before a later look."""
+    relinked = [trio.Event() for _ in clusters]
+
+    async def watch(cluster: Cluster, done: trio.Event) -> None:
+        while cluster.connected:
+            await cluster.state_changed.wait()
+        while cluster.state is not LinkState.UP:
+            await cluster.state_changed.wait()
+        done.set()
+
+    async with trio.open_nursery() as watchers:
+        for cluster, done in zip(clusters, relinked, strict=True):
+            assert cluster.state is LinkState.UP
+            watchers.start_soon(watch, cluster, done)
+        await trio.testing.wait_all_tasks_blocked()  # every watcher is watching
+        yield
+        with trio.fail_after(WAIT):
+            for done in relinked:
+                await done.wait()
 
 
 async def linked(*clusters: Cluster) -> None:
@@ -145,6 +172,40 @@ async def test_names_are_unique_across_servers(config: Config) -> None:
             await alice.recv_until(type="system", event="rename", name="carol")
         await alice.send({"type": "join", "user": "bob"})  # bob is free again
         await alice.recv_until(type="welcome", user="bob")
+
+
+async def test_look_alike_names_are_taken_across_servers(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as ann,
+        await TcpClient.connect(b.tcp_port) as other,
+    ):
+        await ann.join("Ann")
+        await other.send({"type": "join", "user": "\u13aann"})  # a Cherokee A
+        error = await other.recv()
+        assert error["code"] == "name_taken"
+        await other.join("bob")
+        await other.send({"type": "join", "user": "\uff21nn"})  # a fullwidth A
+        assert (await other.recv())["code"] == "name_taken"
+
+
+async def test_a_rename_welcome_lists_every_servers_users(config: Config) -> None:
+    """Regression (issue 12): after a rename the welcome listed this server's users
+    only, where a first join's lists the whole cluster."""
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        await TcpClient.connect(b.tcp_port) as bob,
+    ):
+        await alice.join("alice")
+        await bob.join("bob")
+        await alice.recv_until(type="system", event="join", name="bob")
+        await bob.send({"type": "join", "user": "robert"})
+        welcome = await bob.recv_until(type="welcome", user="robert")
+        assert sorted(welcome["users"]) == ["alice", "robert"]
+        assert welcome["clients_count"] == 2
 
 
 async def test_a_name_is_free_on_another_server_once_its_holder_left(config: Config) -> None:
@@ -466,6 +527,83 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
             # Not a second time now that it has an id: next is "after".
             assert await carol.recv_until(type="chat") == after
             assert await alice.recv_until(type="chat") == after
+
+
+async def test_redis_losing_its_data_while_connected_is_noticed_and_restored(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (issue 13): FLUSHALL (or a failover to an empty replica) on a
+    connection that never drops went unnoticed: a new server replayed almost nothing
+    for since:0, and a look-alike of a member's name was free on the other server."""
+    async with (
+        node(config) as (ca, a),
+        node(config) as (cb, b),
+        await TcpClient.connect(a.tcp_port) as ann,
+        await TcpClient.connect(b.tcp_port) as bob,
+    ):
+        await ann.join("Ann")
+        await bob.join("bob")
+        for n in range(20):
+            await ann.send({"type": "chat", "text": f"m{n}"})
+        sent = await chats(bob, 20)
+        async with relinking(ca, cb):
+            await trio.to_thread.run_sync(redis_server.command, "FLUSHALL")
+        await bob.send({"type": "join", "user": "ann"})
+        assert (await bob.recv_until(type="error"))["code"] == "name_taken"
+        await bob.send({"type": "chat", "text": "after"})
+        after = await ann.recv_until(type="chat", text="after")
+        async with node(config) as (_, c):
+            replayed, end = await resume(c.tcp_port, "carol", since=0)
+    assert [m["text"] for m in replayed] == [m["text"] for m in sent] + ["after"]
+    assert [m["id"] for m in replayed] == [m["id"] for m in sent] + [after["id"]]
+    assert end.get("complete", True)
+
+
+async def test_a_redis_stall_shorter_than_the_command_timeout_leaves_no_duplicate_name(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (issue 13): with Redis stopped for less than the command timeout,
+    two look-alike names joined on two servers (each claim gave up and joined
+    locally) and both stayed. A claim that fails now puts the server in outage mode,
+    and when Redis answers again the later claimer is renamed."""
+    async with (
+        node(config) as (ca, a),
+        node(config) as (cb, b),
+        await TcpClient.connect(a.tcp_port) as zed,
+        await TcpClient.connect(b.tcp_port) as zed2,
+    ):
+        async with relinking(ca, cb):
+            os.kill(redis_server.pid, signal.SIGSTOP)
+            try:
+                await zed.send({"type": "join", "user": "Zed"})
+                await zed2.send({"type": "join", "user": "zed"})
+                first = [
+                    await zed.recv_until(type="welcome"), await zed2.recv_until(type="welcome")
+                ]
+                assert [w["user"] for w in first] == ["Zed", "zed"]  # joined locally
+            finally:
+                os.kill(redis_server.pid, signal.SIGCONT)
+        # Exactly one of them was renamed: a new welcome, and a rename notice.
+        seen: dict[TcpClient, list[dict[str, Any]]] = {zed: [], zed2: []}
+
+        async def who(client: TcpClient) -> list[str]:
+            await client.send({"type": "who"})
+            while (msg := await client.recv())["type"] != "users":
+                seen[client].append(msg)
+            return list(msg["users"])
+
+        with trio.fail_after(WAIT):
+            while len(names := await who(zed)) != 2 or len(await who(zed2)) != 2:
+                pass
+        assert set(names) in ({"Zed", "zed2"}, {"zed", "Zed2"})
+        assert set(await who(zed2)) == set(names)
+        renamed, kept = (zed2, zed) if "zed2" in names else (zed, zed2)
+        new = "zed2" if renamed is zed2 else "Zed2"
+        welcomes = [m for m in seen[renamed] if m["type"] == "welcome"]
+        assert [w["user"] for w in welcomes] == [new]
+        assert sorted(welcomes[0]["users"]) == sorted(names)
+        notices = [m for m in seen[kept] if m.get("event") == "rename"]
+        assert [(m["old"], m["name"]) for m in notices] == [(new[:-1], new)]
 
 
 async def test_a_server_that_stops_is_forgotten_at_once(config: Config) -> None:

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.http import exchange, parse_response
 from tests.support.waits import WAIT
 from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config, serve
@@ -19,30 +20,6 @@ from trio_chat.transports.http import MAX_DRAIN, MAX_HEAD, ReplayStream, is_webs
 from trio_chat.transports.ws import handle_ws
 
 # ---------------------------------------------------------------- helpers
-
-
-async def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send raw request bytes, read the whole answer (the server closes after it)."""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        await stream.send_all(raw)
-        data = bytearray()
-        with trio.fail_after(WAIT):
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-    return parse_response(bytes(data))
-
-
-def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    assert sep, f"no complete response head in {data[:200]!r}"
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    version, status, _reason = status_line.split(" ", 2)
-    assert version == "HTTP/1.1"
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status), headers, body
 
 
 def get(path: str, method: str = "GET") -> bytes:
@@ -154,7 +131,7 @@ async def test_unknown_path_is_404(server: Bound) -> None:
 
 
 async def test_post_is_405(server: Bound) -> None:
-    raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    raw = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
     status, headers, _ = await exchange(server.ws_port, raw)
     assert status == 405
     assert headers["allow"] == "GET, HEAD"
@@ -183,7 +160,7 @@ async def test_blank_lines_instead_of_a_request_line_are_400(server: Bound) -> N
 
 
 async def test_head_just_under_the_limit_is_served(server: Bound) -> None:
-    prefix = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+    prefix = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: "
     raw = prefix + b"a" * (MAX_HEAD - len(prefix) - 8) + b"\r\n\r\n"
     status, _, _ = await exchange(server.ws_port, raw)
     assert status == 200

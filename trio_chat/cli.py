@@ -16,7 +16,7 @@ from .client import ClientConfig, ClientError
 from .config import Config
 from .logs import FORMATS, setup_logging
 from .transports import tls
-from .transports.origin import OriginPolicy
+from .transports.origin import HostPolicy, OriginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = Config()
@@ -43,6 +43,16 @@ def _check_origins(
 ) -> tuple[str, ...]:
     try:
         OriginPolicy(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_hosts(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    try:
+        HostPolicy(value, "0.0.0.0")
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
@@ -137,6 +147,11 @@ def main() -> None:
         help="An origin (scheme://host[:port], or *) whose web pages may open a WebSocket; "
         "repeatable (space-separated in the environment variable). Besides it, the page's "
         "own origin and clients without an Origin header are allowed; others get 403.")
+@option("--allowed-host", "allowed_hosts", multiple=True, callback=_check_hosts,
+        help="A Host name (name, name:port, or *) the WebSocket port answers, for the "
+        "page and WebSockets (repeatable; space-separated in the environment variable). "
+        "Without it, a server on a loopback address answers only localhost, 127.0.0.1 "
+        "and [::1], against DNS rebinding; other requests get 421.")
 @option("--redis", show_default=False, callback=_check_redis,
         help="Redis URL (redis://host:6379/0): share one room, its history and presence "
         "with every server on that Redis (history then lives in Redis, not --db).")

@@ -61,6 +61,9 @@ class Config:
     #: Origins (``scheme://host[:port]``, or ``*``) whose pages may open a WebSocket,
     #: besides the page's own origin and clients that send no Origin (trio_chat.origin).
     allowed_origins: tuple[str, ...] = ()
+    #: ``Host`` names (``name``, ``name:port`` or ``*``) the WebSocket port answers;
+    #: none: loopback names on a loopback bind, any name otherwise (trio_chat.origin).
+    allowed_hosts: tuple[str, ...] = ()
     #: Redis URL (``redis://host:6379/0``): with it, every server on that Redis shares
     #: one room, its history (a Redis stream) and its presence (trio_chat.cluster).
     redis: str | None = None

@@ -6,6 +6,7 @@
 - :mod:`.ws`: the WebSocket clients (trio-websocket, and a lean wsproto one for load).
 - :mod:`.frames`: WebSocket bytes as a client writes them by hand (handshake, masked
   frames), for peers that misbehave below what a client library allows.
+- :mod:`.http`: raw HTTP requests to the page's port and their parsed answers.
 - :mod:`.memory`: sessions over in-memory streams (for ``autojump_clock``).
 - :mod:`.seats`: a room member without a connection, its queue read by the test.
 - :mod:`.processes`: ``trio-chat serve`` and ``trio-chat join`` as child processes.

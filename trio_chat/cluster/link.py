@@ -35,6 +35,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from itertools import islice
 from typing import Any, Final
 
 import coredis
@@ -47,6 +48,7 @@ from ..config import Config
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
 from ..history.writer import MAX_PENDING
+from ..protocol import skeleton
 from ..pulse import Pulse
 from ..server.delivery import Delivery
 from ..server.pacing import PACE_SHARE
@@ -85,8 +87,17 @@ RESTORE_WAIT: Final = BACKOFF_MAX + COMMAND_TIMEOUT
 #: Seconds between two looks at which servers are back, during that wait.
 RESTORE_POLL: Final = 0.05
 
+#: Variants tried for a member renamed after a name clash (``Ann2``, ``Ann3``...).
+MAX_VARIANTS: Final = 1000
+
+
+class LinkBroken(Exception):
+    """The link must start over although the connection works: Redis lost its data
+    while connected (its epoch changed), or a name claim timed out."""
+
+
 #: What a lost or unusable Redis connection raises.
-LINK_ERRORS: Final = (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
+LINK_ERRORS: Final = (coredis.exceptions.RedisError, OSError, trio.TooSlowError, LinkBroken)
 
 
 class LinkState(enum.Enum):
@@ -122,6 +133,9 @@ class Cluster(Delivery):
         self._events_cursor = "0-0"
         self._ttl_ms = int(config.presence_ttl * 1000)
         self.state = LinkState.DOWN
+        #: Cancelled (with the reason in _broken) to make the link start over.
+        self._link_scope: trio.CancelScope | None = None
+        self._broken: str | None = None
         #: Fires whenever :attr:`state` changes.
         self.state_changed = Pulse()
 
@@ -186,23 +200,28 @@ class Cluster(Delivery):
         first = True
         down_since = reminded = trio.current_time()
         while True:
+            error: BaseException | None = None
             try:
-                async with self._connect() as client:
-                    known = self.presence.nodes()
-                    if await self._sync(client, first):
-                        await self._await_restores(client, known)
-                    self._up()
-                    if first:
-                        task_status.started()
-                        first = False
-                    backoff = BACKOFF_MIN
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._read_loop, client)
-                        nursery.start_soon(self._publish_loop, client)
-                        nursery.start_soon(self._presence_loop, client)
-                        nursery.start_soon(self._heartbeat_loop, client)
+                with trio.CancelScope() as self._link_scope:
+                    async with self._connect() as client:
+                        known = self.presence.nodes()
+                        if await self._sync(client, first):
+                            await self._await_restores(client, known)
+                        self._up()
+                        if first:
+                            task_status.started()
+                            first = False
+                        backoff = BACKOFF_MIN
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._read_loop, client)
+                            nursery.start_soon(self._publish_loop, client)
+                            nursery.start_soon(self._presence_loop, client)
+                            nursery.start_soon(self._heartbeat_loop, client)
             except* LINK_ERRORS as group:
                 error = first_leaf(group)
+            if self._broken is not None:
+                error, self._broken = LinkBroken(self._broken), None
+            if error is not None:
                 if first:
                     raise StartupError(
                         f"cannot use Redis at {self.config.redis}: {error}", exit_code=2
@@ -275,8 +294,10 @@ class Cluster(Delivery):
                 )
                 log.info("cluster: restored %s messages from this server", added)
                 self._events_cursor = "0-0"
-            await self._register(client, announce=not first and not wiped)
+            clashes = await self._register(client, announce=not first and not wiped)
             await self._refresh(client)
+            for name in clashes:
+                await self._give_way(client, name)
         return wiped
 
     async def _await_restores(self, client: coredis.Redis[str], known: set[str]) -> None:
@@ -301,23 +322,39 @@ class Cluster(Delivery):
             log.warning("cluster: %d servers did not come back within %.0f s; going on",
                         len(waiting), RESTORE_WAIT)
 
-    async def _register(self, client: coredis.Redis[str], *, announce: bool) -> None:
+    async def _register(self, client: coredis.Redis[str], *, announce: bool) -> list[str]:
         """Put this server and its full member list in Redis. With ``announce``, if the
         others had given this server up (and announced its members' leaving), tell
-        them the members are back."""
+        them the members are back. Returns the names another server claimed first
+        (see :meth:`_give_way`)."""
         # From here on, changes are sent after this full list, so none is lost.
         self.presence.changes.clear()
         members = self.room.names
         args: list[str | int] = [self._ttl_ms]
         for name in members:
-            args += [name.casefold(), name]
+            args += [skeleton(name), name]
         result = await self._script(client, lua.REGISTER, [self.node, *args])
-        for name in result[1:]:
-            log.warning("cluster: name %r is also held on another server", name)
+        clashes = [str(name) for name in result[1:]]
         if result[0] == 1 and announce and members:
+            kept = [name for name in members if name not in clashes]
             await client.xadd(PREFIX + "events", {
-                "e": "hello", "node": self.node, "names": json.dumps(members),
+                "e": "hello", "node": self.node, "names": json.dumps(kept),
             })
+        return clashes
+
+    async def _give_way(self, client: coredis.Redis[str], name: str) -> None:
+        """Another server claimed ``name`` in Redis while a member here took it
+        locally (Redis unreachable, or too slow to ask): the member here, the later
+        claimer, is renamed to the first free variant (``Ann2``...)."""
+        for variant in islice(protocol.variants(name), MAX_VARIANTS):
+            if self.room.holds(variant):
+                continue
+            if await self._script(client, lua.CLAIM, [self.node, skeleton(variant)]):
+                log.warning("cluster: name %r was claimed on another server first; "
+                            "renaming the member here to %r", name, variant)
+                self.room.rename(name, variant)
+                return
+        log.error("cluster: no free variant of the name %r", name)
 
     async def _load(self, client: coredis.Redis[str]) -> None:
         keep = self.history.keep
@@ -449,7 +486,7 @@ class Cluster(Delivery):
                 # A member here holds the name again (left and came back, or a claim
                 # for a join that failed locally): its claim stays.
                 keep = int(room.holds(old if op == "rename" else name))
-                args += [op, name.casefold(), name, old.casefold(), old, keep]
+                args += [op, skeleton(name), name, skeleton(old) if old else "", old, keep]
             with trio.fail_after(COMMAND_TIMEOUT):
                 await self._script(client, lua.PRESENCE, [self.node, *args])
 
@@ -458,18 +495,26 @@ class Cluster(Delivery):
         while True:
             await trio.sleep(interval)
             with trio.fail_after(COMMAND_TIMEOUT):
+                if await client.get(PREFIX + "epoch") != self._epoch:
+                    # FLUSHALL, or a failover to a replica without our data, on a
+                    # connection that never dropped: start over, as after a reconnection
+                    # to an empty Redis (the history is restored from memory).
+                    raise LinkBroken("Redis lost its data while connected")
                 result = await self._script(
                     client, lua.HEARTBEAT, [self.node, self._ttl_ms, EVENTS_KEEP]
                 )
+                clashes = []
                 if result[0] == 1:
                     # Given up by the others (this process stalled past the TTL): its
                     # members' entries are gone; put them back.
                     log.warning("cluster: this server's presence had expired; registering again")
-                    await self._register(client, announce=True)
+                    clashes = await self._register(client, announce=True)
                 for node in result[1:]:
                     log.warning("cluster: server %s stopped heartbeating; its members left",
                                 node)
                 await self._refresh(client)
+                for name in clashes:
+                    await self._give_way(client, name)
 
     async def _refresh(self, client: coredis.Redis[str]) -> None:
         """Read the other servers' member lists in full (events may have been trimmed
@@ -490,11 +535,20 @@ class Cluster(Delivery):
         failure: BaseException = trio.TooSlowError("timed out")
         with trio.move_on_after(CLAIM_TIMEOUT):
             try:
-                return bool(await self._script(client, lua.CLAIM, [self.node, name.casefold()]))
+                return bool(await self._script(client, lua.CLAIM, [self.node, skeleton(name)]))
             except* LINK_ERRORS as group:
                 failure = first_leaf(group)
+        # Redis answers too slowly to decide: as if it were gone. The join goes on here,
+        # and the link starts over; a clash is resolved when this server registers again.
         log.warning("cluster: name claim failed (%s); joining locally", failure)
+        self._break(f"a name claim failed: {failure}")
         return True
+
+    def _break(self, reason: str) -> None:
+        """Make the link start over (the run loop treats it as a lost connection)."""
+        if self._link_scope is not None and self._broken is None:
+            self._broken = reason
+            self._link_scope.cancel()
 
     async def _script(self, client: coredis.Redis[str], source: str,
                       args: Iterable[str | int]) -> Any:

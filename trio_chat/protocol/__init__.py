@@ -6,6 +6,7 @@ transport:
 
 - :mod:`.events`: client events, and decoding a JSON message or a plain-text line;
 - :mod:`.messages`: encoding server messages (each once, for every recipient);
+- :mod:`.names`: valid names, and when two names look alike;
 - :mod:`.framing`: NDJSON lines out of a byte stream, bounded;
 - :mod:`.wsframes`: WebSocket frames as the server writes them;
 - :mod:`.errors`: the error codes of ``docs/protocol.md``.
@@ -30,7 +31,6 @@ from .errors import (
     ProtocolError,
 )
 from .events import (
-    MAX_NAME,
     MAX_TEXT,
     Chat,
     Event,
@@ -42,7 +42,6 @@ from .events import (
     decode_json,
     decode_line,
     event_from_object,
-    validate_name,
     validate_text,
 )
 from .framing import MAX_LINE, LineBuffer
@@ -66,6 +65,7 @@ from .messages import (
     wire_frame,
     wire_line,
 )
+from .names import MAX_NAME, name_key, skeleton, validate_name, variants
 from .wsframes import MAX_BATCH_FRAME
 
 __all__ = [
@@ -106,14 +106,17 @@ __all__ = [
     "history_end",
     "json_array",
     "json_array_append",
+    "name_key",
     "pong",
     "shutdown",
+    "skeleton",
     "summary",
     "system",
     "timestamp",
     "users",
     "validate_name",
     "validate_text",
+    "variants",
     "welcome",
     "wire_batch_frame",
     "wire_frame",

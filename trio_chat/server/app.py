@@ -22,6 +22,7 @@ from ..history.sqlite import open_history
 from ..transports import tls
 from ..transports.admission import Admission
 from ..transports.net import listener_port, open_listeners, url_host
+from ..transports.origin import host_policy
 from ..transports.tcp import handle_tcp
 from ..transports.ws import handle_ws
 from .delivery import LocalDelivery
@@ -153,6 +154,11 @@ async def _serve_connections(
                 )
             log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
             log.info("chat page: %s", bound.page_url)
+            if host_policy(config.allowed_hosts, config.host).unprotected:
+                log.warning(
+                    "listening on %s with no --allowed-host: the page answers any Host "
+                    "name; --allowed-host NAME protects it from DNS rebinding", config.host
+                )
             task_status.started(bound)
             await stop.wait()
             accepting.cancel_scope.cancel()  # stop accepting: the listening sockets close

@@ -31,7 +31,7 @@ import trio
 
 from .. import protocol
 from ..history.base import History, Replay
-from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
+from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError, skeleton
 from ..pulse import Pulse
 from .delivery import Delivery, LocalDelivery
 from .pacing import ReadPacer
@@ -45,6 +45,13 @@ NOTICE_RATE = 2_000
 #: Shortest notice interval, in seconds; in a big room it is members / NOTICE_RATE,
 #: so one summary to everyone stays within the rate (10,000 members: 5 s).
 NOTICE_INTERVAL = 0.1
+
+
+def _taken(name: str, holder: str | None) -> ProtocolError:
+    """``name_taken``; for a look-alike (see :func:`protocol.skeleton`), saying of what."""
+    if holder is None or protocol.name_key(holder) == protocol.name_key(name):
+        return ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
+    return ProtocolError(NAME_TAKEN, f"name '{name}' is taken: it looks like '{holder}'")
 
 
 class Member:
@@ -104,7 +111,7 @@ class Room:
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
     ) -> None:
-        self._members: dict[str, Member] = {}  # casefolded name -> member, join order
+        self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self.delivery.bind(self)
@@ -171,22 +178,30 @@ class Room:
         """Members on this server (the deliveries a broadcast costs)."""
         return len(self._members)
 
+    def rename(self, name: str, new: str) -> None:
+        """The server renames the member called ``name`` (a clash found after a Redis
+        outage): it gets a new ``welcome``, the room a ``rename`` notice. ``new`` must be
+        valid and free (claimed)."""
+        member = self._members.get(skeleton(name))
+        if member is not None and member.name == name:
+            self.join(member, new)
+
     def holds(self, name: str) -> bool:
         """A member here has this name."""
-        return name.casefold() in self._members
+        return skeleton(name) in self._members
 
     async def claim(self, name: str) -> None:
         """Before a join under ``name``: reserve it wherever else members may hold it
         (other servers sharing the room; raises ``name_taken``). Follow with
         :meth:`unclaim` whether or not the join happened."""
-        if name.casefold() in self._members:
+        if skeleton(name) in self._members:
             return  # a local holder: join() decides
         if not await self.delivery.claim(name):
             raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
 
     def unclaim(self, name: str) -> None:
         """Release a claimed name if no member here holds it (the join failed)."""
-        if name.casefold() not in self._members:
+        if skeleton(name) not in self._members:
             self.delivery.release(name)
 
     def join(
@@ -198,13 +213,15 @@ class Room:
         given). ``welcome=False`` (neither) is for seed-style clients that never asked
         to join: they would print a ``welcome`` as a chat line from nobody.
         """
-        key = name.casefold()
+        key = skeleton(name)
         holder = self._members.get(key)
         if holder is not None and holder is not member:
-            raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
+            raise _taken(name, holder.name)
+        if key == skeleton(protocol.SYSTEM_USER):
+            raise _taken(name, protocol.SYSTEM_USER)
         old = member.name
         if old is not None:
-            del self._members[old.casefold()]
+            del self._members[skeleton(old)]
             self._users_json = None  # a rename moves the name to the end
         member.name = name
         self._members[key] = member
@@ -236,9 +253,9 @@ class Room:
     def leave(self, member: Member) -> None:
         """Remove ``member`` if seated, and tell everyone who stays."""
         name = member.name
-        if name is None or self._members.get(name.casefold()) is not member:
+        if name is None or self._members.get(skeleton(name)) is not member:
             return
-        del self._members[name.casefold()]
+        del self._members[skeleton(name)]
         self._users_json = None
         if self.closed:
             return  # the cluster forgets this server's members all at once
