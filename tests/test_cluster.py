@@ -206,6 +206,7 @@ async def test_a_rename_welcome_lists_every_servers_users(config: Config) -> Non
         welcome = await bob.recv_until(type="welcome", user="robert")
         assert sorted(welcome["users"]) == ["alice", "robert"]
         assert welcome["clients_count"] == 2
+        assert welcome["max_text"] == config.max_text
 
 
 async def test_a_name_is_free_on_another_server_once_its_holder_left(config: Config) -> None:

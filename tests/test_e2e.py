@@ -2,14 +2,16 @@
 
 import contextlib
 import json
+from dataclasses import replace
 
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
+from tests.support.config import TEST_CONFIG
 from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, close_reason, ws_client
-from trio_chat import Bound
+from trio_chat import Bound, serve
 
 
 async def chat_works(server: Bound, sender_name: str = "Checker") -> None:
@@ -29,7 +31,7 @@ async def test_tcp_and_ws_share_a_room(server: Bound) -> None:
         alice = WsClient(conn)
         welcome = await alice.join("Alice")
         assert welcome == {"type": "welcome", "user": "Alice", "users": ["Bob", "Alice"],
-                           "clients_count": 2}
+                           "clients_count": 2, "max_text": 4096}
         notice = await bob.recv_until(type="system", event="join", name="Alice")
         assert notice["text"] == "Alice joined the chat" and notice["clients_count"] == 2
         await bob.send({"type": "chat", "text": "hi alice"})
@@ -201,6 +203,25 @@ async def test_tcp_line_over_the_limit_is_refused_and_closed(server: Bound) -> N
         assert await bad.eof()
         assert (await watcher.recv_until(type="system", event="leave"))["name"] == "Bad"
     await chat_works(server)
+
+
+async def test_welcome_tells_the_text_limit_which_the_server_keeps() -> None:
+    """``welcome.max_text`` is ``--max-text``: a client that keeps to it is never refused
+    (one more character is ``too_long`` and the connection stays open)."""
+    async with trio.open_nursery() as nursery:
+        server: Bound = await nursery.start(serve, replace(TEST_CONFIG, max_text=10))
+        async with await TcpClient.connect(server.tcp_port) as tcp, \
+                ws_client(server.ws_port) as conn:
+            assert (await tcp.join("Tcp"))["max_text"] == 10
+            ws = WsClient(conn)
+            assert (await ws.join("Ws"))["max_text"] == 10
+            await tcp.send({"type": "chat", "text": "x" * 10})
+            assert (await ws.recv_until(type="chat"))["text"] == "x" * 10
+            await ws.send({"type": "chat", "text": "y" * 11})
+            assert (await ws.recv_until(type="error"))["code"] == "too_long"
+            await ws.send({"type": "chat", "text": "z" * 10})
+            assert (await tcp.recv_until(type="chat", user="Ws"))["text"] == "z" * 10
+        nursery.cancel_scope.cancel()
 
 
 async def test_ws_message_over_the_limit_is_closed_with_1009(server: Bound) -> None:

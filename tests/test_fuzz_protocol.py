@@ -73,9 +73,9 @@ def check_outcome(decode: Any, data: Any) -> None:
         if event.user is not None:  # the session joins seed-style clients by it
             check_outcome(protocol.validate_name, event.user)
     elif isinstance(event, Join):
-        protocol.welcome(event.user, protocol.json_array([event.user]), 1).encode("utf-8")
+        protocol.welcome(event.user, protocol.json_array([event.user]), 1, 4096).encode("utf-8")
     elif isinstance(event, str):  # a validated name
-        protocol.welcome(event, protocol.json_array([event]), 1).encode("utf-8")
+        protocol.welcome(event, protocol.json_array([event]), 1, 4096).encode("utf-8")
 
 
 def dumps(value: Any, ascii_only: bool) -> str:

@@ -88,6 +88,6 @@ def test_welcome_lists_members_in_join_order_through_renames_and_leaves() -> Non
     welcome = dee.take()[0]
     assert welcome["users"] == ['Bø "b"', "Cyd", "Dee"] == room.names
     assert welcome["clients_count"] == 3
-    assert protocol.welcome("Dee", protocol.json_array(room.names), 3) == protocol.encode(
-        {"type": "welcome", "user": "Dee", "users": room.names, "clients_count": 3}
+    assert protocol.welcome("Dee", protocol.json_array(room.names), 3, 99) == protocol.encode(
+        {"type": "welcome", "user": "Dee", "users": room.names, "clients_count": 3, "max_text": 99}
     )

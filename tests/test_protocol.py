@@ -197,8 +197,10 @@ class TestEncoding:
         assert json.loads(protocol.chat("Bob", "hi", ts)) == {
             "type": "chat", "user": "Bob", "text": "hi", "timestamp": ts,
         }
-        assert json.loads(protocol.welcome("Bob", protocol.json_array(["Ann", "Bob"]), 2)) == {
+        users = protocol.json_array(["Ann", "Bob"])
+        assert json.loads(protocol.welcome("Bob", users, 2, 4096)) == {
             "type": "welcome", "user": "Bob", "users": ["Ann", "Bob"], "clients_count": 2,
+            "max_text": 4096,
         }
         assert json.loads(protocol.system("join", "Bob", "Bob joined the chat", 2, ts)) == {
             "type": "system", "event": "join", "user": "System", "name": "Bob",

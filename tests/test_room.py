@@ -23,7 +23,8 @@ def test_join_sends_welcome_then_notice(room: Room) -> None:
     ann = Seat(room)
     room.join(ann.member, "Ann")
     assert ann.take() == [
-        {"type": "welcome", "user": "Ann", "users": ["Ann"], "clients_count": 1},
+        {"type": "welcome", "user": "Ann", "users": ["Ann"], "clients_count": 1,
+         "max_text": 4096},
         {"type": "system", "event": "join", "user": "System", "name": "Ann",
          "text": "Ann joined the chat", "clients_count": 1, "timestamp": "T"},
     ]
@@ -53,7 +54,7 @@ def test_rename(room: Room) -> None:
     bob.take()
     room.join(bob.member, "Rob")
     assert bob.take()[0] == {"type": "welcome", "user": "Rob", "users": ["Ann", "Rob"],
-                             "clients_count": 2}
+                             "clients_count": 2, "max_text": 4096}
     notice = ann.take()[0]
     assert notice["event"] == "rename" and notice["old"] == "Bob" and notice["name"] == "Rob"
     # The old name is free again; a change of case only is allowed for the holder.

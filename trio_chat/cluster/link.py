@@ -570,7 +570,8 @@ async def open_cluster(config: Config) -> AsyncIterator[Cluster]:
     The cluster is the room's delivery: ``Room(cluster)``. It binds the room it
     serves when entered, so the room must be built before the link starts."""
     cluster = Cluster(config)
-    Room(cluster)  # binds itself as cluster.room, which the link reads from the start
+    # Binds itself as cluster.room, which the link reads from the start.
+    Room(cluster, max_text=config.max_text)
     async with trio.open_nursery() as nursery:
         await nursery.start(cluster.run)
         try:

@@ -71,14 +71,16 @@ def json_array_append(array: str, item: str) -> str:
     return f"{array[:-1]},{item_json}]" if array != "[]" else f"[{item_json}]"
 
 
-def welcome(user: str, users_json: str, clients_count: int) -> str:
-    """The answer to a join: the joiner's name and who is there. ``users_json`` is the
-    member list already encoded (:func:`json_array`): the room keeps it, so a join in a
-    big room does not re-encode every name."""
+def welcome(user: str, users_json: str, clients_count: int, max_text: int) -> str:
+    """The answer to a join: the joiner's name, who is there, and the longest chat text
+    this server takes (so a client can keep an over-long message instead of sending it
+    to be refused). ``users_json`` is the member list already encoded
+    (:func:`json_array`): the room keeps it, so a join in a big room does not re-encode
+    every name."""
     user_json = json.dumps(user, ensure_ascii=False)
     return Encoded(
         f'{{"type":"welcome","user":{user_json},"users":{users_json},'
-        f'"clients_count":{clients_count}}}'
+        f'"clients_count":{clients_count},"max_text":{max_text}}}'
     )
 
 

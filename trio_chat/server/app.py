@@ -123,7 +123,7 @@ async def open_room(config: Config) -> AsyncIterator[Room]:
             yield cluster.room
     else:
         async with open_history(config) as history:
-            yield Room(LocalDelivery(history))
+            yield Room(LocalDelivery(history), max_text=config.max_text)
 
 
 #: The connection handler of each listener, by name (``Bound``'s ports, in order).

@@ -110,7 +110,10 @@ class Room:
         clock: Callable[[], str] = protocol.timestamp,
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
+        max_text: int = protocol.MAX_TEXT,
     ) -> None:
+        #: The longest chat text the sessions accept (``--max-text``), told in ``welcome``.
+        self.max_text = max_text
         self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()
@@ -172,7 +175,7 @@ class Room:
 
     def _welcome(self, name: str) -> str:
         """The ``welcome`` for a join or a rename: everyone in the room, on every server."""
-        return protocol.welcome(name, self._users(), self.count)
+        return protocol.welcome(name, self._users(), self.count, self.max_text)
 
     def __len__(self) -> int:
         """Members on this server (the deliveries a broadcast costs)."""
