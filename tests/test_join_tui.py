@@ -130,9 +130,146 @@ async def test_page_up_scrolls_back_and_new_messages_do_not_yank_the_view(
             screen = await tmux.wait_for("3 online")
         assert any("Ann: line 10" in line for line in screen)  # still where the reader was
         assert not any("while you read" in line for line in screen)
+        assert "2 new below (PgDn)" in screen[-2]  # Ann's message and Cat's join
 
         for _ in range(6):
             await tmux.keys("NPage")
         await tmux.wait_for("Ann: while you read")
+        await tmux.wait_until(lambda s: "new below" not in s[-2], "back at the bottom")
         await tmux.keys("C-c")
         assert await tmux.exit_status() == 0
+
+
+# ---------------------------------------------------------------- the input area (issue 15)
+
+#: 10,000 characters of short words, then a marker that only the end of it holds.
+PASTE = ("lorem ipsum dolor sit amet " * 400)[: 10_000 - len(" THE-END")] + " THE-END"
+
+
+def status_row(screen: list[str]) -> int:
+    """Where the status line (`` 127.0.0.1:PORT  |  ...``) is."""
+    return max(i for i, line in enumerate(screen) if line.startswith(" 127.0.0.1:"))
+
+
+def input_rows(screen: list[str]) -> list[str]:
+    """The rows under the status line: the input area."""
+    rows = screen[status_row(screen) + 1 :]
+    while rows and not rows[-1].strip():
+        rows.pop()
+    return rows
+
+
+async def test_a_long_paste_stays_in_a_bounded_input_and_is_not_sent_over_the_limit(
+    server: Bound, tmux: Tmux
+) -> None:
+    """send-keys -l types 10,000 characters as a terminal hands over a paste: they all
+    land in the input, which takes at most 6 rows under a status line that stays; over
+    the server's max_text (4096) Enter sends nothing and keeps the text."""
+    await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
+    await tmux.wait_for("connected as Bob")
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.join("Ann")
+        await tmux.wait_for("2 online")
+        await tmux.keys(PASTE, literal=True)
+        screen = await tmux.wait_for("THE-END")
+        assert "10,000/4,096: too long to send" in screen[status_row(screen)]
+        assert 1 < len(input_rows(screen)) <= 6
+        assert screen[0].startswith("trio-chat: connecting")  # the pane keeps its rows
+
+        await tmux.keys("Enter")
+        screen = await tmux.wait_for("not sent: 10,000 characters")
+        assert "THE-END" in input_rows(screen)[-1]  # still there, cursor at its end
+        assert any("10,000/4,096" in line for line in screen)
+
+        # The text was kept whole: Ctrl-A goes to its start, Ctrl-K cuts all of it, and
+        # Ctrl-Y puts it back.
+        await tmux.keys("C-a")
+        screen = await tmux.wait_for("> lorem ipsum dolor")
+        await tmux.keys("C-k")
+        await tmux.wait_until(lambda s: not any("10,000/" in line for line in s), "cleared")
+        await tmux.keys("C-y")
+        await tmux.wait_for("10,000/4,096")
+
+        # Ctrl-U clears it; the next message is the first Ann gets from Bob.
+        await tmux.keys("C-u")
+        await tmux.wait_until(lambda s: input_rows(s) == [">"], "cleared")
+        await tmux.keys("short one", literal=True)
+        await tmux.keys("Enter")
+        assert (await ann.recv_until(type="chat"))["text"] == "short one"
+        await tmux.keys("C-c")
+        assert await tmux.exit_status() == 0
+
+
+async def test_a_bracketed_multiline_paste_is_one_message(server: Bound, tmux: Tmux) -> None:
+    await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
+    await tmux.wait_for("connected as Bob")
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.join("Ann")
+        await tmux.paste("first line\nsecond line")
+        screen = await tmux.wait_for("second line")
+        assert input_rows(screen) == ["> first line", "second line"]
+        await tmux.keys("Enter")
+        said = await ann.recv_until(type="chat")
+        assert said["text"] == "first line\nsecond line"
+        await tmux.keys("C-c")
+        assert await tmux.exit_status() == 0
+
+
+async def test_readline_keys_edit_the_input(server: Bound, tmux: Tmux) -> None:
+    await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
+    await tmux.wait_for("connected as Bob")
+
+    async def input_is(text: str) -> None:
+        await tmux.wait_until(lambda s: input_rows(s) == [text.rstrip()], f"input {text!r}")
+
+    await tmux.keys("hello brave new world", literal=True)
+    await input_is("> hello brave new world")
+    await tmux.keys("C-w")  # the word before the cursor
+    await input_is("> hello brave new ")
+    await tmux.keys("C-a")  # start of the line
+    await tmux.keys("well, ", literal=True)
+    await input_is("> well, hello brave new ")
+    await tmux.keys("C-e")  # end of the line
+    await tmux.keys("day", literal=True)
+    await input_is("> well, hello brave new day")
+    await tmux.keys("C-u")  # everything before the cursor
+    await input_is(">")
+    await tmux.keys("kept", literal=True)
+    await tmux.keys("C-a")
+    await tmux.keys("C-d")  # deletes the character under the cursor; it does not quit
+    await input_is("> ept")
+    await tmux.keys("C-e", "C-u", "C-d")  # on an empty line it quits, as in a shell
+    assert await tmux.exit_status() == 0
+
+
+async def test_a_message_typed_offline_is_pending_until_the_server_echoes_it(
+    tmux: Tmux,
+) -> None:
+    async with trio.open_nursery() as servers:
+        bound = await servers.start(serve, Config(tcp_port=0, ws_port=0))
+        await tmux.start(join_command("--name", "Bob", "--port", bound.tcp_port))
+        await tmux.wait_for("connected as Bob")
+        servers.cancel_scope.cancel()
+    await tmux.wait_for("reconnecting")
+    await tmux.keys("typed while away", literal=True)
+    await tmux.keys("Enter")
+    screen = await tmux.wait_for("> Bob: typed while away")
+    line = next(line for line in screen if "typed while away" in line)
+    assert line.startswith("pending  > Bob: typed while away")
+    assert input_rows(screen) == [">"]
+
+    async with trio.open_nursery() as servers:
+        await servers.start(serve, Config(tcp_port=bound.tcp_port, ws_port=0))
+        async with await TcpClient.connect(bound.tcp_port) as ann:
+            await ann.join("Ann")
+            said = await ann.recv_until(type="chat", user="Bob")
+            assert said["text"] == "typed while away"
+            # Echoed: the line gets its time, and nothing is pending any more.
+            screen = await tmux.wait_until(
+                lambda s: not any("pending" in line for line in s), "confirmed"
+            )
+            lines = [line for line in screen if "typed while away" in line]
+            assert len(lines) == 1 and lines[0][:8].count(":") == 2, lines
+            await tmux.keys("C-c")
+            assert await tmux.exit_status() == 0
+        servers.cancel_scope.cancel()

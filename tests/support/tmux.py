@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -54,16 +55,27 @@ class Tmux:
 
     async def wait_for(self, text: str) -> list[str]:
         """Poll the screen (bounded by WAIT seconds in all) until ``text`` shows."""
+        return await self.wait_until(
+            lambda screen: any(text in line for line in screen), f"{text!r} showed"
+        )
+
+    async def wait_until(self, check: Callable[[list[str]], bool], what: str) -> list[str]:
+        """Poll the screen (bounded by WAIT seconds in all) until ``check(screen)``."""
         screen: list[str] = []
         try:
             with trio.fail_after(WAIT):
                 while True:
                     screen = await self.screen()
-                    if any(text in line for line in screen):
+                    if check(screen):
                         return screen
                     await trio.sleep(POLL)
         except trio.TooSlowError:
-            raise AssertionError(f"{text!r} never showed; screen:\n" + "\n".join(screen)) from None
+            raise AssertionError(f"never {what}; screen:\n" + "\n".join(screen)) from None
+
+    async def paste(self, text: str) -> None:
+        """Paste as a terminal does (bracketed, if the program asked for it)."""
+        await self.tmux("set-buffer", "--", text)
+        await self.tmux("paste-buffer", "-p", "-t", "chat")
 
     async def exit_status(self) -> int:
         """Wait (bounded) for the command to exit; its exit status.

@@ -1,8 +1,12 @@
 """Interactive mode: a full-screen chat on urwid's ``TrioEventLoop``.
 
-A message pane (scrolls with PgUp/PgDn, keeps at most ``MAX_LINES``), a status line
-and an input line that incoming messages never clobber: urwid redraws the whole
-screen, so a message arriving while you type lands in the pane above your input.
+A message pane (scrolls with PgUp/PgDn, keeps at most ``MAX_LINES``; "N new below" on
+the status line while scrolled up), a status line that never loses its row, and an
+input area (:mod:`.compose`: readline keys, pastes in one piece, at most a few rows)
+that incoming messages never clobber: urwid redraws the whole screen, so a message
+arriving while you type lands in the pane above your input. A message you send shows
+at the bottom as *pending* (dimmed) until the server echoes it, also while offline; a
+message longer than the server's ``max_text`` is not sent and stays in the input.
 All I/O runs as Trio tasks in one thread; urwid's loop is one of them.
 """
 
@@ -11,12 +15,15 @@ from __future__ import annotations
 import logging
 import signal
 import zlib
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
 import urwid
 
 from .. import protocol
+from .compose import INPUT_MAX, ChatInput, InputArea, Key, PasteCoalescer
 from .config import ClientConfig
 from .display import clean, local_time, user_list
 from .session import ChatSession, State, Status
@@ -26,10 +33,16 @@ FlowWidget = urwid.widget.AbstractFlowWidget
 
 #: Lines kept in the message pane; older ones are dropped.
 MAX_LINES = 5000
+#: Rows the input area may take at most (fewer on a short screen: see input_rows).
+MAX_INPUT_ROWS = 6
+#: Width of the time column (``HH:MM:SS`` and a space); ``pending`` fits in it too.
+TIME_COLUMN = 9
 
 HELP = (
     "commands: /who (who is online), /nick NEW (change name), /quit (or Ctrl-C, "
-    "Ctrl-D), /help; //text sends a line starting with '/'; PgUp/PgDn scroll"
+    "Ctrl-D on an empty line), /help; //text sends a line starting with '/'; PgUp/PgDn "
+    "scroll; Ctrl-A/Ctrl-E start/end, Ctrl-U/Ctrl-K delete to start/end, Ctrl-W the word "
+    "before, Ctrl-Y puts it back, Ctrl-_ undoes"
 )
 
 USER_COLOURS = (
@@ -48,6 +61,8 @@ USER_COLOURS = (
 PALETTE: list[tuple[str, str, str] | tuple[str, str, str, str]] = [
     ("status", "black", "light gray"),
     ("status bad", "white", "dark red"),
+    ("status warn", "white,bold", "dark red"),
+    ("pending", "dark gray", "default"),
     ("time", "dark gray", "default"),
     ("notice", "dark gray", "default"),
     ("history", "dark gray", "default"),
@@ -63,16 +78,43 @@ def user_attr(name: str) -> str:
     return f"user{zlib.crc32(name.casefold().encode()) % len(USER_COLOURS)}"
 
 
+def input_rows(screen_rows: int) -> int:
+    """Rows the input area may take on a screen this high: at most MAX_INPUT_ROWS and
+    at most about half of what the status line leaves, so the pane keeps some rows."""
+    return max(1, min(MAX_INPUT_ROWS, (screen_rows - 2) // 2))
+
+
 class ChatFrame(urwid.Frame["urwid.ListBox[int]", None, urwid.Pile]):
-    """Keys go to the input line, except the ones that scroll the message pane."""
+    """Keys go to the input area, except the ones that scroll the message pane; the
+    input area's height is capped for the screen's before every use."""
+
+    def __init__(
+        self,
+        body: urwid.ListBox[int],
+        footer: urwid.Pile,
+        area: InputArea,
+        on_scroll: Callable[[], object],
+    ) -> None:
+        super().__init__(body, footer=footer, focus_part="footer")
+        self.area = area
+        self.on_scroll = on_scroll
 
     def keypress(self, size: tuple[int, int], key: str) -> str | None:  # type: ignore[override]
+        self.area.max_rows = input_rows(size[1])
         if key in ("page up", "page down"):
             maxcol, maxrow = size
             (top, bottom), _ = self.frame_top_bottom(size, True)
             rows = max(1, maxrow - top - bottom)
-            return self.body.keypress((maxcol, rows), key)
+            unhandled = self.body.keypress((maxcol, rows), key)
+            self.on_scroll()
+            return unhandled
         return super().keypress(size, key)
+
+    def render(  # type: ignore[override]
+        self, size: tuple[int, int], focus: bool = False
+    ) -> urwid.Canvas:
+        self.area.max_rows = input_rows(size[1])
+        return super().render(size, focus)
 
 
 class ChatApp:
@@ -82,21 +124,62 @@ class ChatApp:
         self.walker: urwid.SimpleFocusListWalker[FlowWidget] = urwid.SimpleFocusListWalker([])
         self.pane = urwid.ListBox(self.walker)
         self.status_text = urwid.Text("", wrap="ellipsis")  # always one line
-        self.status_bar = urwid.AttrMap(self.status_text, "status")
-        self.input = urwid.Edit(("caption", "> "))
+        #: Right of the status: "N new below" while scrolled up, the input's length
+        #: near or over the limit.
+        self.status_note = urwid.Text("", wrap="clip")
+        self.status_bar = urwid.AttrMap(
+            urwid.Columns([self.status_text, (urwid.PACK, self.status_note)]), "status"
+        )
+        self.input = ChatInput(("caption", "> "))
+        urwid.connect_signal(self.input, "postchange", lambda *_: self._show_note())
+        self.input_area = InputArea(self.input)
         self.frame = ChatFrame(
-            self.pane, footer=urwid.Pile([self.status_bar, self.input]), focus_part="footer"
+            self.pane, urwid.Pile([self.status_bar, self.input_area]), self.input_area,
+            self._scrolled,
         )
         self.session = ChatSession(config, self)
         self.quitting = False
+        #: The longest text the server takes (``welcome.max_text``; the protocol's
+        #: default until a server says).
+        self.max_text = protocol.MAX_TEXT
+        #: Sent chats not yet echoed: (text, its line at the bottom of the pane).
+        self._pending: deque[tuple[str, FlowWidget]] = deque()
+        self._own_names = {config.name.casefold()} if config.name else set()
+        self._unseen = 0  # lines added below the view while scrolled up
         self._state: State | None = None
         self._name_wanted: trio.Event | None = None
         self._chosen = ""
         self.status(self.session.status)
 
+    def coalescer(self, process: Callable[[list[Key]], object]) -> PasteCoalescer:
+        """The main loop's input filter (``process``: its ``process_input``): pastes
+        go into the input in one piece."""
+        return PasteCoalescer(self.input, process, self._cut)
+
+    def _cut(self, dropped: int) -> None:
+        self.notice(
+            f"!! {dropped:,} pasted characters did not fit: the input holds {INPUT_MAX:,}",
+            "error",
+        )
+
     # ------------------------------------------------------------ Frontend for the session
 
     def message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "welcome":
+            limit = message.get("max_text")
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+                self.max_text = limit
+            if isinstance(message.get("user"), str):
+                self._own_names.add(message["user"].casefold())
+            self._show_note()
+        elif kind == "chat" and str(message.get("user")).casefold() in self._own_names:
+            self._confirm(str(message.get("text", "")))
+        elif kind == "error" and message.get("code") == protocol.TOO_LONG and self._pending:
+            # A server that did not say its limit (or lowered it): the text comes back.
+            text = self._fail_first("not sent: too long for the server")
+            if not self.input.edit_text:
+                self.input.set_edit_text(text)
         rendered = self.render(message)
         if rendered is not None:
             when, markup = rendered
@@ -173,7 +256,8 @@ class ChatApp:
         return None
 
     def add(self, markup: list[Any], when: str | None = None) -> None:
-        """Append a message; follow it if the pane was showing the newest one.
+        """Add a message above the pending ones; follow it if the pane was showing the
+        newest line, else count it for "N new below".
 
         With a time, the time gets a column of its own, so wrapped lines stay
         indented under the message rather than under the time.
@@ -181,13 +265,85 @@ class ChatApp:
         line: FlowWidget = urwid.Text(markup)
         if when is not None:
             line = urwid.Columns([(len(when) + 1, urwid.Text(("time", when))), line])
+        at_bottom = self._at_bottom()
         walker = self.walker
-        at_bottom = not walker or self.pane.focus_position == len(walker) - 1
-        walker.append(line)
+        walker.insert(len(walker) - len(self._pending), line)
         if len(walker) > MAX_LINES:
             del walker[: len(walker) - MAX_LINES]
         if at_bottom:
             self.pane.set_focus(len(walker) - 1)
+        else:
+            self._unseen += 1
+            self._show_note()
+
+    def _at_bottom(self) -> bool:
+        """The pane shows the newest message (its focus is on the last message or on a
+        pending line below it)."""
+        walker = self.walker
+        last = len(walker) - len(self._pending) - 1
+        return last < 0 or self.pane.focus_position >= last
+
+    def _scrolled(self) -> None:
+        if self._unseen and self._at_bottom():
+            self._unseen = 0
+            self._show_note()
+
+    def _show_note(self) -> None:
+        """The right of the status line: new lines below the view, and the input's
+        length once it nears the server's limit."""
+        parts: list[Any] = []
+        if self._unseen:
+            parts.append(f" {self._unseen} new below (PgDn) ")
+        length = len(self._chat_text(self.input.edit_text))
+        if self._name_wanted is None and length > self.max_text:
+            parts.append(("status warn", f" {length:,}/{self.max_text:,}: too long to send "))
+        elif self._name_wanted is None and length > self.max_text * 9 // 10:
+            parts.append(f" {length:,}/{self.max_text:,} ")
+        self.status_note.set_text(parts or "")
+
+    @staticmethod
+    def _chat_text(line: str) -> str:
+        """What a line in the input sends as chat text (``//`` stands for ``/``)."""
+        return line[1:] if line.startswith("//") else line
+
+    # ------------------------------------------------------------ pending messages
+
+    def _add_pending(self, text: str) -> None:
+        """Show a chat just sent at the bottom, dimmed, until the server echoes it."""
+        you = clean(self.session.name or "?")
+        line: FlowWidget = urwid.Columns([
+            (TIME_COLUMN, urwid.Text(("pending", "pending"))),
+            urwid.Text(("pending", f"> {you}: {clean(text, newlines=True)}")),
+        ])
+        self._pending.append((text, line))
+        self.walker.append(line)
+        self.pane.set_focus(len(self.walker) - 1)  # sending shows the newest again
+        self._scrolled()
+
+    def _take_pending(self) -> tuple[str, FlowWidget]:
+        """Remove the oldest pending line from the pane."""
+        first = len(self.walker) - len(self._pending)
+        text, line = self._pending.popleft()
+        if 0 <= first < len(self.walker) and self.walker[first] is line:
+            del self.walker[first]
+        return text, line
+
+    def _confirm(self, text: str) -> None:
+        """Our chat came back from the server: its pending line goes (the message is
+        then shown as usual). Pending ones before it never will (per-sender order):
+        they are marked as not sent."""
+        for index, (pending, _) in enumerate(self._pending):
+            if pending == text:
+                for _ in range(index):
+                    self._fail_first("not sent")
+                self._take_pending()
+                return
+
+    def _fail_first(self, why: str) -> str:
+        """Turn the oldest pending line into a notice that it was not sent; its text."""
+        text, _ = self._take_pending()
+        self.notice(f"!! {why}: {clean(text)[:60]}", "error")
+        return text
 
     def notice(self, text: str, attr: str = "notice") -> None:
         self.add([(attr, text)])
@@ -195,33 +351,43 @@ class ChatApp:
     # ------------------------------------------------------------ keys
 
     def on_key(self, key: str | tuple[Any, ...]) -> bool | None:
-        """Keys the input line did not use (urwid's ``unhandled_input``)."""
+        """Keys the input area did not use (urwid's ``unhandled_input``)."""
         if key == "enter":
-            line = self.input.edit_text
-            self.input.set_edit_text("")
-            self.submit(line)
+            if self.submit(self.input.edit_text):
+                self.input.set_edit_text("")
             return True
-        if key in ("ctrl c", "ctrl d"):
+        if key == "ctrl c" or (key == "ctrl d" and not self.input.edit_text):
             self.quit()
             return True
         return None
 
-    def submit(self, line: str) -> None:
+    def submit(self, line: str) -> bool:
+        """Act on the input; False when it stays in the input (refused, not sent)."""
         if self._name_wanted is not None:
             try:
                 self._chosen = protocol.validate_name(line)
             except protocol.ProtocolError as exc:
                 self.notice(exc.text, "error")
-                return
+                return True
             self._name_wanted.set()
-            return
+            return True
         if not line.strip():
-            return
+            return True
         if line.startswith("/") and not line.startswith("//"):
             self.command(line)
-            return
-        text = line[1:] if line.startswith("//") else line
-        self.send({"type": "chat", "text": text})
+            return True
+        text = self._chat_text(line)
+        if len(text) > self.max_text:
+            self.notice(
+                f"!! not sent: {len(text):,} characters, and the server takes at most "
+                f"{self.max_text:,}; shorten it (Ctrl-U clears the line)",
+                "error",
+            )
+            return False
+        if not self.send({"type": "chat", "text": text}):
+            return False
+        self._add_pending(text)
+        return True
 
     def command(self, line: str) -> None:
         command, _, arg = line.strip().partition(" ")
@@ -242,9 +408,11 @@ class ChatApp:
         else:
             self.notice(f"unknown command {command[:32]}; try /help", "error")
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> bool:
         if not self.session.send_nowait(message):
             self.notice("too many unsent messages; wait for the connection", "error")
+            return False
+        return True
 
     def quit(self) -> None:
         """Leave politely when connected (after what is queued); otherwise, or on a
@@ -276,15 +444,23 @@ async def run_tui(config: ClientConfig) -> None:
     logging.getLogger("trio_chat").propagate = False
     app = ChatApp(config)
     event_loop = urwid.TrioEventLoop()
+    # Bracketed paste on without waiting for the terminal to confirm it (tmux does not
+    # answer the query): a terminal without it ignores the request, and one with it
+    # marks pastes, so a pasted line break stays in the message instead of sending.
+    screen = urwid.display.raw.Screen(bracketed_paste_mode=True)
     loop = urwid.MainLoop(
-        app.frame, PALETTE, event_loop=event_loop, unhandled_input=app.on_key, handle_mouse=False
+        app.frame,
+        PALETTE,
+        screen=screen,
+        event_loop=event_loop,
+        unhandled_input=app.on_key,
+        input_filter=app.coalescer(lambda keys: loop.process_input(keys)),
+        handle_mouse=False,
     )
     error: ClientError | None = None
     with loop.start():
         # Ctrl-C (and Ctrl-\) arrive as keys, so /quit, Ctrl-C and Ctrl-D behave alike.
-        screen = loop.screen
-        if isinstance(screen, urwid.display.raw.Screen):
-            screen.tty_signal_keys(intr="undefined", quit="undefined")
+        screen.tty_signal_keys(intr="undefined", quit="undefined")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(event_loop.run_async)
             nursery.start_soon(app.watch_signals)
