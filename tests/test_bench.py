@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -345,3 +346,16 @@ def test_redis_round_trip_benchmark_reports_each_command() -> None:
         "coredis PING", "coredis EVALSHA", "coredis XREAD (1 entry)", "raw RESP PING (floor)"
     ]
     assert all(float(us) > 0 for _, us in costs)
+
+
+@pytest.mark.slow
+def test_paste_benchmark_times_a_paste_and_a_key_after_it() -> None:
+    if shutil.which("tmux") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but tmux is missing")
+        pytest.skip("tmux is not installed")
+    done = run([sys.executable, "-m", "trio_chat.bench.paste", "100", "300"])
+    assert done.returncode == 0, done.stderr
+    shown = re.findall(r"^\s*(\d+) chars: shown after\s+([\d.]+) s; one more key after\s+\d+ ms",
+                       done.stdout, re.MULTILINE)
+    assert [size for size, _ in shown] == ["100", "300"], done.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ class Terminal:
         self.conf = tmp / "tmux.conf"
         self.conf.write_text("set -g status off\n")
         self.width, self.height = width, height
+        self.socket_path = ""
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(
@@ -46,7 +48,8 @@ class Terminal:
 
     def start(self, command: Sequence[str]) -> None:
         self.tmux("new-session", "-d", "-s", "b", "-x", str(self.width), "-y", str(self.height),
-                  subprocess.list2cmdline(list(command)))
+                  shlex.join(command))
+        self.socket_path = self.tmux("display", "-p", "#{socket_path}").strip()
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "b")
@@ -64,6 +67,8 @@ class Terminal:
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
                        check=False)
+        if self.socket_path:
+            Path(self.socket_path).unlink(missing_ok=True)
 
 
 def paste_text(size: int, marker: str) -> str:
