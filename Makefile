@@ -1,8 +1,8 @@
 # make serve: run the server; make test: lint, type-check and test; make soak: the
 # load tests (500 clients; 3 servers on Redis with faults: about two minutes); make
-# screenshot: refresh docs/screenshot.png from the browser test; make bench: the
-# fan-out benchmark (BENCH_ARGS adds options, e.g. --peer NAME URL COMMAND, or
-# --cluster 3). All set up .venv first.
+# screenshot: refresh docs/screenshot.png and docs/screenshot-phone.png from the
+# browser test; make bench: the fan-out benchmark (BENCH_ARGS adds options, e.g.
+# --peer NAME URL COMMAND, or --cluster 3). All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -34,7 +34,8 @@ soak: $(STAMP)
 	$(BIN)/pytest -m soak -s $(PYTEST_ARGS)
 
 screenshot: $(STAMP)
-	TRIO_CHAT_SCREENSHOT=docs/screenshot.png $(BIN)/pytest -q tests/test_browser.py -k tcp_client
+	TRIO_CHAT_SCREENSHOT=docs/screenshot.png TRIO_CHAT_SCREENSHOT_PHONE=docs/screenshot-phone.png \
+		$(BIN)/pytest -q tests/test_browser.py -k tcp_client
 
 bench: $(STAMP)
 	$(BIN)/trio-chat bench $(BENCH_ARGS)
