@@ -11,6 +11,8 @@
 - :mod:`.seats`: a room member without a connection, its queue read by the test.
 - :mod:`.processes`: ``trio-chat serve`` and ``trio-chat join`` as child processes.
 - :mod:`.tmux`: a private tmux server driving the interactive client.
+- :mod:`.browser`: headless Chromium (Playwright), servers in a Trio thread, and a
+  page server whose WebSocket side the test plays.
 - :mod:`.tls`: a throwaway CA and certificate files.
 - :mod:`.redis`: a real redis-server, or a skip (a failure under CI) without one.
 """
