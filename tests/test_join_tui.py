@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -14,6 +17,7 @@ from tests.support.processes import join_command
 from tests.support.tcp import TcpClient
 from tests.support.tmux import Tmux
 from trio_chat import Bound, Config, serve
+from trio_chat.protocol import LineBuffer
 
 pytestmark = [
     pytest.mark.slow,
@@ -273,3 +277,51 @@ async def test_a_message_typed_offline_is_pending_until_the_server_echoes_it(
             await tmux.keys("C-c")
             assert await tmux.exit_status() == 0
         servers.cancel_scope.cancel()
+
+
+async def test_a_server_that_refuses_a_long_text_gives_it_back_to_the_input(tmux: Tmux) -> None:
+    """An older server (no ``max_text`` in its welcome) with a lower limit: its
+    ``too_long`` brings the pending text back into the input instead of losing it."""
+    sent: list[str] = []
+
+    async def old_server(stream: trio.SocketStream) -> None:
+        buffer = LineBuffer(1 << 20)
+        async with stream:
+            async for data in stream:
+                for line in buffer.feed(data):
+                    message = json.loads(line)
+                    if message["type"] == "join":
+                        reply: dict[str, Any] = {
+                            "type": "welcome", "user": message["user"],
+                            "users": [message["user"]], "clients_count": 1,
+                        }
+                    elif message["type"] == "chat" and len(message["text"]) > 10:
+                        reply = {"type": "error", "code": "too_long", "text": "too long"}
+                    elif message["type"] == "chat":
+                        sent.append(message["text"])
+                        reply = {"type": "chat", "id": len(sent), "user": "Bob",
+                                 "text": message["text"], "timestamp": "2026-11-26T18:00:00Z"}
+                    else:
+                        continue
+                    await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, old_server, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        await tmux.start(join_command("--name", "Bob", "--port", port))
+        await tmux.wait_for("connected as Bob")
+        await tmux.keys("twenty characters!!!", literal=True)
+        await tmux.keys("Enter")
+        screen = await tmux.wait_for("not sent: too long for the server")
+        await tmux.wait_until(
+            lambda s: input_rows(s) == ["> twenty characters!!!"], "the text back in the input"
+        )
+        assert not any(line.startswith("pending") for line in screen)
+        await tmux.keys("C-u")
+        await tmux.keys("short", literal=True)
+        await tmux.keys("Enter")
+        await tmux.wait_for("> Bob: short")
+        assert sent == ["short"]
+        await tmux.keys("C-c")
+        assert await tmux.exit_status() == 0
+        nursery.cancel_scope.cancel()

@@ -142,8 +142,9 @@ class ChatApp:
         #: The longest text the server takes (``welcome.max_text``; the protocol's
         #: default until a server says).
         self.max_text = protocol.MAX_TEXT
-        #: Sent chats not yet echoed: (text, its line at the bottom of the pane).
-        self._pending: deque[tuple[str, FlowWidget]] = deque()
+        #: Sent chats not yet echoed: (text, its line at the bottom of the pane, the
+        #: newest id seen when it was sent: a replayed echo comes after that).
+        self._pending: deque[tuple[str, FlowWidget, int | None]] = deque()
         self._own_names = {config.name.casefold()} if config.name else set()
         self._unseen = 0  # lines added below the view while scrolled up
         self._state: State | None = None
@@ -174,12 +175,13 @@ class ChatApp:
                 self._own_names.add(message["user"].casefold())
             self._show_note()
         elif kind == "chat" and str(message.get("user")).casefold() in self._own_names:
-            self._confirm(str(message.get("text", "")))
+            self._confirm(message)
         elif kind == "error" and message.get("code") == protocol.TOO_LONG and self._pending:
             # A server that did not say its limit (or lowered it): the text comes back.
             text = self._fail_first("not sent: too long for the server")
             if not self.input.edit_text:
                 self.input.set_edit_text(text)
+                self.input.set_edit_pos(len(text))
         rendered = self.render(message)
         if rendered is not None:
             when, markup = rendered
@@ -315,24 +317,30 @@ class ChatApp:
             (TIME_COLUMN, urwid.Text(("pending", "pending"))),
             urwid.Text(("pending", f"> {you}: {clean(text, newlines=True)}")),
         ])
-        self._pending.append((text, line))
+        self._pending.append((text, line, self.session.last_id))
         self.walker.append(line)
         self.pane.set_focus(len(self.walker) - 1)  # sending shows the newest again
         self._scrolled()
 
-    def _take_pending(self) -> tuple[str, FlowWidget]:
-        """Remove the oldest pending line from the pane."""
+    def _take_pending(self) -> str:
+        """Remove the oldest pending line from the pane; its text."""
         first = len(self.walker) - len(self._pending)
-        text, line = self._pending.popleft()
+        text, line, _ = self._pending.popleft()
         if 0 <= first < len(self.walker) and self.walker[first] is line:
             del self.walker[first]
-        return text, line
+        return text
 
-    def _confirm(self, text: str) -> None:
+    def _confirm(self, message: dict[str, Any]) -> None:
         """Our chat came back from the server: its pending line goes (the message is
         then shown as usual). Pending ones before it never will (per-sender order):
-        they are marked as not sent."""
-        for index, (pending, _) in enumerate(self._pending):
+        they are marked as not sent. A replayed chat (after a reconnect) is the echo
+        only if it is newer than what we had seen when we sent it."""
+        text = message.get("text")
+        msg_id = message.get("id")
+        replayed = message.get("history") is True
+        for index, (pending, _, after) in enumerate(self._pending):
+            if replayed and not (isinstance(msg_id, int) and after is not None and msg_id > after):
+                continue
             if pending == text:
                 for _ in range(index):
                     self._fail_first("not sent")
@@ -341,7 +349,7 @@ class ChatApp:
 
     def _fail_first(self, why: str) -> str:
         """Turn the oldest pending line into a notice that it was not sent; its text."""
-        text, _ = self._take_pending()
+        text = self._take_pending()
         self.notice(f"!! {why}: {clean(text)[:60]}", "error")
         return text
 
