@@ -158,6 +158,14 @@ def main() -> None:
 @option("--presence-ttl", type=click.FloatRange(1), default=DEFAULTS.presence_ttl,
         help="With --redis: seconds after which the users of a server that stopped "
         "heartbeating leave everyone's 'who'.")
+@option("--redis-wait", type=click.IntRange(0), default=DEFAULTS.redis_wait,
+        help="With --redis: deliver (acknowledge) a message only once this many Redis "
+        "replicas have it (Redis WAIT), so a failover cannot lose it (0: do not wait).")
+@option("--admin-port", type=click.IntRange(0, 65535), default=None, show_default=False,
+        help="Serve /metrics (Prometheus), /healthz and /readyz on this port (0: any free "
+        "port). Off by default.")
+@option("--admin-host", default=DEFAULTS.admin_host,
+        help="Address of the admin listener (keep it private: it is not for clients).")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)

@@ -70,3 +70,12 @@ class Config:
     #: Seconds a server's presence outlives its last heartbeat in Redis: the users of a
     #: server that died leave everyone's ``who`` within this.
     presence_ttl: float = 10.0
+    #: With ``redis``: a message is delivered (acknowledged) only once this many Redis
+    #: replicas have it (Redis ``WAIT``), so a failover cannot lose it. 0: do not wait.
+    redis_wait: int = 0
+    #: The admin HTTP listener (``/metrics``, ``/healthz``, ``/readyz``): off when None;
+    #: 0 picks a free port.
+    admin_port: int | None = None
+    #: Address of the admin listener (loopback unless said otherwise: it is not for
+    #: the public).
+    admin_host: str = "127.0.0.1"

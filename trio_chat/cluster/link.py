@@ -33,6 +33,7 @@ import os
 import random
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from itertools import islice
@@ -51,6 +52,7 @@ from ..history.writer import MAX_PENDING
 from ..protocol import skeleton
 from ..pulse import Pulse
 from ..server.delivery import Delivery
+from ..server.metrics import Histogram
 from ..server.pacing import PACE_SHARE
 from ..server.room import Room
 from . import scripts as lua
@@ -140,6 +142,8 @@ class Cluster(Delivery):
         self.state_changed = Pulse()
         #: Times the link came up.
         self.links = 0
+        #: Seconds each publish script took (the cluster's "history commit").
+        self._publish_seconds = Histogram()
 
     @property
     def connected(self) -> bool:
@@ -188,6 +192,25 @@ class Cluster(Delivery):
 
     def renamed(self, old: str, new: str) -> None:
         self.presence.change("rename", new, old)
+
+    @property
+    def pending(self) -> int:
+        return len(self.outbox)
+
+    @property
+    def commit_seconds(self) -> Histogram:
+        return self._publish_seconds
+
+    @property
+    def link(self) -> tuple[str, int]:
+        return self.state.value, self.links
+
+    def not_ready(self) -> str | None:
+        if self.state is LinkState.DOWN:
+            return "Redis is unreachable (delivering on this server only)"
+        if self.state is LinkState.RESTORING:
+            return "Redis lost its data: waiting for the other servers to restore it"
+        return None
 
     def _set_state(self, state: LinkState) -> None:
         self.state = state
@@ -405,6 +428,8 @@ class Cluster(Delivery):
             )
             if not read:
                 continue
+            now_us = time.time() * 1e6  # ids are Redis's clock in microseconds
+            lag = room.metrics.publish_lag
             for entry in read.get(events_key, ()):
                 self._events_cursor = str(entry.identifier)
                 self._on_event(entry.field_values)
@@ -416,6 +441,7 @@ class Cluster(Delivery):
                     log.warning("cluster: skipped a malformed history entry %s", entry)
                     continue
                 if line is not None:
+                    lag.observe(max(0.0, now_us - self.history.last_id) / 1e6)
                     room.broadcast(line)
                     await room.pacer.step(budget)
 
@@ -475,8 +501,10 @@ class Cluster(Delivery):
             args: list[str | int] = [self.history.keep, self.node]
             for out in batch:
                 args += [out.seq, out.user, out.text, out.timestamp]
+            started = time.perf_counter()
             with trio.fail_after(COMMAND_TIMEOUT):
                 await self._script(client, lua.PUBLISH, args)
+            self._publish_seconds.observe(time.perf_counter() - started)
             outbox.mark_published(batch)
 
     async def _presence_loop(self, client: coredis.Redis[str]) -> None:

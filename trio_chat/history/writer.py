@@ -18,6 +18,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ import trio
 
 from ..errors import StartupError
 from ..pulse import Pulse
+from ..server.metrics import Histogram
 from .base import Snapshot, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,10 @@ class BatchingStore(ABC):
         self._progress = Pulse()
         self._writer_alive = False
         self._closed = False
+        #: Seconds each batch took to commit (hand-off to the thread and back included).
+        self.commit_seconds = Histogram()
+        #: Why the last batch could not be written (None once one is written again).
+        self.failing: str | None = None
         self._writer: WriterThread | None = None
         #: Reads run in the writer thread too, unless a backend can read beside it.
         self._reads_beside_writer = False
@@ -243,9 +249,11 @@ class BatchingStore(ABC):
             await trio.lowlevel.checkpoint()
             return
         self._in_flight = len(batch)
+        started = time.perf_counter()
         try:
             # Not cancellable: a batch once started is committed before we go on.
             pruned = await self._in_writer(partial(self._write_logged, batch))
+            self.commit_seconds.observe(time.perf_counter() - started)
         finally:
             self._in_flight = 0
             self._done += len(batch)
@@ -259,13 +267,26 @@ class BatchingStore(ABC):
 
     def _write_logged(self, batch: list[StoredMessage]) -> int | None:
         try:
-            return self._write_sync(batch)
+            pruned = self._write_sync(batch)
         except sqlite3.Error as error:
             log.error(
                 "history: could not store %d messages (ids %d-%d): %s",
                 len(batch), batch[0].id, batch[-1].id, error,
             )
+            self.failing = str(error)  # (one attribute set from the thread: atomic)
             return None
+        self.failing = None
+        return pruned
+
+    def not_ready(self) -> str | None:
+        """Why the store cannot take messages now (for ``/readyz``), or None."""
+        if self._closed:
+            return "the history store is closed"
+        if not self._writer_alive:
+            return "the history writer is not running"
+        if self.failing is not None:
+            return f"the history store cannot write: {self.failing}"
+        return None
 
     def _wake(self) -> None:
         self._progress.fire()

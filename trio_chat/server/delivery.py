@@ -24,6 +24,7 @@ import trio
 
 from .. import protocol
 from ..history.base import History, chat_line
+from .metrics import Histogram
 
 if TYPE_CHECKING:
     from ..history.sqlite import SqliteHistory
@@ -91,6 +92,28 @@ class Delivery(ABC):
     def renamed(self, old: str, new: str) -> None:
         """A member here changed its name."""
 
+    # ------------------------------------------------ for /metrics and /readyz
+
+    @property
+    @abstractmethod
+    def pending(self) -> int:
+        """Chat messages taken and not yet stored (the store's writer, or Redis)."""
+
+    @property
+    @abstractmethod
+    def commit_seconds(self) -> Histogram:
+        """How long each batch took to reach the history (a commit, a Redis script)."""
+
+    @abstractmethod
+    def not_ready(self) -> str | None:
+        """Why chat messages cannot be stored now (``/readyz`` says 503), or None."""
+
+    @property
+    def link(self) -> tuple[str, int] | None:
+        """A link to other servers: its state (``down``, ``restoring``, ``up``) and how
+        many times it came up; None on one server."""
+        return None
+
 
 class LocalDelivery(Delivery):
     """One server: the history (if any) stores the message with its id, then the room
@@ -98,6 +121,7 @@ class LocalDelivery(Delivery):
 
     def __init__(self, history: SqliteHistory | None = None) -> None:
         self.history = self._store = history
+        self._no_commits = Histogram()
 
     async def wait_writable(self) -> None:
         if self._store is not None:
@@ -144,3 +168,14 @@ class LocalDelivery(Delivery):
 
     def renamed(self, old: str, new: str) -> None:
         pass
+
+    @property
+    def pending(self) -> int:
+        return 0 if self._store is None else self._store.store.uncommitted
+
+    @property
+    def commit_seconds(self) -> Histogram:
+        return self._no_commits if self._store is None else self._store.store.commit_seconds
+
+    def not_ready(self) -> str | None:
+        return None if self._store is None else self._store.store.not_ready()

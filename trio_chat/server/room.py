@@ -34,6 +34,7 @@ from ..history.base import History, Replay
 from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError, skeleton
 from ..pulse import Pulse
 from .delivery import Delivery, LocalDelivery
+from .metrics import Metrics
 from .pacing import ReadPacer
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,11 @@ class Room:
         clock: Callable[[], str] = protocol.timestamp,
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
         self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
+        #: What this room's server counts (read on a /metrics scrape).
+        self.metrics = metrics if metrics is not None else Metrics()
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self.delivery.bind(self)
@@ -294,9 +298,15 @@ class Room:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
         if self.closed:
             return
-        for member in list(self._members.values()):
+        members = list(self._members.values())
+        evicted = self._evicted
+        before = len(evicted)
+        for member in members:
             if not member.deliver(line):
-                self._evicted.append(member)
+                evicted.append(member)
+        metrics = self.metrics
+        metrics.broadcasts += 1
+        metrics.deliveries += len(members) - (len(evicted) - before)
         if self._evicting:
             return  # an outer broadcast is already announcing the evictions
         self._evicting = True
@@ -321,6 +331,7 @@ class Room:
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def _announce(self, event: str, name: str, text: str, **extra: str) -> None:
+        self.metrics.notices += 1
         self.broadcast(protocol.system(event, name, text, self.count, self._clock(), **extra))
 
     def _notice(self, event: str, name: str, text: str) -> bool:
@@ -360,6 +371,7 @@ class Room:
                 await trio.sleep_until(self._window_end)
                 joined, left = self._joined, self._left
                 self._joined = self._left = 0
+                self.metrics.notices += 1
                 self.broadcast(protocol.summary(joined, left, self.count, self._clock()))
                 # Still busy: the next interval starts coalesced too, so a steady
                 # crowd costs one broadcast per interval.
