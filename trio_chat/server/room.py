@@ -76,6 +76,11 @@ class Member:
     def joined(self) -> bool:
         return self.name is not None
 
+    @property
+    def queued(self) -> int:
+        """Entries waiting in this member's queue now."""
+        return self._outgoing.statistics().current_buffer_used
+
     def deliver(self, line: str | Replay) -> bool:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
         queue is full."""
@@ -306,7 +311,10 @@ class Room:
                 evicted.append(member)
         metrics = self.metrics
         metrics.broadcasts += 1
-        metrics.deliveries += len(members) - (len(evicted) - before)
+        failed = len(evicted) - before
+        metrics.deliveries += len(members) - failed
+        if failed:  # a full queue is the deepest a queue gets (its writers never see it)
+            metrics.queue_depth(max(member.queued for member in list(evicted)[before:]))
         if self._evicting:
             return  # an outer broadcast is already announcing the evictions
         self._evicting = True

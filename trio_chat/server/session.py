@@ -110,7 +110,7 @@ class Session:
     @property
     def queued(self) -> int:
         """Entries waiting in this member's queue now."""
-        return self._outgoing.statistics().current_buffer_used
+        return self.member.queued
 
     @property
     def reason(self) -> str:
