@@ -19,10 +19,12 @@ from tests.helpers import WAIT, TcpClient, WsClient, exchange, ws_client
 from tests.memory import WrappedStream
 from trio_chat import Bound, Config, serve
 from trio_chat.admin.collector import registry_for
+from trio_chat.admin.health import watch_event_loop
 from trio_chat.history.sqlite import open_history
 from trio_chat.server.app import Running
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.limits import Gate
+from trio_chat.server.metrics import Histogram
 from trio_chat.server.room import Room
 from trio_chat.server.session import Session
 from trio_chat.transports.tcp import TcpTransport
@@ -88,6 +90,14 @@ async def get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, dict[
     return await exchange(port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
 
 
+async def scrape_until(port: int, name: str, value: float) -> Scrape:
+    """Scrape again until ``name`` has ``value`` (each scrape is a round trip)."""
+    with trio.fail_after(WAIT):
+        while (got := await scrape(port)).value(name) != value:
+            pass
+    return got
+
+
 async def scrape(port: int) -> Scrape:
     status, headers, body = await get(port, "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain; version=")
@@ -151,11 +161,8 @@ async def test_a_scrape_during_known_traffic_counts_it_exactly(server: Bound) ->
         assert during.value("trio_chat_errors", code="rate_limited") == 0
         assert during.value("trio_chat_queue_depth_high_water") >= 1
         assert 0 <= during.value("trio_chat_history_pending") <= 3
-        with trio.fail_after(WAIT):  # the writer commits within its 20 ms interval
-            while (committed := await scrape(server.admin_port)).value(
-                "trio_chat_history_pending"
-            ):
-                await trio.sleep(0.01)
+        # The writer commits within its 20 ms interval.
+        committed = await scrape_until(server.admin_port, "trio_chat_history_pending", 0)
         assert committed.value("trio_chat_history_commit_seconds_count") >= 1
         assert during.value("trio_chat_replay_bytes_in_flight") == 0
         assert during.value("trio_chat_ready") == 1
@@ -164,9 +171,7 @@ async def test_a_scrape_during_known_traffic_counts_it_exactly(server: Bound) ->
         assert await alice.eof()
         await bob.recv_until(type="system", event="leave", name="alice")
     # Bob and carol hang up: counted once their sessions end.
-    with trio.fail_after(WAIT):
-        while (after := await scrape(server.admin_port)).value("trio_chat_members"):
-            await trio.sleep(0.01)
+    after = await scrape_until(server.admin_port, "trio_chat_members", 0)
     assert after.value("trio_chat_disconnects", reason="leave") == 1
     assert after.value("trio_chat_disconnects", reason="closed by peer") == 2
     assert after.value("trio_chat_disconnects", reason="slow_consumer") == 0
@@ -178,13 +183,21 @@ async def test_a_scrape_during_known_traffic_counts_it_exactly(server: Bound) ->
     assert after.value("process_resident_memory_bytes") > 1 << 20
 
 
-async def test_the_event_loop_lag_is_sampled(server: Bound) -> None:
-    assert server.admin_port is not None
-    with trio.fail_after(WAIT):
-        while (await scrape(server.admin_port)).value(
-            "trio_chat_event_loop_lag_seconds_count"
-        ) < 2:
-            await trio.sleep(0.05)
+async def test_the_event_loop_lag_is_how_late_the_probe_woke(
+    mock_clock: trio.testing.MockClock,  # time moves only when told: the loop "stalls"
+) -> None:
+    lag = Histogram()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_event_loop, lag, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(1.5)  # a wake-up due at 1.0 happens at 1.5
+        await trio.testing.wait_all_tasks_blocked()
+        assert (lag.count, lag.sum) == (1, 0.5)
+        mock_clock.jump(1.0)  # on time
+        await trio.testing.wait_all_tasks_blocked()
+        assert (lag.count, lag.sum) == (2, 0.5)
+        nursery.cancel_scope.cancel()
+    assert lag.counts[0] == 1 and lag.counts[lag.bounds.index(0.5)] == 1
 
 
 @pytest.mark.parametrize("config", [replace(ADMIN, rate_limit=2, rate_burst=1)])
