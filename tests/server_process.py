@@ -15,6 +15,7 @@ import trio
 from trio_chat.protocol import LineBuffer
 
 LISTENING = re.compile(r"listening: tcp://[^:]+:(\d+) ws://[^:]+:(\d+)")
+ADMIN = re.compile(r"admin listener: http://[^ ]+:(\d+)/")
 
 
 class ServerProcess:
@@ -22,6 +23,8 @@ class ServerProcess:
         self.process = process
         self.tcp_port = 0
         self.ws_port = 0
+        #: With --admin-port: the admin listener's port (logged before "listening").
+        self.admin_port: int | None = None
         self.log: list[str] = []
         self._buffer = LineBuffer(1 << 20)
         self._pending: list[str] = []
@@ -76,6 +79,9 @@ async def server_process(*args: str, wait: float = 30) -> AsyncIterator[ServerPr
         match = LISTENING.search(line)
         assert match, line
         server.tcp_port, server.ws_port = int(match[1]), int(match[2])
+        for logged in server.log:
+            if admin := ADMIN.search(logged):
+                server.admin_port = int(admin[1])
         yield server
     finally:
         if process.returncode is None:

@@ -183,6 +183,57 @@ def serve(**options: Any) -> None:
     sys.exit(run(config))
 
 
+#: Where ``trio-chat status`` looks by default (the docs' examples run
+#: ``serve --admin-port 8766``).
+STATUS_URL = "http://127.0.0.1:8766/"
+
+
+@main.command()
+@option("--url", default=STATUS_URL,
+        help="The server's admin listener (trio-chat serve --admin-port PORT).")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@option("--interval", type=click.FloatRange(0.1), default=2.0,
+        help="Seconds between the two scrapes rates are taken over (and between refreshes).")
+def status(url: str, watch: bool, interval: float) -> None:
+    """Summarize a running server: online, rooms, messages/s, p99 lag, Redis, history.
+
+    Exit status: 0 ready, 1 not ready (/readyz said 503), 2 unreachable.
+    """
+    import time
+
+    from .admin.status import Unreachable, fetch, summarize
+
+    base = url if url.endswith("/") else url + "/"
+    before = None
+    taken = time.monotonic()
+    try:
+        while True:
+            try:
+                if before is None:
+                    before, taken = fetch(base), time.monotonic()
+                    time.sleep(interval)
+                after, now = fetch(base), time.monotonic()
+            except Unreachable as exc:
+                if not watch:
+                    click.echo(str(exc), err=True)
+                    sys.exit(2)
+                click.clear()
+                click.echo(f"{exc}; trying again every {interval:g} s")
+                before = None
+                time.sleep(interval)
+                continue
+            lines = summarize(base, before, after, now - taken)
+            if not watch:
+                click.echo("\n".join(lines))
+                sys.exit(0 if after.ready else 1)
+            click.clear()
+            click.echo("\n".join([*lines, "", f"every {interval:g} s; Ctrl-C to stop"]))
+            before, taken = after, now
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 CLIENT_DEFAULTS = ClientConfig()
 
 
