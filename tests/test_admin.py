@@ -64,7 +64,7 @@ NAMED_REDIS = {
     "trio_chat_redis_up": "gauge",
     "trio_chat_redis_link_state": "gauge",
     "trio_chat_redis_links": "counter",
-    "trio_chat_redis_data_losses": "counter",
+    "trio_chat_redis_resyncs": "counter",
     "trio_chat_publish_lag_seconds": "histogram",
 }
 

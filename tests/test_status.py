@@ -97,7 +97,7 @@ def test_a_server_not_ready_says_why() -> None:
     lines = summarize("http://x/", None, after, 0)
     assert lines[0] == "trio-chat at http://x/: NOT READY (Redis is unreachable)"
     assert lines[1].startswith("online    3 members here, 7 on every server")
-    assert lines[5] == "redis     down; linked 2 times; 0 data losses restored"
+    assert lines[5] == "redis     down; linked 2 times; re-synced: never"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import click
 
 from . import client, protocol
 from .client import ClientConfig, ClientError
-from .config import Config
+from .config import REDIS_SCHEMES, SENTINEL_SCHEME, Config, parse_sentinel_url
 from .logs import FORMATS, setup_logging
 from .transports import tls
 from .transports.origin import HostPolicy, OriginPolicy
@@ -59,8 +59,21 @@ def _check_hosts(
 
 
 def _check_redis(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise click.BadParameter("expected redis://host[:port][/db] (or rediss://, unix://)")
+    if value is None:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{exc} (expected redis+sentinel://host:26379[,host:port...]/service[/db])"
+            ) from None
+    elif scheme not in REDIS_SCHEMES:
+        raise click.BadParameter(
+            "expected redis://host[:port][/db] (or rediss://, unix://, "
+            "redis+sentinel://host:26379[,host:port...]/service)"
+        )
     return value
 
 
@@ -153,8 +166,9 @@ def main() -> None:
         "Without it, a server on a loopback address answers only localhost, 127.0.0.1 "
         "and [::1], against DNS rebinding; other requests get 421.")
 @option("--redis", show_default=False, callback=_check_redis,
-        help="Redis URL (redis://host:6379/0): share one room, its history and presence "
-        "with every server on that Redis (history then lives in Redis, not --db).")
+        help="Redis URL (redis://host:6379/0, or redis+sentinel://host:26379,host2/mymaster "
+        "to follow a failover): share one room, its history and presence with every "
+        "server on that Redis (history then lives in Redis, not --db).")
 @option("--presence-ttl", type=click.FloatRange(1), default=DEFAULTS.presence_ttl,
         help="With --redis: seconds after which the users of a server that stopped "
         "heartbeating leave everyone's 'who'.")

@@ -238,15 +238,16 @@ class ServerCollector(Collector):
             "trio_chat_redis_links", "Times the link to Redis came up (reconnections + 1).",
             value=links,
         )
-        losses = CounterMetricFamily(
-            "trio_chat_redis_data_losses",
-            "Times Redis was found without data it had: wiped (restart, FLUSHALL), "
-            "lost_writes (a failover lost the newest), failover (a new primary).",
-            labels=["kind"],
+        resyncs = CounterMetricFamily(
+            "trio_chat_redis_resyncs",
+            "Times this server re-synced its history with Redis, by cause: wiped (Redis "
+            "came back empty or was flushed), failover (a new primary), lost_writes "
+            "(Redis was behind what this server had read: restored from memory).",
+            labels=["cause"],
         )
-        for kind in ("wiped", "lost_writes", "failover"):
-            losses.add_metric([kind], metrics.redis_losses[kind])
-        yield losses
+        for cause in ("wiped", "failover", "lost_writes"):
+            resyncs.add_metric([cause], metrics.redis_resyncs[cause])
+        yield resyncs
         yield histogram(
             "trio_chat_publish_lag_seconds",
             "Redis's clock at publish (the id) to this server's broadcast, per message.",

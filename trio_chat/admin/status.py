@@ -167,9 +167,10 @@ def summarize(url: str, before: Snapshot | None, after: Snapshot, elapsed: float
         state = next((dict(labels)["state"] for labels, value
                       in after.samples.get("trio_chat_redis_link_state", {}).items()
                       if value), "?")
-        losses = after.total("trio_chat_redis_data_losses_total")
+        resyncs = after.by("trio_chat_redis_resyncs_total", "cause")
+        causes = ", ".join(f"{cause} {n:.0f}" for cause, n in sorted(resyncs.items()) if n)
         lines.append(f"redis     {state}; linked {after.get('trio_chat_redis_links_total'):.0f}"
-                     f" times; {losses:.0f} data losses restored")
+                     f" times; re-synced: {causes or 'never'}")
     else:
         lines.append("redis     not used (one server, SQLite history)")
     commit = quantile(0.99, _window(before, after, "trio_chat_history_commit_seconds"))

@@ -101,11 +101,11 @@ class Metrics:
         #: Cluster mode: Redis's clock at publish (the message id) to this server's
         #: broadcast of it, per message read back.
         self.publish_lag = Histogram()
-        #: Cluster mode: times Redis was found to have lost data, by how: ``wiped``
-        #: (it came back empty or was flushed), ``lost_writes`` (its last id went
-        #: backwards: a failover to a replica that lacked the newest writes),
-        #: ``failover`` (a new primary; checked even when nothing was lost).
-        self.redis_losses: Counter[str] = Counter()
+        #: Cluster mode: times this server re-synced its history with Redis, by cause:
+        #: ``wiped`` (Redis came back empty or was flushed), ``failover`` (a new
+        #: primary), ``lost_writes`` (Redis's last id was behind what this server had
+        #: read or published: a failover to a replica that lacked the newest writes).
+        self.redis_resyncs: Counter[str] = Counter()
 
     def transport(self, kind: str) -> TransportTotals:
         totals = self.transports.get(kind)
