@@ -4,9 +4,12 @@ known traffic and parsed with prometheus_client's own parser, ``/healthz``,
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import WAIT, TcpClient, WsClient, exchange, ws_client
 from tests.memory import WrappedStream
+from tests.redis_server import RedisServer
+from tests.test_cluster import chats, node, relinked
 from trio_chat import Bound, Config, serve
 from trio_chat.admin.collector import registry_for
 from trio_chat.admin.health import watch_event_loop
@@ -29,6 +34,7 @@ from trio_chat.server.room import Room
 from trio_chat.server.session import Session
 from trio_chat.transports.tcp import TcpTransport
 
+DOCS = Path(__file__).parent.parent / "docs"
 ADMIN = Config(tcp_port=0, ws_port=0, rate_limit=0, admin_port=0)
 
 #: Every metric the issue names, as its family (prometheus_client's parser drops
@@ -351,3 +357,59 @@ def test_the_server_without_an_admin_port_does_not_import_prometheus_client() ->
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- with --redis
+
+
+async def test_readyz_follows_redis_and_the_cluster_metrics_move(
+    redis_server: RedisServer,
+) -> None:
+    """/readyz is 503 while Redis is down and 200 once relinked; the Redis metrics and
+    the publish-to-delivery lag move with the traffic."""
+    config = replace(ADMIN, redis=redis_server.url, presence_ttl=2.0)
+    async with node(config) as (cluster, bound), await TcpClient.connect(bound.tcp_port) as ann:
+        port = bound.admin_port
+        assert port is not None
+        await ann.join("ann")
+        for n in range(4):
+            await ann.send({"type": "chat", "text": f"m{n}"})
+        await chats(ann, 4)
+        got = await scrape(port)
+        for name, kind in {**NAMED, **NAMED_REDIS}.items():
+            assert got.families[name].type == kind, name
+        assert got.value("trio_chat_redis_up") == 1
+        assert got.value("trio_chat_redis_link_state", state="up") == 1
+        assert got.value("trio_chat_redis_links") == 1
+        assert got.value("trio_chat_publish_lag_seconds_count") == 4
+        assert got.value("trio_chat_messages_broadcast", type="chat") == 4
+        assert got.value("trio_chat_history_commit_seconds_count") >= 1  # publish scripts
+        assert (await get(port, "/readyz"))[0] == 200
+
+        await trio.to_thread.run_sync(redis_server.stop)
+        with trio.fail_after(WAIT):
+            while cluster.connected:
+                await cluster.state_changed.wait()
+        status, _, body = await get(port, "/readyz")
+        assert status == 503
+        assert json.loads(body) == {"status": "not ready", "reasons": [
+            "Redis is unreachable (delivering on this server only)"]}
+        down = await scrape(port)
+        assert down.value("trio_chat_redis_up") == 0
+        assert down.value("trio_chat_redis_link_state", state="down") == 1
+        assert down.value("trio_chat_ready") == 0
+
+        await trio.to_thread.run_sync(redis_server.start)
+        await relinked(cluster, 2)
+        assert (await get(port, "/readyz"))[0] == 200
+        back = await scrape(port)
+        assert back.value("trio_chat_redis_links") == 2
+        assert back.value("trio_chat_redis_resyncs", cause="wiped") == 1  # came back empty
+
+        # The dashboard asks only for what a server exports.
+        dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+        exported = {line.split("{")[0].split(" ")[0] for line in back.text.splitlines()
+                    if line and not line.startswith("#")}
+        asked = {name for panel in dashboard["panels"] for target in panel.get("targets", [])
+                 for name in re.findall(r"\b(?:trio_chat|process)_\w+", target["expr"])}
+        assert asked and asked <= exported, asked - exported
