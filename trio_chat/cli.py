@@ -203,8 +203,9 @@ STATUS_URL = "http://127.0.0.1:8766/"
 
 
 @main.command()
-@option("--url", default=STATUS_URL,
-        help="The server's admin listener (trio-chat serve --admin-port PORT).")
+@click.option("--url", default=STATUS_URL, envvar="TRIO_CHAT_ADMIN_URL", show_envvar=True,
+              show_default=True,
+              help="The server's admin listener (trio-chat serve --admin-port PORT).")
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
 @option("--interval", type=click.FloatRange(0.1), default=2.0,
         help="Seconds between the two scrapes rates are taken over (and between refreshes).")
