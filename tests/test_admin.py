@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import WAIT, TcpClient, WsClient, exchange, ws_client
@@ -25,6 +26,8 @@ from tests.test_cluster import chats, node, relinked
 from trio_chat import Bound, Config, serve
 from trio_chat.admin.collector import registry_for
 from trio_chat.admin.health import watch_event_loop
+from trio_chat.admin.http import MAX_CONNECTIONS
+from trio_chat.cli import main
 from trio_chat.history.sqlite import open_history
 from trio_chat.server.app import Running
 from trio_chat.server.delivery import LocalDelivery
@@ -413,3 +416,31 @@ async def test_readyz_follows_redis_and_the_cluster_metrics_move(
         asked = {name for panel in dashboard["panels"] for target in panel.get("targets", [])
                  for name in re.findall(r"\b(?:trio_chat|process)_\w+", target["expr"])}
         assert asked and asked <= exported, asked - exported
+
+
+async def test_admin_connections_are_capped_and_bounded_in_time(nursery: trio.Nursery) -> None:
+    config = replace(ADMIN, handshake_timeout=2)
+    bound: Bound = await nursery.start(serve, config)
+    port = bound.admin_port
+    assert port is not None
+    idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        # Over the cap: closed at once, unanswered.
+        async with await trio.open_tcp_stream("127.0.0.1", port) as extra:
+            await extra.send_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            with trio.fail_after(WAIT):
+                assert await extra.receive_some(1024) == b""
+        # The idle ones (a slowloris) are dropped after --handshake-timeout; then a
+        # probe gets through again.
+        with trio.fail_after(WAIT):
+            assert await idle[0].receive_some(1024) == b""
+        status, _, _ = await get(port, "/healthz")
+        assert status == 200
+    finally:
+        for stream in idle:
+            await stream.aclose()
+
+
+def test_redis_wait_needs_redis() -> None:
+    result = CliRunner().invoke(main, ["serve", "--redis-wait", "1"])
+    assert result.exit_code == 2 and "--redis-wait needs --redis" in result.output

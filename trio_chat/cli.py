@@ -185,6 +185,8 @@ def serve(**options: Any) -> None:
     config = Config(**options)
     if config.tls_key and not config.tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
+    if config.redis_wait and not config.redis:
+        raise click.UsageError("--redis-wait needs --redis")
     if config.tls_cert:
         try:
             tls.server_context(config.tls_cert, config.tls_key)
