@@ -26,7 +26,7 @@ from trio_chat import Config
 from trio_chat.bench.redis_server import RedisSentinel, RedisServer, RedisServerMissing
 from trio_chat.cli import main
 from trio_chat.cluster import Cluster
-from trio_chat.config import SentinelURL, parse_sentinel_url
+from trio_chat.config import SentinelURL, parse_sentinel_url, redacted_url
 
 #: Seconds a failover may take to be followed: the sentinels' 1 s down-after, their
 #: vote and promotion, then each server's reconnection backoff (at most 5 s).
@@ -230,3 +230,16 @@ def test_bad_sentinel_urls_say_what_is_wrong(url: str, error: str) -> None:
 def test_a_missing_sentinel_executable_says_which_package() -> None:
     with pytest.raises(RedisServerMissing, match="Debian package redis-sentinel"):
         RedisSentinel(RedisServer(), executable="no-such-redis-sentinel")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:secret@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis+sentinel://ann:pw@a,b:1/m", "redis+sentinel://ann:***@a,b:1/m"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("redis://ann@h/0", "redis://ann@h/0"),
+    ],
+)
+def test_passwords_stay_out_of_logs(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown

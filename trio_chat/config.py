@@ -59,6 +59,17 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     return SentinelURL(tuple(sentinels), unquote(service), int(db or 0), username, password)
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for logs and error lines."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{slash}{path}"
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"port {text!r} is not a port number")

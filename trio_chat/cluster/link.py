@@ -46,7 +46,7 @@ from coredis.commands.script import Script
 from coredis.connection import TCPLocation
 
 from .. import protocol
-from ..config import SENTINEL_SCHEME, Config, parse_sentinel_url
+from ..config import SENTINEL_SCHEME, Config, parse_sentinel_url, redacted_url
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
 from ..history.writer import MAX_PENDING
@@ -263,7 +263,8 @@ class Cluster(Delivery):
             if error is not None:
                 if first:
                     raise StartupError(
-                        f"cannot use Redis at {self.config.redis}: {error}", exit_code=2
+                        f"cannot use Redis at {redacted_url(self.config.redis or '')}: {error}",
+                        exit_code=2,
                     ) from None
                 now = trio.current_time()
                 if self.connected:
@@ -490,7 +491,8 @@ class Cluster(Delivery):
         self._events_cursor = str(events[0].identifier) if events else "0-0"
         log.info(
             "cluster: node %s on %s; %d messages in the history, ids continue after %d",
-            self.node, self.config.redis, len(entries), self.history.last_id,
+            self.node, redacted_url(self.config.redis or ""), len(entries),
+            self.history.last_id,
         )
 
     def _up(self) -> None:
