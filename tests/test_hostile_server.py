@@ -80,6 +80,8 @@ HOSTILE: list[bytes] = [
     b'{"type":"chat","user":"Ann","text":"shown lone \\ud800 surrogate"}',
     b'{"type":"chat","user":"Ann","text":"big","id":' + b"9" * 5000 + b"}",
     b"[" * 100_000,
+    *(b'{"type":"%s","user":"Ann","text":"deep","x":' % kind + b"[" * depth + b"]" * depth
+      + b"}" for kind in (b"chat", b"unknown") for depth in (33, 500, 990)),
     b'{"type":"chat","user":"Ann","text":"' + b"x" * (CLIENT_MAX_LINE + 10) + b'"}',
     b"not json at all \x00\x1b[2J",
     b"",
@@ -177,6 +179,7 @@ async def test_line_mode_survives_a_hostile_tcp_server(nursery):
     assert all(n.startswith("* you are Bob;") for n in notices if "you are" in n)
     assert "ignoring lines over 1048576 bytes from the server" in reports
     assert "ignoring a line that is not JSON from the server" in reports
+    assert "ignoring a message nested deeper than 32 levels from the server" in reports
 
 
 @pytest.mark.slow

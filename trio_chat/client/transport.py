@@ -64,8 +64,34 @@ class ServerConnection(Protocol):
         """Write one message; raise Disconnected if the connection is gone."""
 
 
+#: Deepest nesting of arrays and objects taken from a server (the protocol has 2).
+MAX_DEPTH = 32
+
+
 def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+def _shallow(text: str, obj: object) -> bool:
+    """False for a value nested deeper than MAX_DEPTH: ``json.loads`` takes up to about
+    a thousand levels, but printing it again (``--json``) from deeper in the stack
+    would hit the recursion limit. Only text with that many brackets is walked."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return True
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def parse_messages(
@@ -93,10 +119,12 @@ def parse_messages(
             # with more digits than Python parses; RecursionError: nested too deeply.
             report("a line that is not JSON")
             continue
-        if isinstance(obj, dict):
-            messages.append(obj)
-        else:
+        if not isinstance(obj, dict):
             report("a message that is not a JSON object")
+        elif not _shallow(text, obj):
+            report(f"a message nested deeper than {MAX_DEPTH} levels")
+        else:
+            messages.append(obj)
     return messages
 
 
