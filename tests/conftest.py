@@ -11,6 +11,9 @@ from tests.support.redis import RedisServer, redis_server_or_skip
 from tests.support.tls import TlsFiles
 from trio_chat import Bound, Config, serve
 
+#: The ``browser`` and ``page`` fixtures of the page tests.
+pytest_plugins = ["tests.support.browser"]
+
 
 @pytest.fixture
 def config() -> Config:

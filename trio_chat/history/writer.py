@@ -254,12 +254,19 @@ class BatchingStore(ABC):
         return await self._writer.run_sync(fn)
 
     def _write_logged(self, batch: list[StoredMessage]) -> int | None:
+        """Commit ``batch``; a batch that cannot be written is logged and skipped.
+
+        Not only ``sqlite3.Error`` (disk full, a table an admin dropped): binding a
+        value can raise ``OverflowError`` or ``ValueError`` too, and one bad batch
+        must cost its messages, never the server (docs/protocol.md, *Durability*).
+        """
         try:
             return self._write_sync(batch)
-        except sqlite3.Error as error:
+        except Exception as error:
+            why = str(error) if isinstance(error, sqlite3.Error) else repr(error)
             log.error(
                 "history: could not store %d messages (ids %d-%d): %s",
-                len(batch), batch[0].id, batch[-1].id, error,
+                len(batch), batch[0].id, batch[-1].id, why,
             )
             return None
 
