@@ -11,14 +11,13 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.helpers import TcpClient
+from tests.support.config import TEST_CONFIG
+from tests.support.http import exchange, parse_response
+from tests.support.tcp import TcpClient
 from trio_chat import Config, serve
 from trio_chat.cli import main
 from trio_chat.cli import serve as serve_command
 from trio_chat.transports.origin import HostPolicy, is_loopback
-
-from .conftest import TEST_CONFIG
-from .test_http import exchange, parse_response
 
 REBIND = "rebind.attacker.example"
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.redis_server import free_port, redis_server_or_skip
+from tests.support.redis import redis_server_or_skip
+from tests.support.tcp import free_port
 from trio_chat import cli
 from trio_chat.bench import loader, report, runner, servers, store, targets
 from trio_chat.bench import redis_round_trip as round_trip

@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.seats import Seat
 from trio_chat import protocol
 from trio_chat.protocol import NAME_INVALID, NAME_TAKEN, ProtocolError, name_key, skeleton
 from trio_chat.server.room import Room
-
-from .test_room import Seat
 
 ANN = "Ann"
 

@@ -16,17 +16,19 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
-from tests.lean_ws import LeanWs
-from tests.server_process import ServerProcess, server_process
-from tests.test_admin import NAMED, Scrape, scrape
-from trio_chat.protocol import RATE_LIMITED, LineBuffer
+from tests.support.admin import NAMED, Scrape, scrape
+from tests.support.processes import ServerProcess, cpu_seconds, rss_mb, server_process
+from tests.support.tcp import read_lines
+from tests.support.ws import LeanWs
+from trio_chat.protocol import RATE_LIMITED
 from trio_chat.server.process import raise_nofile_limit
 
 DURATION = float(os.environ.get("TRIO_CHAT_SOAK_SECONDS", "30"))
@@ -46,21 +48,6 @@ SETTLE = 120
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(DURATION + SETTLE + 180)]
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @dataclass(eq=False)
@@ -137,7 +124,7 @@ class Soak:
             self.connects += 1
             return await trio.open_tcp_stream("127.0.0.1", self.server.tcp_port)
 
-    async def ws(self, nursery: trio.Nursery, stream: trio.SocketStream):
+    async def ws(self, nursery: trio.Nursery, stream: trio.SocketStream) -> WebSocketConnection:
         return await wrap_client_stream(nursery, stream, "127.0.0.1", "/")
 
     async def ws_stream(self) -> trio.SocketStream:
@@ -147,7 +134,7 @@ class Soak:
 
     # ------------------------------------------------------------ chatters
 
-    async def send_paced(self, chatter: Chatter, send) -> None:
+    async def send_paced(self, chatter: Chatter, send: Callable[[str], Awaitable[None]]) -> None:
         await self.start.wait()
         await trio.sleep(random.uniform(0, SEND_EVERY))
         while trio.current_time() < self.deadline:
@@ -163,13 +150,14 @@ class Soak:
 
     async def tcp_chatter(self, chatter: Chatter) -> None:
         async with await self.tcp() as stream:
-            buffer = LineBuffer(1 << 20)
+
+            def on_lines(lines: list[str]) -> None:
+                for line in lines:
+                    chatter.on_line(line)
+                chatter.check(self.totals, self.all_sent.is_set())
 
             async def read() -> None:
-                while data := await stream.receive_some(1 << 16):
-                    for line in buffer.feed(data):
-                        chatter.on_line(line.decode())
-                    chatter.check(self.totals, self.all_sent.is_set())
+                await read_lines(stream, on_lines)
                 chatter.cut_off("disconnected")
                 nursery.cancel_scope.cancel()
 
@@ -210,7 +198,6 @@ class Soak:
     async def tcp_flooder(self, name: str) -> None:
         self.flooders_told[name] = False
         async with await self.tcp() as stream:
-            buffer = LineBuffer(1 << 20)
             await stream.send_all(json.dumps({"type": "join", "user": name}).encode() + b"\n")
             block = b"".join(
                 json.dumps({"type": "chat", "text": f"flood {i}"}).encode() + b"\n"
@@ -227,11 +214,13 @@ class Soak:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flood)
                 self.mark_ready()
+
+                def on_lines(lines: list[str]) -> None:
+                    if any('"error"' in line and RATE_LIMITED in line for line in lines):
+                        self.flooders_told[name] = True
+
                 with suppress(*_STREAM_ERRORS):
-                    while data := await stream.receive_some(1 << 16):
-                        for line in buffer.feed(data):
-                            if b'"error"' in line and RATE_LIMITED.encode() in line:
-                                self.flooders_told[name] = True
+                    await read_lines(stream, on_lines)
                 nursery.cancel_scope.cancel()
         self.flooder_out()
 
@@ -306,7 +295,7 @@ class Soak:
             await trio.sleep(random.uniform(0.2, 1.0))
 
 
-async def test_soak_500_clients():
+async def test_soak_500_clients() -> None:
     raise_nofile_limit()
     async with server_process("--max-per-ip", "1000", "--admin-port", "0") as server:
         await run_soak(server)
@@ -359,12 +348,7 @@ async def run_soak(server: ServerProcess) -> None:
                 peak[0] = max(peak[0], rss_mb(server.pid))
                 await trio.sleep(0.25)
 
-        async def drain_log() -> None:
-            while await server.log_line() is not None:
-                pass
-
         nursery.start_soon(watch_rss)
-        nursery.start_soon(drain_log)
         for chatter in soak.tcp_chatters:
             nursery.start_soon(soak.tcp_chatter, chatter)
         for i, chatter in enumerate(soak.ws_chatters):

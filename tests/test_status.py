@@ -9,9 +9,9 @@ import sys
 import pytest
 import trio
 
-from tests.helpers import WAIT, TcpClient
-from tests.redis_server import free_port
-from tests.server_process import server_process
+from tests.support.processes import server_process
+from tests.support.tcp import TcpClient, free_port
+from tests.support.waits import WAIT
 from trio_chat.admin.status import Snapshot, parse, quantile, summarize
 
 STATUS = [sys.executable, "-m", "trio_chat", "status"]
@@ -109,5 +109,7 @@ def test_a_server_not_ready_says_why() -> None:
         (0.5, [(0.1, 0), (math.inf, 0)], None),  # nothing observed
     ],
 )
-def test_quantiles_as_prometheus_estimates_them(q, buckets, expected) -> None:
+def test_quantiles_as_prometheus_estimates_them(
+    q: float, buckets: list[tuple[float, float]], expected: float | None
+) -> None:
     assert quantile(q, buckets) == expected

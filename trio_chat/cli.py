@@ -13,6 +13,7 @@ import click
 
 from . import client, protocol
 from .client import ClientConfig, ClientError
+from .client.display import clean
 from .config import REDIS_SCHEMES, SENTINEL_SCHEME, Config, parse_sentinel_url
 from .logs import FORMATS, setup_logging
 from .transports import tls
@@ -330,7 +331,7 @@ def join(
     try:
         client.run(config, interactive=interactive, json_output=json_output)
     except ClientError as exc:
-        click.echo(str(exc), err=True)
+        click.echo(clean(str(exc)), err=True)  # it may quote the server
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

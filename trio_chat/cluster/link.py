@@ -144,8 +144,9 @@ class Cluster(Delivery):
         self._broken: str | None = None
         #: Fires whenever :attr:`state` changes.
         self.state_changed = Pulse()
-        #: Times the link came up.
-        self.links = 0
+        #: Times the link came up (the ``trio_chat_redis_links`` counter, read
+        #: through :attr:`link`).
+        self._times_linked = 0
         #: Seconds each publish script took (the cluster's "history commit").
         self._publish_seconds = Histogram()
         #: Redis's replication id when last synced: a new one is a new primary.
@@ -213,7 +214,7 @@ class Cluster(Delivery):
 
     @property
     def link(self) -> tuple[str, int]:
-        return self.state.value, self.links
+        return self.state.value, self._times_linked
 
     def not_ready(self) -> str | None:
         if self.state is LinkState.DOWN:
@@ -496,7 +497,7 @@ class Cluster(Delivery):
         )
 
     def _up(self) -> None:
-        self.links += 1
+        self._times_linked += 1
         self.outbox.came_back()
         log.info("cluster: linked to Redis (%d other servers' members)", self.presence.count())
         self._set_state(LinkState.UP)

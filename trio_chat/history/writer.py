@@ -124,7 +124,7 @@ class BatchingStore(ABC):
         #: Seconds each batch took to commit (hand-off to the thread and back included).
         self.commit_seconds = Histogram()
         #: Why the last batch could not be written (None once one is written again).
-        self.failing: str | None = None
+        self._write_error: str | None = None
         self._writer: WriterThread | None = None
         #: Reads run in the writer thread too, unless a backend can read beside it.
         self._reads_beside_writer = False
@@ -167,10 +167,11 @@ class BatchingStore(ABC):
 
     @property
     def full(self) -> bool:
-        return len(self._pending) + self._in_flight >= self.max_pending
+        return self.pending >= self.max_pending
 
     @property
-    def uncommitted(self) -> int:
+    def pending(self) -> int:
+        """Messages handed over and not committed yet (``trio_chat_history_pending``)."""
         return len(self._pending) + self._in_flight
 
     def put_nowait(self, message: StoredMessage) -> None:
@@ -266,16 +267,23 @@ class BatchingStore(ABC):
         return await self._writer.run_sync(fn)
 
     def _write_logged(self, batch: list[StoredMessage]) -> int | None:
+        """Commit ``batch``; a batch that cannot be written is logged and skipped.
+
+        Not only ``sqlite3.Error`` (disk full, a table an admin dropped): binding a
+        value can raise ``OverflowError`` or ``ValueError`` too, and one bad batch
+        must cost its messages, never the server (docs/protocol.md, *Durability*).
+        """
         try:
             pruned = self._write_sync(batch)
-        except sqlite3.Error as error:
+        except Exception as error:
+            why = str(error) if isinstance(error, sqlite3.Error) else repr(error)
             log.error(
                 "history: could not store %d messages (ids %d-%d): %s",
-                len(batch), batch[0].id, batch[-1].id, error,
+                len(batch), batch[0].id, batch[-1].id, why,
             )
-            self.failing = str(error)  # (one attribute set from the thread: atomic)
+            self._write_error = why  # (one attribute set from the thread: atomic)
             return None
-        self.failing = None
+        self._write_error = None
         return pruned
 
     def not_ready(self) -> str | None:
@@ -284,8 +292,8 @@ class BatchingStore(ABC):
             return "the history store is closed"
         if not self._writer_alive:
             return "the history writer is not running"
-        if self.failing is not None:
-            return f"the history store cannot write: {self.failing}"
+        if self._write_error is not None:
+            return f"the history store cannot write: {self._write_error}"
         return None
 
     def _wake(self) -> None:

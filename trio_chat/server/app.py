@@ -7,6 +7,7 @@ This is the server's whole import path: the cluster (coredis) is imported only w
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -212,6 +213,7 @@ async def _serve_room(
                 )
             log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
             log.info("chat page: %s", bound.page_url)
+            _log_file_limit(config)
             if host_policy(config.allowed_hosts, config.host).unprotected:
                 log.warning(
                     "listening on %s with no --allowed-host: the page answers any Host "
@@ -233,6 +235,22 @@ async def _serve_room(
         connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
     if connections.cancel_scope.cancelled_caught:
         log.info("shutdown grace ran out; remaining connections closed")
+
+
+def _log_file_limit(config: Config) -> None:
+    """Say how many connections the open-file limit leaves room for (and warn when
+    that is fewer than ``--max-clients``)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        log.info("open-file limit: none")
+        return
+    room_for = max(0, limit - RESERVED_FDS)
+    log.info("open-file limit %d: room for about %d connections", limit, room_for)
+    if config.max_clients == 0 or config.max_clients > room_for:
+        log.warning(
+            "the open-file limit allows fewer connections than --max-clients (%s)",
+            config.max_clients or "no cap",
+        )
 
 
 def shut_down(room: Room, gate: Gate[Session]) -> None:
@@ -276,14 +294,7 @@ def run(config: Config) -> int:
     error's code (port in use...)."""
     tune_gc()
     tune_malloc()
-    limit = raise_nofile_limit()
-    room_for = max(0, limit - RESERVED_FDS)
-    log.info("open-file limit %d: room for about %d connections", limit, room_for)
-    if config.max_clients == 0 or config.max_clients > room_for:
-        log.warning(
-            "the open-file limit allows fewer connections than --max-clients (%s)",
-            config.max_clients or "no cap",
-        )
+    raise_nofile_limit()  # logged once the server has started (a failed start says one line)
     try:
         graceful = trio.run(serve_until_signal, config)
     except (StartupError, BaseExceptionGroup) as error:

@@ -17,18 +17,21 @@ Neither the room nor a session knows which delivery it has.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import trio
 
 from .. import protocol
-from ..history.base import History, chat_line
+from ..history.base import History, IdsExhausted, chat_line
 from .metrics import Histogram
 
 if TYPE_CHECKING:
     from ..history.sqlite import SqliteHistory
     from .room import Room
+
+log = logging.getLogger(__name__)
 
 
 class Delivery(ABC):
@@ -122,6 +125,7 @@ class LocalDelivery(Delivery):
     def __init__(self, history: SqliteHistory | None = None) -> None:
         self.history = self._store = history
         self._no_commits = Histogram()
+        self._exhausted = False
 
     async def wait_writable(self) -> None:
         if self._store is not None:
@@ -132,8 +136,19 @@ class LocalDelivery(Delivery):
     def publish(self, user: str, text: str, ts: str) -> None:
         if self._store is None:
             self.room.broadcast(protocol.chat(user, text, ts))
-        else:
-            self.room.broadcast(chat_line(self._store.record(user, text, ts)))
+            return
+        try:
+            message = self._store.record(user, text, ts)
+        except IdsExhausted as error:
+            # Only a database whose ids were pushed to the end gets here (2**53 ids):
+            # the room goes on, without ids and without storing (docs/protocol.md).
+            if not self._exhausted:
+                self._exhausted = True
+                log.error("history: %s; messages are delivered without ids and not "
+                          "stored; start a new --db", error)
+            self.room.broadcast(protocol.chat(user, text, ts))
+            return
+        self.room.broadcast(chat_line(message))
 
     async def flush(self) -> None:
         if self._store is not None:
@@ -171,7 +186,7 @@ class LocalDelivery(Delivery):
 
     @property
     def pending(self) -> int:
-        return 0 if self._store is None else self._store.store.uncommitted
+        return 0 if self._store is None else self._store.store.pending
 
     @property
     def commit_seconds(self) -> Histogram:

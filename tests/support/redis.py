@@ -1,5 +1,7 @@
 """A real redis-server for the cluster tests: ``trio_chat.bench.redis_server.RedisServer``
-(shared with ``trio-chat bench --cluster``), and what a test does without one."""
+and ``RedisSentinel`` (shared with ``trio-chat bench --cluster``; the tests import them
+from here only), what a test does without one, and :class:`Sentinels`: a primary, its
+replicas and three sentinels for the failover tests."""
 
 from __future__ import annotations
 
@@ -14,11 +16,17 @@ from trio_chat.bench.redis_server import (
     RedisSentinel,
     RedisServer,
     RedisServerMissing,
-    free_port,
     sentinel_url,
 )
 
-__all__ = ["RedisError", "RedisServer", "Sentinels", "free_port", "redis_server_or_skip"]
+__all__ = [
+    "RedisError",
+    "RedisSentinel",
+    "RedisServer",
+    "RedisServerMissing",
+    "Sentinels",
+    "redis_server_or_skip",
+]
 
 
 def redis_server_or_skip(**kwargs: Any) -> RedisServer:
