@@ -343,10 +343,13 @@ async def run_soak(server: ServerProcess) -> None:
         baseline = rss_mb(server.pid)
         peak = [baseline]
 
+        rss_watch = trio.CancelScope()
+
         async def watch_rss() -> None:
-            while True:
-                peak[0] = max(peak[0], rss_mb(server.pid))
-                await trio.sleep(0.25)
+            with rss_watch:
+                while True:
+                    peak[0] = max(peak[0], rss_mb(server.pid))
+                    await trio.sleep(0.25)
 
         nursery.start_soon(watch_rss)
         for chatter in soak.tcp_chatters:
@@ -397,7 +400,9 @@ async def run_soak(server: ServerProcess) -> None:
         assert peak[0] < RSS_BOUND_MB
         check_metrics(middle, await scrape(server.admin_port), sent, len(soak.chatters))
 
-        # Everyone well-behaved is still here; the server still stops cleanly.
+        # Everyone well-behaved is still here; the server still stops cleanly. (Its
+        # RSS is no longer read: an exited, not yet reaped server has none.)
+        rss_watch.cancel()
         server.signal(signal.SIGTERM)
         with trio.fail_after(30):
             assert await server.process.wait() == 0
