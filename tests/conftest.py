@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -12,8 +11,8 @@ from tests.support.redis import RedisServer, redis_server_or_skip
 from tests.support.tls import TlsFiles
 from trio_chat import Bound, Config, serve
 
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+#: The ``browser`` and ``page`` fixtures of the page tests.
+pytest_plugins = ["tests.support.browser"]
 
 
 @pytest.fixture
@@ -42,13 +41,3 @@ def redis_server() -> Iterator[RedisServer]:
     this event loop, call ``restart``/``kill``/``start`` via ``trio.to_thread.run_sync``."""
     with redis_server_or_skip() as redis:
         yield redis
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium for every page test (skipped without it, failed under CI).
-    Playwright is imported only by the tests that use it."""
-    from tests.support.browser import chromium
-
-    with chromium() as launched:
-        yield launched

@@ -141,6 +141,17 @@ def test_cluster_targets_share_one_redis_and_differ_only_in_processes() -> None:
         assert len({t.url for t in (target, *target.nodes)}) == n
 
 
+def test_cluster_targets_with_redis_wait_add_replicas_then_the_wait() -> None:
+    built = targets.cluster_targets(1, redis_wait=1)
+    assert [(t.name, t.redis_replicas) for t in built] == [
+        ("trio-chat tcp x1 no redis", 0), ("trio-chat tcp x1 redis", 0),
+        ("trio-chat tcp x1 redis, 1 replica", 1), ("trio-chat tcp x1 redis, 1 replica, wait 1", 1),
+    ]  # fmt: skip
+    commands = [t.command for t in built]
+    assert all(c is not None and "--redis-wait" not in c for c in commands[:3])
+    assert commands[3] is not None and commands[3][-2:] == ("--redis-wait", "1")
+
+
 # ---------------------------------------------------------------- the reports
 
 

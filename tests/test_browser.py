@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import re
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,24 +29,12 @@ from trio_chat.cluster import open_cluster
 from trio_chat.protocol import encode
 from trio_chat.transports import http
 
-XSS = "<img src=x onerror=alert(1)>"
+# ---------------------------------------------------------------- the tests
+
 
 pytestmark = pytest.mark.slow
 
-
-# ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1000, "height": 620}, color_scheme="light")
-    try:
-        yield Watched(context.new_page())
-    finally:
-        context.close()
-
-
-# ---------------------------------------------------------------- the tests
+XSS = "<img src=x onerror=alert(1)>"
 
 
 def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Path) -> None:

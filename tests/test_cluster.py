@@ -12,10 +12,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import replace
-from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,13 +24,13 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.cluster import chats, linked, node, relinking, resume, unlinked, ws
 from tests.support.processes import server_process
 from tests.support.redis import RedisServer, redis_server_or_skip
 from tests.support.tcp import TcpClient, free_port
 from tests.support.waits import WAIT
-from tests.support.ws import WsClient, ws_client
-from trio_chat import Bound, Config, serve
-from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
+from trio_chat import Config
+from trio_chat.cluster import PREFIX, Cluster, LinkState
 from trio_chat.cluster import scripts as lua
 from trio_chat.server.room import Room
 
@@ -42,79 +40,6 @@ TTL = 2.0  # --presence-ttl for these tests: a dead server's users leave within 
 @pytest.fixture
 def config(redis_server: RedisServer) -> Config:
     return Config(tcp_port=0, ws_port=0, rate_limit=0, redis=redis_server.url, presence_ttl=TTL)
-
-
-@asynccontextmanager
-async def node(config: Config) -> AsyncIterator[tuple[Cluster, Bound]]:
-    """One cluster server in this event loop."""
-    async with open_cluster(config) as cluster, trio.open_nursery() as nursery:
-        bound: Bound = await nursery.start(partial(serve, config, room=cluster.room))
-        yield cluster, bound
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def ws(port: int) -> AsyncIterator[WsClient]:
-    async with ws_client(port) as conn:
-        yield WsClient(conn)
-
-
-async def unlinked(*clusters: Cluster) -> None:
-    """Wait until each cluster has lost its link to Redis (and delivers locally)."""
-    with trio.fail_after(WAIT):
-        for cluster in clusters:
-            while cluster.connected:
-                await cluster.state_changed.wait()
-
-
-@asynccontextmanager
-async def relinking(*clusters: Cluster) -> AsyncIterator[None]:
-    """Expect each cluster's link to drop and come back because of what the block
-    does; on the way out, wait (bounded) until it has. Each cluster is watched from
-    before the block, since a short outage may be over before a later look."""
-    relinked = [trio.Event() for _ in clusters]
-
-    async def watch(cluster: Cluster, done: trio.Event) -> None:
-        while cluster.connected:
-            await cluster.state_changed.wait()
-        while cluster.state is not LinkState.UP:
-            await cluster.state_changed.wait()
-        done.set()
-
-    async with trio.open_nursery() as watchers:
-        for cluster, done in zip(clusters, relinked, strict=True):
-            assert cluster.state is LinkState.UP
-            watchers.start_soon(watch, cluster, done)
-        await trio.testing.wait_all_tasks_blocked()  # every watcher is watching
-        yield
-        with trio.fail_after(WAIT):
-            for done in relinked:
-                await done.wait()
-
-
-async def linked(*clusters: Cluster) -> None:
-    """Wait until each cluster's link to Redis is up: after :func:`unlinked`, linked
-    again."""
-    with trio.fail_after(WAIT):
-        for cluster in clusters:
-            while cluster.state is not LinkState.UP:
-                await cluster.state_changed.wait()
-
-
-async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]]:
-    """The next ``count`` chat messages, skipping notices."""
-    return [await client.recv_until(type="chat") for _ in range(count)]
-
-
-async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A fresh TCP client joining with ``since``: its replayed chats and history_end."""
-    async with await TcpClient.connect(port) as client:
-        await client.send({"type": "join", "user": name, "since": since})
-        await client.recv_until(type="welcome")
-        replayed = []
-        while (msg := await client.recv())["type"] != "history_end":
-            replayed.append(msg)
-        return replayed, msg
 
 
 # ---------------------------------------------------------------- two servers, one room

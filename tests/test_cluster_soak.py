@@ -391,12 +391,15 @@ async def run(soak: ClusterSoak) -> None:
 
     async with trio.open_nursery() as nursery:
 
+        rss_watch = trio.CancelScope()
+
         async def watch_rss() -> None:
-            while True:
-                for i, server in enumerate(servers):
-                    if soak.alive[i]:
-                        peak[i] = max(peak[i], rss_mb(server.pid))
-                await trio.sleep(0.25)
+            with rss_watch:
+                while True:
+                    for i, server in enumerate(servers):
+                        if soak.alive[i]:
+                            peak[i] = max(peak[i], rss_mb(server.pid))
+                    await trio.sleep(0.25)
 
         nursery.start_soon(watch_rss)
         for chatter in soak.chatters:
@@ -428,7 +431,9 @@ async def run(soak: ClusterSoak) -> None:
                      for i in soak.survivors()]
         logs = {i: list(servers[i].log) for i in range(SERVERS)}
 
-        # The survivors stop cleanly.
+        # The survivors stop cleanly. (Their RSS is no longer read: an exited, not yet
+        # reaped server has none.)
+        rss_watch.cancel()
         for i in soak.survivors():
             servers[i].signal(signal.SIGTERM)
         codes = {}

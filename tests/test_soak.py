@@ -24,6 +24,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
+from tests.support.admin import NAMED, Scrape, scrape
 from tests.support.processes import ServerProcess, cpu_seconds, rss_mb, server_process
 from tests.support.tcp import read_lines
 from tests.support.ws import LeanWs
@@ -296,12 +297,44 @@ class Soak:
 
 async def test_soak_500_clients() -> None:
     raise_nofile_limit()
-    async with server_process("--max-per-ip", "1000") as server:
+    async with server_process("--max-per-ip", "1000", "--admin-port", "0") as server:
         await run_soak(server)
         log = "\n".join(await server.rest_of_log())
     assert "Traceback" not in log and " failed" not in log
     slow = sum(" disconnect " in line and "(slow_consumer)" in line for line in server.log)
     print(f"soak: {slow} clients that never read were dropped as slow consumers")
+
+
+def check_metrics(middle: Scrape, end: Scrape, sent: int, chatters: int) -> None:
+    """The soak's traffic, as /metrics saw it: every named metric present, counters
+    only growing, and what is known of the traffic counted."""
+    for name, kind in NAMED.items():
+        assert end.families[name].type == kind, name
+    for name in ("trio_chat_deliveries", "trio_chat_connections_accepted",
+                 "trio_chat_messages_broadcast", "trio_chat_sent_bytes",
+                 "trio_chat_event_loop_lag_seconds_count", "process_cpu_seconds"):
+        for sample in end.families[name.removesuffix("_count")].samples:
+            if sample.name.endswith(("_bucket", "_created")):
+                continue
+            before = next((s.value for s in middle.families[
+                name.removesuffix("_count")].samples
+                if s.name == sample.name and s.labels == sample.labels), 0.0)
+            assert sample.value >= before, (sample, before)
+    received = sum(s.value for s in end.families["trio_chat_messages_received"].samples
+                   if s.name.endswith("_total"))
+    assert received >= sent  # the chatters', and the flooders' and churners'
+    assert end.value("trio_chat_deliveries") > middle.value("trio_chat_deliveries")
+    assert end.value("trio_chat_members") >= chatters
+    assert end.value("trio_chat_disconnects", reason="rate_limited") >= FLOODERS
+    assert end.value("trio_chat_errors", code="rate_limited") >= FLOODERS
+    assert end.value("trio_chat_disconnects", reason="slow_consumer") >= 1  # the mutes
+    # The mutes' queues filled (up to --queue-size; some were cut by --send-timeout first).
+    assert 1 < end.value("trio_chat_queue_depth_high_water") <= 1024
+    assert end.value("trio_chat_rate_limit_delays") >= FLOODERS
+    assert end.value("trio_chat_event_loop_lag_seconds_count") > 0
+    print(f"soak: /metrics counted {received:.0f} chat messages received, "
+          f"{end.value('trio_chat_deliveries'):.0f} deliveries, "
+          f"{end.value('trio_chat_disconnects', reason='slow_consumer'):.0f} slow consumers")
 
 
 async def run_soak(server: ServerProcess) -> None:
@@ -310,10 +343,13 @@ async def run_soak(server: ServerProcess) -> None:
         baseline = rss_mb(server.pid)
         peak = [baseline]
 
+        rss_watch = trio.CancelScope()
+
         async def watch_rss() -> None:
-            while True:
-                peak[0] = max(peak[0], rss_mb(server.pid))
-                await trio.sleep(0.25)
+            with rss_watch:
+                while True:
+                    peak[0] = max(peak[0], rss_mb(server.pid))
+                    await trio.sleep(0.25)
 
         nursery.start_soon(watch_rss)
         for chatter in soak.tcp_chatters:
@@ -332,6 +368,9 @@ async def run_soak(server: ServerProcess) -> None:
         soak.deadline = began + DURATION
         soak.start.set()
 
+        assert server.admin_port is not None
+        await trio.sleep(DURATION / 2)
+        middle = await scrape(server.admin_port)  # a real scrape half-way through the load
         with trio.move_on_after(DURATION + SETTLE):
             for chatter in soak.chatters:
                 await chatter.done.wait()
@@ -359,8 +398,11 @@ async def run_soak(server: ServerProcess) -> None:
             await soak.flooders_out.wait()
         assert soak.flooders_told == {f"F{i}": True for i in range(FLOODERS)}
         assert peak[0] < RSS_BOUND_MB
+        check_metrics(middle, await scrape(server.admin_port), sent, len(soak.chatters))
 
-        # Everyone well-behaved is still here; the server still stops cleanly.
+        # Everyone well-behaved is still here; the server still stops cleanly. (Its
+        # RSS is no longer read: an exited, not yet reaped server has none.)
+        rss_watch.cancel()
         server.signal(signal.SIGTERM)
         with trio.fail_after(30):
             assert await server.process.wait() == 0

@@ -1,8 +1,8 @@
-"""The chat page in a real headless Chromium (Playwright's sync API), with the servers
-it talks to in a Trio thread.
+"""The browser side of the page tests: headless Chromium driven by Playwright.
 
-Playwright's sync API owns the main thread (its async API needs asyncio), so Trio
+Playwright's sync API owns the main thread (its async API needs asyncio), so the Trio
 servers run in a background thread with their own ``trio.run`` (:func:`in_thread`).
+The ``browser`` and ``page`` fixtures are registered in tests/conftest.py.
 :func:`scripted_page_server` serves the real page and lets the test play the server's
 side of each WebSocket by hand (:class:`ScriptedSocket`), for what a real server
 cannot be made to do on cue: hold its answer, send a fixed timestamp, close.
@@ -44,9 +44,11 @@ WAIT_S = 20  # any one expected event (a bound, never slept); the machine is slo
 WAIT_MS = WAIT_S * 1000
 
 
-@contextmanager
-def chromium() -> Iterator[Browser]:
-    """Headless Chromium, or a skip without it (a failure under CI)."""
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)"
         if os.environ.get("CI"):
@@ -54,10 +56,8 @@ def chromium() -> Iterator[Browser]:
         pytest.skip(reason)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield browser
+        browser.close()
 
 
 class Watched:
@@ -78,6 +78,15 @@ class Watched:
     def assert_clean(self) -> None:
         assert self.dialogs == [], "a dialog opened: injected script ran"
         assert self.errors == [], "the page threw"
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1000, "height": 620}, color_scheme="light")
+    try:
+        yield Watched(context.new_page())
+    finally:
+        context.close()
 
 
 @contextmanager

@@ -1,5 +1,5 @@
-"""Plain HTTP/1.1 on the WebSocket port, as raw bytes: a request exactly as a test
-writes it (malformed ones too), the answer parsed by hand."""
+"""Plain HTTP/1.1 as raw bytes (the page on the WebSocket port, the admin listener): a
+request exactly as a test writes it (malformed ones too), the answer parsed by hand."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ TRIO_CHAT: Sequence[str] = (sys.executable, "-m", "trio_chat")
 #: The installed console script (tests of the entry point itself).
 TRIO_CHAT_SCRIPT: Sequence[str] = (str(Path(sys.executable).with_name("trio-chat")),)
 LISTENING = re.compile(r"listening: (?:tcp|tls)://[^:]+:(\d+) wss?://[^:]+:(\d+)")
+ADMIN = re.compile(r"admin listener: http://[^ ]+:(\d+)/")
 
 
 def client_env() -> dict[str, str]:
@@ -42,6 +43,8 @@ class ServerProcess:
         self.process = process
         self.tcp_port = 0
         self.ws_port = 0
+        #: With ``--admin-port``: the admin listener's port (logged before "listening").
+        self.admin_port: int | None = None
         #: Every line logged so far.
         self.log: list[str] = []
         #: The ``listening`` line.
@@ -110,6 +113,9 @@ async def server_process(
                 match = LISTENING.search(line)
                 assert match, line
                 server.tcp_port, server.ws_port = int(match[1]), int(match[2])
+                for logged in server.log:
+                    if admin := ADMIN.search(logged):
+                        server.admin_port = int(admin[1])
                 yield server
             finally:
                 with trio.move_on_after(wait) as scope:

@@ -52,9 +52,13 @@ from .targets import (
               help="Instead: 1, 2, ... N 'trio-chat serve --redis' processes sharing the "
                    "room through one redis-server (and 1 without Redis), clients spread "
                    "over them [default mode: tcp].")
+@click.option("--redis-wait", type=click.IntRange(0), default=0, metavar="N",
+              help="With --cluster: also measure each row with N replicas of its Redis, "
+                   "and with them and 'serve --redis-wait N'.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs: int,
-          scale: bool, cluster: int | None, as_json: bool, **settings: Any) -> None:
+          scale: bool, cluster: int | None, redis_wait: int, as_json: bool,
+          **settings: Any) -> None:
     """Fan-out benchmark: trio-chat against peer servers, in one run."""
     config = Settings(**settings)
     targets: list[Target]
@@ -65,7 +69,9 @@ def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs:
             raise click.ClickException(
                 "--cluster needs redis-server on PATH (Debian package redis-server)"
             )
-        targets = cluster_targets(cluster, modes or ("tcp",))
+        targets = cluster_targets(cluster, modes or ("tcp",), redis_wait=redis_wait)
+    elif redis_wait:
+        raise click.UsageError("--redis-wait goes with --cluster")
     elif scale:
         targets = [scale_target()] if not modes else []
     else:

@@ -103,6 +103,8 @@ def running_servers(target: Target) -> Iterator[Running]:
         redis = None
         if target.redis_port is not None:
             redis = stack.enter_context(RedisServer(target.redis_port))
+            for _ in range(target.redis_replicas):
+                stack.enter_context(RedisServer(replica_of=redis))
         servers = [stack.enter_context(running_server(t)) for t in (target, *target.nodes)]
         yield Running(servers, redis)
 

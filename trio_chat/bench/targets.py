@@ -34,6 +34,7 @@ class Target:
     mixed_url: str | None = None  # scale mode: a second (WebSocket) URL, half the clients
     nodes: tuple[Target, ...] = ()  # cluster mode: the other processes sharing the room
     redis_port: int | None = None  # cluster mode: start a redis-server here for each run
+    redis_replicas: int = 0  # ... with this many replicas of it
 
     @property
     def processes(self) -> int:
@@ -66,7 +67,8 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
 
 
 def our_targets(
-    modes: Sequence[str], python: str = sys.executable, redis_port: int | None = None
+    modes: Sequence[str], python: str = sys.executable, redis_port: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> list[Target]:
     """trio-chat, one server per mode, on free ports (on the Redis at ``redis_port``
     when given)."""
@@ -76,7 +78,7 @@ def our_targets(
         cluster = () if redis_port is None else ("--redis", f"redis://127.0.0.1:{redis_port}/0")
         command = (
             python, "-m", "trio_chat", "serve", "--log-level", "warning",
-            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS, *cluster,
+            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS, *cluster, *extra,
         )  # fmt: skip
         url = f"tcp://127.0.0.1:{tcp}" if mode == "tcp" else f"ws://127.0.0.1:{ws}/"
         target = Target(
@@ -88,19 +90,31 @@ def our_targets(
 
 
 def cluster_targets(
-    processes: int, modes: Sequence[str] = ("tcp",), python: str = sys.executable
+    processes: int, modes: Sequence[str] = ("tcp",), python: str = sys.executable,
+    redis_wait: int = 0,
 ) -> list[Target]:
     """Per mode: one process without Redis (the baseline), then 1, 2, ... ``processes``
-    processes on one Redis (a fresh redis-server on one free port, for each run)."""
+    processes on one Redis (a fresh redis-server on one free port, for each run). With
+    ``redis_wait`` N, each process count is also measured with N replicas of that Redis
+    (what replication costs), and with them and ``--redis-wait N`` (what waiting costs)."""
     redis_port = free_port()
     targets = []
     for mode in modes:
         (alone,) = our_targets([mode], python)
         targets.append(replace(alone, name=f"{alone.name} x1 no redis"))
         for n in range(1, processes + 1):
-            first, *others = (our_targets([mode], python, redis_port)[0] for _ in range(n))
-            name = f"{first.name} x{n} redis"
-            targets.append(replace(first, name=name, nodes=tuple(others)))
+            variants: list[tuple[str, int, tuple[str, ...]]] = [("", 0, ())]
+            if redis_wait:
+                replicas = f", {redis_wait} replica{'s' if redis_wait > 1 else ''}"
+                variants += [(replicas, redis_wait, ()),
+                             (f"{replicas}, wait {redis_wait}", redis_wait,
+                              ("--redis-wait", str(redis_wait)))]
+            for suffix, count, extra in variants:
+                first, *others = (our_targets([mode], python, redis_port, extra)[0]
+                                  for _ in range(n))
+                name = f"{first.name} x{n} redis{suffix}"
+                targets.append(replace(first, name=name, nodes=tuple(others),
+                                       redis_replicas=count))
     return targets
 
 

@@ -29,6 +29,10 @@ RING: Final = 2048
 PAGE: Final = 2048
 
 
+class IdsExhausted(Exception):
+    """Every id up to ``protocol.MAX_ID`` is used: a new message cannot get one."""
+
+
 class StoredMessage(NamedTuple):
     """One chat message as stored; a tuple, so ``executemany`` binds it as it is."""
 

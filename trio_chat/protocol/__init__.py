@@ -46,10 +46,12 @@ from .events import (
 )
 from .framing import MAX_LINE, LineBuffer
 from .messages import (
+    MAX_ID,
     SHUTDOWN_TEXT,
     SYSTEM_USER,
     Encoded,
     chat,
+    dumps,
     encode,
     history_end,
     json_array,
@@ -73,6 +75,7 @@ __all__ = [
     "ERROR_CODES",
     "IDLE_TIMEOUT",
     "MAX_BATCH_FRAME",
+    "MAX_ID",
     "MAX_LINE",
     "MAX_NAME",
     "MAX_TEXT",
@@ -101,6 +104,7 @@ __all__ = [
     "decode_frame",
     "decode_json",
     "decode_line",
+    "dumps",
     "encode",
     "event_from_object",
     "history_end",

@@ -34,6 +34,7 @@ from ..history.base import History, Replay
 from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError, skeleton
 from ..pulse import Pulse
 from .delivery import Delivery, LocalDelivery
+from .metrics import Metrics
 from .pacing import ReadPacer
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,11 @@ class Member:
     def joined(self) -> bool:
         return self.name is not None
 
+    @property
+    def queued(self) -> int:
+        """Entries waiting in this member's queue now."""
+        return self._outgoing.statistics().current_buffer_used
+
     def deliver(self, line: str | Replay) -> bool:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
         queue is full."""
@@ -111,10 +117,13 @@ class Room:
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
         max_text: int = protocol.MAX_TEXT,
+        metrics: Metrics | None = None,
     ) -> None:
         #: The longest chat text the sessions accept (``--max-text``), told in ``welcome``.
         self.max_text = max_text
         self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
+        #: What this room's server counts (read on a /metrics scrape).
+        self.metrics = metrics if metrics is not None else Metrics()
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self.delivery.bind(self)
@@ -297,9 +306,18 @@ class Room:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
         if self.closed:
             return
-        for member in list(self._members.values()):
+        members = list(self._members.values())
+        evicted = self._evicted
+        before = len(evicted)
+        for member in members:
             if not member.deliver(line):
-                self._evicted.append(member)
+                evicted.append(member)
+        metrics = self.metrics
+        metrics.broadcasts += 1
+        failed = len(evicted) - before
+        metrics.deliveries += len(members) - failed
+        if failed:  # a full queue is the deepest a queue gets (its writers never see it)
+            metrics.queue_depth(max(member.queued for member in list(evicted)[before:]))
         if self._evicting:
             return  # an outer broadcast is already announcing the evictions
         self._evicting = True
@@ -324,6 +342,7 @@ class Room:
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def _announce(self, event: str, name: str, text: str, **extra: str) -> None:
+        self.metrics.notices += 1
         self.broadcast(protocol.system(event, name, text, self.count, self._clock(), **extra))
 
     def _notice(self, event: str, name: str, text: str) -> bool:
@@ -363,6 +382,7 @@ class Room:
                 await trio.sleep_until(self._window_end)
                 joined, left = self._joined, self._left
                 self._joined = self._left = 0
+                self.metrics.notices += 1
                 self.broadcast(protocol.summary(joined, left, self.count, self._clock()))
                 # Still busy: the next interval starts coalesced too, so a steady
                 # crowd costs one broadcast per interval.

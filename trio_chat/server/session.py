@@ -29,6 +29,7 @@ from ..protocol import (
     Ping,
     ProtocolError,
     Who,
+    wire_line,
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
@@ -54,6 +55,12 @@ class PeerGone(Exception):
 
 class Transport(Protocol):
     peer: str
+    #: The transport's name in metrics and logs (``tcp``, ``ws``).
+    kind: str
+    #: Messages and bytes written so far (the server's metrics sum them: counting per
+    #: connection keeps the write path off any shared counter).
+    messages_out: int
+    bytes_out: int
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
         """Wait for input; return what it decoded to (maybe nothing), or None at EOF."""
@@ -96,6 +103,14 @@ class Session:
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
         self._send = send
+        #: Chat messages taken from this connection (folded into the metrics at close).
+        self.messages_in = 0
+        self._metrics = room.metrics
+
+    @property
+    def queued(self) -> int:
+        """Entries waiting in this member's queue now."""
+        return self.member.queued
 
     @property
     def reason(self) -> str:
@@ -118,7 +133,7 @@ class Session:
                             f"closing: no join within {self._join_timeout:g} seconds",
                             fatal=True,
                         )
-                        member.deliver(error.to_message())
+                        self._tell(error)
                         member.evicted = IDLE_TIMEOUT
                 finally:
                     self.room.leave(member)
@@ -151,13 +166,15 @@ class Session:
                 else:
                     if delay:
                         # Fakelag: this sender waits; nobody else does.
+                        self._metrics.rate_limit_delays += 1
+                        self._metrics.rate_limit_delay_seconds += delay
                         await trio.sleep(delay)
                     else:
                         # One read can hold a thousand lines: let the writers drain
                         # the queues every few broadcasts, or they overflow.
                         await pacer.step(budget)
                 if isinstance(item, ProtocolError):
-                    self.member.deliver(item.to_message())
+                    self._tell(item)
                     if item.fatal:
                         self.member.evicted = item.code
                         return
@@ -177,7 +194,7 @@ class Session:
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
-                    self.member.deliver(error.to_message())
+                    self._tell(error)
                 finally:
                     if claimed is not None:
                         self.room.unclaim(claimed)
@@ -201,6 +218,7 @@ class Session:
                 # Seed compatibility: its client never joins and names itself in each chat.
                 room.join(member, protocol.validate_name(event.user), welcome=False)
             room.say(member, event.text)
+            self.messages_in += 1
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
@@ -215,8 +233,13 @@ class Session:
             self._reader.deadline = math.inf
         return True
 
+    def _tell(self, error: ProtocolError) -> None:
+        """Send the client an error message, counted by its code."""
+        self._metrics.errors[error.code] += 1
+        self.member.deliver(error.to_message())
+
     async def _write_loop(self) -> None:
-        outgoing = self._outgoing
+        outgoing, metrics = self._outgoing, self._metrics
         async for item in outgoing:
             lines: list[str] = []
             while True:
@@ -236,6 +259,9 @@ class Session:
                     item = outgoing.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+            if len(lines) > metrics.queue_high_water:
+                # Everything queued was taken at once (up to MAX_BATCH): the queue's depth.
+                metrics.queue_depth(len(lines) + outgoing.statistics().current_buffer_used)
             if lines and not await self._write(lines):
                 return
 
@@ -245,7 +271,8 @@ class Session:
         assert history is not None
         while replay.read_before is not None:  # from the store: a page at a time
             page, replay = await history.read_page(replay, MAX_BATCH)
-            if page and not await self._write([chat_line(m, history=True) for m in page]):
+            page_lines = [chat_line(m, history=True) for m in page]
+            if page_lines and not await self._write_replay(page_lines):
                 return False
         messages, end = await history.collect(replay)
         start = 0
@@ -253,9 +280,19 @@ class Session:
             chunk = [chat_line(m, history=True) for m in messages[start : start + MAX_BATCH]]
             start += MAX_BATCH
             if start >= len(messages):
-                return await self._write([*chunk, end])  # a short replay is one write
-            if not await self._write(chunk):
+                return await self._write_replay([*chunk, end])  # a short replay is one write
+            if not await self._write_replay(chunk):
                 return False
+
+    async def _write_replay(self, lines: list[str]) -> bool:
+        """:meth:`_write` a chunk of a replay, counted in the replay bytes in flight."""
+        size = sum(map(len, map(wire_line, lines)))  # cached: the transports reuse it
+        metrics = self._metrics
+        metrics.replay_bytes_in_flight += size
+        try:
+            return await self._write(lines)
+        finally:
+            metrics.replay_bytes_in_flight -= size
 
     async def _write(self, lines: list[str]) -> bool:
         """One bounded write; False (and eviction) if the peer is gone or too slow."""

@@ -64,15 +64,21 @@ class Admission:
         peer = peer_name(stream)
         host = peer_host(peer)
         set_keepalive(stream)
+        metrics = self.room.metrics
+        totals = metrics.transport(kind)
+        totals.accepted += 1
         refusal: ProtocolError | None = None
         if self.gate is not None:
             try:
                 self.gate.admit(host)
             except ProtocolError as error:
                 refusal = error
+                metrics.disconnects[error.code] += 1
+        totals.open += 1
         try:
             yield Arrival(stream, kind, peer, refusal)
         finally:
+            totals.open -= 1
             if self.gate is not None and refusal is None:
                 self.gate.release(host)
 
@@ -93,4 +99,14 @@ class Admission:
         finally:
             if gate is not None:
                 gate.live.discard(session)
+            self._count_end(session)
         log_connection("disconnect", arrival.kind, arrival.peer, session.reason)
+
+    def _count_end(self, session: Session) -> None:
+        """Fold a finished session's own counts into the server's metrics."""
+        metrics, transport = self.room.metrics, session.transport
+        metrics.disconnects[session.reason] += 1
+        totals = metrics.transport(transport.kind)
+        totals.messages_in += session.messages_in
+        totals.messages_out += transport.messages_out
+        totals.bytes_out += transport.bytes_out

@@ -50,9 +50,12 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
 class WsTransport:
     """Moves protocol messages as WebSocket text frames."""
 
+    kind = "ws"
+
     def __init__(self, ws: WebSocketConnection, config: Config, peer: str = "?") -> None:
         self.ws = ws
         self.peer = peer
+        self.messages_out = self.bytes_out = 0
         self._max_text = config.max_text
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
@@ -81,6 +84,8 @@ class WsTransport:
             await wsconn.send_frames(self.ws, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone from exc
+        self.messages_out += len(lines)
+        self.bytes_out += len(data)
 
     async def close(self, reason: str | None) -> None:
         code, text = CLOSE_CODES.get(reason, (1011, reason or "error"))
