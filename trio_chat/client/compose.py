@@ -130,23 +130,34 @@ class PasteCoalescer:
         """The text ``key`` types into the edit, or None for any other key."""
         if not isinstance(key, str):
             return None
+        if len(key) == 1 and " " <= key <= "~":
+            return key  # printable ASCII, most of any paste: no need to ask the edit
         if self.pasting and key in ("enter", "tab"):
             return "\n" if key == "enter" else "\t"
         if self.edit.valid_char(key):
             return key
         return None
 
+    def _has_a_run(self, keys: list[Key]) -> bool:
+        """Two characters or more to type (looks no further than the second)."""
+        found = 0
+        for key in keys:
+            if self._typed(key) is not None:
+                found += 1
+                if found == 2:
+                    return True
+        return False
+
     def __call__(self, keys: list[Key], raw: list[int]) -> list[Key]:
-        count = sum(self._typed(key) is not None for key in keys)
-        if not self.pasting and count < 2 and "begin paste" not in keys:
-            return keys  # nothing to coalesce: urwid handles the batch as usual
+        if not self.pasting and "begin paste" not in keys and not self._has_a_run(keys):
+            return keys  # at most one character: urwid handles the batch as usual
         run: list[str] = []
         rest: list[Key] = []
         for key in keys:
             if key in ("begin paste", "end paste"):
                 self.pasting = key == "begin paste"
                 continue
-            typed = self._typed(key)
+            typed = self._typed(key)  # (Enter and Tab mean text only inside a paste)
             if typed is not None:
                 run.append(typed)
                 continue
