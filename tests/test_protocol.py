@@ -7,6 +7,7 @@ import pytest
 
 from trio_chat import protocol
 from trio_chat.protocol import (
+    Blank,
     Chat,
     Join,
     Leave,
@@ -57,9 +58,10 @@ def test_decode_line(line, event):
 
 
 @pytest.mark.parametrize("line", [b"", b"   ", b"\t"])
-def test_blank_lines_are_ignored(line):
-    assert decode_line(line) is None
-    assert decode_frame(line.decode()) is None
+def test_blank_lines_are_blank_events(line):
+    """Blank input means nothing, but it is input: flood control counts it."""
+    assert decode_line(line) == Blank()
+    assert decode_frame(line.decode()) == Blank()
 
 
 @pytest.mark.parametrize(

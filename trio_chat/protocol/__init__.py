@@ -32,6 +32,7 @@ from .errors import (
 from .events import (
     MAX_NAME,
     MAX_TEXT,
+    Blank,
     Chat,
     Event,
     Join,
@@ -88,6 +89,7 @@ __all__ = [
     "SYSTEM_USER",
     "TOO_LONG",
     "UNKNOWN_TYPE",
+    "Blank",
     "Chat",
     "Encoded",
     "Event",

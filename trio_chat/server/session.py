@@ -22,6 +22,7 @@ from ..protocol import (
     IDLE_TIMEOUT,
     NOT_JOINED,
     SLOW_CONSUMER,
+    Blank,
     Chat,
     Event,
     Join,
@@ -194,6 +195,8 @@ class Session:
     def _handle(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
         member, room = self.member, self.room
+        if isinstance(event, Blank):
+            return True  # counted by flood control; it neither joins nor keeps one alive
         if isinstance(event, Chat):
             if not member.joined:
                 if event.user is None:
