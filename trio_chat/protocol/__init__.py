@@ -8,6 +8,7 @@ transport:
 - :mod:`.messages`: encoding server messages (each once, for every recipient);
 - :mod:`.framing`: NDJSON lines out of a byte stream, bounded;
 - :mod:`.wsframes`: WebSocket frames as the server writes them;
+- :mod:`.wsinput`: WebSocket frames as the server reads them, checked and bounded;
 - :mod:`.errors`: the error codes of ``docs/protocol.md``.
 
 The names below are the package's interface; modules import from it.

@@ -91,6 +91,8 @@ class Session:
         if join_timeout is not None:
             self._reader.deadline = trio.current_time() + join_timeout
         self._ended = "closed by peer"
+        self._stop: ProtocolError | str | None = None
+        self._waiting = trio.CancelScope()
         self.bucket = TokenBucket(
             config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
         )
@@ -136,12 +138,37 @@ class Session:
             member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
         self._reader.cancel()
 
+    def stop(self, failure: ProtocolError | str) -> None:
+        """End the session for a reason found outside the reader: the WebSocket
+        transport checks frames (a protocol violation: ``failure`` is the reason to
+        log) and counts pings (past the flood ceiling: a fatal ``ProtocolError`` to
+        answer), which the reader never sees. The reader finishes the message it is
+        handling, if any, then stops; the writer drains the queue."""
+        if self._stop is None:
+            self._stop = failure
+            self._waiting.cancel()
+
+    def _stopped(self, failure: ProtocolError | str) -> None:
+        member = self.member
+        if isinstance(failure, ProtocolError):
+            member.deliver(failure.to_message())
+            failure = failure.code
+        if member.evicted is None:
+            member.evicted = failure
+
     async def _read_loop(self) -> None:
         bucket, pacer = self.bucket, self.room.pacer
         budget = max(1, self.config.queue_size // PACE_SHARE)
         while True:
-            received = await self.transport.receive()
+            # Only the wait for input may be cut short by stop(); what was received
+            # came before the reason to stop, and is handled.
+            received = None
+            with trio.CancelScope() as self._waiting:
+                if self._stop is None:
+                    received = await self.transport.receive()
             if received is None:
+                if self._stop is not None:
+                    self._stopped(self._stop)
                 return
             for received_item in received:
                 item = received_item
