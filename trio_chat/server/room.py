@@ -35,6 +35,7 @@ from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
 from ..pulse import Pulse
 from .delivery import Delivery, LocalDelivery
 from .pacing import ReadPacer
+from .replays import ReplayBudget
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ class Room:
         clock: Callable[[], str] = protocol.timestamp,
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
+        replays: ReplayBudget | None = None,
     ) -> None:
+        #: Replay chunks all members' writers may hold at once (:mod:`.replays`).
+        self.replays = replays if replays is not None else ReplayBudget()
         self._members: dict[str, Member] = {}  # casefolded name -> member, join order
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()

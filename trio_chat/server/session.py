@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 import trio
 
 from .. import protocol
 from ..config import Config
-from ..history.base import Replay, chat_line
+from ..history.base import Replay, Shown
 from ..protocol import (
     IDLE_TIMEOUT,
     NOT_JOINED,
@@ -33,11 +34,12 @@ from ..protocol import (
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
+from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import Member, Room
 
 log = logging.getLogger(__name__)
 
-#: Most lines handed to one transport write.
+#: Most lines handed to one transport write (and at most WRITE_BYTES of them).
 MAX_BATCH = 512
 
 
@@ -249,6 +251,7 @@ class Session:
         outgoing = self._outgoing
         async for item in outgoing:
             lines: list[str] = []
+            size = 0
             while True:
                 if isinstance(item, Replay):
                     # A replay may be longer than the queue: it is one queue item,
@@ -257,10 +260,11 @@ class Session:
                         return
                     if not await self._replay(item):
                         return
-                    lines = []
+                    lines, size = [], 0
                 else:
                     lines.append(item)
-                if len(lines) >= MAX_BATCH:
+                    size += utf8_size(item)
+                if len(lines) >= MAX_BATCH or size >= WRITE_BYTES:
                     break
                 try:
                     item = outgoing.receive_nowait()
@@ -270,28 +274,48 @@ class Session:
                 return
 
     async def _replay(self, replay: Replay) -> bool:
-        """Write a replay in chunks, encoding each just before it goes out."""
+        """Write a replay a chunk at a time (see :mod:`.replays`): read from the store a
+        page at a time if it must, and render each chunk only once the server's replay
+        budget has room for it."""
         history = self.room.history
         assert history is not None
-        while replay.read_before is not None:  # from the store: a page at a time
-            page, replay = await history.read_page(replay, MAX_BATCH)
-            if page and not await self._write([chat_line(m, history=True) for m in page]):
+        while replay.read_before is not None:
+            page, replay = await history.read_page(replay, REPLAY_PAGE)
+            if not await self._write_replay(page):
                 return False
         messages, end = await history.collect(replay)
+        return await self._write_replay(messages, end)
+
+    async def _write_replay(self, messages: Sequence[Shown], end: str | None = None) -> bool:
+        """Write ``messages`` (then ``end``) as replay lines, chunk by chunk; each chunk
+        waits for the budget and is written within one ``send_timeout``."""
+        budget = self.room.replays
         start = 0
-        while True:
-            chunk = [chat_line(m, history=True) for m in messages[start : start + MAX_BATCH]]
-            start += MAX_BATCH
-            if start >= len(messages):
-                return await self._write([*chunk, end])  # a short replay is one write
-            if not await self._write(chunk):
+
+        async def next_chunk() -> None:
+            nonlocal start, end
+            async with budget.slot():
+                lines, start = render_chunk(messages, start, CHUNK_BYTES)
+                if start >= len(messages) and end is not None:
+                    lines.append(end)  # a short replay is one write
+                    end = None
+                await self.transport.send(lines, batch=self.member.batch)
+
+        while start < len(messages) or end is not None:
+            if not await self._bounded(next_chunk):
                 return False
+        return True
 
     async def _write(self, lines: list[str]) -> bool:
         """One bounded write; False (and eviction) if the peer is gone or too slow."""
+        return await self._bounded(partial(self.transport.send, lines, batch=self.member.batch))
+
+    async def _bounded(self, write: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``write`` within ``send_timeout``; False (and eviction) if the peer is
+        gone or too slow."""
         with trio.move_on_after(self.config.send_timeout):
             try:
-                await self.transport.send(lines, batch=self.member.batch)
+                await write()
             except PeerGone:
                 self.member.evict(GONE)
                 return False
