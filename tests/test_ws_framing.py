@@ -13,7 +13,7 @@ from contextlib import suppress
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection
@@ -345,6 +345,7 @@ def wsproto_fails(data: bytes) -> bool:
 
 @settings(max_examples=400, deadline=None)
 @given(client_frames(), st.lists(st.integers(1, 50), min_size=1, max_size=10))
+@example(data=b"\x01\xfe\x00\x00abcd", cuts=[1])  # a 2-byte length handed on byte by byte
 def test_the_checker_is_a_superset_of_wsproto(data, cuts):
     """Wherever wsproto would fail the connection, the checker stops first (so wsproto
     never meets a violation it would answer without a close frame), however the bytes

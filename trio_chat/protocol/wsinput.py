@@ -129,11 +129,17 @@ class FrameChecker:
         while i < len(data):
             header.append(data[i])
             i += 1
-            if len(header) == 2:
+            # Each rule as soon as its bytes are in (wsproto checks them no later), so
+            # the bytes of a header handed on before its end never break a rule.
+            size = len(header)
+            violation = None
+            if size == 2:
                 violation = self._check_start(header[0], header[1])
-                if violation is not None:
-                    return i, violation
-            if len(header) >= 2 and len(header) == self._header_size():
+            elif size in (4, 10):
+                violation = self._check_length()
+            if violation is not None:
+                return i, violation
+            if size >= 2 and size == self._header_size():
                 return i, self._start_frame()
         return i, None
 
@@ -161,20 +167,29 @@ class FrameChecker:
             return Violation(PROTOCOL_ERROR, "new message before the last one ended")
         return None
 
+    def _check_length(self) -> Violation | None:
+        """An extended length, once its bytes are in: minimal, and under 2**63."""
+        header = self._header
+        short = header[1] & 0x7F
+        if short == 126 and len(header) == 4:
+            if struct.unpack_from("!H", header, 2)[0] < 126:
+                return Violation(PROTOCOL_ERROR, "frame length not minimally encoded")
+        elif short == 127 and len(header) == 10:
+            (length,) = struct.unpack_from("!Q", header, 2)
+            if length >> 63:
+                return Violation(PROTOCOL_ERROR, "frame length with its top bit set")
+            if length < 1 << 16:
+                return Violation(PROTOCOL_ERROR, "frame length not minimally encoded")
+        return None
+
     def _start_frame(self) -> Violation | None:
         header = self._header
         b0, b1 = header[0], header[1]
         length = b1 & 0x7F
         if length == 126:
             (length,) = struct.unpack_from("!H", header, 2)
-            if length < 126:
-                return Violation(PROTOCOL_ERROR, "frame length not minimally encoded")
         elif length == 127:
             (length,) = struct.unpack_from("!Q", header, 2)
-            if length >> 63:
-                return Violation(PROTOCOL_ERROR, "frame length with its top bit set")
-            if length < 1 << 16:
-                return Violation(PROTOCOL_ERROR, "frame length not minimally encoded")
         self._opcode, self._fin = b0 & 0x0F, bool(b0 & 0x80)
         self._mask, self._mask_offset = bytes(header[-4:]), 0
         wire = len(header) + length
