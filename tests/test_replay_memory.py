@@ -186,7 +186,7 @@ async def test_100_non_reading_joiners_of_a_full_history_cost_at_most_64_mb():
     join with ``since: 0`` and never read. Before, each held a 512-message chunk
     (strings, their bytes, the joined write: ~38 MB) for the whole --send-timeout."""
     count, joiners = 1100, 100
-    async with server_process("--rate-limit", "0", "--max-per-ip", "0",
+    async with server_process("--rate-limit", "0", "--max-per-ip", "0", "--connect-rate", "0",
                               "--send-timeout", "120") as server:
         async with await TcpClient.connect(server.tcp_port) as filler:
             await filler.join("Filler")

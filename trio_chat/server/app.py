@@ -24,6 +24,7 @@ from ..transports.admission import Admission
 from ..transports.net import listener_port, open_listeners, url_host
 from ..transports.tcp import handle_tcp
 from ..transports.ws import handle_ws
+from .addresses import ConnectThrottle, FloodMemory
 from .delivery import LocalDelivery
 from .limits import Gate
 from .process import RESERVED_FDS, raise_nofile_limit, tune_gc, tune_malloc
@@ -140,7 +141,13 @@ async def _serve_connections(
     bound: Bound,
     task_status: trio.TaskStatus[Bound],
 ) -> None:
-    gate = Gate[Session](config.max_clients, config.max_per_ip)
+    clock = trio.current_time
+    gate = Gate[Session](
+        config.max_clients,
+        config.max_per_ip,
+        throttle=ConnectThrottle(config.connect_rate, config.connect_burst, clock),
+        floods=FloodMemory(config.rate_limit, config.rate_burst, config.rate_ceiling, clock),
+    )
     admission = Admission(room, config, gate)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:

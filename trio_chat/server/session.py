@@ -73,7 +73,8 @@ class Session:
     """One connection: a reader task and a writer task around the member's queue.
 
     ``join_timeout`` (seconds) closes a connection that has not joined by then with
-    ``idle_timeout``; ``None`` lets it wait forever.
+    ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
+    when not a fresh one.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class Session:
         transport: Transport,
         *,
         join_timeout: float | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.room = room
         self.config = config
@@ -95,7 +97,8 @@ class Session:
         self._ended = "closed by peer"
         self._stop: ProtocolError | str | None = None
         self._waiting = trio.CancelScope()
-        self.bucket = TokenBucket(
+        #: Flood control: fresh, or (``bucket``) where the peer's address left off.
+        self.bucket = bucket if bucket is not None else TokenBucket(
             config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
         )
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)

@@ -138,7 +138,7 @@ async def handle_tcp(admission: Admission, stream: trio.abc.Stream) -> None:
         peer = arrival.peer
         if arrival.refusal is not None:
             error = arrival.refusal
-            log_connection("refuse", "tcp", peer, error.code, error.text)
+            log_connection("refuse", "tcp", peer, error.code, error.text, level=arrival.log_level)
             await refuse_tcp(stream, error, config.goodbye_timeout)
             return
         log_connection("connect", "tcp", peer)

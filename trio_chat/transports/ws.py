@@ -50,6 +50,12 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
     RATE_LIMITED: (4029, "rate limited"),
     PING_TIMEOUT: (4001, "ping timeout"),
 }
+#: WebSocket close codes for a connection refused at once: over a cap, or over the
+#: connection rate of its address.
+REFUSALS: dict[str, tuple[int, str]] = {
+    SERVER_FULL: CLOSE_CODES[SERVER_FULL],
+    RATE_LIMITED: (4029, "too many connections"),
+}
 #: How a session that broke the WebSocket protocol ends: its reason (logged) is
 #: ``protocol_error: <what>``, and the close code the violation's (1002, 1009 for size).
 PROTOCOL_ERROR = "protocol_error"
@@ -161,7 +167,7 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
     config = admission.config
     with admission.arrive(stream, "ws") as arrival:
         peer, refusal = arrival.peer, arrival.refusal
-        # A refused connection gets only short handshakes, to say why (1013).
+        # A refused connection gets only short handshakes, to say why (1013, 4029).
         timeout = config.goodbye_timeout if refusal else config.handshake_timeout
         try:
             if not await tls.handshake(stream, timeout, peer):
@@ -186,8 +192,11 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                 elif ws is not None and refusal is not None:
                     assert guard is not None
                     guard.attach(lambda: 0.0, lambda failure: None)  # only its close reply
-                    log_connection("refuse", "ws", peer, refusal.code, refusal.text)
-                    code, text = CLOSE_CODES[SERVER_FULL]
+                    log_connection(
+                        "refuse", "ws", peer, refusal.code, refusal.text,
+                        level=arrival.log_level,
+                    )
+                    code, text = REFUSALS[refusal.code]
                     with trio.move_on_after(config.goodbye_timeout):
                         await ws.aclose(code, text)
                 elif ws is not None:
