@@ -126,6 +126,14 @@ class FrameChecker:
     def _read_header(self, data: bytes | bytearray, i: int) -> tuple[int, Violation | None]:
         """Take header bytes from ``data[i:]``; on a complete header, start the frame."""
         header = self._header
+        if not header and len(data) - i >= 2:
+            # The usual case, a whole header in this chunk: no byte-by-byte loop.
+            short = data[i + 1] & 0x7F
+            size = 2 + (2 if short == 126 else 8 if short == 127 else 0) + 4
+            if len(data) - i >= size:
+                header += data[i : i + size]
+                violation = self._check_start(header[0], header[1]) or self._check_length()
+                return i + size, violation if violation is not None else self._start_frame()
         while i < len(data):
             header.append(data[i])
             i += 1
@@ -171,10 +179,10 @@ class FrameChecker:
         """An extended length, once its bytes are in: minimal, and under 2**63."""
         header = self._header
         short = header[1] & 0x7F
-        if short == 126 and len(header) == 4:
+        if short == 126 and len(header) >= 4:
             if struct.unpack_from("!H", header, 2)[0] < 126:
                 return Violation(PROTOCOL_ERROR, "frame length not minimally encoded")
-        elif short == 127 and len(header) == 10:
+        elif short == 127 and len(header) >= 10:
             (length,) = struct.unpack_from("!Q", header, 2)
             if length >> 63:
                 return Violation(PROTOCOL_ERROR, "frame length with its top bit set")

@@ -27,7 +27,8 @@ CHUNK_BYTES: Final = 64 * 1024
 BUDGET_CHUNKS: Final = 256
 #: Messages read from the store at a time for a resume older than the in-memory ring.
 REPLAY_PAGE: Final = 64
-#: Bytes of live messages handed to one write, at most (plus one message).
+#: Characters of live messages handed to one write, at most (plus one message): 64 KiB
+#: of JSON that is ASCII, as most is; at most four times that in UTF-8.
 WRITE_BYTES: Final = 64 * 1024
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import Protocol
 
 import trio
@@ -34,7 +33,7 @@ from ..protocol import (
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
-from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
+from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk
 from .room import Member, Room
 
 log = logging.getLogger(__name__)
@@ -266,7 +265,7 @@ class Session:
                     lines, size = [], 0
                 else:
                     lines.append(item)
-                    size += utf8_size(item)
+                    size += len(item)  # characters: cheaper than bytes, and close
                 if len(lines) >= MAX_BATCH or size >= WRITE_BYTES:
                     break
                 try:
@@ -310,8 +309,19 @@ class Session:
         return True
 
     async def _write(self, lines: list[str]) -> bool:
-        """One bounded write; False (and eviction) if the peer is gone or too slow."""
-        return await self._bounded(partial(self.transport.send, lines, batch=self.member.batch))
+        """One bounded write; False (and eviction) if the peer is gone or too slow.
+        (The same as ``_bounded(send)``, without its extra coroutine on the path every
+        broadcast takes.)"""
+        with trio.move_on_after(self.config.send_timeout):
+            try:
+                await self.transport.send(lines, batch=self.member.batch)
+            except PeerGone:
+                self.member.evict(GONE)
+                return False
+            return True
+        log.debug("%s stopped reading; evicting", self.member)
+        self.member.evict(SLOW_CONSUMER)
+        return False
 
     async def _bounded(self, write: Callable[[], Awaitable[None]]) -> bool:
         """Run ``write`` within ``send_timeout``; False (and eviction) if the peer is

@@ -97,8 +97,14 @@ class WsTransport:
             data = wire_batch_frame(lines)
         else:
             data = b"".join(map(wire_frame, lines))
+        guard = self.guard
         try:
-            await wsconn.send_frames(self.ws, data)
+            if guard is None:
+                await wsconn.send_frames(self.ws, data)
+            elif guard.sealed:
+                raise trio.ClosedResourceError("the connection was failed")
+            else:
+                await wsconn.send_frames(self.ws, data, guard.transport)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone from exc
 

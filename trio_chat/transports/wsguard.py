@@ -71,7 +71,8 @@ class FrameGuard(trio.abc.Stream):
         self._found: Failure | None = None  # found, told when the library asks again
         self._on_control: Callable[[], float] = _free
         self._on_failure: Callable[[Failure], None] = _ignore
-        self._sealed = False
+        #: Nothing more may be written (the close frame went out).
+        self.sealed = False
 
     def attach(
         self, on_control: Callable[[], float], on_failure: Callable[[Failure], None]
@@ -125,7 +126,7 @@ class FrameGuard(trio.abc.Stream):
         return data[:sound]
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._sealed:
+        if self.sealed:
             raise trio.ClosedResourceError("the connection was failed")
         await self.stream.send_all(data)
 
@@ -137,7 +138,7 @@ class FrameGuard(trio.abc.Stream):
 
     def seal(self) -> None:
         """Nothing more may be written (the close frame went out)."""
-        self._sealed = True
+        self.sealed = True
 
     async def linger(self) -> None:
         """After the close frame: send our FIN and read (and discard) what the client
