@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check trio_chat tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict trio_chat
+	$(BIN)/mypy --strict trio_chat tests
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)

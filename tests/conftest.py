@@ -1,20 +1,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
 
-from tests.redis_server import RedisServer, redis_server_or_skip
+from tests.support.config import TEST_CONFIG
+from tests.support.redis import RedisServer, redis_server_or_skip
+from tests.support.tls import TlsFiles
 from trio_chat import Bound, Config, serve
 
-#: Flood control off: many tests send bursts to check order and delivery; the limit
-#: itself is tested with its own settings (tests/test_flood.py).
-TEST_CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
+#: The ``browser`` and ``page`` fixtures of the page tests.
+pytest_plugins = ["tests.support.browser"]
 
 
 @pytest.fixture
 def config() -> Config:
+    """The server's configuration for ``server`` (a module may override it)."""
     return TEST_CONFIG
 
 
@@ -23,6 +26,12 @@ async def server(nursery: trio.Nursery, config: Config) -> Bound:
     """A real server on ephemeral loopback ports, cancelled when the test ends."""
     bound: Bound = await nursery.start(serve, config)
     return bound
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    """A throwaway CA and a certificate for 127.0.0.1, as files in ``tmp_path``."""
+    return TlsFiles(tmp_path)
 
 
 @pytest.fixture

@@ -11,34 +11,21 @@ import json
 import pytest
 import trio
 import trio.testing
-from trio_websocket import wrap_client_stream
+from trio_websocket import WebSocketConnection
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from tests.helpers import TcpClient, WsClient
-from tests.memory import WrappedStream
+from tests.support.memory import CountingStream, memory_ws
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, get_text
 from trio_chat import protocol
 from trio_chat.config import Config
 from trio_chat.server.room import Room
 from trio_chat.server.session import Session
-from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import TcpTransport
-from trio_chat.transports.ws import handle_ws
 
 CONFIG = Config(tcp_port=0, ws_port=0)
 TS = "2026-11-26T18:00:00.000Z"
 TEXTS = ["one", "two", "three"]
-
-
-class CountingStream(WrappedStream):
-    """A stream that records each ``send_all`` it is given (the transport's writes)."""
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        super().__init__(inner)
-        self.writes: list[bytes] = []
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-        await self.inner.send_all(data)
 
 
 class StuckStream(CountingStream):
@@ -58,7 +45,7 @@ def broadcast_three(room: Room) -> None:
         room.broadcast(protocol.chat("Zed", text, TS))
 
 
-async def test_tcp_queued_messages_leave_in_one_write(nursery):
+async def test_tcp_queued_messages_leave_in_one_write(nursery: trio.Nursery) -> None:
     room = Room()
     client_end, server_end = trio.testing.memory_stream_pair()
     counting = CountingStream(server_end)
@@ -72,26 +59,27 @@ async def test_tcp_queued_messages_leave_in_one_write(nursery):
         assert counting.writes[-1].count(b"\n") == 3
 
 
-async def ws_pair(nursery, room):
-    """A trio-chat WebSocket session and a trio-websocket client, over memory."""
+async def counted_ws(
+    nursery: trio.Nursery, room: Room
+) -> tuple[WebSocketConnection, CountingStream]:
+    """A WebSocket session over memory whose server-side writes are recorded."""
     client_end, server_end = trio.testing.memory_stream_pair()
     counting = CountingStream(server_end)
-    nursery.start_soon(handle_ws, Admission(room, CONFIG), counting)
-    conn = await wrap_client_stream(nursery, client_end, "localhost", "/")
+    conn = await memory_ws(nursery, room, CONFIG, ends=(client_end, counting))
     return conn, counting
 
 
 @pytest.mark.parametrize("batch", [False, True])
-async def test_ws_queued_messages_leave_in_one_write(nursery, batch):
+async def test_ws_queued_messages_leave_in_one_write(nursery: trio.Nursery, batch: bool) -> None:
     room = Room()
-    conn, counting = await ws_pair(nursery, room)
+    conn, counting = await counted_ws(nursery, room)
     client = WsClient(conn)
     await client.join("Ann", batch=batch)
     before = len(counting.writes)
     broadcast_three(room)
     if batch:
         # One frame carrying the three objects, newline-separated.
-        message = await conn.get_message()
+        message = await get_text(conn)
         assert [json.loads(part)["text"] for part in message.split("\n")] == TEXTS
     else:
         # Three frames, one object each, all in the same write.
@@ -100,16 +88,16 @@ async def test_ws_queued_messages_leave_in_one_write(nursery, batch):
     await conn.aclose()
 
 
-async def test_ws_single_message_is_a_plain_frame_in_batch_mode(nursery):
+async def test_ws_single_message_is_a_plain_frame_in_batch_mode(nursery: trio.Nursery) -> None:
     room = Room()
-    conn, _ = await ws_pair(nursery, room)
+    conn, _ = await counted_ws(nursery, room)
     await WsClient(conn).join("Ann", batch=True)
     room.broadcast(protocol.chat("Zed", "alone", TS))
     assert json.loads(await conn.get_message())["text"] == "alone"
     await conn.aclose()
 
 
-def test_encoded_once_for_every_transport():
+def test_encoded_once_for_every_transport() -> None:
     message = protocol.chat("Ann", "héllo\nworld", TS)
     assert isinstance(message, protocol.Encoded) and isinstance(message, str)
     assert json.loads(message)["text"] == "héllo\nworld"
@@ -121,7 +109,7 @@ def test_encoded_once_for_every_transport():
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
-def test_frames_parse_as_websocket_text(size):
+def test_frames_parse_as_websocket_text(size: int) -> None:
     """Our hand-built server frames, read by wsproto's own frame parser."""
     text = "x" * size
     parser = FrameProtocol(client=True, extensions=[])
@@ -133,7 +121,7 @@ def test_frames_parse_as_websocket_text(size):
     ]
 
 
-def test_batch_frame_joins_with_newlines():
+def test_batch_frame_joins_with_newlines() -> None:
     lines = [protocol.encode({"n": 1}), "plain", protocol.encode({"n": 2})]
     parser = FrameProtocol(client=True, extensions=[])
     parser.receive_bytes(protocol.wire_batch_frame(lines))
@@ -141,7 +129,9 @@ def test_batch_frame_joins_with_newlines():
     assert frame.payload == '{"n":1}\nplain\n{"n":2}'
 
 
-async def test_write_timeout_still_evicts(nursery, autojump_clock):
+async def test_write_timeout_still_evicts(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """The writer's one cancel scope: a write that outlasts send_timeout evicts."""
     room = Room()
     client_end, server_end = trio.testing.memory_stream_pair()
@@ -157,36 +147,36 @@ async def test_write_timeout_still_evicts(nursery, autojump_clock):
         assert room.names == []
 
 
-async def test_ws_batch_frames_stay_within_the_reference_clients_message_limit(nursery):
+async def test_ws_batch_frames_stay_within_the_reference_clients_message_limit(
+    nursery: trio.Nursery
+) -> None:
     """A backlog of long messages must not become one frame bigger than a client's
     trio-websocket accepts (``trio-chat join`` allows 1 MiB): it would close with
     1009, reconnect with ``since`` and get the same frame again, for ever."""
     from trio_chat.client.config import ClientConfig
 
     room = Room()
-    client_end, server_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, Admission(room, CONFIG), server_end)
-    conn = await wrap_client_stream(
-        nursery, client_end, "localhost", "/", max_message_size=ClientConfig().max_line
-    )
+    conn = await memory_ws(nursery, room, CONFIG, max_message_size=ClientConfig().max_line)
     await WsClient(conn).join("Ann", batch=True)
     texts = [f"{n:03} " + "x" * 4000 for n in range(300)]  # 1.2 MB queued at once
     for text in texts:
         room.broadcast(protocol.chat("Zed", text, TS))
     got: list[str] = []
     while len(got) < len(texts):
-        got += [json.loads(part)["text"] for part in (await conn.get_message()).split("\n")]
+        got += [json.loads(part)["text"] for part in (await get_text(conn)).split("\n")]
     assert got == texts
     await conn.aclose()
 
 
-def test_batch_frames_are_split_at_the_frame_budget():
-    lines = [protocol.encode({"n": n, "pad": "x" * 40_000}) for n in range(5)]
+def test_batch_frames_are_split_at_the_frame_budget() -> None:
+    lines: list[str] = [protocol.encode({"n": n, "pad": "x" * 40_000}) for n in range(5)]
     parser = FrameProtocol(client=True, extensions=[])
     parser.receive_bytes(protocol.wire_batch_frame(lines))
-    frames = list(parser.received_frames())
-    assert all(len(f.payload.encode()) <= protocol.MAX_BATCH_FRAME for f in frames)
-    assert [json.loads(p)["n"] for f in frames for p in f.payload.split("\n")] == [0, 1, 2, 3, 4]
+    payloads = [f.payload for f in parser.received_frames()]
+    assert all(isinstance(p, str) for p in payloads)
+    texts = [p for p in payloads if isinstance(p, str)]
+    assert all(len(p.encode()) <= protocol.MAX_BATCH_FRAME for p in texts)
+    assert [json.loads(line)["n"] for p in texts for line in p.split("\n")] == [0, 1, 2, 3, 4]
     # One message longer than the budget is still one frame of its own.
     big = protocol.encode({"pad": "y" * 100_000})
     parser = FrameProtocol(client=True, extensions=[])

@@ -12,163 +12,32 @@ import json
 import os
 import queue
 import re
-import socket
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from trio_websocket import wrap_server_stream
 
-from tests.helpers import TlsFiles
+from tests.support.browser import WAIT_S, Watched, in_thread, join_as
+from tests.support.tcp import BlockingTcpClient
+from tests.support.tls import TlsFiles
 from trio_chat import Config, serve
 from trio_chat.cluster import open_cluster
 from trio_chat.protocol import encode
 from trio_chat.transports import http
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_S = 20  # any one expected event (a bound, never slept); the machine is slow and shared
-WAIT_MS = WAIT_S * 1000
-XSS = "<img src=x onerror=alert(1)>"
-
-pytestmark = pytest.mark.slow
-
-
-# ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class Watched:
-    """A page plus what went wrong in it: dialogs (an XSS would alert) and script errors."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        page.on("dialog", self._dialog)
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.set_default_timeout(WAIT_MS)
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def assert_clean(self) -> None:
-        assert self.dialogs == [], "a dialog opened: injected script ran"
-        assert self.errors == [], "the page threw"
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1000, "height": 620}, color_scheme="light")
-    try:
-        yield Watched(context.new_page())
-    finally:
-        context.close()
-
-
-@contextmanager
-def in_thread(start: Callable[..., Awaitable[object]]) -> Iterator[Any]:
-    """Run ``await nursery.start(start)`` in a Trio thread; yield what it reports,
-    cancel it on exit."""
-    ready: queue.Queue[Any] = queue.Queue()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            value = await nursery.start(start)
-            ready.put((value, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
-
-    def run() -> None:
-        try:
-            trio.run(main)
-        except BaseException as exc:
-            ready.put(exc)
-
-    thread = threading.Thread(target=run, name="trio server", daemon=True)
-    thread.start()
-    item = ready.get(timeout=WAIT_S)
-    if isinstance(item, BaseException):
-        raise item
-    value, token, scope = item
-    try:
-        yield value
-    finally:
-        trio.from_thread.run_sync(scope.cancel, trio_token=token)
-        thread.join(WAIT_S)
-        assert not thread.is_alive()
-
-
-class LineClient:
-    """A raw-TCP chat client on a blocking socket (the page's peer)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        self._buffer = b""
-
-    def send(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\n")
-
-    def recv(self) -> dict[str, Any]:
-        while b"\n" not in self._buffer:
-            chunk = self.sock.recv(65536)
-            assert chunk, "server closed the connection"
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        message: dict[str, Any] = json.loads(line)
-        return message
-
-    def recv_until(self, **match: Any) -> dict[str, Any]:
-        while True:
-            message = self.recv()
-            if all(message.get(k) == v for k, v in match.items()):
-                return message
-
-    def __enter__(self) -> LineClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-
-def join_as(page: Page, name: str, expect_state: str | None = "online") -> None:
-    expect(page.locator("#join")).to_be_visible()
-    page.fill("#name", name)
-    page.press("#name", "Enter")
-    if expect_state:
-        expect(page.locator("#state")).to_have_attribute("data-state", expect_state)
-
-
 # ---------------------------------------------------------------- the tests
 
 
-def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Path):
+pytestmark = pytest.mark.slow
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Path) -> None:
     p = page.page
     state = p.locator("#state")
     last_msg = p.locator("#messages .msg").last
@@ -179,7 +48,7 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
         join_as(p, "Alice")
         expect(p.locator("#me")).to_have_text("Alice")
 
-        with LineClient(bound.tcp_port) as bob:
+        with BlockingTcpClient(bound.tcp_port, WAIT_S) as bob:
             bob.send("/nick Bob")
             assert bob.recv_until(type="welcome")["users"] == ["Alice", "Bob"]
             expect(p.locator("#count")).to_have_text("2")
@@ -223,7 +92,7 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
     expect(p.locator("#messages .notice").last).to_contain_text("Connection lost")
     with in_thread(partial(serve, Config(tcp_port=0, ws_port=bound.ws_port))) as again:
         expect(state).to_have_attribute("data-state", "online")
-        with LineClient(again.tcp_port) as bob:
+        with BlockingTcpClient(again.tcp_port, WAIT_S) as bob:
             bob.send("/nick Bob")
             assert bob.recv_until(type="welcome")["users"] == ["Alice", "Bob"]
             p.fill("#text", "back again")
@@ -238,13 +107,13 @@ def test_page_chats_with_a_tcp_client_and_reconnects(page: Watched, tmp_path: Pa
     page.assert_clean()
 
 
-def test_remembered_name_waits_for_its_stale_session(page: Watched):
+def test_remembered_name_waits_for_its_stale_session(page: Watched) -> None:
     """A reload can reach the server before the old connection's leave does: with a
     remembered name the page retries instead of asking for another one."""
     p = page.page
     p.context.add_init_script("localStorage.setItem('trio-chat.name', 'Alice')")
     with in_thread(partial(serve, Config(tcp_port=0, ws_port=0))) as bound:
-        with LineClient(bound.tcp_port) as stale:
+        with BlockingTcpClient(bound.tcp_port, WAIT_S) as stale:
             stale.send("/nick Alice")
             stale.recv_until(type="welcome")
             p.goto(bound.page_url)
@@ -325,7 +194,7 @@ async def scripted_server(
         task_status.started(listeners[0].socket.getsockname()[1])
 
 
-def test_page_speaks_batches_history_and_since(page: Watched):
+def test_page_speaks_batches_history_and_since(page: Watched) -> None:
     p = page.page
     joins: queue.Queue[Any] = queue.Queue()
     chats: queue.Queue[Any] = queue.Queue()
@@ -360,11 +229,10 @@ def test_page_speaks_batches_history_and_since(page: Watched):
 # ---------------------------------------------------------------- TLS and the Origin check
 
 
-def test_page_over_https_chats_over_wss(browser: Browser, tmp_path: Path):
+def test_page_over_https_chats_over_wss(browser: Browser, tls: TlsFiles) -> None:
     """With --tls-cert the page is https:// and its socket wss:// (its own origin is
     https://host:port), and a TLS line client shares the room."""
-    tls = TlsFiles(tmp_path)
-    config = Config(tcp_port=0, ws_port=0, tls_cert=str(tls.cert), tls_key=str(tls.key))
+    config = tls.server_config(Config(tcp_port=0, ws_port=0))
     context = browser.new_context(ignore_https_errors=True)  # trustme's CA is not Chromium's
     try:
         watched = Watched(context.new_page())
@@ -373,7 +241,7 @@ def test_page_over_https_chats_over_wss(browser: Browser, tmp_path: Path):
             assert bound.page_url.startswith("https://")
             p.goto(bound.page_url)
             join_as(p, "Alice")
-            with LineClient(bound.tcp_port) as bob:
+            with BlockingTcpClient(bound.tcp_port, WAIT_S) as bob:
                 bob.sock = tls.client_context().wrap_socket(bob.sock, server_hostname="127.0.0.1")
                 bob.send("/nick Bob")
                 bob.recv_until(type="welcome")
@@ -396,7 +264,7 @@ OPEN_SOCKET = """url => new Promise(resolve => {
 })"""
 
 
-def test_a_foreign_page_cannot_open_a_socket(page: Watched):
+def test_a_foreign_page_cannot_open_a_socket(page: Watched) -> None:
     """A page from another origin (another trio-chat here) gets 403 on the upgrade,
     unless --allowed-origin lists it; the page's own origin always works."""
     p = page.page
@@ -424,14 +292,14 @@ async def two_cluster_servers(redis_url: str, *, task_status: Any) -> None:
         task_status.started((bound_a, bound_b))
 
 
-def test_page_on_one_server_chats_with_tcp_on_another(page: Watched, redis_server: Any):
+def test_page_on_one_server_chats_with_tcp_on_another(page: Watched, redis_server: Any) -> None:
     """--redis: the page on server B, a raw-TCP client on server A, one room."""
     p = page.page
     last_msg = p.locator("#messages .msg").last
     with in_thread(partial(two_cluster_servers, redis_server.url)) as (a, b):
         p.goto(b.page_url)
         join_as(p, "Alice")
-        with LineClient(a.tcp_port) as bob:
+        with BlockingTcpClient(a.tcp_port, WAIT_S) as bob:
             bob.send("/nick Bob")
             assert sorted(bob.recv_until(type="welcome")["users"]) == ["Alice", "Bob"]
             expect(p.locator("#count")).to_have_text("2")

@@ -2,38 +2,31 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient, WsClient, ws_client
-from tests.memory import VIRTUAL_WAIT
+from tests.support.memory import memory_tcp, memory_ws
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, close_reason, ws_client
 from trio_chat import Config, serve
 from trio_chat.protocol import SERVER_FULL
 from trio_chat.server.limits import Gate
 from trio_chat.server.room import Room
 from trio_chat.server.session import Session
-from trio_chat.transports.admission import Admission
-from trio_chat.transports.tcp import handle_tcp
-from trio_chat.transports.ws import handle_ws
 
 
-def connect_tcp(nursery, room, config, gate) -> TcpClient:
-    client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_tcp, Admission(room, config, gate), server)
-    return TcpClient(client, wait=VIRTUAL_WAIT)
-
-
-async def test_tcp_over_the_per_ip_cap_gets_server_full_and_a_slot_frees_on_close(nursery):
+async def test_tcp_over_the_per_ip_cap_gets_server_full_and_a_slot_frees_on_close(
+    nursery: trio.Nursery
+) -> None:
     room, config = Room(), Config()
     gate: Gate[Session] = Gate(max_clients=10, max_per_ip=2)
-    ann, bob = connect_tcp(nursery, room, config, gate), connect_tcp(nursery, room, config, gate)
+    ann = memory_tcp(nursery, room, config, gate=gate)
+    bob = memory_tcp(nursery, room, config, gate=gate)
     await ann.join("Ann")
     await bob.join("Bob")
-    extra = connect_tcp(nursery, room, config, gate)
+    extra = memory_tcp(nursery, room, config, gate=gate)
     error = await extra.recv()
     assert error["type"] == "error" and error["code"] == SERVER_FULL
     assert "your address" in error["text"]
@@ -47,49 +40,49 @@ async def test_tcp_over_the_per_ip_cap_gets_server_full_and_a_slot_frees_on_clos
     assert await ann.eof()
     await trio.testing.wait_all_tasks_blocked()
     assert gate.total == 1 and len(gate.live) == 1
-    carl = connect_tcp(nursery, room, config, gate)
+    carl = memory_tcp(nursery, room, config, gate=gate)
     await carl.join("Carl")
 
 
-async def test_tcp_over_max_clients_gets_server_full(nursery):
+async def test_tcp_over_max_clients_gets_server_full(nursery: trio.Nursery) -> None:
     room, config = Room(), Config()
     gate: Gate[Session] = Gate(max_clients=1, max_per_ip=0)
-    ann = connect_tcp(nursery, room, config, gate)
+    ann = memory_tcp(nursery, room, config, gate=gate)
     await ann.join("Ann")
-    extra = connect_tcp(nursery, room, config, gate)
+    extra = memory_tcp(nursery, room, config, gate=gate)
     error = await extra.recv()
     assert error["code"] == SERVER_FULL and "server full" in error["text"]
     assert await extra.eof()
 
 
-async def test_websocket_over_a_cap_is_closed_with_1013(nursery):
+async def test_websocket_over_a_cap_is_closed_with_1013(nursery: trio.Nursery) -> None:
     room, config = Room(), Config()
     gate: Gate[Session] = Gate(max_clients=1, max_per_ip=0)
-    inside = connect_tcp(nursery, room, config, gate)
+    inside = memory_tcp(nursery, room, config, gate=gate)
     await inside.join("Inside")
-    client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, Admission(room, config, gate), server)
-    ws = await wrap_client_stream(nursery, client, "localhost", "/")
+    ws = await memory_ws(nursery, room, config, gate=gate)
     with pytest.raises(ConnectionClosed) as closed:
         await ws.get_message()
-    assert closed.value.reason.code == 1013
+    assert close_reason(closed.value).code == 1013
     assert gate.total == 1
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ws"])
-async def test_real_server_refuses_over_the_per_ip_cap(nursery, transport):
+async def test_real_server_refuses_over_the_per_ip_cap(
+    nursery: trio.Nursery, transport: str
+) -> None:
     bound = await nursery.start(serve, Config(tcp_port=0, ws_port=0, max_per_ip=1))
     async with await TcpClient.connect(bound.tcp_port) as first:
         await first.join("First")
         if transport == "tcp":
             async with await TcpClient.connect(bound.tcp_port) as second:
-                error = json.loads(await second.line())
+                error = await second.recv()
                 assert error["code"] == SERVER_FULL
                 assert await second.eof()
         else:
             async with ws_client(bound.ws_port) as conn:
                 with pytest.raises(ConnectionClosed) as closed:
                     await WsClient(conn).recv()
-                assert closed.value.reason.code == 1013
+                assert close_reason(closed.value).code == 1013
         await first.send({"type": "ping"})
         await first.recv_until(type="pong")

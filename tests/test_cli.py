@@ -1,26 +1,23 @@
 """The CLI: options and env vars become a Config; a real `trio-chat serve` process."""
 
-import re
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.helpers import TcpClient, WsClient, ws_client
+from tests.support.processes import TRIO_CHAT_SCRIPT, server_process
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, ws_client
 from trio_chat import cli
 from trio_chat.cli import default_db_path
 from trio_chat.config import Config
 from trio_chat.server import app
 
-TRIO_CHAT = str(Path(sys.executable).with_name("trio-chat"))
-
 
 @pytest.fixture
-def captured(monkeypatch):
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     """Replace the server call: the CLI's job ends at building the Config."""
     configs: list[Config] = []
     monkeypatch.setattr(app, "run", configs.append)
@@ -28,7 +25,7 @@ def captured(monkeypatch):
     return configs
 
 
-def test_serve_defaults(captured):
+def test_serve_defaults(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, ["serve"], env={})
     assert result.exit_code == 0, result.output
     # The one CLI default that differs from the library's: history goes to disk.
@@ -36,7 +33,7 @@ def test_serve_defaults(captured):
     assert default_db_path().endswith("trio-chat/trio-chat.db")
 
 
-def test_serve_options(captured):
+def test_serve_options(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, [
         "serve", "--host", "0.0.0.0", "--tcp-port", "0", "--ws-port", "9000",
         "--log-level", "DEBUG", "--max-text", "100", "--queue-size", "8",
@@ -47,7 +44,7 @@ def test_serve_options(captured):
     assert (config.max_text, config.queue_size, config.log_level) == (100, 8, "debug")
 
 
-def test_serve_history_options_and_env_vars(captured):
+def test_serve_history_options_and_env_vars(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, [
         "serve", "--db", "/tmp/x.db", "--history-keep", "7", "--history-replay", "0",
     ])
@@ -64,14 +61,14 @@ def test_serve_history_options_and_env_vars(captured):
     )
 
 
-def test_serve_reads_trio_chat_env_vars(captured):
+def test_serve_reads_trio_chat_env_vars(captured: list[Config]) -> None:
     env = {"TRIO_CHAT_TCP_PORT": "7000", "TRIO_CHAT_WS_PORT": "7001", "TRIO_CHAT_HOST": "::1"}
     result = CliRunner().invoke(cli.main, ["serve"], env=env)
     assert result.exit_code == 0, result.output
     assert (captured[0].tcp_port, captured[0].ws_port, captured[0].host) == (7000, 7001, "::1")
 
 
-def test_serve_cluster_options_and_env_vars(captured):
+def test_serve_cluster_options_and_env_vars(captured: list[Config]) -> None:
     result = CliRunner().invoke(cli.main, [
         "serve", "--redis", "redis://10.0.0.5:6380/2", "--presence-ttl", "3",
     ])
@@ -89,57 +86,40 @@ def test_serve_cluster_options_and_env_vars(captured):
                                   ["--history-keep", "0"], ["--history-replay", "-1"],
                                   ["--redis", "http://127.0.0.1:6379"],
                                   ["--presence-ttl", "0.5"]])
-def test_serve_rejects_bad_options(captured, args):
+def test_serve_rejects_bad_options(captured: list[Config], args: list[str]) -> None:
     result = CliRunner().invoke(cli.main, ["serve", *args])
     assert result.exit_code == 2 and "Error" in result.output
     assert captured == []
 
 
-def test_help_lists_env_vars():
+def test_help_lists_env_vars() -> None:
     result = CliRunner().invoke(cli.main, ["serve", "--help"])
     assert result.exit_code == 0
     assert "TRIO_CHAT_TCP_PORT" in result.output
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-async def test_real_server_process_chats_and_stops_cleanly(signum):
-    proc = await trio.lowlevel.open_process(
-        [TRIO_CHAT, "serve", "--tcp-port", "0", "--ws-port", "0", "--db", ":memory:"],
-        stderr=subprocess.PIPE,
-    )
-    log = b""
-    try:
-        with trio.fail_after(20):
-            while b"listening" not in log:
-                chunk = await proc.stderr.receive_some()
-                assert chunk, log
-                log += chunk
-        match = re.search(rb"tcp://127\.0\.0\.1:(\d+) ws://127\.0\.0\.1:(\d+)", log)
-        assert match, log
-        tcp_port, ws_port = int(match[1]), int(match[2])
-        async with await TcpClient.connect(tcp_port) as bob, ws_client(ws_port) as conn:
+async def test_real_server_process_chats_and_stops_cleanly(signum: int) -> None:
+    async with server_process(program=TRIO_CHAT_SCRIPT, wait=20) as server:
+        async with (
+            await TcpClient.connect(server.tcp_port) as bob,
+            ws_client(server.ws_port) as conn,
+        ):
             await bob.join("Bob")
             alice = WsClient(conn)
             await alice.join("Alice")
             await bob.send_raw(b"hello from nc\n")
             assert (await alice.recv_until(type="chat"))["text"] == "hello from nc"
-        proc.send_signal(signum)
+        server.signal(signum)
         with trio.fail_after(20):
-            rest = b""
-            while chunk := await proc.stderr.receive_some():
-                rest += chunk
-            code = await proc.wait()
-        assert code == 0, rest
-        assert b"Traceback" not in log + rest
-        assert signal.Signals(signum).name.encode() in rest
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await proc.stderr.aclose()
+            log = await server.rest_of_log()
+            code = await server.process.wait()
+        assert code == 0, log
+        assert not any("Traceback" in line for line in log)
+        assert any(signal.Signals(signum).name in line for line in log)
 
 
-def test_port_in_use_is_one_clear_line_and_exit_1():
+def test_port_in_use_is_one_clear_line_and_exit_1() -> None:
     import socket
 
     with socket.socket() as taken:
@@ -147,7 +127,8 @@ def test_port_in_use_is_one_clear_line_and_exit_1():
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [TRIO_CHAT, "serve", "--tcp-port", str(port), "--ws-port", "0", "--db", ":memory:"],
+            [*TRIO_CHAT_SCRIPT, "serve", "--tcp-port", str(port), "--ws-port", "0",
+             "--db", ":memory:"],
             capture_output=True, text=True, timeout=30,
         )
     assert result.returncode == 1

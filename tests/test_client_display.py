@@ -10,14 +10,14 @@ from trio_chat.client.display import clean, format_line, local_time
 NOW = datetime(2026, 11, 26, 20, 30, tzinfo=timezone(timedelta(hours=2)))
 
 
-def test_timestamps_are_local_with_the_date_only_when_not_today():
+def test_timestamps_are_local_with_the_date_only_when_not_today() -> None:
     assert local_time("2026-11-26T18:00:01.500Z", NOW) == "20:00:01"
     assert local_time("2026-11-25T18:00:01.500Z", NOW) == "2026-11-25 20:00:01"
     assert local_time(None, NOW) == "20:30:00"  # no timestamp: now
     assert local_time("garbage", NOW) == "20:30:00"
 
 
-def test_one_plain_line_per_message():
+def test_one_plain_line_per_message() -> None:
     chat = {"type": "chat", "user": "Bob", "text": "hi", "timestamp": "2026-11-26T18:00:00.000Z"}
     assert format_line(chat, NOW) == "[20:00:00] Bob: hi"
     assert format_line({**chat, "history": True}, NOW) == "(earlier) [20:00:00] Bob: hi"
@@ -33,7 +33,7 @@ def test_one_plain_line_per_message():
     assert format_line({"type": "pong"}, NOW) is None
 
 
-def test_peer_text_cannot_drive_the_terminal():
+def test_peer_text_cannot_drive_the_terminal() -> None:
     assert clean("a\x1b[2Jb") == "a\\x1b[2Jb"
     assert clean("two\nlines") == "two\\nlines"
     assert clean("two\nlines", newlines=True) == "two\nlines"

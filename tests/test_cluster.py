@@ -8,27 +8,29 @@ sleeps: for a message, or for a link to come up.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import replace
-from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import coredis
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import WAIT, TcpClient, WsClient, ws_client
-from tests.redis_server import RedisServer, free_port, redis_server_or_skip
-from tests.server_process import server_process
-from trio_chat import Bound, Config, serve
-from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
+from tests.support.cluster import chats, linked, node, relinking, resume, unlinked, ws
+from tests.support.processes import server_process
+from tests.support.redis import RedisServer, redis_server_or_skip
+from tests.support.tcp import TcpClient, free_port
+from tests.support.waits import WAIT
+from trio_chat import Config
+from trio_chat.cluster import PREFIX, Cluster, LinkState
 from trio_chat.cluster import scripts as lua
 from trio_chat.server.room import Room
 
@@ -38,45 +40,6 @@ TTL = 2.0  # --presence-ttl for these tests: a dead server's users leave within 
 @pytest.fixture
 def config(redis_server: RedisServer) -> Config:
     return Config(tcp_port=0, ws_port=0, rate_limit=0, redis=redis_server.url, presence_ttl=TTL)
-
-
-@asynccontextmanager
-async def node(config: Config) -> AsyncIterator[tuple[Cluster, Bound]]:
-    """One cluster server in this event loop."""
-    async with open_cluster(config) as cluster, trio.open_nursery() as nursery:
-        bound: Bound = await nursery.start(partial(serve, config, room=cluster.room))
-        yield cluster, bound
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def ws(port: int) -> AsyncIterator[WsClient]:
-    async with ws_client(port) as conn:
-        yield WsClient(conn)
-
-
-async def relinked(cluster: Cluster, links: int) -> None:
-    """Wait until the cluster has linked to Redis ``links`` times in all."""
-    with trio.move_on_after(WAIT):
-        while cluster.links < links:
-            await cluster.state_changed.wait()
-    assert cluster.links >= links, (cluster.links, cluster.connected)
-
-
-async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]]:
-    """The next ``count`` chat messages, skipping notices."""
-    return [await client.recv_until(type="chat") for _ in range(count)]
-
-
-async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A fresh TCP client joining with ``since``: its replayed chats and history_end."""
-    async with await TcpClient.connect(port) as client:
-        await client.send({"type": "join", "user": name, "since": since})
-        await client.recv_until(type="welcome")
-        replayed = []
-        while (msg := await client.recv())["type"] != "history_end":
-            replayed.append(msg)
-        return replayed, msg
 
 
 # ---------------------------------------------------------------- two servers, one room
@@ -134,6 +97,22 @@ async def test_names_are_unique_across_servers(config: Config) -> None:
             await alice.recv_until(type="system", event="rename", name="carol")
         await alice.send({"type": "join", "user": "bob"})  # bob is free again
         await alice.recv_until(type="welcome", user="bob")
+
+
+async def test_look_alike_names_are_taken_across_servers(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as ann,
+        await TcpClient.connect(b.tcp_port) as other,
+    ):
+        await ann.join("Ann")
+        await other.send({"type": "join", "user": "\u13aann"})  # a Cherokee A
+        error = await other.recv()
+        assert error["code"] == "name_taken"
+        await other.join("bob")
+        await other.send({"type": "join", "user": "\uff21nn"})  # a fullwidth A
+        assert (await other.recv())["code"] == "name_taken"
 
 
 async def test_a_rename_welcome_lists_every_servers_users(config: Config) -> None:
@@ -248,9 +227,7 @@ async def test_redis_restarted_mid_conversation_loses_nothing_for_since(
             # Redis stops: both stay connected; alice's message is delivered on A at
             # once, without an id (no id can be given without Redis).
             await trio.to_thread.run_sync(redis_server.stop)
-            with trio.fail_after(WAIT):
-                while ca.connected or cb.connected:
-                    await ca.state_changed.wait()
+            await unlinked(ca, cb)
             await alice.send({"type": "chat", "text": "during the outage"})
             local = await alice.recv_until(type="chat")
             assert local["text"] == "during the outage" and "id" not in local
@@ -258,8 +235,7 @@ async def test_redis_restarted_mid_conversation_loses_nothing_for_since(
             # It comes back empty (no persistence): the servers merge their history
             # back and A publishes its outage message; B delivers it, late, with an id.
             await trio.to_thread.run_sync(redis_server.start)
-            await relinked(ca, 2)
-            await relinked(cb, 2)
+            await linked(ca, cb)
             late = await bob.recv_until(type="chat")
             assert late["text"] == "during the outage" and late["id"] > before[-1]["id"]
             await bob.send({"type": "chat", "text": "three"})
@@ -287,8 +263,10 @@ async def test_history_written_while_one_server_was_away_is_restored_by_another(
             await alice.join("alice")
             await alice.send({"type": "chat", "text": "old"})
             old = (await chats(alice, 1))[0]
-        await trio.to_thread.run_sync(redis_server.restart)
-        await relinked(ca, 2)
+        await trio.to_thread.run_sync(redis_server.kill)  # it comes back empty
+        await unlinked(ca)
+        await trio.to_thread.run_sync(redis_server.start)
+        await linked(ca)
         async with node(config) as (_, b):
             replayed, _ = await resume(b.tcp_port, "bob", since=0)
     assert [(m["id"], m["text"]) for m in replayed] == [(old["id"], "old")]
@@ -335,8 +313,11 @@ class Gate:
         self.flowing.set()
         self._conns: set[trio.CancelScope] = set()
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
+    async def serve(
+        self,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         await trio.serve_listeners(self._relay, listeners, task_status=task_status)
@@ -410,14 +391,14 @@ async def test_a_message_in_flight_when_redis_loses_its_data_keeps_one_id(
                 gate_b.cut()
                 local = await alice.recv_until(type="chat")  # A gave up on Redis
                 assert local["text"] == "in flight" and "id" not in local
+                await unlinked(ca, cb)
                 await trio.to_thread.run_sync(redis_server.restart)
                 gate_a.open()
                 with trio.fail_after(WAIT):  # A is back first: it waits for B
-                    while not (ca.state is LinkState.RESTORING or ca.links >= 2):
+                    while ca.state is LinkState.DOWN:
                         await ca.state_changed.wait()
                 gate_b.open()
-                await relinked(ca, 2)
-                await relinked(cb, 2)
+                await linked(ca, cb)
                 await bob.send({"type": "chat", "text": "after"})
                 after = await bob.recv_until(type="chat")
                 assert after["text"] == "after"  # not "in flight" a second time
@@ -449,9 +430,7 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
         await alice.send({"type": "chat", "text": "before the outage"})
         before = await alice.recv_until(type="chat")
         await trio.to_thread.run_sync(redis_server.kill)
-        with trio.fail_after(WAIT):
-            while ca.connected or cb.connected:
-                await ca.state_changed.wait()
+        await unlinked(ca, cb)
         await alice.send({"type": "chat", "text": "during the outage"})
         local = await alice.recv_until(type="chat")
         assert "id" not in local
@@ -465,7 +444,7 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
                 {**before, "history": True}, {**local, "history": True}
             ]
             await trio.to_thread.run_sync(redis_server.start)
-            await relinked(ca, 2)
+            await linked(ca)
             late = await bob.recv_until(type="chat", text="during the outage")
             await bob.send({"type": "chat", "text": "after"})
             after = await bob.recv_until(type="chat")
@@ -473,6 +452,83 @@ async def test_a_member_seated_during_an_outage_gets_what_was_said_here_before_i
             # Not a second time now that it has an id: next is "after".
             assert await carol.recv_until(type="chat") == after
             assert await alice.recv_until(type="chat") == after
+
+
+async def test_redis_losing_its_data_while_connected_is_noticed_and_restored(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (issue 13): FLUSHALL (or a failover to an empty replica) on a
+    connection that never drops went unnoticed: a new server replayed almost nothing
+    for since:0, and a look-alike of a member's name was free on the other server."""
+    async with (
+        node(config) as (ca, a),
+        node(config) as (cb, b),
+        await TcpClient.connect(a.tcp_port) as ann,
+        await TcpClient.connect(b.tcp_port) as bob,
+    ):
+        await ann.join("Ann")
+        await bob.join("bob")
+        for n in range(20):
+            await ann.send({"type": "chat", "text": f"m{n}"})
+        sent = await chats(bob, 20)
+        async with relinking(ca, cb):
+            await trio.to_thread.run_sync(redis_server.command, "FLUSHALL")
+        await bob.send({"type": "join", "user": "ann"})
+        assert (await bob.recv_until(type="error"))["code"] == "name_taken"
+        await bob.send({"type": "chat", "text": "after"})
+        after = await ann.recv_until(type="chat", text="after")
+        async with node(config) as (_, c):
+            replayed, end = await resume(c.tcp_port, "carol", since=0)
+    assert [m["text"] for m in replayed] == [m["text"] for m in sent] + ["after"]
+    assert [m["id"] for m in replayed] == [m["id"] for m in sent] + [after["id"]]
+    assert end.get("complete", True)
+
+
+async def test_a_redis_stall_shorter_than_the_command_timeout_leaves_no_duplicate_name(
+    config: Config, redis_server: RedisServer
+) -> None:
+    """Regression (issue 13): with Redis stopped for less than the command timeout,
+    two look-alike names joined on two servers (each claim gave up and joined
+    locally) and both stayed. A claim that fails now puts the server in outage mode,
+    and when Redis answers again the later claimer is renamed."""
+    async with (
+        node(config) as (ca, a),
+        node(config) as (cb, b),
+        await TcpClient.connect(a.tcp_port) as zed,
+        await TcpClient.connect(b.tcp_port) as zed2,
+    ):
+        async with relinking(ca, cb):
+            os.kill(redis_server.pid, signal.SIGSTOP)
+            try:
+                await zed.send({"type": "join", "user": "Zed"})
+                await zed2.send({"type": "join", "user": "zed"})
+                first = [
+                    await zed.recv_until(type="welcome"), await zed2.recv_until(type="welcome")
+                ]
+                assert [w["user"] for w in first] == ["Zed", "zed"]  # joined locally
+            finally:
+                os.kill(redis_server.pid, signal.SIGCONT)
+        # Exactly one of them was renamed: a new welcome, and a rename notice.
+        seen: dict[TcpClient, list[dict[str, Any]]] = {zed: [], zed2: []}
+
+        async def who(client: TcpClient) -> list[str]:
+            await client.send({"type": "who"})
+            while (msg := await client.recv())["type"] != "users":
+                seen[client].append(msg)
+            return list(msg["users"])
+
+        with trio.fail_after(WAIT):
+            while len(names := await who(zed)) != 2 or len(await who(zed2)) != 2:
+                pass
+        assert set(names) in ({"Zed", "zed2"}, {"zed", "Zed2"})
+        assert set(await who(zed2)) == set(names)
+        renamed, kept = (zed2, zed) if "zed2" in names else (zed, zed2)
+        new = "zed2" if renamed is zed2 else "Zed2"
+        welcomes = [m for m in seen[renamed] if m["type"] == "welcome"]
+        assert [w["user"] for w in welcomes] == [new]
+        assert sorted(welcomes[0]["users"]) == sorted(names)
+        notices = [m for m in seen[kept] if m.get("event") == "rename"]
+        assert [(m["old"], m["name"]) for m in notices] == [(new[:-1], new)]
 
 
 async def test_a_server_that_stops_is_forgotten_at_once(config: Config) -> None:
@@ -552,7 +608,7 @@ async def test_three_processes_one_room_and_a_killed_one_leaves_who(
 async def test_publish_script_is_idempotent_and_ids_increase(redis_server: RedisServer) -> None:
     async with coredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
         script = client.register_script(lua.PUBLISH)
-        args = [PREFIX, 100, "n1", 1, "u", "a", "T", 2, "u", "b", "T"]
+        args: list[str | int] = [PREFIX, 100, "n1", 1, "u", "a", "T", 2, "u", "b", "T"]
         first = int(await script(keys=[], args=args))
         # The same batch again (a reply lost with the connection) adds nothing.
         assert int(await script(keys=[], args=args)) == first
@@ -570,7 +626,7 @@ async def test_restore_script_merges_in_id_order(redis_server: RedisServer) -> N
                                                    "node": "n2", "seq": str(n)},
                               identifier=f"{n}-0")
         restore = client.register_script(lua.RESTORE)
-        ours = []
+        ours: list[str | int] = []
         for n in (20, 30, 40):
             ours += [n, "u", f"m{n}", "T", "n1", n // 10]
         assert await restore(keys=[], args=[PREFIX, 100, *ours]) == 2
@@ -626,7 +682,7 @@ def test_outbox_while_redis_is_unreachable() -> None:
     cluster.outbox.max_pending = 2
     room = Room(cluster)
     seen: list[str] = []
-    room.broadcast = seen.append  # type: ignore[method-assign]
+    room.broadcast = seen.append  # type: ignore[method-assign, assignment]
     outbox = cluster.outbox
     outbox.came_back()
     cluster.publish("bob", "a", "T")  # broadcast once read back

@@ -43,11 +43,10 @@ from typing import Any
 import pytest
 import trio
 
-from tests.lean_ws import LeanWs
-from tests.redis_server import RedisServer
-from tests.server_process import ServerProcess, server_process
-from tests.test_soak import rss_mb
-from trio_chat.protocol import LineBuffer
+from tests.support.processes import ServerProcess, rss_mb, server_process
+from tests.support.redis import RedisServer
+from tests.support.tcp import TcpClient, read_lines
+from tests.support.ws import LeanWs
 
 DURATION = float(os.environ.get("TRIO_CHAT_SOAK_SECONDS", "40"))
 SERVERS = 3
@@ -143,7 +142,7 @@ class Chatter:
         if history and ident is not None and (self.since is None or ident <= self.since):
             self.problems.append(f"replayed {msg} for since={self.since}")
         self.pending_replays += history and ident is None
-        if not history and "id" in msg and ident <= self.max_id:
+        if not history and ident is not None and ident <= self.max_id:
             self.problems.append(f"live {msg} after id {self.max_id}: out of id order")
         key = (sender, seq)
         if history and ident is not None and key in self.local_ts:
@@ -187,15 +186,13 @@ async def connect(chatter: Chatter, port_of: Callable[[int, bool], int]) -> Asyn
     stream = await trio.open_tcp_stream("127.0.0.1", port_of(chatter.server, chatter.tcp))
     async with stream, trio.open_nursery() as nursery:
         if chatter.tcp:
-            buffer = LineBuffer(1 << 20)
+
+            def on_lines(lines: list[str]) -> None:
+                for line in lines:
+                    chatter.on_line(line)
 
             async def read_tcp() -> None:
-                try:
-                    while data := await stream.receive_some(1 << 16):
-                        for line in buffer.feed(data):
-                            chatter.on_line(line.decode())
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                await read_lines(stream, on_lines)
                 chatter.gone.set()
 
             nursery.start_soon(read_tcp)
@@ -361,25 +358,20 @@ class ClusterSoak:
 
 async def read_history(port: int, name: str) -> list[dict[str, Any]]:
     """Everything a server holds: a fresh client resuming from 0."""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        await stream.send_all(json.dumps({"type": "join", "user": name, "since": 0}).encode()
-                              + b"\n")
-        buffer = LineBuffer(1 << 20)
+    async with await TcpClient.connect(port) as client:
+        await client.send({"type": "join", "user": name, "since": 0})
         history = []
         while True:
-            data = await stream.receive_some(1 << 16)
-            assert data, "the server closed during a history read"
-            for line in buffer.feed(data):
-                msg = json.loads(line)
-                if msg["type"] == "chat":
-                    history.append(msg)
-                elif msg["type"] == "history_end":
-                    assert msg.get("complete", True), msg
-                    return history
+            msg = await client.recv()
+            if msg["type"] == "chat":
+                history.append(msg)
+            elif msg["type"] == "history_end":
+                assert msg.get("complete", True), msg
+                return history
 
 
 async def test_cluster_soak() -> None:
-    from tests.redis_server import redis_server_or_skip
+    from tests.support.redis import redis_server_or_skip
     from trio_chat.server.process import raise_nofile_limit
 
     raise_nofile_limit()
@@ -399,20 +391,17 @@ async def run(soak: ClusterSoak) -> None:
 
     async with trio.open_nursery() as nursery:
 
-        async def watch_rss() -> None:
-            while True:
-                for i, server in enumerate(servers):
-                    if soak.alive[i]:
-                        peak[i] = max(peak[i], rss_mb(server.pid))
-                await trio.sleep(0.25)
+        rss_watch = trio.CancelScope()
 
-        async def drain_log(server: ServerProcess) -> None:
-            while await server.log_line() is not None:
-                pass
+        async def watch_rss() -> None:
+            with rss_watch:
+                while True:
+                    for i, server in enumerate(servers):
+                        if soak.alive[i]:
+                            peak[i] = max(peak[i], rss_mb(server.pid))
+                    await trio.sleep(0.25)
 
         nursery.start_soon(watch_rss)
-        for server in servers:
-            nursery.start_soon(drain_log, server)
         for chatter in soak.chatters:
             nursery.start_soon(soak.chatter_life, chatter)
         with trio.fail_after(60):
@@ -442,7 +431,9 @@ async def run(soak: ClusterSoak) -> None:
                      for i in soak.survivors()]
         logs = {i: list(servers[i].log) for i in range(SERVERS)}
 
-        # The survivors stop cleanly.
+        # The survivors stop cleanly. (Their RSS is no longer read: an exited, not yet
+        # reaped server has none.)
+        rss_watch.cancel()
         for i in soak.survivors():
             servers[i].signal(signal.SIGTERM)
         codes = {}
@@ -552,12 +543,12 @@ def report(
             fail(f"server {i} exited with {code} on SIGTERM")
     noise = 0
     for i, lines in logs.items():
-        logger, seen = "", False
+        logger, traced = "", False
         for line in lines:
             if line[:4].isdigit():  # a record: "date time LEVEL logger: message"
-                logger, seen = line.split()[3].rstrip(":"), False
-            elif "Traceback" in line and not seen:
-                seen = True
+                logger, traced = line.split()[3].rstrip(":"), False
+            elif "Traceback" in line and not traced:
+                traced = True
                 # coredis logs one (at ERROR) when a connection attempt is cancelled
                 # because the link went down meanwhile: noise, not a failure.
                 if logger != "coredis":

@@ -12,10 +12,11 @@ from contextlib import suppress
 import pytest
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient
-from tests.memory import VIRTUAL_WAIT
+from tests.support.memory import memory_tcp, memory_ws
+from tests.support.tcp import TcpClient
+from tests.support.ws import close_reason
 from trio_chat import Config, serve
 from trio_chat.protocol import RATE_LIMITED, ProtocolError
 from trio_chat.server.addresses import (
@@ -24,12 +25,10 @@ from trio_chat.server.addresses import (
     Recent,
     address_key,
 )
-from trio_chat.server.limits import Gate, TokenBucket
+from trio_chat.server.app import gate_for
+from trio_chat.server.limits import TokenBucket
 from trio_chat.server.room import Room
-from trio_chat.server.session import Session
 from trio_chat.transports.admission import Admission
-from trio_chat.transports.tcp import handle_tcp
-from trio_chat.transports.ws import handle_ws
 
 
 class FakeClock:
@@ -43,7 +42,7 @@ class FakeClock:
 # ---------------------------------------------------------------- sans I/O
 
 
-def test_connect_throttle_allows_a_burst_then_the_rate():
+def test_connect_throttle_allows_a_burst_then_the_rate() -> None:
     clock = FakeClock()
     throttle = ConnectThrottle(rate=2, burst=5, clock=clock)
     assert [throttle.admit("10.0.0.1") for _ in range(7)] == [True] * 5 + [False] * 2
@@ -56,7 +55,7 @@ def test_connect_throttle_allows_a_burst_then_the_rate():
     assert [throttle.admit("10.0.0.1") for _ in range(6)] == [True] * 5 + [False]
 
 
-def test_refused_attempts_cost_nothing_and_zero_turns_it_off():
+def test_refused_attempts_cost_nothing_and_zero_turns_it_off() -> None:
     clock = FakeClock()
     throttle = ConnectThrottle(rate=1, burst=1, clock=clock)
     assert throttle.admit("h")
@@ -69,7 +68,7 @@ def test_refused_attempts_cost_nothing_and_zero_turns_it_off():
     assert all(off.admit("h") for _ in range(1000))
 
 
-def test_addresses_count_per_ipv4_address_and_per_ipv6_64():
+def test_addresses_count_per_ipv4_address_and_per_ipv6_64() -> None:
     assert address_key("192.0.2.7") == "192.0.2.7"
     assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
     assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
@@ -82,7 +81,7 @@ def test_addresses_count_per_ipv4_address_and_per_ipv6_64():
     assert not throttle.admit("2001:db8::ffff:3")  # the same /64
 
 
-def test_what_is_remembered_is_bounded_in_count_and_time():
+def test_what_is_remembered_is_bounded_in_count_and_time() -> None:
     recent: Recent[int] = Recent(horizon=10, size=3)
     for i in range(5):
         recent.put(f"a{i}", i, now=100 + i)
@@ -97,7 +96,7 @@ def test_what_is_remembered_is_bounded_in_count_and_time():
     assert len(throttle) <= 100
 
 
-def test_a_reconnect_starts_where_the_last_connection_left_off():
+def test_a_reconnect_starts_where_the_last_connection_left_off() -> None:
     clock = FakeClock()
     memory = FloodMemory(rate=5, burst=10, ceiling=50, clock=clock)
     first = memory.bucket("10.0.0.1")
@@ -112,7 +111,7 @@ def test_a_reconnect_starts_where_the_last_connection_left_off():
     assert memory.bucket("10.0.0.1").take() == 0.0 and len(memory) == 0
 
 
-def test_the_count_of_delayed_messages_carries_over_too():
+def test_the_count_of_delayed_messages_carries_over_too() -> None:
     clock = FakeClock()
     memory = FloodMemory(rate=5, burst=1, ceiling=3, clock=clock)
     first = memory.bucket("h")
@@ -125,7 +124,7 @@ def test_the_count_of_delayed_messages_carries_over_too():
     assert caught.value.code == RATE_LIMITED
 
 
-def test_connections_that_find_their_address_owing_share_its_bucket_until_it_is_paid():
+def test_connections_that_find_their_address_owing_share_its_bucket_until_it_is_paid() -> None:
     """However many reconnect at once, they take from one bucket while the address
     owes: together one connection's rate. Once it is paid, each has its own."""
     clock = FakeClock()
@@ -142,7 +141,7 @@ def test_connections_that_find_their_address_owing_share_its_bucket_until_it_is_
     assert memory.bucket("h").take() == 0.0
 
 
-def test_concurrent_fresh_connections_keep_their_own_buckets_and_their_debts_add_up():
+def test_concurrent_fresh_connections_keep_their_own_buckets_and_their_debts_add_up() -> None:
     clock = FakeClock()
     memory = FloodMemory(rate=5, burst=10, ceiling=50, clock=clock)
     a, b = memory.bucket("nat"), memory.bucket("nat")
@@ -161,7 +160,7 @@ def test_concurrent_fresh_connections_keep_their_own_buckets_and_their_debts_add
     assert len(memory) == 1
 
 
-def test_a_message_refused_past_the_ceiling_costs_nothing():
+def test_a_message_refused_past_the_ceiling_costs_nothing() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=5, burst=1, ceiling=2, clock=clock)
     bucket.take(), bucket.take(), bucket.take()
@@ -172,7 +171,7 @@ def test_a_message_refused_past_the_ceiling_costs_nothing():
     assert bucket.level() == level and bucket.held == 3
 
 
-def test_the_debt_an_address_owes_is_capped():
+def test_the_debt_an_address_owes_is_capped() -> None:
     clock = FakeClock()
     memory = FloodMemory(rate=5, burst=10, ceiling=50, clock=clock)
     for _ in range(10):
@@ -188,24 +187,19 @@ def test_the_debt_an_address_owes_is_capped():
 
 
 def address(config: Config) -> Admission:
-    """One server's admission, as ``serve`` builds it, for memory-stream clients (which
-    all come from one address, "memory")."""
-    gate: Gate[Session] = Gate(
-        config.max_clients, config.max_per_ip,
-        throttle=ConnectThrottle(config.connect_rate, config.connect_burst, trio.current_time),
-        floods=FloodMemory(config.rate_limit, config.rate_burst, config.rate_ceiling,
-                           trio.current_time),
-    )
-    return Admission(Room(), config, gate)
+    """One server's room and gate, as ``serve`` builds them, for memory-stream clients
+    (which all come from one address, "memory")."""
+    return Admission(Room(), config, gate_for(config))
 
 
 def connect(nursery: trio.Nursery, admission: Admission) -> TcpClient:
-    client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_tcp, admission, server)
-    return TcpClient(client, wait=VIRTUAL_WAIT)
+    """A TCP client of that server, on a memory stream."""
+    return memory_tcp(nursery, admission.room, admission.config, gate=admission.gate)
 
 
-async def test_tcp_over_the_connect_rate_is_refused_with_rate_limited(nursery, autojump_clock):
+async def test_tcp_over_the_connect_rate_is_refused_with_rate_limited(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     admission = address(Config(connect_rate=1, connect_burst=3))
     clients = [connect(nursery, admission) for _ in range(3)]
     for i, client in enumerate(clients):
@@ -220,19 +214,21 @@ async def test_tcp_over_the_connect_rate_is_refused_with_rate_limited(nursery, a
     await again.join("again")  # one more a second
 
 
-async def test_websocket_over_the_connect_rate_is_closed_with_4029(nursery, autojump_clock):
+async def test_websocket_over_the_connect_rate_is_closed_with_4029(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     admission = address(Config(connect_rate=1, connect_burst=1))
     await connect(nursery, admission).join("First")
-    client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, admission, server)
-    ws = await wrap_client_stream(nursery, client, "localhost", "/")
+    ws = await memory_ws(nursery, admission.room, admission.config, gate=admission.gate)
     with pytest.raises(ConnectionClosed) as closed:
         await ws.get_message()
-    assert closed.value.reason.code == 4029
-    assert closed.value.reason.reason == "too many connections"
+    assert close_reason(closed.value).code == 4029
+    assert close_reason(closed.value).reason == "too many connections"
 
 
-async def test_a_storm_of_refusals_is_logged_once(nursery, autojump_clock, caplog):
+async def test_a_storm_of_refusals_is_logged_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     admission = address(Config(connect_rate=1, connect_burst=1))
     caplog.set_level("INFO", logger="trio_chat")
     await connect(nursery, admission).join("First")
@@ -250,8 +246,11 @@ async def test_a_storm_of_refusals_is_logged_once(nursery, autojump_clock, caplo
     ids=["connect-rate 2", "connect-rate off", "waves once the debt is paid"],
 )
 async def test_reconnecting_does_not_get_around_flood_control(
-    nursery, autojump_clock, connect_rate, pause
-):
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    connect_rate: float,
+    pause: float,
+) -> None:
     """The issue's attack: 20 sockets each connecting, sending the 10-message burst
     seed-style and leaving, over and over (before: 981 messages a second). The room
     gets a first wave of fresh connections, then at most twice --rate-limit a second
@@ -280,7 +279,7 @@ async def test_reconnecting_does_not_get_around_flood_control(
                 await client.send_raw(flood)
                 sent += burst
                 # Leave once the server has acted on all of it (or cut us off).
-                await client.stream.send_eof()  # type: ignore[attr-defined]
+                await client.send_eof()
                 await client.eof()
             await client.aclose()
             await trio.sleep(pause)
@@ -306,7 +305,9 @@ async def test_reconnecting_does_not_get_around_flood_control(
     assert len(after) <= 2 * rate * seconds
 
 
-async def test_people_behind_one_address_do_not_slow_each_other(nursery, autojump_clock):
+async def test_people_behind_one_address_do_not_slow_each_other(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """Connections open at once from one address (a NAT) each have their own burst and
     rate, as long as the address owes nothing."""
     config = Config(rate_limit=5, rate_burst=10, rate_ceiling=50)
@@ -322,7 +323,7 @@ async def test_people_behind_one_address_do_not_slow_each_other(nursery, autojum
     assert trio.current_time() == start  # nobody waited
 
 
-def test_the_options_and_their_environment_variables():
+def test_the_options_and_their_environment_variables() -> None:
     from click.testing import CliRunner
 
     from trio_chat.cli import serve as serve_command
@@ -343,7 +344,7 @@ def test_the_options_and_their_environment_variables():
     assert (params["connect_rate"], params["connect_burst"]) == (0.0, 7)
 
 
-async def test_loopback_is_not_exempt_on_a_real_server(nursery):
+async def test_loopback_is_not_exempt_on_a_real_server(nursery: trio.Nursery) -> None:
     """The defaults, over 127.0.0.1: 20 connections at once, the 21st refused."""
     bound = await nursery.start(serve, Config(tcp_port=0, ws_port=0))
     clients = [await TcpClient.connect(bound.tcp_port) for _ in range(20)]

@@ -11,8 +11,10 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient
-from tests.memory import VIRTUAL_WAIT, WrappedStream, tcp_client, ws_client
+from tests.support.frames import CLOSE, TEXT, frame, upgrade
+from tests.support.memory import WrappedStream, memory_tcp, memory_ws
+from tests.support.tcp import TcpClient
+from tests.support.waits import VIRTUAL_WAIT
 from trio_chat.config import Config
 from trio_chat.protocol import IDLE_TIMEOUT
 from trio_chat.server.room import Room
@@ -21,18 +23,13 @@ from trio_chat.transports.net import KEEPALIVE_IDLE, set_keepalive
 from trio_chat.transports.tcp import handle_tcp
 from trio_chat.transports.ws import handle_ws
 
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
 
 async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
-    nursery, autojump_clock
-):
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(idle_timeout=30)
     room = Room()
-    lurker = tcp_client(nursery, room, config)
+    lurker = memory_tcp(nursery, room, config)
     start = trio.current_time()
     await lurker.send_raw(b"/who\n")  # talking without joining does not count
     assert (await lurker.recv())["type"] == "users"
@@ -42,21 +39,25 @@ async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
     assert trio.current_time() - start == pytest.approx(30)
 
 
-async def test_joined_tcp_connection_may_stay_quiet(nursery, autojump_clock):
+async def test_joined_tcp_connection_may_stay_quiet(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(idle_timeout=30)
     room = Room()
-    member = tcp_client(nursery, room, config)
+    member = memory_tcp(nursery, room, config)
     await member.join("Quiet")
     await trio.sleep(3600)
     await member.send({"type": "ping"})
     assert (await member.recv_until(type="pong")) == {"type": "pong"}
 
 
-async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery, autojump_clock):
+async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """A lockstep stream blocks every write until the peer reads: a full kernel buffer."""
     config = Config(send_timeout=10)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.lockstep_stream_pair()
     nursery.start_soon(handle_tcp, Admission(room, config), server_end)
@@ -74,25 +75,19 @@ async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(nursery
     await client_end.aclose()
 
 
-async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump_clock):
+async def test_websocket_that_stops_answering_pings_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     # A hand-made WebSocket client that joins and then goes silent: it never pongs.
     client_end, server_end = trio.testing.memory_stream_pair()
     nursery.start_soon(handle_ws, Admission(room, config), server_end)
     start = trio.current_time()
-    await client_end.send_all(HANDSHAKE)
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += await client_end.receive_some()
-    assert response.startswith(b"HTTP/1.1 101")
-    # A masked text frame: {"type":"join","user":"Ghost"}
-    payload = b'{"type":"join","user":"Ghost"}'
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    await client_end.send_all(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    await upgrade(client_end)
+    await client_end.send_all(frame(TEXT, b'{"type":"join","user":"Ghost"}'))
     await watcher.recv_until(type="system", event="join", name="Ghost")
     leave = await watcher.recv_until(type="system", event="leave")
     assert leave["name"] == "Ghost"
@@ -106,15 +101,17 @@ async def test_websocket_that_stops_answering_pings_is_dropped(nursery, autojump
     await client_end.aclose()
 
 
-async def test_websocket_that_answers_pings_stays(nursery, autojump_clock):
+async def test_websocket_that_answers_pings_stays(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
-    ws = await ws_client(nursery, room, config)  # trio-websocket answers pings itself...
+    ws = await memory_ws(nursery, room, config)  # trio-websocket answers pings itself...
     received: list[str | bytes] = []
 
-    async def read_all():
+    async def read_all() -> None:
         # ... while its messages are being read (its reader blocks on a full queue).
         with trio.move_on_after(VIRTUAL_WAIT), suppress(ConnectionClosed):
             while True:
@@ -129,10 +126,10 @@ async def test_websocket_that_answers_pings_stays(nursery, autojump_clock):
     assert msg["user"] == "Alive"
     assert not ws.closed
     await ws.aclose()
-    assert ws.closed.code == 1000
+    assert ws.closed is not None and ws.closed.code == 1000
 
 
-async def test_accepted_sockets_get_tcp_keepalive():
+async def test_accepted_sockets_get_tcp_keepalive() -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listeners[0]:
         port = listeners[0].socket.getsockname()[1]
@@ -144,7 +141,7 @@ async def test_accepted_sockets_get_tcp_keepalive():
                 assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
 
 
-async def test_tcp_handler_turns_keepalive_on(nursery):
+async def test_tcp_handler_turns_keepalive_on(nursery: trio.Nursery) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listeners[0]:
         port = listeners[0].socket.getsockname()[1]
@@ -169,33 +166,25 @@ class StopsReading(WrappedStream):
         await self.inner.send_all(data)
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
-
-
-async def test_websocket_that_closes_and_stops_reading_is_dropped(nursery, autojump_clock):
+async def test_websocket_that_closes_and_stops_reading_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """trio-websocket answers a peer's close frame from its reader task before it ends
     the connection; a peer that never reads that answer must not hold its name (and
     its connection) for ever in a quiet room."""
     config = Config(ping_interval=20, ping_timeout=5)
     room = Room()
-    watcher = tcp_client(nursery, room, config)
+    watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.memory_stream_pair()
     server = StopsReading(server_end)
     nursery.start_soon(handle_ws, Admission(room, config), server)
-    await client_end.send_all(HANDSHAKE)
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += await client_end.receive_some()
-    assert response.startswith(b"HTTP/1.1 101")
-    await client_end.send_all(masked_frame(0x1, b'{"type":"join","user":"Ghost"}'))
+    await upgrade(client_end)
+    await client_end.send_all(frame(TEXT, b'{"type":"join","user":"Ghost"}'))
     await watcher.recv_until(type="system", event="join", name="Ghost")
     start = trio.current_time()
     server.full = True
-    await client_end.send_all(masked_frame(0x8, (1000).to_bytes(2, "big")))
+    await client_end.send_all(frame(CLOSE, (1000).to_bytes(2, "big")))
     with trio.fail_after(120):
         leave = await watcher.recv_until(type="system", event="leave")
     assert leave["name"] == "Ghost"

@@ -7,10 +7,12 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient, WsClient, ws_client
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, close_reason, ws_client
+from trio_chat import Bound
 
 
-async def chat_works(server, sender_name: str = "Checker") -> None:
+async def chat_works(server: Bound, sender_name: str = "Checker") -> None:
     """Another client can still join and chat: the server and room are unharmed."""
     async with await TcpClient.connect(server.tcp_port) as tcp, ws_client(server.ws_port) as conn:
         ws = WsClient(conn)
@@ -21,7 +23,7 @@ async def chat_works(server, sender_name: str = "Checker") -> None:
         assert (msg["user"], msg["text"]) == (sender_name, "still alive")
 
 
-async def test_tcp_and_ws_share_a_room(server):
+async def test_tcp_and_ws_share_a_room(server: Bound) -> None:
     async with await TcpClient.connect(server.tcp_port) as bob, ws_client(server.ws_port) as conn:
         await bob.join("Bob")
         alice = WsClient(conn)
@@ -44,7 +46,7 @@ async def test_tcp_and_ws_share_a_room(server):
         assert welcome["users"] == ["Carol"]
 
 
-async def test_per_sender_order_is_kept(server):
+async def test_per_sender_order_is_kept(server: Bound) -> None:
     async with await TcpClient.connect(server.tcp_port) as a, ws_client(server.ws_port) as conn:
         b = WsClient(conn)
         await a.join("A")
@@ -54,7 +56,7 @@ async def test_per_sender_order_is_kept(server):
         assert texts == [f"n{n}" for n in range(200)]
 
 
-async def test_plain_text_nc_session(server):
+async def test_plain_text_nc_session(server: Bound) -> None:
     async with await TcpClient.connect(server.tcp_port) as nc, \
             await TcpClient.connect(server.tcp_port) as ann:
         await ann.join("Ann")
@@ -73,7 +75,7 @@ async def test_plain_text_nc_session(server):
         assert (await ann.recv_until(type="system", event="leave"))["name"] == "Rob"
 
 
-async def test_seed_style_client_chats_without_joining(server):
+async def test_seed_style_client_chats_without_joining(server: Bound) -> None:
     """The lab report's client.py: never joins, names itself in every chat message."""
     async with ws_client(server.ws_port) as seed, ws_client(server.ws_port) as conn:
         other = WsClient(conn)
@@ -95,7 +97,7 @@ async def test_seed_style_client_chats_without_joining(server):
         assert json.loads(await seed.get_message())["text"] == "2"
 
 
-async def test_nobody_can_speak_as_someone_else(server):
+async def test_nobody_can_speak_as_someone_else(server: Bound) -> None:
     async with await TcpClient.connect(server.tcp_port) as eve, \
             await TcpClient.connect(server.tcp_port) as bob:
         await bob.join("Bob")
@@ -107,7 +109,7 @@ async def test_nobody_can_speak_as_someone_else(server):
         assert (await bob.recv_until(type="chat"))["user"] == "Eve"
 
 
-async def test_name_clash(server):
+async def test_name_clash(server: Bound) -> None:
     async with await TcpClient.connect(server.tcp_port) as a, ws_client(server.ws_port) as conn:
         await a.join("Bob")
         b = WsClient(conn)
@@ -143,7 +145,9 @@ TCP_BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("data", "code"), TCP_BAD_INPUTS)
-async def test_tcp_bad_input_gets_an_error_and_the_connection_stays(server, data, code):
+async def test_tcp_bad_input_gets_an_error_and_the_connection_stays(
+    server: Bound, data: bytes, code: str
+) -> None:
     async with await TcpClient.connect(server.tcp_port) as bad:
         await bad.send_raw(b"\n")  # an empty line is ignored
         await bad.send_raw(data)
@@ -170,7 +174,9 @@ WS_BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("frame", "code"), WS_BAD_INPUTS)
-async def test_ws_bad_input_gets_an_error_and_the_connection_stays(server, frame, code):
+async def test_ws_bad_input_gets_an_error_and_the_connection_stays(
+    server: Bound, frame: str | bytes, code: str
+) -> None:
     async with ws_client(server.ws_port) as bad:
         await bad.send_message(" ")  # a blank frame is ignored
         await bad.send_message(frame)
@@ -181,7 +187,7 @@ async def test_ws_bad_input_gets_an_error_and_the_connection_stays(server, frame
     await chat_works(server)
 
 
-async def test_tcp_line_over_the_limit_is_refused_and_closed(server):
+async def test_tcp_line_over_the_limit_is_refused_and_closed(server: Bound) -> None:
     async with await TcpClient.connect(server.tcp_port) as watcher, \
             await TcpClient.connect(server.tcp_port) as bad:
         await watcher.join("Watcher")
@@ -197,16 +203,16 @@ async def test_tcp_line_over_the_limit_is_refused_and_closed(server):
     await chat_works(server)
 
 
-async def test_ws_message_over_the_limit_is_closed_with_1009(server):
+async def test_ws_message_over_the_limit_is_closed_with_1009(server: Bound) -> None:
     async with ws_client(server.ws_port) as bad:
         await bad.send_message("x" * (64 * 1024 + 1))
         with pytest.raises(ConnectionClosed) as info:
             await bad.get_message()
-        assert info.value.reason.code == 1009
+        assert close_reason(info.value).code == 1009
     await chat_works(server)
 
 
-async def test_silent_clients_and_mid_line_disconnects_harm_nobody(server):
+async def test_silent_clients_and_mid_line_disconnects_harm_nobody(server: Bound) -> None:
     silent_tcp = await trio.open_tcp_stream("127.0.0.1", server.tcp_port)
     silent_ws = await trio.open_tcp_stream("127.0.0.1", server.ws_port)  # not even a handshake
     async with silent_tcp, silent_ws:

@@ -8,7 +8,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.memory import tcp_client, ws_client
+from tests.support.memory import memory_tcp, memory_ws
+from tests.support.ws import close_reason
 from trio_chat.config import Config
 from trio_chat.protocol import RATE_LIMITED
 from trio_chat.server.room import Room
@@ -21,12 +22,12 @@ def lines(texts: list[str]) -> bytes:
 
 
 async def test_over_the_limit_messages_are_delayed_not_dropped_and_others_see_no_delay(
-    nursery, autojump_clock
-):
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room()
-    reader = tcp_client(nursery, room, FLOOD)
-    normal = tcp_client(nursery, room, FLOOD)
-    flooder = tcp_client(nursery, room, FLOOD)
+    reader = memory_tcp(nursery, room, FLOOD)
+    normal = memory_tcp(nursery, room, FLOOD)
+    flooder = memory_tcp(nursery, room, FLOOD)
     await reader.join("Reader")
     await normal.join("Normal")
     await flooder.join("Flooder")  # one token of the burst; 9 left
@@ -52,10 +53,12 @@ async def test_over_the_limit_messages_are_delayed_not_dropped_and_others_see_no
     assert all(m.get("type") != "error" for m in [msg])
 
 
-async def test_past_the_ceiling_the_flooder_is_told_and_cut_off(nursery, autojump_clock):
+async def test_past_the_ceiling_the_flooder_is_told_and_cut_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room()
-    reader = tcp_client(nursery, room, FLOOD)
-    flooder = tcp_client(nursery, room, FLOOD)
+    reader = memory_tcp(nursery, room, FLOOD)
+    flooder = memory_tcp(nursery, room, FLOOD)
     await reader.join("Reader")
     await flooder.join("Flooder")
     await flooder.send_raw(lines([f"f{i}" for i in range(200)]))
@@ -82,10 +85,12 @@ async def test_past_the_ceiling_the_flooder_is_told_and_cut_off(nursery, autojum
     assert seen == echoed
 
 
-async def test_websocket_flooder_is_closed_with_4029(nursery, autojump_clock):
+async def test_websocket_flooder_is_closed_with_4029(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(rate_limit=5, rate_burst=2, rate_ceiling=3)
     room = Room()
-    ws = await ws_client(nursery, room, config)
+    ws = await memory_ws(nursery, room, config)
     await ws.send_message(json.dumps({"type": "join", "user": "Flooder"}))
     for i in range(20):
         await ws.send_message(json.dumps({"type": "chat", "text": f"f{i}"}))
@@ -93,17 +98,19 @@ async def test_websocket_flooder_is_closed_with_4029(nursery, autojump_clock):
     with pytest.raises(ConnectionClosed) as closed:
         while True:
             received.append(json.loads(await ws.get_message()))
-    assert closed.value.reason.code == 4029
+    assert close_reason(closed.value).code == 4029
     assert received[-1]["type"] == "error" and received[-1]["code"] == RATE_LIMITED
     chats = [m["text"] for m in received if m["type"] == "chat"]
     assert chats == [f"f{i}" for i in range(1 + 3)]  # 1 token after the join, 3 delayed
 
 
-async def test_rate_limit_zero_turns_flood_control_off(nursery, autojump_clock):
+async def test_rate_limit_zero_turns_flood_control_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(rate_limit=0)
     room = Room()
-    reader = tcp_client(nursery, room, config)
-    sender = tcp_client(nursery, room, config)
+    reader = memory_tcp(nursery, room, config)
+    sender = memory_tcp(nursery, room, config)
     await reader.join("Reader")
     await sender.join("Sender")
     start = trio.current_time()

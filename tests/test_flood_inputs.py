@@ -13,19 +13,19 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient
-from tests.memory import VIRTUAL_WAIT, tcp_client, ws_client
+from tests.support.memory import memory_tcp, memory_ws
+from tests.support.tcp import Message, TcpClient
+from tests.support.ws import close_reason
 from trio_chat import Config, serve
 from trio_chat.protocol import IDLE_TIMEOUT, RATE_LIMITED
 from trio_chat.server.room import Room
-from trio_chat.transports.admission import Admission
-from trio_chat.transports.tcp import MAX_INPUT_BYTES, MAX_INPUTS, TcpTransport, handle_tcp
+from trio_chat.transports.tcp import MAX_INPUT_BYTES, MAX_INPUTS, TcpTransport
 
 FLOOD = Config(rate_limit=5, rate_burst=10, rate_ceiling=50)
 NEWLINES = b"\n" * (64 * 1024)
 
 
-async def flooded_out(client: TcpClient) -> list[dict[str, object]]:
+async def flooded_out(client: TcpClient) -> list[Message]:
     """Everything the server sent until it closed: it must end with ``rate_limited``."""
     received = []
     while (line := await client.line()) is not None:
@@ -36,12 +36,12 @@ async def flooded_out(client: TcpClient) -> list[dict[str, object]]:
 
 
 async def test_a_read_of_newlines_counts_every_line_and_ends_in_rate_limited(
-    nursery, autojump_clock
-):
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room()
-    watcher = tcp_client(nursery, room, FLOOD)
+    watcher = memory_tcp(nursery, room, FLOOD)
     await watcher.join("Watcher")
-    flooder = tcp_client(nursery, room, FLOOD)
+    flooder = memory_tcp(nursery, room, FLOOD)
     await flooder.join("Flooder")  # one token of the burst
     start = trio.current_time()
     await flooder.send_raw(NEWLINES)
@@ -60,11 +60,11 @@ async def test_a_read_of_newlines_counts_every_line_and_ends_in_rate_limited(
          "unknown_type", "unknown_command", "missing_field", "bad_utf8"],
 )
 async def test_a_joined_connection_sending_nothing_useful_hits_the_ceiling(
-    nursery, autojump_clock, line
-):
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, line: bytes
+) -> None:
     config = Config(rate_limit=5, rate_burst=2, rate_ceiling=5)
     room = Room()
-    client = tcp_client(nursery, room, config)
+    client = memory_tcp(nursery, room, config)
     await client.join("Idle")
     await client.send_raw((line + b"\n") * 100)
     received = await flooded_out(client)
@@ -76,10 +76,12 @@ async def test_a_joined_connection_sending_nothing_useful_hits_the_ceiling(
         assert answers == []
 
 
-async def test_blank_lines_do_not_keep_an_unjoined_connection_alive(nursery, autojump_clock):
+async def test_blank_lines_do_not_keep_an_unjoined_connection_alive(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(idle_timeout=30, rate_limit=5, rate_burst=10, rate_ceiling=50)
     room = Room()
-    lurker = tcp_client(nursery, room, config)
+    lurker = memory_tcp(nursery, room, config)
     start = trio.current_time()
 
     async def trickle() -> None:
@@ -96,10 +98,12 @@ async def test_blank_lines_do_not_keep_an_unjoined_connection_alive(nursery, aut
     assert trio.current_time() - start == pytest.approx(30)
 
 
-async def test_blank_websocket_frames_count_too(nursery, autojump_clock):
+async def test_blank_websocket_frames_count_too(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(rate_limit=5, rate_burst=2, rate_ceiling=5)
     room = Room()
-    ws = await ws_client(nursery, room, config)
+    ws = await memory_ws(nursery, room, config)
     await ws.send_message(json.dumps({"type": "join", "user": "Blank"}))
     for _ in range(20):
         await ws.send_message(" \n ")
@@ -107,17 +111,17 @@ async def test_blank_websocket_frames_count_too(nursery, autojump_clock):
     with pytest.raises(ConnectionClosed) as closed:
         while True:
             received.append(json.loads(await ws.get_message()))
-    assert closed.value.reason.code == 4029
+    assert close_reason(closed.value).code == 4029
     assert received[-1]["type"] == "error" and received[-1]["code"] == RATE_LIMITED
 
 
-async def test_one_receive_decodes_a_bounded_slice_of_a_read():
+async def test_one_receive_decodes_a_bounded_slice_of_a_read() -> None:
     """A 64 KiB read of newlines is 65,536 messages: the transport hands them over a
     slice at a time (checkpointing between slices), every one of them counted."""
     client, server = trio.testing.memory_stream_pair()
     transport = TcpTransport(server, Config())
     await client.send_all(NEWLINES)
-    sizes = []
+    sizes: list[int] = []
     with trio.fail_after(5):
         while sum(sizes) < len(NEWLINES):
             got = await transport.receive()
@@ -130,19 +134,18 @@ async def test_one_receive_decodes_a_bounded_slice_of_a_read():
     assert got is not None and 1 <= len(got) <= MAX_INPUT_BYTES // 4000 + 1
 
 
-async def test_ten_newline_flooders_are_cut_off_and_pings_are_answered(nursery, autojump_clock):
+async def test_ten_newline_flooders_are_cut_off_and_pings_are_answered(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """Ten joined connections flood newlines (much more than the server will read):
     each is told ``rate_limited`` and closed, and another client's pings are answered
     as they come (in virtual time: at once)."""
     room = Room()
-    admission = Admission(room, FLOOD)
-    pinger = tcp_client(nursery, room, FLOOD)
+    pinger = memory_tcp(nursery, room, FLOOD)
     await pinger.join("Pinger")
     flooders = []
     for i in range(10):
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(handle_tcp, admission, server_stream)
-        flooder = TcpClient(client_stream, wait=VIRTUAL_WAIT)
+        flooder = memory_tcp(nursery, room, FLOOD)
         await flooder.join(f"Flooder{i}")
         flooders.append(flooder)
     cut_off: list[int] = []
@@ -167,7 +170,9 @@ async def test_ten_newline_flooders_are_cut_off_and_pings_are_answered(nursery, 
     assert max(rtts) == 0
 
 
-async def test_real_sockets_newline_flooders_get_rate_limited_and_others_are_served(nursery):
+async def test_real_sockets_newline_flooders_get_rate_limited_and_others_are_served(
+    nursery: trio.Nursery,
+) -> None:
     """The same over loopback against a real server (small ceiling, so it is quick).
     The round trips are printed, not asserted; ``python -m trio_chat.bench.flood``
     measures them against a peer run without flooders."""

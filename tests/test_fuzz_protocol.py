@@ -4,6 +4,7 @@ with a documented code comes out, and everything the server would send back enco
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -83,19 +84,19 @@ def dumps(value: Any, ascii_only: bool) -> str:
 
 @FUZZ
 @given(st.binary(max_size=300))
-def test_decode_line_arbitrary_bytes(data):
+def test_decode_line_arbitrary_bytes(data: bytes) -> None:
     check_outcome(decode_line, data)
 
 
 @FUZZ
 @given(st.text(any_char, max_size=300) | st.binary(max_size=100))
-def test_decode_frame_arbitrary_text(data):
+def test_decode_frame_arbitrary_text(data: str | bytes) -> None:
     check_outcome(decode_frame, data)
 
 
 @FUZZ
 @given(json_values | message_like, st.booleans())
-def test_decode_arbitrary_json_values(value, ascii_only):
+def test_decode_arbitrary_json_values(value: Any, ascii_only: bool) -> None:
     text = dumps(value, ascii_only)
     check_outcome(decode_frame, text)
     if ascii_only:  # lines must be UTF-8; non-ASCII dumps may hold raw surrogates
@@ -104,13 +105,13 @@ def test_decode_arbitrary_json_values(value, ascii_only):
 
 @FUZZ
 @given(message_like, st.booleans())
-def test_message_like_objects(value, ascii_only):
+def test_message_like_objects(value: Any, ascii_only: bool) -> None:
     check_outcome(decode_json, dumps(value, ascii_only))
 
 
 @FUZZ
 @given(st.lists(st.binary(max_size=40), max_size=20), st.integers(1, 32))
-def test_line_buffer_splits_like_the_whole_stream(chunks, max_line):
+def test_line_buffer_splits_like_the_whole_stream(chunks: list[bytes], max_line: int) -> None:
     """Any chunking gives the lines of the whole stream, each within the limit, and the
     buffer never holds more than the limit (plus half a ``\\r\\n``)."""
     buffer = LineBuffer(max_line)
@@ -152,11 +153,11 @@ def code_of(decode: Any, data: Any) -> str:
     ],
     ids=["open-brackets", "balanced-brackets", "nested-objects"],
 )
-def test_deep_nesting_is_bad_json(decode, data):
+def test_deep_nesting_is_bad_json(decode: Callable[[Any], object], data: Any) -> None:
     assert code_of(decode, data) == "bad_json"
 
 
-def test_deep_brackets_frame_is_bad_json():
+def test_deep_brackets_frame_is_bad_json() -> None:
     assert code_of(decode_frame, "[" * 10**5) == "bad_json"
 
 
@@ -170,11 +171,11 @@ def test_deep_brackets_frame_is_bad_json():
         ('{"type":-1e400}', "unknown_type"),
     ],
 )
-def test_huge_numbers(data, code):
+def test_huge_numbers(data: str, code: str) -> None:
     assert code_of(decode_frame, data) == code
 
 
-def test_nul_bytes():
+def test_nul_bytes() -> None:
     # A raw NUL inside a JSON string is invalid JSON; escaped, it is just a character.
     assert code_of(decode_line, b'{"type":"chat","text":"a\x00b"}') == "bad_json"
     assert decode_line(b'{"type":"chat","text":"a\\u0000b"}') == Chat("a\x00b")
@@ -195,23 +196,23 @@ def test_nul_bytes():
         r'{"type":"\ud800"}',  # regression: the unknown_type error echoed it and broke
     ],
 )
-def test_lone_surrogates_give_a_clear_error(data):
+def test_lone_surrogates_give_a_clear_error(data: str) -> None:
     assert code_of(decode_frame, data) in {"bad_json", "unknown_type"}
     assert code_of(decode_line, data.encode()) in {"bad_json", "unknown_type"}
 
 
-def test_lone_surrogate_in_unknown_type_is_not_echoed():
+def test_lone_surrogate_in_unknown_type_is_not_echoed() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_frame(r'{"type":"\ud800"}')
     assert info.value.code == "unknown_type"
     assert json.loads(info.value.to_message().encode())["text"] == "unknown message type '?'"
 
 
-def test_surrogate_pair_escape_is_fine():
+def test_surrogate_pair_escape_is_fine() -> None:
     assert decode_frame(r'{"type":"chat","text":"\ud83d\ude00"}') == Chat("\U0001f600")
 
 
-def test_line_of_64_kib_plus_one_is_too_long():
+def test_line_of_64_kib_plus_one_is_too_long() -> None:
     buffer = LineBuffer(MAX_LINE)
     assert buffer.feed(b"a" * MAX_LINE + b"\n") == [b"a" * MAX_LINE]
     with pytest.raises(ProtocolError) as info:
@@ -224,7 +225,7 @@ def test_line_of_64_kib_plus_one_is_too_long():
         buffer.feed(b"c")
 
 
-def test_crlf_does_not_count_against_the_line_limit():
+def test_crlf_does_not_count_against_the_line_limit() -> None:
     """Regression: a line of exactly the limit ended by ``\\r\\n`` was refused."""
     buffer = LineBuffer(8)
     assert buffer.feed(b"12345678\r\n") == [b"12345678"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -20,9 +21,12 @@ import trio.testing
 import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient
+from tests.support.frames import UPGRADE_REQUEST
+from tests.support.memory import Handler, memory_tcp, memory_ws
+from tests.support.tcp import TcpClient
+from tests.support.ws import wrap_client
 from trio_chat import Config
 from trio_chat.protocol import ERROR_CODES
 from trio_chat.server.room import Room
@@ -89,9 +93,7 @@ ws_messages = st.one_of(
 
 async def chat_partner(room: Room, nursery: trio.Nursery) -> TcpClient:
     """A well-behaved member named Good, on its own memory stream."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    nursery.start_soon(Session(room, CONFIG, TcpTransport(server_stream, CONFIG, "good")).run)
-    good = TcpClient(client_stream)
+    good = memory_tcp(nursery, room, CONFIG)
     await good.join("Good")
     return good
 
@@ -123,7 +125,7 @@ async def run_session(session: Session, done: trio.Event) -> None:
 
 @FUZZ
 @given(st.lists(tcp_pieces, max_size=12), st.booleans())
-def test_tcp_session_survives_arbitrary_input(pieces, hang_up_mid_line):
+def test_tcp_session_survives_arbitrary_input(pieces: list[bytes], hang_up_mid_line: bool) -> None:
     async def scenario() -> None:
         room = Room()
         with trio.fail_after(BOUND):
@@ -168,9 +170,21 @@ class ErrorLog(logging.Handler):
         self.records.append(record)
 
 
+@contextmanager
+def no_errors_logged() -> Iterator[None]:
+    """The block logs no ERROR under ``trio_chat`` (checked when it ends)."""
+    errors = ErrorLog()
+    logging.getLogger("trio_chat").addHandler(errors)
+    try:
+        yield
+    finally:
+        logging.getLogger("trio_chat").removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records]
+
+
 @FUZZ
 @given(st.lists(ws_messages, max_size=12))
-def test_ws_session_survives_arbitrary_messages(frames):
+def test_ws_session_survives_arbitrary_messages(frames: list[str | bytes]) -> None:
     """The real connection handler (``handle_ws``) over memory streams."""
 
     async def scenario() -> None:
@@ -186,7 +200,7 @@ def test_ws_session_survives_arbitrary_messages(frames):
                     done.set()
 
                 nursery.start_soon(serve_one)
-                client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+                client = await wrap_client(nursery, client_stream, "localhost", "/")
                 try:
                     for frame in frames:
                         if isinstance(frame, str):
@@ -207,27 +221,18 @@ def test_ws_session_survives_arbitrary_messages(frames):
                 await good.aclose()
                 nursery.cancel_scope.cancel()  # the client's trio-websocket reader task
 
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
+    with no_errors_logged():
         run_autojump(scenario)
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
 
 
-async def test_ws_oversized_messages_in_a_row(autojump_clock):
+async def test_ws_oversized_messages_in_a_row(autojump_clock: trio.testing.MockClock) -> None:
     """Regression: a second oversized message after the 1009 close made trio-websocket's
     reader raise LocalProtocolError; the handler now drops the peer without a traceback."""
     room = Room()
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
+    with no_errors_logged():
         async with trio.open_nursery() as nursery:
             good = await chat_partner(room, nursery)
-            client_stream, server_stream = trio.testing.memory_stream_pair()
-            nursery.start_soon(handle_ws, Admission(room, CONFIG), server_stream)
-            client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+            client = await memory_ws(nursery, room, CONFIG)
             await client.send_message('{"type":"join","user":"Big"}')
             await good.recv_until(type="system", event="join", name="Big")
             with pytest.raises(ConnectionClosed):
@@ -239,9 +244,6 @@ async def test_ws_oversized_messages_in_a_row(autojump_clock):
             await still_chats(good)
             await good.aclose()
             nursery.cancel_scope.cancel()
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
 
 
 # ---------------------------------------------------------------- explicit cases, live
@@ -261,13 +263,11 @@ NASTY = [
 
 
 @pytest.mark.parametrize(("data", "code"), NASTY)
-async def test_nasty_line_over_tcp(data, code):
+async def test_nasty_line_over_tcp(data: bytes, code: str) -> None:
     room = Room()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(Session(room, BIG, TcpTransport(server_stream, BIG, "fuzz")).run)
-        fuzz = TcpClient(client_stream)
+        fuzz = memory_tcp(nursery, room, BIG)
         await fuzz.join("Fuzz")
         await fuzz.send_raw(data + b"\n")
         error = await fuzz.recv_until(type="error")
@@ -281,13 +281,11 @@ async def test_nasty_line_over_tcp(data, code):
 
 
 @pytest.mark.parametrize(("data", "code"), NASTY)
-async def test_nasty_frame_over_ws(data, code):
+async def test_nasty_frame_over_ws(data: bytes, code: str) -> None:
     room = Room()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(handle_ws, Admission(room, BIG), server_stream)
-        client = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+        client = await memory_ws(nursery, room, BIG)
         await client.send_message('{"type":"join","user":"Fuzz"}')
         # A WebSocket text frame is UTF-8: the NUL case stays raw, escapes stay escapes.
         await client.send_message(data.decode("utf-8"))
@@ -303,16 +301,12 @@ async def test_nasty_frame_over_ws(data, code):
         nursery.cancel_scope.cancel()
 
 
-async def test_line_of_64_kib_plus_one_closes_only_that_connection():
+async def test_line_of_64_kib_plus_one_closes_only_that_connection() -> None:
     room = Room()
     config = Config()  # the default 64 KiB line limit
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        nursery.start_soon(
-            Session(room, config, TcpTransport(server_stream, config, "fuzz")).run
-        )
-        fuzz = TcpClient(client_stream)
+        fuzz = memory_tcp(nursery, room, config)
         await fuzz.join("Fuzz")
         await fuzz.send_raw(b"x" * (64 * 1024 + 1) + b"\n")
         error = await fuzz.recv_until(type="error")
@@ -324,74 +318,17 @@ async def test_line_of_64_kib_plus_one_closes_only_that_connection():
         await good.aclose()
 
 
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-def feed_ws_handler(data: bytes, abort: bool) -> None:
-    """Raw bytes at the WebSocket port, then a hang-up (half-close, or abrupt): the
-    handler must end by itself and log no failure."""
+def feed_handler(
+    data: bytes, abort: bool, handler: Handler = handle_ws, *, tls: bool = False
+) -> None:
+    """Raw bytes at a port (TLS-wrapped if ``tls``), then a hang-up (half-close, or
+    abrupt): the handler must end by itself and log no failure."""
 
     async def scenario() -> None:
         client, server = trio.testing.memory_stream_pair()
-        with trio.fail_after(BOUND):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(handle_ws, Admission(Room(), CONFIG), server)
-                await client.send_all(data)
-                if abort:
-                    await client.aclose()
-                    return
-                await client.send_eof()
-                while await client.receive_some():
-                    pass  # read whatever it answers until it closes
-        await client.aclose()
-
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
-        run_autojump(scenario)
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
-
-
-@FUZZ
-@given(
-    st.one_of(
-        st.binary(max_size=300),
-        st.binary(max_size=300).map(lambda b: b"GET / HTTP/1.1\r\n" + b),
-        st.binary(max_size=300).map(lambda b: HANDSHAKE + b),  # garbage frames after it
-        st.integers(0, len(HANDSHAKE)).map(lambda n: HANDSHAKE[:n]),
-    ),
-    st.booleans(),
-)
-def test_ws_handler_survives_arbitrary_bytes(data, abort):
-    feed_ws_handler(data, abort)
-
-
-def test_ws_garbage_then_hang_up_is_not_a_failure():
-    """Regression: trio-websocket's reader raised ConnectionClosed while answering a
-    bad request with 400 to a peer that had already gone; it was logged as a crash."""
-    feed_ws_handler(b"\x00", abort=True)
-    feed_ws_handler(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", abort=True)
-
-
-@FUZZ
-@given(
-    st.binary(max_size=300) | st.just(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
-    st.booleans(),
-    st.sampled_from(["tcp", "ws"]),
-)
-def test_tls_handlers_survive_arbitrary_bytes(data, abort, which):
-    """Garbage (or half a ClientHello) to a TLS port, then a hang-up: the handler ends
-    by itself and logs no failure."""
-    handler = handle_tcp if which == "tcp" else handle_ws
-
-    async def scenario() -> None:
-        client, server = trio.testing.memory_stream_pair()
-        stream = trio.SSLStream(server, SERVER_TLS, server_side=True)
+        stream: trio.abc.Stream = server
+        if tls:
+            stream = trio.SSLStream(server, SERVER_TLS, server_side=True)
         with trio.fail_after(BOUND):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(handler, Admission(Room(), CONFIG), stream)
@@ -401,13 +338,41 @@ def test_tls_handlers_survive_arbitrary_bytes(data, abort, which):
                     return
                 await client.send_eof()
                 while await client.receive_some():
-                    pass
+                    pass  # read whatever it answers until it closes
         await client.aclose()
 
-    errors = ErrorLog()
-    logging.getLogger("trio_chat").addHandler(errors)
-    try:
+    with no_errors_logged():
         run_autojump(scenario)
-    finally:
-        logging.getLogger("trio_chat").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.binary(max_size=300).map(lambda b: b"GET / HTTP/1.1\r\n" + b),
+        st.binary(max_size=300).map(lambda b: UPGRADE_REQUEST + b),  # garbage frames after it
+        st.integers(0, len(UPGRADE_REQUEST)).map(lambda n: UPGRADE_REQUEST[:n]),
+    ),
+    st.booleans(),
+)
+def test_ws_handler_survives_arbitrary_bytes(data: bytes, abort: bool) -> None:
+    feed_handler(data, abort)
+
+
+def test_ws_garbage_then_hang_up_is_not_a_failure() -> None:
+    """Regression: trio-websocket's reader raised ConnectionClosed while answering a
+    bad request with 400 to a peer that had already gone; it was logged as a crash."""
+    feed_handler(b"\x00", abort=True)
+    feed_handler(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", abort=True)
+
+
+@FUZZ
+@given(
+    st.binary(max_size=300) | st.just(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+    st.booleans(),
+    st.sampled_from(["tcp", "ws"]),
+)
+def test_tls_handlers_survive_arbitrary_bytes(data: bytes, abort: bool, which: str) -> None:
+    """Garbage (or half a ClientHello) to a TLS port, then a hang-up: the handler ends
+    by itself and logs no failure."""
+    feed_handler(data, abort, handle_tcp if which == "tcp" else handle_ws, tls=True)

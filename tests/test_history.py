@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import tempfile
 import threading
+from contextlib import closing
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -16,31 +18,17 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import TcpClient, WsClient, ws_client
+from tests.support.memory import memory_tcp
+from tests.support.tcp import TcpClient, join_with_replay
+from tests.support.ws import WsClient, get_text, ws_client
 from trio_chat import Config, serve
-from trio_chat.history.base import StoredMessage, chat_line
+from trio_chat.history.base import History, Replay, StoredMessage, chat_line
 from trio_chat.history.sqlite import SqliteHistory, SqliteStore, open_history
 from trio_chat.history.writer import StoreError, running
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.room import Room
-from trio_chat.transports.admission import Admission
 
 CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
-
-
-async def join_with_replay(
-    client: TcpClient, name: str, **extra: Any
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Join; return the replayed chats and the ``history_end`` that follows welcome."""
-    await client.send({"type": "join", "user": name, **extra})
-    await client.recv_until(type="welcome")
-    chats = []
-    while (msg := await client.recv())["type"] != "history_end":
-        assert msg["type"] == "chat" and msg["history"] is True, msg
-        chats.append(msg)
-    joined = await client.recv()
-    assert joined["type"] == "system" and joined["event"] == "join", joined
-    return chats, msg
 
 
 async def say(client: TcpClient, name: str, *texts: str) -> list[int]:
@@ -55,7 +43,13 @@ async def say(client: TcpClient, name: str, *texts: str) -> list[int]:
     return ids
 
 
-async def test_ids_increase_across_restart(tmp_path):
+async def rendered(history: History, replay: Replay) -> list[str]:
+    """A replay as the lines a client gets, ``history_end`` last."""
+    messages, end = await history.collect(replay)
+    return [chat_line(m, history=True) for m in messages] + [end]
+
+
+async def test_ids_increase_across_restart(tmp_path: Path) -> None:
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     for run, texts in enumerate([("one", "two"), ("three",)]):
         async with trio.open_nursery() as nursery:
@@ -71,7 +65,7 @@ async def test_ids_increase_across_restart(tmp_path):
     assert rows == [(1, "Bob", "one"), (2, "Bob", "two"), (3, "Bob", "three")]
 
 
-async def test_replay_count_and_order(nursery):
+async def test_replay_count_and_order(nursery: trio.Nursery) -> None:
     config = replace(CONFIG, history_replay=3)
     bound = await nursery.start(serve, config)
     async with await TcpClient.connect(bound.tcp_port) as bob, \
@@ -91,7 +85,7 @@ async def test_replay_count_and_order(nursery):
         assert await say(ann, "Anna", "f") == [6]
 
 
-async def test_since_resumes_after_the_last_seen_id(nursery):
+async def test_since_resumes_after_the_last_seen_id(nursery: trio.Nursery) -> None:
     bound = await nursery.start(serve, CONFIG)
     async with await TcpClient.connect(bound.tcp_port) as bob:
         await join_with_replay(bob, "Bob")
@@ -103,7 +97,9 @@ async def test_since_resumes_after_the_last_seen_id(nursery):
                 assert end == {"type": "history_end", "last_id": 5}
 
 
-async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
+async def test_websocket_clients_get_the_same_replay_in_batched_frames(
+    nursery: trio.Nursery
+) -> None:
     bound = await nursery.start(serve, CONFIG)
     async with await TcpClient.connect(bound.tcp_port) as bob, \
             ws_client(bound.ws_port) as conn:
@@ -112,7 +108,7 @@ async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
         await conn.send_message('{"type":"join","user":"Ann","since":1,"batch":true}')
         frame = await conn.get_message()  # welcome
         assert '"type":"welcome"' in frame
-        frame = await conn.get_message()  # the whole replay in one batched frame
+        frame = await get_text(conn)  # the whole replay in one batched frame
         lines = [json.loads(line) for line in frame.split("\n")]
         assert [(m["type"], m.get("id"), m.get("text")) for m in lines[:3]] == [
             ("chat", 2, "b\nc"), ("chat", 3, "d"), ("history_end", None, None)
@@ -122,7 +118,7 @@ async def test_websocket_clients_get_the_same_replay_in_batched_frames(nursery):
         assert (await ann.recv_until(type="chat", text="e"))["id"] == 4
 
 
-async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery):
+async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery: trio.Nursery) -> None:
     config = replace(CONFIG, queue_size=8)
     async with open_history(config) as history:
         for n in range(1, 1201):  # more than the queue, and than one write (MAX_BATCH)
@@ -138,7 +134,7 @@ async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery):
         nursery.cancel_scope.cancel()
 
 
-async def test_since_past_the_retention_says_incomplete(nursery):
+async def test_since_past_the_retention_says_incomplete(nursery: trio.Nursery) -> None:
     config = replace(CONFIG, history_keep=3)
     async with open_history(config) as history:
         bound = await nursery.start(partial(serve, config, room=Room(LocalDelivery(history))))
@@ -158,7 +154,7 @@ async def test_since_past_the_retention_says_incomplete(nursery):
         nursery.cancel_scope.cancel()
 
 
-async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
+async def test_deep_resume_reads_the_store_past_the_ring(tmp_path: Path) -> None:
     """A ``since`` older than the in-memory ring is completed from the database."""
     store = SqliteStore(str(tmp_path / "chat.db"), keep=8, max_pending=4)
     async with running(store, 4) as snapshot:
@@ -170,7 +166,7 @@ async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
         assert store.pruned_through == 4
 
         async def texts(since: int | None) -> tuple[list[str], str]:
-            *chats, end = await history.render(history.replay(since))
+            *chats, end = await rendered(history, history.replay(since))
             return [line.split('"text":"')[1].split('"')[0] for line in chats], end
 
         assert await texts(None) == (["m11", "m12"], '{"type":"history_end","last_id":12}')
@@ -183,24 +179,28 @@ async def test_deep_resume_reads_the_store_past_the_ring(tmp_path):
         )
 
 
-async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path):
+async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path: Path) -> None:
     """A killed server may have broadcast ids it never committed: never reuse them."""
+    running_db = str(tmp_path / "running.db")
     path = str(tmp_path / "chat.db")
-    store = SqliteStore(path, keep=100, max_pending=16)
+    store = SqliteStore(running_db, keep=100, max_pending=16)
     await store.open(10)
     for n in range(1, 4):
         store.put_nowait(StoredMessage(n, "Bob", "x", "T"))
     await store.flush()  # no writer task: flush commits itself
-    await store._in_writer(store._close_connections)  # as if killed: not marked clean
-    store._writer.stop()
+    # The file as a kill would leave it now (not marked clean): a copy taken by a
+    # separate connection while the store is still open.
+    with closing(sqlite3.connect(running_db)) as live, closing(sqlite3.connect(path)) as copy:
+        live.backup(copy)
+    await store.aclose()
 
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 3 + 16
         # A client that saw id 3 may have missed lost messages 4..19; one that saw 19
         # (the last id it could have seen) has missed nothing.
-        *_, end = await history.render(history.replay(3))
+        *_, end = await rendered(history, history.replay(3))
         assert end == '{"type":"history_end","last_id":19,"complete":false}'
-        *_, end = await history.render(history.replay(19))
+        *_, end = await rendered(history, history.replay(19))
         assert end == '{"type":"history_end","last_id":19}'
         assert chat_line(history.record("Bob", "y", "T")).startswith('{"type":"chat","id":20,')
     async with open_history(replace(CONFIG, db=path)) as history:
@@ -219,8 +219,17 @@ class GatedStore(SqliteStore):
         return super()._write_sync(batch)
 
 
-async def test_a_stalled_writer_holds_back_the_sender_not_the_room(nursery):
-    store = GatedStore(":memory:", keep=100, max_pending=8)
+def committed_ids(db: str) -> list[int]:
+    """The message ids in the file, as a separate reader sees them: what is committed."""
+    with closing(sqlite3.connect(db)) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY id")]
+
+
+async def test_a_stalled_writer_holds_back_the_sender_not_the_room(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "chat.db")
+    store = GatedStore(db, keep=100, max_pending=8)
     try:
         async with open_history(CONFIG, store) as history:
             bound = await nursery.start(partial(serve, CONFIG, room=Room(LocalDelivery(history))))
@@ -233,14 +242,14 @@ async def test_a_stalled_writer_holds_back_the_sender_not_the_room(nursery):
                 # Nothing is committed yet, and the room still delivers all it took.
                 for n in range(1, 9):
                     assert (await ann.recv_until(type="chat"))["id"] == n
-                assert store.uncommitted == 8
+                assert store.full and committed_ids(db) == []
                 await ann.send({"type": "ping"})
                 assert await ann.recv() == {"type": "pong"}  # m9 is not ahead of it
                 store.gate.set()
                 for n in range(9, 12):
                     assert (await ann.recv_until(type="chat"))["text"] == f"m{n}"
                 await store.flush()
-                assert store.uncommitted == 0
+                assert committed_ids(db) == list(range(1, 12))
             nursery.cancel_scope.cancel()
     finally:
         store.gate.set()
@@ -257,7 +266,9 @@ class FailingStore(SqliteStore):
         return super()._write_sync(batch)
 
 
-async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, caplog):
+async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     store = FailingStore(config.db, keep=100)
     async with open_history(config, store) as history:
@@ -266,8 +277,8 @@ async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, cap
             history.record("Bob", text, "T")
             await store.flush()
             store.failing = not store.failing
-        messages, pruned = await store.read(0, 99)  # what a deep resume would read
-        assert [m.text for m in messages] == ["kept", "kept again"]
+        stored, pruned = await store.read(0, 99)  # what a deep resume would read
+        assert [m.text for m in stored] == ["kept", "kept again"]
         assert pruned == 2  # written with the next good batch; 4 is not written yet
         assert store.pruned_through == 4
     assert "could not store 1 messages (ids 2-2): disk I/O error" in caplog.text
@@ -281,7 +292,7 @@ async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(tmp_path, cap
         assert end == '{"type":"history_end","last_id":4}'
 
 
-async def test_store_refuses_a_database_it_does_not_own(tmp_path):
+async def test_store_refuses_a_database_it_does_not_own(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
     foreign = tmp_path / "foreign.db"
@@ -316,7 +327,9 @@ other_ops = st.tuples(st.sampled_from(["flush", "yield"]), st.just(0))
     replay=st.integers(0, 10),
     ops=st.lists(st.one_of(say_ops, check_ops, other_ops), max_size=25),
 )
-def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
+def test_replays_match_a_model(
+    keep: int, max_pending: int, ring: int, replay: int, ops: list[tuple[str, int | None]]
+) -> None:
     """Whatever has been committed or pruned, a replay is the newest messages after
     ``since``, without gaps; ``complete`` only when none is missing; never fewer than
     the retention promises."""
@@ -328,6 +341,7 @@ def test_replays_match_a_model(keep, max_pending, ring, replay, ops):
             n = 0
             for op, arg in ops:
                 if op == "say":
+                    assert arg is not None
                     for _ in range(arg):
                         await history.store.wait_writable()
                         n += 1
@@ -367,14 +381,11 @@ class CountingReads(SqliteStore):
         return messages, pruned
 
 
-async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
+async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path: Path) -> None:
     """A ``since`` far back is read and written a page at a time: a connection never
     holds the whole retained history (10,000 messages of up to 4,096 characters) in
     memory while it trickles out at the client's pace."""
-    import trio.testing
-
     from trio_chat.server.session import MAX_BATCH
-    from trio_chat.transports.tcp import handle_tcp
 
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     store = CountingReads(config.db, keep=10_000)
@@ -384,46 +395,53 @@ async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path):
             history.record("Bob", f"m{n}", "T")
         await history.store.flush()
         room = Room(LocalDelivery(history))
-        client_end, server_end = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(handle_tcp, Admission(room, config), server_end)
-            async with TcpClient(client_end) as ann:
-                chats, end = await join_with_replay(ann, "Ann", since=0)
+        async with trio.open_nursery() as nursery, memory_tcp(nursery, room, config) as ann:
+            chats, end = await join_with_replay(ann, "Ann", since=0)
         assert [c["id"] for c in chats] == list(range(1, 5001))
         assert end == {"type": "history_end", "last_id": 5000}
         assert store.reads and max(store.reads) <= MAX_BATCH
 
 
 class CountingStore(SqliteStore):
-    """Records the ids of every batch the writer thread commits."""
+    """Records the ids of every batch the writer thread commits; ``committed`` gets
+    each batch's ids once it is committed (a test thread may wait on it)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batches: list[list[int]] = []
+        self.committed: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
 
     def _write_sync(self, batch: list[StoredMessage]) -> int:
-        self.batches.append([m.id for m in batch])
-        return super()._write_sync(batch)
+        ids = [m.id for m in batch]
+        self.batches.append(ids)
+        pruned = super()._write_sync(batch)
+        self.committed.put(ids)
+        return pruned
 
 
-async def test_commits_gather_messages_until_the_interval_or_half_the_window():
+async def test_commits_gather_messages_until_the_interval_or_half_the_window(
+    tmp_path: Path,
+) -> None:
     """A message after a quiet spell commits at once; the next ones wait for the commit
     interval (here: forever) unless half of max_pending waits, or a flush asks."""
-    store = CountingStore(":memory:", keep=100, max_pending=8, commit_interval=1e9)
+    db = str(tmp_path / "chat.db")
+    store = CountingStore(db, keep=100, max_pending=8, commit_interval=1e9)
     async with running(store, 10):
         store.put_nowait(StoredMessage(1, "u", "m1", "T"))
         await store.flush()
-        assert store.batches == [[1]]
+        assert store.batches == [[1]] and store.committed.get_nowait() == [1]
         for i in (2, 3, 4):
             store.put_nowait(StoredMessage(i, "u", f"m{i}", "T"))
             for _ in range(10):
                 await trio.lowlevel.checkpoint()
         assert store.batches == [[1]]  # gathering: still within the interval
-        assert store.uncommitted == 3
+        assert committed_ids(db) == [1]
         store.put_nowait(StoredMessage(5, "u", "m5", "T"))  # half the window: commit now
-        with trio.fail_after(10):  # real seconds; the commit starts now, not in 1e9 s
-            while store.uncommitted:
-                await store._progress.wait()
+        # Real seconds; the commit starts now, not in 1e9 s.
+        assert await trio.to_thread.run_sync(partial(store.committed.get, timeout=10)) == [
+            2, 3, 4, 5
+        ]
+        assert committed_ids(db) == [1, 2, 3, 4, 5]
         assert store.batches == [[1], [2, 3, 4, 5]]
         store.put_nowait(StoredMessage(6, "u", "m6", "T"))
         await store.flush()  # a flush does not wait for the interval

@@ -3,60 +3,29 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import sqlite3
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing, suppress
+from contextlib import AbstractAsyncContextManager, closing, suppress
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.client_helpers import JoinProcess
-from tests.helpers import TcpClient
+from tests.support.processes import TRIO_CHAT, JoinProcess, ServerProcess, server_process
+from tests.support.tcp import TcpClient
 from trio_chat import Config, serve
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 5
 PER_CLIENT = 1000  # 5000 messages in all
-LISTENING = re.compile(rb"trio-chat listening: tcp://127\.0\.0\.1:(\d+)")
 
 
-def serve_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "trio_chat", "serve", "--tcp-port", "0", "--ws-port", "0",
-            "--rate-limit", "0", *args]
-
-
-@asynccontextmanager
-async def server_process(*args: str) -> AsyncIterator[tuple[trio.Process, int]]:
-    """A real server; yields it and its TCP port. Killed if still running at the end."""
-    process = await trio.lowlevel.open_process(serve_command(*args), stderr=-1)
-    assert process.stderr is not None
-    try:
-        async with trio.open_nursery() as nursery:
-            seen = b""
-            with trio.fail_after(30):
-                while not (match := LISTENING.search(seen)):
-                    chunk = await process.stderr.receive_some()
-                    assert chunk, f"server exited: {seen.decode()}"
-                    seen += chunk
-
-            async def drain() -> None:  # keep the log pipe from filling up
-                assert process.stderr is not None
-                while await process.stderr.receive_some():
-                    pass
-
-            nursery.start_soon(drain)
-            yield process, int(match.group(1))
-    finally:
-        with suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        await process.stderr.aclose()
+def history_server(db: str, *args: str) -> AbstractAsyncContextManager[ServerProcess]:
+    """A real server keeping its history in ``db``, flood control off."""
+    return server_process("--rate-limit", "0", "--db", db, *args)
 
 
 async def burst_until(db: str, signum: int) -> tuple[dict[int, tuple[str, str]], int]:
@@ -92,14 +61,14 @@ async def burst_until(db: str, signum: int) -> tuple[dict[int, tuple[str, str]],
                             if counts[k] == CLIENTS * PER_CLIENT // 3:
                                 enough.set()
 
-    async with server_process("--db", db, "--queue-size", "100000") as (process, port):
+    async with history_server(db, "--queue-size", "100000") as server:
         async with trio.open_nursery() as nursery:
             for k in range(CLIENTS):
-                nursery.start_soon(client, k, port)
+                nursery.start_soon(client, k, server.tcp_port)
             await enough.wait()
-            process.send_signal(signum)  # mid-burst: clients are still sending
+            server.signal(signum)  # mid-burst: clients are still sending
         with trio.fail_after(30):
-            status = await process.wait()
+            status = await server.process.wait()
     assert len(received) >= CLIENTS * PER_CLIENT // 3
     return received, status
 
@@ -113,7 +82,7 @@ def stored_messages(db: str) -> dict[int, tuple[str, str]]:
     return stored
 
 
-async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
+async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path: Path) -> None:
     db = str(tmp_path / "chat.db")
     received, status = await burst_until(db, signal.SIGTERM)
     assert status == 0
@@ -123,8 +92,8 @@ async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
     assert sorted(stored) == list(range(1, len(stored) + 1))
 
     # Restarted: the conversation is replayed, each message once, and ids go on.
-    async with server_process("--db", db) as (process, port):
-        async with await TcpClient.connect(port) as ann:
+    async with history_server(db) as server:
+        async with await TcpClient.connect(server.tcp_port) as ann:
             await ann.send({"type": "join", "user": "Ann", "since": 0})
             replayed = []
             while (msg := await ann.recv())["type"] != "history_end":
@@ -135,12 +104,12 @@ async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path):
             await ann.send({"type": "chat", "text": "after"})
             echo = await ann.recv_until(type="chat", text="after")
             assert echo["id"] == max(stored) + 1
-        process.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         with trio.fail_after(30):
-            assert await process.wait() == 0
+            assert await server.process.wait() == 0
 
 
-async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path):
+async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path: Path) -> None:
     db = str(tmp_path / "chat.db")
     received, status = await burst_until(db, signal.SIGKILL)
     assert status == -signal.SIGKILL
@@ -148,8 +117,8 @@ async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path):
     assert all(received[i] == m for i, m in stored.items() if i in received)
     lost = set(received) - set(stored)
     assert len(lost) <= 1024, "more than one batch was lost"
-    async with server_process("--db", db) as (process, port):
-        async with await TcpClient.connect(port) as ann:
+    async with history_server(db) as server:
+        async with await TcpClient.connect(server.tcp_port) as ann:
             await ann.send({"type": "join", "user": "Ann", "since": max(received)})
             end = await ann.recv_until(type="history_end")
             assert end["last_id"] >= max(received)  # ids the dead server used are skipped
@@ -157,13 +126,13 @@ async def test_sigkill_loses_at_most_one_batch_and_never_reuses_an_id(tmp_path):
             echo = await ann.recv_until(type="chat", text="after")
             assert echo["id"] > max(received)
             assert "history" not in echo
-        process.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         with trio.fail_after(30):
-            assert await process.wait() == 0
+            assert await server.process.wait() == 0
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "unwritable", "directory"])
-async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
+async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "chat.db"
     if kind == "corrupt":
         path.write_bytes(b"\x00garbage, not SQLite\n" * 512)
@@ -173,7 +142,8 @@ async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
     else:
         path.mkdir()
     result: Any = await trio.run_process(
-        serve_command("--db", str(path)), capture_stdout=True, capture_stderr=True, check=False
+        [*TRIO_CHAT, "serve", "--tcp-port", "0", "--ws-port", "0", "--db", str(path)],
+        capture_stdout=True, capture_stderr=True, check=False,
     )
     log = result.stderr.decode()
     assert result.returncode == 2
@@ -182,7 +152,9 @@ async def test_a_bad_db_path_is_one_error_line_and_exit_code_2(tmp_path, kind):
     assert "cannot use history database" in error and str(path) in error
 
 
-async def test_join_client_resumes_without_gaps_across_a_server_restart(tmp_path, nursery):
+async def test_join_client_resumes_without_gaps_across_a_server_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     """``trio-chat join`` sends ``since`` when it rejoins: it gets what it missed, once."""
     config = Config(tcp_port=0, ws_port=0, rate_limit=0, db=str(tmp_path / "chat.db"))
 

@@ -10,7 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import WAIT, WsClient, ws_client
+from tests.support.http import exchange, parse_response
+from tests.support.waits import WAIT
+from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config, serve
 from trio_chat.server.room import Room
 from trio_chat.transports.admission import Admission
@@ -18,30 +20,6 @@ from trio_chat.transports.http import MAX_DRAIN, MAX_HEAD, ReplayStream, is_webs
 from trio_chat.transports.ws import handle_ws
 
 # ---------------------------------------------------------------- helpers
-
-
-async def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send raw request bytes, read the whole answer (the server closes after it)."""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        await stream.send_all(raw)
-        data = bytearray()
-        with trio.fail_after(WAIT):
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-    return parse_response(bytes(data))
-
-
-def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    assert sep, f"no complete response head in {data[:200]!r}"
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    version, status, _reason = status_line.split(" ", 2)
-    assert version == "HTTP/1.1"
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status), headers, body
 
 
 def get(path: str, method: str = "GET") -> bytes:
@@ -61,7 +39,7 @@ def get(path: str, method: str = "GET") -> bytes:
         (b"/?name=alice", "text/html", b"<!doctype html>"),
     ],
 )
-def test_route_serves_the_page_files(path, content_type, marker):
+def test_route_serves_the_page_files(path: bytes, content_type: str, marker: bytes) -> None:
     reply = route(b"GET", path)
     headers = dict(reply.headers)
     assert reply.status == 200
@@ -70,7 +48,7 @@ def test_route_serves_the_page_files(path, content_type, marker):
     assert marker in reply.body
 
 
-def test_route_html_forbids_inline_scripts():
+def test_route_html_forbids_inline_scripts() -> None:
     csp = dict(route(b"GET", b"/").headers)["content-security-policy"]
     assert "script-src 'self'" in csp
     assert "unsafe-inline" not in csp
@@ -79,12 +57,12 @@ def test_route_html_forbids_inline_scripts():
 @pytest.mark.parametrize(
     "path", [b"/missing", b"/web/app.js", b"/../pyproject.toml", b"/app.js/", b"//app.js", b"*"]
 )
-def test_route_unknown_paths_are_404(path):
+def test_route_unknown_paths_are_404(path: bytes) -> None:
     assert route(b"GET", path).status == 404
 
 
 @pytest.mark.parametrize("method", [b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"])
-def test_route_other_methods_are_405(method):
+def test_route_other_methods_are_405(method: bytes) -> None:
     reply = route(method, b"/")
     assert reply.status == 405
     assert dict(reply.headers)["allow"] == "GET, HEAD"
@@ -94,7 +72,7 @@ def request(*headers: tuple[bytes, bytes], method: bytes = b"GET") -> h11.Reques
     return h11.Request(method=method, target=b"/", headers=[(b"host", b"x"), *headers])
 
 
-def test_websocket_upgrade_detection():
+def test_websocket_upgrade_detection() -> None:
     assert is_websocket_upgrade(request((b"upgrade", b"websocket"), (b"connection", b"Upgrade")))
     assert is_websocket_upgrade(request((b"Upgrade", b"WebSocket")))
     assert is_websocket_upgrade(request((b"upgrade", b"foo, websocket")))
@@ -103,7 +81,7 @@ def test_websocket_upgrade_detection():
     assert not is_websocket_upgrade(request((b"upgrade", b"websocket"), method=b"POST"))
 
 
-async def test_replay_stream_gives_back_the_prefix_first():
+async def test_replay_stream_gives_back_the_prefix_first() -> None:
     left, right = trio.testing.memory_stream_pair()
     replay = ReplayStream(right, b"abcdef")
     await left.send_all(b"ghi")
@@ -119,7 +97,7 @@ async def test_replay_stream_gives_back_the_prefix_first():
 # ---------------------------------------------------------------- over a real socket
 
 
-async def test_get_root_returns_the_page(server: Bound):
+async def test_get_root_returns_the_page(server: Bound) -> None:
     status, headers, body = await exchange(server.ws_port, get("/"))
     assert status == 200
     assert headers["content-type"] == "text/html; charset=utf-8"
@@ -128,7 +106,7 @@ async def test_get_root_returns_the_page(server: Bound):
     assert b"<title>trio-chat</title>" in body and b'src="app.js"' in body
 
 
-async def test_page_assets_are_served(server: Bound):
+async def test_page_assets_are_served(server: Bound) -> None:
     for path, content_type in [("/app.js", "text/javascript"), ("/style.css", "text/css")]:
         status, headers, body = await exchange(server.ws_port, get(path))
         assert status == 200, path
@@ -136,7 +114,7 @@ async def test_page_assets_are_served(server: Bound):
         assert len(body) == int(headers["content-length"]) > 100
 
 
-async def test_head_has_the_headers_and_no_body(server: Bound):
+async def test_head_has_the_headers_and_no_body(server: Bound) -> None:
     _, get_headers, get_body = await exchange(server.ws_port, get("/"))
     status, headers, body = await exchange(server.ws_port, get("/", "HEAD"))
     assert status == 200
@@ -145,15 +123,15 @@ async def test_head_has_the_headers_and_no_body(server: Bound):
     assert int(headers["content-length"]) == len(get_body)
 
 
-async def test_unknown_path_is_404(server: Bound):
+async def test_unknown_path_is_404(server: Bound) -> None:
     status, headers, body = await exchange(server.ws_port, get("/missing"))
     assert status == 404
     assert headers["content-type"].startswith("text/plain")
     assert b"not found" in body
 
 
-async def test_post_is_405(server: Bound):
-    raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+async def test_post_is_405(server: Bound) -> None:
+    raw = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
     status, headers, _ = await exchange(server.ws_port, raw)
     assert status == 405
     assert headers["allow"] == "GET, HEAD"
@@ -164,31 +142,31 @@ async def test_post_is_405(server: Bound):
     [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nbad header line\r\n\r\n", b"\x16\x03\x01\x02"
      b"\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"],
 )
-async def test_malformed_head_is_400(server: Bound, raw: bytes):
+async def test_malformed_head_is_400(server: Bound, raw: bytes) -> None:
     status, _, _ = await exchange(server.ws_port, raw)
     assert status == 400
 
 
-async def test_head_over_the_limit_is_431(server: Bound):
+async def test_head_over_the_limit_is_431(server: Bound) -> None:
     raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n"
     status, _, body = await exchange(server.ws_port, raw)
     assert status == 431
     assert b"too large" in body
 
 
-async def test_blank_lines_instead_of_a_request_line_are_400(server: Bound):
+async def test_blank_lines_instead_of_a_request_line_are_400(server: Bound) -> None:
     status, _, _ = await exchange(server.ws_port, b"\r\n" * MAX_HEAD)
     assert status == 400
 
 
-async def test_head_just_under_the_limit_is_served(server: Bound):
-    prefix = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+async def test_head_just_under_the_limit_is_served(server: Bound) -> None:
+    prefix = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: "
     raw = prefix + b"a" * (MAX_HEAD - len(prefix) - 8) + b"\r\n\r\n"
     status, _, _ = await exchange(server.ws_port, raw)
     assert status == 200
 
 
-async def test_upgrade_on_the_same_port_still_chats(server: Bound):
+async def test_upgrade_on_the_same_port_still_chats(server: Bound) -> None:
     status, _, _ = await exchange(server.ws_port, get("/"))
     assert status == 200
     async with ws_client(server.ws_port) as conn:
@@ -199,7 +177,7 @@ async def test_upgrade_on_the_same_port_still_chats(server: Bound):
         assert (await alice.recv_until(type="chat"))["text"] == "still here"
 
 
-async def test_page_requests_do_not_disturb_the_room(server: Bound):
+async def test_page_requests_do_not_disturb_the_room(server: Bound) -> None:
     async with ws_client(server.ws_port) as conn:
         alice = WsClient(conn)
         await alice.join("Alice")
@@ -209,14 +187,16 @@ async def test_page_requests_do_not_disturb_the_room(server: Bound):
         assert (await alice.recv_until(type="users"))["users"] == ["Alice"]
 
 
-async def test_serve_logs_the_page_url(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture):
+async def test_serve_logs_the_page_url(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="trio_chat.server")
     bound: Bound = await nursery.start(serve, Config(tcp_port=0, ws_port=0))
     assert bound.page_url == f"http://127.0.0.1:{bound.ws_port}/"
     assert f"chat page: http://127.0.0.1:{bound.ws_port}/" in caplog.text
 
 
-def test_page_url_of_wildcard_and_ipv6_hosts():
+def test_page_url_of_wildcard_and_ipv6_hosts() -> None:
     assert Bound("0.0.0.0", 1, 8765).page_url == "http://127.0.0.1:8765/"
     assert Bound("::", 1, 8765).page_url == "http://[::1]:8765/"
     assert Bound("::1", 1, 8765).page_url == "http://[::1]:8765/"
@@ -226,7 +206,9 @@ def test_page_url_of_wildcard_and_ipv6_hosts():
 # ---------------------------------------------------------------- limits in time and size
 
 
-async def test_half_sent_head_is_dropped_after_the_handshake_timeout(autojump_clock):
+async def test_half_sent_head_is_dropped_after_the_handshake_timeout(
+    autojump_clock: trio.testing.MockClock
+) -> None:
     config = Config(handshake_timeout=5)
     client, server_side = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
@@ -237,7 +219,9 @@ async def test_half_sent_head_is_dropped_after_the_handshake_timeout(autojump_cl
         assert trio.current_time() - start == pytest.approx(5, abs=0.1)
 
 
-async def test_silent_connection_is_dropped_after_the_handshake_timeout(autojump_clock):
+async def test_silent_connection_is_dropped_after_the_handshake_timeout(
+    autojump_clock: trio.testing.MockClock
+) -> None:
     client, server_side = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle_ws, Admission(Room(), Config(handshake_timeout=3)), server_side)
@@ -279,7 +263,7 @@ class EndlessHead(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
 
-async def test_ten_megabyte_head_is_refused_after_reading_a_bounded_amount():
+async def test_ten_megabyte_head_is_refused_after_reading_a_bounded_amount() -> None:
     stream = EndlessHead()
     with trio.fail_after(WAIT):
         await handle_ws(Admission(Room(), Config()), stream)
@@ -306,6 +290,6 @@ class BrokenStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
 
-async def test_reset_during_the_head_is_quiet(caplog: pytest.LogCaptureFixture):
+async def test_reset_during_the_head_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
     await handle_ws(Admission(Room(), Config()), BrokenStream())
     assert "failed" not in caplog.text

@@ -7,18 +7,20 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from trio_chat import cli
+from trio_chat import cli, client
 from trio_chat.client import ClientConfig, ConnectError
 
 
 @pytest.fixture
-def runs(monkeypatch):
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ClientConfig, dict[str, Any]]]:
     calls: list[tuple[ClientConfig, dict[str, Any]]] = []
-    monkeypatch.setattr(cli.client, "run", lambda config, **kw: calls.append((config, kw)))
+    monkeypatch.setattr(client, "run", lambda config, **kw: calls.append((config, kw)))
     return calls
 
 
-def test_join_defaults_to_tcp_on_localhost_in_line_mode_off_a_terminal(runs):
+def test_join_defaults_to_tcp_on_localhost_in_line_mode_off_a_terminal(
+    runs: list[tuple[ClientConfig, dict[str, Any]]]
+) -> None:
     result = CliRunner().invoke(cli.main, ["join", "--name", "  Bob "], env={})
     assert result.exit_code == 0, result.output
     ((config, kw),) = runs
@@ -26,7 +28,7 @@ def test_join_defaults_to_tcp_on_localhost_in_line_mode_off_a_terminal(runs):
     assert kw == {"interactive": False, "json_output": False}
 
 
-def test_join_options_and_env_vars(runs):
+def test_join_options_and_env_vars(runs: list[tuple[ClientConfig, dict[str, Any]]]) -> None:
     env = {"TRIO_CHAT_NAME": "bot", "TRIO_CHAT_RECONNECT": "false", "TRIO_CHAT_PORT": "9000"}
     result = CliRunner().invoke(
         cli.main,
@@ -52,17 +54,19 @@ def test_join_options_and_env_vars(runs):
         ([], "--name is required when stdin is not a terminal"),
     ],
 )
-def test_join_rejects_bad_options(runs, args, error):
+def test_join_rejects_bad_options(
+    runs: list[tuple[ClientConfig, dict[str, Any]]], args: list[str], error: str
+) -> None:
     result = CliRunner().invoke(cli.main, ["join", *args], env={})
     assert result.exit_code == 2 and error in result.output
     assert runs == []
 
 
-def test_client_errors_are_one_line_and_exit_1(monkeypatch):
+def test_client_errors_are_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(config: ClientConfig, **kw: Any) -> None:
         raise ConnectError("cannot connect to 127.0.0.1:8764: connection refused")
 
-    monkeypatch.setattr(cli.client, "run", refuse)
+    monkeypatch.setattr(client, "run", refuse)
     result = CliRunner().invoke(cli.main, ["join", "--name", "x"], env={})
     assert result.exit_code == 1
     assert result.output == "cannot connect to 127.0.0.1:8764: connection refused\n"

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 import trio
 
-from trio_chat import Config, serve
-
-from .client_helpers import JoinProcess
-from .helpers import TcpClient
+from tests.support.processes import JoinProcess
+from tests.support.tcp import TcpClient, free_port
+from trio_chat import Bound, Config, serve
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +24,9 @@ def body(line: str) -> str:
     return match.group(1)
 
 
-async def test_two_processes_chat_and_eof_leaves_cleanly(server, nursery):
+async def test_two_processes_chat_and_eof_leaves_cleanly(
+    server: Bound, nursery: trio.Nursery
+) -> None:
     ann = await JoinProcess.start(nursery, "--name", "Ann", "--port", server.tcp_port)
     assert body(await ann.wait_for("* you are Ann")).startswith("* you are Ann; online (1)")
 
@@ -51,7 +51,9 @@ async def test_two_processes_chat_and_eof_leaves_cleanly(server, nursery):
     assert await ann.exit_code() == 0
 
 
-async def test_piped_stdin_sends_every_line_then_leaves(server, nursery):
+async def test_piped_stdin_sends_every_line_then_leaves(
+    server: Bound, nursery: trio.Nursery
+) -> None:
     async with await TcpClient.connect(server.tcp_port) as watcher:
         await watcher.join("Watcher")
         bot = await JoinProcess.start(nursery, "--name", "bot", "--port", server.tcp_port)
@@ -73,7 +75,7 @@ async def test_piped_stdin_sends_every_line_then_leaves(server, nursery):
         assert texts == ["first", "  spaces kept  ", "last line without newline"]
 
 
-async def test_json_output_is_the_servers_lines(server, nursery):
+async def test_json_output_is_the_servers_lines(server: Bound, nursery: trio.Nursery) -> None:
     bot = await JoinProcess.start(nursery, "--name", "bot", "--json", "--port", server.tcp_port)
     await bot.send_line("hello")
     await bot.close_stdin()
@@ -84,7 +86,7 @@ async def test_json_output_is_the_servers_lines(server, nursery):
     assert [(m["user"], m["text"]) for m in chats] == [("bot", "hello")]
 
 
-async def test_websocket_url(server, nursery):
+async def test_websocket_url(server: Bound, nursery: trio.Nursery) -> None:
     async with await TcpClient.connect(server.tcp_port) as ann:
         await ann.join("Ann")
         bot = await JoinProcess.start(nursery, "--name", "wsbot", "--url", server.ws_url)
@@ -98,15 +100,7 @@ async def test_websocket_url(server, nursery):
         assert await bot.exit_code() == 0
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def test_connection_refused_is_one_line_and_exit_1(nursery):
+async def test_connection_refused_is_one_line_and_exit_1(nursery: trio.Nursery) -> None:
     port = free_port()
     bot = await JoinProcess.start(nursery, "--name", "bot", "--port", port)
     assert await bot.exit_code() == 1
@@ -114,7 +108,7 @@ async def test_connection_refused_is_one_line_and_exit_1(nursery):
     assert await bot.rest() == []
 
 
-async def test_name_taken_says_so_and_exits_1(server, nursery):
+async def test_name_taken_says_so_and_exits_1(server: Bound, nursery: trio.Nursery) -> None:
     async with await TcpClient.connect(server.tcp_port) as ann:
         await ann.join("Ann")
         bot = await JoinProcess.start(nursery, "--name", "ANN", "--port", server.tcp_port)
@@ -122,7 +116,7 @@ async def test_name_taken_says_so_and_exits_1(server, nursery):
         assert await bot.stderr() == "name 'ANN' is taken\n"
 
 
-async def test_settings_from_the_environment(server, nursery):
+async def test_settings_from_the_environment(server: Bound, nursery: trio.Nursery) -> None:
     env = {"TRIO_CHAT_NAME": "envbot", "TRIO_CHAT_PORT": str(server.tcp_port)}
     bot = await JoinProcess.start(nursery, "--json", env=env)
     welcome = json.loads(await bot.wait_for("welcome"))
@@ -131,19 +125,19 @@ async def test_settings_from_the_environment(server, nursery):
     assert await bot.exit_code() == 0
 
 
-async def test_line_mode_needs_a_name(nursery):
+async def test_line_mode_needs_a_name(nursery: trio.Nursery) -> None:
     bot = await JoinProcess.start(nursery, "--port", free_port())
     assert await bot.exit_code() == 2
     assert "--name is required when stdin is not a terminal" in await bot.stderr()
 
 
-async def test_invalid_name_is_a_usage_error(nursery):
+async def test_invalid_name_is_a_usage_error(nursery: trio.Nursery) -> None:
     bot = await JoinProcess.start(nursery, "--name", "System", "--port", free_port())
     assert await bot.exit_code() == 2
     assert "name 'System' is reserved" in await bot.stderr()
 
 
-async def test_reconnects_and_rejoins_after_server_restart(nursery):
+async def test_reconnects_and_rejoins_after_server_restart(nursery: trio.Nursery) -> None:
     async with trio.open_nursery() as servers:
         bound = await servers.start(serve, Config(tcp_port=0, ws_port=0))
         bot = await JoinProcess.start(nursery, "--name", "bot", "--port", bound.tcp_port)
@@ -166,7 +160,7 @@ async def test_reconnects_and_rejoins_after_server_restart(nursery):
         servers.cancel_scope.cancel()
 
 
-async def test_no_reconnect_exits_1_when_the_server_goes_away(nursery):
+async def test_no_reconnect_exits_1_when_the_server_goes_away(nursery: trio.Nursery) -> None:
     async with trio.open_nursery() as servers:
         bound = await servers.start(serve, Config(tcp_port=0, ws_port=0))
         bot = await JoinProcess.start(

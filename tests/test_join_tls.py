@@ -3,8 +3,8 @@ run with a trustme certificate."""
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,36 +12,33 @@ import trio
 from click.testing import CliRunner
 from trio_websocket import wrap_server_stream
 
-from trio_chat import Config, cli
+from tests.support.config import TEST_CONFIG
+from tests.support.processes import JoinProcess
+from tests.support.tls import TlsFiles
+from trio_chat import Bound, Config, cli, client
 from trio_chat.client import ClientConfig, ConnectError
 from trio_chat.client.transport import open_connection
 
-from .client_helpers import JoinProcess
-from .conftest import TEST_CONFIG
-from .helpers import TlsFiles
-
 
 @pytest.fixture
-def tls(tmp_path) -> TlsFiles:
-    return TlsFiles(tmp_path)
-
-
-@pytest.fixture
-def config(tls) -> Config:
-    return dataclasses.replace(TEST_CONFIG, tls_cert=str(tls.cert), tls_key=str(tls.key))
+def config(tls: TlsFiles) -> Config:
+    """The ``server`` fixture's: TLS on both ports."""
+    return tls.server_config(TEST_CONFIG)
 
 
 # ---------------------------------------------------------------- options
 
 
 @pytest.fixture
-def runs(monkeypatch):
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[ClientConfig]:
     calls: list[ClientConfig] = []
-    monkeypatch.setattr(cli.client, "run", lambda config, **kw: calls.append(config))
+    monkeypatch.setattr(client, "run", lambda config, **kw: calls.append(config))
     return calls
 
 
-def test_tls_and_ca_options_reach_the_client_config(runs, tls):
+def test_tls_and_ca_options_reach_the_client_config(
+    runs: list[ClientConfig], tls: TlsFiles
+) -> None:
     result = CliRunner().invoke(
         cli.main, ["join", "--name", "x", "--tls", "--ca", str(tls.ca_pem)], env={}
     )
@@ -67,7 +64,9 @@ def test_tls_and_ca_options_reach_the_client_config(runs, tls):
         (["--tls", "--ca", "/nonexistent.pem"], "does not exist"),
     ],
 )
-def test_bad_tls_options_are_usage_errors(runs, tls, tmp_path, args, error):
+def test_bad_tls_options_are_usage_errors(
+    runs: list[ClientConfig], tls: TlsFiles, tmp_path: Path, args: list[str], error: str
+) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate\n")
     args = [a.format(ca=tls.ca_pem, bogus=bogus) for a in args]
@@ -85,13 +84,13 @@ async def ping(config: ClientConfig) -> dict[str, Any]:
         return (await connection.receive())[0]
 
 
-async def test_open_connection_over_tls_and_wss(server, tls):
+async def test_open_connection_over_tls_and_wss(server: Bound, tls: TlsFiles) -> None:
     ca = str(tls.ca_pem)
     assert await ping(ClientConfig(port=server.tcp_port, tls=True, ca=ca)) == {"type": "pong"}
     assert await ping(ClientConfig(url=server.ws_url, tls=True, ca=ca)) == {"type": "pong"}
 
 
-async def test_an_untrusted_certificate_is_a_clear_connect_error(server):
+async def test_an_untrusted_certificate_is_a_clear_connect_error(server: Bound) -> None:
     for config in (ClientConfig(port=server.tcp_port, tls=True), ClientConfig(url=server.ws_url)):
         with pytest.raises(ConnectError, match="TLS certificate not trusted") as info:
             await ping(config)
@@ -99,7 +98,9 @@ async def test_an_untrusted_certificate_is_a_clear_connect_error(server):
 
 
 @pytest.mark.slow
-async def test_join_processes_over_tls_and_wss(server, nursery, tls):
+async def test_join_processes_over_tls_and_wss(
+    server: Bound, nursery: trio.Nursery, tls: TlsFiles
+) -> None:
     ca = str(tls.ca_pem)
     async with await tls.tcp_client(server.tcp_port) as ann:
         await ann.join("Ann")
@@ -124,7 +125,9 @@ async def test_join_processes_over_tls_and_wss(server, nursery, tls):
 
 
 @pytest.mark.slow
-async def test_join_without_the_ca_says_why_and_exits_1(server, nursery):
+async def test_join_without_the_ca_says_why_and_exits_1(
+    server: Bound, nursery: trio.Nursery
+) -> None:
     bot = await JoinProcess.start(nursery, "--name", "bot", "--port", server.tcp_port, "--tls")
     assert await bot.exit_code() == 1
     error = await bot.stderr()
@@ -135,7 +138,7 @@ async def test_join_without_the_ca_says_why_and_exits_1(server, nursery):
 # ---------------------------------------------------------------- the client's WebSocket
 
 
-async def test_a_refused_upgrade_is_a_connect_error(nursery):
+async def test_a_refused_upgrade_is_a_connect_error(nursery: trio.Nursery) -> None:
     """A server that answers the upgrade with 403 (a proxy with an origin policy, say)."""
 
     async def refuse(stream: trio.SocketStream) -> None:
@@ -154,7 +157,7 @@ async def test_a_refused_upgrade_is_a_connect_error(nursery):
     )
 
 
-async def test_errors_in_the_body_come_out_as_they_are(server, tls):
+async def test_errors_in_the_body_come_out_as_they_are(server: Bound, tls: TlsFiles) -> None:
     """Not wrapped in an ExceptionGroup by the nursery around the WebSocket."""
     config = ClientConfig(url=server.ws_url, ca=str(tls.ca_pem))
     with pytest.raises(KeyError):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
 
-from trio_chat import Config, serve
-
-from .client_helpers import Tmux, join_command
-from .helpers import TcpClient
+from tests.support.processes import join_command
+from tests.support.tcp import TcpClient
+from tests.support.tmux import Tmux
+from trio_chat import Bound, Config, serve
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,7 +25,7 @@ pytestmark = [
 
 
 @pytest.fixture
-async def tmux(tmp_path):
+async def tmux(tmp_path: Path) -> AsyncIterator[Tmux]:
     terminal = Tmux(tmp_path)
     try:
         yield terminal
@@ -31,7 +33,7 @@ async def tmux(tmp_path):
         await terminal.kill()
 
 
-async def test_incoming_message_keeps_the_half_typed_input(server, tmux):
+async def test_incoming_message_keeps_the_half_typed_input(server: Bound, tmux: Tmux) -> None:
     await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
     await tmux.wait_for("connected as Bob")
     await tmux.keys("half typed mess", literal=True)
@@ -58,7 +60,9 @@ async def test_incoming_message_keeps_the_half_typed_input(server, tmux):
         await ann.recv_until(type="system", event="leave", name="Bob")
 
 
-async def test_asks_for_a_name_again_while_taken_and_ctrl_c_quits(server, tmux):
+async def test_asks_for_a_name_again_while_taken_and_ctrl_c_quits(
+    server: Bound, tmux: Tmux
+) -> None:
     async with await TcpClient.connect(server.tcp_port) as ann:
         await ann.join("Bob")
         await tmux.start(join_command("--port", server.tcp_port))
@@ -79,7 +83,7 @@ async def test_asks_for_a_name_again_while_taken_and_ctrl_c_quits(server, tmux):
         await ann.recv_until(type="system", event="leave", name="Rob")
 
 
-async def test_reconnects_by_itself_keeping_the_draft(tmux):
+async def test_reconnects_by_itself_keeping_the_draft(tmux: Tmux) -> None:
     async with trio.open_nursery() as servers:
         bound = await servers.start(serve, Config(tcp_port=0, ws_port=0))
         await tmux.start(join_command("--name", "Bob", "--port", bound.tcp_port))
@@ -101,7 +105,9 @@ async def test_reconnects_by_itself_keeping_the_draft(tmux):
         servers.cancel_scope.cancel()
 
 
-async def test_page_up_scrolls_back_and_new_messages_do_not_yank_the_view(server, tmux):
+async def test_page_up_scrolls_back_and_new_messages_do_not_yank_the_view(
+    server: Bound, tmux: Tmux
+) -> None:
     await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
     await tmux.wait_for("connected as Bob")
     async with await TcpClient.connect(server.tcp_port) as ann:

@@ -19,7 +19,7 @@ class FakeClock:
         return self.now
 
 
-def test_burst_passes_then_messages_wait_one_interval_each():
+def test_burst_passes_then_messages_wait_one_interval_each() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=5, burst=10, ceiling=50, clock=clock)
     assert [bucket.take() for _ in range(10)] == [0.0] * 10
@@ -29,7 +29,7 @@ def test_burst_passes_then_messages_wait_one_interval_each():
     assert bucket.held == 2
 
 
-def test_waiting_pays_the_debt_and_a_pause_refills_the_bucket():
+def test_waiting_pays_the_debt_and_a_pause_refills_the_bucket() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=5, burst=2, ceiling=50, clock=clock)
     bucket.take(), bucket.take()
@@ -42,7 +42,7 @@ def test_waiting_pays_the_debt_and_a_pause_refills_the_bucket():
     assert bucket.take() > 0
 
 
-def test_past_the_ceiling_in_a_row_is_rate_limited():
+def test_past_the_ceiling_in_a_row_is_rate_limited() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=5, burst=1, ceiling=3, clock=clock)
     assert bucket.take() == 0.0
@@ -53,7 +53,7 @@ def test_past_the_ceiling_in_a_row_is_rate_limited():
     assert caught.value.code == RATE_LIMITED and caught.value.fatal
 
 
-def test_a_message_within_the_limit_resets_the_ceiling_count():
+def test_a_message_within_the_limit_resets_the_ceiling_count() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=5, burst=1, ceiling=3, clock=clock)
     for _ in range(10):
@@ -64,7 +64,7 @@ def test_a_message_within_the_limit_resets_the_ceiling_count():
     assert bucket.held <= 1
 
 
-def test_late_wakeups_do_not_reset_the_count_but_a_real_pause_does():
+def test_late_wakeups_do_not_reset_the_count_but_a_real_pause_does() -> None:
     """A busy server may act on a delayed message late, so the flooder's next message
     finds a token; that must not wipe its record. A quiet spell that refills the
     bucket does."""
@@ -86,13 +86,13 @@ def test_late_wakeups_do_not_reset_the_count_but_a_real_pause_does():
     assert bucket.take() == 0.0 and bucket.held == 0
 
 
-def test_rate_zero_turns_the_bucket_off():
+def test_rate_zero_turns_the_bucket_off() -> None:
     bucket = TokenBucket(rate=0, burst=10, ceiling=1, clock=FakeClock())
     assert not bucket.enabled
     assert all(bucket.take() == 0.0 for _ in range(10_000))
 
 
-def test_gate_caps_per_ip_and_in_total_and_releases():
+def test_gate_caps_per_ip_and_in_total_and_releases() -> None:
     gate: Gate[object] = Gate(max_clients=3, max_per_ip=2)
     gate.admit("10.0.0.1")
     gate.admit("10.0.0.1")
@@ -111,7 +111,7 @@ def test_gate_caps_per_ip_and_in_total_and_releases():
     assert gate.total == 0 and not gate.per_ip
 
 
-def test_gate_zero_means_no_cap_and_closing_refuses_everyone():
+def test_gate_zero_means_no_cap_and_closing_refuses_everyone() -> None:
     gate: Gate[object] = Gate(max_clients=0, max_per_ip=0)
     for _ in range(1000):
         gate.admit("127.0.0.1")
@@ -121,7 +121,7 @@ def test_gate_zero_means_no_cap_and_closing_refuses_everyone():
     assert "shutting down" in caught.value.text
 
 
-def test_nofile_soft_limit_is_raised_to_the_hard_limit():
+def test_nofile_soft_limit_is_raised_to_the_hard_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         if hard != resource.RLIM_INFINITY and hard > 256:

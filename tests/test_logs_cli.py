@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from functools import partial
 
+import pytest
 import trio
 import trio.testing
 from click.testing import CliRunner
 
-from tests.memory import tcp_client
+from tests.support.memory import memory_tcp
 from trio_chat import cli
 from trio_chat.cli import default_db_path
 from trio_chat.config import Config
@@ -19,10 +21,12 @@ from trio_chat.server import app
 from trio_chat.server.room import Room
 
 
-async def test_lifecycle_is_logged_at_info_and_message_text_only_at_debug(nursery, caplog):
+async def test_lifecycle_is_logged_at_info_and_message_text_only_at_debug(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="trio_chat")
     room, config = Room(), Config()
-    ann = tcp_client(nursery, room, config)
+    ann = memory_tcp(nursery, room, config)
     await ann.join("Ann")
     await ann.send({"type": "chat", "text": "secret words"})
     await ann.recv_until(type="chat")
@@ -38,10 +42,12 @@ async def test_lifecycle_is_logged_at_info_and_message_text_only_at_debug(nurser
     assert any("secret words" in m for m in debug)
 
 
-async def test_disconnect_line_says_why(nursery, caplog):
+async def test_disconnect_line_says_why(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="trio_chat")
     room = Room()
-    bob = tcp_client(nursery, room, Config())
+    bob = memory_tcp(nursery, room, Config())
     await bob.join("Bob")
     await bob.send_raw(b"x" * 70000)  # over the line limit: too_long, closes
     assert await bob.eof()
@@ -49,7 +55,7 @@ async def test_disconnect_line_says_why(nursery, caplog):
     assert caplog.records[-1].getMessage() == "disconnect tcp memory (too_long)"
 
 
-def test_json_formatter_writes_one_object_per_record():
+def test_json_formatter_writes_one_object_per_record() -> None:
     record = logging.LogRecord("trio_chat.room", logging.INFO, "x", 1, "join %s", ("Ann",), None)
     entry = json.loads(JsonFormatter().format(record))
     assert entry["level"] == "info" and entry["logger"] == "trio_chat.room"
@@ -61,7 +67,7 @@ def test_json_formatter_writes_one_object_per_record():
     assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exception"]
 
 
-def test_setup_logging_json_installs_the_formatter():
+def test_setup_logging_json_installs_the_formatter() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
@@ -73,9 +79,15 @@ def test_setup_logging_json_installs_the_formatter():
         root.setLevel(saved[1])
 
 
-def test_cli_passes_every_hardening_option_to_the_config(monkeypatch):
+def run_recorded(seen: list[Config], config: Config) -> int:
+    """In place of the server: remember the Config, exit 0."""
+    seen.append(config)
+    return 0
+
+
+def test_cli_passes_every_hardening_option_to_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Config] = []
-    monkeypatch.setattr(app, "run", lambda config: seen.append(config) or 0)
+    monkeypatch.setattr(app, "run", partial(run_recorded, seen))
     monkeypatch.setattr(cli, "setup_logging", lambda *args: None)
     result = CliRunner().invoke(
         cli.main,
@@ -120,9 +132,9 @@ def test_cli_passes_every_hardening_option_to_the_config(monkeypatch):
     ]
 
 
-def test_cli_defaults_match_the_config(monkeypatch):
+def test_cli_defaults_match_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Config] = []
-    monkeypatch.setattr(app, "run", lambda config: seen.append(config) or 0)
+    monkeypatch.setattr(app, "run", partial(run_recorded, seen))
     monkeypatch.setattr(cli, "setup_logging", lambda *args: None)
     result = CliRunner().invoke(cli.main, ["serve"], env={})
     assert result.exit_code == 0, result.output

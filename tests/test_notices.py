@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
 
-from trio_chat.server.room import Member, Room
-
-
-class Seat:
-    """A room member with its queue readable by the test."""
-
-    def __init__(self, room: Room, name: str) -> None:
-        send, self.inbox = trio.open_memory_channel[str](10_000)
-        self.member = Member(send, peer=name)
-        room.join(self.member, name)
-
-    def drain(self) -> list[dict[str, Any]]:
-        out = []
-        while True:
-            try:
-                out.append(json.loads(self.inbox.receive_nowait()))
-            except trio.WouldBlock:
-                return out
+from tests.support.seats import Seat
+from trio_chat.server.room import Room
 
 
 def notices(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
@@ -35,61 +18,65 @@ def notices(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     ]
 
 
-async def test_quiet_room_announces_each_join(nursery, autojump_clock):
+async def test_quiet_room_announces_each_join(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room()
     await nursery.start(room.run_notices)
     ann, bob = Seat(room, "Ann"), Seat(room, "Bob")
-    assert [m["type"] for m in ann.drain()] == ["welcome", "system", "system"]
-    bob_sees = bob.drain()
+    assert [m["type"] for m in ann.take()] == ["welcome", "system", "system"]
+    bob_sees = bob.take()
     assert bob_sees[0]["type"] == "welcome"
     assert notices(bob_sees) == [("join", "Bob")]
-    assert notices(ann.drain()) == []
+    assert notices(ann.take()) == []
 
 
-async def test_crowd_is_summarized_once_per_interval(nursery, autojump_clock):
+async def test_crowd_is_summarized_once_per_interval(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room(notice_rate=100, notice_interval=0.1)
     await nursery.start(room.run_notices)
     seats = [Seat(room, f"u{i}") for i in range(40)]
     # A budget of 10 deliveries per interval: notices to 1+2+3+4 members; the fifth
     # join is coalesced.
-    first = seats[0].drain()
+    first = seats[0].take()
     assert notices(first) == [("join", f"u{i}") for i in range(4)]
     for i, seat in enumerate(seats[4:], start=4):
         # A coalesced joiner still sees its welcome and its own join at once.
-        own = seat.drain()
+        own = seat.take()
         assert [m["type"] for m in own] == ["welcome", "system"]
         assert own[1]["event"] == "join" and own[1]["name"] == f"u{i}"
         assert own[1]["clients_count"] == i + 1
     await trio.sleep(0.15)  # past the interval end, when the summary goes out
-    summary = seats[0].drain()
+    summary = seats[0].take()
     assert notices(summary) == [("summary", (36, 0))]
     assert summary[0]["clients_count"] == 40 and summary[0]["text"] == "36 joined"
-    assert notices(seats[-1].drain()) == [("summary", (36, 0))]
+    assert notices(seats[-1].take()) == [("summary", (36, 0))]
 
     # Still busy: leaves in the next interval are coalesced too. That interval is
     # 40 members / 100 deliveries per second = 0.4 s long (one summary per 0.4 s
     # keeps notices within the rate however big the room).
     for seat in seats[30:]:
         room.leave(seat.member)
-    assert notices(seats[0].drain()) == []
+    assert notices(seats[0].take()) == []
     await trio.sleep(0.3)
-    assert notices(seats[0].drain()) == []
+    assert notices(seats[0].take()) == []
     await trio.sleep(0.1)
-    assert notices(seats[0].drain()) == [("summary", (0, 10))]
+    assert notices(seats[0].take()) == [("summary", (0, 10))]
 
     # After a quiet interval, notices go out one by one again.
     await trio.sleep(0.5)
     room.leave(seats[29].member)
-    assert notices(seats[0].drain()) == [("leave", "u29")]
+    assert notices(seats[0].take()) == [("leave", "u29")]
 
 
-async def test_without_the_notice_task_nothing_is_held_back():
+async def test_without_the_notice_task_nothing_is_held_back() -> None:
     room = Room(notice_rate=1)
     seats = [Seat(room, f"u{i}") for i in range(5)]
-    assert notices(seats[0].drain()) == [("join", f"u{i}") for i in range(5)]
+    assert notices(seats[0].take()) == [("join", f"u{i}") for i in range(5)]
 
 
-def test_welcome_lists_members_in_join_order_through_renames_and_leaves():
+def test_welcome_lists_members_in_join_order_through_renames_and_leaves() -> None:
     """The room keeps the encoded user list; it must match a fresh encoding."""
     from trio_chat import protocol
 
@@ -98,7 +85,7 @@ def test_welcome_lists_members_in_join_order_through_renames_and_leaves():
     room.leave(seats["Ann"].member)
     room.join(seats["Cy"].member, "Cyd")  # a rename moves Cyd to the end
     dee = Seat(room, "Dee")
-    welcome = dee.drain()[0]
+    welcome = dee.take()[0]
     assert welcome["users"] == ['Bø "b"', "Cyd", "Dee"] == room.names
     assert welcome["clients_count"] == 3
     assert protocol.welcome("Dee", protocol.json_array(room.names), 3) == protocol.encode(

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 import trio
 from click.testing import CliRunner
-from trio_websocket import ConnectionRejected, open_websocket_url, wrap_client_stream
+from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
 
-from tests.conftest import TEST_CONFIG
-from tests.helpers import TcpClient, TlsFiles, WsClient
-from trio_chat import Config, serve
+from tests.support.config import TEST_CONFIG
+from tests.support.tcp import TcpClient
+from tests.support.tls import TlsFiles
+from tests.support.ws import WsClient, wrap_client
+from trio_chat import Bound, Config, serve
 from trio_chat.cli import main
 from trio_chat.cli import serve as serve_command
 from trio_chat.transports.origin import OriginPolicy, parse_origin
@@ -41,11 +45,11 @@ from trio_chat.transports.origin import OriginPolicy, parse_origin
         ("http://127.0.0.1:8765", "127.0.0.1:8765/x", False, False),
     ],
 )
-def test_default_policy(origin, host, secure, allowed):
+def test_default_policy(origin: str, host: str | None, secure: bool, allowed: bool) -> None:
     assert OriginPolicy().allows(origin, host, secure=secure) is allowed
 
 
-def test_allowed_origins():
+def test_allowed_origins() -> None:
     policy = OriginPolicy(["https://chat.example", "http://LOCALHOST:3000/"])
     assert policy.allows("https://chat.example:443", "127.0.0.1:8765", secure=False)
     assert policy.allows("http://localhost:3000", "127.0.0.1:8765", secure=False)
@@ -56,13 +60,13 @@ def test_allowed_origins():
 
 
 @pytest.mark.parametrize("bad", ["chat.example", "ftp://x", "https://", "null", "https://a/b"])
-def test_allowed_origin_must_be_an_origin(bad):
+def test_allowed_origin_must_be_an_origin(bad: str) -> None:
     with pytest.raises(ValueError):
         OriginPolicy([bad])
     assert parse_origin(bad) is None
 
 
-def test_raw_headers():
+def test_raw_headers() -> None:
     policy = OriginPolicy()
     own = (b"Origin", b"http://h:1")
     assert policy.allows_headers([own], "h:1", secure=False)
@@ -75,7 +79,9 @@ def test_raw_headers():
 # ---------------------------------------------------------------- end to end
 
 
-def connect(port: int, origin: str | None = None, scheme: str = "ws", **kwargs):
+def connect(
+    port: int, origin: str | None = None, scheme: str = "ws", **kwargs: Any
+) -> AbstractAsyncContextManager[WebSocketConnection]:
     headers = [(b"Origin", origin.encode())] if origin is not None else None
     return open_websocket_url(
         f"{scheme}://127.0.0.1:{port}/", extra_headers=headers, **kwargs
@@ -99,7 +105,7 @@ async def rejected(
             with trio.fail_after(10):
                 async with trio.open_nursery() as nursery:
                     headers = [(b"Origin", origin.encode())]
-                    await wrap_client_stream(
+                    await wrap_client(
                         nursery, stream, f"127.0.0.1:{port}", "/", extra_headers=headers
                     )
                     raise AssertionError(f"origin {origin} was accepted")
@@ -109,7 +115,7 @@ async def rejected(
     return caught[0]
 
 
-async def test_own_origin_and_no_origin_are_accepted(server):
+async def test_own_origin_and_no_origin_are_accepted(server: Bound) -> None:
     for origin in (None, f"http://127.0.0.1:{server.ws_port}"):
         async with connect(server.ws_port, origin) as ws:
             client = WsClient(ws)
@@ -117,7 +123,7 @@ async def test_own_origin_and_no_origin_are_accepted(server):
             assert await client.recv() == {"type": "pong"}
 
 
-async def test_foreign_origins_get_403_and_nobody_notices(server):
+async def test_foreign_origins_get_403_and_nobody_notices(server: Bound) -> None:
     async with await TcpClient.connect(server.tcp_port) as bob:
         await bob.join("Bob")
         for origin in (
@@ -134,7 +140,7 @@ async def test_foreign_origins_get_403_and_nobody_notices(server):
         assert msg["type"] == "chat" and msg["text"] == "undisturbed"
 
 
-async def test_allowed_origin_option(nursery):
+async def test_allowed_origin_option(nursery: trio.Nursery) -> None:
     config = dataclasses.replace(TEST_CONFIG, allowed_origins=("https://chat.example",))
     bound = await nursery.start(serve, config)
     async with connect(bound.ws_port, "https://chat.example") as ws:
@@ -145,16 +151,14 @@ async def test_allowed_origin_option(nursery):
         pass
 
 
-async def test_wildcard_allows_every_origin(nursery):
+async def test_wildcard_allows_every_origin(nursery: trio.Nursery) -> None:
     bound = await nursery.start(serve, dataclasses.replace(TEST_CONFIG, allowed_origins=("*",)))
     async with connect(bound.ws_port, "https://evil.example"):
         pass
 
 
-async def test_own_origin_over_tls_is_https(nursery, tmp_path):
-    tls = TlsFiles(tmp_path)
-    config = dataclasses.replace(TEST_CONFIG, tls_cert=str(tls.cert), tls_key=str(tls.key))
-    bound = await nursery.start(serve, config)
+async def test_own_origin_over_tls_is_https(nursery: trio.Nursery, tls: TlsFiles) -> None:
+    bound = await nursery.start(serve, tls.server_config(TEST_CONFIG))
     context = tls.client_context()
     own = f"https://127.0.0.1:{bound.ws_port}"
     async with connect(bound.ws_port, own, scheme="wss", ssl_context=context):
@@ -164,7 +168,9 @@ async def test_own_origin_over_tls_is_https(nursery, tmp_path):
     assert error.status_code == 403
 
 
-def test_cli_allowed_origin_repeatable_and_from_environment(monkeypatch):
+def test_cli_allowed_origin_repeatable_and_from_environment(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["--allowed-origin", "https://a.example", "--allowed-origin", "*"]
     params = serve_command.make_context("serve", args).params
     assert Config(**params).allowed_origins == ("https://a.example", "*")
@@ -174,7 +180,7 @@ def test_cli_allowed_origin_repeatable_and_from_environment(monkeypatch):
     assert params["allowed_origins"] == ("https://a.example", "http://b.example:8080")
 
 
-def test_cli_refuses_a_bad_origin():
+def test_cli_refuses_a_bad_origin() -> None:
     result = CliRunner().invoke(main, ["serve", "--allowed-origin", "chat.example"])
     assert result.exit_code == 2
     assert "not an origin" in result.output

@@ -1,7 +1,9 @@
 """The sans-IO protocol: every event, every error code, framing limits."""
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -9,6 +11,7 @@ from trio_chat import protocol
 from trio_chat.protocol import (
     Blank,
     Chat,
+    Event,
     Join,
     Leave,
     LineBuffer,
@@ -21,11 +24,12 @@ from trio_chat.protocol import (
 )
 
 
-def error_code(fn, *args):
+def error_code(fn: Callable[..., object], *args: Any) -> str:
     with pytest.raises(ProtocolError) as info:
         fn(*args)
     assert info.value.code in protocol.ERROR_CODES
-    return info.value.code
+    code: str = info.value.code
+    return code
 
 
 @pytest.mark.parametrize(
@@ -53,12 +57,12 @@ def error_code(fn, *args):
         (b"//slash", Chat("/slash")),
     ],
 )
-def test_decode_line(line, event):
+def test_decode_line(line: bytes, event: Event) -> None:
     assert decode_line(line) == event
 
 
 @pytest.mark.parametrize("line", [b"", b"   ", b"\t"])
-def test_blank_lines_are_blank_events(line):
+def test_blank_lines_are_blank_events(line: bytes) -> None:
     """Blank input means nothing, but it is input: flood control counts it."""
     assert decode_line(line) == Blank()
     assert decode_frame(line.decode()) == Blank()
@@ -77,7 +81,7 @@ def test_blank_lines_are_blank_events(line):
         (b"[" * 100_000, "too_long"),
     ],
 )
-def test_decode_line_errors(line, code):
+def test_decode_line_errors(line: bytes, code: str) -> None:
     assert error_code(decode_line, line) == code
 
 
@@ -115,25 +119,25 @@ def test_decode_line_errors(line, code):
         ('{"type":"chat","text":"' + "x" * 4097 + '"}', "too_long"),
     ],
 )
-def test_decode_json_errors(text, code):
+def test_decode_json_errors(text: str, code: str) -> None:
     assert error_code(decode_json, text) == code
 
 
-def test_name_limits():
+def test_name_limits() -> None:
     assert decode_json('{"type":"join","user":"' + "é" * 32 + '"}') == Join("é" * 32)
     assert protocol.validate_name(" Bob ") == "Bob"
 
 
-def test_text_limit_is_configurable():
+def test_text_limit_is_configurable() -> None:
     assert decode_json('{"type":"chat","text":"hello"}', 5) == Chat("hello")
     assert error_code(decode_json, '{"type":"chat","text":"hello!"}', 5) == "too_long"
 
 
-def test_binary_frame_is_refused():
+def test_binary_frame_is_refused() -> None:
     assert error_code(decode_frame, b'{"type":"who"}') == "bad_json"
 
 
-def test_frames_are_json_only():
+def test_frames_are_json_only() -> None:
     # Plain text is a TCP convenience; WebSocket frames are JSON.
     assert error_code(decode_frame, "/who") == "bad_json"
 
@@ -146,23 +150,23 @@ def test_frames_are_json_only():
         (b"/nick System", "name_invalid"),
     ],
 )
-def test_plain_text_errors(line, code):
+def test_plain_text_errors(line: bytes, code: str) -> None:
     assert error_code(decode_line, line) == code
 
 
 class TestLineBuffer:
-    def test_splits_lines_across_feeds(self):
+    def test_splits_lines_across_feeds(self) -> None:
         buf = LineBuffer(100)
         assert buf.feed(b"ab") == []
         assert buf.feed(b"c\nde") == [b"abc"]
         assert buf.feed(b"f\r\ng\n\n") == [b"def", b"g", b""]
         assert buf.pending == 0
 
-    def test_line_at_the_limit_is_fine(self):
+    def test_line_at_the_limit_is_fine(self) -> None:
         buf = LineBuffer(10)
         assert buf.feed(b"x" * 10 + b"\n") == [b"x" * 10]
 
-    def test_too_long_without_newline_never_buffers_past_limit(self):
+    def test_too_long_without_newline_never_buffers_past_limit(self) -> None:
         buf = LineBuffer(10)
         buf.feed(b"x" * 10)
         with pytest.raises(ProtocolError) as info:
@@ -170,18 +174,18 @@ class TestLineBuffer:
         assert info.value.code == "too_long" and info.value.fatal
         assert buf.pending == 0
 
-    def test_too_long_with_newline(self):
+    def test_too_long_with_newline(self) -> None:
         buf = LineBuffer(10)
         with pytest.raises(ProtocolError):
             buf.feed(b"x" * 11 + b"\n")
 
-    def test_default_limit_is_64k(self):
+    def test_default_limit_is_64k(self) -> None:
         buf = LineBuffer()
         assert buf.feed(b"x" * 65536 + b"\n") == [b"x" * 65536]
         with pytest.raises(ProtocolError):
             buf.feed(b"x" * 65537)
 
-    def test_scanning_is_linear(self):
+    def test_scanning_is_linear(self) -> None:
         # Feeding byte by byte must not rescan the whole buffer each time.
         buf = LineBuffer(1 << 20)
         for _ in range(50_000):
@@ -190,7 +194,7 @@ class TestLineBuffer:
 
 
 class TestEncoding:
-    def test_shapes(self):
+    def test_shapes(self) -> None:
         ts = "2026-11-26T18:00:00.123Z"
         assert json.loads(protocol.chat("Bob", "hi", ts)) == {
             "type": "chat", "user": "Bob", "text": "hi", "timestamp": ts,
@@ -211,16 +215,16 @@ class TestEncoding:
             "type": "error", "code": "bad_json", "text": "nope",
         }
 
-    def test_one_line_even_with_newlines_in_text(self):
+    def test_one_line_even_with_newlines_in_text(self) -> None:
         line = protocol.chat("Bob", "a\nb\r\nc\u2028", "t")
         assert "\n" not in line and "\r" not in line
         assert json.loads(line)["text"] == "a\nb\r\nc\u2028"
 
-    def test_timestamp_format(self):
+    def test_timestamp_format(self) -> None:
         now = datetime(2026, 11, 26, 18, 0, 0, 123456, tzinfo=UTC)
         assert protocol.timestamp(now) == "2026-11-26T18:00:00.123Z"
         assert protocol.timestamp().endswith("Z")
 
-    def test_unknown_error_codes_are_a_bug(self):
+    def test_unknown_error_codes_are_a_bug(self) -> None:
         with pytest.raises(AssertionError):
             ProtocolError("made_up", "x")

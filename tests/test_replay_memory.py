@@ -10,23 +10,20 @@ import json
 import socket
 import termios
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from tests.helpers import TcpClient
-from tests.memory import VIRTUAL_WAIT, WrappedStream, tcp_client
-from tests.server_process import server_process
-from tests.test_history import join_with_replay
+from tests.support.memory import WrappedStream, memory_tcp
+from tests.support.processes import rss_mb, server_process
+from tests.support.tcp import TcpClient, join_with_replay
 from trio_chat import Config
-from trio_chat.history.sqlite import open_history
+from trio_chat.history.sqlite import SqliteHistory, open_history
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.replays import CHUNK_BYTES, WRITE_BYTES, ReplayBudget
 from trio_chat.server.room import Room
-from trio_chat.transports.admission import Admission
-from trio_chat.transports.tcp import handle_tcp
 
 #: The largest chat text: 4,096 characters that JSON escapes to six bytes each.
 MAXIMAL = "\x01" * 4096
@@ -59,16 +56,15 @@ class Recording(WrappedStream):
 
 
 def connect(
-    nursery: trio.Nursery, admission: Admission, limit: float = float("inf")
+    nursery: trio.Nursery, room: Room, config: Config, limit: float = float("inf")
 ) -> tuple[TcpClient, Recording]:
     """A TCP session on a memory stream whose server end records its writes."""
     client, server = trio.testing.memory_stream_pair()
     recording = Recording(server, limit)
-    nursery.start_soon(handle_tcp, admission, recording)
-    return TcpClient(client, wait=VIRTUAL_WAIT), recording
+    return memory_tcp(nursery, room, config, ends=(client, recording)), recording
 
 
-async def fill(history: Any, count: int) -> None:
+async def fill(history: SqliteHistory, count: int) -> None:
     for _ in range(count):
         await history.store.wait_writable()
         history.record("Filler", MAXIMAL, "2026-11-26T18:00:00.000Z")
@@ -76,15 +72,15 @@ async def fill(history: Any, count: int) -> None:
 
 @pytest.mark.parametrize("count", [300, 2300], ids=["from the ring", "from the store"])
 async def test_a_replay_of_maximal_messages_is_written_a_bounded_chunk_at_a_time(
-    tmp_path, count
-):
+    tmp_path: Path, count: int
+) -> None:
     config = replace(CONFIG, db=str(tmp_path / "chat.db"))
     async with open_history(config) as history:
         await fill(history, count)
         await history.store.flush()
         room = Room(LocalDelivery(history))
         async with trio.open_nursery() as nursery:
-            ann, stream = connect(nursery, Admission(room, config))
+            ann, stream = connect(nursery, room, config)
             chats, end = await join_with_replay(ann, "Ann", since=0)
             nursery.cancel_scope.cancel()
     assert [c["id"] for c in chats] == list(range(1, count + 1))
@@ -94,11 +90,13 @@ async def test_a_replay_of_maximal_messages_is_written_a_bounded_chunk_at_a_time
     assert max(stream.writes) <= CHUNK_BYTES + LINE_BYTES + 100
 
 
-async def test_live_writes_are_bounded_in_bytes_too(nursery, autojump_clock):
+async def test_live_writes_are_bounded_in_bytes_too(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     room = Room()
-    reader, stream = connect(nursery, Admission(room, CONFIG))
+    reader, stream = connect(nursery, room, CONFIG)
     await reader.join("Reader")
-    sender = tcp_client(nursery, room, CONFIG)
+    sender = memory_tcp(nursery, room, CONFIG)
     await sender.join("Sender")
     line = json.dumps({"type": "chat", "text": MAXIMAL}).encode() + b"\n"
     stream.writes.clear()
@@ -112,7 +110,37 @@ async def test_live_writes_are_bounded_in_bytes_too(nursery, autojump_clock):
     assert max(stream.writes) <= WRITE_BYTES + LINE_BYTES
 
 
-async def test_replays_wait_for_the_servers_budget_within_the_send_timeout(autojump_clock):
+async def test_a_backlog_cut_into_byte_bounded_writes_counts_in_the_queue_high_water(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The queue's high-water mark is read when a writer takes a batch; a batch cut
+    short by its bytes (three maximal messages) leaves the rest of the queue behind,
+    which counts too."""
+    room = Room()
+    reader, stream = connect(nursery, room, CONFIG)
+    await reader.join("Reader")
+    sender = memory_tcp(nursery, room, CONFIG)
+    await sender.join("Sender")
+
+    async def backlog(text: str, count: int) -> None:
+        """``count`` chats queue up for the reader while it does not read."""
+        stream.paused = trio.Event()
+        await sender.send_raw((json.dumps({"type": "chat", "text": text}) + "\n").encode() * count)
+        for _ in range(count):
+            await sender.recv_until(type="chat", user="Sender")
+        stream.paused.set()
+        for _ in range(count):
+            await reader.recv_until(type="chat", text=text)
+
+    await backlog("small", 20)  # taken in a batch or two: a mark of about 20
+    assert 10 <= room.metrics.queue_high_water <= 21
+    await backlog(MAXIMAL, 100)  # a batch of three, 97 left behind
+    assert room.metrics.queue_high_water >= 99
+
+
+async def test_replays_wait_for_the_servers_budget_within_the_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Two clients that stop reading hold the whole budget (two chunks); a third
     joiner's replay waits for a chunk's room, gets it when they are cut off as slow
     consumers, and arrives complete."""
@@ -120,20 +148,19 @@ async def test_replays_wait_for_the_servers_budget_within_the_send_timeout(autoj
     async with open_history(config) as history:
         await fill(history, 40)  # ~1 MB: many chunks
         room = Room(LocalDelivery(history), replays=ReplayBudget(2))
-        admission = Admission(room, config)
         async with trio.open_nursery() as nursery:
-            watcher = tcp_client(nursery, room, config)
+            watcher = memory_tcp(nursery, room, config)
             await watcher.join("Watcher")
             stuck = []
             for name in ("Stuck1", "Stuck2"):
                 # Takes the welcome and 100 KB of replay, then never reads again.
-                client, _ = connect(nursery, admission, limit=100_000)
+                client, _ = connect(nursery, room, config, limit=100_000)
                 await client.send({"type": "join", "user": name, "since": 0})
                 await watcher.recv_until(type="system", event="join", name=name)
                 stuck.append(client)
             start = trio.current_time()
             await trio.sleep(1)
-            reader = tcp_client(nursery, room, config)
+            reader = memory_tcp(nursery, room, config)
             await reader.send({"type": "join", "user": "Reader", "since": 0})
             await reader.recv_until(type="welcome")
             first = await reader.recv()
@@ -155,14 +182,6 @@ async def test_replays_wait_for_the_servers_budget_within_the_send_timeout(autoj
 # ---------------------------------------------------------------- a real server
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 async def non_reader(port: int) -> trio.SocketStream:
     """A TCP connection with a small receive buffer (so the server's writes block
     soon) that will never read."""
@@ -181,7 +200,7 @@ def unread(stream: trio.SocketStream) -> int:
 
 
 @pytest.mark.slow
-async def test_100_non_reading_joiners_of_a_full_history_cost_at_most_64_mb():
+async def test_100_non_reading_joiners_of_a_full_history_cost_at_most_64_mb() -> None:
     """The issue's attack: ~1,100 maximal messages in the history, then 100 clients
     join with ``since: 0`` and never read. Before, each held a 512-message chunk
     (strings, their bytes, the joined write: ~38 MB) for the whole --send-timeout."""

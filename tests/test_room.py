@@ -3,32 +3,11 @@
 import json
 
 import pytest
-import trio
 
+from tests.support.seats import Seat
 from trio_chat import protocol
 from trio_chat.protocol import ProtocolError
-from trio_chat.server.room import Member, Room
-
-
-class Seat:
-    """A member with its queue's receiving end, as a session would hold it."""
-
-    def __init__(self, room: Room, queue: int = 100, peer: str = "test") -> None:
-        send, self.inbox = trio.open_memory_channel[str](queue)
-        self.evictions = 0
-        self.member = Member(send, peer=peer, on_evict=self._on_evict)
-        self.room = room
-
-    def _on_evict(self) -> None:
-        self.evictions += 1
-
-    def take(self) -> list[dict]:
-        out = []
-        while True:
-            try:
-                out.append(json.loads(self.inbox.receive_nowait()))
-            except trio.WouldBlock:
-                return out
+from trio_chat.server.room import Room
 
 
 def clock() -> str:
@@ -40,7 +19,7 @@ def room() -> Room:
     return Room(clock=clock)
 
 
-def test_join_sends_welcome_then_notice(room):
+def test_join_sends_welcome_then_notice(room: Room) -> None:
     ann = Seat(room)
     room.join(ann.member, "Ann")
     assert ann.take() == [
@@ -55,7 +34,7 @@ def test_join_sends_welcome_then_notice(room):
     assert room.names == ["Ann", "Bob"] and len(room) == 2
 
 
-def test_names_are_unique_case_insensitively(room):
+def test_names_are_unique_case_insensitively(room: Room) -> None:
     ann = Seat(room)
     room.join(ann.member, "Ann")
     other = Seat(room)
@@ -66,7 +45,7 @@ def test_names_are_unique_case_insensitively(room):
     assert room.names == ["Ann"]
 
 
-def test_rename(room):
+def test_rename(room: Room) -> None:
     ann, bob = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     room.join(bob.member, "Bob")
@@ -83,7 +62,7 @@ def test_rename(room):
     assert "ANN" in room.names
 
 
-def test_chat_fans_out_to_everyone_in_order(room):
+def test_chat_fans_out_to_everyone_in_order(room: Room) -> None:
     seats = [Seat(room) for _ in range(5)]
     for i, seat in enumerate(seats):
         room.join(seat.member, f"u{i}")
@@ -98,14 +77,14 @@ def test_chat_fans_out_to_everyone_in_order(room):
         ]
 
 
-def test_unjoined_members_get_nothing(room):
+def test_unjoined_members_get_nothing(room: Room) -> None:
     ann, lurker = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     room.say(ann.member, "hi")
     assert lurker.take() == []
 
 
-def test_leave_is_announced_to_the_others(room):
+def test_leave_is_announced_to_the_others(room: Room) -> None:
     ann, bob = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     room.join(bob.member, "Bob")
@@ -117,7 +96,7 @@ def test_leave_is_announced_to_the_others(room):
     assert ann.take() == []
 
 
-def test_broadcast_never_blocks_and_evicts_a_full_queue(room):
+def test_broadcast_never_blocks_and_evicts_a_full_queue(room: Room) -> None:
     ann, slow = Seat(room), Seat(room, queue=4)
     room.join(ann.member, "Ann")
     room.join(slow.member, "Slow")
@@ -132,7 +111,7 @@ def test_broadcast_never_blocks_and_evicts_a_full_queue(room):
     assert [m["text"] for m in got if m["type"] == "chat"] == [f"m{n}" for n in range(10)]
 
 
-def test_mass_eviction_is_not_recursive(room):
+def test_mass_eviction_is_not_recursive(room: Room) -> None:
     speaker = Seat(room, queue=100_000)
     room.join(speaker.member, "Speaker")
     n = 1200  # deeper than the recursion limit allows, were eviction recursive
@@ -146,7 +125,7 @@ def test_mass_eviction_is_not_recursive(room):
     assert all(seat.member.evicted == "slow_consumer" for seat in slow)
 
 
-def test_who_is_encoded_once_per_change_of_membership(room):
+def test_who_is_encoded_once_per_change_of_membership(room: Room) -> None:
     ann, bob = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     first = room.who()

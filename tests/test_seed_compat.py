@@ -15,7 +15,9 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection
 
-from tests.helpers import WAIT, ws_client
+from tests.support.tcp import matches
+from tests.support.waits import WAIT
+from tests.support.ws import ws_client
 from trio_chat import Bound
 
 
@@ -39,7 +41,7 @@ async def seed_recv(conn: WebSocketConnection) -> dict[str, Any]:
 async def seed_recv_until(conn: WebSocketConnection, **match: Any) -> dict[str, Any]:
     while True:
         message = await seed_recv(conn)
-        if all(message.get(k) == v for k, v in match.items()):
+        if matches(message, match):
             return message
 
 
@@ -49,7 +51,7 @@ def is_iso_utc(value: object) -> bool:
     )
 
 
-async def test_seed_client_chats_without_joining(server: Bound):
+async def test_seed_client_chats_without_joining(server: Bound) -> None:
     async with ws_client(server.ws_port) as x, ws_client(server.ws_port) as y:
         await x.send_message(seed_chat("X", "hello from the seed"))
         # The very first frame is the join notice: no welcome for a client that never
@@ -75,7 +77,7 @@ async def test_seed_client_chats_without_joining(server: Bound):
         assert notice["clients_count"] == 1
 
 
-async def test_seed_client_sees_errors_with_text(server: Bound):
+async def test_seed_client_sees_errors_with_text(server: Bound) -> None:
     async with ws_client(server.ws_port) as x:
         await x.send_message("not json")
         error = await seed_recv_until(x, type="error")

@@ -9,27 +9,32 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.helpers import TcpClient, WsClient, ws_client
-from tests.server_process import server_process
-from trio_chat import Config, serve
+from tests.support.processes import server_process
+from tests.support.tcp import Message, TcpClient
+from tests.support.ws import WsClient, close_reason, ws_client
+from trio_chat import Bound, Config, serve
 from trio_chat.protocol import SHUTDOWN_TEXT
 
 SHUTDOWN = {"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT}
 
 
-async def start_stoppable(nursery: trio.Nursery, config: Config):
+async def start_stoppable(
+    nursery: trio.Nursery, config: Config
+) -> tuple[Bound, trio.Event, trio.Event]:
     """serve() with a stop event; ``done`` is set when serve() has returned."""
     stop, done = trio.Event(), trio.Event()
 
-    async def run(task_status=trio.TASK_STATUS_IGNORED):
+    async def run(task_status: trio.TaskStatus[Bound]=trio.TASK_STATUS_IGNORED) -> None:
         await serve(config, stop=stop, task_status=task_status)
         done.set()
 
-    bound = await nursery.start(run)
+    bound: Bound = await nursery.start(run)
     return bound, stop, done
 
 
-async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_1001(nursery):
+async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_1001(
+    nursery: trio.Nursery
+) -> None:
     bound, stop, done = await start_stoppable(nursery, Config(tcp_port=0, ws_port=0, rate_limit=0))
     async with (
         await TcpClient.connect(bound.tcp_port) as reader,
@@ -44,26 +49,37 @@ async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_
             await talker.send({"type": "chat", "text": f"m{i}"})
         for i in range(200):  # the server has queued all 200 for everyone
             assert (await talker.recv_until(type="chat"))["text"] == f"m{i}"
+        got: list[Message] = []
+        web: list[Message] = []
+        codes: list[int] = []
+
+        async def read_tcp() -> None:
+            got.extend(await reader.recv_all())
+
+        async def read_ws() -> None:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    web.append(await ws.recv())
+            codes.append(close_reason(closed.value).code)
+
         stop.set()
-        with trio.fail_after(10):
-            await done.wait()  # serve() returned: everything drained and closed
+        # The clients read to the end and answer the server's close, as real ones do
+        # (one that does not is let go after goodbye_timeout).
+        async with trio.open_nursery() as clients:
+            clients.start_soon(read_tcp)
+            clients.start_soon(talker.eof)
+            clients.start_soon(read_ws)
+            with trio.fail_after(10):
+                await done.wait()  # serve() returned: everything drained and closed
 
         # Each client got everything queued, then the shutdown notice, then the end,
         # and no leave notices for the others.
-        async def after_joins(client):
-            return [m async for m in _until_end(client)]
-
-        got = await after_joins(reader)
         chats = [m["text"] for m in got if m["type"] == "chat"]
         assert chats == [f"m{i}" for i in range(200)]
         assert got[-1] == SHUTDOWN
         assert not [m for m in got if m.get("event") == "leave"]
 
-        web = []
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                web.append(await ws.recv())
-        assert closed.value.reason.code == 1001
+        assert codes == [1001]
         assert [m["text"] for m in web if m["type"] == "chat"] == chats
         assert web[-1] == SHUTDOWN
         # The listeners are closed: nobody new gets in.
@@ -71,12 +87,7 @@ async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_
             await trio.open_tcp_stream("127.0.0.1", bound.tcp_port)
 
 
-async def _until_end(client: TcpClient):
-    while (line := await client.line()) is not None:
-        yield json.loads(line)
-
-
-async def test_grace_period_bounds_the_wait_for_stuck_connections(nursery):
+async def test_grace_period_bounds_the_wait_for_stuck_connections(nursery: trio.Nursery) -> None:
     config = Config(tcp_port=0, ws_port=0, shutdown_grace=0.2, handshake_timeout=60)
     bound, stop, done = await start_stoppable(nursery, config)
     # A WebSocket connection that never sends its handshake would hold the server 60 s.
@@ -90,7 +101,7 @@ async def test_grace_period_bounds_the_wait_for_stuck_connections(nursery):
 
 
 @pytest.mark.slow
-async def test_sigterm_stops_gracefully_with_exit_status_0():
+async def test_sigterm_stops_gracefully_with_exit_status_0() -> None:
     async with server_process("--log-format", "json") as server:
         async with (
             await TcpClient.connect(server.tcp_port) as tcp,
@@ -105,7 +116,7 @@ async def test_sigterm_stops_gracefully_with_exit_status_0():
             assert (await ws.recv_until(type="system", event="shutdown")) == SHUTDOWN
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
-            assert closed.value.reason.code == 1001
+            assert close_reason(closed.value).code == 1001
             with trio.fail_after(10):
                 assert await server.process.wait() == 0
         log = [json.loads(line) for line in await server.rest_of_log()]
@@ -121,7 +132,7 @@ async def test_sigterm_stops_gracefully_with_exit_status_0():
 
 
 @pytest.mark.slow
-async def test_second_signal_stops_at_once_with_exit_status_1():
+async def test_second_signal_stops_at_once_with_exit_status_1() -> None:
     async with server_process("--shutdown-grace", "60") as server:
         # A connection that never finishes its WebSocket handshake keeps the drain busy.
         async with await TcpClient.connect(server.ws_port) as stuck:

@@ -16,16 +16,19 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, wrap_client_stream
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
-from tests.lean_ws import LeanWs
-from tests.server_process import ServerProcess, server_process
-from trio_chat.protocol import RATE_LIMITED, LineBuffer
+from tests.support.admin import NAMED, Scrape, scrape
+from tests.support.processes import ServerProcess, cpu_seconds, rss_mb, server_process
+from tests.support.tcp import read_lines
+from tests.support.ws import LeanWs
+from trio_chat.protocol import RATE_LIMITED
 from trio_chat.server.process import raise_nofile_limit
 
 DURATION = float(os.environ.get("TRIO_CHAT_SOAK_SECONDS", "30"))
@@ -45,21 +48,6 @@ SETTLE = 120
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(DURATION + SETTLE + 180)]
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @dataclass(eq=False)
@@ -136,7 +124,7 @@ class Soak:
             self.connects += 1
             return await trio.open_tcp_stream("127.0.0.1", self.server.tcp_port)
 
-    async def ws(self, nursery: trio.Nursery, stream: trio.SocketStream):
+    async def ws(self, nursery: trio.Nursery, stream: trio.SocketStream) -> WebSocketConnection:
         return await wrap_client_stream(nursery, stream, "127.0.0.1", "/")
 
     async def ws_stream(self) -> trio.SocketStream:
@@ -146,7 +134,7 @@ class Soak:
 
     # ------------------------------------------------------------ chatters
 
-    async def send_paced(self, chatter: Chatter, send) -> None:
+    async def send_paced(self, chatter: Chatter, send: Callable[[str], Awaitable[None]]) -> None:
         await self.start.wait()
         await trio.sleep(random.uniform(0, SEND_EVERY))
         while trio.current_time() < self.deadline:
@@ -162,13 +150,14 @@ class Soak:
 
     async def tcp_chatter(self, chatter: Chatter) -> None:
         async with await self.tcp() as stream:
-            buffer = LineBuffer(1 << 20)
+
+            def on_lines(lines: list[str]) -> None:
+                for line in lines:
+                    chatter.on_line(line)
+                chatter.check(self.totals, self.all_sent.is_set())
 
             async def read() -> None:
-                while data := await stream.receive_some(1 << 16):
-                    for line in buffer.feed(data):
-                        chatter.on_line(line.decode())
-                    chatter.check(self.totals, self.all_sent.is_set())
+                await read_lines(stream, on_lines)
                 chatter.cut_off("disconnected")
                 nursery.cancel_scope.cancel()
 
@@ -209,7 +198,6 @@ class Soak:
     async def tcp_flooder(self, name: str) -> None:
         self.flooders_told[name] = False
         async with await self.tcp() as stream:
-            buffer = LineBuffer(1 << 20)
             await stream.send_all(json.dumps({"type": "join", "user": name}).encode() + b"\n")
             block = b"".join(
                 json.dumps({"type": "chat", "text": f"flood {i}"}).encode() + b"\n"
@@ -226,11 +214,13 @@ class Soak:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(flood)
                 self.mark_ready()
+
+                def on_lines(lines: list[str]) -> None:
+                    if any('"error"' in line and RATE_LIMITED in line for line in lines):
+                        self.flooders_told[name] = True
+
                 with suppress(*_STREAM_ERRORS):
-                    while data := await stream.receive_some(1 << 16):
-                        for line in buffer.feed(data):
-                            if b'"error"' in line and RATE_LIMITED.encode() in line:
-                                self.flooders_told[name] = True
+                    await read_lines(stream, on_lines)
                 nursery.cancel_scope.cancel()
         self.flooder_out()
 
@@ -305,16 +295,50 @@ class Soak:
             await trio.sleep(random.uniform(0.2, 1.0))
 
 
-async def test_soak_500_clients():
+async def test_soak_500_clients() -> None:
     raise_nofile_limit()
     # 500 clients on one address, 100 of them reconnecting all the time: no connection
     # rate limit (it is tested on its own, tests/test_connect_rate.py).
-    async with server_process("--max-per-ip", "1000", "--connect-rate", "0") as server:
+    async with server_process(
+        "--max-per-ip", "1000", "--connect-rate", "0", "--admin-port", "0"
+    ) as server:
         await run_soak(server)
         log = "\n".join(await server.rest_of_log())
     assert "Traceback" not in log and " failed" not in log
     slow = sum(" disconnect " in line and "(slow_consumer)" in line for line in server.log)
     print(f"soak: {slow} clients that never read were dropped as slow consumers")
+
+
+def check_metrics(middle: Scrape, end: Scrape, sent: int, chatters: int) -> None:
+    """The soak's traffic, as /metrics saw it: every named metric present, counters
+    only growing, and what is known of the traffic counted."""
+    for name, kind in NAMED.items():
+        assert end.families[name].type == kind, name
+    for name in ("trio_chat_deliveries", "trio_chat_connections_accepted",
+                 "trio_chat_messages_broadcast", "trio_chat_sent_bytes",
+                 "trio_chat_event_loop_lag_seconds_count", "process_cpu_seconds"):
+        for sample in end.families[name.removesuffix("_count")].samples:
+            if sample.name.endswith(("_bucket", "_created")):
+                continue
+            before = next((s.value for s in middle.families[
+                name.removesuffix("_count")].samples
+                if s.name == sample.name and s.labels == sample.labels), 0.0)
+            assert sample.value >= before, (sample, before)
+    received = sum(s.value for s in end.families["trio_chat_messages_received"].samples
+                   if s.name.endswith("_total"))
+    assert received >= sent  # the chatters', and the flooders' and churners'
+    assert end.value("trio_chat_deliveries") > middle.value("trio_chat_deliveries")
+    assert end.value("trio_chat_members") >= chatters
+    assert end.value("trio_chat_disconnects", reason="rate_limited") >= FLOODERS
+    assert end.value("trio_chat_errors", code="rate_limited") >= FLOODERS
+    assert end.value("trio_chat_disconnects", reason="slow_consumer") >= 1  # the mutes
+    # The mutes' queues filled (up to --queue-size; some were cut by --send-timeout first).
+    assert 1 < end.value("trio_chat_queue_depth_high_water") <= 1024
+    assert end.value("trio_chat_rate_limit_delays") >= FLOODERS
+    assert end.value("trio_chat_event_loop_lag_seconds_count") > 0
+    print(f"soak: /metrics counted {received:.0f} chat messages received, "
+          f"{end.value('trio_chat_deliveries'):.0f} deliveries, "
+          f"{end.value('trio_chat_disconnects', reason='slow_consumer'):.0f} slow consumers")
 
 
 async def run_soak(server: ServerProcess) -> None:
@@ -323,17 +347,15 @@ async def run_soak(server: ServerProcess) -> None:
         baseline = rss_mb(server.pid)
         peak = [baseline]
 
-        async def watch_rss() -> None:
-            while True:
-                peak[0] = max(peak[0], rss_mb(server.pid))
-                await trio.sleep(0.25)
+        rss_watch = trio.CancelScope()
 
-        async def drain_log() -> None:
-            while await server.log_line() is not None:
-                pass
+        async def watch_rss() -> None:
+            with rss_watch:
+                while True:
+                    peak[0] = max(peak[0], rss_mb(server.pid))
+                    await trio.sleep(0.25)
 
         nursery.start_soon(watch_rss)
-        nursery.start_soon(drain_log)
         for chatter in soak.tcp_chatters:
             nursery.start_soon(soak.tcp_chatter, chatter)
         for i, chatter in enumerate(soak.ws_chatters):
@@ -350,6 +372,9 @@ async def run_soak(server: ServerProcess) -> None:
         soak.deadline = began + DURATION
         soak.start.set()
 
+        assert server.admin_port is not None
+        await trio.sleep(DURATION / 2)
+        middle = await scrape(server.admin_port)  # a real scrape half-way through the load
         with trio.move_on_after(DURATION + SETTLE):
             for chatter in soak.chatters:
                 await chatter.done.wait()
@@ -377,8 +402,11 @@ async def run_soak(server: ServerProcess) -> None:
             await soak.flooders_out.wait()
         assert soak.flooders_told == {f"F{i}": True for i in range(FLOODERS)}
         assert peak[0] < RSS_BOUND_MB
+        check_metrics(middle, await scrape(server.admin_port), sent, len(soak.chatters))
 
-        # Everyone well-behaved is still here; the server still stops cleanly.
+        # Everyone well-behaved is still here; the server still stops cleanly. (Its
+        # RSS is no longer read: an exited, not yet reaped server has none.)
+        rss_watch.cancel()
         server.signal(signal.SIGTERM)
         with trio.fail_after(30):
             assert await server.process.wait() == 0

@@ -5,18 +5,21 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import h11
 import pytest
 import trio
 import trio.testing
 from click.testing import CliRunner
 
-from tests.conftest import TEST_CONFIG
-from tests.helpers import TcpClient, TlsFiles, WsClient
-from trio_chat import Config, serve
+from tests.support.config import TEST_CONFIG
+from tests.support.memory import Handler, memory_tcp
+from tests.support.processes import TRIO_CHAT_SCRIPT, server_process
+from tests.support.tcp import TcpClient
+from tests.support.tls import TlsFiles
+from tests.support.ws import WsClient
+from trio_chat import Bound, Config, serve
 from trio_chat.cli import default_db_path, main
 from trio_chat.errors import StartupError
 from trio_chat.server.room import Room
@@ -27,13 +30,9 @@ from trio_chat.transports.ws import handle_ws
 
 
 @pytest.fixture
-def tls(tmp_path) -> TlsFiles:
-    return TlsFiles(tmp_path)
-
-
-@pytest.fixture
-def config(tls) -> Config:
-    return dataclasses.replace(TEST_CONFIG, tls_cert=str(tls.cert), tls_key=str(tls.key))
+def config(tls: TlsFiles) -> Config:
+    """The ``server`` fixture's: TLS on both ports."""
+    return tls.server_config(TEST_CONFIG)
 
 
 async def plain_peer_is_dropped(port: int, data: bytes) -> None:
@@ -48,14 +47,14 @@ async def plain_peer_is_dropped(port: int, data: bytes) -> None:
                 pass  # reset: also dropped
 
 
-async def test_bound_tells_the_scheme(server):
+async def test_bound_tells_the_scheme(server: Bound) -> None:
     assert server.tls
     assert server.tcp_url == f"tls://127.0.0.1:{server.tcp_port}"
     assert server.ws_url == f"wss://127.0.0.1:{server.ws_port}/"
     assert server.page_url == f"https://127.0.0.1:{server.ws_port}/"
 
 
-async def test_tcp_and_wss_share_a_room_over_tls(server, tls):
+async def test_tcp_and_wss_share_a_room_over_tls(server: Bound, tls: TlsFiles) -> None:
     async with await tls.tcp_client(server.tcp_port) as bob, tls.ws_client(server.ws_port) as ws:
         await bob.join("Bob")
         alice = WsClient(ws)
@@ -66,7 +65,9 @@ async def test_tcp_and_wss_share_a_room_over_tls(server, tls):
         assert (await bob.recv_until(type="chat", user="Alice"))["text"] == "over wss"
 
 
-async def test_plain_clients_on_tls_ports_are_dropped_without_disturbing_others(server, tls):
+async def test_plain_clients_on_tls_ports_are_dropped_without_disturbing_others(
+    server: Bound, tls: TlsFiles
+) -> None:
     async with await tls.tcp_client(server.tcp_port) as bob:
         await bob.join("Bob")
         await plain_peer_is_dropped(server.tcp_port, b"/nick Eve\nhello\n")
@@ -78,14 +79,14 @@ async def test_plain_clients_on_tls_ports_are_dropped_without_disturbing_others(
         assert msg["type"] == "chat" and msg["text"] == "still fine"
 
 
-async def test_silent_peer_does_not_block_accepting(server, tls):
+async def test_silent_peer_does_not_block_accepting(server: Bound, tls: TlsFiles) -> None:
     """The handshake runs in the connection's own task, not in the accept loop."""
     silent = await trio.open_tcp_stream("127.0.0.1", server.tcp_port)
     async with silent, await tls.tcp_client(server.tcp_port) as bob:
         await bob.join("Bob")
 
 
-async def test_plain_server_still_speaks_plain(tls):
+async def test_plain_server_still_speaks_plain(tls: TlsFiles) -> None:
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(serve, TEST_CONFIG)
         assert not bound.tls and bound.ws_url.startswith("ws://")
@@ -95,7 +96,9 @@ async def test_plain_server_still_speaks_plain(tls):
 
 
 @pytest.mark.parametrize("handler", [handle_tcp, handle_ws])
-async def test_tls_handshake_is_time_bounded(autojump_clock, tls, handler):
+async def test_tls_handshake_is_time_bounded(
+    autojump_clock: trio.testing.MockClock, tls: TlsFiles, handler: Handler
+) -> None:
     """A peer that opens the connection and never says anything is dropped after
     ``handshake_timeout`` (memory streams, so the clock can jump)."""
     config = dataclasses.replace(TEST_CONFIG, handshake_timeout=7.0)
@@ -108,27 +111,26 @@ async def test_tls_handshake_is_time_bounded(autojump_clock, tls, handler):
     assert await client.receive_some() == b""  # closed
 
 
-async def test_tls_handshake_over_memory_streams_then_chat(tls):
+async def test_tls_handshake_over_memory_streams_then_chat(tls: TlsFiles) -> None:
     """The same handler serves a client that does handshake."""
     client, server = trio.testing.memory_stream_pair()
     stream = trio.SSLStream(server, tls.server_context, server_side=True)
     tls_client = trio.SSLStream(client, tls.client_context(), server_hostname="localhost")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_tcp, Admission(Room(), TEST_CONFIG), stream)
-        bob = TcpClient(tls_client)
+        bob = memory_tcp(nursery, Room(), TEST_CONFIG, ends=(tls_client, stream))
         await bob.send({"type": "ping"})
         assert await bob.recv() == {"type": "pong"}
         await bob.send({"type": "leave"})
         assert await bob.eof()
 
 
-def test_cli_refuses_a_key_without_a_certificate(tls):
+def test_cli_refuses_a_key_without_a_certificate(tls: TlsFiles) -> None:
     result = CliRunner().invoke(main, ["serve", "--tls-key", str(tls.key)])
     assert result.exit_code == 2
     assert "--tls-key needs --tls-cert" in result.output
 
 
-def test_cli_refuses_an_unusable_certificate(tmp_path, tls):
+def test_cli_refuses_an_unusable_certificate(tmp_path: Path, tls: TlsFiles) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate\n")
     result = CliRunner().invoke(main, ["serve", "--tls-cert", str(bogus)])
@@ -139,7 +141,7 @@ def test_cli_refuses_an_unusable_certificate(tmp_path, tls):
     assert result.exit_code == 2 and "cannot load certificate/key" in result.output
 
 
-def test_cli_options_reach_the_config(tls):
+def test_cli_options_reach_the_config(tls: TlsFiles) -> None:
     from trio_chat.cli import serve as serve_command
 
     args = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key), "--handshake-timeout", "3"]
@@ -152,7 +154,7 @@ def test_cli_options_reach_the_config(tls):
     )
 
 
-async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path):
+async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate\n")
     config = dataclasses.replace(TEST_CONFIG, tls_cert=str(bogus))
@@ -160,7 +162,7 @@ async def test_serve_reports_an_unusable_certificate_as_a_startup_error(tmp_path
         await serve(config)
 
 
-async def test_client_context_trusts_the_given_ca(server, tls):
+async def test_client_context_trusts_the_given_ca(server: Bound, tls: TlsFiles) -> None:
     stream = await trio.open_ssl_over_tcp_stream(
         "127.0.0.1", server.tcp_port, ssl_context=client_context(str(tls.ca_pem))
     )
@@ -175,7 +177,9 @@ async def test_client_context_trusts_the_given_ca(server, tls):
             await stream.do_handshake()
 
 
-async def test_caps_apply_to_tls_connections_too(nursery, tls, config):
+async def test_caps_apply_to_tls_connections_too(
+    nursery: trio.Nursery, tls: TlsFiles, config: Config
+) -> None:
     """Over --max-per-ip, a TLS client is still told why (inside TLS) and closed."""
     bound = await nursery.start(serve, dataclasses.replace(config, max_per_ip=1))
     async with await tls.tcp_client(bound.tcp_port) as bob:
@@ -189,50 +193,45 @@ async def test_caps_apply_to_tls_connections_too(nursery, tls, config):
 
 
 @pytest.mark.slow
-async def test_real_server_process_with_tls(tls):
+async def test_real_server_process_with_tls(tls: TlsFiles) -> None:
     """`trio-chat serve --tls-cert --tls-key` as a process: its log says tls:// and wss://
     and https://, and both ports speak TLS."""
-    trio_chat = str(Path(sys.executable).with_name("trio-chat"))
-    proc = await trio.lowlevel.open_process(
-        [trio_chat, "serve", "--tcp-port", "0", "--ws-port", "0", "--db", ":memory:",
-         "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    log = b""
-    try:
+    async with server_process(
+        "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+        program=TRIO_CHAT_SCRIPT, wait=20,
+    ) as server:
+        assert re.search(r"tls://127\.0\.0\.1:(\d+) wss://127\.0\.0\.1:(\d+)/", server.listening)
         with trio.fail_after(20):
-            while b"chat page" not in log:
-                chunk = await proc.stderr.receive_some()
-                assert chunk, log
-                log += chunk
-        match = re.search(rb"tls://127\.0\.0\.1:(\d+) wss://127\.0\.0\.1:(\d+)/", log)
-        assert match, log
-        assert b"chat page: https://127.0.0.1:" in log
-        tcp_port, ws_port = int(match[1]), int(match[2])
-        async with await tls.tcp_client(tcp_port) as bob, tls.ws_client(ws_port) as conn:
+            await server.wait_log("chat page: https://127.0.0.1:")
+        async with (
+            await tls.tcp_client(server.tcp_port) as bob,
+            tls.ws_client(server.ws_port) as conn,
+        ):
             await bob.join("Bob")
             await WsClient(conn).join("Alice")
             await bob.recv_until(type="system", event="join", name="Alice")
-        proc.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         with trio.fail_after(20):
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await proc.stderr.aclose()
+            assert await server.process.wait() == 0
 
 
-async def test_the_page_is_served_over_https(server, tls):
+async def test_the_page_is_served_over_https(server: Bound, tls: TlsFiles) -> None:
+    """Read as a browser does: the response ends where its length says. (TLS has no
+    half-close: reading on to EOF would wait out the server's goodbye_timeout.)"""
     stream = await trio.open_ssl_over_tcp_stream(
         "127.0.0.1", server.ws_port, ssl_context=tls.client_context(), https_compatible=True
     )
+    http = h11.Connection(h11.CLIENT)
     async with stream:
-        await stream.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        request = h11.Request(method="GET", target="/", headers=[("Host", "127.0.0.1")])
+        await stream.send_all((http.send(request) or b"") + (http.send(h11.EndOfMessage()) or b""))
         data = b""
         with trio.fail_after(10):
-            while chunk := await stream.receive_some():
-                data += chunk
+            while not isinstance(event := http.next_event(), h11.EndOfMessage):
+                if event is h11.NEED_DATA:
+                    chunk = await stream.receive_some()
+                    assert chunk, f"closed before the end of the response: {data[:200]!r}"
+                    data += chunk
+                    http.receive_data(bytes(chunk))
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b"<!doctype html>" in data.lower()

@@ -13,10 +13,11 @@ import click
 
 from . import client, protocol
 from .client import ClientConfig, ClientError
-from .config import Config
+from .client.display import clean
+from .config import REDIS_SCHEMES, SENTINEL_SCHEME, Config, parse_sentinel_url
 from .logs import FORMATS, setup_logging
 from .transports import tls
-from .transports.origin import OriginPolicy
+from .transports.origin import HostPolicy, OriginPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = Config()
@@ -48,9 +49,32 @@ def _check_origins(
     return value
 
 
+def _check_hosts(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    try:
+        HostPolicy(value, "0.0.0.0")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _check_redis(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise click.BadParameter("expected redis://host[:port][/db] (or rediss://, unix://)")
+    if value is None:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{exc} (expected redis+sentinel://host:26379[,host:port...]/service[/db])"
+            ) from None
+    elif scheme not in REDIS_SCHEMES:
+        raise click.BadParameter(
+            "expected redis://host[:port][/db] (or rediss://, unix://, "
+            "redis+sentinel://host:26379[,host:port...]/service)"
+        )
     return value
 
 
@@ -142,17 +166,33 @@ def main() -> None:
         help="An origin (scheme://host[:port], or *) whose web pages may open a WebSocket; "
         "repeatable (space-separated in the environment variable). Besides it, the page's "
         "own origin and clients without an Origin header are allowed; others get 403.")
+@option("--allowed-host", "allowed_hosts", multiple=True, callback=_check_hosts,
+        help="A Host name (name, name:port, or *) the WebSocket port answers, for the "
+        "page and WebSockets (repeatable; space-separated in the environment variable). "
+        "Without it, a server on a loopback address answers only localhost, 127.0.0.1 "
+        "and [::1], against DNS rebinding; other requests get 421.")
 @option("--redis", show_default=False, callback=_check_redis,
-        help="Redis URL (redis://host:6379/0): share one room, its history and presence "
-        "with every server on that Redis (history then lives in Redis, not --db).")
+        help="Redis URL (redis://host:6379/0, or redis+sentinel://host:26379,host2/mymaster "
+        "to follow a failover): share one room, its history and presence with every "
+        "server on that Redis (history then lives in Redis, not --db).")
 @option("--presence-ttl", type=click.FloatRange(1), default=DEFAULTS.presence_ttl,
         help="With --redis: seconds after which the users of a server that stopped "
         "heartbeating leave everyone's 'who'.")
+@option("--redis-wait", type=click.IntRange(0), default=DEFAULTS.redis_wait,
+        help="With --redis: deliver (acknowledge) a message only once this many Redis "
+        "replicas have it (Redis WAIT), so a failover cannot lose it (0: do not wait).")
+@option("--admin-port", type=click.IntRange(0, 65535), default=None, show_default=False,
+        help="Serve /metrics (Prometheus), /healthz and /readyz on this port (0: any free "
+        "port). Off by default.")
+@option("--admin-host", default=DEFAULTS.admin_host,
+        help="Address of the admin listener (keep it private: it is not for clients).")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
     if config.tls_key and not config.tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
+    if config.redis_wait and not config.redis:
+        raise click.UsageError("--redis-wait needs --redis")
     if config.tls_cert:
         try:
             tls.server_context(config.tls_cert, config.tls_key)
@@ -163,6 +203,58 @@ def serve(**options: Any) -> None:
     from .server.app import run  # the server's modules, for this command only
 
     sys.exit(run(config))
+
+
+#: Where ``trio-chat status`` looks by default (the docs' examples run
+#: ``serve --admin-port 8766``).
+STATUS_URL = "http://127.0.0.1:8766/"
+
+
+@main.command()
+@click.option("--url", default=STATUS_URL, envvar="TRIO_CHAT_ADMIN_URL", show_envvar=True,
+              show_default=True,
+              help="The server's admin listener (trio-chat serve --admin-port PORT).")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@option("--interval", type=click.FloatRange(0.1), default=2.0,
+        help="Seconds between the two scrapes rates are taken over (and between refreshes).")
+def status(url: str, watch: bool, interval: float) -> None:
+    """Summarize a running server: online, rooms, messages/s, p99 lag, Redis, history.
+
+    Exit status: 0 ready, 1 not ready (/readyz said 503), 2 unreachable.
+    """
+    import time
+
+    from .admin.status import Unreachable, fetch, summarize
+
+    base = url if url.endswith("/") else url + "/"
+    before = None
+    taken = time.monotonic()
+    try:
+        while True:
+            try:
+                if before is None:
+                    before, taken = fetch(base), time.monotonic()
+                    time.sleep(interval)
+                after, now = fetch(base), time.monotonic()
+            except Unreachable as exc:
+                if not watch:
+                    click.echo(str(exc), err=True)
+                    sys.exit(2)
+                click.clear()
+                click.echo(f"{exc}; trying again every {interval:g} s")
+                before = None
+                time.sleep(interval)
+                continue
+            lines = summarize(base, before, after, now - taken)
+            if not watch:
+                click.echo("\n".join(lines))
+                sys.exit(0 if after.ready else 1)
+            click.clear()
+            click.echo("\n".join([*lines, "", f"every {interval:g} s; Ctrl-C to stop"]))
+            before, taken = after, now
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 CLIENT_DEFAULTS = ClientConfig()
@@ -244,7 +336,7 @@ def join(
     try:
         client.run(config, interactive=interactive, json_output=json_output)
     except ClientError as exc:
-        click.echo(str(exc), err=True)
+        click.echo(clean(str(exc)), err=True)  # it may quote the server
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -3,8 +3,77 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from . import protocol
+
+#: ``--redis`` URL schemes: one Redis, or the primary Redis Sentinel names.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEME = "redis+sentinel"
+#: Sentinel's usual port, when a sentinel's address has none.
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``:
+    the sentinels to ask, the service (master) name they monitor, and the database
+    and credentials of the Redis they name (the sentinels themselves are asked
+    without)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse a ``redis+sentinel://`` URL; ``ValueError`` saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username, password = (unquote(user) or None), (unquote(secret) if colon else None)
+    sentinels = []
+    for item in hosts.split(","):
+        host, port = item, SENTINEL_PORT
+        if item.startswith("["):  # [IPv6]:port
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                port = _port(rest.removeprefix(":"))
+        elif item.count(":") == 1:
+            host, port_text = item.split(":")
+            port = _port(port_text)
+        if not host:
+            raise ValueError("a sentinel address is empty")
+        sentinels.append((host, port))
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service:
+        raise ValueError("no service name: redis+sentinel://host:26379/SERVICE")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number")
+    return SentinelURL(tuple(sentinels), unquote(service), int(db or 0), username, password)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for logs and error lines."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{slash}{path}"
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"port {text!r} is not a port number")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -65,9 +134,22 @@ class Config:
     #: Origins (``scheme://host[:port]``, or ``*``) whose pages may open a WebSocket,
     #: besides the page's own origin and clients that send no Origin (trio_chat.origin).
     allowed_origins: tuple[str, ...] = ()
-    #: Redis URL (``redis://host:6379/0``): with it, every server on that Redis shares
-    #: one room, its history (a Redis stream) and its presence (trio_chat.cluster).
+    #: ``Host`` names (``name``, ``name:port`` or ``*``) the WebSocket port answers;
+    #: none: loopback names on a loopback bind, any name otherwise (trio_chat.origin).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Redis URL (``redis://host:6379/0``, or ``redis+sentinel://host:26379/service``
+    #: to follow the primary Redis Sentinel names): with it, every server on that Redis
+    #: shares one room, its history (a Redis stream) and its presence (trio_chat.cluster).
     redis: str | None = None
     #: Seconds a server's presence outlives its last heartbeat in Redis: the users of a
     #: server that died leave everyone's ``who`` within this.
     presence_ttl: float = 10.0
+    #: With ``redis``: a message is delivered (acknowledged) only once this many Redis
+    #: replicas have it (Redis ``WAIT``), so a failover cannot lose it. 0: do not wait.
+    redis_wait: int = 0
+    #: The admin HTTP listener (``/metrics``, ``/healthz``, ``/readyz``): off when None;
+    #: 0 picks a free port.
+    admin_port: int | None = None
+    #: Address of the admin listener (loopback unless said otherwise: it is not for
+    #: the public).
+    admin_host: str = "127.0.0.1"

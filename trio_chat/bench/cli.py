@@ -7,11 +7,22 @@ from typing import Any
 
 import click
 
-from . import runner
+from .report import report, to_json
+from .runner import Result, run_bench
+from .servers import find_py_spy
+from .targets import (
+    MODES,
+    Settings,
+    Target,
+    cluster_targets,
+    our_targets,
+    peer_target,
+    scale_target,
+)
 
 
 @click.command()
-@click.option("--mode", "modes", multiple=True, type=click.Choice(runner.MODES),
+@click.option("--mode", "modes", multiple=True, type=click.Choice(MODES),
               help="trio-chat modes to measure (repeatable) [default: all three].")
 @click.option("--peer", "peers", multiple=True, nargs=3, metavar="NAME URL COMMAND",
               help="A peer server: its name, its ws:// URL and the command that starts "
@@ -41,11 +52,16 @@ from . import runner
               help="Instead: 1, 2, ... N 'trio-chat serve --redis' processes sharing the "
                    "room through one redis-server (and 1 without Redis), clients spread "
                    "over them [default mode: tcp].")
+@click.option("--redis-wait", type=click.IntRange(0), default=0, metavar="N",
+              help="With --cluster: also measure each row with N replicas of its Redis, "
+                   "and with them and 'serve --redis-wait N'.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs: int,
-          scale: bool, cluster: int | None, as_json: bool, **settings: Any) -> None:
+          scale: bool, cluster: int | None, redis_wait: int, as_json: bool,
+          **settings: Any) -> None:
     """Fan-out benchmark: trio-chat against peer servers, in one run."""
-    config = runner.Settings(**settings)
+    config = Settings(**settings)
+    targets: list[Target]
     if cluster:
         if scale or peers:
             raise click.UsageError("--cluster measures trio-chat alone: no --scale, no --peer")
@@ -53,22 +69,42 @@ def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs:
             raise click.ClickException(
                 "--cluster needs redis-server on PATH (Debian package redis-server)"
             )
-        targets = runner.cluster_targets(cluster, modes or ("tcp",))
+        targets = cluster_targets(cluster, modes or ("tcp",), redis_wait=redis_wait)
+    elif redis_wait:
+        raise click.UsageError("--redis-wait goes with --cluster")
     elif scale:
-        targets = [runner.scale_target()] if not modes else []
+        targets = [scale_target()] if not modes else []
     else:
-        targets = runner.our_targets(modes or runner.MODES)
-    targets += [runner.peer_target(*peer) for peer in peers]
+        targets = our_targets(modes or MODES)
+    for name, url, command in peers:
+        try:
+            targets.append(peer_target(name, url, command))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--peer") from None
 
-    def progress(result: runner.Result) -> None:
+    def progress(result: Result) -> None:
         if not as_json:
             figure = (f"{result.connected} connected" if scale
                       else f"{result.deliveries_per_s:,.0f} deliveries/s")
             click.echo(f"  run {result.run + 1}: {result.target}: {figure}"
                        + (f" ({result.error})" if result.error else ""), err=True)
 
-    results = runner.run_bench(targets, config, runs, scale, progress)
+    _check_tools(config)
+    results = run_bench(targets, config, runs, scale, progress)
     if as_json:
-        click.echo(runner.to_json(results, config))
+        click.echo(to_json(results, config))
     else:
-        click.echo(runner.report(results, scale))
+        click.echo(report(results, scale))
+
+
+def _check_tools(config: Settings) -> None:
+    """What the measurement needs beyond trio-chat's own dependencies (the ``bench``
+    extra), checked before any server starts rather than failing in the middle."""
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "trio-chat bench needs psutil: pip install 'trio-chat[bench]'"
+        ) from None
+    if config.profile_dir and find_py_spy() is None:
+        raise click.ClickException("--profile-dir needs py-spy: pip install 'trio-chat[bench]'")

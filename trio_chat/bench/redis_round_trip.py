@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import coredis
 import trio
 
-from trio_chat.bench.redis_server import RedisServer
+from trio_chat.bench.redis_server import RedisServer, RedisServerMissing
 
 SCRIPT = "return ARGV[1]"
 
@@ -59,9 +59,23 @@ async def main(url: str, port: int, count: int) -> None:
         print(f"{name:<26} {us:8.1f} us CPU per round trip  ({us / floor:.1f}x the floor)")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_chat.bench.redis_round_trip",
+        description=(__doc__ or "").split("\n", 1)[0],
+    )
     parser.add_argument("--count", type=int, default=3000, help="round trips per command")
-    args = parser.parse_args()
-    with RedisServer() as redis:
-        trio.run(main, redis.url, redis.port, args.count)
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    return args
+
+
+if __name__ == "__main__":
+    count = parse_args().count
+    try:
+        redis = RedisServer()
+    except RedisServerMissing as exc:
+        raise SystemExit(f"python -m trio_chat.bench.redis_round_trip: {exc}") from None
+    with redis:
+        trio.run(main, redis.url, redis.port, count)

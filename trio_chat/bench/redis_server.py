@@ -9,6 +9,11 @@ it alike; from a Trio test whose servers run in the same event loop, call the sl
 methods through ``trio.to_thread.run_sync`` so the loop keeps running meanwhile.
 
 It speaks just enough RESP2 (``command()``) to check it is up and to look at its data.
+
+For high availability, :class:`RedisServer` can start as a replica of another
+(``replica_of``), and :class:`RedisSentinel` runs ``redis-sentinel`` (Debian package
+redis-sentinel) monitoring a primary: :func:`sentinel_url` names them as
+``trio-chat serve --redis`` takes them.
 """
 
 from __future__ import annotations
@@ -87,19 +92,26 @@ class RedisServer:
     same URL.
     """
 
+    #: The Debian package that has the executable (for the error when it is missing).
+    PACKAGE = "redis-server"
+
     def __init__(
         self,
         port: int | None = None,
         *,
         executable: str = EXECUTABLE,
         start_timeout: float = START_TIMEOUT,
+        replica_of: RedisServer | None = None,
     ) -> None:
         path = shutil.which(executable)
         if path is None:
             raise RedisServerMissing(
-                f"{executable} not found on PATH (Debian package redis-server)"
+                f"{executable} not found on PATH (Debian package {self.PACKAGE})"
             )
         self.executable = path
+        #: Start as a replica of this primary (``--replicaof``); a sentinel may
+        #: reconfigure it later (a failover), so this is only where it starts.
+        self.replica_of = replica_of
         self.start_timeout = start_timeout
         self._fixed_port = port is not None
         self.port = port or 0
@@ -225,7 +237,7 @@ class RedisServer:
 
     # ------------------------------------------------------------ internals
 
-    def _spawn(self) -> None:
+    def _command(self) -> list[str]:
         assert self._dir is not None
         command = [
             self.executable,
@@ -233,7 +245,15 @@ class RedisServer:
             "--save", "", "--appendonly", "no",
             "--dir", str(self._dir), "--logfile", str(self._dir / "redis.log"),
             "--daemonize", "no",
+            # A replica's first sync at once (not after the default 5 s wait for more).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
+        if self.replica_of is not None:
+            command += ["--replicaof", HOST, str(self.replica_of.port)]
+        return command
+
+    def _spawn(self) -> None:
+        command = self._command()
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -267,3 +287,68 @@ class RedisServer:
 
 class _Exited(Exception):
     """redis-server exited during its start (see its log)."""
+
+
+SENTINEL_EXECUTABLE = "redis-sentinel"
+
+
+class RedisSentinel(RedisServer):
+    """One ``redis-sentinel`` on a free loopback port, monitoring ``primary`` as
+    ``service``. Failover is quick, for tests: the primary is down after
+    ``down_after_ms`` without an answer, and ``quorum`` sentinels must agree.
+
+    A sentinel rewrites its configuration file as it learns (replicas, other
+    sentinels, failovers), so each has its own, in its own directory.
+    """
+
+    PACKAGE = "redis-sentinel"
+
+    def __init__(
+        self,
+        primary: RedisServer,
+        *,
+        service: str = "mymaster",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        executable: str = SENTINEL_EXECUTABLE,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        super().__init__(executable=executable, start_timeout=start_timeout)
+        self.primary = primary
+        self.service = service
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def _command(self) -> list[str]:
+        assert self._dir is not None
+        config = self._dir / "sentinel.conf"
+        if not config.exists():  # a restart keeps what the sentinel learned
+            name = self.service
+            config.write_text("\n".join([
+                f"port {self.port}", f"bind {HOST}", f"dir {self._dir}",
+                f"logfile {self._dir / 'redis.log'}", "daemonize no",
+                f"sentinel monitor {name} {HOST} {self.primary.port} {self.quorum}",
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {name} 1", "",
+            ]))  # fmt: skip
+        return [self.executable, str(config)]
+
+    def primary_address(self) -> tuple[str, int] | None:
+        """Where this sentinel says the primary is now (None if it does not know)."""
+        try:
+            reply = self.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service,
+                                 timeout=1.0)
+        except (OSError, RedisError):
+            return None
+        if not reply:
+            return None
+        return reply[0].decode(), int(reply[1])
+
+
+def sentinel_url(sentinels: list[RedisSentinel], db: int = 0) -> str:
+    """``redis+sentinel://host:port,host:port.../service[/db]`` for ``--redis``."""
+    hosts = ",".join(f"{HOST}:{sentinel.port}" for sentinel in sentinels)
+    return f"redis+sentinel://{hosts}/{sentinels[0].service}" + (f"/{db}" if db else "")

@@ -23,6 +23,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import trio
@@ -157,12 +158,28 @@ async def main(args: argparse.Namespace) -> None:
                   f" messages/s delivered  -> file db at {on_disk / in_memory:.0%} of it")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=200_000)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The sizes, each large enough to give a figure (so no rate divides by zero)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_chat.bench.store", description=(__doc__ or "").split("\n\n")[0]
+    )
+    parser.add_argument("--messages", type=int, default=200_000,
+                        help=f"messages for the group-commit store (at least {SENDERS})")
     parser.add_argument("--single", type=int, default=5_000,
                         help="messages for the one-commit-per-message peer")
-    parser.add_argument("--keep", type=int, default=10_000)
+    parser.add_argument("--keep", type=int, default=10_000, help="rows the store keeps")
     parser.add_argument("--clients", type=int, default=4, help="0 skips the server part")
-    parser.add_argument("--server-messages", type=int, default=40_000)
-    trio.run(main, parser.parse_args())
+    parser.add_argument("--server-messages", type=int, default=40_000,
+                        help="messages sent to the server, shared by the clients")
+    args = parser.parse_args(argv)
+    if args.messages < SENDERS:
+        parser.error(f"--messages must be at least {SENDERS} (one per simulated sender)")
+    if args.single < 1 or args.keep < 1 or args.clients < 0:
+        parser.error("--single and --keep must be at least 1, --clients at least 0")
+    if args.clients and args.server_messages < args.clients:
+        parser.error("--server-messages must be at least --clients (one per client)")
+    return args
+
+
+if __name__ == "__main__":
+    trio.run(main, parse_args())

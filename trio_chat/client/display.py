@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from contextlib import suppress
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
+
+#: Shown as escapes, never written to the terminal as they are: the C0 controls but tab
+#: (an ESC could repaint someone's screen), DEL and the C1 controls (U+009B is a CSI on
+#: many terminals), the bidi controls and marks (U+202E would show the rest of a line
+#: backwards), the line and paragraph separators, and lone surrogates (not encodable).
+#: The same set as the server's JSON escapes (trio_chat/protocol/safetext.py), plus C0.
+VISIBLE: Final = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+    "\ud800-\udfff]"
+)
+
+
+_NAMED: Final = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def clean(text: str, *, newlines: bool = False) -> str:
-    """Make peer-supplied text safe for a terminal: control characters (an ESC
-    could repaint someone's screen) become visible escapes like ``\\x1b``.
-    ``newlines`` keeps line breaks (the message pane wraps them); otherwise they
-    show as ``\\n`` so that one message stays one line."""
-    out = []
-    for ch in text:
-        if ch == "\t" or (ch == "\n" and newlines):
-            out.append(ch)
-        elif unicodedata.category(ch) == "Cc":
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
+    """Make peer-supplied text safe for a terminal: control and bidi characters
+    become visible escapes like ``\\x1b`` or ``\\u202e``. ``newlines`` keeps line
+    breaks (the message pane shows them as continuation lines); otherwise they show
+    as ``\\n`` so that one message stays one line."""
+    if newlines:
+        return "\n".join(VISIBLE.sub(_escape, part) for part in text.split("\n"))
+    return VISIBLE.sub(_escape, text)
 
 
 def local_time(timestamp: object, now: datetime | None = None) -> str:
@@ -30,7 +45,7 @@ def local_time(timestamp: object, now: datetime | None = None) -> str:
     now = now or datetime.now().astimezone()
     when = now
     if isinstance(timestamp, str):
-        with suppress(ValueError):
+        with suppress(ValueError, OverflowError):  # year 9999 in a zone west of UTC
             when = datetime.fromisoformat(timestamp).astimezone(now.tzinfo)
     if when.date() != now.date():
         return when.strftime("%Y-%m-%d %H:%M:%S")

@@ -9,6 +9,7 @@ stderr, so stdout holds only the room.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ import trio
 from .. import protocol
 from ..protocol import LineBuffer, ProtocolError
 from .config import ClientConfig
-from .display import format_line
+from .display import clean, format_line
 from .session import ChatSession, JoinRefused, State, Status
 from .transport import ClientError
 
@@ -61,7 +62,7 @@ class LineFrontend:
             self.say(f"reconnected to {status.address} as {status.name}")
 
     def say(self, text: str) -> None:
-        self.err.write(text + "\n")
+        self.err.write(clean(text) + "\n")  # may quote the server (a close reason)
         self.err.flush()
 
     async def choose_name(self, refused: str | None, reason: str | None) -> str:
@@ -77,7 +78,13 @@ async def run_line(
     err: TextIO | None = None,
 ) -> None:
     """Chat over stdin/stdout until EOF (or SIGINT/SIGTERM); errors as in ChatSession.run."""
-    frontend = LineFrontend(out or sys.stdout, err or sys.stderr, json_output=json_output)
+    out, err = out or sys.stdout, err or sys.stderr
+    for stream in (out, err):
+        if isinstance(stream, io.TextIOWrapper):
+            # A character the terminal's encoding lacks (an emoji under a Latin-1
+            # locale) shows as an escape rather than ending the client.
+            stream.reconfigure(errors="backslashreplace")
+    frontend = LineFrontend(out, err, json_output=json_output)
     session = ChatSession(config, frontend)
     frontend.on_reader_gone = session.stop
     error: ClientError | None = None

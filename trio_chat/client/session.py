@@ -10,6 +10,7 @@ line and urwid front ends decide how things look.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import random
 from collections import deque
@@ -21,8 +22,9 @@ from typing import Any, Protocol
 
 import trio
 
-from ..protocol import NAME_INVALID, NAME_TAKEN
+from ..protocol import NAME_INVALID, NAME_TAKEN, dumps
 from .config import ClientConfig
+from .incoming import Incoming
 from .transport import ClientError, ConnectError, Disconnected, ServerConnection, open_connection
 
 log = logging.getLogger(__name__)
@@ -84,16 +86,21 @@ def backoff_delay(
 
 
 class _Inbox:
-    """Server messages one at a time (a WebSocket frame or TCP read may hold several)."""
+    """Server messages one at a time (a WebSocket frame or TCP read may hold several),
+    each checked (:mod:`.incoming`): what does not fit is never seen above."""
 
-    def __init__(self, conn: ServerConnection) -> None:
+    def __init__(self, conn: ServerConnection, incoming: Incoming) -> None:
         self.conn = conn
+        self.incoming = incoming
         self._pending: deque[Message] = deque()
 
     async def next(self) -> Message:
-        while not self._pending:
-            self._pending.extend(await self.conn.receive())
-        return self._pending.popleft()
+        while True:
+            while not self._pending:
+                self._pending.extend(await self.conn.receive())
+            message = self.incoming.check(self._pending.popleft())
+            if message is not None:
+                return message
 
 
 class _NameRefused(Exception):
@@ -119,8 +126,10 @@ class ChatSession:
         #: Highest ``id`` seen on a ``chat`` message; a rejoin asks for what came after.
         self.last_id: int | None = None
         #: Chats shown without an id (sent while the cluster's Redis was unreachable),
-        #: by (user, text, timestamp): their later copy with an id is not shown again.
-        self._unconfirmed: dict[tuple[Any, Any, Any], None] = {}
+        #: by a digest of (user, text, timestamp): their later copy with an id is not
+        #: shown again. (A digest: a hostile server's texts are not kept here.)
+        self._unconfirmed: dict[bytes, None] = {}
+        self._incoming = Incoming()
         self.online: int | None = None
         self.state = State.CONNECTING
         self._reason: str | None = None
@@ -188,7 +197,7 @@ class ChatSession:
         while True:
             try:
                 async with self._connect(self.config) as conn:
-                    inbox = _Inbox(conn)
+                    inbox = _Inbox(conn, self._incoming)
                     await self._join(inbox, rejoin=joined_once)
                     joined_once = True
                     attempt = 0
@@ -319,8 +328,11 @@ class ChatSession:
         count = message.get("clients_count")
         if isinstance(count, int) and kind in ("welcome", "system", "users"):
             self.online = count
-        if kind == "welcome" and isinstance(message.get("user"), str):
-            self.name = message["user"]
+        if kind == "welcome":
+            if "user" in message:  # checked: a valid name (see incoming.py)
+                self.name = message["user"]
+            else:
+                message["user"] = self.name
         self.frontend.message(message)
         if kind in ("welcome", "system", "users"):
             self.frontend.status(self.status)
@@ -329,7 +341,7 @@ class ChatSession:
         """False for a chat already shown: replayed again after a rejoin, or the copy
         with an id of one shown without (docs/protocol.md, *Several servers*)."""
         msg_id = message.get("id")
-        key = (message.get("user"), message.get("text"), message.get("timestamp"))
+        key = _chat_key(message)
         if not isinstance(msg_id, int) or isinstance(msg_id, bool):
             if key in self._unconfirmed:
                 return False  # replayed again while its server waits for Redis
@@ -351,3 +363,9 @@ class ChatSession:
     ) -> None:
         self.state, self._reason, self._retry_in = state, reason, retry_in
         self.frontend.status(self.status)
+
+
+def _chat_key(message: Message) -> bytes:
+    """What tells two copies of one chat apart from other chats: user, text, timestamp."""
+    triple = [message.get("user"), message.get("text"), message.get("timestamp")]
+    return hashlib.blake2b(dumps(triple).encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from ..protocol import LineBuffer, ProtocolError
 from ..transports import tls
 from ..transports.net import url_host
 from .config import ClientConfig
+from .incoming import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +64,86 @@ class ServerConnection(Protocol):
         """Write one message; raise Disconnected if the connection is gone."""
 
 
-def parse_messages(texts: Iterable[str | bytes]) -> list[dict[str, Any]]:
+#: Deepest nesting of arrays and objects taken from a server (the protocol has 2).
+MAX_DEPTH = 32
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _shallow(text: str, obj: object) -> bool:
+    """False for a value nested deeper than MAX_DEPTH: ``json.loads`` takes up to about
+    a thousand levels, but printing it again (``--json``) from deeper in the stack
+    would hit the recursion limit. Only text with that many brackets is walked."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return True
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def parse_messages(
+    texts: Iterable[str | bytes], report: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
     """Decode server messages, one JSON object per item; skip anything else.
 
     The server only sends JSON objects, but a client that crashed on a stray line (or
     on a message type a newer server added) would be worse than one that ignores it.
+    Bytes must be UTF-8 (``json.loads`` would guess UTF-16 or -32 from the first
+    bytes); ``NaN`` and ``Infinity`` are not JSON. What each field must be is checked
+    above (:mod:`.incoming`). Problems go to ``report`` (each kind once, say).
     """
+    report = report or _log_problem
     messages: list[dict[str, Any]] = []
     for text in texts:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
+            obj = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError):
-            log.warning("ignoring a line from the server that is not JSON")
+            # ValueError: not JSON, not UTF-8 (UnicodeDecodeError), or an integer
+            # with more digits than Python parses; RecursionError: nested too deeply.
+            report("a line that is not JSON")
             continue
-        if isinstance(obj, dict):
+        if not isinstance(obj, dict):
+            report("a message that is not a JSON object")
+        elif not _shallow(text, obj):
+            report(f"a message nested deeper than {MAX_DEPTH} levels")
+        else:
             messages.append(obj)
     return messages
 
 
+def _log_problem(problem: str) -> None:
+    log.warning("ignoring %s from the server", problem)
+
+
 class TcpConnection:
-    """NDJSON over a trio Stream (a TCP socket, or TLS over one)."""
+    """NDJSON over a trio Stream (a TCP socket, or TLS over one).
+
+    A line over ``max_line`` bytes is skipped (never held whole: the bytes up to its
+    newline are dropped as they come), and the lines after it are read as usual.
+    """
 
     def __init__(self, stream: trio.abc.Stream, max_line: int) -> None:
         self.stream = stream
         self._lines = LineBuffer(max_line)
+        self._skipping = False  # inside a line over the limit: drop up to its newline
+        self._report = Reporter()
 
     async def receive(self) -> list[dict[str, Any]]:
         try:
@@ -97,11 +152,27 @@ class TcpConnection:
             raise Disconnected("connection lost") from exc
         if not data:
             raise Disconnected("server closed the connection")
-        try:
-            return parse_messages(self._lines.feed(data))
-        except ProtocolError:
-            max_line = self._lines.max_line
-            raise Disconnected(f"the server sent a line over {max_line} bytes") from None
+        return parse_messages(self._split(data), self._report)
+
+    def _split(self, data: bytes | bytearray) -> list[bytes]:
+        lines: list[bytes] = []
+        while data:
+            end = data.find(b"\n")
+            if self._skipping:
+                if end < 0:
+                    return lines
+                data, self._skipping = data[end + 1 :], False
+                continue
+            # Fed up to one newline at a time, so that a line over the limit costs only
+            # itself: the LineBuffer drops what it holds when it refuses one.
+            piece, data = (data, b"") if end < 0 else (data[: end + 1], data[end + 1 :])
+            try:
+                lines += self._lines.feed(piece)
+            except ProtocolError:
+                lines += self._lines.before_error
+                self._skipping = end < 0  # its newline is still to come
+                self._report(f"lines over {self._lines.max_line} bytes")
+        return lines
 
     async def send(self, message: Mapping[str, Any]) -> None:
         try:
@@ -115,6 +186,7 @@ class WsConnection:
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
+        self._report = Reporter()
 
     async def receive(self) -> list[dict[str, Any]]:
         try:
@@ -122,8 +194,9 @@ class WsConnection:
         except ConnectionClosed as exc:
             raise Disconnected(_close_text(exc)) from None
         if isinstance(message, bytes):
+            self._report("a binary frame")
             return []
-        return parse_messages(message.split("\n"))
+        return parse_messages(message.split("\n"), self._report)
 
     async def send(self, message: Mapping[str, Any]) -> None:
         try:

@@ -22,10 +22,14 @@ from .display import clean, local_time, user_list
 from .session import ChatSession, State, Status
 from .transport import ClientError
 
-FlowWidget = urwid.widget.AbstractFlowWidget
+Markup = Any  # urwid text markup: a string, (attribute, markup), or a list of them
 
-#: Lines kept in the message pane; older ones are dropped.
+#: Lines kept in the message pane; older ones are dropped ...
 MAX_LINES = 5000
+#: ... and characters: a server sending long messages cannot make the pane hold more.
+MAX_PANE_CHARS = 4_000_000
+#: The prefix of a notice: a chat's prefix is a name, never this.
+NOTICE = "  --"
 
 HELP = (
     "commands: /who (who is online), /nick NEW (change name), /quit (or Ctrl-C, "
@@ -75,11 +79,53 @@ class ChatFrame(urwid.Frame["urwid.ListBox[int]", None, urwid.Pile]):
         return super().keypress(size, key)
 
 
+class Entry(urwid.Widget):
+    """One entry of the message pane: the time, a prefix (the mark and the name, or a
+    notice's ``--``), and the body, each in its own column (one space apart).
+
+    Every line of the body after its first (a newline in the message, or wrapping) is
+    indented under the first, so no text from a peer can start a line where an entry
+    starts: ``"x\\n  -- Ann is now known as Admin"`` cannot draw a notice. The prefix
+    column takes at most half of what the time leaves (a long name wraps inside it).
+    """
+
+    _sizing = frozenset([urwid.Sizing.FLOW])
+
+    def __init__(self, when: str | None, prefix: Markup, body: Markup) -> None:
+        super().__init__()
+        self._time = None if when is None else urwid.Text(("time", when))
+        self._time_width = 0 if when is None else len(when)
+        self._prefix = urwid.Text(prefix)
+        self._prefix_width = self._prefix.pack()[0]
+        self._body = urwid.Text(body)
+        self._layout: tuple[int, urwid.Columns] | None = None
+        #: Characters held, for the pane's budget.
+        self.size = len(self._prefix.text) + len(self._body.text)
+
+    def _columns(self, maxcol: int) -> urwid.Columns:
+        if self._layout is None or self._layout[0] != maxcol:
+            prefix = min(self._prefix_width, max(1, (maxcol - self._time_width) // 2 - 1))
+            parts: list[Any] = [(prefix, self._prefix), self._body]
+            if self._time is not None:
+                parts.insert(0, (self._time_width, self._time))
+            self._layout = (maxcol, urwid.Columns(parts, dividechars=1))
+        return self._layout[1]
+
+    def rows(self, size: tuple[int], focus: bool = False) -> int:
+        return self._columns(size[0]).rows(size, focus)
+
+    def render(
+        self, size: tuple[()] | tuple[int] | tuple[int, int], focus: bool = False
+    ) -> urwid.Canvas:
+        assert len(size) == 1, "a flow widget"
+        return self._columns(size[0]).render(size, focus)
+
+
 class ChatApp:
     """The urwid front end of a :class:`ChatSession`."""
 
     def __init__(self, config: ClientConfig) -> None:
-        self.walker: urwid.SimpleFocusListWalker[FlowWidget] = urwid.SimpleFocusListWalker([])
+        self.walker: urwid.SimpleFocusListWalker[Entry] = urwid.SimpleFocusListWalker([])
         self.pane = urwid.ListBox(self.walker)
         self.status_text = urwid.Text("", wrap="ellipsis")  # always one line
         self.status_bar = urwid.AttrMap(self.status_text, "status")
@@ -88,6 +134,7 @@ class ChatApp:
             self.pane, footer=urwid.Pile([self.status_bar, self.input]), focus_part="footer"
         )
         self.session = ChatSession(config, self)
+        self._pane_chars = 0
         self.quitting = False
         self._state: State | None = None
         self._name_wanted: trio.Event | None = None
@@ -99,8 +146,8 @@ class ChatApp:
     def message(self, message: dict[str, Any]) -> None:
         rendered = self.render(message)
         if rendered is not None:
-            when, markup = rendered
-            self.add(markup, when)
+            when, prefix, body = rendered
+            self.add(prefix, body, when)
 
     def status(self, status: Status) -> None:
         previous, self._state = self._state, status.state
@@ -121,7 +168,7 @@ class ChatApp:
             parts.append(status.state.value)
         if self.quitting:
             parts.append("leaving")
-        self.status_text.set_text("  |  ".join(parts))
+        self.status_text.set_text(clean("  |  ".join(parts)))
         self.status_bar.set_attr_map({None: "status bad" if bad else "status"})
 
     async def choose_name(self, refused: str | None, reason: str | None) -> str:
@@ -142,11 +189,14 @@ class ChatApp:
 
     # ------------------------------------------------------------ the message pane
 
-    def render(self, message: dict[str, Any]) -> tuple[str, list[Any]] | None:
-        """(local time, urwid markup) for a server message; None for the ones not shown.
+    def render(self, message: dict[str, Any]) -> tuple[str, Markup, Markup] | None:
+        """(local time, prefix, body) urwid markup for a server message; None for the
+        ones not shown.
 
         Replayed history is dimmed, notices are dimmed, your own messages are marked
-        ``>`` and every name has its own colour.
+        ``>`` and every name has its own colour. The prefix (the mark and the name, or a
+        notice's ``--``) has a column of its own, so every further line of the body
+        (a newline in the message, or wrapping) is indented under its first.
         """
         kind = message.get("type")
         when = local_time(message.get("timestamp"))
@@ -155,42 +205,44 @@ class ChatApp:
             user = clean(str(message.get("user", "?")))
             text = clean(str(message.get("text", "")), newlines=True)
             if earlier:
-                return when, [("history", f"  {user}: {text}")]
+                return when, ("history", f"  {user}:"), ("history", text)
             own = self.session.name is not None and user.casefold() == self.session.name.casefold()
             mark = ("me", "> ") if own else "  "
-            return when, [mark, (user_attr(user), user), ": ", text]
+            return when, [mark, (user_attr(user), user), ":"], text
         if kind == "system":
-            text = clean(str(message.get("text", "")))
-            return when, [("history" if earlier else "notice", f"  -- {text}")]
+            attr = "history" if earlier else "notice"
+            return when, (attr, NOTICE), (attr, clean(str(message.get("text", ""))))
         if kind == "welcome":
             you = clean(str(message.get("user")))
-            return when, [("notice", f"  -- you are {you}; {user_list(message)}")]
+            return when, ("notice", NOTICE), ("notice", f"you are {you}; {user_list(message)}")
         if kind == "users":
-            return when, [("notice", f"  -- {user_list(message)}")]
+            return when, ("notice", NOTICE), ("notice", user_list(message))
         if kind == "error":
             text = clean(str(message.get("text", message.get("code"))))
-            return when, [("error", f"  !! {text}")]
+            return when, ("error", "  !!"), ("error", text)
         return None
 
-    def add(self, markup: list[Any], when: str | None = None) -> None:
-        """Append a message; follow it if the pane was showing the newest one.
-
-        With a time, the time gets a column of its own, so wrapped lines stay
-        indented under the message rather than under the time.
-        """
-        line: FlowWidget = urwid.Text(markup)
-        if when is not None:
-            line = urwid.Columns([(len(when) + 1, urwid.Text(("time", when))), line])
+    def add(self, prefix: Markup, body: Markup, when: str | None = None) -> None:
+        """Append an entry; follow it if the pane was showing the newest one."""
         walker = self.walker
         at_bottom = not walker or self.pane.focus_position == len(walker) - 1
-        walker.append(line)
-        if len(walker) > MAX_LINES:
-            del walker[: len(walker) - MAX_LINES]
+        entry = Entry(when, prefix, body)
+        walker.append(entry)
+        self._pane_chars += entry.size
+        drop = max(0, len(walker) - MAX_LINES)
+        chars = self._pane_chars - sum(line.size for line in walker[:drop])
+        while drop < len(walker) - 1 and chars > MAX_PANE_CHARS:
+            chars -= walker[drop].size
+            drop += 1
+        if drop:
+            del walker[:drop]
+        self._pane_chars = chars
         if at_bottom:
             self.pane.set_focus(len(walker) - 1)
 
     def notice(self, text: str, attr: str = "notice") -> None:
-        self.add([(attr, text)])
+        """A line of the client's own (it may quote the server: cleaned too)."""
+        self.add((attr, " "), (attr, clean(text)))
 
     # ------------------------------------------------------------ keys
 

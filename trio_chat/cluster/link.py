@@ -33,22 +33,27 @@ import os
 import random
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from itertools import islice
 from typing import Any, Final
 
 import coredis
 import coredis.exceptions
 import trio
 from coredis.commands.script import Script
+from coredis.connection import TCPLocation
 
 from .. import protocol
-from ..config import Config
+from ..config import SENTINEL_SCHEME, Config, parse_sentinel_url, redacted_url
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
 from ..history.writer import MAX_PENDING
+from ..protocol import skeleton
 from ..pulse import Pulse
 from ..server.delivery import Delivery
+from ..server.metrics import Histogram
 from ..server.pacing import PACE_SHARE
 from ..server.room import Room
 from . import scripts as lua
@@ -84,9 +89,21 @@ STOP_TIMEOUT: Final = 5.0
 RESTORE_WAIT: Final = BACKOFF_MAX + COMMAND_TIMEOUT
 #: Seconds between two looks at which servers are back, during that wait.
 RESTORE_POLL: Final = 0.05
+#: Milliseconds one ``WAIT`` for ``--redis-wait`` replicas may take before it is asked
+#: again (deliveries wait meanwhile; ``/readyz`` says why).
+FENCE_MS: Final = 1000
+
+#: Variants tried for a member renamed after a name clash (``Ann2``, ``Ann3``...).
+MAX_VARIANTS: Final = 1000
+
+
+class LinkBroken(Exception):
+    """The link must start over although the connection works: Redis lost its data
+    while connected (its epoch changed), or a name claim timed out."""
+
 
 #: What a lost or unusable Redis connection raises.
-LINK_ERRORS: Final = (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
+LINK_ERRORS: Final = (coredis.exceptions.RedisError, OSError, trio.TooSlowError, LinkBroken)
 
 
 class LinkState(enum.Enum):
@@ -122,10 +139,22 @@ class Cluster(Delivery):
         self._events_cursor = "0-0"
         self._ttl_ms = int(config.presence_ttl * 1000)
         self.state = LinkState.DOWN
+        #: Cancelled (with the reason in _broken) to make the link start over.
+        self._link_scope: trio.CancelScope | None = None
+        self._broken: str | None = None
         #: Fires whenever :attr:`state` changes.
         self.state_changed = Pulse()
-        #: Times the link came up.
-        self.links = 0
+        #: Times the link came up (the ``trio_chat_redis_links`` counter, read
+        #: through :attr:`link`).
+        self._times_linked = 0
+        #: Seconds each publish script took (the cluster's "history commit").
+        self._publish_seconds = Histogram()
+        #: Redis's replication id when last synced: a new one is a new primary.
+        self._replid: str | None = None
+        #: The newest id a publish script returned (Redis had it then).
+        self._published_through = 0
+        #: With --redis-wait: fewer replicas than asked acknowledge; deliveries wait.
+        self._replicas_behind = False
 
     @property
     def connected(self) -> bool:
@@ -175,6 +204,28 @@ class Cluster(Delivery):
     def renamed(self, old: str, new: str) -> None:
         self.presence.change("rename", new, old)
 
+    @property
+    def pending(self) -> int:
+        return len(self.outbox)
+
+    @property
+    def commit_seconds(self) -> Histogram:
+        return self._publish_seconds
+
+    @property
+    def link(self) -> tuple[str, int]:
+        return self.state.value, self._times_linked
+
+    def not_ready(self) -> str | None:
+        if self.state is LinkState.DOWN:
+            return "Redis is unreachable (delivering on this server only)"
+        if self.state is LinkState.RESTORING:
+            return "Redis lost data: waiting for the other servers to restore it"
+        if self._replicas_behind:
+            return (f"fewer than {self.config.redis_wait} Redis replicas acknowledge "
+                    "writes: deliveries wait (--redis-wait)")
+        return None
+
     def _set_state(self, state: LinkState) -> None:
         self.state = state
         self.state_changed.fire()
@@ -188,26 +239,33 @@ class Cluster(Delivery):
         first = True
         down_since = reminded = trio.current_time()
         while True:
+            error: BaseException | None = None
             try:
-                async with self._connect() as client:
-                    known = self.presence.nodes()
-                    if await self._sync(client, first):
-                        await self._await_restores(client, known)
-                    self._up()
-                    if first:
-                        task_status.started()
-                        first = False
-                    backoff = BACKOFF_MIN
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._read_loop, client)
-                        nursery.start_soon(self._publish_loop, client)
-                        nursery.start_soon(self._presence_loop, client)
-                        nursery.start_soon(self._heartbeat_loop, client)
+                with trio.CancelScope() as self._link_scope:
+                    async with self._connect() as client:
+                        known = self.presence.nodes()
+                        generation = await self._sync(client, first)
+                        if generation is not None:
+                            await self._await_restores(client, known, generation)
+                        self._up()
+                        if first:
+                            task_status.started()
+                            first = False
+                        backoff = BACKOFF_MIN
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._read_loop, client)
+                            nursery.start_soon(self._publish_loop, client)
+                            nursery.start_soon(self._presence_loop, client)
+                            nursery.start_soon(self._heartbeat_loop, client)
             except* LINK_ERRORS as group:
                 error = first_leaf(group)
+            if self._broken is not None:
+                error, self._broken = LinkBroken(self._broken), None
+            if error is not None:
                 if first:
                     raise StartupError(
-                        f"cannot use Redis at {self.config.redis}: {error}", exit_code=2
+                        f"cannot use Redis at {redacted_url(self.config.redis or '')}: {error}",
+                        exit_code=2,
                     ) from None
                 now = trio.current_time()
                 if self.connected:
@@ -229,14 +287,37 @@ class Cluster(Delivery):
     async def _connect(self) -> AsyncIterator[coredis.Redis[str]]:
         url = self.config.redis
         assert url is not None
-        client: coredis.Redis[str] = coredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            connect_timeout=COMMAND_TIMEOUT,
-            stream_timeout=COMMAND_TIMEOUT + BLOCK_MS / 1000,
-            retry_policy=coredis.retry.NoRetryPolicy(),
-        )
-        async with client:
+        timeouts: dict[str, Any] = {
+            "connect_timeout": COMMAND_TIMEOUT,
+            "stream_timeout": COMMAND_TIMEOUT + BLOCK_MS / 1000,
+        }
+        async with AsyncExitStack() as stack:
+            client: coredis.Redis[str]
+            if url.startswith(SENTINEL_SCHEME + ":"):
+                # Ask the sentinels which Redis is the primary now, at each (re)connection;
+                # a connection to a primary that was demoted fails its role check.
+                target = parse_sentinel_url(url)
+                sentinel = await stack.enter_async_context(coredis.Sentinel(
+                    [TCPLocation(host, port) for host, port in target.sentinels],
+                    sentinel_kwargs={"connect_timeout": COMMAND_TIMEOUT,
+                                     "stream_timeout": COMMAND_TIMEOUT},
+                    decode_responses=True,
+                    retry_policy=coredis.retry.NoRetryPolicy(),
+                    **timeouts,
+                ))
+                with trio.fail_after(COMMAND_TIMEOUT):
+                    host, port = await sentinel.discover_primary(target.service)
+                log.debug("cluster: sentinels name %s:%s as %s's primary", host, port,
+                          target.service)
+                client = sentinel.primary_for(target.service, db=target.db,
+                                              username=target.username,
+                                              password=target.password)
+            else:
+                client = coredis.Redis.from_url(
+                    url, decode_responses=True, retry_policy=coredis.retry.NoRetryPolicy(),
+                    **timeouts,
+                )
+            await stack.enter_async_context(client)
             self._client = client
             self._scripts.clear()
             try:
@@ -259,34 +340,89 @@ class Cluster(Delivery):
 
     # ------------------------------------------------------------ (re)connection
 
-    async def _sync(self, client: coredis.Redis[str], first: bool) -> bool:
-        """Before the link counts as up: notice a Redis that lost its data (and merge
-        this server's ring back), load the history at start, register presence.
-        True if Redis had lost its data."""
+    async def _sync(self, client: coredis.Redis[str], first: bool) -> str | None:
+        """Before the link counts as up: load the history at start; on a reconnection,
+        notice a Redis that lost data or changed primary and merge this server's ring
+        back; register presence. Returns the generation (epoch and replication id)
+        every server this one knew must have synced with before anything is published,
+        or None if nothing was lost or changed.
+
+        Three things are checked: the *epoch* (a random key set once: another one means
+        Redis came back empty or was flushed), the primary's *replication id* (another
+        one means a failover, which may have lost the newest writes: Redis replicates
+        asynchronously; every server that saw it re-syncs, so none publishes past a
+        message another still has to restore), and the history's *last id* (behind
+        what this server read or published means writes were lost)."""
+        metrics = self.room.metrics
         with trio.fail_after(COMMAND_TIMEOUT):
             await client.set(PREFIX + "epoch", secrets.token_hex(8), condition=coredis.PureToken.NX)
             epoch = await client.get(PREFIX + "epoch")
+            info = await client.info("replication")
+            replid = str(info.get("master_replid", ""))
+            last = int(await client.get(PREFIX + "last-id") or 0)
+            seen = max(self.history.last_id, self._published_through)
             wiped = self._epoch is not None and epoch != self._epoch
-            self._epoch = epoch
+            failover = not wiped and self._replid is not None and replid != self._replid
+            lost = not first and not wiped and last < seen
+            if lost and not failover:
+                # The same primary went back in time (an old snapshot): a new epoch makes
+                # every server notice, as after a FLUSHALL.
+                epoch = secrets.token_hex(8)
+                await client.set(PREFIX + "epoch", epoch)
+            self._epoch, self._replid = epoch, replid
+            resync = not first and (wiped or failover or lost)
             if first:
                 await self._load(client)
-            elif wiped:
-                log.warning("cluster: Redis came back without its data; restoring history")
+            elif resync:
+                for cause, happened in (("wiped", wiped), ("failover", failover),
+                                        ("lost_writes", lost)):
+                    metrics.redis_resyncs[cause] += int(happened)
+                if wiped:
+                    log.warning("cluster: Redis came back without its data; restoring history")
+                elif lost:
+                    log.warning("cluster: Redis lost writes (its last id %d is behind %d, "
+                                "which this server had): restoring history", last, seen)
+                else:
+                    log.warning("cluster: Redis has a new primary; checking the history")
                 added = await self._script(
                     client, lua.RESTORE, [self.history.keep, *self.history.restore_args()]
                 )
                 log.info("cluster: restored %s messages from this server", added)
-                self._events_cursor = "0-0"
-            await self._register(client, announce=not first and not wiped)
+                self._events_cursor = "0-0" if wiped else await self._events_tail(client)
+                # What this server published and Redis lost is in the outbox again.
+                self._published_through = 0
+            clashes = await self._register(client, announce=not first and not wiped)
             await self._refresh(client)
-        return wiped
+            for name in clashes:
+                await self._give_way(client, name)
+            generation = f"{epoch}:{replid}"
+            if resync:
+                key = PREFIX + "synced:" + generation
+                await client.sadd(key, [self.node])
+                await client.pexpire(key, lua.PUB_TTL_MS)
+        return generation if resync else None
 
-    async def _await_restores(self, client: coredis.Redis[str], known: set[str]) -> None:
-        """Redis lost its data: wait (at most RESTORE_WAIT) until every server this one
-        knew has merged its ring back (it registers right after), before publishing.
-        Otherwise a message only a late server had would be restored behind ids the
-        others have read past (they would never get it), and a message whose own
-        server published it but had not read it back would be published again."""
+    async def _events_tail(self, client: coredis.Redis[str]) -> str:
+        """Where to read the events stream from after a failover: here, unless the new
+        primary's stream ends before (its newest entries were lost)."""
+        newest = await client.xrevrange(PREFIX + "events", "+", "-", count=1)
+        tail = str(newest[0].identifier) if newest else "0-0"
+
+        def key(stream_id: str) -> tuple[int, int]:
+            ms, _, seq = stream_id.partition("-")
+            return int(ms), int(seq or 0)
+
+        return min(self._events_cursor, tail, key=key)
+
+    async def _await_restores(
+        self, client: coredis.Redis[str], known: set[str], generation: str
+    ) -> None:
+        """Redis lost data, or changed primary: wait (at most RESTORE_WAIT) until every
+        server this one knew has merged its ring back (each marks the generation
+        synced), before publishing. Otherwise a message only a late server had would
+        be restored behind ids the others have read past (they would never get it),
+        and a message whose own server published it but had not read it back would be
+        published again."""
         waiting = set(known)
         if waiting:
             self._set_state(LinkState.RESTORING)
@@ -296,30 +432,46 @@ class Cluster(Delivery):
                 while waiting:
                     await trio.sleep(RESTORE_POLL)
                     with trio.fail_after(COMMAND_TIMEOUT):
-                        back = await client.zrange(PREFIX + "nodes", 0, -1)
+                        back = await client.smembers(PREFIX + "synced:" + generation)
                     waiting -= {str(node) for node in back}
                 nursery.cancel_scope.cancel()
         if waiting:
             log.warning("cluster: %d servers did not come back within %.0f s; going on",
                         len(waiting), RESTORE_WAIT)
 
-    async def _register(self, client: coredis.Redis[str], *, announce: bool) -> None:
+    async def _register(self, client: coredis.Redis[str], *, announce: bool) -> list[str]:
         """Put this server and its full member list in Redis. With ``announce``, if the
         others had given this server up (and announced its members' leaving), tell
-        them the members are back."""
+        them the members are back. Returns the names another server claimed first
+        (see :meth:`_give_way`)."""
         # From here on, changes are sent after this full list, so none is lost.
         self.presence.changes.clear()
         members = self.room.names
         args: list[str | int] = [self._ttl_ms]
         for name in members:
-            args += [name.casefold(), name]
+            args += [skeleton(name), name]
         result = await self._script(client, lua.REGISTER, [self.node, *args])
-        for name in result[1:]:
-            log.warning("cluster: name %r is also held on another server", name)
+        clashes = [str(name) for name in result[1:]]
         if result[0] == 1 and announce and members:
+            kept = [name for name in members if name not in clashes]
             await client.xadd(PREFIX + "events", {
-                "e": "hello", "node": self.node, "names": json.dumps(members),
+                "e": "hello", "node": self.node, "names": json.dumps(kept),
             })
+        return clashes
+
+    async def _give_way(self, client: coredis.Redis[str], name: str) -> None:
+        """Another server claimed ``name`` in Redis while a member here took it
+        locally (Redis unreachable, or too slow to ask): the member here, the later
+        claimer, is renamed to the first free variant (``Ann2``...)."""
+        for variant in islice(protocol.variants(name), MAX_VARIANTS):
+            if self.room.holds(variant):
+                continue
+            if await self._script(client, lua.CLAIM, [self.node, skeleton(variant)]):
+                log.warning("cluster: name %r was claimed on another server first; "
+                            "renaming the member here to %r", name, variant)
+                self.room.rename(name, variant)
+                return
+        log.error("cluster: no free variant of the name %r", name)
 
     async def _load(self, client: coredis.Redis[str]) -> None:
         keep = self.history.keep
@@ -340,11 +492,12 @@ class Cluster(Delivery):
         self._events_cursor = str(events[0].identifier) if events else "0-0"
         log.info(
             "cluster: node %s on %s; %d messages in the history, ids continue after %d",
-            self.node, self.config.redis, len(entries), self.history.last_id,
+            self.node, redacted_url(self.config.redis or ""), len(entries),
+            self.history.last_id,
         )
 
     def _up(self) -> None:
-        self.links += 1
+        self._times_linked += 1
         self.outbox.came_back()
         log.info("cluster: linked to Redis (%d other servers' members)", self.presence.count())
         self._set_state(LinkState.UP)
@@ -368,6 +521,10 @@ class Cluster(Delivery):
             )
             if not read:
                 continue
+            if self.config.redis_wait and read.get(history_key):
+                await self._fence(client)
+            now_us = time.time() * 1e6  # ids are Redis's clock in microseconds
+            lag = room.metrics.publish_lag
             for entry in read.get(events_key, ()):
                 self._events_cursor = str(entry.identifier)
                 self._on_event(entry.field_values)
@@ -379,8 +536,35 @@ class Cluster(Delivery):
                     log.warning("cluster: skipped a malformed history entry %s", entry)
                     continue
                 if line is not None:
+                    lag.observe(max(0.0, now_us - self.history.last_id) / 1e6)
                     room.broadcast(line)
                     await room.pacer.step(budget)
+
+    async def _fence(self, client: coredis.Redis[str]) -> None:
+        """``--redis-wait N``: return once N replicas have everything Redis had when the
+        last read returned, so what is delivered (acknowledged) survives a failover.
+
+        A write issued after the read and ``WAIT``ed for (on the same connection) comes
+        after the entries read in Redis's one replication stream: once N replicas
+        acknowledge it, they have those entries too, whoever published them. While
+        fewer acknowledge, deliveries wait (and senders, once the outbox is full)."""
+        replicas = self.config.redis_wait
+        while True:
+            try:
+                with trio.fail_after(COMMAND_TIMEOUT + FENCE_MS / 1000):
+                    with client.ensure_replication(replicas, FENCE_MS):
+                        await client.set(PREFIX + "fence:" + self.node, self._history_cursor,
+                                         px=lua.PUB_TTL_MS)
+            except coredis.exceptions.ReplicationError:
+                if not self._replicas_behind:
+                    log.warning("cluster: fewer than %d Redis replicas acknowledge writes; "
+                                "deliveries wait (--redis-wait)", replicas)
+                self._replicas_behind = True
+                continue
+            if self._replicas_behind:
+                log.info("cluster: Redis replicas acknowledge writes again")
+                self._replicas_behind = False
+            return
 
     def _entry_line(self, entry: Any) -> str | None:
         """One history stream entry: remembered, and the line to broadcast here (None
@@ -438,8 +622,11 @@ class Cluster(Delivery):
             args: list[str | int] = [self.history.keep, self.node]
             for out in batch:
                 args += [out.seq, out.user, out.text, out.timestamp]
+            started = time.perf_counter()
             with trio.fail_after(COMMAND_TIMEOUT):
-                await self._script(client, lua.PUBLISH, args)
+                last = await self._script(client, lua.PUBLISH, args)
+            self._publish_seconds.observe(time.perf_counter() - started)
+            self._published_through = max(self._published_through, int(last))
             outbox.mark_published(batch)
 
     async def _presence_loop(self, client: coredis.Redis[str]) -> None:
@@ -452,7 +639,7 @@ class Cluster(Delivery):
                 # A member here holds the name again (left and came back, or a claim
                 # for a join that failed locally): its claim stays.
                 keep = int(room.holds(old if op == "rename" else name))
-                args += [op, name.casefold(), name, old.casefold(), old, keep]
+                args += [op, skeleton(name), name, skeleton(old) if old else "", old, keep]
             with trio.fail_after(COMMAND_TIMEOUT):
                 await self._script(client, lua.PRESENCE, [self.node, *args])
 
@@ -461,18 +648,26 @@ class Cluster(Delivery):
         while True:
             await trio.sleep(interval)
             with trio.fail_after(COMMAND_TIMEOUT):
+                if await client.get(PREFIX + "epoch") != self._epoch:
+                    # FLUSHALL, or a failover to a replica without our data, on a
+                    # connection that never dropped: start over, as after a reconnection
+                    # to an empty Redis (the history is restored from memory).
+                    raise LinkBroken("Redis lost its data while connected")
                 result = await self._script(
                     client, lua.HEARTBEAT, [self.node, self._ttl_ms, EVENTS_KEEP]
                 )
+                clashes = []
                 if result[0] == 1:
                     # Given up by the others (this process stalled past the TTL): its
                     # members' entries are gone; put them back.
                     log.warning("cluster: this server's presence had expired; registering again")
-                    await self._register(client, announce=True)
+                    clashes = await self._register(client, announce=True)
                 for node in result[1:]:
                     log.warning("cluster: server %s stopped heartbeating; its members left",
                                 node)
                 await self._refresh(client)
+                for name in clashes:
+                    await self._give_way(client, name)
 
     async def _refresh(self, client: coredis.Redis[str]) -> None:
         """Read the other servers' member lists in full (events may have been trimmed
@@ -493,11 +688,20 @@ class Cluster(Delivery):
         failure: BaseException = trio.TooSlowError("timed out")
         with trio.move_on_after(CLAIM_TIMEOUT):
             try:
-                return bool(await self._script(client, lua.CLAIM, [self.node, name.casefold()]))
+                return bool(await self._script(client, lua.CLAIM, [self.node, skeleton(name)]))
             except* LINK_ERRORS as group:
                 failure = first_leaf(group)
+        # Redis answers too slowly to decide: as if it were gone. The join goes on here,
+        # and the link starts over; a clash is resolved when this server registers again.
         log.warning("cluster: name claim failed (%s); joining locally", failure)
+        self._break(f"a name claim failed: {failure}")
         return True
+
+    def _break(self, reason: str) -> None:
+        """Make the link start over (the run loop treats it as a lost connection)."""
+        if self._link_scope is not None and self._broken is None:
+            self._broken = reason
+            self._link_scope.cancel()
 
     async def _script(self, client: coredis.Redis[str], source: str,
                       args: Iterable[str | int]) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
+from ..protocol import skeleton
 from ..pulse import Pulse
 
 #: Presence changes sent per script call.
@@ -13,7 +14,7 @@ PRESENCE_BATCH: Final = 512
 
 
 class ClusterPresence:
-    """The other servers' members (server -> casefolded name -> name), kept from the
+    """The other servers' members (server -> skeleton of the name -> name), kept from the
     events stream and full refreshes, and a bounded queue of local changes."""
 
     def __init__(self) -> None:
@@ -54,12 +55,12 @@ class ClusterPresence:
 
     def add(self, node: str, name: str) -> None:
         users = self._remote.setdefault(node, {})
-        if users.get(name.casefold()) != name:
-            users[name.casefold()] = name
+        if users.get(skeleton(name)) != name:
+            users[skeleton(name)] = name
             self._changed()
 
     def remove(self, node: str, name: str) -> None:
-        if self._remote.get(node, {}).pop(name.casefold(), None) is not None:
+        if self._remote.get(node, {}).pop(skeleton(name), None) is not None:
             self._changed()
 
     def nodes(self) -> set[str]:

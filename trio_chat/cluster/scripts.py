@@ -6,6 +6,9 @@ Cluster). Message ids are Redis's clock in microseconds, bumped past the last id
 two fall in the same microsecond: one increasing sequence for the whole cluster that
 also keeps increasing after Redis loses its data (a restart without persistence),
 and stays below 2**53, so JavaScript reads it exactly.
+
+A *name key* is the name's skeleton (:func:`trio_chat.protocol.skeleton`): one claim
+covers every name that looks like it, on every server.
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ end
 return added
 """
 
-#: ARGV: prefix, node, casefolded name. 1 if the name is now this server's, 0 if a
+#: ARGV: prefix, node, name key. 1 if the name is now this server's, 0 if a
 #: live server holds it (a dead server's claim is taken over).
 CLAIM: Final = (
     _NOW_MS
@@ -143,8 +146,8 @@ return 0
 """
 )
 
-#: ARGV: prefix, node, events maxlen, then per change: op, casefolded name, name,
-#: casefolded old name, old name, keep (1: a member here holds the name again, so its
+#: ARGV: prefix, node, events maxlen, then per change: op, name key, name,
+#: old name key, old name, keep (1: a member here holds the name again, so its
 #: claim stays). Ops: join, leave, rename, release (a claim no join used; no event).
 PRESENCE: Final = """
 local p, node, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -195,9 +198,10 @@ return result
 """
 )
 
-#: ARGV: prefix, node, ttl ms, then per member: casefolded name, name. (Re)registers
+#: ARGV: prefix, node, ttl ms, then per member: name key, name. (Re)registers
 #: this server and its members in full, after a (re)connection. Returns {1 if this
-#: server was not registered, names a live server also claims...}.
+#: server was not registered, names a live server claimed first...}: those are not
+#: registered; this server renames their members (the later claimer gives way).
 REGISTER: Final = (
     _NOW_MS
     + _CLAIM
@@ -209,8 +213,11 @@ redis.call('DEL', users)
 local result = {added}
 for i = 4, #ARGV, 2 do
   local cf, name = ARGV[i], ARGV[i + 1]
-  redis.call('HSET', users, cf, name)
-  if not claim(p, node, cf, now_ms) then result[#result + 1] = name end
+  if claim(p, node, cf, now_ms) then
+    redis.call('HSET', users, cf, name)
+  else
+    result[#result + 1] = name
+  end
 end
 return result
 """
@@ -227,7 +234,7 @@ return forget(p, node, ARGV[3])
 )
 
 #: ARGV: prefix, node. The other live servers' members: {node, JSON of its
-#: [casefolded, name, ...], ...}.
+#: [name key, name, ...], ...}.
 VIEW: Final = (
     _NOW_MS
     + """

@@ -29,6 +29,10 @@ RING: Final = 2048
 PAGE: Final = 2048
 
 
+class IdsExhausted(Exception):
+    """Every id up to ``protocol.MAX_ID`` is used: a new message cannot get one."""
+
+
 class StoredMessage(NamedTuple):
     """One chat message as stored; a tuple, so ``executemany`` binds it as it is."""
 
@@ -153,8 +157,3 @@ class History(ABC):
         return [*older, *replay.tail], protocol.history_end(
             replay.last_id, complete=replay.complete
         )
-
-    async def render(self, replay: Replay) -> list[str]:
-        """The replay's lines, ``history_end`` last."""
-        messages, end = await self.collect(replay)
-        return [chat_line(m, history=True) for m in messages] + [end]

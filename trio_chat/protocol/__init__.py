@@ -6,6 +6,7 @@ transport:
 
 - :mod:`.events`: client events, and decoding a JSON message or a plain-text line;
 - :mod:`.messages`: encoding server messages (each once, for every recipient);
+- :mod:`.names`: valid names, and when two names look alike;
 - :mod:`.framing`: NDJSON lines out of a byte stream, bounded;
 - :mod:`.wsframes`: WebSocket frames as the server writes them;
 - :mod:`.wsinput`: WebSocket frames as the server reads them, checked and bounded;
@@ -31,7 +32,6 @@ from .errors import (
     ProtocolError,
 )
 from .events import (
-    MAX_NAME,
     MAX_TEXT,
     Blank,
     Chat,
@@ -44,15 +44,16 @@ from .events import (
     decode_json,
     decode_line,
     event_from_object,
-    validate_name,
     validate_text,
 )
 from .framing import MAX_LINE, LineBuffer
 from .messages import (
+    MAX_ID,
     SHUTDOWN_TEXT,
     SYSTEM_USER,
     Encoded,
     chat,
+    dumps,
     encode,
     history_end,
     json_array,
@@ -68,6 +69,7 @@ from .messages import (
     wire_frame,
     wire_line,
 )
+from .names import MAX_NAME, name_key, skeleton, validate_name, variants
 from .wsframes import MAX_BATCH_FRAME
 
 __all__ = [
@@ -75,6 +77,7 @@ __all__ = [
     "ERROR_CODES",
     "IDLE_TIMEOUT",
     "MAX_BATCH_FRAME",
+    "MAX_ID",
     "MAX_LINE",
     "MAX_NAME",
     "MAX_TEXT",
@@ -104,19 +107,23 @@ __all__ = [
     "decode_frame",
     "decode_json",
     "decode_line",
+    "dumps",
     "encode",
     "event_from_object",
     "history_end",
     "json_array",
     "json_array_append",
+    "name_key",
     "pong",
     "shutdown",
+    "skeleton",
     "summary",
     "system",
     "timestamp",
     "users",
     "validate_name",
     "validate_text",
+    "variants",
     "welcome",
     "wire_batch_frame",
     "wire_frame",

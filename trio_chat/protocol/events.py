@@ -9,7 +9,6 @@ they speak one protocol. See ``docs/protocol.md`` for the contract.
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,15 +16,13 @@ from typing import Any, Final
 from .errors import (
     BAD_JSON,
     MISSING_FIELD,
-    NAME_INVALID,
     NOT_OBJECT,
     TOO_LONG,
     UNKNOWN_TYPE,
     ProtocolError,
 )
-from .messages import SYSTEM_USER
+from .names import validate_name
 
-MAX_NAME: Final = 32
 MAX_TEXT: Final = 4096
 
 
@@ -96,21 +93,6 @@ def _checked_str(obj: Mapping[str, Any], field: str) -> str:
     if not _encodable(value):
         raise ProtocolError(BAD_JSON, f"field '{field}' is not valid Unicode")
     return value
-
-
-_FORBIDDEN_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def validate_name(raw: str) -> str:
-    """Trim and check a user name; raise ``name_invalid`` with the reason."""
-    name = raw.strip()
-    if not 1 <= len(name) <= MAX_NAME:
-        raise ProtocolError(NAME_INVALID, f"name must be 1-{MAX_NAME} characters")
-    if any(unicodedata.category(ch) in _FORBIDDEN_IN_NAMES for ch in name):
-        raise ProtocolError(NAME_INVALID, "name must not contain control characters")
-    if name.casefold() == SYSTEM_USER.casefold():
-        raise ProtocolError(NAME_INVALID, f"name '{SYSTEM_USER}' is reserved")
-    return name
 
 
 def validate_text(text: str, max_text: int) -> str:

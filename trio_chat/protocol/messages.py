@@ -12,9 +12,13 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Final
 
+from .safetext import escape_unsafe
 from .wsframes import batch_frames, text_frame
 
 SYSTEM_USER: Final = "System"
+#: The largest message id (JavaScript's ``Number.MAX_SAFE_INTEGER``): every id is an
+#: exact number in any JSON parser, and far inside SQLite's 64-bit INTEGER.
+MAX_ID: Final = 2**53 - 1
 
 
 def timestamp(now: datetime | None = None) -> str:
@@ -55,19 +59,29 @@ def wire_batch_frame(lines: list[str]) -> bytes:
     return batch_frames(map(wire_line, lines))
 
 
+#: One encoder for every message: ``json.dumps`` with options builds a new one per call.
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def dumps(value: object) -> str:
+    """Compact JSON as every server message is written: UTF-8 text as it is, except
+    controls, bidi controls and line separators, escaped (:mod:`.safetext`)."""
+    return escape_unsafe(_to_json(value))
+
+
 def encode(message: Mapping[str, Any]) -> Encoded:
     """Serialize a server message: compact JSON on one line (newlines are escaped)."""
-    return Encoded(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+    return Encoded(dumps(message))
 
 
 def json_array(items: list[str]) -> str:
     """A list of strings as compact JSON, as :func:`encode` writes it inside messages."""
-    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+    return dumps(items)
 
 
 def json_array_append(array: str, item: str) -> str:
     """``array`` (compact JSON) with ``item`` appended: a copy, not a re-encode."""
-    item_json = json.dumps(item, ensure_ascii=False)
+    item_json = dumps(item)
     return f"{array[:-1]},{item_json}]" if array != "[]" else f"[{item_json}]"
 
 
@@ -75,7 +89,7 @@ def welcome(user: str, users_json: str, clients_count: int) -> str:
     """The answer to a join: the joiner's name and who is there. ``users_json`` is the
     member list already encoded (:func:`json_array`): the room keeps it, so a join in a
     big room does not re-encode every name."""
-    user_json = json.dumps(user, ensure_ascii=False)
+    user_json = dumps(user)
     return Encoded(
         f'{{"type":"welcome","user":{user_json},"users":{users_json},'
         f'"clients_count":{clients_count}}}'
@@ -95,7 +109,7 @@ def chat(
     message.update(user=user, text=text, timestamp=ts)
     if history:
         message["history"] = True
-        return str(encode(message))
+        return dumps(message)
     return encode(message)
 
 

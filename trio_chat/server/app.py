@@ -7,6 +7,7 @@ This is the server's whole import path: the cluster (coredis) is imported only w
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ from ..history.sqlite import open_history
 from ..transports import tls
 from ..transports.admission import Admission
 from ..transports.net import listener_port, open_listeners, url_host
+from ..transports.origin import host_policy
 from ..transports.tcp import handle_tcp
 from ..transports.ws import handle_ws
 from .addresses import ConnectThrottle, FloodMemory
@@ -43,6 +45,9 @@ class Bound:
     ws_port: int
     #: Both ports speak TLS (``--tls-cert``): tls:// and wss://.
     tls: bool = False
+    #: The admin listener's port (``/metrics``, ``/healthz``, ``/readyz``), if on.
+    admin_port: int | None = None
+    admin_host: str = "127.0.0.1"
 
     @property
     def tcp_url(self) -> str:
@@ -55,8 +60,34 @@ class Bound:
     @property
     def page_url(self) -> str:
         """The chat page, for a browser on this machine (a wildcard host becomes loopback)."""
-        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = _LOCAL.get(self.host, self.host)
         return f"{'https' if self.tls else 'http'}://{url_host(host)}:{self.ws_port}/"
+
+    @property
+    def admin_url(self) -> str | None:
+        """The admin listener's base URL (``.../metrics``), for this machine; None if off."""
+        if self.admin_port is None:
+            return None
+        host = _LOCAL.get(self.admin_host, self.admin_host)
+        return f"http://{url_host(host)}:{self.admin_port}/"
+
+
+#: A wildcard address, as a client on this machine reaches it.
+_LOCAL = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+@dataclass
+class Running:
+    """What the admin listener reads of a running server (trio_chat.admin)."""
+
+    config: Config
+    room: Room
+    gate: Gate[Session]
+    bound: Bound
+    #: Every listener is accepting connections ...
+    accepting: bool = False
+    #: ... until a graceful stop began.
+    stopping: bool = False
 
 
 async def serve(
@@ -91,14 +122,19 @@ async def serve(
         stack.push_async_callback(_close_all, tcp)
         ws = await open_listeners(config.host, config.ws_port, context, https_compatible=True)
         stack.push_async_callback(_close_all, ws)
+        admin: Sequence[trio.abc.Listener[trio.abc.Stream]] = ()
+        if config.admin_port is not None:
+            admin = await open_listeners(config.admin_host, config.admin_port)
+            stack.push_async_callback(_close_all, admin)
         bound = Bound(
-            config.host, listener_port(tcp[0]), listener_port(ws[0]), tls=context is not None
+            config.host, listener_port(tcp[0]), listener_port(ws[0]), tls=context is not None,
+            admin_port=listener_port(admin[0]) if admin else None, admin_host=config.admin_host,
         )
         if room is None:
             room = await stack.enter_async_context(open_room(config))
         try:
             await _serve_connections(config, room, stop, {"tcp": tcp, "ws": ws}, bound,
-                                     task_status)
+                                     task_status, admin)
         finally:
             # Teardown, after every connection is gone, also when cancelled: whatever
             # the room handed to the history store is committed.
@@ -133,6 +169,18 @@ HANDLERS: dict[str, Callable[[Admission, trio.abc.Stream], Awaitable[None]]] = {
 }
 
 
+def gate_for(config: Config) -> Gate[Session]:
+    """The server's connection gate: the caps, the connection rate per address, and the
+    flood state closed connections leave their address (on Trio's clock)."""
+    clock = trio.current_time
+    return Gate[Session](
+        config.max_clients,
+        config.max_per_ip,
+        throttle=ConnectThrottle(config.connect_rate, config.connect_burst, clock),
+        floods=FloodMemory(config.rate_limit, config.rate_burst, config.rate_ceiling, clock),
+    )
+
+
 async def _serve_connections(
     config: Config,
     room: Room,
@@ -140,14 +188,32 @@ async def _serve_connections(
     listeners: dict[str, Sequence[trio.abc.Listener[trio.abc.Stream]]],
     bound: Bound,
     task_status: trio.TaskStatus[Bound],
+    admin: Sequence[trio.abc.Listener[trio.abc.Stream]] = (),
 ) -> None:
-    clock = trio.current_time
-    gate = Gate[Session](
-        config.max_clients,
-        config.max_per_ip,
-        throttle=ConnectThrottle(config.connect_rate, config.connect_burst, clock),
-        floods=FloodMemory(config.rate_limit, config.rate_burst, config.rate_ceiling, clock),
-    )
+    gate = gate_for(config)
+    running = Running(config, room, gate, bound)
+    # The admin listener answers from before the first connection until after the last
+    # (readiness says 503 meanwhile), so a load balancer sees the whole life.
+    async with trio.open_nursery() as operations:
+        if admin:
+            from ..admin import serve_admin  # prometheus_client: only with --admin-port
+
+            await operations.start(serve_admin, running, admin)
+            log.info("admin listener: %s (metrics, healthz, readyz)", bound.admin_url)
+        await _serve_room(config, room, stop, listeners, bound, task_status, running)
+        operations.cancel_scope.cancel()
+
+
+async def _serve_room(
+    config: Config,
+    room: Room,
+    stop: trio.Event,
+    listeners: dict[str, Sequence[trio.abc.Listener[trio.abc.Stream]]],
+    bound: Bound,
+    task_status: trio.TaskStatus[Bound],
+    running: Running,
+) -> None:
+    gate = running.gate
     admission = Admission(room, config, gate)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
@@ -160,8 +226,16 @@ async def _serve_connections(
                 )
             log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
             log.info("chat page: %s", bound.page_url)
+            _log_file_limit(config)
+            if host_policy(config.allowed_hosts, config.host).unprotected:
+                log.warning(
+                    "listening on %s with no --allowed-host: the page answers any Host "
+                    "name; --allowed-host NAME protects it from DNS rebinding", config.host
+                )
+            running.accepting = True
             task_status.started(bound)
             await stop.wait()
+            running.stopping = True
             accepting.cancel_scope.cancel()  # stop accepting: the listening sockets close
         log.info(
             "shutting down: %d connections, up to %gs to drain",
@@ -174,6 +248,22 @@ async def _serve_connections(
         connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
     if connections.cancel_scope.cancelled_caught:
         log.info("shutdown grace ran out; remaining connections closed")
+
+
+def _log_file_limit(config: Config) -> None:
+    """Say how many connections the open-file limit leaves room for (and warn when
+    that is fewer than ``--max-clients``)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        log.info("open-file limit: none")
+        return
+    room_for = max(0, limit - RESERVED_FDS)
+    log.info("open-file limit %d: room for about %d connections", limit, room_for)
+    if config.max_clients == 0 or config.max_clients > room_for:
+        log.warning(
+            "the open-file limit allows fewer connections than --max-clients (%s)",
+            config.max_clients or "no cap",
+        )
 
 
 def shut_down(room: Room, gate: Gate[Session]) -> None:
@@ -217,14 +307,7 @@ def run(config: Config) -> int:
     error's code (port in use...)."""
     tune_gc()
     tune_malloc()
-    limit = raise_nofile_limit()
-    room_for = max(0, limit - RESERVED_FDS)
-    log.info("open-file limit %d: room for about %d connections", limit, room_for)
-    if config.max_clients == 0 or config.max_clients > room_for:
-        log.warning(
-            "the open-file limit allows fewer connections than --max-clients (%s)",
-            config.max_clients or "no cap",
-        )
+    raise_nofile_limit()  # logged once the server has started (a failed start says one line)
     try:
         graceful = trio.run(serve_until_signal, config)
     except (StartupError, BaseExceptionGroup) as error:

@@ -17,17 +17,21 @@ Neither the room nor a session knows which delivery it has.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import trio
 
 from .. import protocol
-from ..history.base import History, chat_line
+from ..history.base import History, IdsExhausted, chat_line
+from .metrics import Histogram
 
 if TYPE_CHECKING:
     from ..history.sqlite import SqliteHistory
     from .room import Room
+
+log = logging.getLogger(__name__)
 
 
 class Delivery(ABC):
@@ -91,6 +95,28 @@ class Delivery(ABC):
     def renamed(self, old: str, new: str) -> None:
         """A member here changed its name."""
 
+    # ------------------------------------------------ for /metrics and /readyz
+
+    @property
+    @abstractmethod
+    def pending(self) -> int:
+        """Chat messages taken and not yet stored (the store's writer, or Redis)."""
+
+    @property
+    @abstractmethod
+    def commit_seconds(self) -> Histogram:
+        """How long each batch took to reach the history (a commit, a Redis script)."""
+
+    @abstractmethod
+    def not_ready(self) -> str | None:
+        """Why chat messages cannot be stored now (``/readyz`` says 503), or None."""
+
+    @property
+    def link(self) -> tuple[str, int] | None:
+        """A link to other servers: its state (``down``, ``restoring``, ``up``) and how
+        many times it came up; None on one server."""
+        return None
+
 
 class LocalDelivery(Delivery):
     """One server: the history (if any) stores the message with its id, then the room
@@ -98,6 +124,8 @@ class LocalDelivery(Delivery):
 
     def __init__(self, history: SqliteHistory | None = None) -> None:
         self.history = self._store = history
+        self._no_commits = Histogram()
+        self._exhausted = False
 
     async def wait_writable(self) -> None:
         if self._store is not None:
@@ -108,8 +136,19 @@ class LocalDelivery(Delivery):
     def publish(self, user: str, text: str, ts: str) -> None:
         if self._store is None:
             self.room.broadcast(protocol.chat(user, text, ts))
-        else:
-            self.room.broadcast(chat_line(self._store.record(user, text, ts)))
+            return
+        try:
+            message = self._store.record(user, text, ts)
+        except IdsExhausted as error:
+            # Only a database whose ids were pushed to the end gets here (2**53 ids):
+            # the room goes on, without ids and without storing (docs/protocol.md).
+            if not self._exhausted:
+                self._exhausted = True
+                log.error("history: %s; messages are delivered without ids and not "
+                          "stored; start a new --db", error)
+            self.room.broadcast(protocol.chat(user, text, ts))
+            return
+        self.room.broadcast(chat_line(message))
 
     async def flush(self) -> None:
         if self._store is not None:
@@ -144,3 +183,14 @@ class LocalDelivery(Delivery):
 
     def renamed(self, old: str, new: str) -> None:
         pass
+
+    @property
+    def pending(self) -> int:
+        return 0 if self._store is None else self._store.store.pending
+
+    @property
+    def commit_seconds(self) -> Histogram:
+        return self._no_commits if self._store is None else self._store.store.commit_seconds
+
+    def not_ready(self) -> str | None:
+        return None if self._store is None else self._store.store.not_ready()

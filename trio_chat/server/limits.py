@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: Why a connection refused for its address's ``--connect-rate`` is counted in the
+#: disconnect metrics (the client is told ``rate_limited``; that reason is kept for
+#: sessions flood control cut off).
+CONNECT_RATE = "connect_rate"
+
 
 class TokenBucket:
     """``rate`` messages per second on average, ``burst`` at once.

@@ -8,7 +8,8 @@ rendered one chunk at a time, each at most :data:`CHUNK_BYTES` (or one message),
 only when the server's :class:`ReplayBudget` has room for it: all replays together
 hold at most :data:`BUDGET_CHUNKS` chunks, rendered and not yet written. A replay
 that finds no room waits, within the same ``--send-timeout`` as the write it is
-waiting to make (past it the client is a slow consumer, as for any write).
+waiting to make (past it the client is a slow consumer, as for any write). The bytes
+of the chunks held are the server's ``replay_bytes_in_flight`` metric.
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ def utf8_size(line: str) -> int:
     return len(line) if line.isascii() else len(line.encode("utf-8"))
 
 
-def render_chunk(messages: Sequence[Shown], start: int, limit: int) -> tuple[list[str], int]:
+def render_chunk(
+    messages: Sequence[Shown], start: int, limit: int
+) -> tuple[list[str], int, int]:
     """Replay lines for ``messages[start:]`` up to ``limit`` bytes (at least one
-    message), and where the next chunk starts."""
+    message), where the next chunk starts, and the lines' size in bytes on the wire
+    (NDJSON: newlines included)."""
     lines: list[str] = []
     size = 0
     index = start
@@ -48,7 +52,7 @@ def render_chunk(messages: Sequence[Shown], start: int, limit: int) -> tuple[lis
         lines.append(line)
         size += utf8_size(line) + 1
         index += 1
-    return lines, index
+    return lines, index, size
 
 
 class ReplayBudget:

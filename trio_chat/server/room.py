@@ -31,9 +31,10 @@ import trio
 
 from .. import protocol
 from ..history.base import History, Replay
-from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError
+from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError, skeleton
 from ..pulse import Pulse
 from .delivery import Delivery, LocalDelivery
+from .metrics import Metrics
 from .pacing import ReadPacer
 from .replays import ReplayBudget
 
@@ -46,6 +47,13 @@ NOTICE_RATE = 2_000
 #: Shortest notice interval, in seconds; in a big room it is members / NOTICE_RATE,
 #: so one summary to everyone stays within the rate (10,000 members: 5 s).
 NOTICE_INTERVAL = 0.1
+
+
+def _taken(name: str, holder: str | None) -> ProtocolError:
+    """``name_taken``; for a look-alike (see :func:`protocol.skeleton`), saying of what."""
+    if holder is None or protocol.name_key(holder) == protocol.name_key(name):
+        return ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
+    return ProtocolError(NAME_TAKEN, f"name '{name}' is taken: it looks like '{holder}'")
 
 
 class Member:
@@ -68,6 +76,11 @@ class Member:
     @property
     def joined(self) -> bool:
         return self.name is not None
+
+    @property
+    def queued(self) -> int:
+        """Entries waiting in this member's queue now."""
+        return self._outgoing.statistics().current_buffer_used
 
     def deliver(self, line: str | Replay) -> bool:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
@@ -104,11 +117,14 @@ class Room:
         clock: Callable[[], str] = protocol.timestamp,
         notice_rate: float = NOTICE_RATE,
         notice_interval: float = NOTICE_INTERVAL,
+        metrics: Metrics | None = None,
         replays: ReplayBudget | None = None,
     ) -> None:
+        self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
+        #: What this room's server counts (read on a /metrics scrape).
+        self.metrics = metrics if metrics is not None else Metrics()
         #: Replay chunks all members' writers may hold at once (:mod:`.replays`).
         self.replays = replays if replays is not None else ReplayBudget()
-        self._members: dict[str, Member] = {}  # casefolded name -> member, join order
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self.delivery.bind(self)
@@ -175,22 +191,30 @@ class Room:
         """Members on this server (the deliveries a broadcast costs)."""
         return len(self._members)
 
+    def rename(self, name: str, new: str) -> None:
+        """The server renames the member called ``name`` (a clash found after a Redis
+        outage): it gets a new ``welcome``, the room a ``rename`` notice. ``new`` must be
+        valid and free (claimed)."""
+        member = self._members.get(skeleton(name))
+        if member is not None and member.name == name:
+            self.join(member, new)
+
     def holds(self, name: str) -> bool:
         """A member here has this name."""
-        return name.casefold() in self._members
+        return skeleton(name) in self._members
 
     async def claim(self, name: str) -> None:
         """Before a join under ``name``: reserve it wherever else members may hold it
         (other servers sharing the room; raises ``name_taken``). Follow with
         :meth:`unclaim` whether or not the join happened."""
-        if name.casefold() in self._members:
+        if skeleton(name) in self._members:
             return  # a local holder: join() decides
         if not await self.delivery.claim(name):
             raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
 
     def unclaim(self, name: str) -> None:
         """Release a claimed name if no member here holds it (the join failed)."""
-        if name.casefold() not in self._members:
+        if skeleton(name) not in self._members:
             self.delivery.release(name)
 
     def join(
@@ -202,13 +226,15 @@ class Room:
         given). ``welcome=False`` (neither) is for seed-style clients that never asked
         to join: they would print a ``welcome`` as a chat line from nobody.
         """
-        key = name.casefold()
+        key = skeleton(name)
         holder = self._members.get(key)
         if holder is not None and holder is not member:
-            raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
+            raise _taken(name, holder.name)
+        if key == skeleton(protocol.SYSTEM_USER):
+            raise _taken(name, protocol.SYSTEM_USER)
         old = member.name
         if old is not None:
-            del self._members[old.casefold()]
+            del self._members[skeleton(old)]
             self._users_json = None  # a rename moves the name to the end
         member.name = name
         self._members[key] = member
@@ -240,9 +266,9 @@ class Room:
     def leave(self, member: Member) -> None:
         """Remove ``member`` if seated, and tell everyone who stays."""
         name = member.name
-        if name is None or self._members.get(name.casefold()) is not member:
+        if name is None or self._members.get(skeleton(name)) is not member:
             return
-        del self._members[name.casefold()]
+        del self._members[skeleton(name)]
         self._users_json = None
         if self.closed:
             return  # the cluster forgets this server's members all at once
@@ -281,9 +307,18 @@ class Room:
         """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
         if self.closed:
             return
-        for member in list(self._members.values()):
+        members = list(self._members.values())
+        evicted = self._evicted
+        before = len(evicted)
+        for member in members:
             if not member.deliver(line):
-                self._evicted.append(member)
+                evicted.append(member)
+        metrics = self.metrics
+        metrics.broadcasts += 1
+        failed = len(evicted) - before
+        metrics.deliveries += len(members) - failed
+        if failed:  # a full queue is the deepest a queue gets (its writers never see it)
+            metrics.queue_depth(max(member.queued for member in list(evicted)[before:]))
         if self._evicting:
             return  # an outer broadcast is already announcing the evictions
         self._evicting = True
@@ -308,6 +343,7 @@ class Room:
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def _announce(self, event: str, name: str, text: str, **extra: str) -> None:
+        self.metrics.notices += 1
         self.broadcast(protocol.system(event, name, text, self.count, self._clock(), **extra))
 
     def _notice(self, event: str, name: str, text: str) -> bool:
@@ -347,6 +383,7 @@ class Room:
                 await trio.sleep_until(self._window_end)
                 joined, left = self._joined, self._left
                 self._joined = self._left = 0
+                self.metrics.notices += 1
                 self.broadcast(protocol.summary(joined, left, self.count, self._clock()))
                 # Still busy: the next interval starts coalesced too, so a steady
                 # crowd costs one broadcast per interval.

@@ -33,7 +33,7 @@ from ..protocol import (
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
-from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk
+from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import Member, Room
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ GONE = "gone"
 SHUTDOWN = "shutdown"
 #: End reason for a WebSocket peer that did not answer a ping in time.
 PING_TIMEOUT = "ping_timeout"
+#: End reason for a WebSocket peer that broke the protocol (logged as
+#: ``protocol_error: <what>``; the close code is the violation's, 1002 or 1009).
+PROTOCOL_ERROR = "protocol_error"
 
 
 class PeerGone(Exception):
@@ -56,6 +59,12 @@ class PeerGone(Exception):
 
 class Transport(Protocol):
     peer: str
+    #: The transport's name in metrics and logs (``tcp``, ``ws``).
+    kind: str
+    #: Messages and bytes written so far (the server's metrics sum them: counting per
+    #: connection keeps the write path off any shared counter).
+    messages_out: int
+    bytes_out: int
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
         """Wait for input; return what it decoded to (maybe nothing), or None at EOF."""
@@ -95,6 +104,7 @@ class Session:
             self._reader.deadline = trio.current_time() + join_timeout
         self._ended = "closed by peer"
         self._stop: ProtocolError | str | None = None
+        self._held_until = -math.inf  # the end of the last wait take_control() imposed
         self._waiting = trio.CancelScope()
         #: Flood control: fresh, or (``bucket``) where the peer's address left off.
         self.bucket = bucket if bucket is not None else TokenBucket(
@@ -103,6 +113,14 @@ class Session:
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
         self._send = send
+        #: Chat messages taken from this connection (folded into the metrics at close).
+        self.messages_in = 0
+        self._metrics = room.metrics
+
+    @property
+    def queued(self) -> int:
+        """Entries waiting in this member's queue now."""
+        return self.member.queued
 
     @property
     def reason(self) -> str:
@@ -125,7 +143,7 @@ class Session:
                             f"closing: no join within {self._join_timeout:g} seconds",
                             fatal=True,
                         )
-                        member.deliver(error.to_message())
+                        self._tell(error)
                         member.evicted = IDLE_TIMEOUT
                 finally:
                     self.room.leave(member)
@@ -152,10 +170,26 @@ class Session:
             self._stop = failure
             self._waiting.cancel()
 
+    def take_control(self) -> float:
+        """Flood control for input the reader never sees, a WebSocket ping or pong: a
+        token from the same bucket, and the seconds to wait (the frame guard waits them
+        out; raises ``rate_limited`` past the ceiling). Counted in the metrics like a
+        message's delay; several in one read share one wait (the last, longest), so
+        only the seconds past the wait already counted are added."""
+        delay = self.bucket.take()
+        if delay:
+            now = trio.current_time()
+            until = now + delay
+            metrics = self._metrics
+            metrics.rate_limit_delays += 1
+            metrics.rate_limit_delay_seconds += until - max(now, self._held_until)
+            self._held_until = until
+        return delay
+
     def _stopped(self, failure: ProtocolError | str) -> None:
         member = self.member
         if isinstance(failure, ProtocolError):
-            member.deliver(failure.to_message())
+            self._tell(failure)
             failure = failure.code
         if member.evicted is None:
             member.evicted = failure
@@ -183,13 +217,15 @@ class Session:
                 else:
                     if delay:
                         # Fakelag: this sender waits; nobody else does.
+                        self._metrics.rate_limit_delays += 1
+                        self._metrics.rate_limit_delay_seconds += delay
                         await trio.sleep(delay)
                     else:
                         # One read can hold a thousand lines: let the writers drain
                         # the queues every few broadcasts, or they overflow.
                         await pacer.step(budget)
                 if isinstance(item, ProtocolError):
-                    self.member.deliver(item.to_message())
+                    self._tell(item)
                     if item.fatal:
                         self.member.evicted = item.code
                         return
@@ -209,7 +245,7 @@ class Session:
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
-                    self.member.deliver(error.to_message())
+                    self._tell(error)
                 finally:
                     if claimed is not None:
                         self.room.unclaim(claimed)
@@ -235,6 +271,7 @@ class Session:
                 # Seed compatibility: its client never joins and names itself in each chat.
                 room.join(member, protocol.validate_name(event.user), welcome=False)
             room.say(member, event.text)
+            self.messages_in += 1
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
@@ -249,8 +286,13 @@ class Session:
             self._reader.deadline = math.inf
         return True
 
+    def _tell(self, error: ProtocolError) -> None:
+        """Send the client an error message, counted by its code."""
+        self._metrics.errors[error.code] += 1
+        self.member.deliver(error.to_message())
+
     async def _write_loop(self) -> None:
-        outgoing = self._outgoing
+        outgoing, metrics = self._outgoing, self._metrics
         async for item in outgoing:
             lines: list[str] = []
             size = 0
@@ -272,6 +314,11 @@ class Session:
                     item = outgoing.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+            taken = len(lines)
+            if taken > metrics.queue_high_water or taken >= MAX_BATCH or size >= WRITE_BYTES:
+                # Everything queued was taken at once, up to MAX_BATCH lines or WRITE_BYTES:
+                # with what is left, the queue's depth.
+                metrics.queue_depth(taken + outgoing.statistics().current_buffer_used)
             if lines and not await self._write(lines):
                 return
 
@@ -281,7 +328,7 @@ class Session:
         budget has room for it."""
         history = self.room.history
         assert history is not None
-        while replay.read_before is not None:
+        while replay.read_before is not None:  # from the store: a page at a time
             page, replay = await history.read_page(replay, REPLAY_PAGE)
             if not await self._write_replay(page):
                 return False
@@ -293,15 +340,22 @@ class Session:
         waits for the budget and is written within one ``send_timeout``."""
         budget = self.room.replays
         start = 0
+        metrics = self._metrics
 
         async def next_chunk() -> None:
             nonlocal start, end
             async with budget.slot():
-                lines, start = render_chunk(messages, start, CHUNK_BYTES)
+                lines, start, size = render_chunk(messages, start, CHUNK_BYTES)
                 if start >= len(messages) and end is not None:
                     lines.append(end)  # a short replay is one write
+                    size += utf8_size(end) + 1
                     end = None
-                await self.transport.send(lines, batch=self.member.batch)
+                # What the budget holds, in bytes: rendered, not yet written.
+                metrics.replay_bytes_in_flight += size
+                try:
+                    await self.transport.send(lines, batch=self.member.batch)
+                finally:
+                    metrics.replay_bytes_in_flight -= size
 
         while start < len(messages) or end is not None:
             if not await self._bounded(next_chunk):

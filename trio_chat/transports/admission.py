@@ -17,7 +17,7 @@ import trio
 
 from ..config import Config
 from ..protocol import RATE_LIMITED, ProtocolError
-from ..server.limits import Gate
+from ..server.limits import CONNECT_RATE, Gate
 from ..server.room import Room
 from ..server.session import Session, Transport
 from .net import peer_host, peer_name, set_keepalive
@@ -73,6 +73,9 @@ class Admission:
         peer = peer_name(stream)
         host = peer_host(peer)
         set_keepalive(stream)
+        metrics = self.room.metrics
+        totals = metrics.transport(kind)
+        totals.accepted += 1
         refusal: ProtocolError | None = None
         level = logging.INFO
         gate = self.gate
@@ -82,11 +85,18 @@ class Admission:
             except ProtocolError as error:
                 refusal = error
                 throttle = gate.throttle
-                if error.code == RATE_LIMITED and throttle and throttle.refused(host) > 1:
-                    level = logging.DEBUG
+                if error.code == RATE_LIMITED:
+                    # Refused for its address's connection rate (not flood control).
+                    metrics.disconnects[CONNECT_RATE] += 1
+                    if throttle is not None and throttle.refused(host) > 1:
+                        level = logging.DEBUG
+                else:
+                    metrics.disconnects[error.code] += 1
+        totals.open += 1
         try:
             yield Arrival(stream, kind, peer, refusal, level)
         finally:
+            totals.open -= 1
             if gate is not None and refusal is None:
                 gate.release(host)
 
@@ -115,4 +125,16 @@ class Admission:
                 gate.live.discard(session)
                 if gate.floods is not None:
                     gate.floods.left(peer_host(arrival.peer), session.bucket)
+            self._count_end(session)
         log_connection("disconnect", arrival.kind, arrival.peer, session.reason)
+
+    def _count_end(self, session: Session) -> None:
+        """Fold a finished session's own counts into the server's metrics."""
+        metrics, transport = self.room.metrics, session.transport
+        # A reason's detail (``protocol_error: <what>``) is for the log: the metric's
+        # labels stay a short, fixed set.
+        metrics.disconnects[session.reason.partition(":")[0]] += 1
+        totals = metrics.transport(transport.kind)
+        totals.messages_in += session.messages_in
+        totals.messages_out += transport.messages_out
+        totals.bytes_out += transport.bytes_out

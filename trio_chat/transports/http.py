@@ -226,6 +226,16 @@ async def serve_http(
         log.info("http %s: closed before sending a request head", peer)
         return None
     request, data = head
+    host = _host(request)
+    if not origin.host_policy(config.allowed_hosts, config.host).allows(host):
+        log.info("http %s: host %r not answered (--allowed-host): 421", peer, host)
+        reply = _text(
+            421,
+            f"421 misdirected request: this server does not answer for host {host!r}; "
+            "its operator can allow it with --allowed-host",
+        )
+        await _send_reply(stream, conn, reply, config, head=request.method == b"HEAD")
+        return None
     if is_websocket_upgrade(request):
         if origin_allowed(request, config, secure=isinstance(stream, trio.SSLStream)):
             return ReplayStream(stream, data, head=len(data) - len(conn.trailing_data[0]))

@@ -43,9 +43,12 @@ async def refuse_tcp(stream: trio.abc.Stream, error: ProtocolError, timeout: flo
 class TcpTransport:
     """Moves NDJSON lines over any trio Stream (a socket, TLS, or a memory stream)."""
 
+    kind = "tcp"
+
     def __init__(self, stream: trio.abc.Stream, config: Config, peer: str = "?") -> None:
         self.stream = stream
         self.peer = peer
+        self.messages_out = self.bytes_out = 0
         self._lines = LineBuffer(config.max_line)
         self._max_text = config.max_text
         self._eof = False
@@ -107,6 +110,8 @@ class TcpTransport:
             await self.stream.send_all(data)
         except _STREAM_ERRORS as exc:
             raise PeerGone from exc
+        self.messages_out += len(lines)
+        self.bytes_out += len(data)
 
     async def close(self, reason: str | None) -> None:
         """Lingering close: send our FIN after the last line, then read and discard

@@ -33,7 +33,7 @@ from ..protocol import (
 )
 from ..protocol.wsframes import close_frame
 from ..protocol.wsinput import FrameChecker, Violation
-from ..server.session import GONE, PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from ..server.session import GONE, PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN, PeerGone, Session
 from . import http, tls, wsconn
 from .admission import Admission, log_connection
 from .wsguard import Failure, FrameGuard
@@ -56,13 +56,12 @@ REFUSALS: dict[str, tuple[int, str]] = {
     SERVER_FULL: CLOSE_CODES[SERVER_FULL],
     RATE_LIMITED: (4029, "too many connections"),
 }
-#: How a session that broke the WebSocket protocol ends: its reason (logged) is
-#: ``protocol_error: <what>``, and the close code the violation's (1002, 1009 for size).
-PROTOCOL_ERROR = "protocol_error"
 
 
 class WsTransport:
     """Moves protocol messages as WebSocket text frames."""
+
+    kind = "ws"
 
     def __init__(
         self,
@@ -74,6 +73,7 @@ class WsTransport:
         self.ws = ws
         self.peer = peer
         self.guard = guard
+        self.messages_out = self.bytes_out = 0
         self._max_text = config.max_text
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
@@ -107,6 +107,8 @@ class WsTransport:
                 await wsconn.send_frames(self.ws, data, guard.transport)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone from exc
+        self.messages_out += len(lines)
+        self.bytes_out += len(data)
 
     async def close(self, reason: str | None) -> None:
         guard = self.guard
@@ -210,7 +212,7 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                     log_connection("connect", "ws", peer)
                     session = admission.session(WsTransport(ws, config, peer, guard))
                     assert guard is not None
-                    guard.attach(session.bucket.take, partial(_failed, session))
+                    guard.attach(session.take_control, partial(_failed, session))
                     nursery.start_soon(keepalive, ws, session, config)
                     await admission.run(arrival, session)
                 nursery.cancel_scope.cancel()  # the library's reader task, if still running

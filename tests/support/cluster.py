@@ -1,0 +1,95 @@
+"""Cluster servers in the test's own event loop (``--redis``), and waits on their link
+to Redis: every wait watches :attr:`Cluster.state` and ``state_changed`` (bounded,
+never slept)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+import trio.testing
+
+from trio_chat import Bound, Config, serve
+from trio_chat.cluster import Cluster, LinkState, open_cluster
+
+from .tcp import TcpClient
+from .waits import WAIT
+from .ws import WsClient, ws_client
+
+
+@asynccontextmanager
+async def node(config: Config) -> AsyncIterator[tuple[Cluster, Bound]]:
+    """One cluster server in this event loop."""
+    async with open_cluster(config) as cluster, trio.open_nursery() as nursery:
+        bound: Bound = await nursery.start(partial(serve, config, room=cluster.room))
+        yield cluster, bound
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def ws(port: int) -> AsyncIterator[WsClient]:
+    """A WebSocket client of the server on ``port``."""
+    async with ws_client(port) as conn:
+        yield WsClient(conn)
+
+
+async def unlinked(*clusters: Cluster) -> None:
+    """Wait until each cluster has lost its link to Redis (and delivers locally)."""
+    with trio.fail_after(WAIT):
+        for cluster in clusters:
+            while cluster.connected:
+                await cluster.state_changed.wait()
+
+
+@asynccontextmanager
+async def relinking(*clusters: Cluster, wait: float = WAIT) -> AsyncIterator[None]:
+    """Expect each cluster's link to drop and come back because of what the block
+    does; on the way out, wait (at most ``wait`` seconds) until it has. Each cluster is
+    watched from before the block, since a short outage may be over before a later
+    look."""
+    relinked = [trio.Event() for _ in clusters]
+
+    async def watch(cluster: Cluster, done: trio.Event) -> None:
+        while cluster.connected:
+            await cluster.state_changed.wait()
+        while cluster.state is not LinkState.UP:
+            await cluster.state_changed.wait()
+        done.set()
+
+    async with trio.open_nursery() as watchers:
+        for cluster, done in zip(clusters, relinked, strict=True):
+            assert cluster.state is LinkState.UP
+            watchers.start_soon(watch, cluster, done)
+        await trio.testing.wait_all_tasks_blocked()  # every watcher is watching
+        yield
+        with trio.fail_after(wait):
+            for done in relinked:
+                await done.wait()
+
+
+async def linked(*clusters: Cluster) -> None:
+    """Wait until each cluster's link to Redis is up: after :func:`unlinked`, linked
+    again."""
+    with trio.fail_after(WAIT):
+        for cluster in clusters:
+            while cluster.state is not LinkState.UP:
+                await cluster.state_changed.wait()
+
+
+async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` chat messages, skipping notices."""
+    return [await client.recv_until(type="chat") for _ in range(count)]
+
+
+async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A fresh TCP client joining with ``since``: its replayed chats and history_end."""
+    async with await TcpClient.connect(port) as client:
+        await client.send({"type": "join", "user": name, "since": since})
+        await client.recv_until(type="welcome")
+        replayed = []
+        while (msg := await client.recv())["type"] != "history_end":
+            replayed.append(msg)
+        return replayed, msg
