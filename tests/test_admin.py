@@ -20,8 +20,9 @@ from click.testing import CliRunner
 
 from tests.support.admin import NAMED, NAMED_REDIS, Scrape, get, scrape, scrape_until
 from tests.support.cluster import chats, linked, node, unlinked
+from tests.support.frames import PING, TEXT, UPGRADE_REQUEST, frame, text
 from tests.support.http import exchange
-from tests.support.memory import WrappedStream
+from tests.support.memory import WrappedStream, memory_tcp
 from tests.support.redis import RedisServer
 from tests.support.tcp import TcpClient
 from tests.support.waits import WAIT
@@ -32,13 +33,15 @@ from trio_chat.admin.health import watch_event_loop
 from trio_chat.admin.http import MAX_CONNECTIONS
 from trio_chat.cli import main
 from trio_chat.history.sqlite import open_history
-from trio_chat.server.app import Running
+from trio_chat.server.app import Running, gate_for
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.limits import Gate
 from trio_chat.server.metrics import Histogram
 from trio_chat.server.room import Room
 from trio_chat.server.session import Session
+from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import TcpTransport
+from trio_chat.transports.ws import handle_ws
 
 DOCS = Path(__file__).parent.parent / "docs"
 ADMIN = Config(tcp_port=0, ws_port=0, rate_limit=0, admin_port=0)
@@ -211,6 +214,61 @@ async def test_replay_bytes_in_flight_while_a_joiner_does_not_read(tmp_path: Any
             "trio_chat_connections", transport="tcp", state="joined"
         ) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_what_issue_13_refuses_is_counted_by_its_own_reason(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A connection refused for its address's rate is ``connect_rate`` (not the flood
+    cutoffs' ``rate_limited``); a WebSocket protocol violation is ``protocol_error``,
+    without its detail (that is for the log: labels stay a fixed set); pings past the
+    limit are delays, and past the ceiling a ``rate_limited`` cutoff."""
+    config = replace(ADMIN, rate_limit=5, rate_burst=2, rate_ceiling=5, connect_rate=1,
+                     connect_burst=3)
+    room = Room()
+    gate = gate_for(config)
+    running = Running(config, room, gate, Bound("127.0.0.1", 1, 2), accepting=True)
+    registry = registry_for(running)
+
+    def scraped() -> Scrape:
+        return Scrape(generate(registry))
+
+    watcher = memory_tcp(nursery, room, config, gate=gate)
+    await watcher.join("watcher")
+    # A WebSocket that will ping too fast, and one that breaks the framing rules.
+    pinger, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(handle_ws, Admission(room, config, gate), server_end)
+    await pinger.send_all(UPGRADE_REQUEST + text(json.dumps({"type": "join", "user": "pinger"})))
+    await watcher.recv_until(type="system", event="join", name="pinger")
+    bad, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(handle_ws, Admission(room, config, gate), server_end)
+    await bad.send_all(UPGRADE_REQUEST + frame(TEXT, b"{}", mask=None))
+    # The fourth connection within a second is one too many for the address.
+    refused = memory_tcp(nursery, room, config, gate=gate)
+    assert (await refused.recv())["code"] == "rate_limited"
+    assert await refused.eof()
+
+    # The pinger: the join took a token, one ping is on time, five are held back 0.2 s
+    # apart, the next one is refused.
+    await pinger.send_all(frame(PING, b"x") * 100)
+    await watcher.recv_until(type="system", event="leave", name="pinger")
+    for stream in (pinger, bad):
+        while await stream.receive_some():  # up to the close frame and the end
+            pass
+        await stream.aclose()
+    await trio.testing.wait_all_tasks_blocked()  # their handlers have finished (and counted)
+
+    got = scraped()
+    assert got.value("trio_chat_rate_limit_delays") == 5
+    assert got.value("trio_chat_rate_limit_delay_seconds") == pytest.approx(1.0)
+    assert got.value("trio_chat_errors", code="rate_limited") == 1  # the refusal is not a session's
+    assert got.value("trio_chat_disconnects", reason="rate_limited") == 1
+    assert got.value("trio_chat_disconnects", reason="connect_rate") == 1
+    assert got.value("trio_chat_disconnects", reason="protocol_error") == 1
+    reasons = {sample.labels["reason"] for sample in got.families["trio_chat_disconnects"].samples}
+    assert not [reason for reason in reasons if ":" in reason], reasons
+    assert got.value("trio_chat_connections_accepted", transport="tcp") == 2
+    assert got.value("trio_chat_connections_accepted", transport="ws") == 2
 
 
 def generate(registry: Any) -> str:

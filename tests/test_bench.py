@@ -370,3 +370,15 @@ def test_paste_benchmark_times_a_paste_and_a_key_after_it() -> None:
     shown = re.findall(r"^\s*(\d+) chars: shown after\s+([\d.]+) s; one more key after\s+\d+ ms",
                        done.stdout, re.MULTILINE)
     assert [size for size, _ in shown] == ["100", "300"], done.stdout
+
+
+@pytest.mark.slow
+def test_flood_benchmark_reports_the_round_trips_with_and_without_flooders() -> None:
+    done = run([sys.executable, "-m", "trio_chat.bench.flood", "--flooders", "2",
+                "--seconds", "1", "--quiet-seconds", "0.5"])
+    assert done.returncode == 0, done.stderr
+    pings = re.findall(r"^(no flooders|2 newline flooders).*?(\d+) pings, p50", done.stdout,
+                       re.MULTILINE)
+    assert [kind for kind, _ in pings] == ["no flooders", "2 newline flooders"], done.stdout
+    assert all(int(count) > 0 for _, count in pings)
+    assert "flooders told rate_limited and closed:" in done.stdout

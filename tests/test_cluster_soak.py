@@ -377,7 +377,7 @@ async def test_cluster_soak() -> None:
     raise_nofile_limit()
     with redis_server_or_skip() as redis:
         args = ("--redis", redis.url, "--presence-ttl", str(TTL), "--rate-limit", "0",
-                "--history-keep", "100000", "--max-per-ip", "1000")
+                "--history-keep", "100000", "--max-per-ip", "1000", "--connect-rate", "0")
         async with AsyncExitStack() as stack:
             servers = [await stack.enter_async_context(server_process(*args))
                        for _ in range(SERVERS)]

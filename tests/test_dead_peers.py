@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from tests.support.frames import CLOSE, TEXT, masked_frame, upgrade
+from tests.support.frames import CLOSE, TEXT, frame, upgrade
 from tests.support.memory import WrappedStream, memory_tcp, memory_ws
 from tests.support.tcp import TcpClient
 from tests.support.waits import VIRTUAL_WAIT
@@ -87,7 +87,7 @@ async def test_websocket_that_stops_answering_pings_is_dropped(
     nursery.start_soon(handle_ws, Admission(room, config), server_end)
     start = trio.current_time()
     await upgrade(client_end)
-    await client_end.send_all(masked_frame(TEXT, b'{"type":"join","user":"Ghost"}'))
+    await client_end.send_all(frame(TEXT, b'{"type":"join","user":"Ghost"}'))
     await watcher.recv_until(type="system", event="join", name="Ghost")
     leave = await watcher.recv_until(type="system", event="leave")
     assert leave["name"] == "Ghost"
@@ -180,11 +180,11 @@ async def test_websocket_that_closes_and_stops_reading_is_dropped(
     server = StopsReading(server_end)
     nursery.start_soon(handle_ws, Admission(room, config), server)
     await upgrade(client_end)
-    await client_end.send_all(masked_frame(TEXT, b'{"type":"join","user":"Ghost"}'))
+    await client_end.send_all(frame(TEXT, b'{"type":"join","user":"Ghost"}'))
     await watcher.recv_until(type="system", event="join", name="Ghost")
     start = trio.current_time()
     server.full = True
-    await client_end.send_all(masked_frame(CLOSE, (1000).to_bytes(2, "big")))
+    await client_end.send_all(frame(CLOSE, (1000).to_bytes(2, "big")))
     with trio.fail_after(120):
         leave = await watcher.recv_until(type="system", event="leave")
     assert leave["name"] == "Ghost"

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.memory import memory_tcp
-from tests.support.tcp import TcpClient
+from tests.support.tcp import TcpClient, join_with_replay
 from tests.support.ws import WsClient, get_text, ws_client
 from trio_chat import Config, serve
 from trio_chat.history.base import History, Replay, StoredMessage, chat_line
@@ -29,21 +29,6 @@ from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.room import Room
 
 CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
-
-
-async def join_with_replay(
-    client: TcpClient, name: str, **extra: Any
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Join; return the replayed chats and the ``history_end`` that follows welcome."""
-    await client.send({"type": "join", "user": name, **extra})
-    await client.recv_until(type="welcome")
-    chats = []
-    while (msg := await client.recv())["type"] != "history_end":
-        assert msg["type"] == "chat" and msg["history"] is True, msg
-        chats.append(msg)
-    joined = await client.recv()
-    assert joined["type"] == "system" and joined["event"] == "join", joined
-    return chats, msg
 
 
 async def say(client: TcpClient, name: str, *texts: str) -> list[int]:

@@ -9,6 +9,7 @@ import pytest
 
 from trio_chat import protocol
 from trio_chat.protocol import (
+    Blank,
     Chat,
     Event,
     Join,
@@ -61,9 +62,10 @@ def test_decode_line(line: bytes, event: Event) -> None:
 
 
 @pytest.mark.parametrize("line", [b"", b"   ", b"\t"])
-def test_blank_lines_are_ignored(line: bytes) -> None:
-    assert decode_line(line) is None
-    assert decode_frame(line.decode()) is None
+def test_blank_lines_are_blank_events(line: bytes) -> None:
+    """Blank input means nothing, but it is input: flood control counts it."""
+    assert decode_line(line) == Blank()
+    assert decode_frame(line.decode()) == Blank()
 
 
 @pytest.mark.parametrize(

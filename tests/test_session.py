@@ -165,7 +165,7 @@ async def test_transport_receive_reports_errors_and_events_in_order() -> None:
     got = await transport.receive()
     assert got is not None
     # "[]" does not start with "{": on TCP it is the plain-text message "[]".
-    assert [type(x).__name__ for x in got] == ["Who", "ProtocolError", "Chat", "Ping"]
+    assert [type(x).__name__ for x in got] == ["Who", "ProtocolError", "Blank", "Chat", "Ping"]
 
 
 @pytest.mark.parametrize("tail", [b"x" * 300, b"x" * 300 + b"\n"])

@@ -146,6 +146,11 @@ def main() -> None:
         help="Connections at once (0: no cap).")
 @option("--max-per-ip", type=click.IntRange(0), default=DEFAULTS.max_per_ip,
         help="Connections at once from one IP address (0: no cap).")
+@option("--connect-rate", type=click.FloatRange(0), default=DEFAULTS.connect_rate,
+        help="New connections per second from one address (an IPv6 /64), after the "
+        "burst; over it a connection is refused with rate_limited (0: off).")
+@option("--connect-burst", type=click.IntRange(1), default=DEFAULTS.connect_burst,
+        help="New connections one address may open at once before --connect-rate applies.")
 @option("--shutdown-grace", type=click.FloatRange(0), default=DEFAULTS.shutdown_grace,
         help="Seconds a stopping server waits for queued messages to go out.")
 @option("--handshake-timeout", type=click.FloatRange(0, min_open=True),

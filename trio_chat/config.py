@@ -121,6 +121,10 @@ class Config:
     max_clients: int = 10000
     #: Connections at once from one IP address (0: no cap).
     max_per_ip: int = 100
+    #: New connections per second from one address (0 turns the limit off) ...
+    connect_rate: float = 2.0
+    #: ... with bursts of this many; over it a connection is refused (``rate_limited``).
+    connect_burst: int = 20
     #: Seconds a stopping server waits for queued messages to reach the clients.
     shutdown_grace: float = 5.0
     #: PEM certificate chain: with it both ports speak TLS (tls:// and wss://).

@@ -1,6 +1,7 @@
-"""NDJSON line clients: :class:`TcpClient` (Trio, any stream), :class:`BlockingTcpClient`
-(a plain socket, for threads that are not Trio's), :func:`read_lines` (for load), and
-:func:`free_port` (a port where nobody listens)."""
+"""NDJSON line clients: :class:`TcpClient` (Trio, any stream) and
+:func:`join_with_replay`, :class:`BlockingTcpClient` (a plain socket, for threads that
+are not Trio's), :func:`read_lines` (for load), and :func:`free_port` (a port where
+nobody listens)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,21 @@ class TcpClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def join_with_replay(
+    client: TcpClient, name: str, **extra: Any
+) -> tuple[list[Message], Message]:
+    """Join; return the replayed chats and the ``history_end`` that follows welcome."""
+    await client.send({"type": "join", "user": name, **extra})
+    await client.recv_until(type="welcome")
+    chats = []
+    while (msg := await client.recv())["type"] != "history_end":
+        assert msg["type"] == "chat" and msg["history"] is True, msg
+        chats.append(msg)
+    joined = await client.recv()
+    assert joined["type"] == "system" and joined["event"] == "join", joined
+    return chats, msg
 
 
 class BlockingTcpClient:

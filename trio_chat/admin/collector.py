@@ -29,8 +29,9 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from ..protocol import ERROR_CODES, IDLE_TIMEOUT, RATE_LIMITED, SERVER_FULL, SLOW_CONSUMER, TOO_LONG
+from ..server.limits import CONNECT_RATE
 from ..server.metrics import Histogram
-from ..server.session import GONE, PING_TIMEOUT, SHUTDOWN
+from ..server.session import GONE, PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN
 from .health import readiness
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ LINK_STATES = ("down", "restoring", "up")
 #: Others (``error``...) appear when they first happen.
 REASONS = (
     "leave", "closed by peer", GONE, SHUTDOWN, SLOW_CONSUMER, RATE_LIMITED, IDLE_TIMEOUT,
-    PING_TIMEOUT, TOO_LONG, SERVER_FULL,
+    PING_TIMEOUT, TOO_LONG, PROTOCOL_ERROR, SERVER_FULL, CONNECT_RATE,
 )  # fmt: skip
 
 

@@ -17,9 +17,11 @@ from .redis_server import free_port
 
 MODES = ("tcp", "ws", "ws-batch")
 #: trio-chat as the peers run: no flood control (senders send as fast as the window
-#: allows), no per-IP cap (every client is 127.0.0.1), no connection cap, history
-#: kept in memory (no disk, and the user's database is left alone).
-SERVE_OPTIONS = ("--rate-limit", "0", "--max-per-ip", "0", "--max-clients", "0", "--db", ":memory:")
+#: allows), no per-IP cap or connection rate limit (every client is 127.0.0.1), no
+#: connection cap, history kept in memory (no disk, and the user's database is left
+#: alone).
+SERVE_OPTIONS = ("--rate-limit", "0", "--max-per-ip", "0", "--max-clients", "0",
+                 "--connect-rate", "0", "--db", ":memory:")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ transport:
 - :mod:`.names`: valid names, and when two names look alike;
 - :mod:`.framing`: NDJSON lines out of a byte stream, bounded;
 - :mod:`.wsframes`: WebSocket frames as the server writes them;
+- :mod:`.wsinput`: WebSocket frames as the server reads them, checked and bounded;
 - :mod:`.errors`: the error codes of ``docs/protocol.md``.
 
 The names below are the package's interface; modules import from it.
@@ -32,6 +33,7 @@ from .errors import (
 )
 from .events import (
     MAX_TEXT,
+    Blank,
     Chat,
     Event,
     Join,
@@ -91,6 +93,7 @@ __all__ = [
     "SYSTEM_USER",
     "TOO_LONG",
     "UNKNOWN_TYPE",
+    "Blank",
     "Chat",
     "Encoded",
     "Event",

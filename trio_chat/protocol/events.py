@@ -61,7 +61,14 @@ class Ping:
     pass
 
 
-Event = Join | Chat | Leave | Who | Ping
+@dataclass(frozen=True, slots=True)
+class Blank:
+    """An empty or whitespace-only line or frame. It means nothing, but it is input:
+    flood control counts it like any other message, or a flood of newlines would cost
+    the server a core while never being told ``rate_limited``."""
+
+
+Event = Join | Chat | Leave | Who | Ping | Blank
 
 
 # ---------------------------------------------------------------- validation
@@ -147,17 +154,18 @@ def decode_json(text: str, max_text: int = MAX_TEXT) -> Event:
     return event_from_object(obj, max_text)
 
 
-def decode_frame(data: str | bytes, max_text: int = MAX_TEXT) -> Event | None:
-    """Decode a WebSocket message; binary frames are refused, blank ones ignored."""
+def decode_frame(data: str | bytes, max_text: int = MAX_TEXT) -> Event:
+    """Decode a WebSocket message; binary frames are refused, blank ones are
+    :class:`Blank`."""
     if isinstance(data, bytes):
         raise ProtocolError(BAD_JSON, "binary frames are not supported; send JSON text")
     if not data.strip():
-        return None
+        return Blank()
     return decode_json(data, max_text)
 
 
-def decode_line(line: bytes, max_text: int = MAX_TEXT) -> Event | None:
-    """Decode one TCP line (without its newline); ``None`` for a blank line.
+def decode_line(line: bytes, max_text: int = MAX_TEXT) -> Event:
+    """Decode one TCP line (without its newline); :class:`Blank` for a blank line.
 
     A line whose first non-blank character is ``{`` is JSON; anything else is the
     plain-text dialect for people at ``nc``: ``/nick NAME``, ``/who``, ``/quit``, or a
@@ -169,7 +177,7 @@ def decode_line(line: bytes, max_text: int = MAX_TEXT) -> Event | None:
         raise ProtocolError(BAD_JSON, "line is not valid UTF-8") from None
     stripped = text.strip()
     if not stripped:
-        return None
+        return Blank()
     if stripped.startswith("{"):
         return decode_json(stripped, max_text)
     return _decode_plain(stripped, max_text)

@@ -101,13 +101,17 @@ def welcome(user: str, users_json: str, clients_count: int, max_text: int) -> st
 def chat(
     user: str, text: str, ts: str, message_id: int | None = None, *, history: bool = False
 ) -> str:
-    """A chat message; ``history`` marks one replayed from the store (sent earlier)."""
+    """A chat message; ``history`` marks one replayed from the store (sent earlier).
+
+    A replayed message goes to one client only: it is a plain ``str``, since an
+    :class:`Encoded` would keep its wire bytes beside it (twice what a replay holds)."""
     message: dict[str, Any] = {"type": "chat"}
     if message_id is not None:
         message["id"] = message_id
     message.update(user=user, text=text, timestamp=ts)
     if history:
         message["history"] = True
+        return dumps(message)
     return encode(message)
 
 

@@ -33,6 +33,14 @@ def text_frame(payload: bytes) -> bytes:
     return frame_header(len(payload)) + payload
 
 
+def close_frame(code: int, reason: str) -> bytes:
+    """A close frame with ``code`` and ``reason`` (cut to fit the 125-byte limit of a
+    control frame, never inside a character)."""
+    data = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    payload = struct.pack("!H", code) + data
+    return bytes((0x88, len(payload))) + payload
+
+
 def batch_frames(lines: Iterable[bytes]) -> bytes:
     """Several NDJSON lines (each ending in ``\\n``) in text frames, newline-separated
     (``batch``): as few frames as :data:`MAX_BATCH_FRAME` allows (a longer message is a

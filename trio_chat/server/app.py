@@ -26,6 +26,7 @@ from ..transports.net import listener_port, open_listeners, url_host
 from ..transports.origin import host_policy
 from ..transports.tcp import handle_tcp
 from ..transports.ws import handle_ws
+from .addresses import ConnectThrottle, FloodMemory
 from .delivery import LocalDelivery
 from .limits import Gate
 from .process import RESERVED_FDS, raise_nofile_limit, tune_gc, tune_malloc
@@ -168,6 +169,18 @@ HANDLERS: dict[str, Callable[[Admission, trio.abc.Stream], Awaitable[None]]] = {
 }
 
 
+def gate_for(config: Config) -> Gate[Session]:
+    """The server's connection gate: the caps, the connection rate per address, and the
+    flood state closed connections leave their address (on Trio's clock)."""
+    clock = trio.current_time
+    return Gate[Session](
+        config.max_clients,
+        config.max_per_ip,
+        throttle=ConnectThrottle(config.connect_rate, config.connect_burst, clock),
+        floods=FloodMemory(config.rate_limit, config.rate_burst, config.rate_ceiling, clock),
+    )
+
+
 async def _serve_connections(
     config: Config,
     room: Room,
@@ -177,7 +190,7 @@ async def _serve_connections(
     task_status: trio.TaskStatus[Bound],
     admin: Sequence[trio.abc.Listener[trio.abc.Stream]] = (),
 ) -> None:
-    gate = Gate[Session](config.max_clients, config.max_per_ip)
+    gate = gate_for(config)
     running = Running(config, room, gate, bound)
     # The admin listener answers from before the first connection until after the last
     # (readiness says 503 meanwhile), so a load balancer sees the whole life.

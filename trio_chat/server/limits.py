@@ -2,19 +2,28 @@
 
 :class:`TokenBucket` is the flood control (ergo's "fakelag"): it says how long to hold
 a message back instead of dropping it, and when a client has been held back for too
-long in a row. :class:`Gate` admits connections under ``--max-clients`` and
-``--max-per-ip`` and knows every live connection, so shutdown can reach them all.
+long in a row. :class:`Gate` admits connections under ``--max-clients``,
+``--max-per-ip`` and ``--connect-rate`` (:mod:`.addresses`) and knows every live
+connection, so shutdown can reach them all.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..protocol import RATE_LIMITED, SERVER_FULL, ProtocolError
 
+if TYPE_CHECKING:
+    from .addresses import ConnectThrottle, FloodMemory
+
 T = TypeVar("T")
+
+#: Why a connection refused for its address's ``--connect-rate`` is counted in the
+#: disconnect metrics (the client is told ``rate_limited``; that reason is kept for
+#: sessions flood control cut off).
+CONNECT_RATE = "connect_rate"
 
 
 class TokenBucket:
@@ -33,19 +42,40 @@ class TokenBucket:
     ``rate <= 0`` turns the bucket off.
     """
 
-    def __init__(self, rate: float, burst: int, ceiling: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        ceiling: int,
+        clock: Callable[[], float],
+        *,
+        tokens: float | None = None,
+        held: int = 0,
+    ) -> None:
         self.rate = rate
         self.burst = max(1, burst)
         self.ceiling = ceiling
         self._clock = clock
-        self._tokens = float(self.burst)
+        self._tokens = float(self.burst) if tokens is None else min(float(self.burst), tokens)
         self._last = clock()
         #: Messages in a row that had to wait (less what pauses forgave).
-        self.held = 0
+        self.held = held
 
     @property
     def enabled(self) -> bool:
         return self.rate > 0
+
+    def level(self) -> float:
+        """Tokens now (negative: in debt), without spending any."""
+        return min(self.burst, self._tokens + (self._clock() - self._last) * self.rate)
+
+    def charge(self, tokens: float, held: int, floor: float) -> None:
+        """Add another bucket's debt to this one (no lower than ``floor`` tokens) and
+        its count of delayed messages, if larger."""
+        now = self._clock()
+        level = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._tokens, self._last = max(floor, level - tokens), now
+        self.held = max(self.held, held)
 
     def take(self) -> float:
         """Spend one token; return the seconds to wait first (0.0 within the limit)."""
@@ -63,6 +93,10 @@ class TokenBucket:
             return 0.0
         self.held += 1
         if self.held > self.ceiling:
+            # Refused, not delivered: it costs nothing (a bucket that outlives the
+            # connection, FloodMemory's, must not sink further with every refusal).
+            self._tokens += 1
+            self.held = self.ceiling + 1
             raise ProtocolError(
                 RATE_LIMITED,
                 f"too many messages: over {self.rate:g}/s for {self.ceiling} messages "
@@ -80,13 +114,24 @@ class Gate(Generic[T]):
     to reach at shutdown (a session); sessions are added once they exist.
     """
 
-    def __init__(self, max_clients: int, max_per_ip: int) -> None:
+    def __init__(
+        self,
+        max_clients: int,
+        max_per_ip: int,
+        *,
+        throttle: ConnectThrottle | None = None,
+        floods: FloodMemory | None = None,
+    ) -> None:
         self.max_clients = max_clients
         self.max_per_ip = max_per_ip
         self.per_ip: Counter[str] = Counter()
         self.total = 0
         self.live: set[T] = set()
         self.closing = False
+        #: New connections per address (``--connect-rate``), if limited.
+        self.throttle = throttle
+        #: The flood state closed connections leave their address, if remembered.
+        self.floods = floods
 
     def admit(self, ip: str) -> None:
         """Count a new connection from ``ip``, or raise ``server_full`` (fatal)."""
@@ -100,6 +145,14 @@ class Gate(Generic[T]):
             raise ProtocolError(
                 SERVER_FULL,
                 f"too many connections from your address (limit {self.max_per_ip})",
+                fatal=True,
+            )
+        throttle = self.throttle
+        if throttle is not None and not throttle.admit(ip):
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"too many new connections from your address (at most {throttle.burst} at "
+                f"once, then {throttle.rate:g} per second); try again later",
                 fatal=True,
             )
         self.total += 1

@@ -36,6 +36,7 @@ from ..pulse import Pulse
 from .delivery import Delivery, LocalDelivery
 from .metrics import Metrics
 from .pacing import ReadPacer
+from .replays import ReplayBudget
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,15 @@ class Room:
         notice_interval: float = NOTICE_INTERVAL,
         max_text: int = protocol.MAX_TEXT,
         metrics: Metrics | None = None,
+        replays: ReplayBudget | None = None,
     ) -> None:
         #: The longest chat text the sessions accept (``--max-text``), told in ``welcome``.
         self.max_text = max_text
         self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
         #: What this room's server counts (read on a /metrics scrape).
         self.metrics = metrics if metrics is not None else Metrics()
+        #: Replay chunks all members' writers may hold at once (:mod:`.replays`).
+        self.replays = replays if replays is not None else ReplayBudget()
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self.delivery.bind(self)

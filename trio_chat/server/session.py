@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
 
 from .. import protocol
 from ..config import Config
-from ..history.base import Replay, chat_line
+from ..history.base import Replay, Shown
 from ..protocol import (
     IDLE_TIMEOUT,
     NOT_JOINED,
     SLOW_CONSUMER,
+    Blank,
     Chat,
     Event,
     Join,
@@ -29,15 +30,15 @@ from ..protocol import (
     Ping,
     ProtocolError,
     Who,
-    wire_line,
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
+from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import Member, Room
 
 log = logging.getLogger(__name__)
 
-#: Most lines handed to one transport write.
+#: Most lines handed to one transport write (and at most WRITE_BYTES of them).
 MAX_BATCH = 512
 
 
@@ -47,6 +48,9 @@ GONE = "gone"
 SHUTDOWN = "shutdown"
 #: End reason for a WebSocket peer that did not answer a ping in time.
 PING_TIMEOUT = "ping_timeout"
+#: End reason for a WebSocket peer that broke the protocol (logged as
+#: ``protocol_error: <what>``; the close code is the violation's, 1002 or 1009).
+PROTOCOL_ERROR = "protocol_error"
 
 
 class PeerGone(Exception):
@@ -77,7 +81,8 @@ class Session:
     """One connection: a reader task and a writer task around the member's queue.
 
     ``join_timeout`` (seconds) closes a connection that has not joined by then with
-    ``idle_timeout``; ``None`` lets it wait forever.
+    ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
+    when not a fresh one.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Session:
         transport: Transport,
         *,
         join_timeout: float | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.room = room
         self.config = config
@@ -97,7 +103,11 @@ class Session:
         if join_timeout is not None:
             self._reader.deadline = trio.current_time() + join_timeout
         self._ended = "closed by peer"
-        self.bucket = TokenBucket(
+        self._stop: ProtocolError | str | None = None
+        self._held_until = -math.inf  # the end of the last wait take_control() imposed
+        self._waiting = trio.CancelScope()
+        #: Flood control: fresh, or (``bucket``) where the peer's address left off.
+        self.bucket = bucket if bucket is not None else TokenBucket(
             config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
         )
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
@@ -150,12 +160,53 @@ class Session:
             member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
         self._reader.cancel()
 
+    def stop(self, failure: ProtocolError | str) -> None:
+        """End the session for a reason found outside the reader: the WebSocket
+        transport checks frames (a protocol violation: ``failure`` is the reason to
+        log) and counts pings (past the flood ceiling: a fatal ``ProtocolError`` to
+        answer), which the reader never sees. The reader finishes the message it is
+        handling, if any, then stops; the writer drains the queue."""
+        if self._stop is None:
+            self._stop = failure
+            self._waiting.cancel()
+
+    def take_control(self) -> float:
+        """Flood control for input the reader never sees, a WebSocket ping or pong: a
+        token from the same bucket, and the seconds to wait (the frame guard waits them
+        out; raises ``rate_limited`` past the ceiling). Counted in the metrics like a
+        message's delay; several in one read share one wait (the last, longest), so
+        only the seconds past the wait already counted are added."""
+        delay = self.bucket.take()
+        if delay:
+            now = trio.current_time()
+            until = now + delay
+            metrics = self._metrics
+            metrics.rate_limit_delays += 1
+            metrics.rate_limit_delay_seconds += until - max(now, self._held_until)
+            self._held_until = until
+        return delay
+
+    def _stopped(self, failure: ProtocolError | str) -> None:
+        member = self.member
+        if isinstance(failure, ProtocolError):
+            self._tell(failure)
+            failure = failure.code
+        if member.evicted is None:
+            member.evicted = failure
+
     async def _read_loop(self) -> None:
         bucket, pacer = self.bucket, self.room.pacer
         budget = max(1, self.config.queue_size // PACE_SHARE)
         while True:
-            received = await self.transport.receive()
+            # Only the wait for input may be cut short by stop(); what was received
+            # came before the reason to stop, and is handled.
+            received = None
+            with trio.CancelScope() as self._waiting:
+                if self._stop is None:
+                    received = await self.transport.receive()
             if received is None:
+                if self._stop is not None:
+                    self._stopped(self._stop)
                 return
             for received_item in received:
                 item = received_item
@@ -211,6 +262,8 @@ class Session:
     def _handle(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
         member, room = self.member, self.room
+        if isinstance(event, Blank):
+            return True  # counted by flood control; it neither joins nor keeps one alive
         if isinstance(event, Chat):
             if not member.joined:
                 if event.user is None:
@@ -242,6 +295,7 @@ class Session:
         outgoing, metrics = self._outgoing, self._metrics
         async for item in outgoing:
             lines: list[str] = []
+            size = 0
             while True:
                 if isinstance(item, Replay):
                     # A replay may be longer than the queue: it is one queue item,
@@ -250,55 +304,85 @@ class Session:
                         return
                     if not await self._replay(item):
                         return
-                    lines = []
+                    lines, size = [], 0
                 else:
                     lines.append(item)
-                if len(lines) >= MAX_BATCH:
+                    size += len(item)  # characters: cheaper than bytes, and close
+                if len(lines) >= MAX_BATCH or size >= WRITE_BYTES:
                     break
                 try:
                     item = outgoing.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            if len(lines) > metrics.queue_high_water:
-                # Everything queued was taken at once (up to MAX_BATCH): the queue's depth.
-                metrics.queue_depth(len(lines) + outgoing.statistics().current_buffer_used)
+            taken = len(lines)
+            if taken > metrics.queue_high_water or taken >= MAX_BATCH or size >= WRITE_BYTES:
+                # Everything queued was taken at once, up to MAX_BATCH lines or WRITE_BYTES:
+                # with what is left, the queue's depth.
+                metrics.queue_depth(taken + outgoing.statistics().current_buffer_used)
             if lines and not await self._write(lines):
                 return
 
     async def _replay(self, replay: Replay) -> bool:
-        """Write a replay in chunks, encoding each just before it goes out."""
+        """Write a replay a chunk at a time (see :mod:`.replays`): read from the store a
+        page at a time if it must, and render each chunk only once the server's replay
+        budget has room for it."""
         history = self.room.history
         assert history is not None
         while replay.read_before is not None:  # from the store: a page at a time
-            page, replay = await history.read_page(replay, MAX_BATCH)
-            page_lines = [chat_line(m, history=True) for m in page]
-            if page_lines and not await self._write_replay(page_lines):
+            page, replay = await history.read_page(replay, REPLAY_PAGE)
+            if not await self._write_replay(page):
                 return False
         messages, end = await history.collect(replay)
-        start = 0
-        while True:
-            chunk = [chat_line(m, history=True) for m in messages[start : start + MAX_BATCH]]
-            start += MAX_BATCH
-            if start >= len(messages):
-                return await self._write_replay([*chunk, end])  # a short replay is one write
-            if not await self._write_replay(chunk):
-                return False
+        return await self._write_replay(messages, end)
 
-    async def _write_replay(self, lines: list[str]) -> bool:
-        """:meth:`_write` a chunk of a replay, counted in the replay bytes in flight."""
-        size = sum(map(len, map(wire_line, lines)))  # cached: the transports reuse it
+    async def _write_replay(self, messages: Sequence[Shown], end: str | None = None) -> bool:
+        """Write ``messages`` (then ``end``) as replay lines, chunk by chunk; each chunk
+        waits for the budget and is written within one ``send_timeout``."""
+        budget = self.room.replays
+        start = 0
         metrics = self._metrics
-        metrics.replay_bytes_in_flight += size
-        try:
-            return await self._write(lines)
-        finally:
-            metrics.replay_bytes_in_flight -= size
+
+        async def next_chunk() -> None:
+            nonlocal start, end
+            async with budget.slot():
+                lines, start, size = render_chunk(messages, start, CHUNK_BYTES)
+                if start >= len(messages) and end is not None:
+                    lines.append(end)  # a short replay is one write
+                    size += utf8_size(end) + 1
+                    end = None
+                # What the budget holds, in bytes: rendered, not yet written.
+                metrics.replay_bytes_in_flight += size
+                try:
+                    await self.transport.send(lines, batch=self.member.batch)
+                finally:
+                    metrics.replay_bytes_in_flight -= size
+
+        while start < len(messages) or end is not None:
+            if not await self._bounded(next_chunk):
+                return False
+        return True
 
     async def _write(self, lines: list[str]) -> bool:
-        """One bounded write; False (and eviction) if the peer is gone or too slow."""
+        """One bounded write; False (and eviction) if the peer is gone or too slow.
+        (The same as ``_bounded(send)``, without its extra coroutine on the path every
+        broadcast takes.)"""
         with trio.move_on_after(self.config.send_timeout):
             try:
                 await self.transport.send(lines, batch=self.member.batch)
+            except PeerGone:
+                self.member.evict(GONE)
+                return False
+            return True
+        log.debug("%s stopped reading; evicting", self.member)
+        self.member.evict(SLOW_CONSUMER)
+        return False
+
+    async def _bounded(self, write: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``write`` within ``send_timeout``; False (and eviction) if the peer is
+        gone or too slow."""
+        with trio.move_on_after(self.config.send_timeout):
+            try:
+                await write()
             except PeerGone:
                 self.member.evict(GONE)
                 return False

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import trio
 
 from ..config import Config
-from ..protocol import ProtocolError
-from ..server.limits import Gate
+from ..protocol import RATE_LIMITED, ProtocolError
+from ..server.limits import CONNECT_RATE, Gate
 from ..server.room import Room
 from ..server.session import Session, Transport
 from .net import peer_host, peer_name, set_keepalive
@@ -26,14 +26,20 @@ log = logging.getLogger(__name__)
 
 
 def log_connection(
-    event: str, kind: str, peer: str, reason: str | None = None, detail: str | None = None
+    event: str,
+    kind: str,
+    peer: str,
+    reason: str | None = None,
+    detail: str | None = None,
+    *,
+    level: int = logging.INFO,
 ) -> None:
     """One lifecycle line: ``connect tcp 1.2.3.4:5``, ``disconnect ws ... (reason)``,
     ``refuse ...  (detail)``, with the structured fields of ``--log-format json``."""
     shown = detail or reason
     suffix = f" ({shown})" if shown else ""
-    log.info(
-        "%s %s %s%s", event, kind, peer, suffix,
+    log.log(
+        level, "%s %s %s%s", event, kind, peer, suffix,
         extra={"event": event, "transport": kind, "peer": peer, "reason": reason},
     )
 
@@ -46,6 +52,9 @@ class Arrival:
     kind: str
     peer: str
     refusal: ProtocolError | None
+    #: How to log the refusal: after the first of a storm of connections from one
+    #: address refused for their rate, the rest go to the debug log only.
+    log_level: int = logging.INFO
 
 
 class Admission:
@@ -68,23 +77,38 @@ class Admission:
         totals = metrics.transport(kind)
         totals.accepted += 1
         refusal: ProtocolError | None = None
-        if self.gate is not None:
+        level = logging.INFO
+        gate = self.gate
+        if gate is not None:
             try:
-                self.gate.admit(host)
+                gate.admit(host)
             except ProtocolError as error:
                 refusal = error
-                metrics.disconnects[error.code] += 1
+                throttle = gate.throttle
+                if error.code == RATE_LIMITED:
+                    # Refused for its address's connection rate (not flood control).
+                    metrics.disconnects[CONNECT_RATE] += 1
+                    if throttle is not None and throttle.refused(host) > 1:
+                        level = logging.DEBUG
+                else:
+                    metrics.disconnects[error.code] += 1
         totals.open += 1
         try:
-            yield Arrival(stream, kind, peer, refusal)
+            yield Arrival(stream, kind, peer, refusal, level)
         finally:
             totals.open -= 1
-            if self.gate is not None and refusal is None:
-                self.gate.release(host)
+            if gate is not None and refusal is None:
+                gate.release(host)
 
     def session(self, transport: Transport, *, join_timeout: float | None = None) -> Session:
-        """The session for an admitted connection (run it with :meth:`run`)."""
-        return Session(self.room, self.config, transport, join_timeout=join_timeout)
+        """The session for an admitted connection (run it with :meth:`run`); its flood
+        control starts where its address's last connections left off, if they did
+        not stay within the limit (:class:`~trio_chat.server.addresses.FloodMemory`)."""
+        floods = self.gate.floods if self.gate is not None else None
+        bucket = floods.bucket(peer_host(transport.peer)) if floods is not None else None
+        return Session(
+            self.room, self.config, transport, join_timeout=join_timeout, bucket=bucket
+        )
 
     async def run(self, arrival: Arrival, session: Session) -> None:
         """Run ``session`` registered with the gate (so a shutdown reaches it; one that
@@ -99,13 +123,17 @@ class Admission:
         finally:
             if gate is not None:
                 gate.live.discard(session)
+                if gate.floods is not None:
+                    gate.floods.left(peer_host(arrival.peer), session.bucket)
             self._count_end(session)
         log_connection("disconnect", arrival.kind, arrival.peer, session.reason)
 
     def _count_end(self, session: Session) -> None:
         """Fold a finished session's own counts into the server's metrics."""
         metrics, transport = self.room.metrics, session.transport
-        metrics.disconnects[session.reason] += 1
+        # A reason's detail (``protocol_error: <what>``) is for the log: the metric's
+        # labels stay a short, fixed set.
+        metrics.disconnects[session.reason.partition(":")[0]] += 1
         totals = metrics.transport(transport.kind)
         totals.messages_in += session.messages_in
         totals.messages_out += transport.messages_out

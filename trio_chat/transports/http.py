@@ -119,11 +119,13 @@ def origin_allowed(request: h11.Request, config: Config, *, secure: bool) -> boo
 
 class ReplayStream(trio.abc.Stream):
     """A stream that first gives back ``prefix`` (bytes already read from ``stream``),
-    so trio-websocket sees the whole opening handshake we peeked at."""
+    so trio-websocket sees the whole opening handshake we peeked at. Its first
+    ``head`` bytes are the request head; any after it are the client's first frames."""
 
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes, head: int | None = None) -> None:
         self.stream = stream
         self._prefix = prefix
+        self.head = len(prefix) if head is None else head
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if not self._prefix:
@@ -204,7 +206,7 @@ async def _send_reply(
 
 async def serve_http(
     stream: trio.abc.Stream, config: Config, peer: str = "?"
-) -> trio.abc.Stream | None:
+) -> ReplayStream | None:
     """Handle the start of a connection on the WebSocket port.
 
     Returns a stream for ``wrap_server_stream`` when the client asks for a WebSocket;
@@ -236,7 +238,7 @@ async def serve_http(
         return None
     if is_websocket_upgrade(request):
         if origin_allowed(request, config, secure=isinstance(stream, trio.SSLStream)):
-            return ReplayStream(stream, data)
+            return ReplayStream(stream, data, head=len(data) - len(conn.trailing_data[0]))
         log.info(
             "http %s: websocket from origin %s refused (host %s): 403",
             peer,

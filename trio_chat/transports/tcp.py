@@ -17,6 +17,11 @@ from .admission import Admission, log_connection
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 64 * 1024
+#: Most lines, and bytes of lines, one ``receive()`` decodes; the rest of a read waits
+#: in the buffer for the next call (a checkpoint). Every line, blank ones included,
+#: is a message to flood control.
+MAX_INPUTS = 64
+MAX_INPUT_BYTES = 16 * 1024
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -47,28 +52,51 @@ class TcpTransport:
         self._lines = LineBuffer(config.max_line)
         self._max_text = config.max_text
         self._eof = False
+        self._failed = False
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
-        if self._eof:
+        """At most :data:`MAX_INPUTS` lines or :data:`MAX_INPUT_BYTES` bytes of them
+        per call; lines already read wait in the buffer for the next call, which
+        checkpoints first. So one read of 64 KiB of newlines is handled a slice at a
+        time, each line counted (flood control), never in one pass."""
+        items = self._take()
+        if items:
+            await trio.lowlevel.checkpoint()
+            return items
+        if self._eof or self._failed:
             return None
         try:
             data = await self.stream.receive_some(RECEIVE_SIZE)
         except _STREAM_ERRORS:
             data = b""
-        errors: list[ProtocolError] = []
-        try:
-            if data:
-                lines = self._lines.feed(data)
-            else:
-                # EOF: a last line without its newline still counts.
-                self._eof = True
-                lines = self._lines.feed(b"\n") if self._lines.pending else []
-        except ProtocolError as error:
-            # The lines before the overlong one came first: they still count.
-            lines, errors = self._lines.before_error, [error]
-        return [*(item for item in map(self._decode, lines) if item is not None), *errors]
+        if data:
+            self._lines.push(data)
+        else:
+            # EOF: a last line without its newline still counts.
+            self._eof = True
+            if self._lines.pending:
+                self._lines.push(b"\n")
+        return self._take()
 
-    def _decode(self, line: bytes) -> Event | ProtocolError | None:
+    def _take(self) -> list[Event | ProtocolError]:
+        """Decode the next buffered lines, within the per-call bounds."""
+        items: list[Event | ProtocolError] = []
+        size = 0
+        while not self._failed and len(items) < MAX_INPUTS and size < MAX_INPUT_BYTES:
+            try:
+                line = self._lines.pop()
+            except ProtocolError as error:
+                # The lines before the overlong one came first: they were returned.
+                self._failed = True
+                items.append(error)
+                break
+            if line is None:
+                break
+            size += len(line) + 1
+            items.append(self._decode(line))
+        return items
+
+    def _decode(self, line: bytes) -> Event | ProtocolError:
         try:
             return decode_line(line, self._max_text)
         except ProtocolError as error:
@@ -115,7 +143,7 @@ async def handle_tcp(admission: Admission, stream: trio.abc.Stream) -> None:
         peer = arrival.peer
         if arrival.refusal is not None:
             error = arrival.refusal
-            log_connection("refuse", "tcp", peer, error.code, error.text)
+            log_connection("refuse", "tcp", peer, error.code, error.text, level=arrival.log_level)
             await refuse_tcp(stream, error, config.goodbye_timeout)
             return
         log_connection("connect", "tcp", peer)

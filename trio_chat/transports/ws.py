@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import suppress
+from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
@@ -29,9 +31,12 @@ from ..protocol import (
     wire_batch_frame,
     wire_frame,
 )
-from ..server.session import GONE, PING_TIMEOUT, SHUTDOWN, PeerGone, Session
+from ..protocol.wsframes import close_frame
+from ..protocol.wsinput import FrameChecker, Violation
+from ..server.session import GONE, PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN, PeerGone, Session
 from . import http, tls, wsconn
 from .admission import Admission, log_connection
+from .wsguard import Failure, FrameGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,12 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
     RATE_LIMITED: (4029, "rate limited"),
     PING_TIMEOUT: (4001, "ping timeout"),
 }
+#: WebSocket close codes for a connection refused at once: over a cap, or over the
+#: connection rate of its address.
+REFUSALS: dict[str, tuple[int, str]] = {
+    SERVER_FULL: CLOSE_CODES[SERVER_FULL],
+    RATE_LIMITED: (4029, "too many connections"),
+}
 
 
 class WsTransport:
@@ -52,9 +63,16 @@ class WsTransport:
 
     kind = "ws"
 
-    def __init__(self, ws: WebSocketConnection, config: Config, peer: str = "?") -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        config: Config,
+        peer: str = "?",
+        guard: FrameGuard | None = None,
+    ) -> None:
         self.ws = ws
         self.peer = peer
+        self.guard = guard
         self.messages_out = self.bytes_out = 0
         self._max_text = config.max_text
 
@@ -64,10 +82,9 @@ class WsTransport:
         except ConnectionClosed:
             return None
         try:
-            event = decode_frame(message, self._max_text)
+            return [decode_frame(message, self._max_text)]
         except ProtocolError as error:
             return [error]
-        return [] if event is None else [event]
 
     async def send(self, lines: list[str], *, batch: bool) -> None:
         """Write everything queued in one ``send_all``: one frame per message, or
@@ -80,16 +97,48 @@ class WsTransport:
             data = wire_batch_frame(lines)
         else:
             data = b"".join(map(wire_frame, lines))
+        guard = self.guard
         try:
-            await wsconn.send_frames(self.ws, data)
+            if guard is None:
+                await wsconn.send_frames(self.ws, data)
+            elif guard.sealed:
+                raise trio.ClosedResourceError("the connection was failed")
+            else:
+                await wsconn.send_frames(self.ws, data, guard.transport)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone from exc
         self.messages_out += len(lines)
         self.bytes_out += len(data)
 
     async def close(self, reason: str | None) -> None:
+        guard = self.guard
+        if guard is not None and guard.failure is not None:
+            await self._fail(guard, guard.failure)
+            return
         code, text = CLOSE_CODES.get(reason, (1011, reason or "error"))
         await self.ws.aclose(code, text)
+
+    async def _fail(self, guard: FrameGuard, failure: Failure) -> None:
+        """Fail the connection (RFC 6455 7.1.7) after the guard stopped trio-websocket's
+        reader: our close frame, then no more writes, then a lingering close."""
+        if isinstance(failure, Violation):
+            code, text = failure.code, f"protocol error: {failure.what}"
+        else:
+            code, text = CLOSE_CODES.get(failure.code, (1011, failure.code))
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await wsconn.send_frames(self.ws, close_frame(code, text))
+        guard.seal()
+        await guard.linger()
+
+
+def _failed(session: Session, failure: Failure) -> None:
+    """The guard stopped reading the peer, after everything before the failure: a
+    protocol violation ends the session (``protocol_error: <what>``); flood control
+    past the ceiling tells the peer first (``rate_limited``)."""
+    if isinstance(failure, Violation):
+        session.stop(f"{PROTOCOL_ERROR}: {failure.what}")
+    else:
+        session.stop(failure)
 
 
 async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -> None:
@@ -126,31 +175,44 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
     config = admission.config
     with admission.arrive(stream, "ws") as arrival:
         peer, refusal = arrival.peer, arrival.refusal
-        # A refused connection gets only short handshakes, to say why (1013).
+        # A refused connection gets only short handshakes, to say why (1013, 4029).
         timeout = config.goodbye_timeout if refusal else config.handshake_timeout
         try:
             if not await tls.handshake(stream, timeout, peer):
                 return
             async with trio.open_nursery() as nursery:
                 ws: WebSocketConnection | None = None
+                guard: FrameGuard | None = None
                 with trio.move_on_after(timeout) as handshake:
                     upgrade = await http.serve_http(stream, config, peer)
                     if upgrade is not None:
+                        checker = FrameChecker(config.max_line)
+                        guard = FrameGuard(upgrade, stream, checker, head=upgrade.head)
+                        # No read-ahead queue: when the guard asks for more bytes, the
+                        # session has taken every message before them.
                         request = await wrap_server_stream(
-                            nursery, upgrade, max_message_size=config.max_line
+                            nursery, guard, message_queue_size=0,
+                            max_message_size=config.max_line,
                         )
                         ws = await request.accept()
                 if handshake.cancelled_caught:
                     log_connection("disconnect", "ws", peer, "handshake_timeout")
                 elif ws is not None and refusal is not None:
-                    log_connection("refuse", "ws", peer, refusal.code, refusal.text)
-                    code, text = CLOSE_CODES[SERVER_FULL]
+                    assert guard is not None
+                    guard.attach(lambda: 0.0, lambda failure: None)  # only its close reply
+                    log_connection(
+                        "refuse", "ws", peer, refusal.code, refusal.text,
+                        level=arrival.log_level,
+                    )
+                    code, text = REFUSALS[refusal.code]
                     with trio.move_on_after(config.goodbye_timeout):
                         await ws.aclose(code, text)
                 elif ws is not None:
                     wsconn.check(ws)
                     log_connection("connect", "ws", peer)
-                    session = admission.session(WsTransport(ws, config, peer))
+                    session = admission.session(WsTransport(ws, config, peer, guard))
+                    assert guard is not None
+                    guard.attach(session.take_control, partial(_failed, session))
                     nursery.start_soon(keepalive, ws, session, config)
                     await admission.run(arrival, session)
                 nursery.cancel_scope.cancel()  # the library's reader task, if still running

@@ -34,12 +34,18 @@ def check(ws: WebSocketConnection) -> None:
         )
 
 
-async def send_frames(ws: WebSocketConnection, data: bytes) -> None:
+async def send_frames(
+    ws: WebSocketConnection, data: bytes, stream: trio.abc.SendStream | None = None
+) -> None:
     """Write already-framed bytes to the connection, after anything trio-websocket is
     writing. Raises ``trio.ClosedResourceError`` once the connection is closing
     (nothing may follow the close frame) and ``trio.BrokenResourceError`` if the peer
-    is gone."""
+    is gone.
+
+    ``stream`` is the socket (or TLS) stream under the one trio-websocket was given,
+    if that one only wraps it (:class:`~.wsguard.FrameGuard`): a broadcast's writes go
+    straight to it, not through a layer of coroutines per wrapper."""
     async with ws._stream_lock:
         if ws.closed is not None:
             raise trio.ClosedResourceError("the WebSocket is closing")
-        await ws._stream.send_all(data)
+        await (ws._stream if stream is None else stream).send_all(data)

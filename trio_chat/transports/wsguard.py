@@ -1,0 +1,157 @@
+"""The stream trio-websocket reads a client through: every frame is checked first.
+
+trio-websocket reads the connection in a task of its own and answers pings itself,
+and it has two gaps a hostile client can use (see :mod:`trio_chat.protocol.wsinput`):
+fragments that grow memory without bound, and protocol violations that end the
+connection without a close frame. :class:`FrameGuard` sits between it and the socket,
+feeds every byte after the opening handshake to a
+:class:`~trio_chat.protocol.wsinput.FrameChecker`, and hands on only what is sound.
+
+- A violation stops the library's reader there (it waits until the handler cancels
+  it): the frame that broke the rules never reaches wsproto. Once the library has
+  handled the bytes before it, the session is told (``on_failure``), and the
+  transport fails the connection itself: a close frame with the violation's code
+  (1002, or 1009 for size), then a lingering close.
+- Pings and pongs are input too: each spends from the session's token bucket
+  (``on_control``), and one over the limit is held back like a message (the library
+  reads nothing more meanwhile); past the ceiling the session is cut off
+  (``rate_limited``), the same way.
+
+No private attribute of trio-websocket is touched here (that is :mod:`.wsconn`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Final
+
+import trio
+
+from ..protocol import ProtocolError
+from ..protocol.wsinput import FrameChecker, Violation
+
+#: Bytes read and thrown away while lingering after the close frame, at most.
+MAX_DRAIN: Final = 64 * 1024
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+#: Why the guard stopped the connection: a framing violation, or flood control.
+Failure = Violation | ProtocolError
+
+
+def _free() -> float:
+    return 0.0
+
+
+def _ignore(failure: Failure) -> None:
+    pass
+
+
+class FrameGuard(trio.abc.Stream):
+    """Wraps ``stream`` (which replays the HTTP request head first: its first ``head``
+    bytes are handed on unchecked); ``transport`` is the socket (or TLS) stream
+    under it, for the lingering close."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        transport: trio.abc.Stream,
+        checker: FrameChecker,
+        *,
+        head: int = 0,
+    ) -> None:
+        self.stream = stream
+        self.transport = transport
+        self.checker = checker
+        self._head = head
+        self._early = bytearray()  # frames that came with the request head
+        self._attached = trio.Event()
+        #: Set once the guard stopped handing bytes on, and the session was told: why.
+        self.failure: Failure | None = None
+        self._found: Failure | None = None  # found, told when the library asks again
+        self._on_control: Callable[[], float] = _free
+        self._on_failure: Callable[[Failure], None] = _ignore
+        #: Nothing more may be written (the close frame went out).
+        self.sealed = False
+
+    def attach(
+        self, on_control: Callable[[], float], on_failure: Callable[[Failure], None]
+    ) -> None:
+        """Start checking frames: count pings and pongs with ``on_control`` (a token
+        bucket's ``take``: seconds to wait, or ``ProtocolError`` past the ceiling) and
+        report a failure to ``on_failure``. Until then (the opening handshake, and the
+        session not built yet) nothing after the request head is handed on, so every
+        frame is counted."""
+        self._on_control, self._on_failure = on_control, on_failure
+        self._attached.set()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._found is not None:
+            # The library has handled every byte before the violation (the messages
+            # are queued, the pongs sent): now the session hears of it.
+            self.failure, self._found = self._found, None
+            self._on_failure(self.failure)
+        if self.failure is not None:
+            await trio.sleep_forever()  # the handler cancels the library's reader
+        if self._head:
+            data = await self.stream.receive_some(max_bytes)
+            head, rest = data[: self._head], data[self._head :]
+            self._head -= len(head)
+            self._early += rest
+            return head
+        await self._attached.wait()
+        if self._early:
+            size = len(self._early) if max_bytes is None else max_bytes
+            data, self._early = bytes(self._early[:size]), self._early[size:]
+        else:
+            data = await self.stream.receive_some(max_bytes)
+            if not data:
+                return data
+        checked = self.checker.feed(data)
+        sound = checked.sound
+        failure: Failure | None = checked.violation
+        delay = 0.0
+        for start in checked.controls:
+            try:
+                delay = self._on_control()
+            except ProtocolError as flood:
+                sound, failure = start, flood
+                break
+        if delay:
+            await trio.sleep(delay)  # fakelag: this peer's pings wait; nobody else does
+        if failure is not None:
+            self._found = failure
+            if not sound:
+                return await self.receive_some(max_bytes)  # tell, and stop
+        return data[:sound]
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.sealed:
+            raise trio.ClosedResourceError("the connection was failed")
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    def seal(self) -> None:
+        """Nothing more may be written (the close frame went out)."""
+        self.sealed = True
+
+    async def linger(self) -> None:
+        """After the close frame: send our FIN and read (and discard) what the client
+        still sends, until its end or :data:`MAX_DRAIN` bytes, so closing the socket
+        with unread input does not reset the connection and destroy the close frame
+        before the client reads it. The caller bounds the time."""
+        transport = self.transport
+        with suppress(*_STREAM_ERRORS, trio.BusyResourceError, OSError):
+            if isinstance(transport, trio.abc.HalfCloseableStream):
+                await transport.send_eof()
+            drained = 0
+            while drained < MAX_DRAIN:
+                data = await transport.receive_some(MAX_DRAIN)
+                if not data:
+                    break
+                drained += len(data)
