@@ -382,3 +382,12 @@ def test_flood_benchmark_reports_the_round_trips_with_and_without_flooders() -> 
     assert [kind for kind, _ in pings] == ["no flooders", "2 newline flooders"], done.stdout
     assert all(int(count) > 0 for _, count in pings)
     assert "flooders told rate_limited and closed:" in done.stdout
+
+
+def test_encode_benchmark_reports_each_text_against_its_peer() -> None:
+    done = run([sys.executable, "-m", "trio_chat.bench.encode", "--repeats", "1",
+                "--scale", "0.001"])
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"^(.+?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", done.stdout, re.MULTILINE)
+    assert len(rows) == 9, done.stdout
+    assert all(float(ratio) > 0 for *_, ratio in rows)

@@ -9,6 +9,7 @@ it prints figures and ratios. A message is encoded once for all its recipients.
 
 from __future__ import annotations
 
+import argparse
 import json
 import timeit
 from typing import Any, Final
@@ -37,15 +38,22 @@ def plain_chat(user: str, text: str, ts: str, message_id: int) -> str:
     return Encoded(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="best of this many")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="fraction of the default number of encodings per timing")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.scale <= 0:
+        parser.error("--repeats must be at least 1 and --scale positive")
     print(f"{'text':18s} {'plain us':>9s} {'trio-chat us':>13s} {'ratio':>6s}")
     for name, text in TEXTS.items():
         assert json.loads(chat("Ann", text, TS, 1)) == json.loads(plain_chat("Ann", text, TS, 1))
-        number = 100_000 if len(text) < 1000 else 10_000
+        number = max(1, int((100_000 if len(text) < 1000 else 10_000) * args.scale))
         plain = timeit.Timer(lambda: plain_chat("Ann", text, TS, 123456))  # noqa: B023
         ours = timeit.Timer(lambda: chat("Ann", text, TS, 123456))  # noqa: B023
         plain_times, our_times = [], []
-        for _ in range(REPEATS):
+        for _ in range(args.repeats):
             plain_times.append(plain.timeit(number))
             our_times.append(ours.timeit(number))
         peer, us = min(plain_times) / number * 1e6, min(our_times) / number * 1e6
