@@ -37,7 +37,7 @@ from trio_chat.server.app import Running, gate_for
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.limits import Gate
 from trio_chat.server.metrics import Histogram
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.server.session import Session
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import TcpTransport
@@ -180,9 +180,9 @@ async def test_replay_bytes_in_flight_while_a_joiner_does_not_read(tmp_path: Any
     """A replay being written is counted until the write is done."""
     config = replace(ADMIN, db=str(tmp_path / "h.db"), history_replay=50)
     async with open_history(config) as history, trio.open_nursery() as nursery:
-        room = Room(LocalDelivery(history))
+        room = Rooms(LocalDelivery(history))
         for n in range(20):
-            room.delivery.publish("ann", f"message {n}", "T")
+            room.delivery.publish(room.lobby, "ann", f"message {n}", "T")
         gate = Gate[Session](0, 0)
         running = Running(config, room, gate, Bound("127.0.0.1", 1, 2), accepting=True)
         registry = registry_for(running)
@@ -225,7 +225,7 @@ async def test_what_issue_13_refuses_is_counted_by_its_own_reason(
     limit are delays, and past the ceiling a ``rate_limited`` cutoff."""
     config = replace(ADMIN, rate_limit=5, rate_burst=2, rate_ceiling=5, connect_rate=1,
                      connect_burst=3)
-    room = Room()
+    room = Rooms()
     gate = gate_for(config)
     running = Running(config, room, gate, Bound("127.0.0.1", 1, 2), accepting=True)
     registry = registry_for(running)

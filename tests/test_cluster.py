@@ -32,7 +32,7 @@ from tests.support.waits import WAIT
 from trio_chat import Config
 from trio_chat.cluster import PREFIX, Cluster, LinkState
 from trio_chat.cluster import scripts as lua
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 TTL = 2.0  # --presence-ttl for these tests: a dead server's users leave within 1.25x
 
@@ -187,10 +187,10 @@ async def test_replay_and_since_resume_on_any_server(config: Config) -> None:
             replay = [await bob.recv() for _ in range(4)]
             assert [m.get("text") for m in replay[:3]] == ["m2", "m3", "m4"]
             assert all(m["history"] for m in replay[:3])
-            assert replay[3] == {"type": "history_end", "last_id": ids[-1]}
+            assert replay[3] == {"type": "history_end", "room": "#lobby", "last_id": ids[-1]}
         replayed, end = await resume(b.tcp_port, "carol", since=ids[1])
         assert [m["id"] for m in replayed] == ids[2:]
-        assert end == {"type": "history_end", "last_id": ids[-1]}
+        assert end == {"type": "history_end", "room": "#lobby", "last_id": ids[-1]}
         replayed, _ = await resume(a.tcp_port, "dave", since=ids[-1])
         assert replayed == []
 
@@ -681,13 +681,13 @@ def test_outbox_while_redis_is_unreachable() -> None:
     cluster = Cluster(Config(redis="redis://unused", history_replay=10, history_keep=100),
                       node="me")
     cluster.outbox.max_pending = 2
-    room = Room(cluster)
+    room = Rooms(cluster)
     seen: list[str] = []
-    room.broadcast = seen.append  # type: ignore[method-assign, assignment]
+    room.lobby.broadcast = seen.append  # type: ignore[method-assign, assignment]
     outbox = cluster.outbox
     outbox.came_back()
-    cluster.publish("bob", "a", "T")  # broadcast once read back
-    cluster.publish("bob", "b", "T")
+    cluster.publish(room.lobby, "bob", "a", "T")  # broadcast once read back
+    cluster.publish(room.lobby, "bob", "b", "T")
     assert seen == []
     assert outbox.full  # backpressure while linked
     batch = outbox.unpublished(10)
@@ -698,8 +698,8 @@ def test_outbox_while_redis_is_unreachable() -> None:
     # order (Redis may have a and b; they will not be delivered here twice).
     cluster._down()
     assert [json.loads(line)["text"] for line in seen] == ["a", "b"]
-    cluster.publish("bob", "c", "T")
-    assert seen[-1] == '{"type":"chat","user":"bob","text":"c","timestamp":"T"}'
+    cluster.publish(room.lobby, "bob", "c", "T")
+    assert seen[-1] == '{"type":"chat","room":"#lobby","user":"bob","text":"c","timestamp":"T"}'
     assert not outbox.full  # never blocks a sender during an outage
     outbox.came_back()
     assert [(o.text, o.local) for o in outbox.unpublished(10)] == [
@@ -710,7 +710,7 @@ def test_outbox_while_redis_is_unreachable() -> None:
     # server's message is.
     assert cluster._entry_line(entry(10, "bob", "a", node="me", seq=1)) is None
     assert cluster._entry_line(entry(11, "ann", "x", node="other", seq=1)) == (
-        '{"type":"chat","id":11,"user":"ann","text":"x","timestamp":"T"}'
+        '{"type":"chat","room":"#lobby","id":11,"user":"ann","text":"x","timestamp":"T"}'
     )
     assert cluster._entry_line(entry(12, "bob", "c", node="me", seq=3)) is None
     assert len(outbox) == 0 and cluster.history.last_id == 12 and not outbox.full

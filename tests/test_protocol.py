@@ -9,6 +9,7 @@ import pytest
 
 from trio_chat import protocol
 from trio_chat.protocol import (
+    HERE,
     Blank,
     Chat,
     Event,
@@ -46,15 +47,15 @@ def error_code(fn: Callable[..., object], *args: Any) -> str:
         ('{"type":"chat","text":"привет 👋"}'.encode(), Chat("привет 👋")),
         (b'  {"type":"who"}  ', Who()),
         # plain text for nc users
-        (b"hello there", Chat("hello there")),
+        (b"hello there", Chat("hello there", room=HERE)),
         (b"/nick Bob", Join("Bob")),
         (b"/name  Bob ", Join("Bob")),
         (b"/NICK Bob", Join("Bob")),
-        (b"/who", Who()),
+        (b"/who", Who(HERE)),
         (b"/quit", Leave()),
         (b"/exit", Leave()),
         (b"/ping", Ping()),
-        (b"//slash", Chat("/slash")),
+        (b"//slash", Chat("/slash", room=HERE)),
     ],
 )
 def test_decode_line(line: bytes, event: Event) -> None:

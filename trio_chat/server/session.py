@@ -19,7 +19,10 @@ from .. import protocol
 from ..config import Config
 from ..history.base import Replay, Shown
 from ..protocol import (
+    HERE,
     IDLE_TIMEOUT,
+    LOBBY,
+    NOT_IN_ROOM,
     NOT_JOINED,
     SLOW_CONSUMER,
     Blank,
@@ -27,14 +30,20 @@ from ..protocol import (
     Event,
     Join,
     Leave,
+    ListRooms,
+    Msg,
+    Part,
     Ping,
     ProtocolError,
+    RoomRef,
+    Topic,
     Who,
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import Member, Room
+from .rooms import Rooms
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +91,20 @@ class Session:
 
     ``join_timeout`` (seconds) closes a connection that has not joined by then with
     ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
-    when not a fresh one.
+    when not a fresh one; ``host`` its address (for what is limited per address).
     """
 
     def __init__(
         self,
-        room: Room,
+        rooms: Rooms,
         config: Config,
         transport: Transport,
         *,
         join_timeout: float | None = None,
         bucket: TokenBucket | None = None,
+        host: str | None = None,
     ) -> None:
-        self.room = room
+        self.rooms = rooms
         self.config = config
         self.transport = transport
         self._cancel = trio.CancelScope()
@@ -111,11 +121,14 @@ class Session:
             config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
         )
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
-        self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
+        self.member = Member(send, peer=transport.peer, host=host,
+                             on_evict=self._cancel.cancel)
         self._send = send
+        #: Where a plain-text (nc) line goes: the room last joined, or switched to.
+        self.current: Room | None = None
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
-        self._metrics = room.metrics
+        self._metrics = rooms.metrics
 
     @property
     def queued(self) -> int:
@@ -146,7 +159,7 @@ class Session:
                         self._tell(error)
                         member.evicted = IDLE_TIMEOUT
                 finally:
-                    self.room.leave(member)
+                    self.rooms.leave(member)
                     self._send.close()  # the writer drains what is queued, then stops
         with trio.move_on_after(self.config.goodbye_timeout) as scope:
             scope.shield = True
@@ -195,7 +208,7 @@ class Session:
             member.evicted = failure
 
     async def _read_loop(self) -> None:
-        bucket, pacer = self.bucket, self.room.pacer
+        bucket, pacer = self.bucket, self.rooms.pacer
         budget = max(1, self.config.queue_size // PACE_SHARE)
         while True:
             # Only the wait for input may be cut short by stop(); what was received
@@ -235,12 +248,13 @@ class Session:
                     # Released below unless a member here holds it by then (also when
                     # the claim is refused or cut short: releasing checks the holder).
                     if (claimed := self._claims(item)) is not None:
-                        await self.room.claim(claimed)  # maybe a Redis round trip, first
-                    if isinstance(item, Chat):
-                        # The store must take the message before the room broadcasts it;
-                        # if it is full, only this sender waits. No checkpoint between
-                        # this and _handle, so the room cannot fill it again meanwhile.
-                        await self.room.wait_writable()
+                        await self.rooms.claim(claimed)  # maybe a Redis round trip, first
+                    if isinstance(item, Chat | Msg):
+                        # The store must take the message (or a direct message's id)
+                        # before it is delivered; if it is full, only this sender waits.
+                        # No checkpoint between this and _handle, so the rooms cannot
+                        # fill it again meanwhile.
+                        await self.rooms.wait_writable()
                     if not self._handle(item):
                         self._ended = "leave"
                         return
@@ -248,7 +262,7 @@ class Session:
                     self._tell(error)
                 finally:
                     if claimed is not None:
-                        self.room.unclaim(claimed)
+                        self.rooms.unclaim(claimed)
 
     def _claims(self, event: Event) -> str | None:
         """The name this event joins (or renames) under, which the room must claim
@@ -261,7 +275,7 @@ class Session:
 
     def _handle(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
-        member, room = self.member, self.room
+        member, rooms = self.member, self.rooms
         if isinstance(event, Blank):
             return True  # counted by flood control; it neither joins nor keeps one alive
         if isinstance(event, Chat):
@@ -269,15 +283,30 @@ class Session:
                 if event.user is None:
                     raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
                 # Seed compatibility: its client never joins and names itself in each chat.
-                room.join(member, protocol.validate_name(event.user), welcome=False)
-            room.say(member, event.text)
+                self._entered(rooms.join(member, protocol.validate_name(event.user),
+                                         welcome=False))
+            rooms.say(member, event.text, self._room(event.room))
             self.messages_in += 1
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
-            room.join(member, event.user, since=event.since)
+            self._entered(rooms.join(member, event.user, event.since, room=event.room))
+        elif isinstance(event, Msg):
+            rooms.direct(member, event.to, event.text)
         elif isinstance(event, Who):
-            member.deliver(room.who())
+            member.deliver(rooms.who(self._room(event.room, anywhere=True)))
+        elif isinstance(event, Part):
+            if not member.joined:
+                raise ProtocolError(NOT_IN_ROOM, "you are in no room")
+            parted = rooms.part(member, self._room(event.room))
+            if parted is self.current:  # nc: back to the room entered last, if any
+                self.current = next(reversed(member.rooms.values()), None)
+        elif isinstance(event, Topic):
+            if not member.joined:
+                raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
+            rooms.topic(member, self._room(event.room), event.topic)
+        elif isinstance(event, ListRooms):
+            member.deliver(rooms.list_rooms())
         elif isinstance(event, Ping):
             member.deliver(protocol.pong())
         elif isinstance(event, Leave):
@@ -285,6 +314,24 @@ class Session:
         if member.joined:
             self._reader.deadline = math.inf
         return True
+
+    def _entered(self, room: Room | None) -> None:
+        if room is not None:
+            self.current = room
+
+    def _room(self, ref: RoomRef, *, anywhere: bool = False) -> str:
+        """The room an event means: the one it names, or (a plain-text line) the
+        current one; ``not_in_room`` when there is none (``anywhere``: ``#lobby``)."""
+        if ref is not HERE:
+            assert isinstance(ref, str)
+            return ref
+        if self.current is not None and self.current.key in self.member.rooms:
+            return self.current.name
+        if anywhere or not self.member.joined:
+            return LOBBY
+        if self.member.rooms:  # the room joined last
+            return next(reversed(self.member.rooms.values())).name
+        raise ProtocolError(NOT_IN_ROOM, "you are in no room: /join #ROOM")
 
     def _tell(self, error: ProtocolError) -> None:
         """Send the client an error message, counted by its code."""
@@ -326,7 +373,7 @@ class Session:
         """Write a replay a chunk at a time (see :mod:`.replays`): read from the store a
         page at a time if it must, and render each chunk only once the server's replay
         budget has room for it."""
-        history = self.room.history
+        history = self.rooms.history
         assert history is not None
         while replay.read_before is not None:  # from the store: a page at a time
             page, replay = await history.read_page(replay, REPLAY_PAGE)
@@ -338,7 +385,7 @@ class Session:
     async def _write_replay(self, messages: Sequence[Shown], end: str | None = None) -> bool:
         """Write ``messages`` (then ``end``) as replay lines, chunk by chunk; each chunk
         waits for the budget and is written within one ``send_timeout``."""
-        budget = self.room.replays
+        budget = self.rooms.replays
         start = 0
         metrics = self._metrics
 

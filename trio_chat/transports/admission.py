@@ -18,7 +18,7 @@ import trio
 from ..config import Config
 from ..protocol import RATE_LIMITED, ProtocolError
 from ..server.limits import CONNECT_RATE, Gate
-from ..server.room import Room
+from ..server.rooms import Rooms
 from ..server.session import Session, Transport
 from .net import peer_host, peer_name, set_keepalive
 
@@ -60,8 +60,8 @@ class Arrival:
 class Admission:
     """The shared skeleton of the transports' connection handlers."""
 
-    def __init__(self, room: Room, config: Config, gate: Gate[Session] | None = None) -> None:
-        self.room = room
+    def __init__(self, rooms: Rooms, config: Config, gate: Gate[Session] | None = None) -> None:
+        self.rooms = rooms
         self.config = config
         self.gate = gate
 
@@ -73,7 +73,7 @@ class Admission:
         peer = peer_name(stream)
         host = peer_host(peer)
         set_keepalive(stream)
-        metrics = self.room.metrics
+        metrics = self.rooms.metrics
         totals = metrics.transport(kind)
         totals.accepted += 1
         refusal: ProtocolError | None = None
@@ -105,9 +105,11 @@ class Admission:
         control starts where its address's last connections left off, if they did
         not stay within the limit (:class:`~trio_chat.server.addresses.FloodMemory`)."""
         floods = self.gate.floods if self.gate is not None else None
-        bucket = floods.bucket(peer_host(transport.peer)) if floods is not None else None
+        host = peer_host(transport.peer)
+        bucket = floods.bucket(host) if floods is not None else None
         return Session(
-            self.room, self.config, transport, join_timeout=join_timeout, bucket=bucket
+            self.rooms, self.config, transport, join_timeout=join_timeout, bucket=bucket,
+            host=host,
         )
 
     async def run(self, arrival: Arrival, session: Session) -> None:
@@ -130,7 +132,7 @@ class Admission:
 
     def _count_end(self, session: Session) -> None:
         """Fold a finished session's own counts into the server's metrics."""
-        metrics, transport = self.room.metrics, session.transport
+        metrics, transport = self.rooms.metrics, session.transport
         # A reason's detail (``protocol_error: <what>``) is for the log: the metric's
         # labels stay a short, fixed set.
         metrics.disconnects[session.reason.partition(":")[0]] += 1
