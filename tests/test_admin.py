@@ -60,7 +60,7 @@ async def test_a_scrape_during_known_traffic_counts_it_exactly(server: Bound) ->
     for name, kind in NAMED.items():
         assert before.families[name].type == kind, name
     assert "trio_chat_redis_up" not in before.families  # no --redis
-    assert before.value("trio_chat_rooms") == 1
+    assert before.value("trio_chat_rooms") == 1  # #lobby
     assert before.value("trio_chat_members") == 0
     async with (
         await TcpClient.connect(server.tcp_port) as alice,
@@ -123,6 +123,42 @@ async def test_a_scrape_during_known_traffic_counts_it_exactly(server: Bound) ->
     assert after.value("trio_chat_connections", transport="tcp", state="joined") == 0
     assert after.value("process_open_fds") > 0
     assert after.value("process_resident_memory_bytes") > 1 << 20
+
+
+async def test_rooms_and_direct_messages_are_counted(nursery: trio.Nursery) -> None:
+    """Rooms on the server, occupied ones, memberships, #lobby's and the largest
+    rooms' members by label (a bounded set), direct messages, history bytes."""
+    config = replace(ADMIN, room_create_rate=0)
+    server: Bound = await nursery.start(serve, config)
+    assert server.admin_port is not None
+    async with (
+        await TcpClient.connect(server.tcp_port) as ann,
+        await TcpClient.connect(server.tcp_port) as bob,
+    ):
+        await ann.join("ann")
+        await bob.join("bob")
+        for name in ("#big", "#small", "#empty"):
+            await ann.send({"type": "join", "room": name})
+        await bob.send({"type": "join", "room": "#big"})
+        await ann.send({"type": "part", "room": "#empty"})
+        await ann.recv_until(type="system", event="leave", room="#empty")
+        await bob.recv_until(type="system", event="join", room="#big", name="bob")
+        await ann.send({"type": "msg", "to": "bob", "text": "psst"})
+        await ann.send({"type": "chat", "room": "#big", "text": "stored"})
+        await bob.recv_until(type="chat", text="stored")
+        metrics = await scrape_until(server.admin_port, "trio_chat_history_pending", 0)
+        assert metrics.value("trio_chat_rooms") == 4
+        assert metrics.value("trio_chat_rooms_occupied") == 3
+        assert metrics.value("trio_chat_members") == 2
+        assert metrics.value("trio_chat_room_memberships") == 2 + 2 + 1
+        assert metrics.value("trio_chat_room_members", room="#lobby") == 2
+        assert metrics.value("trio_chat_room_members", room="#big") == 2
+        assert metrics.value("trio_chat_room_members", room="#small") == 1
+        assert metrics.value("trio_chat_direct_messages") == 1
+        assert metrics.value("trio_chat_history_memory_bytes") > len("stored")
+        assert metrics.value("trio_chat_history_stored_bytes") == len("annstored") + 64
+        labelled = [s for s in metrics.families["trio_chat_room_members"].samples]
+        assert {s.labels["room"] for s in labelled} == {"#lobby", "#big", "#small"}
 
 
 async def test_the_event_loop_lag_is_how_late_the_probe_woke(

@@ -72,6 +72,33 @@ async def test_tcp_on_one_server_and_websocket_on_another_share_the_room(config:
         assert left["name"] == "alice" and left["clients_count"] == 1
 
 
+async def test_only_the_lobby_is_shared_for_now(config: Config) -> None:
+    """Rooms across servers are the cluster's next step: until then --redis serves
+    #lobby only (other rooms: room_invalid; #lobby cannot be parted), and a direct
+    message reaches a user of the same server (without an id)."""
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        await TcpClient.connect(a.tcp_port) as ann,
+        ws(b.ws_port) as bob,
+    ):
+        await alice.join("alice")
+        await ann.join("ann")
+        await bob.join("bob")
+        for message in ({"type": "join", "room": "#dev"}, {"type": "part", "room": "#lobby"}):
+            await alice.send(message)
+            assert (await alice.recv_until(type="error"))["code"] == "room_invalid"
+        await alice.send({"type": "join", "user": "carol", "room": "#lobby"})  # a rename
+        assert (await alice.recv_until(type="welcome"))["room"] == "#lobby"
+        await alice.send({"type": "msg", "to": "ann", "text": "same server"})
+        got = await ann.recv_until(type="msg")
+        assert (got["from"], got["text"]) == ("carol", "same server") and "id" not in got
+        await alice.send({"type": "msg", "to": "bob", "text": "other server"})
+        error = await alice.recv_until(type="error")
+        assert error["code"] == "no_such_user" and "another server" in error["text"]
+
+
 async def test_names_are_unique_across_servers(config: Config) -> None:
     async with (
         node(config) as (_, a),

@@ -37,6 +37,7 @@ class Target:
     nodes: tuple[Target, ...] = ()  # cluster mode: the other processes sharing the room
     redis_port: int | None = None  # cluster mode: start a redis-server here for each run
     redis_replicas: int = 0  # ... with this many replicas of it
+    rooms: int = 1  # the clients are spread over this many rooms (trio-chat only)
 
     @property
     def processes(self) -> int:
@@ -70,22 +71,29 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
 
 def our_targets(
     modes: Sequence[str], python: str = sys.executable, redis_port: int | None = None,
-    extra: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (), rooms: int = 1, label: str = "trio-chat",
 ) -> list[Target]:
     """trio-chat, one server per mode, on free ports (on the Redis at ``redis_port``
-    when given)."""
+    when given; the clients spread over ``rooms`` rooms when more than one). Another
+    ``python`` (an older checkout's) runs in isolated mode, so the working directory's
+    code cannot stand in for its own."""
     targets = []
     for mode in modes:
         tcp, ws = free_port(), free_port()
         cluster = () if redis_port is None else ("--redis", f"redis://127.0.0.1:{redis_port}/0")
+        # Every client creates or joins its room at once, from one address.
+        spread = ("--room-create-rate", "0") if rooms > 1 else ()
+        isolated = ("-I",) if python != sys.executable else ()
         command = (
-            python, "-m", "trio_chat", "serve", "--log-level", "warning",
-            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS, *cluster, *extra,
+            python, *isolated, "-m", "trio_chat", "serve", "--log-level", "warning",
+            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS, *cluster,
+            *spread, *extra,
         )  # fmt: skip
         url = f"tcp://127.0.0.1:{tcp}" if mode == "tcp" else f"ws://127.0.0.1:{ws}/"
+        name = f"{label} {mode}" + (f" x{rooms} rooms" if rooms > 1 else "")
         target = Target(
-            f"trio-chat {mode}", url, command, batch=mode == "ws-batch", ours=True,
-            redis_port=redis_port,
+            name, url, command, batch=mode == "ws-batch", ours=True, redis_port=redis_port,
+            rooms=rooms,
         )  # fmt: skip
         targets.append(target)
     return targets

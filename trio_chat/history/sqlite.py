@@ -367,7 +367,7 @@ class SqliteStore(BatchingStore):
         stored = {
             _text(key): (_text(name), _text(topic), active, pruned)
             for key, name, topic, active, pruned in conn.execute(
-                "SELECT key, name, topic, active, pruned_through FROM rooms"
+                "SELECT key, name, topic, active, pruned_through FROM rooms ORDER BY rowid"
             )
         }
         counts = {
@@ -380,7 +380,7 @@ class SqliteStore(BatchingStore):
         self._rows = {}
         self._bytes = 0
         now = time.time()
-        for key in {*stored, *counts}:
+        for key in [*stored, *sorted(set(counts) - set(stored))]:  # in creation order
             name, topic, active, pruned = stored.get(key, (key, "", now, 0))
             count, size, last = counts.get(key, (0, 0, 0))
             if room_key(name) != key:  # an edited row: the key decides
@@ -403,53 +403,44 @@ class SqliteStore(BatchingStore):
         changes, floor = self.changes_in_flight, self.floor_in_flight
         lost = self.lost_through
         rows = self._rows
-        # A room removed in this batch (then taken again) starts from nothing.
-        dropped = {change.key for change in changes if change.drop}
-        before = self._bytes - sum(rows[key].bytes for key in dropped if key in rows)
-        touched: dict[str, _RoomRows] = {}
+        counts: dict[str, _RoomRows] = {}  # the rooms this batch changes: new counts
         pruned: dict[str, int] = {}
-        added = 0
         conn.execute("BEGIN")
         try:
-            for change in changes:
-                self._change_room(conn, change)
-            inserts = []
-            for message in batch:
-                key = room_key(message.room)
-                size = row_size(message)
-                inserts.append((message.id, message.user, message.text, message.timestamp,
-                                key, size))
-                if key not in touched:
-                    known = rows.get(key) if key not in dropped else None
-                    touched[key] = known or _RoomRows(message.room)
-                added += size
+            inserts = [
+                (m.id, m.user, m.text, m.timestamp, room_key(m.room), row_size(m))
+                for m in batch
+            ]
             conn.executemany(
                 "INSERT INTO messages (id, user, text, ts, room, size)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 inserts,
             )
-            if touched:
-                # Count the batch's rows per room (on copies until the commit).
-                counts = {key: _RoomRows(r.name, r.count, r.bytes) for key, r in touched.items()}
-                for row in inserts:
-                    counts[row[4]].count += 1
-                    counts[row[4]].bytes += row[5]
-                total = before + added
-                for key, counted in counts.items():
-                    if counted.count > self.keep:
-                        total -= self._prune_room(conn, key, counted, pruned)
-                total = self._prune_oldest(conn, total, counts, pruned)
-                # Each room written to has its row (a room new to the file, too), and
-                # was used now.
-                now = time.time()
-                conn.executemany(
-                    "INSERT INTO rooms (key, name, topic, active, pruned_through)"
-                    " VALUES (?, ?, '', ?, 0) ON CONFLICT (key) DO UPDATE SET"
-                    " active = MAX(active, excluded.active)",
-                    [(key, counted.name, now) for key, counted in counts.items()],
-                )
-            else:
-                counts, total = {}, before
+            for message, (_, _, _, _, key, size) in zip(batch, inserts, strict=True):
+                counted = counts.get(key)
+                if counted is None:
+                    known = rows.get(key) or _RoomRows(message.room)
+                    counted = counts[key] = _RoomRows(known.name, known.count, known.bytes)
+                counted.count += 1
+                counted.bytes += size
+            written = set(counts)
+            for change in changes:  # after the messages: a removal takes what came before
+                self._change_room(conn, change, counts)
+            before = sum(rows[key].bytes for key in counts if key in rows)
+            total = self._bytes - before + sum(c.bytes for c in counts.values())
+            for key, counted in counts.items():
+                if counted.count > self.keep:
+                    total -= self._prune_room(conn, key, counted, pruned)
+            total = self._prune_oldest(conn, total, counts, pruned)
+            # Each room written to has its row (a room new to the file, too), and was
+            # used now; not one that is gone.
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO rooms (key, name, topic, active, pruned_through)"
+                " VALUES (?, ?, '', ?, 0) ON CONFLICT (key) DO UPDATE SET"
+                " active = MAX(active, excluded.active)",
+                [(key, counts[key].name, now) for key in written if counts[key].count],
+            )
             if pruned:
                 conn.executemany(
                     "UPDATE rooms SET pruned_through = MAX(pruned_through, ?) WHERE key = ?",
@@ -468,29 +459,43 @@ class SqliteStore(BatchingStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        for change in changes:
-            if change.drop:
-                rows.pop(change.key, None)
-            if change.save is not None and change.key not in rows:
-                rows[change.key] = _RoomRows(change.save[0])
-        rows.update(counts)
+        for key, counted in counts.items():
+            if counted.count or any(c.key == key and c.save for c in changes):
+                rows[key] = counted
+            else:
+                rows.pop(key, None)  # removed, and not taken again
         self._bytes = total
         self._meta_lost = lost
         self.pruned_rooms = pruned
         return max([lost, self.pruned_through, *pruned.values()])
 
-    def _change_room(self, conn: sqlite3.Connection, change: RoomChange) -> None:
+    def _change_room(
+        self, conn: sqlite3.Connection, change: RoomChange, counts: dict[str, _RoomRows]
+    ) -> None:
+        """Remove a room (the messages handed over before its removal) and/or save it;
+        ``counts`` gets its rows as they are after."""
+        key = change.key
+        known = counts.get(key) or self._rows.get(key)
         if change.drop:
-            conn.execute("DELETE FROM messages WHERE room = ?", (change.key,))
-            conn.execute("DELETE FROM rooms WHERE key = ?", (change.key,))
+            conn.execute("DELETE FROM messages WHERE room = ? AND id <= ?",
+                         (key, change.drop_through))
+            conn.execute("DELETE FROM rooms WHERE key = ?", (key,))
+            count, size = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE room = ?", (key,)
+            ).fetchone()
+            name = change.save[0] if change.save is not None else key
+            counts[key] = _RoomRows(name, count, size)
+        elif known is not None and key not in counts:
+            counts[key] = _RoomRows(known.name, known.count, known.bytes)
         if change.save is not None:
             name, topic, active = change.save
             conn.execute(
                 "INSERT INTO rooms (key, name, topic, active, pruned_through)"
                 " VALUES (?, ?, ?, ?, 0) ON CONFLICT (key) DO UPDATE SET"
                 " topic = excluded.topic, active = MAX(active, excluded.active)",
-                (change.key, name, topic, active),
+                (key, name, topic, active),
             )
+            counts.setdefault(key, _RoomRows(name))
 
     def _prune_room(
         self, conn: sqlite3.Connection, key: str, counted: _RoomRows, pruned: dict[str, int]

@@ -60,6 +60,9 @@ class RoomChange:
     drop: bool = False
     #: (name, topic, when last used as Unix time): saved after any drop.
     save: tuple[str, str, float] | None = None
+    #: A removal takes the room's messages with ids up to this one (those handed over
+    #: before it; set by the store): a room taken again at once keeps its new ones.
+    drop_through: int = 0
 
 
 class StoreError(StartupError):
@@ -132,6 +135,7 @@ class BatchingStore(ABC):
         self.lost_through = 0
         self._pending: list[StoredMessage] = []
         self._in_flight = 0
+        self._committing = False  # a batch is in the writer thread
         self._handed = 0  # messages handed over, ever
         self._last_handed_id = 0
         self._done = 0  # ... of which committed (or given up on after an error)
@@ -250,8 +254,10 @@ class BatchingStore(ABC):
         if self._closed:
             return
         waiting = self._rooms.get(change.key)
-        if waiting is not None and waiting.drop:
-            change.drop = True
+        if change.drop:
+            change.drop_through = self._last_handed_id
+        elif waiting is not None and waiting.drop:
+            change.drop, change.drop_through = True, waiting.drop_through
         self._rooms[change.key] = change
         self._work.set()
 
@@ -292,10 +298,11 @@ class BatchingStore(ABC):
             self._wake()
 
     async def flush(self) -> None:
-        """Wait until every message handed over so far is committed."""
+        """Wait until every message handed over so far is committed (and every id
+        reserved, and every change to a room, recorded)."""
         target = self._handed
         self._urgent.set()
-        while self._done < target:
+        while self._done < target or self._reserved or self._rooms or self._committing:
             if self._writer_alive:
                 await self._progress.wait()
             else:
@@ -344,11 +351,13 @@ class BatchingStore(ABC):
         self.floor_in_flight = through if reserved else 0
         self.pruned_rooms = {}
         started = time.perf_counter()
+        self._committing = True
         try:
             # Not cancellable: a batch once started is committed before we go on.
             pruned = await self._in_writer(partial(self._write_logged, batch))
             self.commit_seconds.observe(time.perf_counter() - started)
         finally:
+            self._committing = False
             self._in_flight = 0
             self._done += len(batch)
             self._done_id = max(self._done_id, through)

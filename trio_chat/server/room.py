@@ -218,9 +218,10 @@ class Room:
         if history is not None and self.log is not None:
             member.deliver(history.replay(since, self.log))
 
-    def remove(self, member: Member) -> bool:
+    def remove(self, member: Member, *, parting: bool = False) -> bool:
         """Take ``member`` out (it parted, or is leaving the server) and tell the
-        others; False if it was not in."""
+        others (and, when it ``parting``, itself: its part is done); False if it was
+        not in."""
         name = member.name
         if name is None or self._members.get(skeleton(name)) is not member:
             return False
@@ -234,6 +235,9 @@ class Room:
             return True  # shutting down: every client leaves at once, quadratic
         text = f"{name} left the chat" if self.lobby else f"{name} left {self.name}"
         self._notice("leave", name, text)
+        if parting:
+            member.deliver(protocol.system("leave", name, text, self.count,
+                                           self.rooms.clock(), room=self.name))
         return True
 
     def renamed(self, member: Member, old: str) -> None:

@@ -321,7 +321,7 @@ class Rooms:
             self._take_name(member, name)
         if target is None:
             return None
-        return self.enter(member, target, since, welcome=welcome)
+        return self._enter(member, target, since, welcome=welcome)
 
     def enter(
         self, member: Member, name: str, since: int | None = None, *, welcome: bool = True
@@ -329,12 +329,17 @@ class Rooms:
         """Enter the room ``name`` (creating it if new): its welcome, replay and join
         notice. A member already in it gets its welcome and replay again (a resync;
         nc's ``/join`` to switch rooms), without a notice."""
+        if room_key(name) not in member.rooms:
+            self._check_entry(member, name)
+        return self._enter(member, name, since, welcome=welcome)
+
+    def _enter(self, member: Member, name: str, since: int | None, *, welcome: bool) -> Room:
+        """:meth:`enter`, once :meth:`_check_entry` said yes."""
         key = room_key(name)
         room = self._rooms.get(key)
         if room is not None and key in member.rooms:
             room.replay_to(member, since)
             return room
-        self._check_entry(member, name)
         if room is None:
             room = self._create(name, member)
         room.add(member, since, welcome=welcome)
@@ -386,7 +391,7 @@ class Rooms:
             raise ProtocolError(
                 ROOM_INVALID, "with --redis this server has #lobby only: it cannot be left"
             )
-        room.remove(member)
+        room.remove(member, parting=True)
         return room
 
     def leave(self, member: Member) -> None:
