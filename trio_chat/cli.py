@@ -186,6 +186,9 @@ def main() -> None:
         "port). Off by default.")
 @option("--admin-host", default=DEFAULTS.admin_host,
         help="Address of the admin listener (keep it private: it is not for clients).")
+@option("--grpc-port", type=click.IntRange(0, 65535), default=None, show_default=False,
+        help="Serve the gRPC API (proto/trio_chat/v1/chat.proto) on this port, into the "
+        "same room, with TLS too under --tls-cert (0: any free port). Off by default.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
