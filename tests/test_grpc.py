@@ -10,10 +10,10 @@ import pytest
 import trio
 
 from tests.support.config import TEST_CONFIG
-from tests.support.grpcclient import Failed, GrpcClient, grpc_client, unpack
+from tests.support.grpcclient import Failed, grpc_client, unpack
 from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, ws_client
-from trio_chat import Bound, Config, serve
+from trio_chat import Bound, Config
 from trio_chat.v1 import chat_pb2 as pb
 
 
@@ -165,7 +165,7 @@ async def test_batch_packs_what_is_queued(server: Bound) -> None:
         await bob.recv_until(type="chat", text="c")
         ann = await client.session()
         await ann.send(pb.ClientEvent(join=pb.JoinRequest(user="Ann", batch=True)))
-        events = []
+        events: list[pb.ServerEvent] = []
         while "history_end" not in kinds(events):
             event = await ann.receive()
             assert event is not None

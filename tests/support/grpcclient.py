@@ -103,7 +103,7 @@ class SessionStream:
 
     async def drain(self) -> list[pb.ServerEvent]:
         """Every event up to the end of the stream (then :meth:`status` says how)."""
-        events = []
+        events: list[pb.ServerEvent] = []
         while True:
             try:
                 event = await self.receive()
@@ -150,7 +150,7 @@ class GrpcClient:
         return await self.run(lambda: self.stub.Post(requests_iter()))
 
     async def session(self) -> SessionStream:
-        call = await self.run(_call_of(lambda: self.stub.Session()))
+        call = await self.run(made(lambda: self.stub.Session(None)))
         return SessionStream(self, call)
 
     async def raw_session(self) -> SessionStream:
@@ -159,7 +159,7 @@ class GrpcClient:
             "/trio_chat.v1.Chat/Session", request_serializer=None,
             response_deserializer=pb.ServerEvent.FromString,
         )
-        call = await self.run(_call_of(lambda: method()))
+        call = await self.run(made(lambda: method(None)))
         return SessionStream(self, call)
 
     async def raw(self, name: str, kinds: str, payloads: Sequence[bytes]) -> bytes:
@@ -186,8 +186,9 @@ class GrpcClient:
         return await self.run(call)
 
 
-def _call_of(make: Callable[[], T]) -> Callable[[], Awaitable[T]]:
-    """A call object made on the loop (grpcio's asyncio calls must be)."""
+def made(make: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """For :meth:`GrpcClient.run`: a call object made on the loop (grpcio's asyncio
+    calls must be), e.g. ``await client.run(made(lambda: stub.Watch(request)))``."""
 
     async def made() -> T:
         return make()
@@ -214,6 +215,6 @@ async def grpc_client(
             yield GrpcClient(bridge, channel)
         finally:
             with trio.CancelScope(shield=True):
-                await bridge.run(channel.close())
+                await bridge.run(channel.close(None))
     finally:
         await bridge.aclose()
