@@ -23,10 +23,10 @@ serve: $(STAMP)
 	$(BIN)/trio-chat serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check trio_chat tests
+	$(BIN)/ruff check trio_chat tests examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict trio_chat tests
+	$(BIN)/mypy --strict trio_chat tests examples
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -35,7 +35,7 @@ from .room import Room
 from .session import Session
 
 if TYPE_CHECKING:
-    from ..transports.grpc import GrpcServer
+    from ..transports.grpc.server import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ async def serve(
             stack.push_async_callback(_close_all, admin)
         grpc_server = None
         if config.grpc_port is not None:
-            from ..transports.grpc import open_grpc  # grpcio: only with --grpc-port
+            from ..transports.grpc.server import open_grpc  # grpcio: only with --grpc-port
 
             grpc_server = await stack.enter_async_context(open_grpc(config))
         bound = Bound(

@@ -12,7 +12,7 @@ broadcast and kept with the message (:meth:`trio_chat.protocol.Encoded.form`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 from google.protobuf.descriptor import Descriptor
@@ -196,3 +196,42 @@ def who_reply(users_line: str) -> bytes:
 
 def post_summary(ids: list[int]) -> bytes:
     return pb.PostSummary(ids=ids).SerializeToString()
+
+
+# ---------------------------------------------------------------- for clients
+
+
+_CLIENT_EVENTS: Final = _members(pb.ClientEvent.DESCRIPTOR)
+
+
+def client_message(message: Mapping[str, Any]) -> bytes:
+    """A client message (the JSON object) as ``ClientEvent`` bytes: fields the
+    contract does not have are left out. ``ValueError`` for a type it does not have."""
+    kind = message.get("type")
+    member = _CLIENT_EVENTS.get(kind) if isinstance(kind, str) else None
+    if member is None:
+        raise ValueError(f"no ClientEvent for a {kind!r} message")
+    fields = member.fields
+    body = member.cls(**{name: value for name, value in message.items() if name in fields})
+    data = body.SerializeToString()
+    return member.tag + _varint(len(data)) + data
+
+
+def json_objects(data: bytes) -> list[dict[str, Any]]:
+    """A ``ServerEvent`` as the JSON objects the same messages are over TCP (a batch
+    unpacked; an event this code does not know, none): scalar fields with no presence
+    are left out when empty, as the JSON protocol leaves them out."""
+    event = pb.ServerEvent.FromString(data)
+    return list(_objects(event))
+
+
+def _objects(event: pb.ServerEvent) -> Iterator[dict[str, Any]]:
+    kind = event.WhichOneof("event")
+    if kind is None:
+        return
+    if kind == BATCH:
+        for one in event.batch.events:
+            yield from _objects(one)
+        return
+    obj = as_object(kind, getattr(event, kind))
+    yield {name: value for name, value in obj.items() if value != ""}
