@@ -42,7 +42,7 @@ def main(target: str, name: str, messages: list[str]) -> None:
             kind = event.WhichOneof("event")
             if kind == "welcome":
                 print(f"* you are {event.welcome.user}")
-            elif kind == "chat":
+            elif kind == "chat" and not event.chat.history:  # History showed those
                 print(f"{event.chat.user}: {event.chat.text}")
             elif kind == "system":
                 print(f"* {event.system.text}")
