@@ -13,8 +13,10 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests.support.cluster import node
 from tests.support.config import TEST_CONFIG
 from tests.support.grpcclient import Failed, grpc_client, made
+from tests.support.redis import RedisServer
 from tests.support.tcp import TcpClient
 from tests.support.tls import TlsFiles
 from trio_chat import Bound, Config, serve
@@ -234,3 +236,30 @@ async def test_health_and_reflection(server: Bound) -> None:
         assert [(m.name, m.client_streaming, m.server_streaming) for m in chat.method] == [
             ("Who", False, False), ("History", False, True), ("Post", True, False),
             ("Session", True, True)]
+
+
+async def test_cluster_mode_grpc_on_one_server_tcp_on_another(
+    redis_server: RedisServer,
+) -> None:
+    """--redis: a Session on server A and a TCP client on server B share one room and
+    its ids; Post's ids come from the Redis sequence; History reads the shared one."""
+    config = replace(GRPC_CONFIG, redis=redis_server.url, presence_ttl=2.0)
+    async with node(config) as (_, a), node(config) as (_, b), \
+            grpc_client(target(a)) as client, \
+            await TcpClient.connect(b.tcp_port) as bob:
+        await bob.join("Bob")
+        ann = await client.session()
+        welcome = await ann.join("Ann")
+        assert sorted(welcome.users) == ["Ann", "Bob"] and welcome.clients_count == 2
+        # Names are claimed across servers.
+        with pytest.raises(Failed) as failed:
+            await client.post(pb.PostRequest(user="bob", text="not you"))
+        assert failed.value.code == grpc.StatusCode.ALREADY_EXISTS
+        await ann.chat("from gRPC on A")
+        message = await bob.recv_until(type="chat", user="Ann")
+        echo = await ann.receive_until("chat", user="Ann")
+        assert echo.chat.id == message["id"]
+        summary = await client.post(pb.PostRequest(user="Bot", text="posted on A"))
+        posted = await bob.recv_until(type="chat", user="Bot")
+        assert list(summary.ids) == [posted["id"]] and posted["id"] > message["id"]
+        assert [m.text for m in await client.history()] == ["from gRPC on A", "posted on A"]
