@@ -8,13 +8,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
 import trio
 
 from tests.support.config import TEST_CONFIG
-from tests.support.processes import JoinProcess, client_env
+from tests.support.grpcclient import grpc_client
+from tests.support.processes import JoinProcess, client_env, server_process
 from tests.support.tcp import TcpClient
 from tests.support.tls import TlsFiles
+from tests.support.waits import WAIT
 from trio_chat import Bound, Config, serve
 
 pytestmark = pytest.mark.slow
@@ -96,3 +99,21 @@ def test_the_example_says_how_to_run_it() -> None:
     result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True,
                             env=client_env(), check=False, timeout=60)
     assert result.returncode == 1 and "HOST:PORT NAME" in result.stderr
+
+
+async def test_serve_grpc_port_from_the_command_line() -> None:
+    """``trio-chat serve --grpc-port 0`` says where it listens; SIGTERM stops it
+    cleanly, the call told ``shutdown`` then UNAVAILABLE."""
+    async with server_process("--grpc-port", "0") as server:
+        line = await server.wait_log("grpc port: ")
+        grpc_target = line.rsplit("grpc port: ", 1)[1].split()[0]
+        async with grpc_client(grpc_target) as client:
+            ann = await client.session()
+            await ann.join("Ann")
+            server.signal()
+            await ann.receive_until("system", event="shutdown")
+            await ann.drain()
+            code, _ = await ann.status()
+            assert code == grpc.StatusCode.UNAVAILABLE
+        with trio.fail_after(WAIT):
+            assert await server.process.wait() == 0

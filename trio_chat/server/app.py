@@ -248,9 +248,10 @@ async def _serve_room(
                 )
             if grpc_server is not None:
                 await accepting.start(grpc_server.serve, admission, connections, running)
-                log.info("grpc listening: %s%s", bound.grpc_target, " (TLS)" if bound.tls else "")
             log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
             log.info("chat page: %s", bound.page_url)
+            if bound.grpc_target is not None:
+                log.info("grpc port: %s%s", bound.grpc_target, " (TLS)" if bound.tls else "")
             _log_file_limit(config)
             if host_policy(config.allowed_hosts, config.host).unprotected:
                 log.warning(

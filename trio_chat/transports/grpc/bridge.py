@@ -77,10 +77,15 @@ class Bridge:
 
     async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """From Trio: run ``coroutine`` on the loop and wait for its result. Cancelled,
-        it cancels the coroutine there (and does not wait for it)."""
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
-            coroutine, self.loop
-        )
+        it cancels the coroutine there (and does not wait for it). Raises
+        ``trio.ClosedResourceError`` once the loop has stopped."""
+        try:
+            future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+                coroutine, self.loop
+            )
+        except RuntimeError:  # the loop is closed: the server (or client) is gone
+            coroutine.close()
+            raise trio.ClosedResourceError("the gRPC event loop has stopped") from None
         done = trio.Event()
         future.add_done_callback(lambda _: self.to_trio(done.set))
         try:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -148,14 +148,14 @@ class Hops:
     async def read(self) -> bytes | None:
         if self.gone:
             return None
-        with self._watch():
+        with self._watch(), suppress(trio.ClosedResourceError):
             return await self.bridge.run(self.call.read())
-        return None  # the call went away meanwhile
+        return None  # the call went away meanwhile (or the whole server did)
 
     async def write(self, messages: Sequence[bytes]) -> None:
         """Raises :class:`PeerGone` when the call is over."""
         if not self.gone:
-            with self._watch():
+            with self._watch(), suppress(trio.ClosedResourceError):
                 if await self.bridge.run(self.call.write(messages)):
                     return
         raise PeerGone
