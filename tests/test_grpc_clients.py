@@ -3,6 +3,8 @@ and examples/grpc_client.py, real processes against a real server."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,9 +16,10 @@ import trio
 
 from tests.support.config import TEST_CONFIG
 from tests.support.grpcclient import grpc_client
-from tests.support.processes import JoinProcess, client_env, server_process
+from tests.support.processes import JoinProcess, client_env, join_command, server_process
 from tests.support.tcp import TcpClient
 from tests.support.tls import TlsFiles
+from tests.support.tmux import Tmux
 from tests.support.waits import WAIT
 from trio_chat import Bound, Config, serve
 
@@ -117,3 +120,24 @@ async def test_serve_grpc_port_from_the_command_line() -> None:
             assert code == grpc.StatusCode.UNAVAILABLE
         with trio.fail_after(WAIT):
             assert await server.process.wait() == 0
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None and not os.environ.get("CI"),
+                    reason="tmux is not installed (apt-get install tmux; .ci/run does)")
+async def test_the_full_screen_client_over_grpc(server: Bound, tmp_path: Path) -> None:
+    terminal = Tmux(tmp_path)
+    try:
+        await terminal.start(join_command("--name", "Bob", "--grpc", target(server)))
+        screen = await terminal.wait_for("connected as Bob")
+        assert f"grpc://{target(server)}" in screen[-2]
+        async with await TcpClient.connect(server.tcp_port) as ann:
+            await ann.join("Ann")
+            await ann.send({"type": "chat", "text": "hello from nc"})
+            await terminal.wait_for("Ann: hello from nc")
+            await terminal.keys("hello over gRPC", literal=True)
+            await terminal.keys("Enter")
+            message = await ann.recv_until(type="chat", user="Bob")
+            assert message["text"] == "hello over gRPC"
+            await terminal.wait_for("> Bob: hello over gRPC")
+    finally:
+        await terminal.kill()
