@@ -322,7 +322,7 @@ def join(
     if use_tls and url is not None and not secure_url:
         raise click.UsageError("--tls goes with TCP or a wss:// URL, not " + url)
     if ca is not None and not (use_tls or secure_url):
-        raise click.UsageError("--ca needs --tls (TCP or gRPC) or a wss:// URL")
+        raise click.UsageError("--ca needs --tls or a wss:// URL")
     if ca is not None:
         try:
             tls.client_context(ca)
