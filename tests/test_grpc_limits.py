@@ -20,6 +20,7 @@ from tests.support.redis import RedisServer
 from tests.support.tcp import TcpClient
 from tests.support.tls import TlsFiles
 from trio_chat import Bound, Config, serve
+from trio_chat.transports.grpc import calls
 from trio_chat.v1 import chat_pb2 as pb
 
 
@@ -263,3 +264,16 @@ async def test_cluster_mode_grpc_on_one_server_tcp_on_another(
         posted = await bob.recv_until(type="chat", user="Bot")
         assert list(summary.ids) == [posted["id"]] and posted["id"] > message["id"]
         assert [m.text for m in await client.history()] == ["from gRPC on A", "posted on A"]
+
+
+async def test_a_post_call_is_bounded(server: Bound, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One Post call takes at most MAX_POST messages (its summary holds an id each):
+    the next one ends it, saying what went out."""
+    monkeypatch.setattr(calls, "MAX_POST", 3)
+    async with grpc_client(target(server)) as client:
+        with pytest.raises(Failed) as failed:
+            await client.post(*[pb.PostRequest(user="Bot", text=f"{n}") for n in range(5)])
+        assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert failed.value.details.startswith("too_long: a Post call takes at most 3")
+        assert "(3 posted before it" in failed.value.details
+        assert [m.text for m in await client.history()] == ["0", "1", "2"]

@@ -30,6 +30,7 @@ from ...protocol import (
     RATE_LIMITED,
     SERVER_FULL,
     SLOW_CONSUMER,
+    TOO_LONG,
     Chat,
     Event,
     ProtocolError,
@@ -207,6 +208,9 @@ class GrpcTransport:
             self.hops.end(Ending(*status_for(reason)))
 
 
+#: Messages one ``Post`` call takes (its summary holds an id for each): a bot posting
+#: more starts another call.
+MAX_POST: Final = 10_000
 #: JSON prefixes of the server messages a poster's session must look at.
 _CHAT: Final = '{"type":"chat"'
 _ERROR: Final = '{"type":"error"'
@@ -242,6 +246,10 @@ class PostTransport:
         if data is None:
             return None
         try:
+            if self._posted >= MAX_POST:
+                raise ProtocolError(
+                    TOO_LONG, f"a Post call takes at most {MAX_POST} messages; start another"
+                )
             event = self._chat(*post_text(data))
         except ProtocolError as error:
             self.error = error

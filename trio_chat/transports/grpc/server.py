@@ -148,7 +148,10 @@ async def _create(
     config: Config, handlers: Handlers, creds: grpc.ServerCredentials | None
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """On the loop: the server, its services, and its port (bound, not serving yet)."""
-    server = grpc.aio.server(options=server_options(config))
+    # Calls at once, server-wide: the sessions --max-clients allows, and room for the
+    # health and reflection calls the gate does not count.
+    calls = config.max_clients + MAX_STREAMS if config.max_clients else None
+    server = grpc.aio.server(options=server_options(config), maximum_concurrent_rpcs=calls)
     methods = {
         "Who": grpc.unary_unary_rpc_method_handler(handlers.who),
         "History": grpc.unary_stream_rpc_method_handler(handlers.history),
