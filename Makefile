@@ -2,13 +2,14 @@
 # load tests (500 clients; 3 servers on Redis with faults: about two minutes); make
 # screenshot: refresh docs/screenshot.png and docs/screenshot-phone.png from the
 # browser test; make bench: the fan-out benchmark (BENCH_ARGS adds options, e.g.
-# --peer NAME URL COMMAND, or --cluster 3). All set up .venv first.
+# --peer NAME URL COMMAND, or --cluster 3); make proto: regenerate trio_chat/v1 from
+# proto/trio_chat/v1/chat.proto. All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test soak lint typecheck screenshot bench clean
+.PHONY: serve test soak lint typecheck screenshot bench proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +23,10 @@ serve: $(STAMP)
 	$(BIN)/trio-chat serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check trio_chat tests
+	$(BIN)/ruff check trio_chat tests examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict trio_chat tests
+	$(BIN)/mypy --strict trio_chat tests examples
 
 test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -39,6 +40,14 @@ screenshot: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/trio-chat bench $(BENCH_ARGS)
+
+# The Python code for the gRPC contract: messages and stubs (grpcio-tools), typed
+# stubs for mypy (mypy-protobuf's plugins, found on PATH). Committed; the tests check
+# it is what this makes.
+proto: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+		proto/trio_chat/v1/chat.proto
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info

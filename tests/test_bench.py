@@ -332,6 +332,22 @@ def test_rooms_and_baseline_rows_are_measured_in_the_same_runs() -> None:
 
 
 @pytest.mark.slow
+def test_fanout_benchmark_reports_grpc_beside_tcp() -> None:
+    """gRPC Session streams, one event per message and batched, measured in the same
+    run as TCP: every message reaches every client."""
+    done = bench("--mode", "tcp", "--mode", "grpc", "--mode", "grpc-batch", "--clients", "6",
+                 "--senders", "2", "--window", "2", "--duration", "0.5", "--warmup", "0.2",
+                 "--probe-every", "2")
+    table = rows(done.stdout)
+    assert list(table) == ["trio-chat tcp", "trio-chat grpc", "trio-chat grpc-batch"]
+    for name, columns in table.items():
+        rate, _, p50, p99, worst, lost = columns[:6]
+        assert figure(rate) > 0 and 0 <= figure(p50) <= figure(p99) <= figure(worst)
+        assert lost == "0", (name, done.stdout)
+    assert "ERROR" not in done.stdout
+
+
+@pytest.mark.slow
 def test_scale_benchmark_holds_every_connection() -> None:
     done = bench("--scale", "--clients", "4")
     assert done.stdout.splitlines()[0] == SCALE_HEADER

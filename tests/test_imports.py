@@ -1,6 +1,7 @@
 """What each entry point loads, in a fresh interpreter: ``trio-chat join`` and ``serve``
 without ``--redis`` never load the cluster's Redis client (coredis, anyio) or the
-benchmark (trio_chat.bench, psutil), and the sans-IO protocol never loads trio.
+benchmark (trio_chat.bench, psutil), without ``--grpc``/``--grpc-port`` never gRPC
+(grpcio, protobuf), and the sans-IO protocol never loads trio.
 
 Each check runs in a subprocess, since this test process has imported everything.
 """
@@ -18,6 +19,9 @@ from tests.support.processes import client_env
 #: What only ``--redis`` (coredis, and the anyio it runs on) or ``trio-chat bench``
 #: (the package, and psutil) may load.
 ONLY_FOR_REDIS_OR_BENCH = ("coredis", "anyio", "psutil", "trio_chat.bench")
+#: What only ``serve --grpc-port`` or ``join --grpc`` may load.
+ONLY_FOR_GRPC = ("grpc", "google.protobuf", "grpc_health", "grpc_reflection",
+                 "trio_chat.transports.grpc", "trio_chat.v1")
 #: Printed before the module list, after whatever the code printed itself.
 MARK = "--- sys.modules ---"
 
@@ -35,10 +39,10 @@ def modules_after(code: str) -> set[str]:
     return set(loaded)
 
 
-def offenders(loaded: set[str]) -> list[str]:
+def offenders(loaded: set[str], only: tuple[str, ...] = ONLY_FOR_REDIS_OR_BENCH) -> list[str]:
     return sorted(
         name for name in loaded
-        if any(name == top or name.startswith(top + ".") for top in ONLY_FOR_REDIS_OR_BENCH)
+        if any(name == top or name.startswith(top + ".") for top in only)
     )
 
 
@@ -80,10 +84,27 @@ trio.run(main)
         pytest.param(SERVE_AND_STOP, id="serve without --redis"),
     ],
 )
-def test_join_and_serve_load_neither_redis_nor_the_benchmark(code: str) -> None:
+def test_join_and_serve_load_neither_redis_nor_the_benchmark_nor_grpc(code: str) -> None:
     loaded = modules_after(code)
     assert "trio_chat" in loaded  # it did run
     assert offenders(loaded) == []
+    assert offenders(loaded, ONLY_FOR_GRPC) == []
+
+
+def test_grpc_is_loaded_with_its_options_only() -> None:
+    """``serve --grpc-port`` and ``join --grpc`` do load it (so the check can fail);
+    ``join --grpc`` loads the client's half, not the server's."""
+    with_grpc = SERVE_AND_STOP.replace('db=":memory:"', 'db=":memory:", grpc_port=0')
+    assert with_grpc != SERVE_AND_STOP
+    serving = modules_after(with_grpc)
+    assert {"grpc", "trio_chat.transports.grpc.server"} <= set(offenders(serving, ONLY_FOR_GRPC))
+    joining = modules_after(
+        "import trio_chat.client.transport as transport\n"
+        "import trio_chat.client.grpcconn\n"
+    )
+    assert "grpc" in offenders(joining, ONLY_FOR_GRPC)
+    assert "trio_chat.transports.grpc.server" not in joining
+    assert offenders(joining) == []
 
 
 def test_the_checks_see_what_redis_and_the_benchmark_load() -> None:

@@ -226,6 +226,9 @@ def main() -> None:
         "port). Off by default.")
 @option("--admin-host", default=DEFAULTS.admin_host,
         help="Address of the admin listener (keep it private: it is not for clients).")
+@option("--grpc-port", type=click.IntRange(0, 65535), default=None, show_default=False,
+        help="Serve the gRPC API (proto/trio_chat/v1/chat.proto) on this port, into the "
+        "same room, with TLS too under --tls-cert (0: any free port). Off by default.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
@@ -317,8 +320,11 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
         help="Server NDJSON-over-TCP port.")
 @option("--url", show_default=False,
         help="Connect over WebSocket instead, e.g. ws://127.0.0.1:8765/.")
+@option("--grpc", "grpc_target", show_default=False, metavar="HOST:PORT",
+        help="Connect over gRPC instead, to a server's --grpc-port, e.g. 127.0.0.1:8767.")
 @option("--tls", "use_tls", is_flag=True,
-        help="TLS to the TCP port (a server run with --tls-cert); wss:// URLs imply it.")
+        help="TLS to the TCP (or gRPC) port (a server run with --tls-cert); wss:// URLs "
+        "imply it.")
 @option("--ca", type=click.Path(exists=True, dir_okay=False), show_default=False,
         help="PEM file of the CA certificate(s) to trust for TLS instead of the system's "
         "(e.g. a self-signed server's certificate).")
@@ -335,6 +341,7 @@ def join(
     host: str,
     port: int,
     url: str | None,
+    grpc_target: str | None,
     use_tls: bool,
     ca: str | None,
     plain: bool,
@@ -348,6 +355,10 @@ def join(
     line as a message, prints each message as one line and leaves at EOF.
     """
     secure_url = url is not None and url.lower().startswith("wss:")
+    if grpc_target is not None and url is not None:
+        raise click.UsageError("--grpc and --url are two ways to connect: give one")
+    if grpc_target is not None and not grpc_target.rpartition(":")[2].isdigit():
+        raise click.BadParameter("expected HOST:PORT", param_hint="'--grpc'")
     if use_tls and url is not None and not secure_url:
         raise click.UsageError("--tls goes with TCP or a wss:// URL, not " + url)
     if ca is not None and not (use_tls or secure_url):
@@ -367,6 +378,7 @@ def join(
         host=host,
         port=port,
         url=url,
+        grpc=grpc_target,
         tls=use_tls or secure_url,
         ca=ca,
         reconnect=reconnect,

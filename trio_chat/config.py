@@ -170,3 +170,6 @@ class Config:
     #: Address of the admin listener (loopback unless said otherwise: it is not for
     #: the public).
     admin_host: str = "127.0.0.1"
+    #: The gRPC port (proto/trio_chat/v1/chat.proto), on ``host``: off when None; 0
+    #: picks a free port.
+    grpc_port: int | None = None

@@ -19,4 +19,6 @@
 - :mod:`.redis`: a real redis-server, or a skip (a failure under CI) without one; a
   primary with replicas and sentinels (:class:`~.redis.Sentinels`).
 - :mod:`.cluster`: cluster servers in the test's event loop, and waits on their link.
+- :mod:`.grpcclient`: a real grpcio client (generated stubs, ``grpc.aio``) driven from
+  Trio, for the gRPC port.
 """

@@ -23,7 +23,7 @@ from .targets import (
 
 @click.command()
 @click.option("--mode", "modes", multiple=True, type=click.Choice(MODES),
-              help="trio-chat modes to measure (repeatable) [default: all three].")
+              help="trio-chat modes to measure (repeatable) [default: all].")
 @click.option("--peer", "peers", multiple=True, nargs=3, metavar="NAME URL COMMAND",
               help="A peer server: its name, its ws:// URL and the command that starts "
                    "it (repeatable).")

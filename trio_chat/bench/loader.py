@@ -12,7 +12,11 @@ delivery, since they share the machine with the server:
   one regular expression over the chunk, for latency;
 - a sender counts its own marker to know how many of its messages came back
   (closed loop: at most ``window`` in flight), or sends at a fixed rate;
-- WebSocket client frames use an all-zero mask key (valid; the XOR is a no-op).
+- WebSocket client frames use an all-zero mask key (valid; the XOR is a no-op);
+- a gRPC client (``grpc://``: a trio-chat ``Session`` stream, on grpcio's asyncio
+  client in a thread of the loader, :class:`GrpcStream`) reads each ``ServerEvent``
+  as bytes and counts the marker in them the same way (Protobuf keeps a string's
+  bytes as they are); only until its welcome does it decode them.
 
 A chat text is ``bench#<sender>#<seq>#<monotonic ns>#``. ``time.monotonic_ns`` is
 CLOCK_MONOTONIC, shared by all processes on the machine, so latency is send to
@@ -31,11 +35,14 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .targets import Settings, Target, parse_url
+
+if TYPE_CHECKING:
+    from ..transports.grpc.bridge import Bridge
 
 MARK = b"bench#"
 MESSAGE = re.compile(rb"bench#(\d+)#(\d+)#(\d+)#")
@@ -72,6 +79,70 @@ def ws_client_frame(payload: bytes) -> bytes:
     else:
         header = bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big")
     return header + b"\0\0\0\0" + payload
+
+
+class GrpcStream(trio.abc.AsyncResource):
+    """A ``Session`` stream as a loader client uses a socket: messages out, bytes in.
+    Errors are trio's stream errors, so the client's own handling applies."""
+
+    def __init__(self, bridge: Bridge, channel: Any, call: Any, joined: trio.Event) -> None:
+        self._bridge = bridge
+        self._channel = channel
+        self._call = call
+        self._joined = joined
+
+    async def send_messages(self, messages: list[bytes]) -> None:
+        call = self._call
+
+        async def write() -> None:
+            for message in messages:
+                await call.write(message)
+
+        try:
+            await self._bridge.run(write())
+        except Exception as exc:  # grpcio's AioRpcError, or the call is over
+            raise trio.BrokenResourceError from exc
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        call = self._call
+
+        async def read() -> object:
+            return await call.read()
+
+        try:
+            data = await self._bridge.run(read())
+        except Exception as exc:
+            raise trio.BrokenResourceError from exc
+        if not isinstance(data, bytes):
+            return b""  # the end of the stream
+        if not self._joined.is_set():
+            from ..transports.grpc.events import json_objects
+
+            if any(obj["type"] == "welcome" for obj in json_objects(data)):
+                self._joined.set()
+        return data
+
+    async def aclose(self) -> None:
+        self._bridge.to_loop(self._call.cancel)
+        await self._bridge.run(self._channel.close(None))
+
+
+async def _open_grpc(client: Client, bridge: Bridge, host: str, port: int) -> None:
+    """A channel of its own (a connection, as a separate program would have) and a
+    ``Session`` call on it, bytes in and out."""
+    import grpc
+
+    async def open_call() -> tuple[Any, Any]:
+        channel = grpc.aio.insecure_channel(
+            f"{host}:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        method = channel.stream_stream(
+            "/trio_chat.v1.Chat/Session", request_serializer=None, response_deserializer=None
+        )
+        return channel, method(None)
+
+    channel, call = await bridge.run(open_call())
+    client.stream = GrpcStream(bridge, channel, call, client.joined)
 
 
 class Window:
@@ -122,7 +193,7 @@ class Client:
         self.sender = sender
         self.own = b"bench#%d#" % cid
         self.w = w
-        self.stream: trio.SocketStream | None = None
+        self.stream: trio.SocketStream | GrpcStream | None = None
         self.count = 0  # bench messages received
         self.seq = 0  # bench messages sent
         self.acked = 0  # own messages received back
@@ -132,9 +203,15 @@ class Client:
         self.sending = False  # a send_bench is writing: a second writer would be an error
 
     async def send_json(self, obj: dict[str, Any]) -> None:
+        stream = self.stream
+        assert stream is not None
+        if isinstance(stream, GrpcStream):
+            from ..transports.grpc.events import client_message
+
+            await stream.send_messages([client_message(obj)])
+            return
         data = json.dumps(obj, separators=(",", ":")).encode()
-        assert self.stream is not None
-        await self.stream.send_all(ws_client_frame(data) if self.frame else data + b"\n")
+        await stream.send_all(ws_client_frame(data) if self.frame else data + b"\n")
 
     async def top_up(self, n: int, ours: bool) -> None:
         """Closed loop: send ``n`` more, unless a write is under way already (the run's
@@ -151,6 +228,17 @@ class Client:
         """Send ``n`` chat messages in one write."""
         now = time.monotonic_ns()
         parts = []
+        stream = self.stream
+        assert stream is not None
+        if isinstance(stream, GrpcStream):
+            for _ in range(n):
+                self.seq += 1
+                text = b"bench#%d#%d#%d#" % (self.cid, self.seq, now)
+                # ClientEvent{chat: ChatRequest{text}}: two length-delimited fields.
+                chat = b"\x0a" + _varint(len(text)) + text
+                parts.append(b"\x12" + _varint(len(chat)) + chat)
+            await stream.send_messages(parts)
+            return
         user = ("" if ours else f'"user":"{self.name}",').encode() + self.room_field
         for _ in range(n):
             self.seq += 1
@@ -158,8 +246,8 @@ class Client:
                 user, self.cid, self.seq, now
             )
             parts.append(ws_client_frame(raw) if self.frame else raw + b"\n")
-        assert self.stream is not None
-        await self.stream.send_all(b"".join(parts))
+        assert isinstance(stream, trio.SocketStream)
+        await stream.send_all(b"".join(parts))
 
     def feed(self, data: bytes) -> int:
         """Account for received bytes; returns how many more messages a sender may send."""
@@ -228,6 +316,15 @@ async def _open(client: Client, host: str, port: int, path: str, ws: bool) -> by
     return rest
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 class Loader:
     """One loader process's clients, driven by commands from the parent."""
 
@@ -236,6 +333,7 @@ class Loader:
         self.settings = settings
         self.w = Window()
         self.clients: list[Client] = []
+        self.bridge: Bridge | None = None  # grpcio's loop, for grpc:// clients
 
     async def connect(
         self, nursery: trio.Nursery, ids: Sequence[int], senders: set[int]
@@ -266,7 +364,11 @@ class Loader:
             )
             async with limit:
                 try:
-                    rest = await _open(client, host, port, path, scheme == "ws")
+                    if scheme == "grpc":
+                        await _open_grpc(client, self._bridge(), host, port)
+                        rest = b""
+                    else:
+                        rest = await _open(client, host, port, path, scheme == "ws")
                     if rest:
                         client.feed(rest)
                     nursery.start_soon(client.read_loop, target.ours)
@@ -296,6 +398,14 @@ class Loader:
             "connected": len(ids) - len(failures),
             "failures": failures[:5],
         }
+
+    def _bridge(self) -> Bridge:
+        if self.bridge is None:
+            from ..transports.grpc.bridge import Bridge
+
+            self.bridge = Bridge()
+            self.bridge.start()
+        return self.bridge
 
     async def run(self, t0: float, senders_rate: float) -> dict[str, Any]:
         """One measurement: senders start at ``t0`` (monotonic seconds)."""
@@ -374,6 +484,8 @@ class Loader:
                 if c.stream is not None:
                     await trio.aclose_forcefully(c.stream)
             nursery.cancel_scope.cancel()
+        if self.bridge is not None:
+            await self.bridge.aclose()
         conn.send("stopped")
 
 

@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 from .redis_server import free_port
 
-MODES = ("tcp", "ws", "ws-batch")
+#: grpc: a Session stream per client (--grpc-port), one ServerEvent per message;
+#: grpc-batch: joined with batch, one ServerEvent holding everything queued.
+MODES = ("tcp", "ws", "ws-batch", "grpc", "grpc-batch")
 #: trio-chat as the peers run: no flood control (senders send as fast as the window
 #: allows), no per-IP cap or connection rate limit (every client is 127.0.0.1), no
 #: connection cap, history kept in memory (no disk, and the user's database is left
@@ -29,7 +31,7 @@ class Target:
     """One server to measure: trio-chat in a mode (command None), or a peer."""
 
     name: str
-    url: str  # tcp://host:port or ws://host:port/path
+    url: str  # tcp://host:port, ws://host:port/path or grpc://host:port (ours only)
     command: tuple[str, ...] | None = None
     batch: bool = False  # join with "batch": true (trio-chat only)
     ours: bool = False  # speaks trio-chat's join; peers get seed-style chats
@@ -62,9 +64,11 @@ class Settings:
 
 
 def parse_url(url: str) -> tuple[str, str, int, str]:
-    """``tcp://HOST:PORT`` or ``ws://HOST:PORT/PATH`` as (scheme, host, port, path)."""
+    """``tcp://HOST:PORT``, ``ws://HOST:PORT/PATH`` or ``grpc://HOST:PORT`` (a
+    trio-chat ``Session`` stream) as (scheme, host, port, path)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "ws") or parts.hostname is None or parts.port is None:
+    schemes = ("tcp", "ws", "grpc")
+    if parts.scheme not in schemes or parts.hostname is None or parts.port is None:
         raise ValueError(f"expected tcp://HOST:PORT or ws://HOST:PORT/PATH, got {url!r}")
     return parts.scheme, parts.hostname, parts.port, parts.path or "/"
 
@@ -81,19 +85,27 @@ def our_targets(
     for mode in modes:
         tcp, ws = free_port(), free_port()
         cluster = () if redis_port is None else ("--redis", f"redis://127.0.0.1:{redis_port}/0")
+        grpc: tuple[str, ...] = ()
+        if mode.startswith("grpc"):
+            grpc_port = free_port()
+            grpc = ("--grpc-port", str(grpc_port))
+            url = f"grpc://127.0.0.1:{grpc_port}"
+        elif mode == "tcp":
+            url = f"tcp://127.0.0.1:{tcp}"
+        else:
+            url = f"ws://127.0.0.1:{ws}/"
         # Every client creates or joins its room at once, from one address.
         spread = ("--room-create-rate", "0") if rooms > 1 else ()
         isolated = ("-I",) if python != sys.executable else ()
         command = (
             python, *isolated, "-m", "trio_chat", "serve", "--log-level", "warning",
-            "--tcp-port", str(tcp), "--ws-port", str(ws), *SERVE_OPTIONS, *cluster,
+            "--tcp-port", str(tcp), "--ws-port", str(ws), *grpc, *SERVE_OPTIONS, *cluster,
             *spread, *extra,
         )  # fmt: skip
-        url = f"tcp://127.0.0.1:{tcp}" if mode == "tcp" else f"ws://127.0.0.1:{ws}/"
         name = f"{label} {mode}" + (f" x{rooms} rooms" if rooms > 1 else "")
         target = Target(
-            name, url, command, batch=mode == "ws-batch", ours=True, redis_port=redis_port,
-            rooms=rooms,
+            name, url, command, batch=mode.endswith("-batch"), ours=True,
+            redis_port=redis_port, rooms=rooms,
         )  # fmt: skip
         targets.append(target)
     return targets
@@ -139,5 +151,6 @@ def scale_target(python: str = sys.executable) -> Target:
 def peer_target(name: str, url: str, command: str) -> Target:
     """A peer: ``command`` (split like a shell would, but run without one, so the pid
     measured is the server's own) starts a server that listens on ``url``."""
-    parse_url(url)
+    if parse_url(url)[0] == "grpc":
+        raise ValueError(f"a peer speaks tcp:// or ws://, not {url!r}")
     return Target(name, url, tuple(shlex.split(command)))

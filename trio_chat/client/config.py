@@ -15,7 +15,10 @@ class ClientConfig:
     port: int = 8764
     #: ``ws://host:port/``: connect over WebSocket instead of TCP (``wss://``: with TLS).
     url: str | None = None
-    #: TLS on the TCP connection (``--tls``); a ``wss://`` URL implies it.
+    #: ``host:port`` of a gRPC port (``--grpc``): connect with gRPC instead (TLS with
+    #: ``tls``).
+    grpc: str | None = None
+    #: TLS on the TCP (or gRPC) connection (``--tls``); a ``wss://`` URL implies it.
     tls: bool = False
     #: PEM file of the CA certificate(s) to trust instead of the system's (``--ca``).
     ca: str | None = None
@@ -39,4 +42,6 @@ class ClientConfig:
         """Where the client connects, as shown to the user."""
         if self.url is not None:
             return self.url
+        if self.grpc is not None:
+            return f"grpc{'s' if self.tls else ''}://{self.grpc}"
         return f"{'tls://' if self.tls else ''}{url_host(self.host)}:{self.port}"

@@ -1,4 +1,5 @@
-"""Opening a connection to the server: the one place that knows TCP from WebSocket.
+"""Opening a connection to the server: the one place that knows TCP from WebSocket
+(and from gRPC, whose connection is :mod:`.grpcconn`'s).
 
 Both kinds look the same from above: :meth:`ServerConnection.receive` returns the
 server's messages as dicts, :meth:`ServerConnection.send` writes one message, and a
@@ -218,6 +219,12 @@ def _close_text(exc: ConnectionClosed) -> str:
 @asynccontextmanager
 async def open_connection(config: ClientConfig) -> AsyncIterator[ServerConnection]:
     """Connect to the server ``config`` names; raise :class:`ConnectError` if we cannot."""
+    if config.grpc is not None:
+        from .grpcconn import open_grpc_session  # grpcio: only for --grpc
+
+        async with open_grpc_session(config) as connection:
+            yield connection
+        return
     if config.url is None:
         try:
             with trio.fail_after(config.connect_timeout):

@@ -7,15 +7,17 @@ frame), built on first use and shared by every connection that gets the message.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from .safetext import escape_unsafe
 from .wsframes import batch_frames, text_frame
 
 SYSTEM_USER: Final = "System"
+_Form = TypeVar("_Form")
+
 #: The largest message id (JavaScript's ``Number.MAX_SAFE_INTEGER``): every id is an
 #: exact number in any JSON parser, and far inside SQLite's 64-bit INTEGER.
 MAX_ID: Final = 2**53 - 1
@@ -42,6 +44,17 @@ class Encoded(str):
     @cached_property
     def frame(self) -> bytes:
         return text_frame(self.data[:-1])
+
+    def form(self, name: str, build: Callable[[str], _Form]) -> _Form:
+        """Another wire form of this message, a transport's own (gRPC's Protobuf bytes),
+        built by ``build`` on first use and kept like ``data`` and ``frame``: once for
+        every recipient, and no longer than the message."""
+        forms = self.__dict__
+        try:
+            value: _Form = forms[name]
+        except KeyError:
+            value = forms[name] = build(self)
+        return value
 
 
 def wire_line(line: str) -> bytes:

@@ -1,7 +1,7 @@
 """``serve(config)``: the listeners in one nursery, around the rooms and their delivery.
 
 This is the server's whole import path: the cluster (coredis) is imported only when
-``config.redis`` asks for it.
+``config.redis`` asks for it, gRPC (grpcio) only when ``config.grpc_port`` does.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,6 +34,9 @@ from .process import RESERVED_FDS, raise_nofile_limit, tune_gc, tune_malloc
 from .rooms import Rooms
 from .session import Session
 
+if TYPE_CHECKING:
+    from ..transports.grpc.server import GrpcServer
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +52,8 @@ class Bound:
     #: The admin listener's port (``/metrics``, ``/healthz``, ``/readyz``), if on.
     admin_port: int | None = None
     admin_host: str = "127.0.0.1"
+    #: The gRPC port (``--grpc-port``), if on; it speaks TLS too with ``tls``.
+    grpc_port: int | None = None
 
     @property
     def tcp_url(self) -> str:
@@ -70,6 +76,13 @@ class Bound:
             return None
         host = _LOCAL.get(self.admin_host, self.admin_host)
         return f"http://{url_host(host)}:{self.admin_port}/"
+
+    @property
+    def grpc_target(self) -> str | None:
+        """``host:port`` of the gRPC port, as a client here dials it; None if off."""
+        if self.grpc_port is None:
+            return None
+        return f"{url_host(_LOCAL.get(self.host, self.host))}:{self.grpc_port}"
 
 
 #: A wildcard address, as a client on this machine reaches it.
@@ -126,15 +139,21 @@ async def serve(
         if config.admin_port is not None:
             admin = await open_listeners(config.admin_host, config.admin_port)
             stack.push_async_callback(_close_all, admin)
+        grpc_server = None
+        if config.grpc_port is not None:
+            from ..transports.grpc.server import open_grpc  # grpcio: only with --grpc-port
+
+            grpc_server = await stack.enter_async_context(open_grpc(config))
         bound = Bound(
             config.host, listener_port(tcp[0]), listener_port(ws[0]), tls=context is not None,
             admin_port=listener_port(admin[0]) if admin else None, admin_host=config.admin_host,
+            grpc_port=grpc_server.port if grpc_server is not None else None,
         )
         if rooms is None:
             rooms = await stack.enter_async_context(open_rooms(config))
         try:
             await _serve_connections(config, rooms, stop, {"tcp": tcp, "ws": ws}, bound,
-                                     task_status, admin)
+                                     task_status, admin, grpc_server)
         finally:
             # Teardown, after every connection is gone, also when cancelled: whatever
             # the rooms handed to the history store is committed.
@@ -189,6 +208,7 @@ async def _serve_connections(
     bound: Bound,
     task_status: trio.TaskStatus[Bound],
     admin: Sequence[trio.abc.Listener[trio.abc.Stream]] = (),
+    grpc_server: GrpcServer | None = None,
 ) -> None:
     gate = gate_for(config)
     running = Running(config, rooms, gate, bound)
@@ -200,7 +220,8 @@ async def _serve_connections(
 
             await operations.start(serve_admin, running, admin)
             log.info("admin listener: %s (metrics, healthz, readyz)", bound.admin_url)
-        await _serve_rooms(config, rooms, stop, listeners, bound, task_status, running)
+        await _serve_rooms(config, rooms, stop, listeners, bound, task_status, running,
+                           grpc_server)
         operations.cancel_scope.cancel()
 
 
@@ -212,6 +233,7 @@ async def _serve_rooms(
     bound: Bound,
     task_status: trio.TaskStatus[Bound],
     running: Running,
+    grpc_server: GrpcServer | None = None,
 ) -> None:
     gate = running.gate
     admission = Admission(rooms, config, gate)
@@ -225,8 +247,12 @@ async def _serve_rooms(
                     partial(HANDLERS[name], admission),
                     list(group),
                 )
+            if grpc_server is not None:
+                await accepting.start(grpc_server.serve, admission, connections, running)
             log.info("trio-chat listening: %s %s", bound.tcp_url, bound.ws_url)
             log.info("chat page: %s", bound.page_url)
+            if bound.grpc_target is not None:
+                log.info("grpc port: %s%s", bound.grpc_target, " (TLS)" if bound.tls else "")
             _log_file_limit(config)
             if host_policy(config.allowed_hosts, config.host).unprotected:
                 log.warning(

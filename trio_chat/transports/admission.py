@@ -48,7 +48,8 @@ def log_connection(
 class Arrival:
     """A new connection, counted by the gate (or refused: ``refusal`` says why)."""
 
-    stream: trio.abc.Stream
+    #: None for a gRPC call (:meth:`Admission.admit`).
+    stream: trio.abc.Stream | None
     kind: str
     peer: str
     refusal: ProtocolError | None
@@ -70,9 +71,17 @@ class Admission:
         """Name the peer, turn on keepalive, and count the connection under the caps
         for as long as the block runs. A connection over a cap is not counted; its
         ``refusal`` says why (the transport tells the peer in its own way)."""
-        peer = peer_name(stream)
-        host = peer_host(peer)
         set_keepalive(stream)
+        with self.admit(kind, peer_name(stream), stream) as arrival:
+            yield arrival
+
+    @contextmanager
+    def admit(
+        self, kind: str, peer: str, stream: trio.abc.Stream | None = None
+    ) -> Iterator[Arrival]:
+        """:meth:`arrive` for a connection that is not a stream of ours: a gRPC call
+        (grpcio owns its sockets), counted from ``peer`` (``host:port``) alone."""
+        host = peer_host(peer)
         metrics = self.rooms.metrics
         totals = metrics.transport(kind)
         totals.accepted += 1
