@@ -239,7 +239,7 @@ async def test_the_in_memory_history_is_one_budget_for_every_room(tmp_path: Path
             for i, log in enumerate(logs):
                 await store.wait_writable()
                 history.record("Ann", f"{text} {i} {round_}", "T", log)
-        assert history.memory_bytes <= 30_000
+        assert history.tails.size == history.memory_bytes and history.tails.size <= 30_000
         assert len(history.tails) < 40  # most rooms hold nothing in memory now
         for i, log in enumerate(logs):
             messages, _ = await history.collect(history.replay(None, log))

@@ -21,8 +21,6 @@ NAMED = {
     "trio_chat_room_members": "gauge",  # by room: #lobby and the largest
     "trio_chat_room_memberships": "gauge",
     "trio_chat_direct_messages": "counter",
-    "trio_chat_history_memory_bytes": "gauge",
-    "trio_chat_history_stored_bytes": "gauge",
     "trio_chat_messages_received": "counter",
     "trio_chat_messages_broadcast": "counter",
     "trio_chat_deliveries": "counter",

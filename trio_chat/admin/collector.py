@@ -234,12 +234,13 @@ class ServerCollector(Collector):
         )
         history = rooms.history
         if history is not None:
-            yield GaugeMetricFamily(
-                "trio_chat_history_memory_bytes",
-                "Bytes of the rooms' newest messages held in memory for replays "
-                "(bounded by --history-memory-mb).",
-                value=history.memory_bytes,
-            )
+            if history.memory_bytes is not None:
+                yield GaugeMetricFamily(
+                    "trio_chat_history_memory_bytes",
+                    "Bytes of the rooms' newest messages held in memory for replays "
+                    "(bounded by --history-memory-mb).",
+                    value=history.memory_bytes,
+                )
             if history.stored_bytes is not None:
                 yield GaugeMetricFamily(
                     "trio_chat_history_stored_bytes",

@@ -251,9 +251,9 @@ class History(ABC):
         self.stored_rooms: list[StoredRoom] = []
 
     @property
-    def memory_bytes(self) -> int:
-        """Bytes of messages held in memory for replays."""
-        return 0
+    def memory_bytes(self) -> int | None:
+        """Bytes of messages held in memory for replays (None: not counted)."""
+        return None
 
     @property
     def stored_bytes(self) -> int | None:

@@ -644,7 +644,7 @@ class SqliteHistory(History):
         return self.store.lost_through
 
     @property
-    def memory_bytes(self) -> int:
+    def memory_bytes(self) -> int | None:
         return self.tails.size
 
     @property
