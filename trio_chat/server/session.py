@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: Most lines handed to one transport write (and at most WRITE_BYTES of them).
 MAX_BATCH = 512
+#: Events the store takes something of (a message, a direct message's id): the sender
+#: waits while it is full.
+_HANDED_OVER = (Chat, Msg)
 
 
 #: Eviction reason for a peer that vanished (reset, broken pipe).
@@ -249,7 +252,7 @@ class Session:
                     # the claim is refused or cut short: releasing checks the holder).
                     if (claimed := self._claims(item)) is not None:
                         await self.rooms.claim(claimed)  # maybe a Redis round trip, first
-                    if isinstance(item, Chat | Msg):
+                    if isinstance(item, _HANDED_OVER):
                         # The store must take the message (or a direct message's id)
                         # before it is delivered; if it is full, only this sender waits.
                         # No checkpoint between this and _handle, so the rooms cannot
