@@ -8,8 +8,10 @@ in memory), rooms and topics across restarts, direct messages' ids, and expiry.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sqlite3
+import tracemalloc
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -253,6 +255,39 @@ async def test_the_in_memory_history_is_one_budget_for_every_room(tmp_path: Path
         kept, before = list(oldest.messages), len(second.messages)
         history.record("Ann", text, "T", logs[-1])
         assert list(oldest.messages) == kept and len(second.messages) < before
+
+
+async def test_replays_waiting_in_queues_hold_no_messages(tmp_path: Path) -> None:
+    """A joiner that never reads, in many rooms: each replay waits in its queue, fixed
+    at join time, but holds no message; what the rooms' tails gave up since is freed
+    (the writer reads it from the store when, if ever, it renders the replay)."""
+    config = replace(CONFIG, db=str(tmp_path / "chat.db"), history_memory_mb=1)
+    async with open_history(config) as history:
+        rooms = Rooms(LocalDelivery(history), config=config)
+        speaker = Seat(rooms, "Speaker")
+        lurker = Seat(rooms, "Lurker")  # never reads: everything waits in its queue
+        tracemalloc.start()
+        try:
+            for r in range(30):
+                name = f"#r{r}"
+                rooms.enter(speaker.member, name)
+                for n in range(100):  # 100 x 4 KB: 400 KB a room, 12 MB in all
+                    await rooms.wait_writable()
+                    rooms.say(speaker.member, f"{n:04d}" + "x" * 4000, name)
+                    while True:  # the speaker reads its echoes
+                        try:
+                            speaker.inbox.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                rooms.enter(lurker.member, name, since=0)  # owed all 100
+                rooms.part(speaker.member, name)
+            await history.store.flush()
+            gc.collect()
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert history.memory_bytes is not None and history.memory_bytes <= 2**20
+        assert held < 2 * 2**20, held  # the 1 MB of tails, not 12 MB of pinned replays
 
 
 async def test_an_expired_room_is_removed_with_its_history(

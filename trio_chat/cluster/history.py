@@ -68,14 +68,14 @@ class ClusterHistory(History):
         now would otherwise never see them: they are not delivered here again when
         they come back with their ids."""
         # The newest id is the cluster's (Redis's last id), whatever the ring holds.
-        replay = replace(self.lobby.plan(since, self.replay_count, 0), last_id=self.last_id)
         pending = [Unconfirmed(o.user, o.text, o.timestamp) for o in self._outbox.delivered_here()]
-        if not pending:
-            return replay
-        tail = [*replay.tail, *pending]
-        if since is None:
-            tail = tail[-self.replay_count:] if self.replay_count else []
-        return replace(replay, tail=tail)
+        count = self.replay_count
+        if since is None and pending:  # the newest N, pending ones included
+            pending = pending[-count:] if count else []
+            count -= len(pending)
+        replay = self.lobby.plan(since, count)
+        return replace(replay, last_id=self.last_id, pending=pending,
+                       done=replay.done or (since is not None and since >= self.last_id))
 
     def _remember(self, message: StoredMessage, origin: Origin = ("", 0)) -> None:
         ring = self._ring

@@ -5,9 +5,11 @@ Ids are one strictly increasing sequence across every room. Each room has a
 messages in memory. Those in-memory tails share one budget in bytes for the whole
 server (:class:`Tails`, an LRU: the rooms used least recently give up their oldest
 messages first), so a server of ten thousand quiet rooms holds what its busy rooms
-need, not ten thousand rings. A plain join and a recent ``since`` are answered from a
-room's tail at once and atomically with the join; whatever the tail no longer holds is
-read from the store, page by page, off the event loop (:meth:`History.read_page`).
+need, not ten thousand rings. A replay is fixed at join time (which ids it owes: so
+nothing is missed or repeated between it and the live messages) but holds no
+message: the joiner's writer reads them a page at a time when it renders them, from
+the room's tail when it has them, else from the store, off the event loop
+(:meth:`History.read_page`).
 
 :class:`History` is what every server has, whatever holds the messages. Two stores
 implement it: :class:`trio_chat.history.sqlite.SqliteHistory` (one server, a file)
@@ -96,19 +98,25 @@ Shown = StoredMessage | Unconfirmed
 
 @dataclass(frozen=True)
 class Replay:
-    """What one joiner of one room is owed, fixed at join time; rendered by its
-    session's writer."""
+    """What one joiner of one room is owed, fixed at join time: the room's messages
+    with ``since < id <= last_id`` (or, without ``since``, the newest ``count`` up to
+    ``last_id``). It holds no message: its session's writer reads them a page at a
+    time when it renders them (:meth:`History.read_page`), from the room's tail in
+    memory or from the store, so a joiner that does not read pins nothing, however
+    many rooms it joins."""
 
-    tail: Sequence[Shown]  # from memory: replayed last
     last_id: int
     since: int | None = None
-    #: Read the store for ``since < id < read_before`` first (None: nothing to read).
-    read_before: int | None = None
     complete: bool = True
     room: str = LOBBY
-    #: A join without ``since`` whose room's tail holds fewer than it is owed: the
-    #: newest this many before ``read_before`` come from the store.
-    newest: int = 0
+    #: Without ``since``: how many of the newest messages.
+    count: int = 0
+    #: Messages delivered here during a Redis outage, without ids: shown last.
+    pending: Sequence[Shown] = ()
+    #: Nothing more to read (``pending`` may still be due).
+    done: bool = False
+    #: The room's log, to read its tail (not part of what the replay is).
+    log: RoomLog | None = field(default=None, compare=False, repr=False)
 
 
 def chat_line(message: Shown, *, history: bool = False) -> str:
@@ -151,30 +159,47 @@ class RoomLog:
         self.pruned = pruned
         self.size = 0  # bytes of ``messages`` (message_size)
 
-    def plan(self, since: int | None, count: int, pruned_floor: int) -> Replay:
+    def plan(self, since: int | None, count: int) -> Replay:
         """What a joiner gets now: the last ``count`` messages, or every one after
-        ``since``; from memory, and from the store for what memory no longer holds.
-        ``pruned_floor`` is the server-wide one (a crash's lost window)."""
-        messages, name = self.messages, self.name
+        ``since``, up to the newest now (read later: see :class:`Replay`)."""
         if since is None:
-            # Memory has enough: the newest ``count``, or all the room keeps (``cap`` is
-            # never more than ``--history-keep``), or all the room has.
-            if len(messages) >= min(count, self.cap) or self.floor == 0:
-                n = min(count, len(messages))
-                tail = [messages[i] for i in range(len(messages) - n, len(messages))]
-                return Replay(tail, self.last_id, room=name)
-            return Replay(list(messages), self.last_id, read_before=self.floor + 1,
-                          room=name, newest=count - len(messages))
-        tail = []
-        for message in reversed(messages):
-            if message.id <= since:
-                break
-            tail.append(message)
-        tail.reverse()
+            return Replay(self.last_id, room=self.name, count=count, log=self,
+                          done=count == 0)
+        return Replay(self.last_id, since, room=self.name, log=self,
+                      done=since >= self.last_id)
+
+    def newest_start(self, last_id: int, count: int) -> int | None:
+        """Where the newest ``count`` messages up to ``last_id`` begin (the id before
+        the first), if memory holds them all; None if the store must say."""
+        messages = self.messages
+        end = _index_after(messages, last_id)
+        if end >= count:
+            return messages[end - count].id - 1 if count else last_id
+        if self.floor == 0:  # memory has every message the room has
+            return 0
+        return None
+
+    def page(self, since: int, last_id: int, limit: int) -> list[StoredMessage] | None:
+        """Up to ``limit`` messages with ``since < id <= last_id``, oldest first, if
+        memory holds them all (every message above ``floor`` is here); else None."""
         if since < self.floor:
-            return Replay(tail, self.last_id, since, read_before=self.floor + 1, room=name)
-        pruned = max(pruned_floor, self.pruned)
-        return Replay(tail, self.last_id, since, complete=since >= pruned, room=name)
+            return None
+        messages = self.messages
+        start = _index_after(messages, since)
+        end = min(_index_after(messages, last_id), start + limit)
+        return [messages[i] for i in range(start, end)]
+
+
+def _index_after(messages: deque[StoredMessage], message_id: int) -> int:
+    """The index of the first message with an id above ``message_id``."""
+    low, high = 0, len(messages)
+    while low < high:
+        middle = (low + high) // 2
+        if messages[middle].id <= message_id:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 class Tails:
@@ -291,38 +316,47 @@ class History(ABC):
         raise NotImplementedError
 
     async def read_page(self, replay: Replay, limit: int) -> tuple[list[StoredMessage], Replay]:
-        """Up to ``limit`` of the messages ``replay`` must read from the store, oldest
-        first, and the replay of what remains (``read_before`` is None once the store's
-        part is done). A session writes page by page, so it never holds more."""
-        before = replay.read_before
-        assert before is not None
+        """Up to ``limit`` of the messages ``replay`` still owes, oldest first, and the
+        replay of what remains (``done`` once there is nothing more to read): from the
+        room's tail in memory when it holds them, else from the store (once the writer
+        has committed them). A session writes page by page, so it never holds more."""
+        if replay.done:
+            return [], replay
+        room = replay.log
         try:
             since = replay.since
             if since is None:  # the newest N: where they start, first
-                since = await self._start(replay.room, before, replay.newest)
-                replay = replace(replay, since=since)
-            older, pruned = await self._read(replay.room, since, before, limit)
+                start = room.newest_start(replay.last_id, replay.count) if room else None
+                if start is None:
+                    start = await self._start(replay.room, replay.last_id + 1, replay.count)
+                replay = replace(replay, since=start)
+                since = start
+            page = room.page(since, replay.last_id, limit) if room is not None else None
+            if page is None:
+                page, pruned = await self._read(replay.room, since, replay.last_id + 1, limit)
+            else:
+                pruned = room.pruned if room is not None else 0
         except Exception as error:  # a broken disk costs this replay, not the session
             log.error("history: replay read failed: %s", error)
-            return [], replace(replay, read_before=None, complete=False)
+            return [], replace(replay, done=True, complete=False)
         # A join without ``since`` is never told it is incomplete (v1); one with it is,
         # when messages after its ``since`` were pruned or lost.
         complete = replay.complete and (
-            replay.newest > 0 or since >= max(pruned, self.pruned_through)
+            replay.count > 0 or since >= max(pruned, self.pruned_through)
         )
-        if len(older) < limit:
-            return older, replace(replay, read_before=None, complete=complete)
-        return older, replace(replay, since=older[-1].id, complete=complete)
+        if len(page) < limit:
+            return page, replace(replay, since=since, done=True, complete=complete)
+        return page, replace(replay, since=page[-1].id, complete=complete)
 
     async def collect(self, replay: Replay) -> tuple[list[Shown], str]:
         """The replay's messages, oldest first (reading the store if it must), and its
-        ``history_end`` line. The caller encodes them chunk by chunk, so a long replay
-        never holds the event loop for long."""
-        older: list[Shown] = []
-        while replay.read_before is not None:
+        ``history_end`` line (tests and small callers: a session renders page by
+        page)."""
+        messages: list[Shown] = []
+        while not replay.done:
             page, replay = await self.read_page(replay, PAGE)
-            older += page
-        return [*older, *replay.tail], history_end(replay)
+            messages += page
+        return [*messages, *replay.pending], history_end(replay)
 
 
 def history_end(replay: Replay) -> str:

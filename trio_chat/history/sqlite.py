@@ -667,7 +667,7 @@ class SqliteHistory(History):
     def replay(self, since: int | None, room: RoomLog | None = None) -> Replay:
         room = room if room is not None else self.log(LOBBY)
         self.tails.touch(room)
-        return room.plan(since, self.replay_count, self.pruned_through)
+        return room.plan(since, self.replay_count)
 
     def record(self, user: str, text: str, ts: str, room: RoomLog | None = None) -> StoredMessage:
         """Give a new message in ``room`` (``#lobby`` by default) the next id and hand
@@ -701,6 +701,7 @@ class SqliteHistory(History):
     async def _read(
         self, room: str, after: int, before: int, limit: int
     ) -> tuple[list[StoredMessage], int]:
+        # What memory no longer holds may have been handed over just now.
         await self.store.wait_committed(before - 1)
         return await self.store.read(after, before, limit, room_key(room))
 

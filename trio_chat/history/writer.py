@@ -83,8 +83,14 @@ class WriterThread:
         self._thread.start()
 
     def _main(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
             job()
+            # Not kept until the next job comes: a batch of messages would stay alive
+            # with it while the server is quiet.
+            del job
 
     async def run_sync(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the thread. Not cancellable, like ``trio.to_thread.run_sync``:

@@ -188,6 +188,11 @@ class Rooms:
         """Named connections on this server."""
         return len(self._users)
 
+    @property
+    def online(self) -> int:
+        """Users online: this server's, and the other servers' with ``--redis``."""
+        return len(self._users) + self.delivery.other_count()
+
     def room(self, name: str) -> Room | None:
         """The room called ``name`` (in any case), if it exists."""
         return self._rooms.get(room_key(name))
@@ -272,9 +277,9 @@ class Rooms:
         self._users[skeleton(name)] = member
         if old is None:
             log.info(
-                "join %s from %s (%d online)", name, member.peer, len(self),
+                "join %s from %s (%d online)", name, member.peer, self.online,
                 extra={"event": "join", "user": name, "peer": member.peer,
-                       "online": len(self)},
+                       "online": self.online},
             )
             self.delivery.joined(name)
             return
@@ -411,13 +416,13 @@ class Rooms:
             "leave %s%s (%d online)",
             name,
             f" ({member.evicted})" if member.evicted else "",
-            len(self),
+            self.online,
             extra={
                 "event": "leave",
                 "user": name,
                 "peer": member.peer,
                 "reason": member.evicted,
-                "online": len(self),
+                "online": self.online,
             },
         )
 

@@ -17,7 +17,7 @@ import trio
 
 from .. import protocol
 from ..config import Config
-from ..history.base import Replay, Shown
+from ..history.base import Replay, Shown, history_end
 from ..protocol import (
     HERE,
     IDLE_TIMEOUT,
@@ -373,17 +373,18 @@ class Session:
                 return
 
     async def _replay(self, replay: Replay) -> bool:
-        """Write a replay a chunk at a time (see :mod:`.replays`): read from the store a
-        page at a time if it must, and render each chunk only once the server's replay
-        budget has room for it."""
+        """Write a replay a chunk at a time (see :mod:`.replays`): read a page at a time
+        (from the room's tail, or the store), and render each chunk only once the
+        server's replay budget has room for it. A short replay, its ``history_end``
+        included, is one write."""
         history = self.rooms.history
         assert history is not None
-        while replay.read_before is not None:  # from the store: a page at a time
-            page, replay = await history.read_page(replay, REPLAY_PAGE)
+        page, replay = await history.read_page(replay, REPLAY_PAGE)
+        while not replay.done:
             if not await self._write_replay(page):
                 return False
-        messages, end = await history.collect(replay)
-        return await self._write_replay(messages, end)
+            page, replay = await history.read_page(replay, REPLAY_PAGE)
+        return await self._write_replay([*page, *replay.pending], history_end(replay))
 
     async def _write_replay(self, messages: Sequence[Shown], end: str | None = None) -> bool:
         """Write ``messages`` (then ``end``) as replay lines, chunk by chunk; each chunk

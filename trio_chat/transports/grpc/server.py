@@ -345,8 +345,8 @@ async def run_history(admission: Admission, hops: Hops, request: bytes | None) -
             return
         replay = history.replay(since)
         left = limit or -1  # messages still to send; -1: no limit
-        if since is None and 0 < limit < len(replay.tail):
-            replay = replace(replay, tail=replay.tail[-limit:])
+        if since is None and 0 < limit < replay.count:
+            replay = replace(replay, count=limit)
 
         async def write(messages: Sequence[Shown]) -> bool:
             """False when the call is over (gone, or too slow)."""
@@ -377,11 +377,11 @@ async def run_history(admission: Admission, hops: Hops, request: bytes | None) -
                 return False
             return True
 
-        while replay.read_before is not None and left:
+        while not replay.done and left:
             page, replay = await history.read_page(replay, REPLAY_PAGE)
             if not await write(page):
                 return
-        if left and not await write(replay.tail):
+        if left and not await write(replay.pending):
             return
         hops.end(Ending())
 
