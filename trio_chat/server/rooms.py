@@ -135,9 +135,10 @@ class Rooms:
         self._order = count()
         self._pending = Pulse()
         self._listing: tuple[float, str] | None = None  # (when built, the rooms answer)
-        rate = config.room_create_rate
-        self._creations = ConnectThrottle(rate / 60, config.room_create_burst, self.now) \
-            if rate > 0 else None
+        rate = config.room_create_rate  # per minute
+        self._creations = (
+            ConnectThrottle(rate / 60, config.room_create_burst, self.now) if rate > 0 else None
+        )
         self.delivery.bind(self)
         self.lobby = self._seat_stored()
 
