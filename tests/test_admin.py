@@ -156,7 +156,7 @@ async def test_rooms_and_direct_messages_are_counted(nursery: trio.Nursery) -> N
         assert metrics.value("trio_chat_room_members", room="#small") == 1
         assert metrics.value("trio_chat_direct_messages") == 1
         assert metrics.value("trio_chat_history_memory_bytes") > len("stored")
-        assert metrics.value("trio_chat_history_stored_bytes") == len("annstored") + 64
+        assert metrics.value("trio_chat_history_stored_bytes") >= 4096  # pages in use
         labelled = [s for s in metrics.families["trio_chat_room_members"].samples]
         assert {s.labels["room"] for s in labelled} == {"#lobby", "#big", "#small"}
 

@@ -148,8 +148,8 @@ def main() -> None:
 @option("--history-replay", type=click.IntRange(0), default=DEFAULTS.history_replay,
         help="Messages of a room replayed to a client that joins it without 'since'.")
 @option("--history-max-mb", type=click.IntRange(1), default=DEFAULTS.history_max_mb,
-        help="Megabytes of stored history (every room's messages); past it the oldest "
-        "messages of any room are pruned.")
+        help="Megabytes the history database may use (its pages in use, every room's "
+        "messages); past it the oldest messages of any room are pruned.")
 @option("--history-memory-mb", type=click.IntRange(1), default=DEFAULTS.history_memory_mb,
         help="Megabytes of the rooms' newest messages kept in memory for replays (the "
         "database answers the rest).")

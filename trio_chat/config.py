@@ -103,7 +103,7 @@ class Config:
     history_keep: int = 10000
     #: Messages of a room replayed to a joiner that does not send ``since``.
     history_replay: int = 50
-    #: Megabytes of stored history (every room's messages' text) at most; past it the
+    #: Megabytes the history database may use (its pages in use) at most; past it the
     #: oldest messages of any room are pruned.
     history_max_mb: int = 1024
     #: Megabytes of history the server keeps in memory for replays (every room's

@@ -244,8 +244,8 @@ class ServerCollector(Collector):
             if history.stored_bytes is not None:
                 yield GaugeMetricFamily(
                     "trio_chat_history_stored_bytes",
-                    "Bytes of stored history as --history-max-mb counts them (the rows' "
-                    "names and text, and a fixed overhead per row).",
+                    "Bytes of the history database's pages in use (indexes included, not "
+                    "the WAL): what --history-max-mb bounds.",
                     value=history.stored_bytes,
                 )
         yield histogram(

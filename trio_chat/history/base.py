@@ -126,17 +126,20 @@ def chat_line(message: Shown, *, history: bool = False) -> str:
     )
 
 
-#: What Python holds for a message beside its strings: the tuple, the int, a deque slot.
-_MESSAGE_OVERHEAD: Final = sys.getsizeof(StoredMessage(0, "", "", "")) + 32 + 8
+#: What Python holds for a message beside its text: the tuple, the int, a deque slot,
+#: its timestamp (24 ASCII characters), and a name at its largest (32 characters of 4
+#: bytes; most are shared by the sender's messages, so this overcounts).
+_MESSAGE_OVERHEAD: Final = (
+    sys.getsizeof(StoredMessage(0, "", "", "")) + 32 + 8
+    + sys.getsizeof("2026-11-26T18:00:00.000Z") + sys.getsizeof("\U0001f600" * 32)
+)
 
 
 def message_size(message: StoredMessage) -> int:
-    """Bytes a message takes in memory: its strings as Python holds them (1, 2 or 4
-    bytes a character) and the tuple around them. Exact enough for a budget, and O(1)."""
-    return (
-        sys.getsizeof(message.text) + sys.getsizeof(message.user)
-        + sys.getsizeof(message.timestamp) + _MESSAGE_OVERHEAD
-    )
+    """Bytes a message takes in memory, at most: its text as Python holds it (1, 2 or
+    4 bytes a character) and the rest around it. O(1), and cheap: it runs for every
+    message."""
+    return sys.getsizeof(message.text) + _MESSAGE_OVERHEAD
 
 
 class RoomLog:
@@ -221,17 +224,22 @@ class Tails:
         return len(self._lru)
 
     def add(self, room: RoomLog, message: StoredMessage) -> None:
-        size = message_size(message)
-        room.messages.append(message)
+        """A new message of ``room``: the newest in memory. (On every message's path:
+        a room at its cap gives up its oldest here, inline.)"""
+        messages = room.messages
+        messages.append(message)
+        size = sys.getsizeof(message.text) + _MESSAGE_OVERHEAD  # message_size
+        if len(messages) > room.cap:
+            oldest = messages.popleft()
+            size -= sys.getsizeof(oldest.text) + _MESSAGE_OVERHEAD
+            room.floor = oldest.id  # ids only grow
         room.size += size
         self.size += size
-        lru = self._lru
-        if room.key in lru:
-            lru.move_to_end(room.key)
+        lru, key = self._lru, room.key
+        if key in lru:
+            lru.move_to_end(key)
         else:
-            lru[room.key] = room
-        if len(room.messages) > room.cap:
-            self._drop_oldest(room)
+            lru[key] = room
         while self.size > self.budget and lru:
             self._drop_oldest(next(iter(lru.values())))
 

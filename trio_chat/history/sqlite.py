@@ -11,7 +11,9 @@ the room's key on each row and an index by room, and the rooms themselves (their
 as first created, topic, when last used, how far pruned) in ``rooms``. A version 1
 file (one room) is migrated when a server first opens it: its messages are
 ``#lobby``'s. Each batch prunes the rooms it wrote to past ``--history-keep``, then the
-oldest messages of any room while the rows' text is over ``--history-max-mb``.
+oldest messages of any room while the database's pages in use are over
+``--history-max-mb`` (what the file really holds, indexes included, read from two
+pragmas: nothing to count per row).
 """
 
 from __future__ import annotations
@@ -61,19 +63,16 @@ SCHEMAS: Final = {
     },
     2: {
         "messages": {"id": ("INTEGER", 1), "user": ("TEXT", 0), "text": ("TEXT", 0),
-                     "ts": ("TEXT", 0), "room": ("TEXT", 0), "size": ("INTEGER", 0)},
+                     "ts": ("TEXT", 0), "room": ("TEXT", 0)},
         "rooms": {"key": ("TEXT", 1), "name": ("TEXT", 0), "topic": ("TEXT", 0),
                   "active": ("REAL", 0), "pruned_through": ("INTEGER", 0)},
         "meta": {"key": ("TEXT", 1), "value": ("INTEGER", 0)},
     },
 }
 SCHEMA: Final = SCHEMAS[SCHEMA_VERSION]
-#: Bytes a row costs besides its name and text (id, time, room key, SQLite's own):
-#: what ``--history-max-mb`` counts is the rows' ``size``, this plus their UTF-8.
-ROW_OVERHEAD: Final = 64
 #: The server-wide bound on stored history by default (``--history-max-mb``).
 MAX_BYTES: Final = 1024 * 2**20
-#: Rows looked at per step when pruning the oldest messages of every room.
+#: Rows deleted per step at most when pruning the oldest messages of every room.
 PRUNE_STEP: Final = 512
 #: The meta rows, each an integer from 0 to this.
 META: Final = {"pruned_through": MAX_ID, "clean": 1, "window": MAX_ID, "id_floor": MAX_ID}
@@ -106,21 +105,27 @@ def _stored(row: tuple[int, object, object, object], room: str = LOBBY) -> Store
     return StoredMessage(row[0], _text(row[1]), _text(row[2]), _text(row[3]), room)
 
 
-def row_size(message: StoredMessage) -> int:
-    """What a row counts toward ``--history-max-mb``: its name and text in UTF-8,
-    and :data:`ROW_OVERHEAD`."""
-    return len(message.user.encode()) + len(message.text.encode()) + ROW_OVERHEAD
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """The database's pages in use, in bytes (what ``--history-max-mb`` bounds)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def _name_in(batch: list[StoredMessage], key: str) -> str:
+    """The room's name as a message of ``batch`` shows it (a room new to the store)."""
+    return next((m.room for m in batch if room_key(m.room) == key), key)
 
 
 class _RoomRows:
     """A room's rows as the writer thread keeps count of them."""
 
-    __slots__ = ("bytes", "count", "name")
+    __slots__ = ("count", "name")
 
-    def __init__(self, name: str, count: int = 0, size: int = 0) -> None:
+    def __init__(self, name: str, count: int = 0) -> None:
         self.name = name
         self.count = count
-        self.bytes = size
 
 
 class SqliteStore(BatchingStore):
@@ -128,7 +133,7 @@ class SqliteStore(BatchingStore):
 
     Schema version in ``PRAGMA user_version``. ``synchronous=NORMAL``: a commit
     survives the process being killed; a power cut may roll back the last commits.
-    ``keep`` is per room; ``max_bytes`` bounds the rows of every room together.
+    ``keep`` is per room; ``max_bytes`` bounds the database's pages in use.
     """
 
     def __init__(
@@ -142,7 +147,7 @@ class SqliteStore(BatchingStore):
         self._reader: sqlite3.Connection | None = None
         # The writer thread's count of every room's rows (by key), and of all of them.
         self._rows: dict[str, _RoomRows] = {}
-        self._bytes = 0
+        self._bytes = 0  # the pages in use, in bytes, after the last commit
         self._meta_lost = 0  # the meta row pruned_through as the database has it
         self._lock: DatabaseLock | None = None  # one server per database file
         if path != MEMORY:
@@ -153,7 +158,8 @@ class SqliteStore(BatchingStore):
 
     @property
     def stored_bytes(self) -> int:
-        """What the rows count toward ``max_bytes`` now (as of the last commit)."""
+        """The database's pages in use, in bytes (indexes included, the WAL not), as of
+        the last commit: what ``max_bytes`` bounds."""
         return self._bytes
 
     def _connect(self, *, for_reads: bool = False) -> sqlite3.Connection:
@@ -320,7 +326,7 @@ class SqliteStore(BatchingStore):
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute(
             "CREATE TABLE messages (id INTEGER PRIMARY KEY, user TEXT NOT NULL,"
-            " text TEXT NOT NULL, ts TEXT NOT NULL, room TEXT NOT NULL, size INTEGER NOT NULL)"
+            " text TEXT NOT NULL, ts TEXT NOT NULL, room TEXT NOT NULL)"
         )
         conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         conn.executemany(
@@ -339,16 +345,12 @@ class SqliteStore(BatchingStore):
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Version 1 (one room) to 2, inside the transaction that takes the file over:
-        every message is ``#lobby``'s; its size is counted once, here."""
+        every message is ``#lobby``'s (a column with a default: no row is rewritten; the
+        index by room is built once)."""
         log.info("history: migrating %s to schema version %d (rooms)", self.path,
                  SCHEMA_VERSION)
         conn.execute(
             f"ALTER TABLE messages ADD COLUMN room TEXT NOT NULL DEFAULT '{LOBBY_KEY}'"
-        )
-        conn.execute("ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
-        conn.execute(
-            "UPDATE messages SET size = length(CAST(user AS BLOB))"
-            f" + length(CAST(text AS BLOB)) + {ROW_OVERHEAD}"
         )
         self._create_rooms(conn)
         (pruned,) = conn.execute(
@@ -371,18 +373,18 @@ class SqliteStore(BatchingStore):
             )
         }
         counts = {
-            _text(key): (count, size or 0, last or 0)
-            for key, count, size, last in conn.execute(
-                "SELECT room, COUNT(*), SUM(size), MAX(id) FROM messages GROUP BY room"
+            _text(key): (count, last or 0)
+            for key, count, last in conn.execute(
+                "SELECT room, COUNT(*), MAX(id) FROM messages GROUP BY room"
             )
         }
         rooms: dict[str, StoredRoom] = {}
         self._rows = {}
-        self._bytes = 0
+        self._bytes = _used_bytes(conn)
         now = time.time()
         for key in [*stored, *sorted(set(counts) - set(stored))]:  # in creation order
             name, topic, active, pruned = stored.get(key, (key, "", now, 0))
-            count, size, last = counts.get(key, (0, 0, 0))
+            count, last = counts.get(key, (0, 0))
             if room_key(name) != key:  # an edited row: the key decides
                 name = key
             active = active if isinstance(active, (int, float)) else now
@@ -393,8 +395,7 @@ class SqliteStore(BatchingStore):
                     " VALUES (?, ?, '', ?, 0)", (key, name, now)
                 )
             rooms[key] = StoredRoom(name, topic, float(active), pruned, last, count)
-            self._rows[key] = _RoomRows(name, count, size)
-            self._bytes += size
+            self._rows[key] = _RoomRows(name, count)
         return rooms
 
     def _write_sync(self, batch: list[StoredMessage]) -> int:
@@ -407,31 +408,30 @@ class SqliteStore(BatchingStore):
         pruned: dict[str, int] = {}
         conn.execute("BEGIN")
         try:
-            inserts = [
-                (m.id, m.user, m.text, m.timestamp, room_key(m.room), row_size(m))
-                for m in batch
-            ]
-            conn.executemany(
-                "INSERT INTO messages (id, user, text, ts, room, size)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                inserts,
-            )
-            for message, (_, _, _, _, key, size) in zip(batch, inserts, strict=True):
-                counted = counts.get(key)
-                if counted is None:
-                    known = rows.get(key) or _RoomRows(message.room)
-                    counted = counts[key] = _RoomRows(known.name, known.count, known.bytes)
-                counted.count += 1
-                counted.bytes += size
+            if batch:
+                # The room's key is SQLite's to compute, and the rows are counted per
+                # room by one query: no work per message in Python (this thread holds
+                # the GIL while it runs Python).
+                conn.executemany(
+                    "INSERT INTO messages (id, user, text, ts, room)"
+                    " VALUES (?1, ?2, ?3, ?4, lower(?5))",
+                    batch,
+                )
+                added = conn.execute(
+                    "SELECT room, COUNT(*) FROM messages WHERE id >= ? AND id <= ?"
+                    " GROUP BY room", (batch[0].id, batch[-1].id),
+                ).fetchall()
+                for raw_key, count in added:
+                    key = _text(raw_key)
+                    known = rows.get(key) or _RoomRows(_name_in(batch, key))
+                    counts[key] = _RoomRows(known.name, known.count + count)
             written = set(counts)
             for change in changes:  # after the messages: a removal takes what came before
                 self._change_room(conn, change, counts)
-            before = sum(rows[key].bytes for key in counts if key in rows)
-            total = self._bytes - before + sum(c.bytes for c in counts.values())
             for key, counted in counts.items():
                 if counted.count > self.keep:
-                    total -= self._prune_room(conn, key, counted, pruned)
-            total = self._prune_oldest(conn, total, counts, pruned)
+                    self._prune_room(conn, key, counted, pruned)
+            used = self._prune_oldest(conn, counts, pruned)
             # Each room written to has its row (a room new to the file, too), and was
             # used now; not one that is gone.
             now = time.time()
@@ -464,7 +464,7 @@ class SqliteStore(BatchingStore):
                 rows[key] = counted
             else:
                 rows.pop(key, None)  # removed, and not taken again
-        self._bytes = total
+        self._bytes = used
         self._meta_lost = lost
         self.pruned_rooms = pruned
         return max([lost, self.pruned_through, *pruned.values()])
@@ -480,13 +480,13 @@ class SqliteStore(BatchingStore):
             conn.execute("DELETE FROM messages WHERE room = ? AND id <= ?",
                          (key, change.drop_through))
             conn.execute("DELETE FROM rooms WHERE key = ?", (key,))
-            count, size = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE room = ?", (key,)
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE room = ?", (key,)
             ).fetchone()
             name = change.save[0] if change.save is not None else key
-            counts[key] = _RoomRows(name, count, size)
+            counts[key] = _RoomRows(name, count)
         elif known is not None and key not in counts:
-            counts[key] = _RoomRows(known.name, known.count, known.bytes)
+            counts[key] = _RoomRows(known.name, known.count)
         if change.save is not None:
             name, topic, active = change.save
             conn.execute(
@@ -499,50 +499,55 @@ class SqliteStore(BatchingStore):
 
     def _prune_room(
         self, conn: sqlite3.Connection, key: str, counted: _RoomRows, pruned: dict[str, int]
-    ) -> int:
-        """Delete the oldest rows of one room past ``keep``; returns the bytes freed."""
+    ) -> None:
+        """Delete the oldest rows of one room past ``keep``."""
         (first_kept,) = conn.execute(
             "SELECT id FROM messages WHERE room = ? ORDER BY id LIMIT 1 OFFSET ?",
             (key, counted.count - self.keep),
         ).fetchone()
-        count, size, last = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(id) FROM messages"
-            " WHERE room = ? AND id < ?", (key, first_kept),
-        ).fetchone()
         conn.execute("DELETE FROM messages WHERE room = ? AND id < ?", (key, first_kept))
-        counted.count -= count
-        counted.bytes -= size
-        pruned[key] = max(pruned.get(key, 0), last)
-        freed: int = size
-        return freed
+        counted.count = self.keep
+        # Ids up to there may be missing from the room (the ids between its last deleted
+        # message and first_kept are other rooms').
+        pruned[key] = max(pruned.get(key, 0), first_kept - 1)
 
     def _prune_oldest(
-        self, conn: sqlite3.Connection, total: int, counts: dict[str, _RoomRows],
-        pruned: dict[str, int],
+        self, conn: sqlite3.Connection, counts: dict[str, _RoomRows], pruned: dict[str, int]
     ) -> int:
-        """While the rows are over ``max_bytes``, delete the oldest messages of any
-        room; returns the rows' bytes after."""
-        while total > self.max_bytes:
+        """While the database's pages in use are over ``max_bytes``, delete the oldest
+        messages of any room, :data:`PRUNE_STEP` at a time (deleting the oldest rows
+        frees whole pages: they are next to each other); returns the bytes in use."""
+        used = _used_bytes(conn)
+        if used <= self.max_bytes:
+            return used
+        rows = sum(c.count for c in counts.values()) + sum(
+            r.count for key, r in self._rows.items() if key not in counts
+        )
+        while used > self.max_bytes:
+            # About as many rows as the excess holds (pages per row overestimated: the
+            # schema's own pages count), at least one, at most PRUNE_STEP.
+            step = max(1, min(PRUNE_STEP, (used - self.max_bytes) * rows // used))
             found = conn.execute(
-                "SELECT id, room, size FROM messages ORDER BY id LIMIT ?", (PRUNE_STEP,)
-            ).fetchall()
-            if not found:
-                break
-            through = found[-1][0]
-            for message_id, raw_key, size in found:
+                "SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET ?", (step - 1,)
+            ).fetchone()
+            if found is None:
+                found = conn.execute("SELECT MAX(id) FROM messages").fetchone()
+                if found[0] is None:
+                    break  # nothing left to prune
+            through = int(found[0])
+            for raw_key, count in conn.execute(
+                "SELECT room, COUNT(*) FROM messages WHERE id <= ? GROUP BY room", (through,)
+            ).fetchall():
                 key = _text(raw_key)
                 if key not in counts:
                     row = self._rows.get(key) or _RoomRows(key)
-                    counts[key] = _RoomRows(row.name, row.count, row.bytes)
-                counts[key].count -= 1
-                counts[key].bytes -= size
-                pruned[key] = max(pruned.get(key, 0), message_id)
-                total -= size
-                if total <= self.max_bytes:
-                    through = message_id
-                    break
+                    counts[key] = _RoomRows(row.name, row.count)
+                counts[key].count -= count
+                rows -= count
+                pruned[key] = max(pruned.get(key, 0), through)
             conn.execute("DELETE FROM messages WHERE id <= ?", (through,))
-        return total
+            used = _used_bytes(conn)
+        return used
 
     def _read_sync(
         self, after: int, before: int, limit: int | None = None, room: str = LOBBY_KEY

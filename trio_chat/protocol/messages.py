@@ -129,6 +129,9 @@ def chat(
 
     A replayed message goes to one client only: it is a plain ``str``, since an
     :class:`Encoded` would keep its wire bytes beside it (twice what a replay holds)."""
+    if room is not None and message_id is not None and not history:  # a live room message
+        return encode({"type": "chat", "room": room, "id": message_id, "user": user,
+                       "text": text, "timestamp": ts})
     message: dict[str, Any] = {"type": "chat"}
     if room is not None:
         message["room"] = room
