@@ -69,6 +69,8 @@ NOTICE_INTERVAL = 0.1
 ROOMS_LISTED = 1000
 #: Seconds a ``rooms`` answer is reused: one encoding a second however many ask.
 LISTING_AGE = 1.0
+#: What ``not_joined`` says to a connection without a name (at nc, or in JSON).
+PICK_A_NAME = 'pick a name first: /nick NAME (or {"type":"join","user":NAME})'
 #: Longest time between two looks for expired rooms, in seconds (and at most an
 #: eighth of ``--room-expiry``).
 EXPIRY_SWEEP = 600.0
@@ -317,7 +319,7 @@ class Rooms:
         """
         first = member.name is None
         if name is None and first:
-            raise ProtocolError(NOT_JOINED, 'pick a name first: {"type":"join","user":NAME}')
+            raise ProtocolError(NOT_JOINED, PICK_A_NAME)
         target = room if room is not None else (LOBBY if first else None)
         if name is not None:
             self._check_name(member, name)
@@ -468,7 +470,7 @@ class Rooms:
         """A direct message from ``member`` to the user called ``to``, through the
         delivery (``no_such_user`` if nobody has that name)."""
         if member.name is None:
-            raise ProtocolError(NOT_JOINED, 'pick a name first: {"type":"join","user":NAME}')
+            raise ProtocolError(NOT_JOINED, PICK_A_NAME)
         if self.closed:
             return
         log.debug("msg %s -> %s: %s", member.name, to, text)

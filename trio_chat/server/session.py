@@ -43,7 +43,7 @@ from .limits import TokenBucket
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import Member, Room
-from .rooms import Rooms
+from .rooms import PICK_A_NAME, Rooms
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class Session:
                 self.current = next(reversed(member.rooms.values()), None)
         elif isinstance(event, Topic):
             if not member.joined:
-                raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
+                raise ProtocolError(NOT_JOINED, PICK_A_NAME)
             rooms.topic(member, self._room(event.room), event.topic)
         elif isinstance(event, ListRooms):
             member.deliver(rooms.list_rooms())
