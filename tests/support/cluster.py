@@ -85,11 +85,15 @@ async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]
 
 
 async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A fresh TCP client joining with ``since``: its replayed chats and history_end."""
+    """A fresh TCP client joining with ``since``: its replayed chats and history_end. It
+    leaves (``leave``) before it closes, so the name is free again at once (a lost
+    connection's seat is held for ``--resume-grace``)."""
     async with await TcpClient.connect(port) as client:
         await client.send({"type": "join", "user": name, "since": since})
         await client.recv_until(type="welcome")
         replayed = []
         while (msg := await client.recv())["type"] != "history_end":
             replayed.append(msg)
+        await client.send({"type": "leave"})
+        await client.eof()
         return replayed, msg

@@ -131,6 +131,11 @@ class History(ABC):
             return Replay(tail, self.last_id, since, read_before=ring[0].id)
         return Replay(tail, self.last_id, since, complete=since >= self.pruned_through)
 
+    def caught_up(self) -> Replay:
+        """The replay of a joiner that has been sent every message already (a listener):
+        nothing, then ``history_end`` with the newest id."""
+        return Replay((), self.last_id)
+
     async def read_page(self, replay: Replay, limit: int) -> tuple[list[StoredMessage], Replay]:
         """Up to ``limit`` of the messages ``replay`` must read from the store, oldest
         first, and the replay of what remains (``read_before`` is None once the store's

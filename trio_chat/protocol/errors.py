@@ -23,6 +23,7 @@ SLOW_CONSUMER: Final = "slow_consumer"
 RATE_LIMITED: Final = "rate_limited"
 SERVER_FULL: Final = "server_full"
 IDLE_TIMEOUT: Final = "idle_timeout"
+WRONG_PORT: Final = "wrong_port"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -37,6 +38,7 @@ ERROR_CODES: Final = frozenset(
         RATE_LIMITED,
         SERVER_FULL,
         IDLE_TIMEOUT,
+        WRONG_PORT,
     }
 )
 

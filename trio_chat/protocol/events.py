@@ -31,19 +31,36 @@ MAX_TEXT: Final = 4096
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Claim (or change) a name. ``since``/``batch`` are options of later protocol parts."""
+    """Claim (or change) a name. ``since``: replay after that id; ``batch``: several
+    messages per WebSocket frame; ``resume``: the token of a seat to take back (a
+    reconnection within the server's grace); ``plain``: typed as ``/nick`` by a person
+    (errors then say what to type)."""
 
     user: str
     since: int | None = None
     batch: bool = False
+    resume: str | None = None
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Chat:
-    """A message to the room. ``user`` is only used to auto-join seed-style clients."""
+    """A message to the room. ``user`` is only used to auto-join seed-style clients;
+    ``plain``: a line of plain text from ``nc`` (errors then say what to type)."""
 
     text: str
     user: str | None = None
+    plain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Receive the room's traffic without joining (``/listen``): a listener."""
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    """``/help``: the plain-text commands, for a person at ``nc``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +85,11 @@ class Blank:
     the server a core while never being told ``rate_limited``."""
 
 
-Event = Join | Chat | Leave | Who | Ping | Blank
+Event = Join | Chat | Leave | Who | Ping | Blank | Listen | Help
+
+#: Longest ``resume`` token taken from a client; a longer one is no token of ours
+#: (ignored, as an unknown one is).
+MAX_RESUME: Final = 128
 
 
 # ---------------------------------------------------------------- validation
@@ -103,6 +124,17 @@ def validate_text(text: str, max_text: int) -> str:
     return text
 
 
+def _resume_token(obj: Mapping[str, Any]) -> str | None:
+    """The ``resume`` field of a join: a string (an unknown, expired or over-long one
+    is ignored later: an ordinary join), or absent."""
+    value = obj.get("resume")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(MISSING_FIELD, "field 'resume' must be a string")
+    return value if 0 < len(value) <= MAX_RESUME and value.isascii() else None
+
+
 def _optional_int(obj: Mapping[str, Any], field: str) -> int | None:
     value = obj.get(field)
     if value is None:
@@ -130,6 +162,7 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
             user=validate_name(_checked_str(obj, "user")),
             since=_optional_int(obj, "since"),
             batch=obj.get("batch") is True,
+            resume=_resume_token(obj),
         )
     if kind == "leave":
         return Leave()
@@ -137,6 +170,8 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Who()
     if kind == "ping":
         return Ping()
+    if kind == "listen":
+        return Listen()
     # Echo the type back only if it is short and can be encoded (a lone surrogate from
     # a \u escape would break the UTF-8 encoding of the error itself).
     shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
@@ -183,6 +218,14 @@ def decode_line(line: bytes, max_text: int = MAX_TEXT) -> Event:
     return _decode_plain(stripped, max_text)
 
 
+#: The plain-text commands, as ``/help`` lists them (docs/protocol.md, *Plain text on TCP*).
+HELP_TEXT: Final = (
+    "/nick NAME: join the chat (or change your name); /who: who is online; "
+    "/listen: watch without joining; /ping: check the connection; /quit: leave; "
+    "/help: this. Any other line is a message (//text sends /text)."
+)
+
+
 def _decode_plain(text: str, max_text: int) -> Event:
     if text.startswith("/"):
         command, _, arg = text.partition(" ")
@@ -190,16 +233,27 @@ def _decode_plain(text: str, max_text: int) -> Event:
         if command in ("/nick", "/name"):
             if not arg.strip():
                 raise ProtocolError(MISSING_FIELD, f"usage: {command} NAME")
-            return Join(user=validate_name(arg))
+            try:
+                return Join(user=validate_name(arg), plain=True)
+            except ProtocolError as error:
+                raise ProtocolError(
+                    error.code, f"{error.text}; type {command} with another name"
+                ) from None
         if command == "/who":
             return Who()
         if command in ("/quit", "/exit"):
             return Leave()
         if command == "/ping":
             return Ping()
+        if command == "/listen":
+            return Listen()
+        if command == "/help":
+            return Help()
         if not text.startswith("//"):
             raise ProtocolError(
-                UNKNOWN_TYPE, f"unknown command '{command[:32]}'; try /nick, /who, /quit"
+                UNKNOWN_TYPE,
+                f"unknown command '{command[:32]}'; try /nick NAME, /who, /listen, "
+                "/quit, or /help",
             )
         text = text[1:]  # "//x" sends the literal text "/x"
-    return Chat(text=validate_text(text, max_text))
+    return Chat(text=validate_text(text, max_text), plain=True)

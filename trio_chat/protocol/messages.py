@@ -98,16 +98,19 @@ def json_array_append(array: str, item: str) -> str:
     return f"{array[:-1]},{item_json}]" if array != "[]" else f"[{item_json}]"
 
 
-def welcome(user: str, users_json: str, clients_count: int, max_text: int) -> str:
+def welcome(
+    user: str, users_json: str, clients_count: int, max_text: int, resume: str | None = None
+) -> str:
     """The answer to a join: the joiner's name, who is there, and the longest chat text
     this server takes (so a client can keep an over-long message instead of sending it
-    to be refused). ``users_json`` is the member list already encoded
-    (:func:`json_array`): the room keeps it, so a join in a big room does not re-encode
-    every name."""
+    to be refused); ``resume``, the secret that takes the seat back after a lost
+    connection. ``users_json`` is the member list already encoded (:func:`json_array`):
+    the room keeps it, so a join in a big room does not re-encode every name."""
     user_json = dumps(user)
+    token = f',"resume":{dumps(resume)}' if resume is not None else ""
     return Encoded(
         f'{{"type":"welcome","user":{user_json},"users":{users_json},'
-        f'"clients_count":{clients_count},"max_text":{max_text}}}'
+        f'"clients_count":{clients_count},"max_text":{max_text}{token}}}'
     )
 
 
@@ -180,6 +183,26 @@ def pong() -> str:
 SHUTDOWN_TEXT: Final = "server shutting down"
 
 
-def shutdown() -> str:
-    """The last message every client gets when the server stops."""
-    return encode({"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT})
+def shutdown(clients_count: int) -> str:
+    """The last message every client gets when the server stops; like every ``system``
+    message it says how many are online (the seed's client prints it)."""
+    return encode(
+        {"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT,
+         "clients_count": clients_count}
+    )
+
+
+#: What the TCP greeting tells a person at ``nc`` (docs/protocol.md).
+HELLO_TEXT: Final = "type /nick NAME to join, /help for commands"
+
+
+def hello(version: str) -> str:
+    """The greeting a TCP connection gets once it has been quiet for a moment after
+    connecting (a person at ``nc``; a program has spoken by then)."""
+    return encode({"type": "hello", "server": "trio-chat", "version": version,
+                   "text": HELLO_TEXT})
+
+
+def help_message(text: str) -> str:
+    """The answer to ``/help``."""
+    return encode({"type": "help", "text": text})

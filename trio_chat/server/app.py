@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .. import protocol
 from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
 from ..transports import tls
 from ..transports.admission import Admission
-from ..transports.net import listener_port, open_listeners, url_host
+from ..transports.net import Ports, listener_port, open_listeners, url_host
 from ..transports.origin import host_policy
 from ..transports.tcp import handle_tcp
 from ..transports.ws import handle_ws
@@ -178,7 +179,10 @@ async def open_room(config: Config) -> AsyncIterator[Room]:
             yield cluster.room
     else:
         async with open_history(config) as history:
-            yield Room(LocalDelivery(history), max_text=config.max_text)
+            yield Room(
+                LocalDelivery(history), max_text=config.max_text,
+                resume_grace=config.resume_grace,
+            )
 
 
 #: The connection handler of each listener, by name (``Bound``'s ports, in order).
@@ -236,10 +240,12 @@ async def _serve_room(
     grpc_server: GrpcServer | None = None,
 ) -> None:
     gate = running.gate
-    admission = Admission(room, config, gate)
+    ports = Ports(bound.tcp_port, bound.ws_port, bound.tls)
+    admission = Admission(room, config, gate, ports)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             await accepting.start(room.run_notices)
+            await accepting.start(room.run_seats)
             for name, group in listeners.items():
                 await accepting.start(
                     partial(trio.serve_listeners, handler_nursery=connections),
@@ -295,9 +301,10 @@ def _log_file_limit(config: Config) -> None:
 def shut_down(room: Room, gate: Gate[Session]) -> None:
     """Close the room and tell every live session to say goodbye and drain."""
     gate.closing = True
+    notice = protocol.shutdown(room.count)  # one message for everyone
     room.close()
     for session in list(gate.live):
-        session.shutdown()
+        session.shutdown(notice)
 
 
 async def serve_until_signal(config: Config) -> bool:

@@ -19,6 +19,15 @@ When several servers share the room (:mod:`trio_chat.cluster`), ``clients_count`
 ``who`` and ``welcome`` count the other servers' members too (the delivery knows
 them), names are claimed through the delivery before a join, and the other servers'
 joins and leaves are announced here like local ones (:meth:`Room.remote`).
+
+Two kinds of seat besides the members:
+
+- **listeners** (:meth:`Room.listen`) get every broadcast, as members do, without a
+  name: not in ``who`` nor ``clients_count``, no notices of their own. They are the
+  seed's clients, which see the room from the moment they connect;
+- **held seats** (:mod:`.seats`): a member whose connection was lost keeps its seat
+  (its name, its place in ``who``) for ``--resume-grace`` seconds, silently, for a
+  join that brings back its ``resume`` token (:meth:`Room.resume`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from .delivery import Delivery, LocalDelivery
 from .metrics import Metrics
 from .pacing import ReadPacer
 from .replays import ReplayBudget
+from .seats import Seats
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,9 @@ NOTICE_RATE = 2_000
 #: Shortest notice interval, in seconds; in a big room it is members / NOTICE_RATE,
 #: so one summary to everyone stays within the rate (10,000 members: 5 s).
 NOTICE_INTERVAL = 0.1
+#: Why a member's session ends when a join elsewhere took its seat back with its token
+#: (WebSocket close 4009).
+RESUMED = "resumed"
 
 
 def _taken(name: str, holder: str | None) -> ProtocolError:
@@ -70,6 +83,12 @@ class Member:
         self.batch = False
         self.peer = peer
         self.evicted: str | None = None
+        #: Receiving the room's traffic without a name (:meth:`Room.listen`).
+        self.listening = False
+        #: Its connection is gone, its seat kept for a resume (:mod:`.seats`).
+        self.held = False
+        #: The secret that takes this seat back (the last ``welcome``'s ``resume``).
+        self.token: str | None = None
         self._outgoing = outgoing
         self._on_evict = on_evict
 
@@ -94,7 +113,9 @@ class Member:
             self.evict(SLOW_CONSUMER)
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False  # the connection is already on its way out
+            # The connection is already on its way out; a held seat has no connection,
+            # and what it misses comes back in the replay of its resume.
+            return self.held
         return True
 
     def evict(self, reason: str) -> None:
@@ -120,10 +141,14 @@ class Room:
         max_text: int = protocol.MAX_TEXT,
         metrics: Metrics | None = None,
         replays: ReplayBudget | None = None,
+        resume_grace: float = 0.0,
     ) -> None:
         #: The longest chat text the sessions accept (``--max-text``), told in ``welcome``.
         self.max_text = max_text
         self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
+        self._listeners: dict[Member, None] = {}  # an ordered set
+        #: Resume tokens, and the seats held for their grace (``--resume-grace``).
+        self.seats = Seats(resume_grace)
         #: What this room's server counts (read on a /metrics scrape).
         self.metrics = metrics if metrics is not None else Metrics()
         #: Replay chunks all members' writers may hold at once (:mod:`.replays`).
@@ -131,6 +156,7 @@ class Room:
         self._clock = clock
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self.delivery.bind(self)
+        self.seats.margin = self.delivery.hold_margin
         self._others_version = self.delivery.version
         self._evicted: deque[Member] = deque()
         self._evicting = False
@@ -186,13 +212,32 @@ class Room:
             self._who = (users, protocol.users(users, self.count))
         return self._who[1]
 
-    def _welcome(self, name: str) -> str:
-        """The ``welcome`` for a join or a rename: everyone in the room, on every server."""
-        return protocol.welcome(name, self._users(), self.count, self.max_text)
+    def _welcome(self, name: str, token: str | None = None) -> str:
+        """The ``welcome`` for a join or a rename: everyone in the room, on every server,
+        and the token that takes the seat back (``resume``)."""
+        return protocol.welcome(name, self._users(), self.count, self.max_text, token)
 
     def __len__(self) -> int:
-        """Members on this server (the deliveries a broadcast costs)."""
+        """Members on this server (held seats included)."""
         return len(self._members)
+
+    @property
+    def listeners(self) -> int:
+        """Listeners on this server."""
+        return len(self._listeners)
+
+    def _reach(self) -> int:
+        """The deliveries one broadcast costs: members and listeners."""
+        return len(self._members) + len(self._listeners)
+
+    def listen(self, member: Member) -> None:
+        """Make a connection that has not joined a listener: from now on it gets every
+        broadcast (chat and notices), as members do, without being one."""
+        if member.joined or member.listening or member.evicted is not None:
+            return
+        member.listening = True
+        self._listeners[member] = None
+        log.debug("%s listens", member)
 
     def rename(self, name: str, new: str) -> None:
         """The server renames the member called ``name`` (a clash found after a Redis
@@ -221,13 +266,24 @@ class Room:
             self.delivery.release(name)
 
     def join(
-        self, member: Member, name: str, since: int | None = None, *, welcome: bool = True
+        self,
+        member: Member,
+        name: str,
+        since: int | None = None,
+        *,
+        welcome: bool = True,
+        resumable: bool = True,
+        wanted: str | None = None,
     ) -> None:
         """Seat ``member`` under ``name`` (already validated), or rename it if seated.
 
         A first join gets its welcome, then the replayed history (after ``since`` if
-        given). ``welcome=False`` (neither) is for seed-style clients that never asked
-        to join: they would print a ``welcome`` as a chat line from nobody.
+        given; for a listener without ``since``, what it was not sent as one: nothing).
+        ``welcome=False`` (neither) is for seed-style clients that never asked to join:
+        they would print a ``welcome`` as a chat line from nobody. ``resumable=False``:
+        no ``resume`` token in the welcome (a person at ``nc`` does not resume).
+        ``wanted``: the name a seed-style join asked for, when ``name`` is a variant of
+        it (that client cannot rename): it is told so in a ``system`` line first.
         """
         key = skeleton(name)
         holder = self._members.get(key)
@@ -239,6 +295,10 @@ class Room:
         if old is not None:
             del self._members[skeleton(old)]
             self._users_json = None  # a rename moves the name to the end
+        listened = member.listening
+        if listened:
+            member.listening = False
+            del self._listeners[member]
         member.name = name
         self._members[key] = member
         if old is None:
@@ -253,9 +313,12 @@ class Room:
                 self._users_json = None
             self.delivery.joined(name)
             if welcome:
-                member.deliver(self._welcome(name))
-                if self.history is not None:
-                    member.deliver(self.history.replay(since))
+                self._greet(member, since, listened=listened, resumable=resumable)
+            if wanted is not None and wanted != name:
+                member.deliver(protocol.system(
+                    "variant", name, f"the name {wanted} is taken: you are {name}",
+                    self.count, self._clock(), wanted=wanted,
+                ))
             text = f"{name} joined the chat"
             if not self._notice("join", name, text):
                 # Coalesced for the others; the joiner still sees its own join.
@@ -263,14 +326,122 @@ class Room:
         elif old != name:
             log.info("rename %s -> %s", old, name)
             self.delivery.renamed(old, name)
-            member.deliver(self._welcome(name))
+            # A held seat renamed (a clash found after a Redis outage) keeps its token.
+            token = member.token
+            if token is not None and not member.held:
+                token = self.seats.issue(member)
+            member.deliver(self._welcome(name, token))
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
-    def leave(self, member: Member) -> None:
-        """Remove ``member`` if seated, and tell everyone who stays."""
+    def _greet(
+        self, member: Member, since: int | None, *, listened: bool, resumable: bool
+    ) -> None:
+        """A joiner's ``welcome`` (with a fresh resume token), then its replay."""
+        assert member.name is not None
+        token = self.seats.issue(member) if resumable else None
+        member.deliver(self._welcome(member.name, token))
+        history = self.history
+        if history is None:
+            return
+        if listened and since is None:
+            # A listener got every broadcast, and each message enters the history and
+            # is broadcast in one step (no checkpoint between): it has been sent
+            # everything up to the newest id, so its replay is empty.
+            member.deliver(history.caught_up())
+        else:
+            member.deliver(history.replay(since))
+
+    def resume(self, member: Member, token: str, name: str, since: int | None) -> bool:
+        """Seat ``member`` in the place of the seat ``token`` belongs to, if that seat
+        is here and called ``name`` (or a look-alike: the same skeleton); False (nothing
+        done) otherwise. No notice: for everyone else the member never left. A seat
+        whose connection is still open (its loss not noticed yet) is taken over, and
+        that connection closed (``resumed``)."""
+        seat = self.seats.find(token)
+        if seat is None or seat is member or seat.name is None or member.joined:
+            return False
+        if skeleton(seat.name) != skeleton(name):
+            return False
+        key = skeleton(seat.name)
+        if self._members.get(key) is not seat:
+            return False
+        held = seat.held
+        self.seats.forget(seat)
+        if not held:
+            seat.evict(RESUMED)  # its session ends; it is no longer the seat's member
+        self._seat(member, seat.name, since)
+        self.delivery.resumed(seat.name, token, held=held)
+        return True
+
+    async def take_seat(self, member: Member, token: str, name: str, since: int | None) -> bool:
+        """:meth:`resume`, or, if the seat is on another server sharing the room, take
+        it from there (the delivery moves its name to this server): False when neither
+        (an unknown or expired token: the join is an ordinary one)."""
+        if self.resume(member, token, name, since):
+            return True
+        if not self.seats.enabled:
+            return False
+        moved = await self.delivery.take_seat(token, name)
+        if moved is None:
+            return False
+        if member.joined or member.evicted is not None or skeleton(moved) in self._members:
+            # Gone meanwhile, or the name is held here after all: the seat leaves.
+            log.info("resume of %s from another server came too late; it leaves", moved)
+            self.delivery.left(moved)
+            return False
+        self._seat(member, moved, since)
+        return True
+
+    def _seat(self, member: Member, name: str, since: int | None) -> None:
+        """Seat ``member`` under ``name`` (already its seat's) with no notice."""
+        key = skeleton(name)
+        if member.listening:
+            member.listening = False
+            del self._listeners[member]
+        member.name = name
+        if key not in self._members:
+            self._users_json = None
+        self._members[key] = member  # in its place in the join order, if it had one
+        log.info(
+            "resume %s from %s (%d online)", name, member.peer, self.count,
+            extra={"event": "resume", "user": name, "peer": member.peer, "online": self.count},
+        )
+        self._greet(member, since, listened=False, resumable=True)
+
+    def moved_away(self, name: str) -> None:
+        """A seat of this server was taken back on another server (cluster mode): it
+        goes without a notice, and its connection, if still open, is closed."""
+        key = skeleton(name)
+        seat = self._members.get(key)
+        if seat is None or seat.name != name:
+            return
+        del self._members[key]
+        self._users_json = None
+        held = seat.held
+        self.seats.forget(seat)
+        if not held:
+            seat.evict(RESUMED)
+        log.info("%s resumed on another server", name)
+
+    def leave(self, member: Member, *, hold: bool = False) -> None:
+        """Remove ``member`` if seated, and tell everyone who stays; a listener goes
+        silently. ``hold``: its connection was lost, not closed on purpose, so its seat
+        is kept for a resume (:mod:`.seats`) if it can be: nobody is told yet."""
+        if member.listening:
+            member.listening = False
+            del self._listeners[member]
+            return
         name = member.name
         if name is None or self._members.get(skeleton(name)) is not member:
             return
+        if hold and not self.closed and self.seats.hold(member):
+            log.info(
+                "hold %s for %gs (%s)", name, self.seats.grace, member.evicted or "closed",
+                extra={"event": "hold", "user": name, "peer": member.peer},
+            )
+            self.delivery.held(name, member.token or "", self.seats.grace)
+            return
+        self.seats.forget(member)
         del self._members[skeleton(name)]
         self._users_json = None
         if self.closed:
@@ -307,10 +478,13 @@ class Room:
         self.delivery.publish(member.name, text, self._clock())
 
     def broadcast(self, line: str) -> None:
-        """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
+        """Queue ``line`` for every member and listener; never awaits. Evicts the ones
+        that are full."""
         if self.closed:
             return
         members = list(self._members.values())
+        if self._listeners:
+            members += self._listeners
         evicted = self._evicted
         before = len(evicted)
         for member in members:
@@ -358,9 +532,11 @@ class Room:
                 window = self._window()
                 self._window_end = now + window
                 # rate x window, exactly: a quiet big room announces one join per window.
-                self._window_budget = max(self._notice_rate * self._notice_interval, len(self))
+                self._window_budget = max(
+                    self._notice_rate * self._notice_interval, self._reach()
+                )
                 self._window_spent = 0
-            cost = len(self) or 1  # deliveries this notice would take
+            cost = self._reach() or 1  # deliveries this notice would take
             if self._window_spent + cost > self._window_budget:
                 if event == "join":
                     self._joined += 1
@@ -396,4 +572,17 @@ class Room:
             self._coalescing = False
 
     def _window(self) -> float:
-        return max(self._notice_interval, len(self) / self._notice_rate)
+        return max(self._notice_interval, self._reach() / self._notice_rate)
+
+    async def run_seats(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Let held seats leave when their grace is up, until cancelled. Without this
+        task running (``serve`` starts it), no seat is held: a lost connection leaves
+        at once."""
+        await self.seats.run(self._expire, task_status=task_status)
+
+    def _expire(self, member: Member) -> None:
+        """A held seat's grace is up: it leaves, announced as usual."""
+        log.info("%s did not come back within %gs", member.name, self.seats.grace)
+        self.leave(member)

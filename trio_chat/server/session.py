@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import islice
 from typing import Protocol
 
 import trio
@@ -20,16 +21,20 @@ from ..config import Config
 from ..history.base import Replay, Shown
 from ..protocol import (
     IDLE_TIMEOUT,
+    NAME_TAKEN,
     NOT_JOINED,
     SLOW_CONSUMER,
     Blank,
     Chat,
     Event,
+    Help,
     Join,
     Leave,
+    Listen,
     Ping,
     ProtocolError,
     Who,
+    skeleton,
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
@@ -51,6 +56,14 @@ PING_TIMEOUT = "ping_timeout"
 #: End reason for a WebSocket peer that broke the protocol (logged as
 #: ``protocol_error: <what>``; the close code is the violation's, 1002 or 1009).
 PROTOCOL_ERROR = "protocol_error"
+#: End reason for a peer that closed the connection without ``leave``.
+CLOSED_BY_PEER = "closed by peer"
+#: Reasons a connection ends that lose it rather than end it on purpose: the member's
+#: seat is held for a resume (``--resume-grace``). A ``leave``, a shutdown, or a
+#: disconnect for misbehaving (flooding, protocol errors) is not one of them.
+LOST = frozenset({CLOSED_BY_PEER, GONE, PING_TIMEOUT, SLOW_CONSUMER})
+#: Variants tried for a seed-style join whose name is taken (``Ann2``, ``Ann3``...).
+MAX_VARIANTS = 1000
 
 
 class PeerGone(Exception):
@@ -82,7 +95,9 @@ class Session:
 
     ``join_timeout`` (seconds) closes a connection that has not joined by then with
     ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
-    when not a fresh one.
+    when not a fresh one. ``greeting`` is its first line (the TCP ``hello``);
+    ``listen_after`` (seconds) makes it a listener if it has sent nothing by then (a
+    WebSocket: the seed's clients listen without asking).
     """
 
     def __init__(
@@ -93,6 +108,8 @@ class Session:
         *,
         join_timeout: float | None = None,
         bucket: TokenBucket | None = None,
+        greeting: str | None = None,
+        listen_after: float | None = None,
     ) -> None:
         self.room = room
         self.config = config
@@ -102,7 +119,10 @@ class Session:
         self._join_timeout = join_timeout
         if join_timeout is not None:
             self._reader.deadline = trio.current_time() + join_timeout
-        self._ended = "closed by peer"
+        self._ended = CLOSED_BY_PEER
+        self._listen_after = listen_after
+        self._heard = False  # the peer has sent something
+        self._wanted: str | None = None  # the name a seed-style join asked for
         self._stop: ProtocolError | str | None = None
         self._held_until = -math.inf  # the end of the last wait take_control() imposed
         self._waiting = trio.CancelScope()
@@ -113,6 +133,8 @@ class Session:
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
         self._send = send
+        if greeting is not None:
+            send.send_nowait(greeting)
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
         self._metrics = room.metrics
@@ -133,6 +155,8 @@ class Session:
         with self._cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
+                if self._listen_after is not None:
+                    nursery.start_soon(self._listen_when_quiet, self._listen_after)
                 try:
                     with self._reader:
                         await self._read_loop()
@@ -146,16 +170,25 @@ class Session:
                         self._tell(error)
                         member.evicted = IDLE_TIMEOUT
                 finally:
-                    self.room.leave(member)
+                    self.room.leave(member, hold=self.reason in LOST)
                     self._send.close()  # the writer drains what is queued, then stops
+            # Whatever an evicted writer left queued goes now: a seat held for a resume
+            # keeps its member (and so its channel) for the grace, not its backlog.
+            self._outgoing.close()
         with trio.move_on_after(self.config.goodbye_timeout) as scope:
             scope.shield = True
             await self.transport.close(member.evicted)
 
-    def shutdown(self) -> None:
-        """Queue the shutdown notice, stop reading, and let the writer drain the queue."""
+    async def _listen_when_quiet(self, after: float) -> None:
+        await trio.sleep(after)
+        if not self._heard:
+            self.room.listen(self.member)
+
+    def shutdown(self, notice: str | None = None) -> None:
+        """Queue the shutdown notice (``notice``, the same for every session, or one
+        built now), stop reading, and let the writer drain the queue."""
         member = self.member
-        member.deliver(protocol.shutdown())
+        member.deliver(notice if notice is not None else protocol.shutdown(self.room.count))
         if member.evicted is None:
             member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
         self._reader.cancel()
@@ -208,6 +241,8 @@ class Session:
                 if self._stop is not None:
                     self._stopped(self._stop)
                 return
+            if received:
+                self._heard = True
             for received_item in received:
                 item = received_item
                 try:
@@ -230,11 +265,16 @@ class Session:
                         self.member.evicted = item.code
                         return
                     continue
+                if isinstance(item, Join) and item.resume and await self._resume(item):
+                    continue
                 claimed: str | None = None
                 try:
                     # Released below unless a member here holds it by then (also when
                     # the claim is refused or cut short: releasing checks the holder).
-                    if (claimed := self._claims(item)) is not None:
+                    if isinstance(item, Chat) and not self.member.joined and item.user:
+                        claimed = await self._claim_seed_name(protocol.validate_name(item.user))
+                        item = Chat(item.text, claimed)
+                    elif (claimed := self._claims(item)) is not None:
                         await self.room.claim(claimed)  # maybe a Redis round trip, first
                     if isinstance(item, Chat):
                         # The store must take the message before the room broadcasts it;
@@ -245,18 +285,51 @@ class Session:
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
+                    if isinstance(item, Join) and item.plain:
+                        error = ProtocolError(
+                            error.code, f"{error.text}; type /nick with another name"
+                        )
                     self._tell(error)
                 finally:
                     if claimed is not None:
                         self.room.unclaim(claimed)
+
+    async def _resume(self, join: Join) -> bool:
+        """A join bringing a ``resume`` token: take its seat back, here or from another
+        server; False (an ordinary join follows) for an unknown or expired token."""
+        member = self.member
+        if member.joined or join.resume is None or join.plain:
+            return False
+        batch = member.batch
+        member.batch = join.batch
+        if await self.room.take_seat(member, join.resume, join.user, join.since):
+            self._reader.deadline = math.inf
+            return True
+        member.batch = batch
+        return False
+
+    async def _claim_seed_name(self, wanted: str) -> str:
+        """The name a seed-style join takes, claimed: ``wanted``, or when it is taken
+        (here, or on another server) the first free variant (``Ann2``...): that client
+        cannot choose another name. Raises ``name_taken`` if none is free."""
+        self._wanted = wanted
+        room = self.room
+        candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
+        for name in candidates:
+            if room.holds(name) or skeleton(name) == skeleton(protocol.SYSTEM_USER):
+                continue
+            try:
+                await room.claim(name)
+            except ProtocolError:
+                continue
+            return name
+        raise ProtocolError(NAME_TAKEN, f"name '{wanted}' and its variants are taken")
 
     def _claims(self, event: Event) -> str | None:
         """The name this event joins (or renames) under, which the room must claim
         first (other servers may hold it); None for everything else."""
         if isinstance(event, Join):
             return event.user
-        if isinstance(event, Chat) and not self.member.joined and event.user is not None:
-            return protocol.validate_name(event.user)
         return None
 
     def _handle(self, event: Event) -> bool:
@@ -267,19 +340,30 @@ class Session:
         if isinstance(event, Chat):
             if not member.joined:
                 if event.user is None:
+                    if event.plain:
+                        raise ProtocolError(
+                            NOT_JOINED, "join first: type /nick NAME, then your message again"
+                        )
                     raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
-                # Seed compatibility: its client never joins and names itself in each chat.
-                room.join(member, protocol.validate_name(event.user), welcome=False)
+                # Seed compatibility: its client never joins and names itself in each chat
+                # (the name was claimed first: the one it asked for, or a variant).
+                room.join(member, event.user, welcome=False, wanted=self._wanted)
             room.say(member, event.text)
             self.messages_in += 1
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
-            room.join(member, event.user, since=event.since)
+            room.join(member, event.user, since=event.since, resumable=not event.plain)
         elif isinstance(event, Who):
             member.deliver(room.who())
         elif isinstance(event, Ping):
             member.deliver(protocol.pong())
+        elif isinstance(event, Listen):
+            room.listen(member)
+            if member.listening:
+                self._reader.deadline = math.inf  # a listener has no join deadline
+        elif isinstance(event, Help):
+            member.deliver(protocol.help_message(protocol.HELP_TEXT))
         elif isinstance(event, Leave):
             return False
         if member.joined:
