@@ -6,6 +6,7 @@ tests/test_browser.py.)"""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -20,10 +21,11 @@ import trio.testing
 from trio_websocket import ConnectionClosed
 
 from tests.support.config import TEST_CONFIG
-from tests.support.memory import memory_tcp
+from tests.support.memory import WrappedStream, memory_tcp
 from tests.support.processes import JoinProcess
+from tests.support.seats import Seat
 from tests.support.tcp import Message, TcpClient
-from tests.support.waits import WAIT
+from tests.support.waits import VIRTUAL_WAIT, WAIT, until
 from tests.support.ws import WsClient, close_reason, ws_over
 from trio_chat import Bound, Config, serve
 from trio_chat.server.room import Room
@@ -157,6 +159,57 @@ async def test_expired_forged_and_mismatched_tokens_are_ordinary_joins(
     _, welcome2 = await joined("Ann", resume=welcome["resume"])
     assert welcome2["users"] == ["Bob", "Eve", "Ann"]  # a new seat, at the end
     assert (await bob.recv_until(type="system", event="join"))["name"] == "Ann"
+
+
+class Breaks(WrappedStream):
+    """The server's end of a connection whose writes fail once ``broken`` is set (a
+    reset noticed by a write, while the read waits on): the session ends ``gone``."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
+        self.broken = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.broken:
+            raise trio.BrokenResourceError("reset")
+        await self.inner.send_all(data)
+
+
+@pytest.mark.parametrize("how", ["gone", "slow_consumer"])
+async def test_a_seat_lost_by_a_write_is_held_through_what_is_said_meanwhile(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, how: str
+) -> None:
+    """Lost, not closed: a write that fails (``gone``) or a queue that overflows
+    (``slow_consumer``). The seat is held while the room goes on talking (every
+    broadcast reaches the held seat too), and taken back with no notice."""
+    room = Room(resume_grace=5)
+    await nursery.start(room.run_seats)
+    config = Config(queue_size=8)
+    bob = Seat(room, "Bob")
+    client_end, server_end = trio.testing.memory_stream_pair()
+    stream = Breaks(server_end)
+    ann = memory_tcp(nursery, room, config, ends=(client_end, stream))
+    await ann.send({"type": "join", "user": "Ann"})
+    token = (await ann.recv_until(type="welcome"))["resume"]
+    await ann.recv_until(type="system", event="join")
+    bob.take()
+    if how == "gone":
+        stream.broken = True
+        room.say(bob.member, "0")
+    else:
+        for n in range(3 * config.queue_size):  # at once: her queue overflows
+            room.say(bob.member, f"{n}")
+    await until(lambda: len(room.seats.held()) == 1, VIRTUAL_WAIT)
+    for n in range(3 * config.queue_size, 4 * config.queue_size):
+        room.say(bob.member, f"{n}")
+    assert {m["type"] for m in bob.take()} == {"chat"}  # no leave
+    assert json.loads(room.who())["users"] == ["Bob", "Ann"]
+    again = memory_tcp(nursery, room, config)
+    await again.send({"type": "join", "user": "Ann", "resume": token})
+    assert (await again.recv())["type"] == "welcome"
+    room.say(bob.member, "back")
+    assert [m["type"] for m in bob.take()] == ["chat"]  # no join either
+    assert "history" not in await again.recv_until(type="chat", text="back")  # live
 
 
 @pytest.mark.parametrize(

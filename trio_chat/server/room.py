@@ -60,6 +60,17 @@ NOTICE_INTERVAL = 0.1
 #: Why a member's session ends when a join elsewhere took its seat back with its token
 #: (WebSocket close 4009).
 RESUMED = "resumed"
+#: Eviction reason for a peer that vanished (reset, broken pipe).
+GONE = "gone"
+#: End reason for a WebSocket peer that did not answer a ping in time.
+PING_TIMEOUT = "ping_timeout"
+#: End reason for a peer that closed the connection without ``leave``.
+CLOSED_BY_PEER = "closed by peer"
+#: Reasons a connection ends that lose it rather than end it on purpose: the member's
+#: seat is held for a resume (``--resume-grace``). A ``leave``, a shutdown, or a
+#: disconnect for misbehaving (flooding, protocol errors) is not one of them. (Here, not
+#: in :mod:`.session`, since a broadcast that overflows a queue decides too.)
+LOST = frozenset({CLOSED_BY_PEER, GONE, PING_TIMEOUT, SLOW_CONSUMER})
 
 
 def _taken(name: str, holder: str | None) -> ProtocolError:
@@ -103,7 +114,10 @@ class Member:
 
     def deliver(self, line: str | Replay) -> bool:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
-        queue is full."""
+        queue is full. A held seat takes everything (and keeps nothing): what it misses
+        comes back in the replay of its resume."""
+        if self.held:
+            return True
         if self.evicted is not None:
             return False
         try:
@@ -426,7 +440,10 @@ class Room:
     def leave(self, member: Member, *, hold: bool = False) -> None:
         """Remove ``member`` if seated, and tell everyone who stays; a listener goes
         silently. ``hold``: its connection was lost, not closed on purpose, so its seat
-        is kept for a resume (:mod:`.seats`) if it can be: nobody is told yet."""
+        is kept for a resume (:mod:`.seats`) if it can be: nobody is told yet (and a
+        seat already held stays so)."""
+        if member.held:
+            return
         if member.listening:
             member.listening = False
             del self._listeners[member]
@@ -501,9 +518,12 @@ class Room:
         self._evicting = True
         try:
             # Each leave notice is a broadcast that may evict more members: a loop,
-            # not recursion, however many are full at once.
+            # not recursion, however many are full at once. A lost one (its queue
+            # overflowed; or already gone, its session not yet ended) is held for a
+            # resume, as its session's own leave would hold it.
             while self._evicted:
-                self.leave(self._evicted.popleft())
+                member = self._evicted.popleft()
+                self.leave(member, hold=member.evicted in LOST)
         finally:
             self._evicting = False
 

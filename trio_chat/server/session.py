@@ -39,7 +39,10 @@ from ..protocol import (
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
-from .room import Member, Room
+from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
+from .room import GONE as GONE
+from .room import LOST, Member, Room
+from .room import PING_TIMEOUT as PING_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +50,11 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 512
 
 
-#: Eviction reason for a peer that vanished (reset, broken pipe).
-GONE = "gone"
 #: End reason when the server stops (WebSocket close 1001).
 SHUTDOWN = "shutdown"
-#: End reason for a WebSocket peer that did not answer a ping in time.
-PING_TIMEOUT = "ping_timeout"
 #: End reason for a WebSocket peer that broke the protocol (logged as
 #: ``protocol_error: <what>``; the close code is the violation's, 1002 or 1009).
 PROTOCOL_ERROR = "protocol_error"
-#: End reason for a peer that closed the connection without ``leave``.
-CLOSED_BY_PEER = "closed by peer"
-#: Reasons a connection ends that lose it rather than end it on purpose: the member's
-#: seat is held for a resume (``--resume-grace``). A ``leave``, a shutdown, or a
-#: disconnect for misbehaving (flooding, protocol errors) is not one of them.
-LOST = frozenset({CLOSED_BY_PEER, GONE, PING_TIMEOUT, SLOW_CONSUMER})
 #: Variants tried for a seed-style join whose name is taken (``Ann2``, ``Ann3``...).
 MAX_VARIANTS = 1000
 
