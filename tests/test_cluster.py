@@ -24,7 +24,16 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.cluster import chats, linked, node, relinking, resume, unlinked, ws
+from tests.support.cluster import (
+    chats,
+    linked,
+    node,
+    relinking,
+    resume,
+    token_in_redis,
+    unlinked,
+    ws,
+)
 from tests.support.processes import server_process
 from tests.support.redis import RedisServer, redis_server_or_skip
 from tests.support.tcp import TcpClient, free_port
@@ -33,7 +42,6 @@ from trio_chat import Config
 from trio_chat.cluster import PREFIX, Cluster, LinkState
 from trio_chat.cluster import scripts as lua
 from trio_chat.server.room import Room
-from trio_chat.server.seats import token_key
 
 TTL = 2.0  # --presence-ttl for these tests: a dead server's users leave within 1.25x
 
@@ -199,18 +207,6 @@ async def test_replay_and_since_resume_on_any_server(config: Config) -> None:
         assert end == {"type": "history_end", "last_id": ids[-1]}
         replayed, _ = await resume(a.tcp_port, "dave", since=ids[-1])
         assert replayed == []
-
-
-async def token_in_redis(config: Config, token: str) -> None:
-    """Wait until the server holding a seat has put its token in Redis (it does so
-    right after the connection is lost, on its way to Redis like every presence
-    change); a resume elsewhere before that is an ordinary join (``name_taken``),
-    which a client retries."""
-    assert config.redis is not None
-    async with coredis.Redis.from_url(config.redis, decode_responses=True) as client:
-        with trio.fail_after(WAIT):
-            while not await client.exists([f"{PREFIX}resume:{token_key(token)}"]):
-                pass  # each look is a round trip to Redis
 
 
 async def test_a_seat_held_on_one_server_is_resumed_on_another(config: Config) -> None:

@@ -1,8 +1,9 @@
 """Reload without churn: a member whose connection was lost keeps its seat for
 ``--resume-grace``, and a join that brings back its secret token (``welcome.resume``)
 takes it back with no leave or join notice for anyone. Unknown, spent, expired or
-forged tokens are ordinary joins. (Cluster mode: tests/test_cluster.py; the page:
-tests/test_browser.py.)"""
+forged tokens are ordinary joins. The same on TCP, WebSocket and gRPC ``Session``
+streams, and from one to another: a token is the server's, not a transport's. (Cluster
+mode: tests/test_cluster.py; the page: tests/test_browser.py.)"""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+import grpc
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
 from tests.support.config import TEST_CONFIG
+from tests.support.grpcclient import JsonSession, grpc_client
 from tests.support.memory import WrappedStream, memory_tcp
 from tests.support.processes import JoinProcess
 from tests.support.seats import Seat
@@ -30,7 +33,7 @@ from tests.support.ws import WsClient, close_reason, ws_over
 from trio_chat import Bound, Config, serve
 from trio_chat.server.room import Room
 
-Client = TcpClient | WsClient
+Client = TcpClient | WsClient | JsonSession
 #: Opens a client of one transport on the server; yields it.
 Opener = Callable[[Bound], "AsyncIterator[Client]"]
 
@@ -48,7 +51,21 @@ async def ws(bound: Bound) -> AsyncIterator[Client]:
         yield WsClient(conn)
 
 
-TRANSPORTS = {"tcp": tcp, "ws": ws}
+@asynccontextmanager
+async def grpc_session(bound: Bound) -> AsyncIterator[Client]:
+    """A ``Session`` stream on a connection of its own; leaving the block cancels the
+    call (the server sees the client go, without ``leave``)."""
+    assert bound.grpc_target is not None
+    async with grpc_client(bound.grpc_target) as client:
+        yield await JsonSession.open(client)
+
+
+TRANSPORTS = {"tcp": tcp, "ws": ws, "grpc": grpc_session}
+
+
+@pytest.fixture
+def config() -> Config:
+    return replace(TEST_CONFIG, grpc_port=0)
 
 
 async def said(client: Client, speaker: Client, text: str) -> Message:
@@ -66,11 +83,14 @@ async def quiet_until(client: Client, text: str) -> list[Message]:
     return got
 
 
-@pytest.mark.parametrize("kind", ["tcp", "ws"])
+@pytest.mark.parametrize(
+    ("kind", "again_kind"),
+    [("tcp", "tcp"), ("ws", "ws"), ("grpc", "grpc"), ("grpc", "tcp"), ("ws", "grpc")],
+)
 async def test_a_lost_connection_resumes_with_its_token_and_since(
-    server: Bound, kind: str
+    server: Bound, kind: str, again_kind: str
 ) -> None:
-    connect = TRANSPORTS[kind]
+    connect, reconnect = TRANSPORTS[kind], TRANSPORTS[again_kind]
     async with tcp(server) as bob:
         await bob.join("Bob")
         async with connect(server) as ann:
@@ -83,7 +103,7 @@ async def test_a_lost_connection_resumes_with_its_token_and_since(
         users = await bob.recv_until(type="users")
         assert (users["users"], users["clients_count"]) == (["Bob", "Ann"], 2)
         await said(bob, bob, "two")  # Ann misses it
-        async with connect(server) as again:
+        async with reconnect(server) as again:
             await again.send({"type": "join", "user": "Ann", "resume": token, "since": one["id"]})
             back = await again.recv()
             assert back["type"] == "welcome" and back["users"] == ["Bob", "Ann"]
@@ -99,12 +119,12 @@ async def test_a_lost_connection_resumes_with_its_token_and_since(
             seen = await quiet_until(bob, "three")
             assert [m["type"] for m in seen] == ["chat"]
             # The spent token is no token: an ordinary join, and the name is taken.
-            async with connect(server) as thief:
+            async with reconnect(server) as thief:
                 await thief.send({"type": "join", "user": "Ann", "resume": token})
                 assert (await thief.recv())["code"] == "name_taken"
 
 
-@pytest.mark.parametrize("kind", ["tcp", "ws"])
+@pytest.mark.parametrize("kind", ["tcp", "ws", "grpc"])
 async def test_a_token_takes_over_a_connection_not_yet_noticed_lost(
     server: Bound, kind: str
 ) -> None:
@@ -122,6 +142,10 @@ async def test_a_token_takes_over_a_connection_not_yet_noticed_lost(
                     while True:
                         await old.recv()
                 assert close_reason(closed.value).code == 4009
+            elif isinstance(old, JsonSession):  # its call ends ABORTED, saying why
+                code, details = await old.ended()
+                assert code == grpc.StatusCode.ABORTED
+                assert details.startswith("resumed: ")
             else:
                 assert await old.eof()
             await said(new, new, "still me")
@@ -291,15 +315,19 @@ async def pump(source: trio.SocketStream, sink: trio.SocketStream, done: trio.Ca
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tcp", "grpc"])
 async def test_join_resumes_after_a_network_blip_without_notices(
-    server: Bound, nursery: trio.Nursery
+    server: Bound, nursery: trio.Nursery, kind: str
 ) -> None:
-    proxy = Proxy(server.tcp_port)
+    """``trio-chat join`` on TCP, or ``--grpc`` (its Session stream on a connection the
+    proxy cuts as well), takes its seat back."""
+    assert server.grpc_port is not None
+    proxy = Proxy(server.tcp_port if kind == "tcp" else server.grpc_port)
     port = await nursery.start(proxy.serve)
+    where = ["--port", port] if kind == "tcp" else ["--grpc", f"127.0.0.1:{port}"]
     async with await TcpClient.connect(server.tcp_port) as bob:
         await bob.join("Bob")
-        ann = await JoinProcess.start(nursery, "--name", "Ann", "--port", port,
-                                      "--max-backoff", "0.2")
+        ann = await JoinProcess.start(nursery, "--name", "Ann", *where, "--max-backoff", "0.2")
         await bob.recv_until(type="system", event="join", name="Ann")
         await ann.send_line("before")
         await bob.recv_until(type="chat", text="before")

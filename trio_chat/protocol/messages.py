@@ -196,11 +196,12 @@ def shutdown(clients_count: int) -> str:
 HELLO_TEXT: Final = "type /nick NAME to join, /help for commands"
 
 
-def hello(version: str) -> str:
+def hello(version: str, text: str = HELLO_TEXT) -> str:
     """The greeting a TCP connection gets once it has been quiet for a moment after
-    connecting (a person at ``nc``; a program has spoken by then)."""
+    connecting (a person at ``nc``; a program has spoken by then), and every gRPC
+    ``Session`` stream first (with a ``text`` of its own: nobody types ``/nick`` there)."""
     return encode({"type": "hello", "server": "trio-chat", "version": version,
-                   "text": HELLO_TEXT})
+                   "text": text})
 
 
 def help_message(text: str) -> str:

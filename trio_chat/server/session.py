@@ -90,7 +90,10 @@ class Session:
     ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
     when not a fresh one. ``greeting`` is its first line (the TCP ``hello``);
     ``listen_after`` (seconds) makes it a listener if it has sent nothing by then (a
-    WebSocket: the seed's clients listen without asking).
+    WebSocket: the seed's clients listen without asking). ``variants``: a seed-style
+    join whose name is taken joins under a variant (``Ann2``: the seed's client cannot
+    choose another name); False: it gets ``name_taken`` (a gRPC ``Post``, whose caller
+    can).
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class Session:
         bucket: TokenBucket | None = None,
         greeting: str | None = None,
         listen_after: float | None = None,
+        variants: bool = True,
     ) -> None:
         self.room = room
         self.config = config
@@ -114,6 +118,7 @@ class Session:
             self._reader.deadline = trio.current_time() + join_timeout
         self._ended = CLOSED_BY_PEER
         self._listen_after = listen_after
+        self._variants = variants
         self._heard = False  # the peer has sent something
         self._wanted: str | None = None  # the name a seed-style join asked for
         self._stop: ProtocolError | str | None = None
@@ -304,9 +309,13 @@ class Session:
     async def _claim_seed_name(self, wanted: str) -> str:
         """The name a seed-style join takes, claimed: ``wanted``, or when it is taken
         (here, or on another server) the first free variant (``Ann2``...): that client
-        cannot choose another name. Raises ``name_taken`` if none is free."""
+        cannot choose another name. Raises ``name_taken`` if none is free (or, without
+        variants, if ``wanted`` is taken on another server)."""
         self._wanted = wanted
         room = self.room
+        if not self._variants:
+            await room.claim(wanted)  # the join says name_taken if it is taken here
+            return wanted
         candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
         for name in candidates:
             if room.holds(name) or skeleton(name) == skeleton(protocol.SYSTEM_USER):

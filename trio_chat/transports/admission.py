@@ -136,6 +136,7 @@ class Admission:
         join_timeout: float | None = None,
         greeting: str | None = None,
         listen_after: float | None = None,
+        variants: bool = True,
     ) -> Session:
         """The session for an admitted connection (run it with :meth:`run`); its flood
         control starts where its address's last connections left off, if they did
@@ -144,7 +145,7 @@ class Admission:
         bucket = floods.bucket(peer_host(transport.peer)) if floods is not None else None
         return Session(
             self.room, self.config, transport, join_timeout=join_timeout, bucket=bucket,
-            greeting=greeting, listen_after=listen_after,
+            greeting=greeting, listen_after=listen_after, variants=variants,
         )
 
     async def run(self, arrival: Arrival, session: Session) -> None:
