@@ -1,12 +1,14 @@
-# make serve: run the server; make test: lint, type-check and test; make soak: the
-# load tests (500 clients; 3 servers on Redis with faults: about two minutes); make
-# screenshot: refresh docs/screenshot.png and docs/screenshot-phone.png from the
-# browser test; make bench: the fan-out benchmark (BENCH_ARGS adds options, e.g.
-# --peer NAME URL COMMAND, or --cluster 3); make proto: regenerate trio_chat/v1 from
-# proto/trio_chat/v1/chat.proto. All set up .venv first.
+# make serve: run the server (.venv with the runtime dependencies only); make test:
+# lint, type-check and test; make soak: the load tests (500 clients; 3 servers on
+# Redis with faults: about two minutes); make screenshot: refresh docs/screenshot.png
+# and docs/screenshot-phone.png from the browser test; make bench: the fan-out
+# benchmark (BENCH_ARGS adds options, e.g. --peer NAME URL COMMAND, or --cluster 3);
+# make proto: regenerate trio_chat/v1 from proto/trio_chat/v1/chat.proto. All set up
+# .venv first; all but serve with the dev extras (test tools, Playwright).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.installed
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: serve test soak lint typecheck screenshot bench proto clean
@@ -15,11 +17,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-serve: $(STAMP)
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUNTIME)
+
+serve: $(RUNTIME)
+	@echo "trio-chat is installed in $(VENV): in another shell, '. $(VENV)/bin/activate' then 'trio-chat join --name Bob' (or run $(BIN)/trio-chat)"
 	$(BIN)/trio-chat serve
 
 lint: $(STAMP)

@@ -3,6 +3,7 @@
 import signal
 import subprocess
 
+import click
 import pytest
 import trio
 from click.testing import CliRunner
@@ -96,6 +97,15 @@ def test_help_lists_env_vars() -> None:
     result = CliRunner().invoke(cli.main, ["serve", "--help"])
     assert result.exit_code == 0
     assert "TRIO_CHAT_TCP_PORT" in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "join", "status", "bench"])
+def test_every_option_says_what_it_does(command: str) -> None:
+    group = cli.main
+    found = group.get_command(click.Context(group), command)
+    assert found is not None
+    silent = [p.name for p in found.params if isinstance(p, click.Option) and not p.help]
+    assert silent == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -212,6 +212,35 @@ async def test_a_quiet_room_resumes_from_history_end(
     session.stop()
 
 
+async def test_rejoin_brings_back_the_last_resume_token(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each welcome's ``resume`` token goes with the next rejoin (with ``since``), so
+    the server takes our seat back without a leave and a join; a server that sends
+    none gets none."""
+    server = ScriptedServer()
+    session, _ = session_for(server)
+    nursery.start_soon(session.run)
+    peer = await server.accept()
+    assert await peer.recv() == {"type": "join", "user": "Bob", "batch": True}
+    await peer.send({"type": "welcome", "user": "Bob", "users": ["Bob"], "resume": "T1"},
+                    {"type": "chat", "id": 4, "user": "Ann", "text": "x"})
+    await peer.close()
+    peer = await server.accept()
+    assert await peer.recv() == {
+        "type": "join", "user": "Bob", "batch": True, "resume": "T1", "since": 4
+    }
+    await peer.send({"type": "welcome", "user": "Bob", "users": ["Bob"], "resume": "T2"})
+    await peer.close()
+    peer = await server.accept()
+    assert (await peer.recv())["resume"] == "T2"
+    await peer.send({"type": "welcome", "user": "Bob", "users": ["Bob"], "resume": ["no"]})
+    await peer.close()
+    peer = await server.accept()
+    assert "resume" not in await peer.recv()  # that welcome's was no token
+    session.stop()
+
+
 async def test_reconnect_backs_off_exponentially_and_keeps_the_name(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -24,11 +24,20 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.cluster import chats, linked, node, relinking, resume, unlinked, ws
+from tests.support.cluster import (
+    chats,
+    linked,
+    node,
+    relinking,
+    resume,
+    token_in_redis,
+    unlinked,
+    ws,
+)
 from tests.support.processes import server_process
 from tests.support.redis import RedisServer, redis_server_or_skip
 from tests.support.tcp import TcpClient, free_port
-from tests.support.waits import WAIT
+from tests.support.waits import WAIT, until
 from trio_chat import Config
 from trio_chat.cluster import PREFIX, Cluster, LinkState
 from trio_chat.cluster import scripts as lua
@@ -112,13 +121,18 @@ async def test_names_are_unique_across_servers(config: Config) -> None:
             assert error == {
                 "type": "error", "code": "name_taken", "text": "name 'aLiCe' is taken"
             }
-            # A seed-style first chat names itself too: the same rule.
-            await other.send({"type": "chat", "user": "ALICE", "text": "hi"})
-            assert (await other.recv())["code"] == "name_taken"
+            # A seed-style first chat cannot choose another name: it joins as the first
+            # free variant, claimed across servers too.
+            async with await TcpClient.connect(b.tcp_port) as seed:
+                await seed.send({"type": "chat", "user": "ALICE", "text": "hi"})
+                told = await seed.recv_until(type="system", event="variant")
+                assert (told["name"], told["wanted"]) == ("ALICE2", "ALICE")
+                await seed.send({"type": "leave"})
+                await seed.eof()
             await other.join("bob")
             # A rename is claimed across servers as well, and frees the old name.
             await other.send({"type": "join", "user": "alice"})
-            assert (await other.recv())["code"] == "name_taken"
+            assert (await other.recv_until(type="error"))["code"] == "name_taken"
             await other.send({"type": "join", "user": "carol"})
             await other.recv_until(type="welcome", user="carol")
             await alice.recv_until(type="system", event="rename", name="carol")
@@ -220,6 +234,85 @@ async def test_replay_and_since_resume_on_any_server(config: Config) -> None:
         assert end == {"type": "history_end", "room": "#lobby", "last_id": ids[-1]}
         replayed, _ = await resume(a.tcp_port, "dave", since=ids[-1])
         assert replayed == []
+
+
+async def test_a_seat_held_on_one_server_is_resumed_on_another(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as carol,
+        ws(b.ws_port) as dave,
+    ):
+        await carol.join("carol")
+        await dave.join("dave")
+        async with await TcpClient.connect(a.tcp_port) as ann:
+            token = (await ann.join("ann"))["resume"]
+            await carol.recv_until(type="system", event="join", name="ann")
+            await dave.recv_until(type="system", event="join", name="ann")
+            await ann.send({"type": "chat", "text": "one"})
+            one = await ann.recv_until(type="chat", text="one")
+        # Lost on A: held there, its token in Redis; a message she misses.
+        await token_in_redis(config, token)
+        await carol.send({"type": "chat", "text": "two"})
+        await dave.recv_until(type="chat", text="two")
+        # She comes back on B with the token: the seat moves there, silently.
+        async with ws(b.ws_port) as again:
+            await again.send({"type": "join", "user": "ann", "resume": token, "since": one["id"]})
+            welcome = await again.recv()
+            assert welcome["type"] == "welcome" and welcome["clients_count"] == 3
+            assert sorted(welcome["users"]) == ["ann", "carol", "dave"]
+            assert [(m["type"], m.get("text")) for m in [await again.recv() for _ in range(2)]
+                    ] == [("chat", "two"), ("history_end", None)]
+            await again.send({"type": "chat", "text": "three"})
+            for watcher in (carol, dave):  # no notice anywhere: only chats since "two"
+                seen = [await watcher.recv()]
+                while seen[-1].get("text") != "three":
+                    seen.append(await watcher.recv())
+                assert {m["type"] for m in seen} == {"chat"}
+                await watcher.send({"type": "who"})
+                who = await watcher.recv_until(type="users")
+                assert sorted(who["users"]) == ["ann", "carol", "dave"]  # once
+            # The token was spent: A holds nothing now, and the name is B's.
+            async with await TcpClient.connect(a.tcp_port) as thief:
+                await thief.send({"type": "join", "user": "ann", "resume": token})
+                assert (await thief.recv())["code"] == "name_taken"
+        # She leaves B for good (no leave): held on B now, announced when its grace ends.
+
+
+async def test_a_held_seat_nobody_resumes_leaves_on_every_server(config: Config) -> None:
+    config = replace(config, resume_grace=0.5)
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        ws(b.ws_port) as dave,
+    ):
+        await dave.join("dave")
+        async with await TcpClient.connect(a.tcp_port) as ann:
+            await ann.join("ann")
+            await dave.recv_until(type="system", event="join", name="ann")
+        left = await dave.recv_until(type="system", event="leave")
+        assert (left["name"], left["clients_count"]) == ("ann", 1)
+        async with await TcpClient.connect(b.tcp_port) as again:
+            await again.join("ann")  # free again, on any server
+
+
+async def test_a_listener_hears_every_server(config: Config) -> None:
+    async with (
+        node(config) as (ca, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as nc,
+        ws(b.ws_port) as bob,
+    ):
+        await nc.send_raw(b"/listen\n")
+        await until(lambda: ca.rooms.listeners == 1)
+        await bob.join("bob")
+        assert (await nc.recv())["name"] == "bob"
+        await bob.send({"type": "chat", "text": "from B"})
+        heard = await nc.recv()
+        assert heard["text"] == "from B"
+        await nc.send_raw(b"/nick ann\n")  # joins without a replay: it heard it all
+        assert (await nc.recv())["type"] == "welcome"
+        assert await nc.recv() == {"type": "history_end", "room": "#lobby", "last_id": heard["id"]}
 
 
 async def test_a_new_server_loads_the_history_from_redis(config: Config) -> None:

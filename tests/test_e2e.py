@@ -30,6 +30,8 @@ async def test_tcp_and_ws_share_a_room(server: Bound) -> None:
         await bob.join("Bob")
         alice = WsClient(conn)
         welcome = await alice.join("Alice")
+        token = welcome.pop("resume")  # the secret that takes the seat back (see test_resume)
+        assert isinstance(token, str) and len(token) >= 20
         assert welcome == {"type": "welcome", "room": "#lobby", "user": "Alice",
                            "users": ["Bob", "Alice"], "topic": "", "clients_count": 2,
                            "max_text": 4096}
@@ -43,10 +45,13 @@ async def test_tcp_and_ws_share_a_room(server: Bound) -> None:
         assert (await bob.recv_until(type="chat", user="Alice"))["text"] == "hi bob 👋"
         await alice.send({"type": "who"})
         assert (await alice.recv_until(type="users"))["users"] == ["Bob", "Alice"]
-    # Alice's socket closed: the server announces it.
+        await bob.send({"type": "leave"})
+        assert await bob.eof()
+    # Bob left; Alice's socket closed without a word: her seat is kept for a resume
+    # (--resume-grace, tests/test_resume.py), her name still taken.
     async with await TcpClient.connect(server.tcp_port) as carol:
         welcome = await carol.join("Carol")
-        assert welcome["users"] == ["Carol"]
+        assert welcome["users"] == ["Alice", "Carol"]
 
 
 async def test_per_sender_order_is_kept(server: Bound) -> None:
@@ -121,10 +126,12 @@ async def test_name_clash(server: Bound) -> None:
         assert error == {"type": "error", "code": "name_taken", "text": "name 'BOB' is taken"}
         # The connection stays; another name works.
         await b.join("Bobby")
-        # Seed style with a taken name is refused too.
+        # A seed-style client cannot choose another name: it joins as the first free
+        # variant, and is told so (tests/test_first_contact.py runs the seed's client).
         async with ws_client(server.ws_port) as seed:
             await seed.send_message(json.dumps({"type": "chat", "user": "bob", "text": "x"}))
-            assert json.loads(await seed.get_message())["code"] == "name_taken"
+            told = json.loads(await seed.get_message())
+            assert (told["type"], told["event"], told["name"]) == ("system", "variant", "bob2")
 
 
 TCP_BAD_INPUTS = [

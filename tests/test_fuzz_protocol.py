@@ -180,7 +180,7 @@ def test_nul_bytes() -> None:
     # A raw NUL inside a JSON string is invalid JSON; escaped, it is just a character.
     assert code_of(decode_line, b'{"type":"chat","text":"a\x00b"}') == "bad_json"
     assert decode_line(b'{"type":"chat","text":"a\\u0000b"}') == Chat("a\x00b")
-    assert decode_line(b"hi\x00there") == Chat("hi\x00there", room=HERE)
+    assert decode_line(b"hi\x00there") == Chat("hi\x00there", room=HERE, plain=True)
     line = protocol.chat("Bob", "a\x00b", protocol.timestamp())
     assert "\x00" not in line and json.loads(line)["text"] == "a\x00b"
     assert code_of(decode_line, b'{"type":"join","user":"a\\u0000b"}') == "name_invalid"

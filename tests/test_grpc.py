@@ -14,6 +14,8 @@ from tests.support.grpcclient import Failed, grpc_client, unpack
 from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config
+from trio_chat.transports.admission import server_version
+from trio_chat.transports.grpc.server import HELLO_TEXT
 from trio_chat.v1 import chat_pb2 as pb
 
 
@@ -39,11 +41,15 @@ async def test_a_session_is_a_connection_of_the_room(server: Bound) -> None:
         await bob.join("Bob")
         ann = await client.session()
         hello = await ann.receive()
-        assert hello is not None and hello.hello.server == "trio-chat"
+        assert hello is not None and hello.hello == pb.Hello(
+            server="trio-chat", version=server_version(), text=HELLO_TEXT)
         await ann.send(pb.ClientEvent(join=pb.JoinRequest(user="Ann")))
         welcome = await ann.receive_until("welcome")
+        token = welcome.welcome.resume
+        assert len(token) == 24  # the secret that takes the seat back (test_resume.py)
         assert welcome.welcome == pb.Welcome(
-            user="Ann", users=["Bob", "Ann"], clients_count=2, max_text=4096, room="#lobby"
+            user="Ann", users=["Bob", "Ann"], clients_count=2, max_text=4096, room="#lobby",
+            resume=token,
         )
         end = await ann.receive_until("history_end")
         assert end.history_end.complete and end.history_end.room == "#lobby"
@@ -173,6 +179,57 @@ async def test_batch_packs_what_is_queued(server: Bound) -> None:
         assert kinds(events) == ["hello", "welcome", "chat", "chat", "chat", "history_end"]
 
 
+async def test_a_session_listens_without_joining(server: Bound) -> None:
+    """``listen``: the room's traffic without a name, as a TCP ``/listen`` gets it (not
+    in ``who`` or ``clients_count``, no notices of its own); then a join on the same
+    stream, replayed exactly what it was not sent as a listener: nothing."""
+    async with grpc_client(target(server)) as client, \
+            await TcpClient.connect(server.tcp_port) as bob:
+        listener = await client.session()
+        await listener.receive_until("hello")
+        await listener.send(pb.ClientEvent(listen=pb.ListenRequest()))
+        await listener.send(pb.ClientEvent(ping=pb.PingRequest()))
+        assert await listener.receive() == pb.ServerEvent(pong=pb.Pong())  # no error
+        await bob.join("Bob")
+        notice = await listener.receive_until("system")
+        assert (notice.system.event, notice.system.name, notice.system.clients_count) == (
+            "join", "Bob", 1)
+        await bob.send({"type": "chat", "text": "hi"})
+        said = await bob.recv_until(type="chat", text="hi")
+        heard = await listener.receive()
+        assert heard is not None and (heard.chat.id, heard.chat.text) == (said["id"], "hi")
+        await listener.send(pb.ClientEvent(who=pb.WhoRequest()))
+        assert (await listener.receive()) == pb.ServerEvent(
+            users=pb.WhoReply(users=["Bob"], clients_count=1, room="#lobby"))
+        await listener.chat("a listener has no name")
+        error = await listener.receive()
+        assert error is not None and error.error.code == "not_joined"
+        # It joins: its welcome, the end of an empty replay (it was sent everything up
+        # to the newest id), its join notice. Bob saw nothing of it before that notice.
+        await listener.send(pb.ClientEvent(join=pb.JoinRequest(user="Lis")))
+        welcome = await listener.receive()
+        assert welcome is not None and welcome.welcome.users == ["Bob", "Lis"]
+        assert (await listener.receive()) == pb.ServerEvent(history_end=pb.HistoryEnd(
+            last_id=said["id"], complete=True, room="#lobby"))
+        joined = await listener.receive()
+        assert joined is not None and joined.system.name == "Lis"
+        told = await bob.recv()
+        assert (told["event"], told["name"], told["clients_count"]) == ("join", "Lis", 2)
+        # Another listener comes and goes: nobody is told either way.
+        other = await client.session()
+        await other.send(pb.ClientEvent(listen=pb.ListenRequest()))
+        await other.send(pb.ClientEvent(ping=pb.PingRequest()))
+        await other.receive_until("pong")
+        await bob.send({"type": "chat", "text": "to two listeners"})
+        assert (await other.receive_until("chat")).chat.text == "to two listeners"
+        await other.send(pb.ClientEvent(leave=pb.LeaveRequest()))
+        await other.drain()
+        assert await other.status() == (grpc.StatusCode.OK, "")
+        await bob.send({"type": "chat", "text": "after"})
+        assert [(m["type"], m.get("text")) for m in (await bob.recv(), await bob.recv())] == [
+            ("chat", "to two listeners"), ("chat", "after")]
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -187,9 +244,13 @@ async def test_bad_events_get_the_protocols_errors_and_the_stream_stays(server: 
 
         assert (await error_for(b"\xff\xff\xff")).code == "bad_json"
         assert (await error_for(pb.ClientEvent().SerializeToString())).code == "unknown_type"
-        listen = pb.ClientEvent(listen=pb.ListenRequest()).SerializeToString()
-        assert (await error_for(listen)).code in ("unknown_type",)  # until listeners exist
         chat = pb.ClientEvent(chat=pb.ChatRequest(text="hi")).SerializeToString()
+        assert (await error_for(chat)).code == "not_joined"
+        # `listen` is no error (test_a_session_listens_without_joining); a listener
+        # that chats is not_joined as well, and the errors below are a listener's.
+        await ann.send(pb.ClientEvent(listen=pb.ListenRequest()).SerializeToString())
+        await ann.send(pb.ClientEvent(ping=pb.PingRequest()).SerializeToString())
+        assert (await ann.receive()) == pb.ServerEvent(pong=pb.Pong())
         assert (await error_for(chat)).code == "not_joined"
         for name, code in (("", "name_invalid"), ("System", "name_invalid"),
                            ("a\u202eb", "name_invalid")):

@@ -43,8 +43,8 @@ async def test_join_over_grpc_chats_with_a_tcp_user(server: Bound, nursery: trio
         await bob.join("Bob")
         await bob.send({"type": "chat", "text": "before you came"})
         ann = await JoinProcess.start(nursery, "--name", "Ann", "--grpc", target(server))
-        await ann.wait_for("before you came")  # the replay
-        assert any("you are Ann" in line for line in ann.seen)
+        await ann.wait_for("before you came")  # the replay, then who you are
+        await ann.wait_for("you are Ann")
         await bob.recv_until(type="system", event="join", name="Ann")
         await ann.send_line("hi bob, over gRPC")
         message = await bob.recv_until(type="chat", user="Ann")

@@ -13,11 +13,12 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.support.cluster import node
+from tests.support.admin import scrape
+from tests.support.cluster import node, token_in_redis
 from tests.support.config import TEST_CONFIG
 from tests.support.grpcclient import Failed, grpc_client, made
 from tests.support.redis import RedisServer
-from tests.support.tcp import TcpClient
+from tests.support.tcp import Message, TcpClient
 from tests.support.tls import TlsFiles
 from trio_chat import Bound, Config, serve
 from trio_chat.transports.grpc import calls
@@ -42,7 +43,9 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def test_a_stream_that_stops_reading_is_cut_off(nursery: trio.Nursery) -> None:
-    config = replace(GRPC_CONFIG, queue_size=16, send_timeout=1.0)
+    # No seat held for a resume (a slow consumer's is: tests/test_resume.py), so its
+    # leave is announced at once.
+    config = replace(GRPC_CONFIG, queue_size=16, send_timeout=1.0, resume_grace=0)
     server: Bound = await nursery.start(serve, config)
     async with grpc_client(target(server)) as client, \
             await TcpClient.connect(server.tcp_port) as bob:
@@ -179,6 +182,75 @@ async def test_a_stream_that_never_joins_is_closed(nursery: trio.Nursery) -> Non
         assert details.startswith("idle_timeout: ")
 
 
+async def test_a_listener_has_no_join_deadline_and_counts_under_the_caps(
+    nursery: trio.Nursery,
+) -> None:
+    """A stream that listens is a connection (``--max-per-ip``, the metrics' listening
+    state) that never has to join: it outlives a stream opened after it that is closed
+    for not joining."""
+    config = replace(GRPC_CONFIG, idle_timeout=0.5, max_per_ip=3, admin_port=0)
+    server: Bound = await nursery.start(serve, config)
+    assert server.admin_port is not None
+    async with grpc_client(target(server)) as client:
+        listener = await client.session()
+        await listener.send(pb.ClientEvent(listen=pb.ListenRequest()))
+        await listener.send(pb.ClientEvent(ping=pb.PingRequest()))
+        await listener.receive_until("pong")
+        metrics = await scrape(server.admin_port)
+        assert metrics.value("trio_chat_connections", transport="grpc", state="listening") == 1
+        assert metrics.value("trio_chat_members") == 0
+        idle = await client.session()  # its deadline is later than the listener's
+        assert (await idle.receive_until("error")).error.code == "idle_timeout"
+        await idle.drain()
+        async with await TcpClient.connect(server.tcp_port) as bob:
+            await bob.join("Bob")
+            # The listener and Bob are two of the address's three; a fourth is refused.
+            third = await client.session()
+            await third.receive_until("hello")
+            with pytest.raises(Failed) as failed:
+                await client.who()
+            assert failed.value.details.startswith("server_full: ")
+            await bob.send({"type": "chat", "text": "still listening?"})
+            assert (await listener.receive_until("chat")).chat.text == "still listening?"
+
+
+async def test_a_listener_that_stops_reading_is_cut_off_and_nobody_is_told(
+    nursery: trio.Nursery,
+) -> None:
+    config = replace(GRPC_CONFIG, queue_size=16, send_timeout=1.0, admin_port=0)
+    server: Bound = await nursery.start(serve, config)
+    assert server.admin_port is not None
+    async with grpc_client(target(server)) as client, \
+            await TcpClient.connect(server.tcp_port) as bob:
+        slow = await client.session()
+        await slow.send(pb.ClientEvent(listen=pb.ListenRequest()))
+        await slow.send(pb.ClientEvent(ping=pb.PingRequest()))
+        await slow.receive_until("pong")
+        await bob.join("Bob")
+        # The listener reads no more; Bob talks until the server gives up on it (seen
+        # in the metrics: nobody is told).
+        seen: list[Message] = []
+        text = "x" * 4000
+        for n in range(2000):
+            await bob.send({"type": "chat", "text": f"{n} {text}"})
+            seen.append(await bob.recv())
+            if n % 16 == 15:
+                metrics = await scrape(server.admin_port)
+                if metrics.value("trio_chat_disconnects", reason="slow_consumer"):
+                    break
+        assert metrics.value("trio_chat_connections", transport="grpc", state="listening") == 0
+        # What it had buffered, then the status saying why.
+        events = await slow.drain()
+        assert {e.WhichOneof("event") for e in events} <= {"hello", "pong", "system", "chat"}
+        code, details = await slow.status()
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.startswith("slow_consumer: ")
+        await bob.send({"type": "who"})
+        seen.append(await bob.recv())
+        assert {m["type"] for m in seen} == {"chat", "users"}  # no notice of any kind
+        assert (seen[-1]["users"], seen[-1]["clients_count"]) == (["Bob"], 1)
+
+
 async def test_shutdown_says_so_then_unavailable(nursery: trio.Nursery) -> None:
     stop = trio.Event()
     server: Bound = await nursery.start(partial(serve, GRPC_CONFIG, stop=stop))
@@ -194,6 +266,7 @@ async def test_shutdown_says_so_then_unavailable(nursery: trio.Nursery) -> None:
         stop.set()
         notice = await ann.receive_until("system", event="shutdown")
         assert notice.system.text == "server shutting down"
+        assert notice.system.clients_count == 1  # as every system event says
         await ann.drain()
         code, details = await ann.status()
         assert code == grpc.StatusCode.UNAVAILABLE
@@ -264,6 +337,36 @@ async def test_cluster_mode_grpc_on_one_server_tcp_on_another(
         posted = await bob.recv_until(type="chat", user="Bot")
         assert list(summary.ids) == [posted["id"]] and posted["id"] > message["id"]
         assert [m.text for m in await client.history()] == ["from gRPC on A", "posted on A"]
+
+
+async def test_cluster_mode_a_grpc_seat_resumes_on_another_server(
+    redis_server: RedisServer,
+) -> None:
+    """--redis: a Session stream lost on server A keeps its seat there; its token,
+    brought back on a Session stream to server B, moves the seat, with no notice."""
+    config = replace(GRPC_CONFIG, redis=redis_server.url, presence_ttl=2.0)
+    async with node(config) as (_, a), node(config) as (_, b), \
+            grpc_client(target(a)) as on_a, grpc_client(target(b)) as on_b, \
+            await TcpClient.connect(b.tcp_port) as bob:
+        await bob.join("Bob")
+        ann = await on_a.session()
+        token = (await ann.join("Ann")).resume
+        seen = (await ann.receive_until("history_end")).history_end.last_id
+        await bob.recv_until(type="system", event="join", name="Ann")
+        await ann.cancel()  # lost: held on A, its token in Redis
+        await token_in_redis(config, token)
+        await bob.send({"type": "chat", "text": "while you were away"})
+        await bob.recv_until(type="chat")
+        again = await on_b.session()
+        welcome = await again.join("Ann", resume=token, since=seen)
+        assert sorted(welcome.users) == ["Ann", "Bob"] and welcome.clients_count == 2
+        assert welcome.resume not in ("", token)
+        replayed = await again.receive()
+        assert replayed is not None and replayed.chat.text == "while you were away"
+        await again.receive_until("history_end")
+        await again.chat("back, on B")
+        message = await bob.recv()  # no leave, no join before it
+        assert (message["type"], message["text"]) == ("chat", "back, on B")
 
 
 async def test_a_post_call_is_bounded(server: Bound, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,6 +95,8 @@ async def test_since_resumes_after_the_last_seen_id(nursery: trio.Nursery) -> No
                 chats, end = await join_with_replay(ann, "Ann", since=since)
                 assert "".join(m["text"] for m in chats) == expected
                 assert end == {"type": "history_end", "room": "#lobby", "last_id": 5}
+                await ann.send({"type": "leave"})  # the name is free again at once
+                await ann.eof()
 
 
 async def test_websocket_clients_get_the_same_replay_in_batched_frames(

@@ -164,6 +164,8 @@ async def test_join_client_resumes_without_gaps_across_a_server_restart(
             for text in texts:
                 await ann.send({"type": "chat", "text": text})
                 await ann.recv_until(type="chat", text=text)
+            await ann.send({"type": "leave"})  # the name is free again at once
+            await ann.eof()
 
     async with trio.open_nursery() as servers:
         bound = await servers.start(serve, config)

@@ -51,6 +51,26 @@ async def test_two_processes_chat_and_eof_leaves_cleanly(
     assert await ann.exit_code() == 0
 
 
+async def test_replayed_history_comes_first_marked_earlier(
+    server: Bound, nursery: trio.Nursery
+) -> None:
+    """As the README's example shows it: the replay, then who you are, then your join."""
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.join("Ann")
+        await ann.send({"type": "chat", "text": "anyone here?"})
+        await ann.recv_until(type="chat")
+        bot = await JoinProcess.start(nursery, "--name", "bot", "--port", server.tcp_port)
+        await bot.send_line("hello from a pipe")
+        await bot.close_stdin()
+        assert await bot.exit_code() == 0
+        lines = await bot.rest()
+        assert lines[0].startswith("(earlier) [")
+        assert [body(line.removeprefix("(earlier) ")) for line in lines] == [
+            "Ann: anyone here?", "* you are bot; online (2): Ann, bot", "* bot joined the chat",
+            "bot: hello from a pipe",
+        ]
+
+
 async def test_piped_stdin_sends_every_line_then_leaves(
     server: Bound, nursery: trio.Nursery
 ) -> None:

@@ -325,3 +325,18 @@ async def test_a_server_that_refuses_a_long_text_gives_it_back_to_the_input(tmux
         await tmux.keys("C-c")
         assert await tmux.exit_status() == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_you_are_comes_after_the_replayed_history(server: Bound, tmux: Tmux) -> None:
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.join("Ann")
+        for text in ("earlier one", "earlier two"):
+            await ann.send({"type": "chat", "text": text})
+            await ann.recv_until(type="chat", text=text)
+        await tmux.start(join_command("--name", "Bob", "--port", server.tcp_port))
+        screen = await tmux.wait_for("Bob joined the chat")
+        rows = [row for row in screen if "earlier" in row or "-- " in row]
+        assert [row.split(maxsplit=1)[1] for row in rows] == [
+            "Ann: earlier one", "Ann: earlier two", "-- you are Bob; online (2): Ann, Bob",
+            "-- Bob joined the chat",
+        ]

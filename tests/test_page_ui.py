@@ -397,3 +397,37 @@ def test_text_over_the_servers_limit_stays_in_the_box_and_shift_enter_is_a_new_l
         text.fill("y" * 10_000)
         expect(limit).to_have_text(re.compile(r"^10[,.\u202f\xa0]?000/10$"))
         assert text.evaluate("el => el.value.length") == 10_000
+
+
+def test_a_reload_is_no_news_to_the_others(browser: Browser) -> None:
+    """Reload without churn: the page keeps its seat's resume token for the tab
+    (sessionStorage) and takes the seat back after a reload, so the others see no
+    "left" and "joined"; the page shows the room's recent history again."""
+    with (
+        in_thread(partial(serve, SERVER)) as bound,
+        opened(browser) as page,
+        BlockingTcpClient(bound.tcp_port, WAIT_S) as bob,
+    ):
+        p = page.page
+        bob.send('{"type":"join","user":"Bob"}')
+        bob.recv_until(type="welcome")
+        p.goto(bound.page_url)
+        join_as(p, "Alice")
+        bob.recv_until(type="system", event="join", name="Alice")
+        p.fill("#text", "before")
+        p.press("#text", "Enter")
+        bob.recv_until(type="chat", text="before")
+        for _ in range(2):
+            p.reload()
+            expect(p.locator("#state")).to_have_attribute("data-state", "online")
+            expect(p.locator("#me")).to_have_text("Alice")
+        p.fill("#text", "after")
+        p.press("#text", "Enter")
+        seen = [bob.recv()]
+        while seen[-1].get("text") != "after":
+            seen.append(bob.recv())
+        assert [m["type"] for m in seen] == ["chat"]  # no left, no joined
+        bob.send('{"type":"who"}')
+        assert bob.recv_until(type="users")["users"] == ["Bob", "Alice"]
+        expect(p.locator("#messages .msg .text")).to_have_text(["before", "after"])
+        expect(p.locator("#messages .notice")).to_have_count(0)

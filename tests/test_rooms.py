@@ -49,6 +49,8 @@ async def test_join_a_room_when_named_creates_it(server: Bound, kind: str) -> No
         await named(ann, "Ann")
         await named(bob, "Bob")
         welcome, chats, end = await enter(ann, "#dev")
+        # Every welcome carries the connection's current resume token.
+        assert isinstance(welcome.pop("resume"), str)
         assert welcome == {"type": "welcome", "room": "#dev", "user": "Ann", "users": ["Ann"],
                            "topic": "", "clients_count": 1, "max_text": 4096}
         assert chats == [] and end == {"type": "history_end", "room": "#dev", "last_id": 0}

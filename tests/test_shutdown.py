@@ -15,7 +15,11 @@ from tests.support.ws import WsClient, close_reason, ws_client
 from trio_chat import Bound, Config, serve
 from trio_chat.protocol import SHUTDOWN_TEXT
 
-SHUTDOWN = {"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT}
+
+def shutdown(clients_count: int) -> Message:
+    """The shutdown notice: like every system message it says how many are online."""
+    return {"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT,
+            "clients_count": clients_count}
 
 
 async def start_stoppable(
@@ -76,12 +80,12 @@ async def test_stop_drains_queues_says_shutdown_last_and_closes_websockets_with_
         # and no leave notices for the others.
         chats = [m["text"] for m in got if m["type"] == "chat"]
         assert chats == [f"m{i}" for i in range(200)]
-        assert got[-1] == SHUTDOWN
+        assert got[-1] == shutdown(3)
         assert not [m for m in got if m.get("event") == "leave"]
 
         assert codes == [1001]
         assert [m["text"] for m in web if m["type"] == "chat"] == chats
-        assert web[-1] == SHUTDOWN
+        assert web[-1] == shutdown(3)
         # The listeners are closed: nobody new gets in.
         with pytest.raises(OSError):
             await trio.open_tcp_stream("127.0.0.1", bound.tcp_port)
@@ -111,9 +115,9 @@ async def test_sigterm_stops_gracefully_with_exit_status_0() -> None:
             ws = WsClient(conn)
             await ws.join("Ann")
             server.signal(signal.SIGTERM)
-            assert (await tcp.recv_until(type="system", event="shutdown")) == SHUTDOWN
+            assert (await tcp.recv_until(type="system", event="shutdown")) == shutdown(2)
             assert await tcp.eof()
-            assert (await ws.recv_until(type="system", event="shutdown")) == SHUTDOWN
+            assert (await ws.recv_until(type="system", event="shutdown")) == shutdown(2)
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
             assert close_reason(closed.value).code == 1001

@@ -130,7 +130,8 @@ def main() -> None:
 @option("--ws-port", type=click.IntRange(0, 65535), default=DEFAULTS.ws_port,
         help="WebSocket port (0: any free port).")
 @option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-        default=DEFAULTS.log_level)
+        default=DEFAULTS.log_level,
+        help="Least severe log lines written (debug also logs message text).")
 @option("--max-text", type=click.IntRange(1), default=DEFAULTS.max_text,
         help="Longest chat message, in characters.")
 @option("--max-line", type=click.IntRange(256), default=DEFAULTS.max_line,
@@ -193,6 +194,9 @@ def main() -> None:
         help="New connections one address may open at once before --connect-rate applies.")
 @option("--shutdown-grace", type=click.FloatRange(0), default=DEFAULTS.shutdown_grace,
         help="Seconds a stopping server waits for queued messages to go out.")
+@option("--resume-grace", type=click.FloatRange(0), default=DEFAULTS.resume_grace,
+        help="Seconds a user whose connection was lost keeps their seat for a client that "
+        "reconnects with its resume token (a page reload): no left/joined notices (0: off).")
 @option("--handshake-timeout", type=click.FloatRange(0, min_open=True),
         default=DEFAULTS.handshake_timeout,
         help="Seconds a new connection has for its TLS handshake, and then on the "

@@ -144,6 +144,16 @@ class Config:
     connect_burst: int = 20
     #: Seconds a stopping server waits for queued messages to reach the clients.
     shutdown_grace: float = 5.0
+    #: Seconds a new TCP connection may stay quiet before it is greeted with ``hello``
+    #: (a person at nc; a program has spoken by then). None: never greeted.
+    greet_after: float | None = 0.25
+    #: Seconds a new WebSocket may stay quiet after its handshake before it becomes a
+    #: listener (the seed's client listens without asking). None: never.
+    listen_after: float | None = 1.0
+    #: Seconds a member whose connection was lost keeps its seat (its name, its place
+    #: in ``who``) for a join that brings back its ``resume`` token: a page reload or a
+    #: reconnection is not announced as a leave and a join. 0: no tokens, no seats held.
+    resume_grace: float = 5.0
     #: PEM certificate chain: with it both ports speak TLS (tls:// and wss://).
     tls_cert: str | None = None
     #: PEM private key, when it is not in ``tls_cert``.

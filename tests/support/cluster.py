@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import coredis
 import trio
 import trio.testing
 
 from trio_chat import Bound, Config, serve
-from trio_chat.cluster import Cluster, LinkState, open_cluster
+from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
+from trio_chat.server.seats import token_key
 
 from .tcp import TcpClient
 from .waits import WAIT
@@ -85,11 +87,27 @@ async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]
 
 
 async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A fresh TCP client joining with ``since``: its replayed chats and history_end."""
+    """A fresh TCP client joining with ``since``: its replayed chats and history_end. It
+    leaves (``leave``) before it closes, so the name is free again at once (a lost
+    connection's seat is held for ``--resume-grace``)."""
     async with await TcpClient.connect(port) as client:
         await client.send({"type": "join", "user": name, "since": since})
         await client.recv_until(type="welcome")
         replayed = []
         while (msg := await client.recv())["type"] != "history_end":
             replayed.append(msg)
+        await client.send({"type": "leave"})
+        await client.eof()
         return replayed, msg
+
+
+async def token_in_redis(config: Config, token: str) -> None:
+    """Wait until the server holding a seat has put its token in Redis (it does so
+    right after the connection is lost, on its way to Redis like every presence
+    change); a resume elsewhere before that is an ordinary join (``name_taken``),
+    which a client retries."""
+    assert config.redis is not None
+    async with coredis.Redis.from_url(config.redis, decode_responses=True) as client:
+        with trio.fail_after(WAIT):
+            while not await client.exists([f"{PREFIX}resume:{token_key(token)}"]):
+                pass  # each look is a round trip to Redis

@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 import grpc
 import trio
 
+from tests.support.tcp import Message, matches
 from tests.support.waits import WAIT
 from trio_chat.transports.grpc.bridge import Bridge
+from trio_chat.transports.grpc.events import client_message, json_objects
 from trio_chat.v1 import chat_pb2 as pb
 from trio_chat.v1 import chat_pb2_grpc
 
@@ -70,6 +72,11 @@ class SessionStream:
     async def done_writing(self) -> None:
         await self.client.run(self.call.done_writing)
 
+    async def cancel(self) -> None:
+        """Cancel the call (the server sees the client go without ``leave``: a lost
+        connection)."""
+        await self.client.run(made(self.call.cancel))
+
     async def receive(self) -> pb.ServerEvent | None:
         """The next message of the stream (a ``batch`` as it came); None when the
         stream ended OK; :class:`Failed` otherwise."""
@@ -112,6 +119,52 @@ class SessionStream:
             if event is None:
                 return events
             events.extend(unpack(event))
+
+
+class JsonSession:
+    """A ``Session`` stream spoken in the JSON protocol's objects, as ``trio-chat join
+    --grpc`` speaks it (each object sent as its ``ClientEvent``, each ``ServerEvent``
+    read as the objects it stands for): the interface of the TCP and WebSocket test
+    clients, so a test of the protocol runs on all three transports."""
+
+    def __init__(self, stream: SessionStream) -> None:
+        self.stream = stream
+        self._pending: deque[Message] = deque()
+
+    @classmethod
+    async def open(cls, client: GrpcClient) -> JsonSession:
+        """A new stream, its ``hello`` (the first event of every one) read."""
+        stream = await client.raw_session()
+        hello = await stream.receive()
+        assert hello is not None and hello.WhichOneof("event") == "hello", hello
+        return cls(stream)
+
+    async def send(self, obj: Message) -> None:
+        await self.stream.send(client_message(obj))
+
+    async def recv(self) -> Message:
+        while not self._pending:
+            event = await self.stream.receive()
+            assert event is not None, "the stream ended"
+            self._pending.extend(json_objects(event.SerializeToString()))
+        return self._pending.popleft()
+
+    async def recv_until(self, **match: Any) -> Message:
+        while True:
+            message = await self.recv()
+            if matches(message, match):
+                return message
+
+    async def join(self, name: str, **extra: Any) -> Message:
+        await self.send({"type": "join", "user": name, **extra})
+        welcome = await self.recv_until(type="welcome")
+        await self.recv_until(type="system", event="join", name=name)
+        return welcome
+
+    async def ended(self) -> tuple[grpc.StatusCode, str]:
+        """Skip what is left of the stream; how it ended."""
+        await self.stream.drain()
+        return await self.stream.status()
 
 
 def unpack(event: pb.ServerEvent) -> list[pb.ServerEvent]:

@@ -19,6 +19,10 @@ from .waits import WAIT
 
 #: Whatever the server sends a client is decoded into one of these.
 Message = dict[str, Any]
+#: The start of the greeting a TCP connection quiet for a moment gets (for a person at
+#: nc; tests/test_first_contact.py checks it on raw sockets): the clients here skip
+#: it, as every client ignores message types it does not use.
+HELLO = b'{"type":"hello",'
 
 
 def matches(message: Message, match: dict[str, Any]) -> bool:
@@ -55,13 +59,15 @@ class TcpClient:
         await self.send_raw(json.dumps(obj).encode() + b"\n")
 
     async def line(self) -> bytes | None:
-        """Next line, or None at EOF."""
+        """Next line (the greeting skipped), or None at EOF."""
         with trio.fail_after(self.wait):
             while not self._lines:
                 data = await self.stream.receive_some(65536)
                 if not data:
                     return None
-                self._lines.extend(self._buffer.feed(data))
+                self._lines.extend(
+                    line for line in self._buffer.feed(data) if not line.startswith(HELLO)
+                )
         return self._lines.pop(0)
 
     async def recv(self) -> Message:
@@ -155,7 +161,9 @@ class BlockingTcpClient:
         while not self._lines:
             chunk = self.sock.recv(65536)
             assert chunk, "server closed the connection"
-            self._lines.extend(self._buffer.feed(chunk))
+            self._lines.extend(
+                line for line in self._buffer.feed(chunk) if not line.startswith(HELLO)
+            )
         message: Message = json.loads(self._lines.pop(0))
         return message
 

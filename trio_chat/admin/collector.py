@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 from ..protocol import ERROR_CODES, IDLE_TIMEOUT, RATE_LIMITED, SERVER_FULL, SLOW_CONSUMER, TOO_LONG
 from ..server.limits import CONNECT_RATE
 from ..server.metrics import Histogram
+from ..server.room import RESUMED
 from ..server.session import GONE, PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN
 from .health import readiness
 
@@ -40,9 +41,10 @@ if TYPE_CHECKING:
     from ..server.app import Running
 
 #: Connection states (``trio_chat_connections{state}``): accepted but no session yet (a
-#: TLS or HTTP handshake, or a request for the page), a session not joined under a
-#: name, a member.
-STATES = ("handshake", "listening", "joined")
+#: TLS or HTTP handshake, or a request for the page), a session neither joined nor
+#: listening (a page before its name is chosen, ``nc`` before ``/nick``), a listener
+#: (it gets the room's traffic without a name), a member.
+STATES = ("handshake", "waiting", "listening", "joined")
 #: Transports always reported, even with no connection yet (a dashboard's legend).
 TRANSPORTS = ("tcp", "ws")
 LINK_STATES = ("down", "restoring", "up")
@@ -53,7 +55,7 @@ LABELLED_ROOMS: Final = 20
 #: Others (``error``...) appear when they first happen.
 REASONS = (
     "leave", "closed by peer", GONE, SHUTDOWN, SLOW_CONSUMER, RATE_LIMITED, IDLE_TIMEOUT,
-    PING_TIMEOUT, TOO_LONG, PROTOCOL_ERROR, SERVER_FULL, CONNECT_RATE,
+    PING_TIMEOUT, TOO_LONG, PROTOCOL_ERROR, SERVER_FULL, CONNECT_RATE, RESUMED,
 )  # fmt: skip
 
 
@@ -96,7 +98,9 @@ class ServerCollector(Collector):
                 kinds.append(kind)
                 messages_in[kind] = messages_out[kind] = bytes_out[kind] = 0
                 states.update({(kind, state): 0 for state in STATES})
-            states[kind, "joined" if session.member.joined else "listening"] += 1
+            member = session.member
+            state = "joined" if member.joined else "listening" if member.listening else "waiting"
+            states[kind, state] += 1
             messages_in[kind] += session.messages_in
             messages_out[kind] += transport.messages_out
             bytes_out[kind] += transport.bytes_out
@@ -104,7 +108,8 @@ class ServerCollector(Collector):
         connections = GaugeMetricFamily(
             "trio_chat_connections",
             "Connections open now, by transport and state (handshake: accepted, no "
-            "session yet; listening: not joined; joined: a member).",
+            "session yet; waiting: neither joined nor listening; listening: receiving "
+            "without a name; joined: a member).",
             labels=["transport", "state"],
         )
         accepted = CounterMetricFamily(
@@ -125,7 +130,7 @@ class ServerCollector(Collector):
         )
         for kind in kinds:
             totals = metrics.transport(kind)
-            live = states[kind, "listening"] + states[kind, "joined"]
+            live = states[kind, "waiting"] + states[kind, "listening"] + states[kind, "joined"]
             states[kind, "handshake"] = max(0, totals.open - live)
             for state in STATES:
                 connections.add_metric([kind, state], states[kind, state])
@@ -164,6 +169,12 @@ class ServerCollector(Collector):
         for room in [rooms.lobby, *largest]:
             per_room.add_metric([room.name], room.count)
         yield per_room
+        yield GaugeMetricFamily(
+            "trio_chat_held_seats",
+            "Members whose connection was lost, their seat kept for a resume "
+            "(--resume-grace); counted in trio_chat_members too.",
+            value=len(rooms.seats.held()),
+        )
         yield GaugeMetricFamily(
             "trio_chat_cluster_members",
             "Members of #lobby on every server sharing it (this server's without --redis).",

@@ -27,15 +27,18 @@ from .targets import (
 @click.option("--peer", "peers", multiple=True, nargs=3, metavar="NAME URL COMMAND",
               help="A peer server: its name, its ws:// URL and the command that starts "
                    "it (repeatable).")
-@click.option("--clients", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--senders", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--clients", type=click.IntRange(1), default=100, show_default=True,
+              help="Connections joined to the room; each receives every message.")
+@click.option("--senders", type=click.IntRange(0), default=10, show_default=True,
+              help="Of the clients, how many send (spread over the join order).")
 @click.option("--window", type=click.IntRange(1), default=4, show_default=True,
               help="Messages each sender keeps in flight (closed loop).")
 @click.option("--rate", type=click.FloatRange(0), default=0, show_default=True,
               help="Fixed total deliveries/s instead of the closed loop (0: closed loop).")
 @click.option("--duration", type=click.FloatRange(0.5), default=8.0, show_default=True,
               help="Seconds measured, after the warm-up.")
-@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True)
+@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Seconds of load before the measurement starts (not counted).")
 @click.option("--loaders", type=click.IntRange(1), default=1, show_default=True,
               help="Loader processes sharing the clients.")
 @click.option("--probe-every", type=click.IntRange(0), default=10, show_default=True,
@@ -106,8 +109,17 @@ def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs:
             click.echo(f"  run {result.run + 1}: {result.target}: {figure}"
                        + (f" ({result.error})" if result.error else ""), err=True)
 
+    def starting(run: int, target: Target) -> None:
+        if not as_json:
+            what = (f"{config.clients} idle connections" if scale else
+                    f"{config.clients} clients, {config.warmup:g} s warm-up + "
+                    f"{config.duration:g} s")
+            click.echo(f"  run {run + 1}: {target.name}: starting ({what})...", err=True)
+
     _check_tools(config)
-    results = run_bench(targets, config, runs, scale, progress)
+    if not as_json:
+        click.echo(f"measuring {len(targets)} server(s), {runs} run(s) each", err=True)
+    results = run_bench(targets, config, runs, scale, progress, starting)
     if as_json:
         click.echo(to_json(results, config))
     else:

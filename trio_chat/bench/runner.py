@@ -200,13 +200,18 @@ def measure_scale(target: Target, settings: Settings, run: int = 0) -> Result:
 def run_bench(
     targets: list[Target], settings: Settings, runs: int = 1, scale: bool = False,
     progress: Callable[[Result], None] | None = None,
+    starting: Callable[[int, Target], None] | None = None,
 ) -> list[Result]:  # fmt: skip
-    """Each run measures every target in turn, so ratios compare like with like."""
+    """Each run measures every target in turn, so ratios compare like with like.
+    ``starting`` is told of each measurement before it starts (they take seconds),
+    ``progress`` of its result."""
     raise_nofile(settings.clients + 256)
     results = []
     measure = measure_scale if scale else measure_fanout
     for run in range(runs):
         for target in targets:
+            if starting is not None:
+                starting(run, target)
             try:
                 result = measure(target, settings, run)
             except (RuntimeError, OSError) as exc:

@@ -78,3 +78,25 @@ def format_line(message: dict[str, Any], now: datetime | None = None) -> str | N
     if kind == "error":
         return f"{when} ! {clean(str(message.get('text', message.get('code', 'error'))))}"
     return None
+
+
+class AfterReplay:
+    """Shows a join's ``welcome`` ("you are Bob; online ...") after the history replayed
+    with it, not above it: the server sends the welcome first, then the replay, then
+    the join notice. A welcome is held until the first message that is not a
+    replayed chat (``history_end``, the join notice...), then shown before it."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Any] | None = None
+
+    def feed(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """The messages to show now, in order (maybe none, maybe two)."""
+        kind = message.get("type")
+        held = self._held
+        if kind == "welcome":
+            self._held = message
+            return [held] if held is not None else []
+        if held is None or (kind == "chat" and message.get("history") is True):
+            return [message]
+        self._held = None
+        return [held, message]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from ..protocol import MAX_ID, MAX_NAME, ProtocolError, validate_name
+from ..protocol import MAX_ID, MAX_NAME, MAX_RESUME, ProtocolError, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,9 @@ class Incoming:
         self._common(message)
         self._users(message)
         self._drop(message, "max_text", _is_int(message.get("max_text"), 1))
+        token = message.get("resume")
+        self._drop(message, "resume", isinstance(token, str) and 0 < len(token) <= MAX_RESUME
+                   and token.isascii() and token.isprintable())
         return self._name(message, "user", own=True)  # else the session keeps its own
 
     def _user_list(self, message: Message) -> bool:

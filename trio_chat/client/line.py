@@ -22,7 +22,7 @@ import trio
 from .. import protocol
 from ..protocol import LineBuffer, ProtocolError
 from .config import ClientConfig
-from .display import clean, format_line
+from .display import AfterReplay, clean, format_line
 from .session import ChatSession, JoinRefused, State, Status
 from .transport import ClientError
 
@@ -35,15 +35,21 @@ class LineFrontend:
         self.err = err
         self.json_output = json_output
         self._state: State | None = None
+        self._order = AfterReplay()
         self.reader_gone = False
         self.on_reader_gone: Callable[[], object] = lambda: None
 
     def message(self, message: dict[str, Any]) -> None:
-        line = protocol.encode(message) if self.json_output else format_line(message)
-        if line is None or self.reader_gone:
+        lines: list[str]
+        if self.json_output:
+            lines = [protocol.encode(message)]  # as the server sent them, in its order
+        else:
+            lines = [line for shown in self._order.feed(message)
+                     if (line := format_line(shown)) is not None]
+        if not lines or self.reader_gone:
             return
         try:
-            self.out.write(line + "\n")
+            self.out.write("".join(line + "\n" for line in lines))
             self.out.flush()
         except BrokenPipeError:
             # Whoever read our output has gone (``| head -1``): stop quietly, and

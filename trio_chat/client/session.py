@@ -22,10 +22,17 @@ from typing import Any, Protocol
 
 import trio
 
-from ..protocol import NAME_INVALID, NAME_TAKEN, dumps
+from ..protocol import NAME_INVALID, NAME_TAKEN, WRONG_PORT, dumps
 from .config import ClientConfig
 from .incoming import Incoming
-from .transport import ClientError, ConnectError, Disconnected, ServerConnection, open_connection
+from .transport import (
+    ClientError,
+    ConnectError,
+    Disconnected,
+    ServerConnection,
+    open_connection,
+    wrong_tcp_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,9 @@ class ChatSession:
         self.name = config.name
         #: Highest ``id`` seen on a ``chat`` message; a rejoin asks for what came after.
         self.last_id: int | None = None
+        #: The last ``welcome``'s ``resume`` token: a rejoin brings it back, and within
+        #: the server's grace takes our seat back without a leave and a join notice.
+        self.resume: str | None = None
         #: Chats shown without an id (sent while the cluster's Redis was unreachable),
         #: by a digest of (user, text, timestamp): their later copy with an id is not
         #: shown again. (A digest: a hostile server's texts are not kept here.)
@@ -235,6 +245,8 @@ class ChatSession:
         """Send ``join`` and wait for the welcome; :class:`_NameRefused` if refused."""
         assert self.name is not None
         join: Message = {"type": "join", "user": self.name, "batch": True}
+        if rejoin and self.resume is not None:
+            join["resume"] = self.resume
         if rejoin and self.last_id is not None:
             join["since"] = self.last_id
         async with self._send_lock:
@@ -251,6 +263,8 @@ class ChatSession:
                 kind = message.get("type")
                 if kind == "error" and message.get("code") in (NAME_TAKEN, NAME_INVALID):
                     return str(message.get("text") or message.get("code"))
+                if kind == "error" and message.get("code") == WRONG_PORT and not self.config.url:
+                    raise wrong_tcp_port(self.config, str(message.get("text", "")))
                 self._dispatch(message)
                 if kind == "welcome":
                     return None
@@ -316,8 +330,8 @@ class ChatSession:
 
     def _dispatch(self, message: Message) -> None:
         kind = message.get("type")
-        if kind == "pong":
-            return
+        if kind in ("pong", "hello"):
+            return  # hello: the TCP greeting, for a person at nc
         if kind == "history_end":
             # Resume from here even when the room was quiet and no chat carried an id.
             last = message.get("last_id")
@@ -333,6 +347,7 @@ class ChatSession:
                 self.name = message["user"]
             else:
                 message["user"] = self.name
+            self.resume = message.get("resume")  # checked; a server without it: None
         self.frontend.message(message)
         if kind in ("welcome", "system", "users"):
             self.frontend.status(self.status)

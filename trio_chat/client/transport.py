@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -51,6 +52,44 @@ class ClientError(Exception):
 
 class ConnectError(ClientError):
     """The server could not be reached."""
+
+
+class WrongPort(ClientError):
+    """The server is trio-chat, at the other port: the one line says which option
+    reaches it (it is never retried)."""
+
+
+#: In the body of the HTTP 400 trio-chat's TCP port answers an HTTP request with.
+_TCP_PORT_SAYS = b"this is trio-chat's TCP port"
+_WS_URL = re.compile(rb"(wss?://\S+/)")
+#: In the ``wrong_port`` error trio-chat's WebSocket port answers a line with.
+_TCP_PORT = re.compile(r"port (\d+)")
+
+
+def wrong_ws_port(config: ClientConfig, body: bytes) -> WrongPort:
+    """``--url`` names trio-chat's TCP port (it answered the WebSocket handshake with
+    its HTTP 400, ``body``)."""
+    url = _WS_URL.search(body)
+    parts = urlsplit(config.url or "")
+    port = f" --port {parts.port}" if parts.port else ""
+    tls = " --tls" if parts.scheme == "wss" else ""
+    other = f", or --url {url.group(1).decode()}" if url else ""
+    return WrongPort(
+        f"{config.address} is trio-chat's TCP port: use --host {parts.hostname}{port}{tls} "
+        f"instead of --url{other}"
+    )
+
+
+def wrong_tcp_port(config: ClientConfig, text: str) -> WrongPort:
+    """``--port`` names trio-chat's WebSocket port (it answered our join with its
+    ``wrong_port`` error, whose ``text`` names the TCP port)."""
+    scheme = "wss" if config.tls else "ws"
+    port = _TCP_PORT.search(text)
+    other = f", or --port {port.group(1)} for its TCP port" if port else ""
+    return WrongPort(
+        f"{config.address} is trio-chat's WebSocket port: use "
+        f"--url {scheme}://{url_host(config.host)}:{config.port}/{other}"
+    )
 
 
 class Disconnected(Exception):
@@ -285,6 +324,10 @@ async def _open_websocket(config: ClientConfig, url: str) -> AsyncIterator[WebSo
                             await ws.aclose()
                     nursery.cancel_scope.cancel()  # the library's reader task
         except BaseExceptionGroup as group:
+            cause = _root_cause(group)
+            if (not opened and isinstance(cause, ConnectionRejected)
+                    and cause.status_code == 400 and _TCP_PORT_SAYS in (cause.body or b"")):
+                raise wrong_ws_port(config, cause.body or b"") from None
             if not opened:  # refused (ConnectionRejected), timed out, or reset
                 raise ConnectError(
                     f"cannot connect to {config.address}: {describe(group)}"

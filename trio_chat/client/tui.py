@@ -25,7 +25,7 @@ import urwid
 from .. import protocol
 from .compose import INPUT_MAX, ChatInput, InputArea, Key, PasteCoalescer
 from .config import ClientConfig
-from .display import clean, local_time, user_list
+from .display import AfterReplay, clean, local_time, user_list
 from .session import ChatSession, State, Status
 from .transport import ClientError
 
@@ -194,6 +194,7 @@ class ChatApp:
         self._pending: deque[tuple[str, Entry, int | None]] = deque()
         self._own_names = {config.name.casefold()} if config.name else set()
         self._unseen = 0  # entries added below the view while scrolled up
+        self._order = AfterReplay()
         self._state: State | None = None
         self._name_wanted: trio.Event | None = None
         self._chosen = ""
@@ -229,10 +230,11 @@ class ChatApp:
             if not self.input.edit_text:
                 self.input.set_edit_text(text)
                 self.input.set_edit_pos(len(text))
-        rendered = self.render(message)
-        if rendered is not None:
-            when, prefix, body = rendered
-            self.add(prefix, body, when)
+        for shown in self._order.feed(message):  # "you are ..." after the replay
+            rendered = self.render(shown)
+            if rendered is not None:
+                when, prefix, body = rendered
+                self.add(prefix, body, when)
 
     def status(self, status: Status) -> None:
         previous, self._state = self._state, status.state

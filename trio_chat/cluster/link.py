@@ -57,6 +57,7 @@ from ..server.metrics import Histogram
 from ..server.pacing import PACE_SHARE
 from ..server.room import Member, Room
 from ..server.rooms import Rooms
+from ..server.seats import token_key
 from . import scripts as lua
 from .history import ClusterHistory
 from .outbox import Outbox
@@ -96,6 +97,9 @@ FENCE_MS: Final = 1000
 
 #: Variants tried for a member renamed after a name clash (``Ann2``, ``Ann3``...).
 MAX_VARIANTS: Final = 1000
+#: Seconds a seat held for a resume outlives its token in Redis here (see
+#: :attr:`Cluster.hold_margin`).
+HOLD_MARGIN: Final = 1.0
 
 
 class LinkBroken(Exception):
@@ -233,6 +237,45 @@ class Cluster(Delivery):
 
     def renamed(self, old: str, new: str) -> None:
         self.presence.change("rename", new, old)
+
+    # ------------------------------------------------------------ seats held for a resume
+
+    @property
+    def hold_margin(self) -> float:
+        """A seat held here leaves HOLD_MARGIN after its token expired in Redis: a
+        resume on another server reaches this one (as a ``move`` event) before."""
+        return HOLD_MARGIN
+
+    def held(self, name: str, token: str, grace: float) -> None:
+        # The token (its hash) goes to Redis for the grace: any server can take it.
+        self.presence.hold(name, token_key(token), int(grace * 1000))
+
+    def resumed(self, name: str, token: str, *, held: bool) -> None:
+        if held:
+            self.presence.change("unhold", name, token_key(token))
+
+    async def take_seat(self, token: str, name: str) -> tuple[str, list[str]] | None:
+        """Move the seat another server holds for ``token`` here (the RESUME script),
+        with the rooms it was in (``#lobby``); None if there is none, or Redis cannot
+        say within CLAIM_TIMEOUT. Shielded: once the script has run, the seat is this
+        server's, and the caller must seat it."""
+        client = self._client
+        if client is None or not self.connected:
+            return None
+        result: Any = None
+        with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_TIMEOUT):
+            try:
+                result = await self._script(
+                    client, lua.RESUME, [self.node, token_key(token), skeleton(name), EVENTS_KEEP]
+                )
+            except* LINK_ERRORS as group:
+                log.warning("cluster: a resume failed (%s); an ordinary join", first_leaf(group))
+        if not result or int(result[0]) != 1:
+            return None
+        moved = str(result[1])
+        log.info("cluster: %s resumed here from another server", moved)
+        self.presence.forget_name(moved)  # its old server's entry; ours is the room's
+        return moved, [LOBBY]
 
     @property
     def pending(self) -> int:
@@ -477,6 +520,10 @@ class Cluster(Delivery):
         # From here on, changes are sent after this full list, so none is lost.
         self.presence.changes.clear()
         members = self.rooms.user_names
+        for member, left in self.rooms.seats.held():
+            # Redis may have lost the tokens (or never got them): put them back.
+            if member.name is not None and member.token is not None and left > 0:
+                self.presence.hold(member.name, token_key(member.token), int(left * 1000))
         args: list[str | int] = [self._ttl_ms]
         for name in members:
             args += [skeleton(name), name]
@@ -636,6 +683,14 @@ class Cluster(Delivery):
             presence.remove(node, old)
             presence.add(node, name)
             room.remote("rename", name, old)
+        elif event == "move":
+            # A seat held on one server was taken back on another (node): no notice.
+            source = fields.get("from", "")
+            if source == self.node:
+                self.rooms.moved_away(name)
+            else:
+                presence.remove(source, name)
+            presence.add(node, name)
         elif event in ("gone", "hello"):
             names = json.loads(fields.get("names", "[]")) or []  # Lua's empty list is {}
             if event == "gone":
@@ -669,6 +724,10 @@ class Cluster(Delivery):
             args: list[str | int] = [EVENTS_KEEP]
             for _ in range(min(PRESENCE_BATCH, len(presence.changes))):
                 op, name, old = presence.changes.popleft()
+                if op in ("hold", "unhold"):  # old: the token's key (and the grace)
+                    key, _, ttl_ms = old.partition(":")
+                    args += [op, skeleton(name), name, key, ttl_ms or "0", 0]
+                    continue
                 # A member here holds the name again (left and came back, or a claim
                 # for a join that failed locally): its claim stays.
                 keep = int(rooms.holds(old if op == "rename" else name))

@@ -42,6 +42,10 @@ class ClusterPresence:
         self.changes.append((op, name, old))
         self._work.fire()
 
+    def hold(self, name: str, key: str, ttl_ms: int) -> None:
+        """Queue a seat held for a resume: its token's ``key`` in Redis for ``ttl_ms``."""
+        self.change("hold", name, f"{key}:{ttl_ms}")
+
     async def wait_work(self) -> None:
         while not self.changes:
             await self._work.wait()
@@ -66,6 +70,16 @@ class ClusterPresence:
     def nodes(self) -> set[str]:
         """The other servers this one knows to be live."""
         return set(self._remote)
+
+    def forget_name(self, name: str) -> None:
+        """Drop ``name`` from whichever other server's list holds it (its seat moved
+        to this server)."""
+        key = skeleton(name)
+        for users in self._remote.values():
+            if key in users:
+                del users[key]
+                self._changed()
+                return
 
     def forget(self, node: str) -> list[str]:
         users = self._remote.pop(node, {})

@@ -148,7 +148,10 @@ return 0
 
 #: ARGV: prefix, node, events maxlen, then per change: op, name key, name,
 #: old name key, old name, keep (1: a member here holds the name again, so its
-#: claim stays). Ops: join, leave, rename, release (a claim no join used; no event).
+#: claim stays). Ops: join, leave, rename, release (a claim no join used; no event);
+#: hold (a seat held for a resume: the "old name key" is the token's key, the "old
+#: name" the grace in ms) and unhold (its token spent here). A leave of a name this
+#: server no longer has (its seat resumed on another server) announces nothing.
 PRESENCE: Final = """
 local p, node, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local users = p .. 'users:' .. node
@@ -164,10 +167,12 @@ for i = 4, #ARGV, 6 do
     redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'e', 'join', 'node', node,
       'n', name)
   elseif op == 'leave' then
-    redis.call('HDEL', users, cf)
+    local had = redis.call('HDEL', users, cf)
     release(cf, keep)
-    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'e', 'leave', 'node', node,
-      'n', name)
+    if had == 1 then
+      redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'e', 'leave', 'node', node,
+        'n', name)
+    end
   elseif op == 'rename' then
     redis.call('HDEL', users, ocf)
     release(ocf, keep)
@@ -176,10 +181,44 @@ for i = 4, #ARGV, 6 do
       'n', name, 'o', old)
   elseif op == 'release' then
     release(cf, keep)
+  elseif op == 'hold' then
+    local key = p .. 'resume:' .. ocf
+    redis.call('HSET', key, 'node', node, 'cf', cf, 'name', name)
+    redis.call('PEXPIRE', key, tonumber(old))
+  elseif op == 'unhold' then
+    local key = p .. 'resume:' .. ocf
+    if redis.call('HGET', key, 'node') == node then redis.call('DEL', key) end
   end
 end
 return 1
 """
+
+#: ARGV: prefix, node, token key, name key, events maxlen. A join brought back the
+#: token of a seat another live server holds (for ``--resume-grace``, under a look-alike
+#: of the same name): the seat moves here, its claim and its entry in the member lists
+#: with it, and the others are told (event ``move``: no notice). Returns {1, name}, or
+#: {0} when there is no such seat (an unknown or expired token, another name, or a
+#: server given up).
+RESUME: Final = (
+    _NOW_MS
+    + """
+local p, node, hash, cf, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = p .. 'resume:' .. hash
+local from = redis.call('HGET', key, 'node')
+if not from or from == node or redis.call('HGET', key, 'cf') ~= cf then return {0} end
+local expiry = redis.call('ZSCORE', p .. 'nodes', from)
+if not expiry or tonumber(expiry) <= now_ms then return {0} end
+if redis.call('GET', p .. 'name:' .. cf) ~= from then return {0} end
+local name = redis.call('HGET', key, 'name')
+redis.call('DEL', key)
+redis.call('SET', p .. 'name:' .. cf, node)
+redis.call('HDEL', p .. 'users:' .. from, cf)
+redis.call('HSET', p .. 'users:' .. node, cf, name)
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'e', 'move', 'node', node,
+  'from', from, 'n', name)
+return {1, name}
+"""
+)
 
 #: ARGV: prefix, node, ttl ms, events maxlen. Renews this server's presence and reaps
 #: the servers whose presence ran out (whichever server runs this first does it,

@@ -323,6 +323,11 @@ class History(ABC):
         ``before`` begin (0 if it has no more than that)."""
         raise NotImplementedError
 
+    def caught_up(self, room: RoomLog) -> Replay:
+        """The replay of a joiner of ``room`` that has been sent every message already
+        (a listener): nothing, then ``history_end`` with the room's newest id."""
+        return Replay(room.last_id, room.last_id, room=room.name, log=room, done=True)
+
     async def read_page(self, replay: Replay, limit: int) -> tuple[list[StoredMessage], Replay]:
         """Up to ``limit`` of the messages ``replay`` still owes, oldest first, and the
         replay of what remains (``done`` once there is nothing more to read): from the

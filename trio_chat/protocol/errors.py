@@ -27,6 +27,7 @@ ROOM_INVALID: Final = "room_invalid"
 NOT_IN_ROOM: Final = "not_in_room"
 TOO_MANY_ROOMS: Final = "too_many_rooms"
 NO_SUCH_USER: Final = "no_such_user"
+WRONG_PORT: Final = "wrong_port"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -45,6 +46,7 @@ ERROR_CODES: Final = frozenset(
         NOT_IN_ROOM,
         TOO_MANY_ROOMS,
         NO_SUCH_USER,
+        WRONG_PORT,
     }
 )
 

@@ -52,21 +52,27 @@ class Join:
     ``user`` alone: the first join of a connection enters :data:`~.rooms.LOBBY`; a
     later one renames it. ``room`` enters that room (creating it if new), after taking
     ``user`` if given; ``since`` is per room. ``batch`` is read on a first join.
+    ``resume``: the token of a seat to take back (a reconnection within the server's
+    grace); ``plain``: typed as ``/nick`` by a person (errors then say what to type).
     """
 
     user: str | None = None
     since: int | None = None
     batch: bool = False
     room: str | None = None
+    resume: str | None = None
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Chat:
-    """A message to a room. ``user`` is only used to auto-join seed-style clients."""
+    """A message to a room. ``user`` is only used to auto-join seed-style clients;
+    ``plain``: a line of plain text from ``nc`` (errors then say what to type)."""
 
     text: str
     user: str | None = None
     room: RoomRef = LOBBY
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,16 @@ class Topic:
 
 
 @dataclass(frozen=True, slots=True)
+class Listen:
+    """Receive ``#lobby``'s traffic without joining (``/listen``): a listener."""
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    """``/help``: the plain-text commands, for a person at ``nc``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Leave:
     pass
 
@@ -119,7 +135,13 @@ class Blank:
     the server a core while never being told ``rate_limited``."""
 
 
-Event = Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank
+Event = (
+    Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen | Help
+)
+
+#: Longest ``resume`` token taken from a client; a longer one is no token of ours
+#: (ignored, as an unknown one is).
+MAX_RESUME: Final = 128
 
 
 # ---------------------------------------------------------------- validation
@@ -152,6 +174,17 @@ def validate_text(text: str, max_text: int) -> str:
     if len(text) > max_text:
         raise ProtocolError(TOO_LONG, f"message is longer than {max_text} characters")
     return text
+
+
+def _resume_token(obj: Mapping[str, Any]) -> str | None:
+    """The ``resume`` field of a join: a string (an unknown, expired or over-long one
+    is ignored later: an ordinary join), or absent."""
+    value = obj.get("resume")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(MISSING_FIELD, "field 'resume' must be a string")
+    return value if 0 < len(value) <= MAX_RESUME and value.isascii() else None
 
 
 def _optional_int(obj: Mapping[str, Any], field: str) -> int | None:
@@ -200,6 +233,7 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
             since=_optional_int(obj, "since"),
             batch=obj.get("batch") is True,
             room=validate_room(room) if room is not None else None,
+            resume=_resume_token(obj),
         )
     if kind == "leave":
         return Leave()
@@ -221,6 +255,8 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         )
     if kind == "ping":
         return Ping()
+    if kind == "listen":
+        return Listen()
     # Echo the type back only if it is short and can be encoded (a lone surrogate from
     # a \u escape would break the UTF-8 encoding of the error itself).
     shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
@@ -285,6 +321,16 @@ def _split_msg(arg: str) -> tuple[str, str]:
     return name, text
 
 
+#: The plain-text commands, as ``/help`` lists them (docs/protocol.md, *Plain text on TCP*).
+HELP_TEXT: Final = (
+    "/nick NAME: join the chat (or change your name); /join #ROOM: enter a room (or "
+    "switch to it); /part [#ROOM]: leave one; /rooms: list rooms; /who [#ROOM]: who is "
+    "there; /msg NAME TEXT: a direct message; /topic TEXT: set this room's topic; "
+    "/listen: watch #lobby without joining; /ping: check the connection; /quit: leave; "
+    "/help: this. Any other line is a message to the current room (//text sends /text)."
+)
+
+
 def _decode_plain(text: str, max_text: int) -> Event:
     if text.startswith("/"):
         command, _, arg = text.partition(" ")
@@ -292,11 +338,16 @@ def _decode_plain(text: str, max_text: int) -> Event:
         if command in ("/nick", "/name"):
             if not arg.strip():
                 raise ProtocolError(MISSING_FIELD, f"usage: {command} NAME")
-            return Join(user=validate_name(arg))
+            try:
+                return Join(user=validate_name(arg), plain=True)
+            except ProtocolError as error:
+                raise ProtocolError(
+                    error.code, f"{error.text}; type {command} with another name"
+                ) from None
         if command == "/join":
             if not arg.strip():
                 raise ProtocolError(MISSING_FIELD, "usage: /join #ROOM")
-            return Join(room=_room_arg(arg))
+            return Join(room=_room_arg(arg), plain=True)
         if command == "/part":
             return Part(room=_room_arg(arg) if arg.strip() else HERE)
         if command == "/msg":
@@ -314,10 +365,15 @@ def _decode_plain(text: str, max_text: int) -> Event:
             return Leave()
         if command == "/ping":
             return Ping()
+        if command == "/listen":
+            return Listen()
+        if command == "/help":
+            return Help()
         if not text.startswith("//"):
             raise ProtocolError(
                 UNKNOWN_TYPE,
-                f"unknown command '{command[:32]}'; try /nick, /join, /msg, /who, /quit",
+                f"unknown command '{command[:32]}'; try /nick NAME, /join #ROOM, /msg, "
+                "/who, /listen, /quit, or /help",
             )
         text = text[1:]  # "//x" sends the literal text "/x"
-    return Chat(text=validate_text(text, max_text), room=HERE)
+    return Chat(text=validate_text(text, max_text), room=HERE, plain=True)

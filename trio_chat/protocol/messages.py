@@ -99,24 +99,27 @@ def json_array_append(array: str, item: str) -> str:
 
 
 def welcome(
-    user: str, users_json: str, clients_count: int, max_text: int, *,
-    room: str | None = None, topic: str = "",
+    user: str, users_json: str, clients_count: int, max_text: int,
+    resume: str | None = None, *, room: str | None = None, topic: str = "",
 ) -> str:
     """The answer to a join: the room, the joiner's name, who is there, the room's
     topic, and the longest chat text this server takes (so a client can keep an
-    over-long message instead of sending it to be refused). ``users_json`` is the
-    member list already encoded (:func:`json_array`): the room keeps it, so a join in a
-    big room does not re-encode every name. Without ``room`` (a rename on a connection
-    in no room), it only says the name."""
+    over-long message instead of sending it to be refused); ``resume``, the secret that
+    takes the seat back after a lost connection. ``users_json`` is the member list
+    already encoded (:func:`json_array`): the room keeps it, so a join in a big room
+    does not re-encode every name. Without ``room`` (a rename on a connection in no
+    room), it only says the name."""
     user_json = dumps(user)
+    token = f',"resume":{dumps(resume)}' if resume is not None else ""
     if room is None:
         return Encoded(
             f'{{"type":"welcome","user":{user_json},"users":{users_json},'
-            f'"clients_count":{clients_count},"max_text":{max_text}}}'
+            f'"clients_count":{clients_count},"max_text":{max_text}{token}}}'
         )
     return Encoded(
         f'{{"type":"welcome","room":{dumps(room)},"user":{user_json},"users":{users_json},'
-        f'"topic":{dumps(topic)},"clients_count":{clients_count},"max_text":{max_text}}}'
+        f'"topic":{dumps(topic)},"clients_count":{clients_count},"max_text":{max_text}'
+        f'{token}}}'
     )
 
 
@@ -222,6 +225,27 @@ def pong() -> str:
 SHUTDOWN_TEXT: Final = "server shutting down"
 
 
-def shutdown() -> str:
-    """The last message every client gets when the server stops."""
-    return encode({"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT})
+def shutdown(clients_count: int) -> str:
+    """The last message every client gets when the server stops; like every ``system``
+    message it says how many are online (the seed's client prints it)."""
+    return encode(
+        {"type": "system", "event": "shutdown", "text": SHUTDOWN_TEXT,
+         "clients_count": clients_count}
+    )
+
+
+#: What the TCP greeting tells a person at ``nc`` (docs/protocol.md).
+HELLO_TEXT: Final = "type /nick NAME to join, /help for commands"
+
+
+def hello(version: str, text: str = HELLO_TEXT) -> str:
+    """The greeting a TCP connection gets once it has been quiet for a moment after
+    connecting (a person at ``nc``; a program has spoken by then), and every gRPC
+    ``Session`` stream first (with a ``text`` of its own: nobody types ``/nick`` there)."""
+    return encode({"type": "hello", "server": "trio-chat", "version": version,
+                   "text": text})
+
+
+def help_message(text: str) -> str:
+    """The answer to ``/help``."""
+    return encode({"type": "help", "text": text})

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .. import protocol
 from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
 from ..transports import tls
 from ..transports.admission import Admission
-from ..transports.net import listener_port, open_listeners, url_host
+from ..transports.net import Ports, listener_port, open_listeners, url_host
 from ..transports.origin import host_policy
 from ..transports.tcp import handle_tcp
 from ..transports.ws import handle_ws
@@ -236,11 +237,13 @@ async def _serve_rooms(
     grpc_server: GrpcServer | None = None,
 ) -> None:
     gate = running.gate
-    admission = Admission(rooms, config, gate)
+    ports = Ports(bound.tcp_port, bound.ws_port, bound.tls)
+    admission = Admission(rooms, config, gate, ports)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             await accepting.start(rooms.run_notices)
             await accepting.start(rooms.run_expiry)
+            await accepting.start(rooms.run_seats)
             for name, group in listeners.items():
                 await accepting.start(
                     partial(trio.serve_listeners, handler_nursery=connections),
@@ -296,9 +299,10 @@ def _log_file_limit(config: Config) -> None:
 def shut_down(rooms: Rooms, gate: Gate[Session]) -> None:
     """Close the rooms and tell every live session to say goodbye and drain."""
     gate.closing = True
+    notice = protocol.shutdown(rooms.count)  # one message for everyone
     rooms.close()
     for session in list(gate.live):
-        session.shutdown()
+        session.shutdown(notice)
 
 
 async def serve_until_signal(config: Config) -> bool:

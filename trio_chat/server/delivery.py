@@ -121,6 +121,30 @@ class Delivery(ABC):
     def renamed(self, old: str, new: str) -> None:
         """A member here changed its name."""
 
+    # ------------------------------------------------ seats held for a resume
+
+    @property
+    def hold_margin(self) -> float:
+        """Seconds a held seat waits past the grace before it leaves: long enough for
+        another server's resume of it to arrive here first (0 on one server)."""
+        return 0.0
+
+    @abstractmethod
+    def held(self, name: str, token: str, grace: float) -> None:
+        """A member here lost its connection; its seat is held for ``grace`` seconds
+        under ``token`` (a cluster makes the token work on every server)."""
+
+    @abstractmethod
+    def resumed(self, name: str, token: str, *, held: bool) -> None:
+        """The seat ``token`` belonged to was taken back here (``held``: it had lost its
+        connection); that token is spent."""
+
+    @abstractmethod
+    async def take_seat(self, token: str, name: str) -> tuple[str, list[str]] | None:
+        """Take over a seat another server holds for ``token`` under ``name`` (or a
+        look-alike): its name (the seat's own spelling), now this server's, and the
+        rooms it was in; None if there is no such seat."""
+
     # ------------------------------------------------ for /metrics and /readyz
 
     @property
@@ -244,6 +268,18 @@ class LocalDelivery(Delivery):
 
     def renamed(self, old: str, new: str) -> None:
         pass
+
+    # One server: a seat is held here or nowhere (the room keeps it).
+
+    def held(self, name: str, token: str, grace: float) -> None:
+        pass
+
+    def resumed(self, name: str, token: str, *, held: bool) -> None:
+        pass
+
+    async def take_seat(self, token: str, name: str) -> tuple[str, list[str]] | None:
+        await trio.lowlevel.checkpoint()
+        return None
 
     @property
     def pending(self) -> int:

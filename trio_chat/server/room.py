@@ -22,6 +22,17 @@ When several servers share ``#lobby`` (:mod:`trio_chat.cluster`), its
 ``clients_count``, ``who`` and ``welcome`` count the other servers' members too (the
 delivery knows them), and the other servers' joins and leaves are announced here like
 local ones (:meth:`Room.remote`).
+
+Two kinds of seat besides the members:
+
+- **listeners** (:meth:`Room.listen`, ``#lobby`` only) get every broadcast of
+  ``#lobby``, as members do, without a name: not in ``who`` nor ``clients_count``, no
+  notices of their own. They are the seed's clients, which see the room from the
+  moment they connect;
+- **held seats** (:mod:`.seats`): a member whose connection was lost keeps its seat
+  (its name, its place in ``who`` of every room it was in) for ``--resume-grace``
+  seconds, silently, for a join that brings back its ``resume`` token
+  (:meth:`~.rooms.Rooms.resume`).
 """
 
 from __future__ import annotations
@@ -40,6 +51,21 @@ if TYPE_CHECKING:
     from .rooms import Rooms
 
 log = logging.getLogger(__name__)
+
+#: Why a member's session ends when a join elsewhere took its seat back with its token
+#: (WebSocket close 4009).
+RESUMED = "resumed"
+#: Eviction reason for a peer that vanished (reset, broken pipe).
+GONE = "gone"
+#: End reason for a WebSocket peer that did not answer a ping in time.
+PING_TIMEOUT = "ping_timeout"
+#: End reason for a peer that closed the connection without ``leave``.
+CLOSED_BY_PEER = "closed by peer"
+#: Reasons a connection ends that lose it rather than end it on purpose: the member's
+#: seat is held for a resume (``--resume-grace``). A ``leave``, a shutdown, or a
+#: disconnect for misbehaving (flooding, protocol errors) is not one of them. (Here, not
+#: in :mod:`.session`, since a broadcast that overflows a queue decides too.)
+LOST = frozenset({CLOSED_BY_PEER, GONE, PING_TIMEOUT, SLOW_CONSUMER})
 
 
 class Member:
@@ -62,6 +88,12 @@ class Member:
         self.evicted: str | None = None
         #: The rooms it is in (key -> room), in the order it entered them.
         self.rooms: dict[str, Room] = {}
+        #: Receiving ``#lobby``'s traffic without a name (:meth:`Room.listen`).
+        self.listening = False
+        #: Its connection is gone, its seat kept for a resume (:mod:`.seats`).
+        self.held = False
+        #: The secret that takes this seat back (the last ``welcome``'s ``resume``).
+        self.token: str | None = None
         self._outgoing = outgoing
         self._on_evict = on_evict
 
@@ -77,7 +109,10 @@ class Member:
 
     def deliver(self, line: str | Replay) -> bool:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
-        queue is full."""
+        queue is full. A held seat takes everything (and keeps nothing): what it misses
+        comes back in the replay of its resume."""
+        if self.held:
+            return True
         if self.evicted is not None:
             return False
         try:
@@ -87,7 +122,9 @@ class Member:
             self.evict(SLOW_CONSUMER)
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False  # the connection is already on its way out
+            # The connection is already on its way out; a held seat has no connection,
+            # and what it misses comes back in the replay of its resume.
+            return self.held
         return True
 
     def evict(self, reason: str) -> None:
@@ -120,6 +157,7 @@ class Room:
         #: no members for ``--room-expiry`` is removed (not ``#lobby``).
         self.active = active
         self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
+        self._listeners: dict[Member, None] = {}  # an ordered set (#lobby only)
         self._users_json: str | None = None  # names in join order, as JSON
         self._who: tuple[str, str] | None = None  # (_users_json it was built from, answer)
         self._others_version = rooms.delivery.version
@@ -134,6 +172,15 @@ class Room:
     def __len__(self) -> int:
         """Members on this server (the deliveries a broadcast costs)."""
         return len(self._members)
+
+    @property
+    def listeners(self) -> int:
+        """Listeners on this server (``#lobby`` only has any)."""
+        return len(self._listeners)
+
+    def _reach(self) -> int:
+        """The deliveries one broadcast costs: members and listeners."""
+        return len(self._members) + len(self._listeners)
 
     def __contains__(self, member: Member) -> bool:
         name = member.name
@@ -181,17 +228,40 @@ class Room:
             self._who = (users, protocol.users(users, self.count, room=self.name))
         return self._who[1]
 
-    def welcome(self, name: str) -> str:
-        """The ``welcome`` for a join or a rename: everyone in the room, on every server."""
+    def welcome(self, name: str, token: str | None = None) -> str:
+        """The ``welcome`` for a join or a rename: everyone in the room, on every server,
+        and the token that takes the connection's seat back (``resume``)."""
         return protocol.welcome(name, self._users(), self.count, self.rooms.max_text,
-                                room=self.name, topic=self.topic)
+                                token, room=self.name, topic=self.topic)
 
     # ------------------------------------------------------------ membership
 
-    def add(self, member: Member, since: int | None = None, *, welcome: bool = True) -> None:
+    def listen(self, member: Member) -> None:
+        """Make ``member`` (a connection without a name) a listener: from now on it gets
+        every broadcast of this room (chat and notices), as members do, without being
+        one."""
+        member.listening = True
+        self._listeners[member] = None
+        log.debug("%s listens", member)
+
+    def unlisten(self, member: Member) -> bool:
+        """``member`` stops listening (it joins, or goes); True if it was listening."""
+        if not member.listening:
+            return False
+        member.listening = False
+        self._listeners.pop(member, None)
+        return True
+
+    def add(
+        self, member: Member, since: int | None = None, *, welcome: bool = True,
+        listened: bool = False, wanted: str | None = None,
+    ) -> None:
         """Seat ``member`` (named, not in the room yet): its welcome and replay (unless
         ``welcome`` is False: a seed-style client that never asked to join), then the
-        join notice."""
+        join notice. ``listened``: it was this room's listener until now, so without
+        ``since`` its replay is empty (it was sent everything as it happened).
+        ``wanted``: the name a seed-style join asked for, when it got a variant (that
+        client cannot rename): it is told so before the join notice."""
         name = member.name
         assert name is not None
         self._members[skeleton(name)] = member
@@ -202,21 +272,57 @@ class Room:
         else:
             self._users_json = None
         if welcome:
-            self.replay_to(member, since)
+            self.replay_to(member, since, caught_up=listened and since is None)
+        if wanted is not None and wanted != name:
+            member.deliver(protocol.system(
+                "variant", name, f"the name {wanted} is taken: you are {name}", self.count,
+                self.rooms.clock(), room=self.name, wanted=wanted,
+            ))
         text = f"{name} joined the chat" if self.lobby else f"{name} joined {self.name}"
         if not self._notice("join", name, text):
             # Coalesced for the others; the joiner still sees its own join.
             member.deliver(protocol.system("join", name, text, self.count,
                                            self.rooms.clock(), room=self.name))
 
-    def replay_to(self, member: Member, since: int | None) -> None:
-        """Queue the room's ``welcome`` for ``member``, then its replay (a join, or a
-        join of a room it is in already: a resync)."""
+    def replay_to(self, member: Member, since: int | None, *, caught_up: bool = False) -> None:
+        """Queue the room's ``welcome`` for ``member`` (with its resume token), then its
+        replay (a join, a resume, or a join of a room it is in already: a resync).
+        ``caught_up``: it has been sent everything up to the newest id (a listener: each
+        message enters the history and is broadcast in one step), so nothing."""
         assert member.name is not None
-        member.deliver(self.welcome(member.name))
+        member.deliver(self.welcome(member.name, member.token))
         history = self.rooms.history
         if history is not None and self.log is not None:
-            member.deliver(history.replay(since, self.log))
+            if caught_up:
+                member.deliver(history.caught_up(self.log))
+            else:
+                member.deliver(history.replay(since, self.log))
+
+    def replace(self, seat: Member, member: Member) -> None:
+        """``member`` takes ``seat``'s place (a resume), with no notice: the same name
+        in the same place of the join order."""
+        assert seat.name is not None
+        key = skeleton(seat.name)
+        if self._members.get(key) is seat:
+            self._members[key] = member
+        seat.rooms.pop(self.key, None)
+        member.rooms[self.key] = self
+
+    def enter_quietly(self, member: Member, name: str) -> None:
+        """Seat ``member`` under ``name`` with no notice (a seat taken over from
+        another server: for everyone it never left)."""
+        self._members[skeleton(name)] = member
+        member.rooms[self.key] = self
+        self._users_json = None
+
+    def drop(self, member: Member) -> None:
+        """Take ``member`` out with no notice (its seat was taken back on another
+        server)."""
+        name = member.name
+        if name is not None and self._members.get(skeleton(name)) is member:
+            del self._members[skeleton(name)]
+            self._users_json = None
+        member.rooms.pop(self.key, None)
 
     def remove(self, member: Member, *, parting: bool = False) -> bool:
         """Take ``member`` out (it parted, or is leaving the server) and tell the
@@ -249,7 +355,7 @@ class Room:
             del self._members[skeleton(old)]
         self._members[skeleton(name)] = member
         self._users_json = None
-        member.deliver(self.welcome(name))
+        member.deliver(self.welcome(name, member.token))
         self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def set_topic(self, name: str, topic: str) -> None:
@@ -263,11 +369,14 @@ class Room:
     # ------------------------------------------------------------ messages
 
     def broadcast(self, line: str) -> None:
-        """Queue ``line`` for every member; never awaits. Evicts the ones that are full."""
+        """Queue ``line`` for every member (and listener); never awaits. Evicts the ones
+        that are full."""
         rooms = self.rooms
         if rooms.closed:
             return
         members = list(self._members.values())
+        if self._listeners:
+            members += self._listeners
         evicted = rooms.evicted
         before = len(evicted)
         for member in members:
@@ -310,9 +419,11 @@ class Room:
                 window = self.window()
                 self._window_end = now + window
                 # rate x window, exactly: a quiet big room announces one join per window.
-                self._window_budget = max(rooms.notice_rate * rooms.notice_interval, len(self))
+                self._window_budget = max(
+                    rooms.notice_rate * rooms.notice_interval, self._reach()
+                )
                 self._window_spent = 0
-            cost = len(self) or 1  # deliveries this notice would take
+            cost = self._reach() or 1  # deliveries this notice would take
             if self._window_spent + cost > self._window_budget:
                 if event == "join":
                     self._joined += 1
@@ -342,4 +453,4 @@ class Room:
         """This room's notice interval: longer for a big room, so a summary to everyone
         stays within the rate."""
         rooms = self.rooms
-        return max(rooms.notice_interval, len(self) / rooms.notice_rate)
+        return max(rooms.notice_interval, self._reach() / rooms.notice_rate)

@@ -19,6 +19,13 @@ Rooms are bounded: ``--max-rooms`` on the server, a rate of creation per address
 members for ``--room-expiry`` is removed with its history (:meth:`Rooms.run_expiry`).
 Each room's notices are coalesced on its own (:meth:`Rooms.run_notices` sends every
 room's summaries from one task).
+
+A connection that has not joined may *listen* to ``#lobby`` (:meth:`Rooms.listen`; the
+seed's WebSocket clients do without asking): it gets ``#lobby``'s broadcasts and is no
+member. A connection lost without a goodbye keeps its seat for ``--resume-grace``
+(:mod:`.seats`): its name, and its place in every room it was in; a join bringing its
+``resume`` token takes all of it back (:meth:`Rooms.resume`), with a ``welcome`` and a
+replay for each of those rooms, and nobody is told anything.
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ from .delivery import Delivery, LocalDelivery
 from .metrics import Metrics
 from .pacing import ReadPacer
 from .replays import ReplayBudget
-from .room import Member, Room
+from .room import LOST, RESUMED, Member, Room
+from .seats import Seats
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +116,11 @@ class Rooms:
         metrics: Metrics | None = None,
         replays: ReplayBudget | None = None,
         now: Callable[[], float] = _trio_now,
+        resume_grace: float | None = None,
     ) -> None:
+        # Without a config (tests, tools), nothing is resumable unless asked.
+        if resume_grace is None:
+            resume_grace = config.resume_grace if config is not None else 0.0
         config = config if config is not None else Config()
         self.config = config
         #: The longest chat text the sessions accept (``--max-text``), told in ``welcome``.
@@ -141,7 +153,10 @@ class Rooms:
         self._creations = (
             ConnectThrottle(rate / 60, config.room_create_burst, self.now) if rate > 0 else None
         )
+        #: Resume tokens, and the seats held for their grace (``--resume-grace``).
+        self.seats = Seats(resume_grace)
         self.delivery.bind(self)
+        self.seats.margin = self.delivery.hold_margin
         self.lobby = self._seat_stored()
 
     def _seat_stored(self) -> Room:
@@ -268,9 +283,10 @@ class Rooms:
         if key == skeleton(protocol.SYSTEM_USER):
             raise _taken(name, protocol.SYSTEM_USER)
 
-    def _take_name(self, member: Member, name: str) -> None:
-        """Give ``member`` the name (checked): a first name, or a rename announced in
-        every room it is in."""
+    def _take_name(self, member: Member, name: str, *, resumable: bool = True) -> None:
+        """Give ``member`` the name (checked): a first name (with a resume token unless
+        not ``resumable``), or a rename announced in every room it is in (with a fresh
+        token: the welcomes of the rename carry it)."""
         old = member.name
         if old is not None:
             if old == name:
@@ -279,6 +295,8 @@ class Rooms:
         member.name = name
         self._users[skeleton(name)] = member
         if old is None:
+            if resumable:
+                self.seats.issue(member)
             log.info(
                 "join %s from %s (%d online)", name, member.peer, self.online,
                 extra={"event": "join", "user": name, "peer": member.peer,
@@ -288,10 +306,13 @@ class Rooms:
             return
         log.info("rename %s -> %s", old, name)
         self.delivery.renamed(old, name)
+        # A held seat renamed (a clash found after a Redis outage) keeps its token.
+        if member.token is not None and not member.held:
+            self.seats.issue(member)
         for room in list(member.rooms.values()):
             room.renamed(member, old)
         if not member.rooms:  # in no room: it still learns its new name
-            member.deliver(protocol.welcome(name, "[]", 0, self.max_text))
+            member.deliver(protocol.welcome(name, "[]", 0, self.max_text, member.token))
 
     def rename(self, name: str, new: str) -> None:
         """The server renames the member called ``name`` (a clash found after a Redis
@@ -306,7 +327,8 @@ class Rooms:
 
     def join(
         self, member: Member, name: str | None = None, since: int | None = None, *,
-        room: str | None = None, welcome: bool = True,
+        room: str | None = None, welcome: bool = True, resumable: bool = True,
+        wanted: str | None = None,
     ) -> Room | None:
         """A ``join``: take ``name`` (a first name, or a rename), then enter ``room``;
         a first join without a room enters ``#lobby``, a rename without one enters
@@ -314,8 +336,13 @@ class Rooms:
 
         ``welcome=False`` (neither a welcome nor a replay) is for seed-style clients
         that never asked to join: they would print a ``welcome`` as a chat line from
-        nobody. Everything is checked before anything changes: a join that is refused
-        (``name_taken``, ``too_many_rooms``...) leaves the connection as it was.
+        nobody. ``resumable=False``: no ``resume`` token (a person at ``nc`` does not
+        resume). ``wanted``: the name a seed-style join asked for, when ``name`` is a
+        variant of it (that client cannot rename): it is told so in a ``system`` line
+        first. Everything is checked before anything changes: a join that is refused
+        (``name_taken``, ``too_many_rooms``...) leaves the connection as it was. A
+        listener that joins stops listening (and, entering ``#lobby`` without
+        ``since``, gets no replay: it was sent everything already).
         """
         first = member.name is None
         if name is None and first:
@@ -326,10 +353,13 @@ class Rooms:
         if target is not None and room_key(target) not in member.rooms:
             self._check_entry(member, target)
         if name is not None:
-            self._take_name(member, name)
+            # A seed-style join (no welcome) never sees a token: it cannot resume.
+            self._take_name(member, name, resumable=resumable and welcome)
+        listened = self.lobby.unlisten(member)
         if target is None:
             return None
-        return self._enter(member, target, since, welcome=welcome)
+        return self._enter(member, target, since, welcome=welcome,
+                           listened=listened and room_key(target) == LOBBY_KEY, wanted=wanted)
 
     def enter(
         self, member: Member, name: str, since: int | None = None, *, welcome: bool = True
@@ -341,7 +371,10 @@ class Rooms:
             self._check_entry(member, name)
         return self._enter(member, name, since, welcome=welcome)
 
-    def _enter(self, member: Member, name: str, since: int | None, *, welcome: bool) -> Room:
+    def _enter(
+        self, member: Member, name: str, since: int | None, *, welcome: bool,
+        listened: bool = False, wanted: str | None = None,
+    ) -> Room:
         """:meth:`enter`, once :meth:`_check_entry` said yes."""
         key = room_key(name)
         room = self._rooms.get(key)
@@ -350,7 +383,7 @@ class Rooms:
             return room
         if room is None:
             room = self._create(name, member)
-        room.add(member, since, welcome=welcome)
+        room.add(member, since, welcome=welcome, listened=listened, wanted=wanted)
         return room
 
     def _check_entry(self, member: Member, name: str) -> None:
@@ -402,12 +435,26 @@ class Rooms:
         room.remove(member, parting=True)
         return room
 
-    def leave(self, member: Member) -> None:
+    def leave(self, member: Member, *, hold: bool = False) -> None:
         """``member`` is leaving the server: out of every room it is in (each told),
-        and its name is free."""
+        and its name is free; a listener goes silently. ``hold``: its connection was
+        lost, not closed on purpose, so its seat is kept for a resume (:mod:`.seats`)
+        if it can be: nobody is told yet (and a seat already held stays so)."""
+        if member.held:
+            return
+        if self.lobby.unlisten(member):
+            return
         name = member.name
         if name is None or self._users.get(skeleton(name)) is not member:
             return
+        if hold and not self.closed and self.seats.hold(member):
+            log.info(
+                "hold %s for %gs (%s)", name, self.seats.grace, member.evicted or "closed",
+                extra={"event": "hold", "user": name, "peer": member.peer},
+            )
+            self.delivery.held(name, member.token or "", self.seats.grace)
+            return
+        self.seats.forget(member)
         del self._users[skeleton(name)]
         rooms = list(member.rooms.values())
         for room in rooms:
@@ -438,9 +485,131 @@ class Rooms:
         self._evicting = True
         try:
             while self.evicted:
-                self.leave(self.evicted.popleft())
+                # A lost one (its queue overflowed; or already gone, its session not
+                # yet ended) is held for a resume, as its session's own leave would.
+                member = self.evicted.popleft()
+                self.leave(member, hold=member.evicted in LOST)
         finally:
             self._evicting = False
+
+    # ------------------------------------------------------------ listeners and resumes
+
+    def listen(self, member: Member) -> None:
+        """Make a connection that has not joined a listener of ``#lobby``: from now on
+        it gets every broadcast there (chat and notices), as members do, without being
+        one."""
+        if member.joined or member.listening or member.evicted is not None:
+            return
+        self.lobby.listen(member)
+
+    @property
+    def listeners(self) -> int:
+        """Listeners on this server."""
+        return self.lobby.listeners
+
+    def resume(self, member: Member, token: str, name: str, since: int | None) -> bool:
+        """Seat ``member`` in the place of the seat ``token`` belongs to, if that seat
+        is here and called ``name`` (or a look-alike: the same skeleton): its name and
+        every room it was in, each with a ``welcome`` and a replay (after ``since``:
+        ids are one sequence across rooms, so the newest id the client saw anywhere
+        does for all of them). False (nothing done) otherwise. No notice: for everyone
+        else the member never left. A seat whose connection is still open (its loss
+        not noticed yet) is taken over, and that connection closed (``resumed``)."""
+        seat = self.seats.find(token)
+        if seat is None or seat is member or seat.name is None or member.joined:
+            return False
+        if skeleton(seat.name) != skeleton(name):
+            return False
+        key = skeleton(seat.name)
+        if self._users.get(key) is not seat:
+            return False
+        held = seat.held
+        self.seats.forget(seat)
+        if not held:
+            seat.evict(RESUMED)  # its session ends; it is no longer the seat's member
+        rooms = list(seat.rooms.values())
+        for room in rooms:
+            room.replace(seat, member)
+        self._seat(member, seat.name, since, rooms)
+        self.delivery.resumed(seat.name, token, held=held)
+        return True
+
+    async def take_seat(
+        self, member: Member, token: str, name: str, since: int | None
+    ) -> bool:
+        """:meth:`resume`, or, if the seat is on another server, take it from there
+        (the delivery moves its name and rooms to this server): False when neither (an
+        unknown or expired token: the join is an ordinary one)."""
+        if self.resume(member, token, name, since):
+            return True
+        if not self.seats.enabled:
+            return False
+        moved = await self.delivery.take_seat(token, name)
+        if moved is None:
+            return False
+        moved_name, room_names = moved
+        if member.joined or member.evicted is not None or skeleton(moved_name) in self._users:
+            # Gone meanwhile, or the name is held here after all: the seat leaves.
+            log.info("resume of %s from another server came too late; it leaves",
+                     moved_name)
+            self.delivery.left(moved_name)
+            return False
+        rooms: list[Room] = []
+        for room_name in room_names or [LOBBY]:
+            room = self._rooms.get(room_key(room_name))
+            if room is None and len(self._rooms) < self.config.max_rooms:
+                room = self._create(room_name, member)
+            if room is not None and len(rooms) < self.config.max_rooms_per_connection:
+                rooms.append(room)
+        for room in rooms:
+            room.enter_quietly(member, moved_name)
+        self._seat(member, moved_name, since, rooms)
+        return True
+
+    def _seat(self, member: Member, name: str, since: int | None, rooms: list[Room]) -> None:
+        """Seat ``member`` under ``name`` (already its seat's, and in ``rooms``
+        already) with no notice: a fresh token, and each room's welcome and replay."""
+        self.lobby.unlisten(member)
+        member.name = name
+        self._users[skeleton(name)] = member  # in its place in the join order
+        log.info(
+            "resume %s from %s (%d online)", name, member.peer, self.online,
+            extra={"event": "resume", "user": name, "peer": member.peer,
+                   "online": self.online},
+        )
+        self.seats.issue(member)
+        for room in rooms:
+            room.replay_to(member, since)
+
+    def moved_away(self, name: str) -> None:
+        """A seat of this server was taken back on another server (cluster mode): it
+        goes from every room without a notice, and its connection, if still open, is
+        closed."""
+        key = skeleton(name)
+        seat = self._users.get(key)
+        if seat is None or seat.name != name:
+            return
+        del self._users[key]
+        for room in list(seat.rooms.values()):
+            room.drop(seat)
+        held = seat.held
+        self.seats.forget(seat)
+        if not held:
+            seat.evict(RESUMED)
+        log.info("%s resumed on another server", name)
+
+    async def run_seats(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Let held seats leave when their grace is up, until cancelled. Without this
+        task running (``serve`` starts it), no seat is held: a lost connection leaves
+        at once."""
+        await self.seats.run(self._expire, task_status=task_status)
+
+    def _expire(self, member: Member) -> None:
+        """A held seat's grace is up: it leaves, announced as usual in every room."""
+        log.info("%s did not come back within %gs", member.name, self.seats.grace)
+        self.leave(member)
 
     # ------------------------------------------------------------ saying things
 

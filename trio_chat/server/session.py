@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from itertools import islice
 from typing import Protocol
 
 import trio
@@ -22,14 +24,17 @@ from ..protocol import (
     HERE,
     IDLE_TIMEOUT,
     LOBBY,
+    NAME_TAKEN,
     NOT_IN_ROOM,
     NOT_JOINED,
     SLOW_CONSUMER,
     Blank,
     Chat,
     Event,
+    Help,
     Join,
     Leave,
+    Listen,
     ListRooms,
     Msg,
     Part,
@@ -38,11 +43,15 @@ from ..protocol import (
     RoomRef,
     Topic,
     Who,
+    skeleton,
 )
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
-from .room import Member, Room
+from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
+from .room import GONE as GONE
+from .room import LOST, Member, Room
+from .room import PING_TIMEOUT as PING_TIMEOUT
 from .rooms import PICK_A_NAME, Rooms
 
 log = logging.getLogger(__name__)
@@ -54,15 +63,13 @@ MAX_BATCH = 512
 _HANDED_OVER = (Chat, Msg)
 
 
-#: Eviction reason for a peer that vanished (reset, broken pipe).
-GONE = "gone"
 #: End reason when the server stops (WebSocket close 1001).
 SHUTDOWN = "shutdown"
-#: End reason for a WebSocket peer that did not answer a ping in time.
-PING_TIMEOUT = "ping_timeout"
 #: End reason for a WebSocket peer that broke the protocol (logged as
 #: ``protocol_error: <what>``; the close code is the violation's, 1002 or 1009).
 PROTOCOL_ERROR = "protocol_error"
+#: Variants tried for a seed-style join whose name is taken (``Ann2``, ``Ann3``...).
+MAX_VARIANTS = 1000
 
 
 class PeerGone(Exception):
@@ -95,6 +102,11 @@ class Session:
     ``join_timeout`` (seconds) closes a connection that has not joined by then with
     ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
     when not a fresh one; ``host`` its address (for what is limited per address).
+    ``greeting`` is its first line (the TCP ``hello``); ``listen_after`` (seconds) makes
+    it a listener of ``#lobby`` if it has sent nothing by then (a WebSocket: the seed's
+    clients listen without asking). ``variants``: a seed-style join whose name is taken
+    joins under a variant (``Ann2``: the seed's client cannot choose another name);
+    False: it gets ``name_taken`` (a gRPC ``Post``, whose caller can).
     """
 
     def __init__(
@@ -106,6 +118,9 @@ class Session:
         join_timeout: float | None = None,
         bucket: TokenBucket | None = None,
         host: str | None = None,
+        greeting: str | None = None,
+        listen_after: float | None = None,
+        variants: bool = True,
     ) -> None:
         self.rooms = rooms
         self.config = config
@@ -115,7 +130,11 @@ class Session:
         self._join_timeout = join_timeout
         if join_timeout is not None:
             self._reader.deadline = trio.current_time() + join_timeout
-        self._ended = "closed by peer"
+        self._ended = CLOSED_BY_PEER
+        self._listen_after = listen_after
+        self._variants = variants
+        self._heard = False  # the peer has sent something
+        self._wanted: str | None = None  # the name a seed-style join asked for
         self._stop: ProtocolError | str | None = None
         self._held_until = -math.inf  # the end of the last wait take_control() imposed
         self._waiting = trio.CancelScope()
@@ -129,6 +148,8 @@ class Session:
         self._send = send
         #: Where a plain-text (nc) line goes: the room last joined, or switched to.
         self.current: Room | None = None
+        if greeting is not None:
+            send.send_nowait(greeting)
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
         self._metrics = rooms.metrics
@@ -149,6 +170,8 @@ class Session:
         with self._cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
+                if self._listen_after is not None:
+                    nursery.start_soon(self._listen_when_quiet, self._listen_after)
                 try:
                     with self._reader:
                         await self._read_loop()
@@ -162,16 +185,25 @@ class Session:
                         self._tell(error)
                         member.evicted = IDLE_TIMEOUT
                 finally:
-                    self.rooms.leave(member)
+                    self.rooms.leave(member, hold=self.reason in LOST)
                     self._send.close()  # the writer drains what is queued, then stops
+            # Whatever an evicted writer left queued goes now: a seat held for a resume
+            # keeps its member (and so its channel) for the grace, not its backlog.
+            self._outgoing.close()
         with trio.move_on_after(self.config.goodbye_timeout) as scope:
             scope.shield = True
             await self.transport.close(member.evicted)
 
-    def shutdown(self) -> None:
-        """Queue the shutdown notice, stop reading, and let the writer drain the queue."""
+    async def _listen_when_quiet(self, after: float) -> None:
+        await trio.sleep(after)
+        if not self._heard:
+            self.rooms.listen(self.member)
+
+    def shutdown(self, notice: str | None = None) -> None:
+        """Queue the shutdown notice (``notice``, the same for every session, or one
+        built now), stop reading, and let the writer drain the queue."""
         member = self.member
-        member.deliver(protocol.shutdown())
+        member.deliver(notice if notice is not None else protocol.shutdown(self.rooms.count))
         if member.evicted is None:
             member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
         self._reader.cancel()
@@ -224,6 +256,8 @@ class Session:
                 if self._stop is not None:
                     self._stopped(self._stop)
                 return
+            if received:
+                self._heard = True
             for received_item in received:
                 item = received_item
                 try:
@@ -246,11 +280,16 @@ class Session:
                         self.member.evicted = item.code
                         return
                     continue
+                if isinstance(item, Join) and item.resume and await self._resume(item):
+                    continue
                 claimed: str | None = None
                 try:
                     # Released below unless a member here holds it by then (also when
                     # the claim is refused or cut short: releasing checks the holder).
-                    if (claimed := self._claims(item)) is not None:
+                    if isinstance(item, Chat) and not self.member.joined and item.user:
+                        claimed = await self._claim_seed_name(protocol.validate_name(item.user))
+                        item = replace(item, user=claimed)
+                    elif (claimed := self._claims(item)) is not None:
                         await self.rooms.claim(claimed)  # maybe a Redis round trip, first
                     if isinstance(item, _HANDED_OVER):
                         # The store must take the message (or a direct message's id)
@@ -262,18 +301,62 @@ class Session:
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
+                    if isinstance(item, Join) and item.plain and item.user is not None:
+                        error = ProtocolError(
+                            error.code, f"{error.text}; type /nick with another name"
+                        )
                     self._tell(error)
                 finally:
                     if claimed is not None:
                         self.rooms.unclaim(claimed)
+
+    async def _resume(self, join: Join) -> bool:
+        """A join bringing a ``resume`` token: take its seat back, here or from another
+        server; False (an ordinary join follows) for an unknown or expired token."""
+        member = self.member
+        if member.joined or join.resume is None or join.plain or join.user is None:
+            return False
+        batch = member.batch
+        member.batch = join.batch
+        if await self.rooms.take_seat(member, join.resume, join.user, join.since):
+            self._reader.deadline = math.inf
+            if member.rooms:
+                self.current = next(reversed(member.rooms.values()))
+            if join.room is not None and protocol.room_key(join.room) not in member.rooms:
+                try:
+                    self._entered(self.rooms.enter(member, join.room, join.since))
+                except ProtocolError as error:
+                    self._tell(error)
+            return True
+        member.batch = batch
+        return False
+
+    async def _claim_seed_name(self, wanted: str) -> str:
+        """The name a seed-style join takes, claimed: ``wanted``, or when it is taken
+        (here, or on another server) the first free variant (``Ann2``...): that client
+        cannot choose another name. Raises ``name_taken`` if none is free (or, without
+        variants, if ``wanted`` is taken on another server)."""
+        self._wanted = wanted
+        rooms = self.rooms
+        if not self._variants:
+            await rooms.claim(wanted)  # the join says name_taken if it is taken here
+            return wanted
+        candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
+        for name in candidates:
+            if rooms.holds(name) or skeleton(name) == skeleton(protocol.SYSTEM_USER):
+                continue
+            try:
+                await rooms.claim(name)
+            except ProtocolError:
+                continue
+            return name
+        raise ProtocolError(NAME_TAKEN, f"name '{wanted}' and its variants are taken")
 
     def _claims(self, event: Event) -> str | None:
         """The name this event joins (or renames) under, which the room must claim
         first (other servers may hold it); None for everything else."""
         if isinstance(event, Join):
             return event.user
-        if isinstance(event, Chat) and not self.member.joined and event.user is not None:
-            return protocol.validate_name(event.user)
         return None
 
     def _handle(self, event: Event) -> bool:
@@ -284,16 +367,22 @@ class Session:
         if isinstance(event, Chat):
             if not member.joined:
                 if event.user is None:
+                    if event.plain:
+                        raise ProtocolError(
+                            NOT_JOINED, "join first: type /nick NAME, then your message again"
+                        )
                     raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
-                # Seed compatibility: its client never joins and names itself in each chat.
-                self._entered(rooms.join(member, protocol.validate_name(event.user),
-                                         welcome=False))
+                # Seed compatibility: its client never joins and names itself in each chat
+                # (the name was claimed first: the one it asked for, or a variant).
+                self._entered(rooms.join(member, event.user, welcome=False,
+                                         wanted=self._wanted))
             rooms.say(member, event.text, self._room(event.room))
             self.messages_in += 1
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
-            self._entered(rooms.join(member, event.user, event.since, room=event.room))
+            self._entered(rooms.join(member, event.user, event.since, room=event.room,
+                                     resumable=not event.plain))
         elif isinstance(event, Msg):
             rooms.direct(member, event.to, event.text)
         elif isinstance(event, Who):
@@ -312,6 +401,12 @@ class Session:
             member.deliver(rooms.list_rooms())
         elif isinstance(event, Ping):
             member.deliver(protocol.pong())
+        elif isinstance(event, Listen):
+            rooms.listen(member)
+            if member.listening:
+                self._reader.deadline = math.inf  # a listener has no join deadline
+        elif isinstance(event, Help):
+            member.deliver(protocol.help_message(protocol.HELP_TEXT))
         elif isinstance(event, Leave):
             return False
         if member.joined:

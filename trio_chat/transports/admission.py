@@ -12,6 +12,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
 
 import trio
 
@@ -20,7 +22,7 @@ from ..protocol import RATE_LIMITED, ProtocolError
 from ..server.limits import CONNECT_RATE, Gate
 from ..server.rooms import Rooms
 from ..server.session import Session, Transport
-from .net import peer_host, peer_name, set_keepalive
+from .net import Ports, peer_host, peer_name, set_keepalive
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +60,31 @@ class Arrival:
     log_level: int = logging.INFO
 
 
-class Admission:
-    """The shared skeleton of the transports' connection handlers."""
+@cache
+def server_version() -> str:
+    """trio-chat's version, as installed (the TCP greeting says it)."""
+    try:
+        return metadata.version("trio-chat")
+    except metadata.PackageNotFoundError:
+        return "0"
 
-    def __init__(self, rooms: Rooms, config: Config, gate: Gate[Session] | None = None) -> None:
+
+class Admission:
+    """The shared skeleton of the transports' connection handlers. ``ports``: where the
+    server listens, as bound (a client at the wrong port is told the right one)."""
+
+    def __init__(
+        self,
+        rooms: Rooms,
+        config: Config,
+        gate: Gate[Session] | None = None,
+        ports: Ports | None = None,
+    ) -> None:
         self.rooms = rooms
         self.config = config
         self.gate = gate
+        self.ports = ports or Ports(config.tcp_port, config.ws_port, bool(config.tls_cert))
+        self.version = server_version()
 
     @contextmanager
     def arrive(self, stream: trio.abc.Stream, kind: str) -> Iterator[Arrival]:
@@ -109,7 +129,15 @@ class Admission:
             if gate is not None and refusal is None:
                 gate.release(host)
 
-    def session(self, transport: Transport, *, join_timeout: float | None = None) -> Session:
+    def session(
+        self,
+        transport: Transport,
+        *,
+        join_timeout: float | None = None,
+        greeting: str | None = None,
+        listen_after: float | None = None,
+        variants: bool = True,
+    ) -> Session:
         """The session for an admitted connection (run it with :meth:`run`); its flood
         control starts where its address's last connections left off, if they did
         not stay within the limit (:class:`~trio_chat.server.addresses.FloodMemory`)."""
@@ -118,7 +146,7 @@ class Admission:
         bucket = floods.bucket(host) if floods is not None else None
         return Session(
             self.rooms, self.config, transport, join_timeout=join_timeout, bucket=bucket,
-            host=host,
+            host=host, greeting=greeting, listen_after=listen_after, variants=variants,
         )
 
     async def run(self, arrival: Arrival, session: Session) -> None:

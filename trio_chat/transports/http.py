@@ -21,7 +21,9 @@ import h11
 import trio
 
 from ..config import Config
+from ..protocol import WRONG_PORT, ProtocolError
 from . import origin
+from .net import Ports, local_host, say_and_close
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +147,17 @@ class ReplayStream(trio.abc.Stream):
         await self.stream.aclose()
 
 
+class _NotHttp(Exception):
+    """The first bytes on the WebSocket port cannot start an HTTP request."""
+
+
 async def _read_head(
     stream: trio.abc.Stream, conn: h11.Connection
 ) -> tuple[h11.Request, bytes] | None:
     """Read until h11 has a request head; None if the peer went away first.
 
-    Raises ``h11.RemoteProtocolError`` for a malformed head or one over the cap."""
+    Raises ``h11.RemoteProtocolError`` for a malformed head or one over the cap, and
+    :class:`_NotHttp` as soon as the first non-blank byte is one of :data:`NOT_HTTP`."""
     data = bytearray()
     while True:
         # h11 raises (status hint 431) once it holds over MAX_HEAD bytes without a
@@ -168,6 +175,8 @@ async def _read_head(
         if not chunk:
             return None  # a half-sent head is dropped without an answer
         data += chunk
+        if bytes(data).lstrip()[:1] in NOT_HTTP:
+            raise _NotHttp
         conn.receive_data(bytes(chunk))
 
 
@@ -185,37 +194,66 @@ async def _send_reply(
     if not head:
         data += conn.send(h11.Data(data=reply.body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
-    with trio.move_on_after(config.send_timeout):
-        try:
-            await stream.send_all(data)
-            if isinstance(stream, trio.abc.HalfCloseableStream):
-                await stream.send_eof()
-        except _STREAM_ERRORS:
-            return
-    with trio.move_on_after(config.goodbye_timeout):
-        drained = 0
-        try:
-            while drained < MAX_DRAIN:
-                chunk = await stream.receive_some(MAX_HEAD)
-                if not chunk:
-                    break
-                drained += len(chunk)
-        except _STREAM_ERRORS:
-            pass
+    await _say_and_close(stream, data, config)
+
+
+async def _say_and_close(stream: trio.abc.Stream, data: bytes, config: Config) -> None:
+    await say_and_close(
+        stream, data, send_timeout=config.send_timeout,
+        goodbye_timeout=config.goodbye_timeout, max_drain=MAX_DRAIN,
+    )
+
+
+def raw_reply(status: int, text: str) -> bytes:
+    """A whole plain-text HTTP/1.1 response, for a request that is not read with h11
+    (one arriving on the TCP port)."""
+    body = f"{text}\n".encode()
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    for name, value in (
+        *_COMMON_HEADERS, ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(body))),
+    ):
+        head.append(f"{name}: {value}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+#: The first bytes of a line that cannot start an HTTP request (whose first line is a
+#: method name): JSON, or a ``/command``, sent to the WebSocket port by a line client.
+NOT_HTTP: Final = (b"{", b"/")
+
+
+def wrong_port(ports: Ports, host: str) -> bytes:
+    """The NDJSON ``wrong_port`` error a line client gets on the WebSocket port."""
+    tcp = ports.tcp_address(host)
+    error = ProtocolError(
+        WRONG_PORT,
+        f"wrong port: this is trio-chat's WebSocket port (and the chat page, "
+        f"{ports.page_url(host)}); NDJSON lines go to port {ports.tcp} ({tcp}: "
+        f"nc {host} {ports.tcp}, trio-chat join --port {ports.tcp})",
+        fatal=True,
+    )
+    return error.to_message().encode() + b"\n"
 
 
 async def serve_http(
-    stream: trio.abc.Stream, config: Config, peer: str = "?"
+    stream: trio.abc.Stream, config: Config, peer: str = "?", ports: Ports | None = None
 ) -> ReplayStream | None:
     """Handle the start of a connection on the WebSocket port.
 
     Returns a stream for ``wrap_server_stream`` when the client asks for a WebSocket;
-    otherwise answers the one request and returns None. The caller bounds the time
+    otherwise answers the one request and returns None. A line client at the wrong
+    port (its first byte ``{`` or ``/``) gets one NDJSON ``wrong_port`` error naming
+    the TCP port (``ports``), at once. The caller bounds the time
     (``handshake_timeout``) and closes ``stream``.
     """
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
     try:
         head = await _read_head(stream, conn)
+    except _NotHttp:
+        ports = ports or Ports(config.tcp_port, config.ws_port)
+        log.info("http %s: a line client on the WebSocket port: wrong_port", peer)
+        await _say_and_close(stream, wrong_port(ports, local_host(stream, config.host)), config)
+        return None
     except h11.RemoteProtocolError as exc:
         status = exc.error_status_hint
         log.info("http %s: bad request head (%s): %d", peer, exc, status)

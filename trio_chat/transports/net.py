@@ -1,11 +1,17 @@
 """Sockets, whatever the protocol on them: binding listeners (TLS-wrapped or not),
-naming peers, and TCP keepalive."""
+naming peers and the address they reached, TCP keepalive, and closing so that the
+last line arrives and ``nc`` notices."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 
@@ -76,6 +82,101 @@ def peer_name(stream: trio.abc.Stream) -> str:
     except OSError:
         return "?"
     return f"{host}:{port}"
+
+
+def local_host(stream: trio.abc.Stream, default: str) -> str:
+    """The address the peer reached us at (on a wildcard bind, the interface it came
+    in on), for telling it where our other port is; ``default`` for a memory stream."""
+    sock = _socket_stream(stream)
+    if sock is None:
+        return default
+    try:
+        host: str = sock.socket.getsockname()[0]
+    except OSError:
+        return default
+    return host
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The server's two ports, as bound, so that a client at the wrong one can be told
+    the right one."""
+
+    tcp: int
+    ws: int
+    tls: bool = False
+
+    def tcp_address(self, host: str) -> str:
+        return f"{'tls' if self.tls else 'tcp'}://{url_host(host)}:{self.tcp}"
+
+    def ws_url(self, host: str) -> str:
+        return f"{'wss' if self.tls else 'ws'}://{url_host(host)}:{self.ws}/"
+
+    def page_url(self, host: str) -> str:
+        return f"{'https' if self.tls else 'http'}://{url_host(host)}:{self.ws}/"
+
+
+def reset_if_delivered(stream: trio.abc.Stream) -> None:
+    """Make the coming close a reset (RST) if the peer's kernel has acknowledged
+    everything we sent, our FIN included; else leave it a plain close.
+
+    For a peer that has not closed its side within the goodbye time after our FIN:
+    ``nc`` (OpenBSD's, Debian's) keeps waiting for its user's next line after the
+    server's FIN, and only an error on its socket, a reset, makes it exit. With nothing
+    unacknowledged the last line is in the peer's receive buffer, which Linux keeps
+    readable after a reset (``nc`` has printed it long before: it reads as data
+    comes). A peer that is not reading (its window full) still has bytes of ours in
+    flight: that close stays a FIN, as before. Only on Linux (``SIOCOUTQ``); a TLS
+    stream is never reset (its ``close_notify`` is the end)."""
+    if isinstance(stream, trio.SSLStream) or not isinstance(stream, trio.SocketStream):
+        return
+    sock = stream.socket
+    try:
+        unacknowledged = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, unacknowledged)  # SIOCOUTQ
+        if unacknowledged[0] == 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (OSError, AttributeError):
+        pass  # not Linux, or the socket is gone: a plain close
+
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+async def say_and_close(
+    stream: trio.abc.Stream,
+    data: bytes,
+    *,
+    send_timeout: float,
+    goodbye_timeout: float,
+    max_drain: int,
+) -> None:
+    """A connection's last words: write ``data`` (within ``send_timeout``), half-close,
+    then read and discard what the peer still sends (at most ``max_drain`` bytes,
+    within ``goodbye_timeout``) until it closes too, so that it reads our answer rather
+    than a reset caused by unread input. A peer still open then is reset, if it has
+    everything (:func:`reset_if_delivered`). The caller closes ``stream``."""
+    with trio.move_on_after(send_timeout):
+        try:
+            await stream.send_all(data)
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+        except _STREAM_ERRORS:
+            return
+    closed = False
+    with trio.move_on_after(goodbye_timeout):
+        drained = 0
+        try:
+            while drained < max_drain:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    closed = True
+                    break
+                drained += len(chunk)
+        except _STREAM_ERRORS:
+            closed = True
+    if not closed:
+        reset_if_delivered(stream)
 
 
 def peer_host(peer: str) -> str:

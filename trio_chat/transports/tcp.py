@@ -1,18 +1,28 @@
-"""The raw-TCP transport: newline-delimited JSON (and plain text for ``nc``)."""
+"""The raw-TCP transport: newline-delimited JSON (and plain text for ``nc``).
+
+A new connection is given a moment first (``Config.greet_after``, 0.25 s): a program
+speaks at once, and an HTTP request (a browser or a WebSocket client at the wrong port) is
+answered with a 400 that says where the page and the WebSocket are, and closed; a
+connection still quiet then is a person at ``nc``, greeted with ``hello``.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from contextlib import suppress
+from typing import Final
 
 import trio
 
+from .. import protocol
 from ..config import Config
 from ..protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_line, wire_line
 from ..server.session import PeerGone
-from . import tls
+from . import http, tls
 from .admission import Admission, log_connection
+from .net import Ports, local_host, reset_if_delivered, say_and_close
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +33,57 @@ RECEIVE_SIZE = 64 * 1024
 MAX_INPUTS = 64
 MAX_INPUT_BYTES = 16 * 1024
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+#: An HTTP request line (RFC 9112: method, target, version), as the first line.
+_HTTP_REQUEST: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d\r?")
 
 
 async def refuse_tcp(stream: trio.abc.Stream, error: ProtocolError, timeout: float) -> None:
     """Tell a connection over a cap why, if that can be done quickly, and close it
     (lingering like :meth:`TcpTransport.close`, so what it already sent cannot turn
     our close into a reset that destroys the error line)."""
-    with trio.move_on_after(timeout), suppress(*_STREAM_ERRORS, OSError):
-        await stream.send_all(error.to_message().encode() + b"\n")
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            await stream.send_eof()
-            while await stream.receive_some(RECEIVE_SIZE):
-                pass
-        elif isinstance(stream, trio.SSLStream):
+    data = error.to_message().encode() + b"\n"
+    if isinstance(stream, trio.SSLStream):
+        with trio.move_on_after(timeout), suppress(*_STREAM_ERRORS, OSError):
+            await stream.send_all(data)
             await stream.aclose()  # close_notify: a TLS client sees a clean end, not a cut
+    else:
+        with suppress(OSError):
+            await say_and_close(stream, data, send_timeout=timeout, goodbye_timeout=timeout,
+                                max_drain=1 << 30)
     await trio.aclose_forcefully(stream)
+
+
+async def first_line(stream: trio.abc.Stream, wait: float) -> bytes:
+    """What the peer sends within ``wait`` seconds of connecting, read up to its first
+    newline (at most :data:`RECEIVE_SIZE` bytes); empty if it stayed quiet."""
+    data = bytearray()
+    with trio.move_on_after(wait):
+        while b"\n" not in data and len(data) < RECEIVE_SIZE:
+            try:
+                chunk = await stream.receive_some(RECEIVE_SIZE)
+            except _STREAM_ERRORS:
+                break
+            if not chunk:
+                break  # EOF: the transport's next read says so again
+            data += chunk
+    return bytes(data)
+
+
+def is_http_request(data: bytes) -> bool:
+    """The first line is an HTTP request line (``GET / HTTP/1.1``)."""
+    line, newline, _ = data.partition(b"\n")
+    return bool(newline) and _HTTP_REQUEST.fullmatch(line) is not None
+
+
+def wrong_port_reply(ports: Ports, host: str) -> bytes:
+    """The HTTP 400 an HTTP request on the TCP port gets: where the page and the
+    WebSocket are."""
+    return http.raw_reply(
+        400,
+        f"400 wrong port: this is trio-chat's TCP port, for NDJSON lines (nc, trio-chat "
+        f"join --port {ports.tcp}). The chat page is at {ports.page_url(host)} and "
+        f"WebSocket clients connect to {ports.ws_url(host)}",
+    )
 
 
 class TcpTransport:
@@ -45,11 +91,15 @@ class TcpTransport:
 
     kind = "tcp"
 
-    def __init__(self, stream: trio.abc.Stream, config: Config, peer: str = "?") -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, config: Config, peer: str = "?", first: bytes = b""
+    ) -> None:
         self.stream = stream
         self.peer = peer
         self.messages_out = self.bytes_out = 0
         self._lines = LineBuffer(config.max_line)
+        if first:
+            self._lines.push(first)  # read before the session began (first_line)
         self._max_text = config.max_text
         self._eof = False
         self._failed = False
@@ -117,7 +167,10 @@ class TcpTransport:
         """Lingering close: send our FIN after the last line, then read and discard
         until the peer's (the caller bounds the wait). Closing a socket with unread
         input sends a RST, which can destroy the error line the peer has not read yet
-        (a flooder cut off with ``rate_limited`` would never learn why)."""
+        (a flooder cut off with ``rate_limited`` would never learn why). A peer still
+        open when the wait is cut short is reset once it has everything
+        (:func:`~.net.reset_if_delivered`: that is what makes ``nc`` exit)."""
+        lingering = False
         try:
             if reason == SLOW_CONSUMER:
                 error = ProtocolError(
@@ -130,9 +183,13 @@ class TcpTransport:
             elif isinstance(self.stream, trio.abc.HalfCloseableStream) and not self._eof:
                 with suppress(*_STREAM_ERRORS, trio.BusyResourceError, OSError):
                     await self.stream.send_eof()
+                    lingering = True
                     while await self.stream.receive_some(RECEIVE_SIZE):
                         pass
+                    lingering = False
         finally:
+            if lingering:
+                reset_if_delivered(self.stream)
             await self.stream.aclose()
 
 
@@ -152,8 +209,25 @@ async def handle_tcp(admission: Admission, stream: trio.abc.Stream) -> None:
                 log_connection("disconnect", "tcp", peer, "tls_handshake")
                 await trio.aclose_forcefully(stream)
                 return
-            transport = TcpTransport(stream, config, peer)
-            session = admission.session(transport, join_timeout=config.idle_timeout)
+            wait = config.greet_after
+            # Never greeted: still a moment (as short as the greeting's) for an HTTP
+            # request to be told where to go.
+            first = await first_line(stream, wait if wait is not None else 0.25)
+            if is_http_request(first):
+                log_connection("disconnect", "tcp", peer, "http_request")
+                host = local_host(stream, config.host)
+                await say_and_close(
+                    stream, wrong_port_reply(admission.ports, host),
+                    send_timeout=config.send_timeout, goodbye_timeout=config.goodbye_timeout,
+                    max_drain=http.MAX_DRAIN,
+                )
+                await trio.aclose_forcefully(stream)
+                return
+            transport = TcpTransport(stream, config, peer, first)
+            session = admission.session(
+                transport, join_timeout=config.idle_timeout,
+                greeting=None if first or wait is None else protocol.hello(admission.version),
+            )
             await admission.run(arrival, session)
         except Exception:
             log.exception("connection %s failed", peer)

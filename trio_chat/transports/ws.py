@@ -33,6 +33,7 @@ from ..protocol import (
 )
 from ..protocol.wsframes import close_frame
 from ..protocol.wsinput import FrameChecker, Violation
+from ..server.room import RESUMED
 from ..server.session import GONE, PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN, PeerGone, Session
 from . import http, tls, wsconn
 from .admission import Admission, log_connection
@@ -49,7 +50,9 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
     SERVER_FULL: (1013, "server full"),
     RATE_LIMITED: (4029, "rate limited"),
     PING_TIMEOUT: (4001, "ping timeout"),
+    RESUMED: (4009, "resumed elsewhere"),
 }
+
 #: WebSocket close codes for a connection refused at once: over a cap, or over the
 #: connection rate of its address.
 REFUSALS: dict[str, tuple[int, str]] = {
@@ -184,7 +187,7 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                 ws: WebSocketConnection | None = None
                 guard: FrameGuard | None = None
                 with trio.move_on_after(timeout) as handshake:
-                    upgrade = await http.serve_http(stream, config, peer)
+                    upgrade = await http.serve_http(stream, config, peer, admission.ports)
                     if upgrade is not None:
                         checker = FrameChecker(config.max_line)
                         guard = FrameGuard(upgrade, stream, checker, head=upgrade.head)
@@ -210,7 +213,12 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                 elif ws is not None:
                     wsconn.check(ws)
                     log_connection("connect", "ws", peer)
-                    session = admission.session(WsTransport(ws, config, peer, guard))
+                    # A quiet one listens (config.listen_after): the seed's client does
+                    # without asking, while the page and trio-chat join speak at once
+                    # (and rely on nothing live coming before their welcome).
+                    session = admission.session(
+                        WsTransport(ws, config, peer, guard), listen_after=config.listen_after
+                    )
                     assert guard is not None
                     guard.attach(session.take_control, partial(_failed, session))
                     nursery.start_soon(keepalive, ws, session, config)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17trio_chat/v1/chat.proto\x12\x0ctrio_chat.v1\"\x0c\n\nWhoRequest\">\n\x08WhoReply\x12\r\n\x05users\x18\x01 \x03(\t\x12\x15\n\rclients_count\x18\x02 \x01(\x03\x12\x0c\n\x04room\x18\x03 \x01(\t\"=\n\x0eHistoryRequest\x12\x12\n\x05since\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05limit\x18\x02 \x01(\x05\x42\x08\n\x06_since\")\n\x0bPostRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x1a\n\x0bPostSummary\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x9c\x02\n\x0b\x43lientEvent\x12)\n\x04join\x18\x01 \x01(\x0b\x32\x19.trio_chat.v1.JoinRequestH\x00\x12)\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x19.trio_chat.v1.ChatRequestH\x00\x12\'\n\x03who\x18\x03 \x01(\x0b\x32\x18.trio_chat.v1.WhoRequestH\x00\x12)\n\x04ping\x18\x04 \x01(\x0b\x32\x19.trio_chat.v1.PingRequestH\x00\x12+\n\x05leave\x18\x05 \x01(\x0b\x32\x1a.trio_chat.v1.LeaveRequestH\x00\x12-\n\x06listen\x18\x06 \x01(\x0b\x32\x1b.trio_chat.v1.ListenRequestH\x00\x42\x07\n\x05\x65vent\"H\n\x0bJoinRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x12\n\x05since\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x08\x42\x08\n\x06_since\"\x1b\n\x0b\x43hatRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"\r\n\x0bPingRequest\"\x0e\n\x0cLeaveRequest\"\x0f\n\rListenRequest\"\x8e\x03\n\x0bServerEvent\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.trio_chat.v1.WelcomeH\x00\x12)\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x19.trio_chat.v1.ChatMessageH\x00\x12,\n\x06system\x18\x03 \x01(\x0b\x32\x1a.trio_chat.v1.SystemNoticeH\x00\x12\'\n\x05users\x18\x04 \x01(\x0b\x32\x16.trio_chat.v1.WhoReplyH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.trio_chat.v1.ErrorH\x00\x12/\n\x0bhistory_end\x18\x06 \x01(\x0b\x32\x18.trio_chat.v1.HistoryEndH\x00\x12$\n\x05hello\x18\x07 \x01(\x0b\x32\x13.trio_chat.v1.HelloH\x00\x12\"\n\x04pong\x18\x08 \x01(\x0b\x32\x12.trio_chat.v1.PongH\x00\x12)\n\x05\x62\x61tch\x18\t \x01(\x0b\x32\x18.trio_chat.v1.EventBatchH\x00\x42\x07\n\x05\x65vent\"7\n\nEventBatch\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.trio_chat.v1.ServerEvent\"]\n\x07Welcome\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05users\x18\x02 \x03(\t\x12\x15\n\rclients_count\x18\x03 \x01(\x03\x12\x10\n\x08max_text\x18\x04 \x01(\x03\x12\x0c\n\x04room\x18\x05 \x01(\t\"s\n\x0b\x43hatMessage\x12\x0f\n\x02id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttimestamp\x18\x04 \x01(\t\x12\x0f\n\x07history\x18\x05 \x01(\x08\x12\x0c\n\x04room\x18\x06 \x01(\tB\x05\n\x03_id\"\xaa\x01\n\x0cSystemNotice\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x15\n\rclients_count\x18\x05 \x01(\x03\x12\x11\n\ttimestamp\x18\x06 \x01(\t\x12\x0b\n\x03old\x18\x07 \x01(\t\x12\x0e\n\x06joined\x18\x08 \x01(\x03\x12\x0c\n\x04left\x18\t \x01(\x03\x12\x0c\n\x04room\x18\n \x01(\t\"#\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"=\n\nHistoryEnd\x12\x0f\n\x07last_id\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x0c\n\x04room\x18\x03 \x01(\t\"6\n\x05Hello\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x06\n\x04Pong2\x8a\x02\n\x04\x43hat\x12\x37\n\x03Who\x12\x18.trio_chat.v1.WhoRequest\x1a\x16.trio_chat.v1.WhoReply\x12\x44\n\x07History\x12\x1c.trio_chat.v1.HistoryRequest\x1a\x19.trio_chat.v1.ChatMessage0\x01\x12>\n\x04Post\x12\x19.trio_chat.v1.PostRequest\x1a\x19.trio_chat.v1.PostSummary(\x01\x12\x43\n\x07Session\x12\x19.trio_chat.v1.ClientEvent\x1a\x19.trio_chat.v1.ServerEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17trio_chat/v1/chat.proto\x12\x0ctrio_chat.v1\"\x0c\n\nWhoRequest\">\n\x08WhoReply\x12\r\n\x05users\x18\x01 \x03(\t\x12\x15\n\rclients_count\x18\x02 \x01(\x03\x12\x0c\n\x04room\x18\x03 \x01(\t\"=\n\x0eHistoryRequest\x12\x12\n\x05since\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05limit\x18\x02 \x01(\x05\x42\x08\n\x06_since\")\n\x0bPostRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x1a\n\x0bPostSummary\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x9c\x02\n\x0b\x43lientEvent\x12)\n\x04join\x18\x01 \x01(\x0b\x32\x19.trio_chat.v1.JoinRequestH\x00\x12)\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x19.trio_chat.v1.ChatRequestH\x00\x12\'\n\x03who\x18\x03 \x01(\x0b\x32\x18.trio_chat.v1.WhoRequestH\x00\x12)\n\x04ping\x18\x04 \x01(\x0b\x32\x19.trio_chat.v1.PingRequestH\x00\x12+\n\x05leave\x18\x05 \x01(\x0b\x32\x1a.trio_chat.v1.LeaveRequestH\x00\x12-\n\x06listen\x18\x06 \x01(\x0b\x32\x1b.trio_chat.v1.ListenRequestH\x00\x42\x07\n\x05\x65vent\"X\n\x0bJoinRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x12\n\x05since\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x08\x12\x0e\n\x06resume\x18\x05 \x01(\tB\x08\n\x06_since\"\x1b\n\x0b\x43hatRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"\r\n\x0bPingRequest\"\x0e\n\x0cLeaveRequest\"\x0f\n\rListenRequest\"\x8e\x03\n\x0bServerEvent\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.trio_chat.v1.WelcomeH\x00\x12)\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x19.trio_chat.v1.ChatMessageH\x00\x12,\n\x06system\x18\x03 \x01(\x0b\x32\x1a.trio_chat.v1.SystemNoticeH\x00\x12\'\n\x05users\x18\x04 \x01(\x0b\x32\x16.trio_chat.v1.WhoReplyH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.trio_chat.v1.ErrorH\x00\x12/\n\x0bhistory_end\x18\x06 \x01(\x0b\x32\x18.trio_chat.v1.HistoryEndH\x00\x12$\n\x05hello\x18\x07 \x01(\x0b\x32\x13.trio_chat.v1.HelloH\x00\x12\"\n\x04pong\x18\x08 \x01(\x0b\x32\x12.trio_chat.v1.PongH\x00\x12)\n\x05\x62\x61tch\x18\t \x01(\x0b\x32\x18.trio_chat.v1.EventBatchH\x00\x42\x07\n\x05\x65vent\"7\n\nEventBatch\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.trio_chat.v1.ServerEvent\"m\n\x07Welcome\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05users\x18\x02 \x03(\t\x12\x15\n\rclients_count\x18\x03 \x01(\x03\x12\x10\n\x08max_text\x18\x04 \x01(\x03\x12\x0c\n\x04room\x18\x05 \x01(\t\x12\x0e\n\x06resume\x18\x06 \x01(\t\"s\n\x0b\x43hatMessage\x12\x0f\n\x02id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttimestamp\x18\x04 \x01(\t\x12\x0f\n\x07history\x18\x05 \x01(\x08\x12\x0c\n\x04room\x18\x06 \x01(\tB\x05\n\x03_id\"\xba\x01\n\x0cSystemNotice\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x15\n\rclients_count\x18\x05 \x01(\x03\x12\x11\n\ttimestamp\x18\x06 \x01(\t\x12\x0b\n\x03old\x18\x07 \x01(\t\x12\x0e\n\x06joined\x18\x08 \x01(\x03\x12\x0c\n\x04left\x18\t \x01(\x03\x12\x0c\n\x04room\x18\n \x01(\t\x12\x0e\n\x06wanted\x18\x0b \x01(\t\"#\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"=\n\nHistoryEnd\x12\x0f\n\x07last_id\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x0c\n\x04room\x18\x03 \x01(\t\"6\n\x05Hello\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x06\n\x04Pong2\x8a\x02\n\x04\x43hat\x12\x37\n\x03Who\x12\x18.trio_chat.v1.WhoRequest\x1a\x16.trio_chat.v1.WhoReply\x12\x44\n\x07History\x12\x1c.trio_chat.v1.HistoryRequest\x1a\x19.trio_chat.v1.ChatMessage0\x01\x12>\n\x04Post\x12\x19.trio_chat.v1.PostRequest\x1a\x19.trio_chat.v1.PostSummary(\x01\x12\x43\n\x07Session\x12\x19.trio_chat.v1.ClientEvent\x1a\x19.trio_chat.v1.ServerEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,33 +44,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLIENTEVENT']._serialized_start=254
   _globals['_CLIENTEVENT']._serialized_end=538
   _globals['_JOINREQUEST']._serialized_start=540
-  _globals['_JOINREQUEST']._serialized_end=612
-  _globals['_CHATREQUEST']._serialized_start=614
-  _globals['_CHATREQUEST']._serialized_end=641
-  _globals['_PINGREQUEST']._serialized_start=643
-  _globals['_PINGREQUEST']._serialized_end=656
-  _globals['_LEAVEREQUEST']._serialized_start=658
-  _globals['_LEAVEREQUEST']._serialized_end=672
-  _globals['_LISTENREQUEST']._serialized_start=674
-  _globals['_LISTENREQUEST']._serialized_end=689
-  _globals['_SERVEREVENT']._serialized_start=692
-  _globals['_SERVEREVENT']._serialized_end=1090
-  _globals['_EVENTBATCH']._serialized_start=1092
-  _globals['_EVENTBATCH']._serialized_end=1147
-  _globals['_WELCOME']._serialized_start=1149
-  _globals['_WELCOME']._serialized_end=1242
-  _globals['_CHATMESSAGE']._serialized_start=1244
-  _globals['_CHATMESSAGE']._serialized_end=1359
-  _globals['_SYSTEMNOTICE']._serialized_start=1362
-  _globals['_SYSTEMNOTICE']._serialized_end=1532
-  _globals['_ERROR']._serialized_start=1534
-  _globals['_ERROR']._serialized_end=1569
-  _globals['_HISTORYEND']._serialized_start=1571
-  _globals['_HISTORYEND']._serialized_end=1632
-  _globals['_HELLO']._serialized_start=1634
-  _globals['_HELLO']._serialized_end=1688
-  _globals['_PONG']._serialized_start=1690
-  _globals['_PONG']._serialized_end=1696
-  _globals['_CHAT']._serialized_start=1699
-  _globals['_CHAT']._serialized_end=1965
+  _globals['_JOINREQUEST']._serialized_end=628
+  _globals['_CHATREQUEST']._serialized_start=630
+  _globals['_CHATREQUEST']._serialized_end=657
+  _globals['_PINGREQUEST']._serialized_start=659
+  _globals['_PINGREQUEST']._serialized_end=672
+  _globals['_LEAVEREQUEST']._serialized_start=674
+  _globals['_LEAVEREQUEST']._serialized_end=688
+  _globals['_LISTENREQUEST']._serialized_start=690
+  _globals['_LISTENREQUEST']._serialized_end=705
+  _globals['_SERVEREVENT']._serialized_start=708
+  _globals['_SERVEREVENT']._serialized_end=1106
+  _globals['_EVENTBATCH']._serialized_start=1108
+  _globals['_EVENTBATCH']._serialized_end=1163
+  _globals['_WELCOME']._serialized_start=1165
+  _globals['_WELCOME']._serialized_end=1274
+  _globals['_CHATMESSAGE']._serialized_start=1276
+  _globals['_CHATMESSAGE']._serialized_end=1391
+  _globals['_SYSTEMNOTICE']._serialized_start=1394
+  _globals['_SYSTEMNOTICE']._serialized_end=1580
+  _globals['_ERROR']._serialized_start=1582
+  _globals['_ERROR']._serialized_end=1617
+  _globals['_HISTORYEND']._serialized_start=1619
+  _globals['_HISTORYEND']._serialized_end=1680
+  _globals['_HELLO']._serialized_start=1682
+  _globals['_HELLO']._serialized_end=1736
+  _globals['_PONG']._serialized_start=1738
+  _globals['_PONG']._serialized_end=1744
+  _globals['_CHAT']._serialized_start=1747
+  _globals['_CHAT']._serialized_end=2013
 # @@protoc_insertion_point(module_scope)

@@ -219,12 +219,17 @@ class JoinRequest(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     since: _builtins.int
     """Replay every message after this id instead of the newest ones (resume)."""
     batch: _builtins.bool
-    """Let the server pack several events into one ServerEvent (`batch`).
-    4: kept for `room` (rooms); 5: kept for a resume token.
+    """Let the server pack several events into one ServerEvent (`batch`)."""
+    resume: _builtins.str
+    """4: kept for `room` (rooms).
+    After a lost connection: the `resume` token of your last Welcome, to take your seat
+    back with no leave or join notice (docs/protocol.md, "Resuming a seat"). Empty:
+    none. An unknown, spent or expired one is ignored: the join is an ordinary one.
     """
     def __init__(
         self,
@@ -232,10 +237,11 @@ class JoinRequest(_message.Message):
         user: _builtins.str = ...,
         since: _builtins.int | None = ...,
         batch: _builtins.bool = ...,
+        resume: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "batch", b"batch", "since", b"since", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "batch", b"batch", "resume", b"resume", "since", b"since", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__since: _TypeAlias = _typing.Literal["since"]  # noqa: Y015
     _WhichOneofArgType__since: _TypeAlias = _typing.Literal["_since", b"_since"]  # noqa: Y015
@@ -297,7 +303,10 @@ Global___LeaveRequest: _TypeAlias = LeaveRequest  # noqa: Y015
 
 @_typing.final
 class ListenRequest(_message.Message):
-    """Receive the room's traffic without joining (where the server supports listeners)."""
+    """Receive the room's traffic (every chat and system event) without joining: a
+    listener is not in `who` or `clients_count` and gets no notices of its own; it may
+    send who, ping, leave, and join later (docs/protocol.md, "Listeners").
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -404,12 +413,18 @@ class Welcome(_message.Message):
     CLIENTS_COUNT_FIELD_NUMBER: _builtins.int
     MAX_TEXT_FIELD_NUMBER: _builtins.int
     ROOM_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     clients_count: _builtins.int
     max_text: _builtins.int
     """The longest chat text this server takes, in characters (Unicode code points)."""
     room: _builtins.str
-    """6: kept for a resume token; 7: kept for `topic` (rooms); 8: kept for `account`."""
+    resume: _builtins.str
+    """The secret that takes this seat back after a lost connection (JoinRequest.resume);
+    each Welcome's replaces the last. Empty when the server does not hold seats
+    (--resume-grace 0).
+    7: kept for `topic` (rooms); 8: kept for `account`.
+    """
     @_builtins.property
     def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -420,10 +435,11 @@ class Welcome(_message.Message):
         clients_count: _builtins.int = ...,
         max_text: _builtins.int = ...,
         room: _builtins.str = ...,
+        resume: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "max_text", b"max_text", "room", b"room", "user", b"user", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "max_text", b"max_text", "resume", b"resume", "room", b"room", "user", b"user", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -470,8 +486,9 @@ Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
 
 @_typing.final
 class SystemNotice(_message.Message):
-    """A notice from the server: `event` is join, leave, rename, summary or shutdown
-    (later versions add more; show `text` for one you do not know).
+    """A notice from the server: `event` is join, leave, rename, summary, variant or
+    shutdown (later versions add more; show `text` for one you do not know). Every one
+    carries `clients_count`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -486,6 +503,7 @@ class SystemNotice(_message.Message):
     JOINED_FIELD_NUMBER: _builtins.int
     LEFT_FIELD_NUMBER: _builtins.int
     ROOM_FIELD_NUMBER: _builtins.int
+    WANTED_FIELD_NUMBER: _builtins.int
     event: _builtins.str
     user: _builtins.str
     """"System"."""
@@ -500,6 +518,8 @@ class SystemNotice(_message.Message):
     """summary: how many joined and left since the last notice."""
     left: _builtins.int
     room: _builtins.str
+    wanted: _builtins.str
+    """variant: the name that was asked for and taken (`name` is the one given instead)."""
     def __init__(
         self,
         *,
@@ -513,10 +533,11 @@ class SystemNotice(_message.Message):
         joined: _builtins.int = ...,
         left: _builtins.int = ...,
         room: _builtins.str = ...,
+        wanted: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "event", b"event", "joined", b"joined", "left", b"left", "name", b"name", "old", b"old", "room", b"room", "text", b"text", "timestamp", b"timestamp", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "event", b"event", "joined", b"joined", "left", b"left", "name", b"name", "old", b"old", "room", b"room", "text", b"text", "timestamp", b"timestamp", "user", b"user", "wanted", b"wanted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -577,7 +598,9 @@ Global___HistoryEnd: _TypeAlias = HistoryEnd  # noqa: Y015
 
 @_typing.final
 class Hello(_message.Message):
-    """The server's greeting, first on every Session stream."""
+    """The server's greeting, first on every Session stream: what a quiet TCP connection
+    gets as its JSON `hello`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -585,8 +608,11 @@ class Hello(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     server: _builtins.str
+    """"trio-chat"."""
     version: _builtins.str
+    """The server's version."""
     text: _builtins.str
+    """What to do next, for a person."""
     def __init__(
         self,
         *,

@@ -37,6 +37,7 @@ from ...protocol import (
     validate_name,
     validate_text,
 )
+from ...server.room import RESUMED
 from ...server.session import GONE, SHUTDOWN, PeerGone
 from .bridge import Bridge
 from .events import client_event, event_bytes, pack, post_summary, post_text
@@ -51,6 +52,9 @@ STATUSES: Final[dict[str, tuple[grpc.StatusCode, str]]] = {
     IDLE_TIMEOUT: (grpc.StatusCode.DEADLINE_EXCEEDED, "no join in time"),
     SHUTDOWN: (grpc.StatusCode.UNAVAILABLE, "server shutting down"),
     NAME_TAKEN: (grpc.StatusCode.ALREADY_EXISTS, "name taken"),
+    # Another stream (or connection) took this seat back with its resume token: the
+    # WebSocket close 4009. Not worth retrying with that token: it is spent.
+    RESUMED: (grpc.StatusCode.ABORTED, "resumed elsewhere"),
 }
 #: What grpcio's ``read()`` returns at the end of the client's stream (not in grpc-stubs).
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]

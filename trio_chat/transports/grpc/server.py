@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -277,11 +276,9 @@ async def open_grpc(config: Config) -> AsyncIterator[GrpcServer]:
 # ---------------------------------------------------------------- the calls, on Trio
 
 
-def _hello() -> str:
-    """The first event of every Session stream: who answers."""
-    return protocol.encode(
-        {"type": "hello", "server": "trio-chat", "version": version("trio-chat")}
-    )
+#: What the ``Hello`` of a ``Session`` stream tells a person (the TCP greeting's text
+#: names ``/nick``, which is no gRPC message).
+HELLO_TEXT: Final = "send join (JoinRequest) to chat, listen (ListenRequest) to watch"
 
 
 async def run_session(admission: Admission, hops: Hops, request: bytes | None) -> None:
@@ -292,10 +289,13 @@ async def run_session(admission: Admission, hops: Hops, request: bytes | None) -
             return
         log_connection("connect", "grpc", hops.peer)
         try:
+            # The greeting comes first, at once: a gRPC client knows its first event
+            # is one (the TCP greeting waits for a quiet moment, for nc's sake). No
+            # listening by itself as a quiet WebSocket does: a stream asks (`listen`).
             session = admission.session(
-                GrpcTransport(hops, config), join_timeout=config.idle_timeout
+                GrpcTransport(hops, config), join_timeout=config.idle_timeout,
+                greeting=protocol.hello(admission.version, HELLO_TEXT),
             )
-            session.member.deliver(_hello())
             await admission.run(arrival, session)
         except Exception:
             log.exception("grpc call from %s failed", hops.peer)
@@ -310,8 +310,11 @@ async def run_post(admission: Admission, hops: Hops, request: bytes | None) -> N
             return
         log_connection("connect", "grpc", hops.peer)
         try:
+            # Its poster chooses its name: a name taken is ALREADY_EXISTS, never the
+            # variant a seed-style client gets.
             session = admission.session(
-                PostTransport(hops, config), join_timeout=config.idle_timeout
+                PostTransport(hops, config), join_timeout=config.idle_timeout,
+                variants=False,
             )
             await admission.run(arrival, session)
         except Exception:

@@ -5,6 +5,10 @@
 
 (() => {
   const NAME_KEY = "trio-chat.name";
+  // The seat's resume token (welcome.resume), per tab: a reload within the server's
+  // grace takes the seat back, with no left/joined notices for the others.
+  const RESUME_KEY = "trio-chat.resume";
+  const RESUMED_ELSEWHERE = 4009; // close code: another connection took our seat
   const MAX_NAME = 32;
   const DEFAULT_MAX_TEXT = 4096; // until the server's welcome says its max_text
   const MAX_SHOWN = 1000; // messages kept on screen; older ones are dropped
@@ -89,6 +93,23 @@
       localStorage.setItem(NAME_KEY, name);
     } catch {
       // storage disabled
+    }
+  }
+
+  function loadToken() {
+    try {
+      return sessionStorage.getItem(RESUME_KEY);
+    } catch {
+      return null;
+    }
+  }
+
+  function saveToken(token) {
+    try {
+      if (token) sessionStorage.setItem(RESUME_KEY, token);
+      else sessionStorage.removeItem(RESUME_KEY);
+    } catch {
+      // storage disabled: a reload is a new join
     }
   }
 
@@ -196,9 +217,13 @@
   }
 
   // The one place a join (first, typed, or after a reconnect) is built: what a rejoin
-  // carries to resume (today "since") goes here.
+  // carries to resume goes here. The token (kept in this tab across reloads) takes the
+  // seat back; "since" asks only for what this page has not shown (after a reload it
+  // shows nothing yet: the usual replay).
   function joinMessage() {
     const join = { type: "join", user: chat.name, batch: true };
+    const token = loadToken();
+    if (token) join.resume = token;
     if (chat.everJoined && chat.lastId !== null) join.since = chat.lastId;
     return join;
   }
@@ -244,11 +269,18 @@
         if (chat.ws !== ws) return; // the message closed this socket
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (chat.ws !== ws) return;
-      if (chat.joined) append(el("li", "notice", "Connection lost; reconnecting…"), {});
+      const joined = chat.joined;
       chat.ws = null;
       chat.joined = false;
+      if (event.code === RESUMED_ELSEWHERE) {
+        // This tab was duplicated, and the copy took the seat: do not take it back.
+        append(el("li", "notice", "This chat went on in another tab or window."), {});
+        setState("offline", "offline", "click to reconnect");
+        return;
+      }
+      if (joined) append(el("li", "notice", "Connection lost; reconnecting…"), {});
       scheduleReconnect("offline");
     };
   }
@@ -318,6 +350,7 @@
     chat.nameConflicts = 0;
     chat.nameTyped = false;
     chat.name = str(message.user) || chat.name;
+    saveToken(str(message.resume)); // a new one with every welcome; none: nothing to resume
     if (Number.isInteger(message.max_text) && message.max_text > 0) {
       chat.maxText = message.max_text;
     }
