@@ -186,8 +186,8 @@ class GrpcClient:
         """Run ``fn()`` (which makes a call or awaits one) on the client's loop."""
         return await self.bridge.run(_invoke(fn))
 
-    async def who(self) -> pb.WhoReply:
-        return await self.run(lambda: self.stub.Who(pb.WhoRequest()))
+    async def who(self, **request: Any) -> pb.WhoReply:
+        return await self.run(lambda: self.stub.Who(pb.WhoRequest(**request)))
 
     async def history(self, **request: Any) -> list[pb.ChatMessage]:
         async def collect() -> list[pb.ChatMessage]:

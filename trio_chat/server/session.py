@@ -373,9 +373,12 @@ class Session:
                         )
                     raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
                 # Seed compatibility: its client never joins and names itself in each chat
-                # (the name was claimed first: the one it asked for, or a variant).
-                self._entered(rooms.join(member, event.user, welcome=False,
-                                         wanted=self._wanted))
+                # (the name was claimed first: the one it asked for, or a variant). A
+                # chat that names its room (a gRPC Post into one) enters that room.
+                self._entered(rooms.join(
+                    member, event.user, welcome=False, wanted=self._wanted,
+                    room=event.room if isinstance(event.room, str) else None,
+                ))
             rooms.say(member, event.text, self._room(event.room))
             self.messages_in += 1
         elif isinstance(event, Join):

@@ -10,10 +10,10 @@ Compatibility: fields and oneof members are only ever added, under new numbers;
 none is renumbered or reused. Clients ignore what they do not know (Protobuf does
 that for fields; a oneof member a client does not know arrives as an event with
 no member set: skip it). The numbers left free in each message below are kept for
-what is planned: rooms and direct messages, accounts and tokens.
+what is planned: accounts and tokens.
 
-Rooms: until the server has rooms, there is one, "#lobby", and every `room` field
-the server sends says so.
+Rooms: a `room` field left empty in a request means "#lobby", the room of every
+client that never names one; every `room` field the server sends is set.
 """
 
 from collections import abc as _abc
@@ -33,19 +33,21 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class WhoRequest(_message.Message):
-    """------------------------------------------------------------------ unary and streams
-
-    1: kept for `room` (rooms).
-    """
+    """------------------------------------------------------------------ unary and streams"""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    ROOM_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    """The room (empty: "#lobby"); a room that does not exist has nobody in it."""
     def __init__(
         self,
+        *,
+        room: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -87,6 +89,7 @@ class HistoryRequest(_message.Message):
 
     SINCE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
     since: _builtins.int
     """Messages with an id above this one (all that are kept, oldest first); without
     it, the newest `--history-replay` messages, as a join replays.
@@ -94,17 +97,19 @@ class HistoryRequest(_message.Message):
     limit: _builtins.int
     """At most this many (the oldest of them when `since` is given, the newest
     otherwise); 0: no limit but the server's.
-    3: kept for `room` (rooms).
     """
+    room: _builtins.str
+    """The room (empty: "#lobby"); a room that does not exist has no messages."""
     def __init__(
         self,
         *,
         since: _builtins.int | None = ...,
         limit: _builtins.int = ...,
+        room: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "limit", b"limit", "since", b"since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "limit", b"limit", "room", b"room", "since", b"since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__since: _TypeAlias = _typing.Literal["since"]  # noqa: Y015
     _WhichOneofArgType__since: _TypeAlias = _typing.Literal["_since", b"_since"]  # noqa: Y015
@@ -118,21 +123,27 @@ class PostRequest(_message.Message):
 
     USER_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     """The name to post under (a guest name, as in `join`): required on the first
     message; the later ones may leave it empty or repeat it.
     """
     text: _builtins.str
-    """3: kept for `room` (rooms); 4: kept for a token (accounts)."""
+    room: _builtins.str
+    """The room to post into (empty: "#lobby"), read from the first message (the later
+    ones may leave it empty or repeat it); it is created if new, as a join creates it.
+    4: kept for a token (accounts).
+    """
     def __init__(
         self,
         *,
         user: _builtins.str = ...,
         text: _builtins.str = ...,
+        room: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room", "text", b"text", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,6 +185,10 @@ class ClientEvent(_message.Message):
     PING_FIELD_NUMBER: _builtins.int
     LEAVE_FIELD_NUMBER: _builtins.int
     LISTEN_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    MSG_FIELD_NUMBER: _builtins.int
+    ROOMS_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def join(self) -> Global___JoinRequest: ...
     @_builtins.property
@@ -185,10 +200,16 @@ class ClientEvent(_message.Message):
     @_builtins.property
     def leave(self) -> Global___LeaveRequest: ...
     @_builtins.property
-    def listen(self) -> Global___ListenRequest:
-        """7-15: kept for what rooms (part, msg, rooms, topic) and accounts (register,
-        login, logout) add.
-        """
+    def listen(self) -> Global___ListenRequest: ...
+    @_builtins.property
+    def part(self) -> Global___PartRequest: ...
+    @_builtins.property
+    def msg(self) -> Global___MsgRequest: ...
+    @_builtins.property
+    def rooms(self) -> Global___RoomsRequest: ...
+    @_builtins.property
+    def topic(self) -> Global___TopicRequest:
+        """11-15: kept for what accounts (register, login, logout, password) add."""
 
     def __init__(
         self,
@@ -199,12 +220,16 @@ class ClientEvent(_message.Message):
         ping: Global___PingRequest | None = ...,
         leave: Global___LeaveRequest | None = ...,
         listen: Global___ListenRequest | None = ...,
+        part: Global___PartRequest | None = ...,
+        msg: Global___MsgRequest | None = ...,
+        rooms: Global___RoomsRequest | None = ...,
+        topic: Global___TopicRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "ping", b"ping", "who", b"who"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "msg", b"msg", "part", b"part", "ping", b"ping", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "ping", b"ping", "who", b"who"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "msg", b"msg", "part", b"part", "ping", b"ping", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["join", "chat", "who", "ping", "leave", "listen"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["join", "chat", "who", "ping", "leave", "listen", "part", "msg", "rooms", "topic"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -219,15 +244,20 @@ class JoinRequest(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
     RESUME_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     since: _builtins.int
     """Replay every message after this id instead of the newest ones (resume)."""
     batch: _builtins.bool
     """Let the server pack several events into one ServerEvent (`batch`)."""
+    room: _builtins.str
+    """Enter this room (creating it if new) instead of "#lobby" on a first join; when
+    already joined, enter it as well (with `user` too: rename, then enter). Empty: no
+    room named (a first join enters "#lobby", a rename enters nothing).
+    """
     resume: _builtins.str
-    """4: kept for `room` (rooms).
-    After a lost connection: the `resume` token of your last Welcome, to take your seat
+    """After a lost connection: the `resume` token of your last Welcome, to take your seat
     back with no leave or join notice (docs/protocol.md, "Resuming a seat"). Empty:
     none. An unknown, spent or expired one is ignored: the join is an ordinary one.
     """
@@ -237,11 +267,12 @@ class JoinRequest(_message.Message):
         user: _builtins.str = ...,
         since: _builtins.int | None = ...,
         batch: _builtins.bool = ...,
+        room: _builtins.str = ...,
         resume: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "batch", b"batch", "resume", b"resume", "since", b"since", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "batch", b"batch", "resume", b"resume", "room", b"room", "since", b"since", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__since: _TypeAlias = _typing.Literal["since"]  # noqa: Y015
     _WhichOneofArgType__since: _TypeAlias = _typing.Literal["_since", b"_since"]  # noqa: Y015
@@ -254,16 +285,19 @@ class ChatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """2: kept for `room` (rooms)."""
+    room: _builtins.str
+    """The room to say it in (empty: "#lobby"): one you are in, or error `not_in_room`."""
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
+        room: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -322,6 +356,97 @@ class ListenRequest(_message.Message):
 Global___ListenRequest: _TypeAlias = ListenRequest  # noqa: Y015
 
 @_typing.final
+class PartRequest(_message.Message):
+    """Leave one room; the stream stays, with its name (docs/protocol.md, "Rooms")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    """Empty: "#lobby"."""
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartRequest: _TypeAlias = PartRequest  # noqa: Y015
+
+@_typing.final
+class MsgRequest(_message.Message):
+    """A direct message to the user named `to`, wherever they are (docs/protocol.md,
+    "Direct messages"): to them and, as the echo, to you; `no_such_user` if nobody has
+    that name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    to: _builtins.str
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        to: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MsgRequest: _TypeAlias = MsgRequest  # noqa: Y015
+
+@_typing.final
+class RoomsRequest(_message.Message):
+    """List the rooms: answered by `rooms` (RoomList)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomsRequest: _TypeAlias = RoomsRequest  # noqa: Y015
+
+@_typing.final
+class TopicRequest(_message.Message):
+    """Set a room's topic (empty: clear it): the room's members get a `topic` notice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    """Empty: "#lobby"."""
+    topic: _builtins.str
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        topic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopicRequest: _TypeAlias = TopicRequest  # noqa: Y015
+
+@_typing.final
 class ServerEvent(_message.Message):
     """------------------------------------------------------------------ Session: out"""
 
@@ -336,6 +461,8 @@ class ServerEvent(_message.Message):
     HELLO_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    MSG_FIELD_NUMBER: _builtins.int
+    ROOMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -356,8 +483,13 @@ class ServerEvent(_message.Message):
     def batch(self) -> Global___EventBatch:
         """Several events in one message, in order: only to a client that joined with
         `batch`, so that one write carries everything queued for it.
-        10-15: kept for what rooms (msg, rooms) and accounts (token) add.
         """
+
+    @_builtins.property
+    def msg(self) -> Global___DirectMessage: ...
+    @_builtins.property
+    def rooms(self) -> Global___RoomList:
+        """12-15: kept for what accounts (token) add."""
 
     def __init__(
         self,
@@ -371,12 +503,14 @@ class ServerEvent(_message.Message):
         hello: Global___Hello | None = ...,
         pong: Global___Pong | None = ...,
         batch: Global___EventBatch | None = ...,
+        msg: Global___DirectMessage | None = ...,
+        rooms: Global___RoomList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "pong", b"pong", "system", b"system", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "pong", b"pong", "system", b"system", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["welcome", "chat", "system", "users", "error", "history_end", "hello", "pong", "batch"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["welcome", "chat", "system", "users", "error", "history_end", "hello", "pong", "batch", "msg", "rooms"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -414,6 +548,7 @@ class Welcome(_message.Message):
     MAX_TEXT_FIELD_NUMBER: _builtins.int
     ROOM_FIELD_NUMBER: _builtins.int
     RESUME_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     clients_count: _builtins.int
     max_text: _builtins.int
@@ -423,7 +558,10 @@ class Welcome(_message.Message):
     """The secret that takes this seat back after a lost connection (JoinRequest.resume);
     each Welcome's replaces the last. Empty when the server does not hold seats
     (--resume-grace 0).
-    7: kept for `topic` (rooms); 8: kept for `account`.
+    """
+    topic: _builtins.str
+    """The room's topic (empty: none).
+    8: kept for `account`.
     """
     @_builtins.property
     def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -436,10 +574,11 @@ class Welcome(_message.Message):
         max_text: _builtins.int = ...,
         room: _builtins.str = ...,
         resume: _builtins.str = ...,
+        topic: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "max_text", b"max_text", "resume", b"resume", "room", b"room", "user", b"user", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "max_text", b"max_text", "resume", b"resume", "room", b"room", "topic", b"topic", "user", b"user", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -486,7 +625,7 @@ Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
 
 @_typing.final
 class SystemNotice(_message.Message):
-    """A notice from the server: `event` is join, leave, rename, summary, variant or
+    """A notice from the server: `event` is join, leave, rename, topic, summary, variant or
     shutdown (later versions add more; show `text` for one you do not know). Every one
     carries `clients_count`.
     """
@@ -504,6 +643,7 @@ class SystemNotice(_message.Message):
     LEFT_FIELD_NUMBER: _builtins.int
     ROOM_FIELD_NUMBER: _builtins.int
     WANTED_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
     event: _builtins.str
     user: _builtins.str
     """"System"."""
@@ -520,6 +660,8 @@ class SystemNotice(_message.Message):
     room: _builtins.str
     wanted: _builtins.str
     """variant: the name that was asked for and taken (`name` is the one given instead)."""
+    topic: _builtins.str
+    """topic: the room's new topic (`name` set it; empty: cleared)."""
     def __init__(
         self,
         *,
@@ -534,10 +676,11 @@ class SystemNotice(_message.Message):
         left: _builtins.int = ...,
         room: _builtins.str = ...,
         wanted: _builtins.str = ...,
+        topic: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "event", b"event", "joined", b"joined", "left", b"left", "name", b"name", "old", b"old", "room", b"room", "text", b"text", "timestamp", b"timestamp", "user", b"user", "wanted", b"wanted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "event", b"event", "joined", b"joined", "left", b"left", "name", b"name", "old", b"old", "room", b"room", "text", b"text", "timestamp", b"timestamp", "topic", b"topic", "user", b"user", "wanted", b"wanted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,3 +785,91 @@ class Pong(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Pong: _TypeAlias = Pong  # noqa: Y015
+
+@_typing.final
+class DirectMessage(_message.Message):
+    """A direct message, to its recipient and, as the echo, to its sender."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """From the same sequence as chat ids (to order it among them); absent only while
+    Redis is unreachable (several servers).
+    """
+    to: _builtins.str
+    text: _builtins.str
+    timestamp: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int | None = ...,
+        to: _builtins.str = ...,
+        text: _builtins.str = ...,
+        timestamp: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "id", b"id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "from", b"from", "id", b"id", "text", b"text", "timestamp", b"timestamp", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+
+Global___DirectMessage: _TypeAlias = DirectMessage  # noqa: Y015
+
+@_typing.final
+class RoomList(_message.Message):
+    """The answer to `rooms`: the busiest rooms first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOMS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """How many rooms there are (the list holds at most 1,000)."""
+    @_builtins.property
+    def rooms(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoomInfo]: ...
+    def __init__(
+        self,
+        *,
+        rooms: _abc.Iterable[Global___RoomInfo] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rooms", b"rooms", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomList: _TypeAlias = RoomList  # noqa: Y015
+
+@_typing.final
+class RoomInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    users: _builtins.int
+    """Its members (on every server of a cluster)."""
+    topic: _builtins.str
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        users: _builtins.int = ...,
+        topic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room", "topic", b"topic", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoomInfo: _TypeAlias = RoomInfo  # noqa: Y015

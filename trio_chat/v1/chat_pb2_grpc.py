@@ -62,22 +62,23 @@ class ChatServicer:
     """
 
     def Who(self, request, context):
-        """Who is in the room now (the JSON protocol's `who`), without joining.
+        """Who is in a room now (the JSON protocol's `who`), without joining.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def History(self, request, context):
-        """Past chat messages, oldest first, without joining: what a join would replay.
+        """A room's past chat messages, oldest first, without joining: what a join would
+        replay.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Post(self, request_iterator, context):
-        """Post a batch of chat messages under one name (a bot, a bridge): the poster is in
-        the room while the call lasts, its messages obey the same flood control as any
+        """Post a batch of chat messages under one name into one room (a bot, a bridge): the
+        poster is in the room while the call lasts, its messages obey the same flood control as any
         client's, and the summary gives each message's id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -10,10 +10,10 @@ Compatibility: fields and oneof members are only ever added, under new numbers;
 none is renumbered or reused. Clients ignore what they do not know (Protobuf does
 that for fields; a oneof member a client does not know arrives as an event with
 no member set: skip it). The numbers left free in each message below are kept for
-what is planned: rooms and direct messages, accounts and tokens.
+what is planned: accounts and tokens.
 
-Rooms: until the server has rooms, there is one, "#lobby", and every `room` field
-the server sends says so.
+Rooms: a `room` field left empty in a request means "#lobby", the room of every
+client that never names one; every `room` field the server sends is set.
 """
 
 from collections import abc as _abc
@@ -47,12 +47,14 @@ class ChatStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ChatAsyncStub: ...
     Who: _grpc.UnaryUnaryMultiCallable[_chat_pb2.WhoRequest, _chat_pb2.WhoReply]
-    """Who is in the room now (the JSON protocol's `who`), without joining."""
+    """Who is in a room now (the JSON protocol's `who`), without joining."""
     History: _grpc.UnaryStreamMultiCallable[_chat_pb2.HistoryRequest, _chat_pb2.ChatMessage]
-    """Past chat messages, oldest first, without joining: what a join would replay."""
+    """A room's past chat messages, oldest first, without joining: what a join would
+    replay.
+    """
     Post: _grpc.StreamUnaryMultiCallable[_chat_pb2.PostRequest, _chat_pb2.PostSummary]
-    """Post a batch of chat messages under one name (a bot, a bridge): the poster is in
-    the room while the call lasts, its messages obey the same flood control as any
+    """Post a batch of chat messages under one name into one room (a bot, a bridge): the
+    poster is in the room while the call lasts, its messages obey the same flood control as any
     client's, and the summary gives each message's id.
     """
     Session: _grpc.StreamStreamMultiCallable[_chat_pb2.ClientEvent, _chat_pb2.ServerEvent]
@@ -66,12 +68,14 @@ class ChatAsyncStub(ChatStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Who: _aio.UnaryUnaryMultiCallable[_chat_pb2.WhoRequest, _chat_pb2.WhoReply]  # type: ignore[assignment]
-    """Who is in the room now (the JSON protocol's `who`), without joining."""
+    """Who is in a room now (the JSON protocol's `who`), without joining."""
     History: _aio.UnaryStreamMultiCallable[_chat_pb2.HistoryRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
-    """Past chat messages, oldest first, without joining: what a join would replay."""
+    """A room's past chat messages, oldest first, without joining: what a join would
+    replay.
+    """
     Post: _aio.StreamUnaryMultiCallable[_chat_pb2.PostRequest, _chat_pb2.PostSummary]  # type: ignore[assignment]
-    """Post a batch of chat messages under one name (a bot, a bridge): the poster is in
-    the room while the call lasts, its messages obey the same flood control as any
+    """Post a batch of chat messages under one name into one room (a bot, a bridge): the
+    poster is in the room while the call lasts, its messages obey the same flood control as any
     client's, and the summary gives each message's id.
     """
     Session: _aio.StreamStreamMultiCallable[_chat_pb2.ClientEvent, _chat_pb2.ServerEvent]  # type: ignore[assignment]
@@ -88,7 +92,7 @@ class ChatServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.WhoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.WhoReply, _abc.Awaitable[_chat_pb2.WhoReply]]:
-        """Who is in the room now (the JSON protocol's `who`), without joining."""
+        """Who is in a room now (the JSON protocol's `who`), without joining."""
 
     @_abc_1.abstractmethod
     def History(
@@ -96,7 +100,9 @@ class ChatServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.HistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_chat_pb2.ChatMessage], _abc.AsyncIterator[_chat_pb2.ChatMessage]]:
-        """Past chat messages, oldest first, without joining: what a join would replay."""
+        """A room's past chat messages, oldest first, without joining: what a join would
+        replay.
+        """
 
     @_abc_1.abstractmethod
     def Post(
@@ -104,8 +110,8 @@ class ChatServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_chat_pb2.PostRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.PostSummary, _abc.Awaitable[_chat_pb2.PostSummary]]:
-        """Post a batch of chat messages under one name (a bot, a bridge): the poster is in
-        the room while the call lasts, its messages obey the same flood control as any
+        """Post a batch of chat messages under one name into one room (a bot, a bridge): the
+        poster is in the room while the call lasts, its messages obey the same flood control as any
         client's, and the summary gives each message's id.
         """
 

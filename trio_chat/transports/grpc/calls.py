@@ -24,17 +24,22 @@ import trio
 from ...config import Config
 from ...protocol import (
     IDLE_TIMEOUT,
+    LOBBY,
     MISSING_FIELD,
     NAME_INVALID,
     NAME_TAKEN,
     RATE_LIMITED,
+    ROOM_INVALID,
     SERVER_FULL,
     SLOW_CONSUMER,
     TOO_LONG,
+    TOO_MANY_ROOMS,
     Chat,
     Event,
     ProtocolError,
+    room_key,
     validate_name,
+    validate_room,
     validate_text,
 )
 from ...server.room import RESUMED
@@ -52,6 +57,7 @@ STATUSES: Final[dict[str, tuple[grpc.StatusCode, str]]] = {
     IDLE_TIMEOUT: (grpc.StatusCode.DEADLINE_EXCEEDED, "no join in time"),
     SHUTDOWN: (grpc.StatusCode.UNAVAILABLE, "server shutting down"),
     NAME_TAKEN: (grpc.StatusCode.ALREADY_EXISTS, "name taken"),
+    TOO_MANY_ROOMS: (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many rooms"),
     # Another stream (or connection) took this seat back with its resume token: the
     # WebSocket close 4009. Not worth retrying with that token: it is spent.
     RESUMED: (grpc.StatusCode.ABORTED, "resumed elsewhere"),
@@ -236,6 +242,7 @@ class PostTransport:
         self.messages_out = self.bytes_out = 0
         self._max_text = config.max_text
         self.name: str | None = None
+        self.room = LOBBY
         self.ids: list[int] = []
         self._posted = 0
         self.error: ProtocolError | None = None
@@ -262,16 +269,20 @@ class PostTransport:
         self._settled = trio.Event()
         return [event]
 
-    def _chat(self, user: str, text: str) -> Chat:
+    def _chat(self, user: str, text: str, room: str) -> Chat:
         if self.name is None:
             if not user:
                 raise ProtocolError(
                     MISSING_FIELD, "the first PostRequest must name its poster: user"
                 )
             self.name = validate_name(user)
-        elif user and validate_name(user) != self.name:
-            raise ProtocolError(NAME_INVALID, f"this call posts as '{self.name}' only")
-        return Chat(text=validate_text(text, self._max_text), user=self.name)
+            self.room = validate_room(room) if room else LOBBY
+        else:
+            if user and validate_name(user) != self.name:
+                raise ProtocolError(NAME_INVALID, f"this call posts as '{self.name}' only")
+            if room and room_key(validate_room(room)) != room_key(self.room):
+                raise ProtocolError(ROOM_INVALID, f"this call posts into {self.room} only")
+        return Chat(text=validate_text(text, self._max_text), user=self.name, room=self.room)
 
     async def send(self, lines: list[str], *, batch: bool) -> None:
         """Nothing goes to the poster but the summary: its own echoes (their ids) and
@@ -279,7 +290,8 @@ class PostTransport:
         for line in lines:
             if line.startswith(_CHAT):
                 message: dict[str, Any] = json.loads(line)
-                if message.get("user") == self.name and not message.get("history"):
+                if (message.get("user") == self.name and not message.get("history")
+                        and room_key(message.get("room", LOBBY)) == room_key(self.room)):
                     self.ids.append(message.get("id", 0))
                     self._settle()
             elif line.startswith(_ERROR) and self.error is None:

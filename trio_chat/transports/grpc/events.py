@@ -26,10 +26,11 @@ from ...protocol import (
     Event,
     ProtocolError,
     event_from_object,
+    validate_room,
 )
 from ...v1 import chat_pb2 as pb
 
-#: The one room, until the server has rooms: every ``room`` field sent says so.
+#: The room an empty ``room`` field in a request means (the v1 room).
 LOBBY: Final = "#lobby"
 #: ``ServerEvent``'s oneof member that packs several events (``JoinRequest.batch``).
 BATCH: Final = "batch"
@@ -97,34 +98,61 @@ def client_event(data: bytes, max_text: int) -> Event:
         raise ProtocolError(
             UNKNOWN_TYPE, "the ClientEvent has no event set, or one this server does not know"
         )
-    return event_from_object(as_object(kind, getattr(message, kind)), max_text)
+    return event_from_object(_request(kind, as_object(kind, getattr(message, kind))), max_text)
+
+
+def _request(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """A request's empty strings as the JSON protocol says them. Proto3 cannot tell an
+    empty string from an absent one: an empty ``room`` is ``#lobby`` (for a join: no
+    room named), and a join that names a room may leave ``user`` empty (already
+    named). A join with neither keeps its empty ``user``: ``name_invalid``, as before."""
+    if obj.get("room") == "":
+        if kind == "join":
+            del obj["room"]
+        else:
+            obj["room"] = LOBBY
+    if kind == "join" and obj.get("user") == "" and "room" in obj:
+        del obj["user"]
+    return obj
 
 
 def as_object(kind: str, body: Message) -> dict[str, Any]:
     """A Protobuf message as the JSON object of the protocol: ``type`` and its fields
     (a field with presence only when set)."""
     obj: dict[str, Any] = {"type": kind}
+    obj.update(_fields_of(body))
+    return obj
+
+
+def _fields_of(body: Message) -> dict[str, Any]:
+    """A message's fields as JSON values (a nested message as an object)."""
+    obj: dict[str, Any] = {}
     for field in body.DESCRIPTOR.fields:
         if field.has_presence and not body.HasField(field.name):
             continue
         value = getattr(body, field.name)
-        obj[field.name] = list(value) if field.is_repeated else value
+        if field.message_type is not None:
+            value = [_fields_of(one) for one in value] if field.is_repeated else _fields_of(value)
+        elif field.is_repeated:
+            value = list(value)
+        obj[field.name] = value
     return obj
 
 
-def post_text(data: bytes) -> tuple[str, str]:
-    """A ``PostRequest``'s user and text."""
+def post_text(data: bytes) -> tuple[str, str, str]:
+    """A ``PostRequest``'s user, text and room (empty: none named)."""
     try:
         message = pb.PostRequest.FromString(data)
     except DecodeError:
         raise ProtocolError(
             BAD_JSON, "message is not a valid trio_chat.v1.PostRequest", fatal=True
         ) from None
-    return message.user, message.text
+    return message.user, message.text, message.room
 
 
-def history_request(data: bytes) -> tuple[int | None, int]:
-    """A ``HistoryRequest``'s ``since`` (None when absent) and ``limit`` (0: none)."""
+def history_request(data: bytes) -> tuple[int | None, int, str]:
+    """A ``HistoryRequest``'s ``since`` (None when absent), ``limit`` (0: none) and
+    room (``#lobby`` when empty)."""
     try:
         message = pb.HistoryRequest.FromString(data)
     except DecodeError:
@@ -136,7 +164,7 @@ def history_request(data: bytes) -> tuple[int | None, int]:
         raise ProtocolError(MISSING_FIELD, "field 'since' must be a non-negative integer")
     if message.limit < 0:
         raise ProtocolError(MISSING_FIELD, "field 'limit' must be a non-negative integer")
-    return since, message.limit
+    return since, message.limit, validate_room(message.room or LOBBY)
 
 
 # ---------------------------------------------------------------- server to client
@@ -178,11 +206,22 @@ def pack(events: list[bytes]) -> bytes:
     return _BATCH_TAG + _varint(len(inner)) + inner
 
 
-def chat_message(message_id: int | None, user: str, text: str, timestamp: str) -> bytes:
+def chat_message(
+    message_id: int | None, user: str, text: str, timestamp: str, room: str
+) -> bytes:
     """A replayed chat message, as the ``History`` call streams it."""
     return pb.ChatMessage(
-        id=message_id, user=user, text=text, timestamp=timestamp, history=True, room=LOBBY
+        id=message_id, user=user, text=text, timestamp=timestamp, history=True, room=room
     ).SerializeToString()
+
+
+def who_request(data: bytes) -> str:
+    """A ``WhoRequest``'s room (``#lobby`` when empty)."""
+    try:
+        message = pb.WhoRequest.FromString(data)
+    except DecodeError:
+        raise ProtocolError(BAD_JSON, "message is not a valid trio_chat.v1.WhoRequest") from None
+    return validate_room(message.room or LOBBY)
 
 
 def who_reply(users_line: str) -> bytes:

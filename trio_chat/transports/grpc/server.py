@@ -38,7 +38,7 @@ from ..admission import Admission, log_connection
 from ..net import url_host
 from .bridge import Bridge
 from .calls import Call, Ending, GrpcTransport, Hops, PostTransport, status_for
-from .events import chat_message, history_request, who_reply
+from .events import chat_message, history_request, who_reply, who_request
 
 if TYPE_CHECKING:
     from ...history.base import Shown
@@ -323,10 +323,16 @@ async def run_post(admission: Admission, hops: Hops, request: bytes | None) -> N
 
 
 async def run_who(admission: Admission, hops: Hops, request: bytes | None) -> None:
-    """``Who``: the room's answer to ``who``."""
+    """``Who``: a room's answer to ``who``."""
     with admission.admit("grpc", hops.peer) as arrival:
-        if not _refused(arrival.refusal, hops, arrival.log_level):
-            hops.end(Ending(reply=who_reply(admission.rooms.who())))
+        if _refused(arrival.refusal, hops, arrival.log_level):
+            return
+        try:
+            room = who_request(request or b"")
+        except ProtocolError as error:
+            hops.end(Ending(*status_for(error.code, error.text)))
+            return
+        hops.end(Ending(reply=who_reply(admission.rooms.who(room))))
 
 
 async def run_history(admission: Admission, hops: Hops, request: bytes | None) -> None:
@@ -338,15 +344,16 @@ async def run_history(admission: Admission, hops: Hops, request: bytes | None) -
         if _refused(arrival.refusal, hops, arrival.log_level):
             return
         try:
-            since, limit = history_request(request or b"")
+            since, limit, name = history_request(request or b"")
         except ProtocolError as error:
             hops.end(Ending(*status_for(error.code, error.text)))
             return
         history = rooms.history
-        if history is None:
-            hops.end(Ending())
+        room = rooms.room(name)
+        if history is None or room is None or room.log is None:
+            hops.end(Ending())  # no store, or no such room: no messages
             return
-        replay = history.replay(since)
+        replay = history.replay(since, room.log)
         left = limit or -1  # messages still to send; -1: no limit
         if since is None and 0 < limit < replay.count:
             replay = replace(replay, count=limit)
@@ -365,7 +372,8 @@ async def run_history(admission: Admission, hops: Hops, request: bytes | None) -
                     while start < len(messages) and size < CHUNK_BYTES:
                         message = messages[start]
                         data = chat_message(
-                            message.id, message.user, message.text, message.timestamp
+                            message.id, message.user, message.text, message.timestamp,
+                            room.name,
                         )
                         chunk.append(data)
                         size += len(data)
