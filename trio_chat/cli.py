@@ -83,7 +83,9 @@ class LazyGroup(click.Group):
     pattern): ``trio-chat bench`` lives in :mod:`trio_chat.bench`, which ``serve`` and
     ``join`` never import."""
 
-    LAZY: ClassVar[dict[str, str]] = {"bench": "trio_chat.bench.cli"}
+    LAZY: ClassVar[dict[str, str]] = {
+        "bench": "trio_chat.bench.cli", "admin": "trio_chat.admin.commands",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])
@@ -193,9 +195,22 @@ def main() -> None:
 @option("--grpc-port", type=click.IntRange(0, 65535), default=None, show_default=False,
         help="Serve the gRPC API (proto/trio_chat/v1/chat.proto) on this port, into the "
         "same room, with TLS too under --tls-cert (0: any free port). Off by default.")
+@option("--registration", type=click.Choice(["open", "closed", "invite"]),
+        default=DEFAULTS.registration,
+        help="Who may create an account: anyone, nobody, or whoever has a code from "
+        "'trio-chat admin invite'.")
+@option("--secret", default=None, show_default=False,
+        help="Key that signs login tokens (servers sharing it accept each other's); "
+        "without it, a key is generated and kept beside --db (DB.secret). Give the same "
+        "one to every server of a --redis cluster.")
+@option("--require-tls-for-login", is_flag=True,
+        help="Refuse passwords and tokens over a connection without TLS (tls_required).")
+@option("--admin", "admins", multiple=True, metavar="NAME",
+        help="Make this account a server admin (now, or when it registers); repeatable.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
+
     if config.tls_key and not config.tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
     if config.redis_wait and not config.redis:

@@ -24,6 +24,14 @@ RATE_LIMITED: Final = "rate_limited"
 SERVER_FULL: Final = "server_full"
 IDLE_TIMEOUT: Final = "idle_timeout"
 WRONG_PORT: Final = "wrong_port"
+# Accounts (docs/protocol.md, *Accounts*).
+NAME_REGISTERED: Final = "name_registered"
+LOGIN_FAILED: Final = "login_failed"
+PASSWORD_INVALID: Final = "password_invalid"
+REGISTRATION_CLOSED: Final = "registration_closed"
+INVITE_INVALID: Final = "invite_invalid"
+NOT_LOGGED_IN: Final = "not_logged_in"
+TLS_REQUIRED: Final = "tls_required"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -39,6 +47,13 @@ ERROR_CODES: Final = frozenset(
         SERVER_FULL,
         IDLE_TIMEOUT,
         WRONG_PORT,
+        NAME_REGISTERED,
+        LOGIN_FAILED,
+        PASSWORD_INVALID,
+        REGISTRATION_CLOSED,
+        INVITE_INVALID,
+        NOT_LOGGED_IN,
+        TLS_REQUIRED,
     }
 )
 

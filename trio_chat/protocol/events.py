@@ -13,6 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .accounts import (
+    ACCOUNT_TYPES,
+    PLAIN_COMMANDS,
+    AccountEvent,
+    account_event,
+    plain_account_event,
+)
+from .accounts import HELP_TEXT as ACCOUNT_HELP
 from .errors import (
     BAD_JSON,
     MISSING_FIELD,
@@ -85,7 +93,7 @@ class Blank:
     the server a core while never being told ``rate_limited``."""
 
 
-Event = Join | Chat | Leave | Who | Ping | Blank | Listen | Help
+Event = Join | Chat | Leave | Who | Ping | Blank | Listen | Help | AccountEvent
 
 #: Longest ``resume`` token taken from a client; a longer one is no token of ours
 #: (ignored, as an unknown one is).
@@ -172,6 +180,8 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Ping()
     if kind == "listen":
         return Listen()
+    if isinstance(kind, str) and kind in ACCOUNT_TYPES:
+        return account_event(kind, obj)
     # Echo the type back only if it is short and can be encoded (a lone surrogate from
     # a \u escape would break the UTF-8 encoding of the error itself).
     shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
@@ -222,7 +232,7 @@ def decode_line(line: bytes, max_text: int = MAX_TEXT) -> Event:
 HELP_TEXT: Final = (
     "/nick NAME: join the chat (or change your name); /who: who is online; "
     "/listen: watch without joining; /ping: check the connection; /quit: leave; "
-    "/help: this. Any other line is a message (//text sends /text)."
+    "/help: this; " + ACCOUNT_HELP + ". Any other line is a message (//text sends /text)."
 )
 
 
@@ -249,11 +259,13 @@ def _decode_plain(text: str, max_text: int) -> Event:
             return Listen()
         if command == "/help":
             return Help()
+        if command in PLAIN_COMMANDS:
+            return plain_account_event(command, arg)
         if not text.startswith("//"):
             raise ProtocolError(
                 UNKNOWN_TYPE,
                 f"unknown command '{command[:32]}'; try /nick NAME, /who, /listen, "
-                "/quit, or /help",
+                "/login, /quit, or /help",
             )
         text = text[1:]  # "//x" sends the literal text "/x"
     return Chat(text=validate_text(text, max_text), plain=True)

@@ -99,15 +99,19 @@ def json_array_append(array: str, item: str) -> str:
 
 
 def welcome(
-    user: str, users_json: str, clients_count: int, max_text: int, resume: str | None = None
+    user: str, users_json: str, clients_count: int, max_text: int, resume: str | None = None,
+    account: str | None = None,
 ) -> str:
     """The answer to a join: the joiner's name, who is there, and the longest chat text
     this server takes (so a client can keep an over-long message instead of sending it
     to be refused); ``resume``, the secret that takes the seat back after a lost
     connection. ``users_json`` is the member list already encoded (:func:`json_array`):
-    the room keeps it, so a join in a big room does not re-encode every name."""
+    the room keeps it, so a join in a big room does not re-encode every name.
+    ``account``: the account this connection is logged in to (a guest's has none)."""
     user_json = dumps(user)
     token = f',"resume":{dumps(resume)}' if resume is not None else ""
+    if account is not None:
+        token += f',"account":{dumps(account)}'
     return Encoded(
         f'{{"type":"welcome","user":{user_json},"users":{users_json},'
         f'"clients_count":{clients_count},"max_text":{max_text}{token}}}'
