@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import protocol
+from ..accounts.service import open_accounts
 from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
@@ -175,14 +176,22 @@ async def open_room(config: Config) -> AsyncIterator[Room]:
     if config.redis:
         from ..cluster import open_cluster  # coredis is imported only with --redis
 
-        async with open_cluster(config) as cluster:
+        if not config.secret:
+            log.warning(
+                "--redis without --secret: a login token is taken only by the server "
+                "that issued it; give every server the same --secret"
+            )
+        async with open_cluster(config) as cluster, open_accounts(config) as accounts:
+            cluster.room.accounts = accounts
             yield cluster.room
     else:
-        async with open_history(config) as history:
-            yield Room(
+        async with open_history(config) as history, open_accounts(config) as accounts:
+            room = Room(
                 LocalDelivery(history), max_text=config.max_text,
                 resume_grace=config.resume_grace,
             )
+            room.accounts = accounts
+            yield room
 
 
 #: The connection handler of each listener, by name (``Bound``'s ports, in order).

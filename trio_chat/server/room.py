@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -47,6 +48,9 @@ from .metrics import Metrics
 from .pacing import ReadPacer
 from .replays import ReplayBudget
 from .seats import Seats
+
+if TYPE_CHECKING:
+    from ..accounts.service import Accounts
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class Member:
         self.held = False
         #: The secret that takes this seat back (the last ``welcome``'s ``resume``).
         self.token: str | None = None
+        #: The account this connection is logged in to; None for a guest.
+        self.account: str | None = None
         self._outgoing = outgoing
         self._on_evict = on_evict
 
@@ -186,6 +192,12 @@ class Room:
         self._who: tuple[str, str] | None = None  # (_users_json it was built from, answer)
         self.pacer = ReadPacer()
         self.closed = False
+        #: The server's accounts (:mod:`trio_chat.accounts`); None: no accounts here.
+        self.accounts: Accounts | None = None
+        #: Further connections logged in to the account a member's name is (a phone
+        #: and a laptop), by skeleton: they share its name, get everything it gets,
+        #: and come and go silently while one of them stays.
+        self._twins: dict[str, list[Member]] = {}
 
     def close(self) -> None:
         """Stop all room traffic (server shutdown): no more broadcasts or leave notices,
@@ -226,10 +238,10 @@ class Room:
             self._who = (users, protocol.users(users, self.count))
         return self._who[1]
 
-    def _welcome(self, name: str, token: str | None = None) -> str:
+    def _welcome(self, name: str, token: str | None = None, account: str | None = None) -> str:
         """The ``welcome`` for a join or a rename: everyone in the room, on every server,
-        and the token that takes the seat back (``resume``)."""
-        return protocol.welcome(name, self._users(), self.count, self.max_text, token)
+        the token that takes the seat back (``resume``), the account logged in to."""
+        return protocol.welcome(name, self._users(), self.count, self.max_text, token, account)
 
     def __len__(self) -> int:
         """Members on this server (held seats included)."""
@@ -264,6 +276,10 @@ class Room:
     def holds(self, name: str) -> bool:
         """A member here has this name."""
         return skeleton(name) in self._members
+
+    def holder(self, name: str) -> Member | None:
+        """The member here whose name is ``name`` or looks like it."""
+        return self._members.get(skeleton(name))
 
     async def claim(self, name: str) -> None:
         """Before a join under ``name``: reserve it wherever else members may hold it
@@ -302,6 +318,9 @@ class Room:
         key = skeleton(name)
         holder = self._members.get(key)
         if holder is not None and holder is not member:
+            if member.account is not None and holder.account == member.account:
+                self._twin(member, key, since)
+                return
             raise _taken(name, holder.name)
         if key == skeleton(protocol.SYSTEM_USER):
             raise _taken(name, protocol.SYSTEM_USER)
@@ -344,7 +363,7 @@ class Room:
             token = member.token
             if token is not None and not member.held:
                 token = self.seats.issue(member)
-            member.deliver(self._welcome(name, token))
+            member.deliver(self._welcome(name, token, member.account))
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def _greet(
@@ -353,7 +372,10 @@ class Room:
         """A joiner's ``welcome`` (with a fresh resume token), then its replay."""
         assert member.name is not None
         token = self.seats.issue(member) if resumable else None
-        member.deliver(self._welcome(member.name, token))
+        member.deliver(self._welcome(member.name, token, member.account))
+        self._replay(member, since, listened=listened)
+
+    def _replay(self, member: Member, since: int | None, *, listened: bool) -> None:
         history = self.history
         if history is None:
             return
@@ -364,6 +386,60 @@ class Room:
             member.deliver(history.caught_up())
         else:
             member.deliver(history.replay(since))
+
+    def _twin(self, member: Member, key: str, since: int | None) -> None:
+        """Seat ``member`` beside the member of its account (another connection of
+        it): the same name, no notice; its own welcome and replay."""
+        holder = self._members[key]
+        if member.name is not None:
+            self.leave(member)  # a guest logging in: its guest name goes
+            member.name = None
+        listened = member.listening
+        if listened:
+            member.listening = False
+            del self._listeners[member]
+        name = holder.name
+        assert name is not None
+        member.name = name
+        self._twins.setdefault(key, []).append(member)
+        log.info(
+            "join %s from %s (another connection of the account)", name, member.peer,
+            extra={"event": "join", "user": name, "peer": member.peer, "online": self.count},
+        )
+        member.deliver(self._welcome(name, None, member.account))
+        self._replay(member, since, listened=listened)
+
+    def connections(self, name: str) -> list[Member]:
+        """Every connection here under ``name`` (several for an account logged in more
+        than once)."""
+        key = skeleton(name)
+        member = self._members.get(key)
+        if member is None or member.name != name:
+            return []
+        return [member, *self._twins.get(key, ())]
+
+    def _leave_twin(self, member: Member) -> bool:
+        """Remove ``member`` if it is one of several connections of an account, or
+        let another of them take its place: True if the name stays (no notice)."""
+        name = member.name
+        if name is None or not self._twins:
+            return False
+        key = skeleton(name)
+        twins = self._twins.get(key)
+        if not twins:
+            return False
+        if member in twins:
+            twins.remove(member)
+        elif self._members.get(key) is member:
+            self.seats.forget(member)
+            self._members[key] = twins.pop(0)  # in its place in the join order
+        else:
+            return False
+        if not twins:
+            del self._twins[key]
+        log.info("%s closed one of its connections", name,
+                 extra={"event": "leave", "user": name, "peer": member.peer})
+        return True
 
     def resume(self, member: Member, token: str, name: str, since: int | None) -> bool:
         """Seat ``member`` in the place of the seat ``token`` belongs to, if that seat
@@ -383,6 +459,7 @@ class Room:
         self.seats.forget(seat)
         if not held:
             seat.evict(RESUMED)  # its session ends; it is no longer the seat's member
+        member.account = seat.account  # a logged-in seat stays logged in
         self._seat(member, seat.name, since)
         self.delivery.resumed(seat.name, token, held=held)
         return True
@@ -448,6 +525,8 @@ class Room:
             member.listening = False
             del self._listeners[member]
             return
+        if self._leave_twin(member):
+            return
         name = member.name
         if name is None or self._members.get(skeleton(name)) is not member:
             return
@@ -502,6 +581,9 @@ class Room:
         members = list(self._members.values())
         if self._listeners:
             members += self._listeners
+        if self._twins:
+            for twins in self._twins.values():
+                members += twins
         evicted = self._evicted
         before = len(evicted)
         for member in members:

@@ -31,12 +31,18 @@ from ..protocol import (
     Join,
     Leave,
     Listen,
+    Login,
+    Logout,
+    Password,
     Ping,
     ProtocolError,
+    Register,
     Who,
     skeleton,
 )
+from ..transports.net import peer_host
 from .limits import TokenBucket
+from .logins import Logins
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
@@ -57,6 +63,8 @@ SHUTDOWN = "shutdown"
 PROTOCOL_ERROR = "protocol_error"
 #: Variants tried for a seed-style join whose name is taken (``Ann2``, ``Ann3``...).
 MAX_VARIANTS = 1000
+#: The events :class:`~.logins.Logins` acts on.
+_ACCOUNT_EVENTS = (Register, Login, Logout, Password)
 
 
 class PeerGone(Exception):
@@ -130,12 +138,20 @@ class Session:
         )
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
+        #: Its account events (register, login, logout, password).
+        self.logins = Logins(room, self.member, config, peer_host(transport.peer))
         self._send = send
         if greeting is not None:
             send.send_nowait(greeting)
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
         self._metrics = room.metrics
+
+    @property
+    def account(self) -> str | None:
+        """The account this connection is logged in to; None for a guest (or before
+        it joins). Several connections may be logged in to one account."""
+        return self.member.account
 
     @property
     def queued(self) -> int:
@@ -267,6 +283,11 @@ class Session:
                     continue
                 claimed: str | None = None
                 try:
+                    if isinstance(item, _ACCOUNT_EVENTS):
+                        await self.logins.handle(item)
+                        if self.member.joined:
+                            self._reader.deadline = math.inf
+                        continue
                     # Released below unless a member here holds it by then (also when
                     # the claim is refused or cut short: releasing checks the holder).
                     if isinstance(item, Chat) and not self.member.joined and item.user:
@@ -314,12 +335,16 @@ class Session:
         self._wanted = wanted
         room = self.room
         if not self._variants:
+            self.logins.check_guest_name(wanted)
             await room.claim(wanted)  # the join says name_taken if it is taken here
             return wanted
         candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
+        accounts = room.accounts
         for name in candidates:
             if room.holds(name) or skeleton(name) == skeleton(protocol.SYSTEM_USER):
                 continue
+            if accounts is not None and accounts.registered(name) is not None:
+                continue  # registered (or a look-alike of one): a guest cannot have it
             try:
                 await room.claim(name)
             except ProtocolError:
@@ -331,6 +356,7 @@ class Session:
         """The name this event joins (or renames) under, which the room must claim
         first (other servers may hold it); None for everything else."""
         if isinstance(event, Join):
+            self.logins.check_guest_name(event.user)
             return event.user
         return None
 
