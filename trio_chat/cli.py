@@ -315,6 +315,9 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 @option("--max-backoff", type=click.FloatRange(0, min_open=True),
         default=CLIENT_DEFAULTS.backoff_max,
         help="Longest wait between reconnection attempts, in seconds.")
+@option("--token-file", type=click.Path(dir_okay=False), show_default=False,
+        help="Keep the login token here (mode 0600): the next run logs in to the account "
+        "without asking for its password.")
 def join(
     name: str | None,
     host: str,
@@ -327,8 +330,12 @@ def join(
     json_output: bool,
     reconnect: bool,
     max_backoff: float,
+    token_file: str | None,
 ) -> None:
     """Join the chat: full-screen on a terminal, line by line on pipes.
+
+    A registered name asks for its password (on a terminal); --token-file keeps the
+    login for the next runs.
 
     Line mode (stdin or stdout not a terminal, --plain or --json) sends each stdin
     line as a message, prints each message as one line and leaves at EOF.
@@ -363,6 +370,7 @@ def join(
         reconnect=reconnect,
         backoff_initial=min(CLIENT_DEFAULTS.backoff_initial, max_backoff),
         backoff_max=max_backoff,
+        token_file=token_file,
     )
     try:
         client.run(config, interactive=interactive, json_output=json_output)

@@ -27,7 +27,6 @@ from ..protocol import (
     Password,
     ProtocolError,
     Register,
-    name_key,
 )
 from .room import Member, Room
 
@@ -62,7 +61,7 @@ class Logins:
         a look-alike; a logged-in connection keeps its account's name."""
         account = self.member.account
         if account is not None:
-            if name_key(name) != name_key(account):
+            if name != account:
                 raise ProtocolError(
                     NAME_INVALID,
                     f"you are logged in as '{account}': your name is the account's "
