@@ -201,8 +201,8 @@ def main() -> None:
         "'trio-chat admin invite'.")
 @option("--secret", default=None, show_default=False,
         help="Key that signs login tokens (servers sharing it accept each other's); "
-        "without it, a key is generated and kept beside --db (DB.secret). Give the same "
-        "one to every server of a --redis cluster.")
+        "without it, a key is generated and kept beside --db (DB.secret), or with --redis "
+        "kept in Redis for every server of the cluster.")
 @option("--require-tls-for-login", is_flag=True,
         help="Refuse passwords and tokens over a connection without TLS (tls_required).")
 @option("--admin", "admins", multiple=True, metavar="NAME",

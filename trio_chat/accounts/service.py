@@ -44,6 +44,9 @@ OPEN: Final = "open"
 CLOSED: Final = "closed"
 INVITE: Final = "invite"
 REGISTRATION_MODES: Final = (OPEN, CLOSED, INVITE)
+#: Seconds between looks for accounts registered by the other servers of a cluster
+#: that share the database file.
+FOLLOW_INTERVAL: Final = 2.0
 
 
 def registered_error(name: str, holder: str) -> ProtocolError:
@@ -88,6 +91,21 @@ class Accounts:
         self._skeletons: dict[str, str] = {}
         for name in names or ():
             self._skeletons.setdefault(skeleton(name), name)
+
+    async def follow(self, interval: float = FOLLOW_INTERVAL) -> None:
+        """Learn the accounts other servers sharing the database register (a cluster
+        on one machine), every ``interval`` seconds, until cancelled."""
+        _, last = await self.store.run(self.store.db.names_since, 0)
+        while True:
+            await trio.sleep(interval)
+            names, last = await self.store.run(self.store.db.names_since, last)
+            for name in names:
+                self._skeletons.setdefault(skeleton(name), name)
+
+    def _known(self, name: str) -> None:
+        """An account found in the store (another server of a cluster sharing the
+        database may have registered it): its name is refused to guests here too."""
+        self._skeletons.setdefault(skeleton(name), name)
 
     def registered(self, name: str) -> str | None:
         """The account ``name`` is, or looks like (the same skeleton); None if none."""
@@ -161,6 +179,7 @@ class Accounts:
                      extra={"event": "login_failed", "user": name, "peer": address})
             raise ProtocolError(LOGIN_FAILED, "wrong name or password")
         self.throttle.succeeded(name_key(name), address)
+        self._known(account.name)
         if self.passwords.needs_rehash(account.hash):
             rehashed = await self.passwords.hash(password)
             await self.store.run(self.store.db.rehash, account.name, account.hash, rehashed)
@@ -178,6 +197,7 @@ class Accounts:
                      extra={"event": "login_failed", "peer": address})
             raise ProtocolError(LOGIN_FAILED, "the token is expired, revoked or not valid")
         self.throttle.succeeded(None, address)
+        self._known(account.name)
         return account.name, account.generation
 
     async def change_password(self, account: str, old: str, new: str, address: str) -> int:
@@ -224,7 +244,11 @@ async def open_accounts(config: Config) -> AsyncIterator[Accounts]:
         )
         await accounts.grant_configured()
         log.info("accounts: %d registered, registration %s", len(names), config.registration)
-        yield accounts
+        async with trio.open_nursery() as nursery:
+            if config.redis:
+                nursery.start_soon(accounts.follow)
+            yield accounts
+            nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()

@@ -96,6 +96,14 @@ class AccountsDB:
         """Every account's name (the server keeps their skeletons in memory)."""
         return [str(row[0]) for row in self._conn.execute("SELECT name FROM accounts")]
 
+    def names_since(self, rowid: int) -> tuple[list[str], int]:
+        """Names of the accounts created after row ``rowid``, and the last row's id
+        (servers of a cluster sharing this file follow each other's registrations)."""
+        rows = self._conn.execute(
+            "SELECT rowid, name FROM accounts WHERE rowid > ? ORDER BY rowid", (rowid,)
+        ).fetchall()
+        return [str(row[1]) for row in rows], max([rowid, *(int(row[0]) for row in rows)])
+
     def create(self, name: str, password_hash: str, *, admin: bool = False) -> None:
         """Add an account; :class:`AccountExists` if the name (its key) is one. (Look-alikes
         are the server's to refuse first: it knows every account's skeleton.)"""

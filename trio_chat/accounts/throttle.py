@@ -2,9 +2,10 @@
 
 Like ergo's (3 attempts a minute per account), each key has a bucket of attempts:
 an account :data:`ACCOUNT_ATTEMPTS` (3), refilled at that many a minute; an address
-:data:`ADDRESS_ATTEMPTS` (10) a minute. An attempt (a login with a password, a
-registration, a password change) takes one from both its account's and its address's
-bucket before any hashing; a success gives them back, so only failures count. An
+:data:`ADDRESS_ATTEMPTS` (10) a minute. A login with a password or a password change
+takes one from both its account's and its address's bucket before any hashing (a
+token login or a registration, from its address's alone); a successful login gives
+them back, so only failures count (a registration keeps its attempt). An
 empty bucket refuses the attempt (``rate_limited``, the connection stays) without
 hashing anything: a guesser gets 3 tries a minute at one account, and one address
 10 a minute at all accounts together. Unknown names are throttled exactly like known

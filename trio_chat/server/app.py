@@ -12,7 +12,7 @@ import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -176,14 +176,19 @@ async def open_room(config: Config) -> AsyncIterator[Room]:
     if config.redis:
         from ..cluster import open_cluster  # coredis is imported only with --redis
 
-        if not config.secret:
-            log.warning(
-                "--redis without --secret: a login token is taken only by the server "
-                "that issued it; give every server the same --secret"
-            )
-        async with open_cluster(config) as cluster, open_accounts(config) as accounts:
-            cluster.room.accounts = accounts
-            yield cluster.room
+        async with open_cluster(config) as cluster:
+            if not config.secret:
+                # Every server must accept the others' tokens: one key, kept in Redis.
+                secret = await cluster.shared_token_key()
+                if secret is None:
+                    log.warning(
+                        "cluster: no shared token key from Redis: a login token is "
+                        "taken only by the server that issued it (give --secret)"
+                    )
+                config = replace(config, secret=secret)
+            async with open_accounts(config) as accounts:
+                cluster.room.accounts = accounts
+                yield cluster.room
     else:
         async with open_history(config) as history, open_accounts(config) as accounts:
             room = Room(
