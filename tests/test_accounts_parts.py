@@ -11,8 +11,9 @@ import pytest
 import trio
 import trio.testing
 
+from trio_chat.accounts.dms import DmLog
 from trio_chat.accounts.passwords import MEMORY_KIB, PARALLELISM, TIME_COST, Passwords, hasher
-from trio_chat.accounts.store import AccountExists, AccountsDB
+from trio_chat.accounts.store import AccountExists, AccountsDB, AccountStore, StoredDM
 from trio_chat.accounts.throttle import ACCOUNT_ATTEMPTS, ADDRESS_ATTEMPTS, Buckets, LoginThrottle
 from trio_chat.accounts.tokens import LIFETIME, Tokens, load_key, secret_path
 
@@ -178,3 +179,39 @@ def test_invites_are_good_once_until_they_expire() -> None:
     clock.now += 100
     assert not db.use_invite(late, "Cid")
     assert not db.use_invite("unknown", "Cid")
+
+
+# ------------------------------------------------------------------ direct messages
+
+
+def test_dms_are_kept_per_account_and_bounded() -> None:
+    db = AccountsDB(":memory:")
+    db.create("Ann", "$argon2id$a")
+    db.create("Bob", "$argon2id$b")
+    db.add_dms([StoredDM(n, "ann" if n % 2 else "Bob", "bob" if n % 2 else "Ann",
+                         f"text {n}", "ts") for n in range(1, 11)])
+    ann = db.dms("ANN", None, 100)
+    assert [dm.id for dm in ann] == list(range(1, 11))
+    assert (ann[0].sender, ann[0].recipient) == ("Ann", "Bob")  # as registered
+    assert [dm.id for dm in db.dms("Ann", 7, 100)] == [8, 9, 10]
+    assert [dm.id for dm in db.dms("Ann", None, 3)] == [8, 9, 10]  # the newest
+    assert db.dms("Cid", None, 100) == []
+    db.add_dms([StoredDM(11, "Ann", "Bob", "last", "ts")], keep=4)
+    assert [dm.id for dm in db.dms("Bob", None, 100)] == [8, 9, 10, 11]
+
+
+async def test_the_dm_log_writes_in_the_background_and_bounds_what_waits() -> None:
+    db = AccountsDB(":memory:")
+    log = DmLog(AccountStore(db), max_pending=2)
+    async with trio.open_nursery() as nursery:
+        for n in range(1, 3):
+            log.record(StoredDM(n, "Ann", "Bob", f"text {n}", "ts"))
+        with trio.move_on_after(0) as scope:  # full: a sender would wait
+            await log.wait_writable()
+        assert scope.cancelled_caught
+        nursery.start_soon(log.run)
+        await log.wait_writable()
+        log.record(StoredDM(3, "Ann", "Bob", "text 3", "ts"))
+        replayed = await log.replay("Bob", 1)
+        assert [dm.id for dm in replayed] == [2, 3]
+        nursery.cancel_scope.cancel()

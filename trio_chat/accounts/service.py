@@ -32,6 +32,7 @@ from ..protocol import (
     name_key,
     skeleton,
 )
+from .dms import DmLog
 from .passwords import MAX_PASSWORD, MIN_PASSWORD, Passwords
 from .store import AccountExists, AccountsDB, AccountStore
 from .throttle import LoginThrottle
@@ -87,6 +88,8 @@ class Accounts:
         self.passwords = passwords if passwords is not None else Passwords()
         self.throttle = throttle if throttle is not None else LoginThrottle(trio.current_time)
         self._admins = {name_key(name) for name in admins}
+        #: Direct messages between accounts, kept for replay at login.
+        self.dms = DmLog(store)
         #: skeleton -> account name, for every account (and registrations under way).
         self._skeletons: dict[str, str] = {}
         for name in names or ():
@@ -245,10 +248,15 @@ async def open_accounts(config: Config) -> AsyncIterator[Accounts]:
         await accounts.grant_configured()
         log.info("accounts: %d registered, registration %s", len(names), config.registration)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(accounts.dms.run)
             if config.redis:
                 nursery.start_soon(accounts.follow)
-            yield accounts
-            nursery.cancel_scope.cancel()
+            try:
+                yield accounts
+            finally:
+                with trio.CancelScope(shield=True):
+                    await accounts.dms.flush()
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()

@@ -47,7 +47,15 @@ SCHEMA: Final = (
     " admin INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS invites (code TEXT PRIMARY KEY, created REAL NOT NULL,"
     " expires REAL NOT NULL, used_by TEXT)",
+    # Direct messages between two accounts (ids from the history's sequence), kept
+    # for replay at login; the newest DM_KEEP of them.
+    "CREATE TABLE IF NOT EXISTS dm_history (id INTEGER PRIMARY KEY, sender TEXT NOT NULL,"
+    " recipient TEXT NOT NULL, text TEXT NOT NULL, ts TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS dm_history_sender ON dm_history (sender, id)",
+    "CREATE INDEX IF NOT EXISTS dm_history_recipient ON dm_history (recipient, id)",
 )
+#: Direct messages kept in ``dm_history`` (the oldest go first).
+DM_KEEP: Final = 100_000
 
 
 class AccountExists(Exception):
@@ -186,9 +194,57 @@ class AccountsDB:
         )
         return cursor.rowcount == 1
 
+    def add_dms(self, batch: list[StoredDM], keep: int = DM_KEEP) -> None:
+        """Keep direct messages (one transaction), then only the newest ``keep``."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR IGNORE INTO dm_history (id, sender, recipient, text, ts)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(dm.id, name_key(dm.sender), name_key(dm.recipient), dm.text, dm.ts)
+                 for dm in batch],
+            )
+            conn.execute(
+                "DELETE FROM dm_history WHERE id <= (SELECT id FROM dm_history"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)", (keep,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def dms(self, account: str, since: int | None, limit: int) -> list[StoredDM]:
+        """The direct messages to or from ``account`` after id ``since`` (oldest
+        first), at most ``limit`` of them: the newest ones when more are there. Names
+        come back as the accounts registered them."""
+        key = name_key(account)
+        rows = self._conn.execute(
+            "SELECT d.id, COALESCE(s.name, d.sender), COALESCE(r.name, d.recipient),"
+            " d.text, d.ts FROM dm_history d"
+            " LEFT JOIN accounts s ON s.key = d.sender"
+            " LEFT JOIN accounts r ON r.key = d.recipient"
+            " WHERE (d.sender = ? OR d.recipient = ?) AND d.id > ?"
+            " ORDER BY d.id DESC LIMIT ?",
+            (key, key, since if since is not None else 0, limit),
+        ).fetchall()
+        return [StoredDM(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
+                for row in reversed(rows)]
+
     def return_invite(self, code: str) -> None:
         """Give back an invite whose registration failed after spending it."""
         self._conn.execute("UPDATE invites SET used_by = NULL WHERE code = ?", (code,))
+
+
+@dataclass(frozen=True)
+class StoredDM:
+    """A direct message between two accounts, as kept (names as registered)."""
+
+    id: int
+    sender: str
+    recipient: str
+    text: str
+    ts: str
 
 
 class AccountStore:
