@@ -409,3 +409,34 @@ async def test_no_password_hash_or_token_in_logs_or_messages(
     for line in logged + seen:
         for secret in forbidden:
             assert secret not in line, line
+
+
+async def test_a_resumed_seat_stays_logged_in(server: Bound) -> None:
+    async with connect(server, "ws") as first:
+        welcome, _ = await register(first, "Ann")
+        resume = welcome["resume"]
+    # The connection was lost (closed without leave): its seat is held for the grace.
+    async with connect(server, "ws") as again:
+        await again.send({"type": "join", "user": "Ann", "resume": resume})
+        back = await again.recv_until(type="welcome")
+        assert back["user"] == back["account"] == "Ann"
+        await again.send({"type": "logout"})  # logged in: it can log out
+        await again.recv_until(type="system", event="logout")
+
+
+async def test_a_grpc_post_under_a_registered_name_is_refused(db: str) -> None:
+    from tests.support.grpcclient import Failed, grpc_client  # grpcio: this test only
+    from trio_chat.v1 import chat_pb2 as pb
+
+    config = replace(TEST_CONFIG, db=db, grpc_port=0)
+    async with trio.open_nursery() as nursery:
+        server: Bound = await nursery.start(serve, config)
+        async with connect(server, "tcp") as ann:
+            await register(ann, "Ann")
+            assert server.grpc_target is not None
+            async with grpc_client(server.grpc_target) as client:
+                with pytest.raises(Failed) as failed:
+                    await client.post(pb.PostRequest(user="ann", text="hello"))
+                assert failed.value.code.name == "ALREADY_EXISTS"
+                assert failed.value.details.startswith("name_registered: ")
+        nursery.cancel_scope.cancel()
