@@ -106,6 +106,11 @@ class Member:
         self.token: str | None = None
         #: The account this connection is logged in to; None for a guest.
         self.account: str | None = None
+        #: Further connections logged in to this member's account (a phone beside a
+        #: laptop): they get everything it gets (:meth:`deliver`), under its name.
+        self.mirrors: list[Member] = []
+        #: On such a connection: the member it mirrors.
+        self.primary: Member | None = None
         self._outgoing = outgoing
         self._on_evict = on_evict
 
@@ -126,6 +131,8 @@ class Member:
             return True
         if self.evicted is not None:
             return False
+        for mirror in self.mirrors:
+            mirror.deliver(line)  # one that is full is evicted on its own
         try:
             self._outgoing.send_nowait(line)
         except trio.WouldBlock:
@@ -194,10 +201,6 @@ class Room:
         self.closed = False
         #: The server's accounts (:mod:`trio_chat.accounts`); None: no accounts here.
         self.accounts: Accounts | None = None
-        #: Further connections logged in to the account a member's name is (a phone
-        #: and a laptop), by skeleton: they share its name, get everything it gets,
-        #: and come and go silently while one of them stays.
-        self._twins: dict[str, list[Member]] = {}
 
     def close(self) -> None:
         """Stop all room traffic (server shutdown): no more broadcasts or leave notices,
@@ -319,7 +322,7 @@ class Room:
         holder = self._members.get(key)
         if holder is not None and holder is not member:
             if member.account is not None and holder.account == member.account:
-                self._twin(member, key, since)
+                self._mirror(member, holder, since)
                 return
             raise _taken(name, holder.name)
         if key == skeleton(protocol.SYSTEM_USER):
@@ -387,10 +390,10 @@ class Room:
         else:
             member.deliver(history.replay(since))
 
-    def _twin(self, member: Member, key: str, since: int | None) -> None:
-        """Seat ``member`` beside the member of its account (another connection of
-        it): the same name, no notice; its own welcome and replay."""
-        holder = self._members[key]
+    def _mirror(self, member: Member, holder: Member, since: int | None) -> None:
+        """Seat ``member`` as another connection of ``holder``'s account: the same
+        name, no notice; its own welcome (no resume token: it has its login token) and
+        replay, then everything ``holder`` gets."""
         if member.name is not None:
             self.leave(member)  # a guest logging in: its guest name goes
             member.name = None
@@ -401,7 +404,8 @@ class Room:
         name = holder.name
         assert name is not None
         member.name = name
-        self._twins.setdefault(key, []).append(member)
+        member.primary = holder
+        holder.mirrors.append(member)
         log.info(
             "join %s from %s (another connection of the account)", name, member.peer,
             extra={"event": "join", "user": name, "peer": member.peer, "online": self.count},
@@ -412,33 +416,32 @@ class Room:
     def connections(self, name: str) -> list[Member]:
         """Every connection here under ``name`` (several for an account logged in more
         than once)."""
-        key = skeleton(name)
-        member = self._members.get(key)
+        member = self._members.get(skeleton(name))
         if member is None or member.name != name:
             return []
-        return [member, *self._twins.get(key, ())]
+        return [member, *member.mirrors]
 
-    def _leave_twin(self, member: Member) -> bool:
-        """Remove ``member`` if it is one of several connections of an account, or
-        let another of them take its place: True if the name stays (no notice)."""
-        name = member.name
-        if name is None or not self._twins:
-            return False
-        key = skeleton(name)
-        twins = self._twins.get(key)
-        if not twins:
-            return False
-        if member in twins:
-            twins.remove(member)
-        elif self._members.get(key) is member:
+    def _unmirror(self, member: Member) -> bool:
+        """A connection of an account logged in more than once goes: silently, its
+        name staying with the others (the next in line takes its place in the room).
+        False if ``member`` is not one of several."""
+        primary = member.primary
+        if primary is not None:
+            primary.mirrors.remove(member)
+            member.primary = None
+        elif member.mirrors and member.name is not None:
+            heir, *rest = member.mirrors
+            member.mirrors = []
+            heir.primary = None
+            heir.mirrors = rest
+            for mirror in rest:
+                mirror.primary = heir
             self.seats.forget(member)
-            self._members[key] = twins.pop(0)  # in its place in the join order
+            self._members[skeleton(member.name)] = heir  # its place in the join order
         else:
             return False
-        if not twins:
-            del self._twins[key]
-        log.info("%s closed one of its connections", name,
-                 extra={"event": "leave", "user": name, "peer": member.peer})
+        log.info("%s closed one of its connections", member.name,
+                 extra={"event": "leave", "user": member.name, "peer": member.peer})
         return True
 
     def resume(self, member: Member, token: str, name: str, since: int | None) -> bool:
@@ -525,7 +528,7 @@ class Room:
             member.listening = False
             del self._listeners[member]
             return
-        if self._leave_twin(member):
+        if self._unmirror(member):
             return
         name = member.name
         if name is None or self._members.get(skeleton(name)) is not member:
@@ -581,9 +584,7 @@ class Room:
         members = list(self._members.values())
         if self._listeners:
             members += self._listeners
-        if self._twins:
-            for twins in self._twins.values():
-                members += twins
+
         evicted = self._evicted
         before = len(evicted)
         for member in members:
