@@ -14,6 +14,7 @@ from typing import Any, Final
 from .errors import MISSING_FIELD, ProtocolError
 from .messages import encode
 from .names import validate_name
+from .rooms import validate_room
 
 #: Longest invite code or token read from a client (longer: not one of ours).
 MAX_SECRET_FIELD: Final = 512
@@ -31,6 +32,8 @@ class Register:
     since: int | None = None
     batch: bool = False
     plain: bool = False
+    #: The room it enters (``#lobby`` on a first join without one).
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ class Login:
     since: int | None = None
     batch: bool = False
     plain: bool = False
+    #: The room it enters (``#lobby`` on a first join without one).
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,11 @@ def _since(obj: Mapping[str, Any]) -> int | None:
     return value
 
 
+def _room(obj: Mapping[str, Any]) -> str | None:
+    room = obj.get("room")
+    return validate_room(room) if room is not None else None
+
+
 def account_event(kind: str, obj: Mapping[str, Any]) -> AccountEvent:
     """Decode a JSON message whose ``type`` is in :data:`ACCOUNT_TYPES`."""
     if kind == "register":
@@ -109,15 +119,16 @@ def account_event(kind: str, obj: Mapping[str, Any]) -> AccountEvent:
         invite = _secret(obj, "invite", required=False)
         if invite is not None and len(invite) > MAX_SECRET_FIELD:
             invite = ""  # no code of ours: refused as unknown
-        return Register(_user(obj), password, invite, _since(obj), obj.get("batch") is True)
+        return Register(_user(obj), password, invite, _since(obj), obj.get("batch") is True,
+                        room=_room(obj))
     if kind == "login":
         token = _secret(obj, "token", required=False)
         if token is not None:
             return Login(token=token[:MAX_SECRET_FIELD + 1], since=_since(obj),
-                         batch=obj.get("batch") is True)
+                         batch=obj.get("batch") is True, room=_room(obj))
         user = _user(obj)
         return Login(user, _secret(obj, "password"), since=_since(obj),
-                     batch=obj.get("batch") is True)
+                     batch=obj.get("batch") is True, room=_room(obj))
     if kind == "logout":
         return Logout()
     old, new = _secret(obj, "old"), _secret(obj, "new")

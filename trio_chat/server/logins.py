@@ -28,7 +28,8 @@ from ..protocol import (
     ProtocolError,
     Register,
 )
-from .room import Member, Room
+from .room import Member
+from .rooms import Rooms
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ AccountEvent = Register | Login | Logout | Password
 class Logins:
     """One connection's account events, acted on for its ``member`` in ``room``."""
 
-    def __init__(self, room: Room, member: Member, config: Config, address: str) -> None:
-        self.room = room
+    def __init__(self, rooms: Rooms, member: Member, config: Config, address: str) -> None:
+        self.room = rooms
         self.member = member
         self.config = config
         self.address = address
@@ -140,7 +141,8 @@ class Logins:
                 member.batch = event.batch
             member.account = account
             try:
-                room.join(member, account, since=event.since, resumable=not event.plain)
+                room.join(member, account, event.since, room=event.room,
+                          resumable=not event.plain)
             except ProtocolError:
                 member.account = previous if member.name is not None else None
                 raise
