@@ -440,3 +440,78 @@ async def test_a_grpc_post_under_a_registered_name_is_refused(db: str) -> None:
                 assert failed.value.code.name == "ALREADY_EXISTS"
                 assert failed.value.details.startswith("name_registered: ")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_dms_between_accounts_are_replayed_at_login(server: Bound, kind: str) -> None:
+    async with connect(server, kind) as ann, connect(server, kind) as bob, \
+            connect(server, kind) as cid:
+        await register(ann, "Ann")
+        await register(bob, "Bob")
+        await cid.send({"type": "join", "user": "Cid"})  # a guest
+        await cid.recv_until(type="welcome")
+        await ann.send({"type": "msg", "to": "Bob", "text": "first"})
+        first = await bob.recv_until(type="msg")
+        await ann.send({"type": "msg", "to": "Cid", "text": "to a guest"})
+        await cid.recv_until(type="msg")
+        await bob.send({"type": "msg", "to": "Ann", "text": "second"})
+        second = await ann.recv_until(type="msg", text="second")
+        assert first["id"] < second["id"]
+    async with connect(server, kind) as bob:
+        await bob.send({"type": "login", "user": "Bob", "password": PASSWORD})
+        replayed = []
+        while (message := await bob.recv())["type"] != "token":
+            if message["type"] == "msg":
+                replayed.append(message)
+        assert [(m["from"], m["to"], m["text"], m["history"]) for m in replayed] == [
+            ("Ann", "Bob", "first", True), ("Bob", "Ann", "second", True),
+        ]
+        assert [m["id"] for m in replayed] == [first["id"], second["id"]]
+    async with connect(server, kind) as ann:
+        # since: only what came after; the DM with the guest was never kept.
+        await ann.send({"type": "login", "user": "Ann", "password": PASSWORD,
+                        "since": first["id"]})
+        replayed = []
+        while (message := await ann.recv())["type"] != "token":
+            if message["type"] == "msg":
+                replayed.append(message["text"])
+        assert replayed == ["second"]
+
+
+async def test_every_connection_of_an_account_gets_its_dms_and_rooms(server: Bound) -> None:
+    async with connect(server, "tcp") as phone, connect(server, "ws") as laptop, \
+            connect(server, "tcp") as bob:
+        await register(phone, "Ann")
+        await login(laptop, "Ann")
+        await bob.send({"type": "join", "user": "Bob"})
+        await bob.recv_until(type="welcome")
+        await bob.send({"type": "msg", "to": "Ann", "text": "psst"})
+        for device in (phone, laptop):
+            assert (await device.recv_until(type="msg"))["text"] == "psst"
+        # One connection enters a room: the account is in it, on both.
+        await laptop.send({"type": "join", "room": "#dev"})
+        for device in (phone, laptop):
+            assert (await device.recv_until(type="welcome", room="#dev"))["account"] == "Ann"
+        await bob.send({"type": "join", "room": "#dev"})
+        await bob.recv_until(type="welcome", room="#dev")
+        await bob.send({"type": "chat", "room": "#dev", "text": "in dev"})
+        for device in (phone, laptop):
+            assert (await device.recv_until(type="chat", room="#dev"))["text"] == "in dev"
+        await phone.send({"type": "chat", "room": "#dev", "text": "from the phone"})
+        said = await bob.recv_until(type="chat", text="from the phone")
+        assert said["user"] == "Ann"
+        # The laptop replies to the DM: Bob gets it from Ann, and both of Ann's see it.
+        await laptop.send({"type": "msg", "to": "Bob", "text": "hi back"})
+        assert (await bob.recv_until(type="msg", text="hi back"))["from"] == "Ann"
+        assert (await phone.recv_until(type="msg", text="hi back"))["to"] == "Bob"
+
+
+async def test_register_and_login_take_a_room(server: Bound) -> None:
+    async with connect(server, "ws") as ann:
+        await ann.send({"type": "register", "user": "Ann", "password": PASSWORD,
+                        "room": "#dev"})
+        welcome = await ann.recv_until(type="welcome")
+        assert welcome["room"] == "#dev" and welcome["account"] == "Ann"
+        await ann.send({"type": "register", "user": "Bob", "password": PASSWORD,
+                        "room": "no room"})
+        assert (await error(ann))["code"] == "room_invalid"

@@ -201,13 +201,18 @@ def users(users_json: str, clients_count: int, *, room: str | None = None) -> st
 
 
 def direct(
-    sender: str, to: str, text: str, ts: str, message_id: int | None = None
+    sender: str, to: str, text: str, ts: str, message_id: int | None = None,
+    *, history: bool = False,
 ) -> str:
-    """A direct message, to its recipient and (the echo) its sender."""
+    """A direct message, to its recipient and (the echo) its sender; ``history``
+    marks one replayed from the store at a login."""
     message: dict[str, Any] = {"type": "msg"}
     if message_id is not None:
         message["id"] = message_id
     message.update({"from": sender, "to": to, "text": text, "timestamp": ts})
+    if history:
+        message["history"] = True
+        return dumps(message)  # to one client: no wire forms kept beside it
     return encode(message)
 
 

@@ -150,6 +150,11 @@ class Logins:
             room.unclaim(account)
         log.info("login %s from %s", account, self.address,
                  extra={"event": "login", "user": account, "peer": self.address})
+        # The direct messages kept for the account (after ``since``), to this
+        # connection: after its rooms' welcomes and replays.
+        for dm in await accounts.dms.replay(account, event.since):
+            member.deliver(protocol.direct(dm.sender, dm.recipient, dm.text, dm.ts, dm.id,
+                                           history=True))
         member.deliver(protocol.token_message(*accounts.issue_token(account, generation)))
 
     def _leave(self) -> None:

@@ -317,6 +317,9 @@ class Session:
                         # No checkpoint between this and _handle, so the rooms cannot
                         # fill it again meanwhile.
                         await self.rooms.wait_writable()
+                        accounts = self.rooms.accounts
+                        if isinstance(item, Msg) and accounts is not None:
+                            await accounts.dms.wait_writable()  # a DM may be kept too
                     if not self._handle(item):
                         self._ended = "leave"
                         return
