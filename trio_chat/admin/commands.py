@@ -10,7 +10,9 @@ time), and an invite code at once.
   not (accounts only: a guest cannot be one; ``serve --admin NAME`` grants at start);
 - ``admin invite``: a registration code for ``serve --registration invite``.
 
-Other modules add their commands to :data:`admin` (moderation: ``admin log``...).
+Other modules add their commands to :data:`admin` (moderation: ``admin log``...), with
+:data:`db_option` for ``--db`` and :func:`prepare_database` / :func:`is_trio_chat_db`
+before they open the file.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ db_option = click.option(
 )
 
 
-def _trio_chat_db(path: str) -> bool:
+def is_trio_chat_db(path: str) -> bool:
     """``path`` is a database a trio-chat server has used (its history schema is in)."""
     if not Path(path).is_file():
         return False
@@ -52,10 +54,10 @@ def _trio_chat_db(path: str) -> bool:
     return bool(version)
 
 
-def _prepare(path: str) -> None:
+def prepare_database(path: str) -> None:
     """A new database gets the history's schema first (a server then takes it as its
     own): as ``serve --db PATH`` would make it."""
-    if _trio_chat_db(path):
+    if is_trio_chat_db(path):
         return
     if Path(path).exists() and Path(path).stat().st_size:
         raise click.ClickException(f"{path} is not a trio-chat database")
@@ -76,8 +78,8 @@ def _prepare(path: str) -> None:
 
 def _open(path: str, *, create: bool = False) -> AccountsDB:
     if create:
-        _prepare(path)
-    elif not _trio_chat_db(path):
+        prepare_database(path)
+    elif not is_trio_chat_db(path):
         raise click.ClickException(
             f"no trio-chat database at {path} (start the server with --db {path} once)"
         )
