@@ -471,11 +471,11 @@ async def test_dms_between_accounts_are_replayed_at_login(server: Bound, kind: s
         # since: only what came after; the DM with the guest was never kept.
         await ann.send({"type": "login", "user": "Ann", "password": PASSWORD,
                         "since": first["id"]})
-        replayed = []
+        texts: list[str] = []
         while (message := await ann.recv())["type"] != "token":
             if message["type"] == "msg":
-                replayed.append(message["text"])
-        assert replayed == ["second"]
+                texts.append(message["text"])
+        assert texts == ["second"]
 
 
 async def test_every_connection_of_an_account_gets_its_dms_and_rooms(server: Bound) -> None:
