@@ -28,6 +28,14 @@ NOT_IN_ROOM: Final = "not_in_room"
 TOO_MANY_ROOMS: Final = "too_many_rooms"
 NO_SUCH_USER: Final = "no_such_user"
 WRONG_PORT: Final = "wrong_port"
+# Accounts (docs/protocol.md, *Accounts*).
+NAME_REGISTERED: Final = "name_registered"
+LOGIN_FAILED: Final = "login_failed"
+PASSWORD_INVALID: Final = "password_invalid"
+REGISTRATION_CLOSED: Final = "registration_closed"
+INVITE_INVALID: Final = "invite_invalid"
+NOT_LOGGED_IN: Final = "not_logged_in"
+TLS_REQUIRED: Final = "tls_required"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -47,6 +55,13 @@ ERROR_CODES: Final = frozenset(
         TOO_MANY_ROOMS,
         NO_SUCH_USER,
         WRONG_PORT,
+        NAME_REGISTERED,
+        LOGIN_FAILED,
+        PASSWORD_INVALID,
+        REGISTRATION_CLOSED,
+        INVITE_INVALID,
+        NOT_LOGGED_IN,
+        TLS_REQUIRED,
     }
 )
 

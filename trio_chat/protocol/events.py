@@ -14,6 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .accounts import (
+    ACCOUNT_TYPES,
+    PLAIN_COMMANDS,
+    AccountEvent,
+    account_event,
+    plain_account_event,
+)
+from .accounts import HELP_TEXT as ACCOUNT_HELP
 from .errors import (
     BAD_JSON,
     MISSING_FIELD,
@@ -136,7 +144,8 @@ class Blank:
 
 
 Event = (
-    Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen | Help
+    Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen
+    | Help | AccountEvent
 )
 
 #: Longest ``resume`` token taken from a client; a longer one is no token of ours
@@ -257,6 +266,8 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Ping()
     if kind == "listen":
         return Listen()
+    if isinstance(kind, str) and kind in ACCOUNT_TYPES:
+        return account_event(kind, obj)
     # Echo the type back only if it is short and can be encoded (a lone surrogate from
     # a \u escape would break the UTF-8 encoding of the error itself).
     shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
@@ -327,7 +338,8 @@ HELP_TEXT: Final = (
     "switch to it); /part [#ROOM]: leave one; /rooms: list rooms; /who [#ROOM]: who is "
     "there; /msg NAME TEXT: a direct message; /topic TEXT: set this room's topic; "
     "/listen: watch #lobby without joining; /ping: check the connection; /quit: leave; "
-    "/help: this. Any other line is a message to the current room (//text sends /text)."
+    "/help: this; " + ACCOUNT_HELP + ". Any other line is a message to the current room "
+    "(//text sends /text)."
 )
 
 
@@ -369,6 +381,8 @@ def _decode_plain(text: str, max_text: int) -> Event:
             return Listen()
         if command == "/help":
             return Help()
+        if command in PLAIN_COMMANDS:
+            return plain_account_event(command, arg)
         if not text.startswith("//"):
             raise ProtocolError(
                 UNKNOWN_TYPE,

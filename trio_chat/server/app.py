@@ -12,13 +12,14 @@ import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from .. import protocol
+from ..accounts.service import open_accounts
 from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
@@ -176,10 +177,23 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
         from ..cluster import open_cluster  # coredis is imported only with --redis
 
         async with open_cluster(config) as cluster:
-            yield cluster.rooms
+            if not config.secret:
+                # Every server must accept the others' tokens: one key, kept in Redis.
+                secret = await cluster.shared_token_key()
+                if secret is None:
+                    log.warning(
+                        "cluster: no shared token key from Redis: a login token is "
+                        "taken only by the server that issued it (give --secret)"
+                    )
+                config = replace(config, secret=secret)
+            async with open_accounts(config) as accounts:
+                cluster.rooms.accounts = accounts
+                yield cluster.rooms
     else:
-        async with open_history(config) as history:
-            yield Rooms(LocalDelivery(history), config=config)
+        async with open_history(config) as history, open_accounts(config) as accounts:
+            rooms = Rooms(LocalDelivery(history), config=config)
+            rooms.accounts = accounts
+            yield rooms
 
 
 #: The connection handler of each listener, by name (``Bound``'s ports, in order).

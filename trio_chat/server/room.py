@@ -94,6 +94,13 @@ class Member:
         self.held = False
         #: The secret that takes this seat back (the last ``welcome``'s ``resume``).
         self.token: str | None = None
+        #: The account this connection is logged in to; None for a guest.
+        self.account: str | None = None
+        #: Further connections logged in to this member's account (a phone beside a
+        #: laptop): they get everything it gets (:meth:`deliver`), under its name.
+        self.mirrors: list[Member] = []
+        #: On such a connection: the member it mirrors (and acts as).
+        self.primary: Member | None = None
         self._outgoing = outgoing
         self._on_evict = on_evict
 
@@ -111,6 +118,10 @@ class Member:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
         queue is full. A held seat takes everything (and keeps nothing): what it misses
         comes back in the replay of its resume."""
+        for mirror in self.mirrors:
+            # Its account's other connections, also while this one is held: one
+            # that is full is evicted on its own.
+            mirror.deliver(line)
         if self.held:
             return True
         if self.evicted is not None:
@@ -228,11 +239,12 @@ class Room:
             self._who = (users, protocol.users(users, self.count, room=self.name))
         return self._who[1]
 
-    def welcome(self, name: str, token: str | None = None) -> str:
+    def welcome(self, name: str, token: str | None = None, account: str | None = None) -> str:
         """The ``welcome`` for a join or a rename: everyone in the room, on every server,
-        and the token that takes the connection's seat back (``resume``)."""
+        the token that takes the connection's seat back (``resume``), and the account
+        the connection is logged in to."""
         return protocol.welcome(name, self._users(), self.count, self.rooms.max_text,
-                                token, room=self.name, topic=self.topic)
+                                token, room=self.name, topic=self.topic, account=account)
 
     # ------------------------------------------------------------ membership
 
@@ -290,7 +302,7 @@ class Room:
         ``caught_up``: it has been sent everything up to the newest id (a listener: each
         message enters the history and is broadcast in one step), so nothing."""
         assert member.name is not None
-        member.deliver(self.welcome(member.name, member.token))
+        member.deliver(self.welcome(member.name, member.token, member.account))
         history = self.rooms.history
         if history is not None and self.log is not None:
             if caught_up:
@@ -355,7 +367,7 @@ class Room:
             del self._members[skeleton(old)]
         self._members[skeleton(name)] = member
         self._users_json = None
-        member.deliver(self.welcome(name, member.token))
+        member.deliver(self.welcome(name, member.token, member.account))
         self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def set_topic(self, name: str, topic: str) -> None:

@@ -27,6 +27,7 @@ from ...protocol import (
     LOBBY,
     MISSING_FIELD,
     NAME_INVALID,
+    NAME_REGISTERED,
     NAME_TAKEN,
     RATE_LIMITED,
     ROOM_INVALID,
@@ -58,6 +59,7 @@ STATUSES: Final[dict[str, tuple[grpc.StatusCode, str]]] = {
     SHUTDOWN: (grpc.StatusCode.UNAVAILABLE, "server shutting down"),
     NAME_TAKEN: (grpc.StatusCode.ALREADY_EXISTS, "name taken"),
     TOO_MANY_ROOMS: (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many rooms"),
+    NAME_REGISTERED: (grpc.StatusCode.ALREADY_EXISTS, "name registered"),
     # Another stream (or connection) took this seat back with its resume token: the
     # WebSocket close 4009. Not worth retrying with that token: it is spent.
     RESUMED: (grpc.StatusCode.ABORTED, "resumed elsewhere"),
