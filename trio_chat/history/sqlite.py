@@ -406,7 +406,10 @@ class SqliteStore(BatchingStore):
         rows = self._rows
         counts: dict[str, _RoomRows] = {}  # the rooms this batch changes: new counts
         pruned: dict[str, int] = {}
-        conn.execute("BEGIN")
+        # IMMEDIATE: other connections write this file too (accounts, moderation,
+        # `trio-chat admin`); a deferred transaction that reads before it writes would
+        # fail at once (SQLITE_BUSY on a stale snapshot) instead of waiting its turn.
+        conn.execute("BEGIN IMMEDIATE")
         try:
             if batch:
                 # The room's key is SQLite's to compute, and the rows are counted per

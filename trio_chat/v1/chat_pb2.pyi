@@ -9,8 +9,7 @@ the other; README.md, "gRPC", shows how to generate a client in another language
 Compatibility: fields and oneof members are only ever added, under new numbers;
 none is renumbered or reused. Clients ignore what they do not know (Protobuf does
 that for fields; a oneof member a client does not know arrives as an event with
-no member set: skip it). The numbers left free in each message below are kept for
-what is planned: accounts and tokens.
+no member set: skip it).
 
 Rooms: a `room` field left empty in a request means "#lobby", the room of every
 client that never names one; every `room` field the server sends is set.
@@ -132,7 +131,7 @@ class PostRequest(_message.Message):
     room: _builtins.str
     """The room to post into (empty: "#lobby"), read from the first message (the later
     ones may leave it empty or repeat it); it is created if new, as a join creates it.
-    4: kept for a token (accounts).
+    4: kept for a login token (a bot posting as its account).
     """
     def __init__(
         self,
@@ -189,6 +188,10 @@ class ClientEvent(_message.Message):
     MSG_FIELD_NUMBER: _builtins.int
     ROOMS_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
+    REGISTER_FIELD_NUMBER: _builtins.int
+    LOGIN_FIELD_NUMBER: _builtins.int
+    LOGOUT_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def join(self) -> Global___JoinRequest: ...
     @_builtins.property
@@ -208,9 +211,15 @@ class ClientEvent(_message.Message):
     @_builtins.property
     def rooms(self) -> Global___RoomsRequest: ...
     @_builtins.property
-    def topic(self) -> Global___TopicRequest:
-        """11-15: kept for what accounts (register, login, logout, password) add."""
-
+    def topic(self) -> Global___TopicRequest: ...
+    @_builtins.property
+    def register(self) -> Global___RegisterRequest: ...
+    @_builtins.property
+    def login(self) -> Global___LoginRequest: ...
+    @_builtins.property
+    def logout(self) -> Global___LogoutRequest: ...
+    @_builtins.property
+    def password(self) -> Global___PasswordRequest: ...
     def __init__(
         self,
         *,
@@ -224,12 +233,16 @@ class ClientEvent(_message.Message):
         msg: Global___MsgRequest | None = ...,
         rooms: Global___RoomsRequest | None = ...,
         topic: Global___TopicRequest | None = ...,
+        register: Global___RegisterRequest | None = ...,
+        login: Global___LoginRequest | None = ...,
+        logout: Global___LogoutRequest | None = ...,
+        password: Global___PasswordRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "msg", b"msg", "part", b"part", "ping", b"ping", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "login", b"login", "logout", b"logout", "msg", b"msg", "part", b"part", "password", b"password", "ping", b"ping", "register", b"register", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "msg", b"msg", "part", b"part", "ping", b"ping", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "login", b"login", "logout", b"logout", "msg", b"msg", "part", b"part", "password", b"password", "ping", b"ping", "register", b"register", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["join", "chat", "who", "ping", "leave", "listen", "part", "msg", "rooms", "topic"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["join", "chat", "who", "ping", "leave", "listen", "part", "msg", "rooms", "topic", "register", "login", "logout", "password"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -405,6 +418,150 @@ class MsgRequest(_message.Message):
 Global___MsgRequest: _TypeAlias = MsgRequest  # noqa: Y015
 
 @_typing.final
+class RegisterRequest(_message.Message):
+    """Accounts (docs/protocol.md, "Accounts"): register and login are a join with
+    credentials, answered by the same Welcome (with `account`), then a Token. An empty
+    string is an absent field (proto3): `room` empty enters "#lobby" on a first join.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    INVITE_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    password: _builtins.str
+    invite: _builtins.str
+    """The code of `trio-chat admin invite`, for a server with `--registration invite`."""
+    since: _builtins.int
+    batch: _builtins.bool
+    room: _builtins.str
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        password: _builtins.str = ...,
+        invite: _builtins.str = ...,
+        since: _builtins.int | None = ...,
+        batch: _builtins.bool = ...,
+        room: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "batch", b"batch", "invite", b"invite", "password", b"password", "room", b"room", "since", b"since", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__since: _TypeAlias = _typing.Literal["since"]  # noqa: Y015
+    _WhichOneofArgType__since: _TypeAlias = _typing.Literal["_since", b"_since"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since) -> _WhichOneofReturnType__since | None: ...
+
+Global___RegisterRequest: _TypeAlias = RegisterRequest  # noqa: Y015
+
+@_typing.final
+class LoginRequest(_message.Message):
+    """With `user` and `password`, or with `token` alone (a Token's, before it expires)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    password: _builtins.str
+    token: _builtins.str
+    since: _builtins.int
+    batch: _builtins.bool
+    room: _builtins.str
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        password: _builtins.str = ...,
+        token: _builtins.str = ...,
+        since: _builtins.int | None = ...,
+        batch: _builtins.bool = ...,
+        room: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since", b"_since", "batch", b"batch", "password", b"password", "room", b"room", "since", b"since", "token", b"token", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__since: _TypeAlias = _typing.Literal["since"]  # noqa: Y015
+    _WhichOneofArgType__since: _TypeAlias = _typing.Literal["_since", b"_since"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since) -> _WhichOneofReturnType__since | None: ...
+
+Global___LoginRequest: _TypeAlias = LoginRequest  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    """End the login on this stream and revoke the account's tokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class PasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_FIELD_NUMBER: _builtins.int
+    NEW_FIELD_NUMBER: _builtins.int
+    old: _builtins.str
+    new: _builtins.str
+    def __init__(
+        self,
+        *,
+        old: _builtins.str = ...,
+        new: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new", b"new", "old", b"old"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PasswordRequest: _TypeAlias = PasswordRequest  # noqa: Y015
+
+@_typing.final
+class Token(_message.Message):
+    """After every successful register or login: logs in again without the password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    expires: _builtins.int
+    """Unix seconds."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expires: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Token: _TypeAlias = Token  # noqa: Y015
+
+@_typing.final
 class RoomsRequest(_message.Message):
     """List the rooms: answered by `rooms` (RoomList)."""
 
@@ -463,6 +620,7 @@ class ServerEvent(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     MSG_FIELD_NUMBER: _builtins.int
     ROOMS_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -488,9 +646,9 @@ class ServerEvent(_message.Message):
     @_builtins.property
     def msg(self) -> Global___DirectMessage: ...
     @_builtins.property
-    def rooms(self) -> Global___RoomList:
-        """12-15: kept for what accounts (token) add."""
-
+    def rooms(self) -> Global___RoomList: ...
+    @_builtins.property
+    def token(self) -> Global___Token: ...
     def __init__(
         self,
         *,
@@ -505,12 +663,13 @@ class ServerEvent(_message.Message):
         batch: Global___EventBatch | None = ...,
         msg: Global___DirectMessage | None = ...,
         rooms: Global___RoomList | None = ...,
+        token: Global___Token | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "token", b"token", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "token", b"token", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["welcome", "chat", "system", "users", "error", "history_end", "hello", "pong", "batch", "msg", "rooms"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["welcome", "chat", "system", "users", "error", "history_end", "hello", "pong", "batch", "msg", "rooms", "token"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -549,6 +708,7 @@ class Welcome(_message.Message):
     ROOM_FIELD_NUMBER: _builtins.int
     RESUME_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     clients_count: _builtins.int
     max_text: _builtins.int
@@ -560,9 +720,9 @@ class Welcome(_message.Message):
     (--resume-grace 0).
     """
     topic: _builtins.str
-    """The room's topic (empty: none).
-    8: kept for `account`.
-    """
+    """The room's topic (empty: none)."""
+    account: _builtins.str
+    """The account this stream is logged in to (empty: a guest)."""
     @_builtins.property
     def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -575,10 +735,11 @@ class Welcome(_message.Message):
         room: _builtins.str = ...,
         resume: _builtins.str = ...,
         topic: _builtins.str = ...,
+        account: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "max_text", b"max_text", "resume", b"resume", "room", b"room", "topic", b"topic", "user", b"user", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "clients_count", b"clients_count", "max_text", b"max_text", "resume", b"resume", "room", b"room", "topic", b"topic", "user", b"user", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -797,6 +958,7 @@ class DirectMessage(_message.Message):
     TO_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """From the same sequence as chat ids (to order it among them); absent only while
     Redis is unreachable (several servers).
@@ -804,6 +966,8 @@ class DirectMessage(_message.Message):
     to: _builtins.str
     text: _builtins.str
     timestamp: _builtins.str
+    history: _builtins.bool
+    """Replayed at login from the stored messages between two accounts."""
     def __init__(
         self,
         *,
@@ -811,10 +975,11 @@ class DirectMessage(_message.Message):
         to: _builtins.str = ...,
         text: _builtins.str = ...,
         timestamp: _builtins.str = ...,
+        history: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "id", b"id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "from", b"from", "id", b"id", "text", b"text", "timestamp", b"timestamp", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "from", b"from", "history", b"history", "id", b"id", "text", b"text", "timestamp", b"timestamp", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
     _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015

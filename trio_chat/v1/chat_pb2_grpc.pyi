@@ -9,8 +9,7 @@ the other; README.md, "gRPC", shows how to generate a client in another language
 Compatibility: fields and oneof members are only ever added, under new numbers;
 none is renumbered or reused. Clients ignore what they do not know (Protobuf does
 that for fields; a oneof member a client does not know arrives as an event with
-no member set: skip it). The numbers left free in each message below are kept for
-what is planned: accounts and tokens.
+no member set: skip it).
 
 Rooms: a `room` field left empty in a request means "#lobby", the room of every
 client that never names one; every `room` field the server sends is set.

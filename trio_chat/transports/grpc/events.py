@@ -101,18 +101,31 @@ def client_event(data: bytes, max_text: int) -> Event:
     return event_from_object(_request(kind, as_object(kind, getattr(message, kind))), max_text)
 
 
+#: Requests that enter a room only when they name one (empty ``room``: none named).
+_JOINS: Final = frozenset({"join", "register", "login"})
+
+
 def _request(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """A request's empty strings as the JSON protocol says them. Proto3 cannot tell an
     empty string from an absent one: an empty ``room`` is ``#lobby`` (for a join: no
     room named), and a join that names a room may leave ``user`` empty (already
     named). A join with neither keeps its empty ``user``: ``name_invalid``, as before."""
     if obj.get("room") == "":
-        if kind == "join":
+        if kind in _JOINS:
             del obj["room"]
         else:
             obj["room"] = LOBBY
     if kind == "join" and obj.get("user") == "" and "room" in obj:
         del obj["user"]
+    if kind == "register" and obj.get("invite") == "":
+        del obj["invite"]
+    if kind == "login":
+        if obj.get("token") == "":
+            del obj["token"]  # a login with user and password
+        else:
+            for name in ("user", "password"):  # a login with a token
+                if obj.get(name) == "":
+                    del obj[name]
     return obj
 
 
