@@ -6,6 +6,7 @@ checks that document against.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from .messages import encode
@@ -24,6 +25,10 @@ RATE_LIMITED: Final = "rate_limited"
 SERVER_FULL: Final = "server_full"
 IDLE_TIMEOUT: Final = "idle_timeout"
 WRONG_PORT: Final = "wrong_port"
+# Moderation (see "Moderation" in docs/protocol.md).
+NOT_PERMITTED: Final = "not_permitted"
+BANNED: Final = "banned"
+MUTED: Final = "muted"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -39,6 +44,9 @@ ERROR_CODES: Final = frozenset(
         SERVER_FULL,
         IDLE_TIMEOUT,
         WRONG_PORT,
+        NOT_PERMITTED,
+        BANNED,
+        MUTED,
     }
 )
 
@@ -47,14 +55,20 @@ class ProtocolError(Exception):
     """A peer's mistake, answered with an ``error`` message carrying ``code``.
 
     ``fatal`` errors close the connection after the answer; the others do not.
+    ``fields`` are added to the message after ``code`` and ``text`` (``banned``
+    carries ``until`` and ``reason``).
     """
 
-    def __init__(self, code: str, text: str, *, fatal: bool = False) -> None:
+    def __init__(
+        self, code: str, text: str, *, fatal: bool = False,
+        fields: Mapping[str, object] | None = None,
+    ) -> None:
         assert code in ERROR_CODES, code
         super().__init__(text)
         self.code = code
         self.text = text
         self.fatal = fatal
+        self.fields = dict(fields) if fields else {}
 
     def to_message(self) -> str:
-        return encode({"type": "error", "code": self.code, "text": self.text})
+        return encode({"type": "error", "code": self.code, "text": self.text, **self.fields})
