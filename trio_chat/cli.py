@@ -83,7 +83,9 @@ class LazyGroup(click.Group):
     pattern): ``trio-chat bench`` lives in :mod:`trio_chat.bench`, which ``serve`` and
     ``join`` never import."""
 
-    LAZY: ClassVar[dict[str, str]] = {"bench": "trio_chat.bench.cli"}
+    LAZY: ClassVar[dict[str, str]] = {
+        "bench": "trio_chat.bench.cli", "admin": "trio_chat.admin.commands",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])
