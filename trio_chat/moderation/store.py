@@ -45,6 +45,9 @@ _TABLES: Final = (
     " registered_only INTEGER NOT NULL, moderated INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS voiced (room TEXT NOT NULL, name TEXT NOT NULL,"
     " PRIMARY KEY (room, name))",
+    "CREATE TABLE IF NOT EXISTS moderation_meta (key TEXT PRIMARY KEY,"
+    " value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO moderation_meta (key, value) VALUES ('changes', 0)",
     "CREATE TABLE IF NOT EXISTS audit_log (id INTEGER PRIMARY KEY, ts REAL NOT NULL,"
     " actor TEXT NOT NULL, action TEXT NOT NULL, room TEXT, target TEXT,"
     " reason TEXT NOT NULL, detail TEXT NOT NULL)",
@@ -95,9 +98,11 @@ class ModerationStore:
         self._conn.close()
 
     def changed(self) -> int:
-        """SQLite's ``data_version``: it changes when another connection commits."""
-        value: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        return value
+        """A counter every change to the moderation tables bumps (whoever makes it)."""
+        row = self._conn.execute(
+            "SELECT value FROM moderation_meta WHERE key = 'changes'"
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     # -- reading ---------------------------------------------------------------
     def load(self, now: float, admins: Iterable[str] = ()) -> Moderation:
@@ -155,6 +160,8 @@ class ModerationStore:
             )
             if entry is not None:
                 self._audit(entry)
+            else:
+                self._bump()
 
     def purge_expired(self, now: float) -> None:
         with self._transaction():
@@ -175,6 +182,8 @@ class ModerationStore:
                 )
             if entry is not None:
                 self._audit(entry)
+            else:
+                self._bump()
 
     def set_voice(self, room: str, name: str, on: bool, entry: AuditEntry) -> None:
         with self._transaction():
@@ -208,8 +217,15 @@ class ModerationStore:
         with self._transaction():
             for table in ("bans", "mutes", "room_ops", "room_modes", "voiced"):
                 self._conn.execute(f"DELETE FROM {table} WHERE room = ?", (room,))
+            self._bump()
+
+    def _bump(self) -> None:
+        self._conn.execute(
+            "UPDATE moderation_meta SET value = value + 1 WHERE key = 'changes'"
+        )
 
     def _audit(self, entry: AuditEntry) -> None:
+        self._bump()
         cursor = self._conn.execute(
             "INSERT INTO audit_log (ts, actor, action, room, target, reason, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
