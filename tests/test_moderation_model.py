@@ -16,13 +16,11 @@ from trio_chat.moderation.model import (
     Moderation,
     Person,
     RoomModes,
-    check_duration,
-    check_reason,
     new_sanction,
-    parse_network,
 )
 from trio_chat.moderation.store import ModerationStore, NotADatabase
 from trio_chat.protocol import ProtocolError
+from trio_chat.protocol.moderation import check_duration, check_reason, parse_network
 
 ADMIN = Person("Root", account="root")
 OP = Person("Olga", account="olga")
@@ -93,7 +91,7 @@ def test_an_address_ban_covers_exactly_its_range_ipv4_mapped_too(
 
 
 def test_an_ipv6_range_and_a_mapped_network() -> None:
-    assert parse_network("::ffff:203.0.113.0/120") == ipaddress.ip_network("203.0.113.0/24")
+    assert parse_network("::ffff:203.0.113.0/120") == "203.0.113.0/24"
     mod = Moderation()
     mod.add(new_sanction("ban", None, by="R", reason="", now=0, duration=0,
                          network=parse_network("2001:db8::/32")))

@@ -18,16 +18,9 @@ from typing import Final
 import click
 
 from ..protocol import ProtocolError
+from ..protocol.moderation import check_duration, check_reason, parse_network
 from ..protocol.names import name_key, validate_name
-from .model import (
-    AuditEntry,
-    Kind,
-    Sanction,
-    check_duration,
-    check_reason,
-    new_sanction,
-    parse_network,
-)
+from .model import AuditEntry, Kind, Sanction, new_sanction
 from .store import ModerationStore, NotADatabase
 
 #: Who the audit log names for actions taken from the command line.
@@ -90,7 +83,7 @@ def _target(user: str | None, address: str | None) -> tuple[str | None, str | No
         if user is not None:
             return validate_name(user), None
         assert address is not None
-        return None, str(parse_network(address))
+        return None, parse_network(address)
     except ProtocolError as exc:
         raise click.BadParameter(exc.text) from None
 
@@ -169,7 +162,7 @@ def ban_command(
     now = time.time()
     sanction = new_sanction(
         "ban", room, by=by, reason=reason, now=now, duration=duration, user=name,
-        network=parse_network(network) if network is not None else None,
+        network=network,
     )
     store = _open(db)
     try:

@@ -28,24 +28,17 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final, Literal
 
-from ..protocol.errors import BANNED, MISSING_FIELD, MUTED, NOT_PERMITTED, ProtocolError
+from ..protocol.errors import BANNED, MUTED, NOT_PERMITTED, ProtocolError
 from ..protocol.names import name_key
 
 Kind = Literal["ban", "mute"]
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: Longest ``reason``, in characters (it goes in notices, errors and the log).
-MAX_REASON: Final = 256
-#: Longest duration, in seconds (ten years); 0 means until lifted.
-MAX_DURATION: Final = 10 * 365 * 24 * 3600
 #: Most bans and mutes held at once on a server (each is checked at every join and
 #: accept); a ban past it is refused with ``not_permitted`` saying so.
 MAX_SANCTIONS: Final = 10_000
 #: Most ops and voiced users per room.
 MAX_ROLES_PER_ROOM: Final = 1_000
-#: The modes a room can have, in the order they are listed.
-MODES: Final = ("registered_only", "moderated")
 
 
 class Rank(IntEnum):
@@ -68,22 +61,6 @@ class Person:
     @property
     def key(self) -> str:
         return name_key(self.name)
-
-
-def parse_network(raw: str) -> IPNetwork:
-    """An address or a CIDR as a network (``203.0.113.7`` is a /32); an IPv4-mapped
-    IPv6 address is its IPv4 address. ``missing_field`` when it is neither."""
-    try:
-        network = ipaddress.ip_network(raw.strip(), strict=False)
-    except ValueError:
-        raise ProtocolError(
-            MISSING_FIELD, "field 'address' must be an IP address or a CIDR like 203.0.113.0/24"
-        ) from None
-    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
-    return network
 
 
 def normalize_address(address: IPAddress) -> IPAddress:
@@ -139,17 +116,18 @@ class Sanction:
 
 def new_sanction(
     kind: Kind, room: str | None, *, by: str, reason: str, now: float, duration: int,
-    user: str | None = None, account: str | None = None, network: IPNetwork | None = None,
+    user: str | None = None, account: str | None = None, network: str | None = None,
 ) -> Sanction:
     """A sanction not stored yet (``id`` 0) on ``user`` (a name as given; ``account``
-    its account key when registered) or on ``network``."""
+    its account key when registered) or on ``network`` (canonical:
+    :func:`~trio_chat.protocol.moderation.parse_network`)."""
     assert (user is None) != (network is None)
     return Sanction(
         id=0, kind=kind, room=room,
         target=user if user is not None else str(network),
         name=name_key(user) if user is not None else None,
         account=account,
-        network=str(network) if network is not None else None,
+        network=network,
         reason=reason, by=by, created=now,
         until=now + duration if duration else None,
     )
@@ -175,31 +153,6 @@ class AuditEntry:
     target: str | None
     reason: str
     detail: str = ""
-
-
-def check_reason(raw: object) -> str:
-    """A reason (trimmed; "" when absent); ``missing_field`` if not a string or too long."""
-    if raw is None:
-        return ""
-    if not isinstance(raw, str):
-        raise ProtocolError(MISSING_FIELD, "field 'reason' must be a string")
-    reason = raw.strip()
-    if len(reason) > MAX_REASON:
-        raise ProtocolError(MISSING_FIELD, f"a reason is at most {MAX_REASON} characters")
-    return reason
-
-
-def check_duration(raw: object) -> int:
-    """Seconds (0: until lifted; absent: 0); ``missing_field`` unless an integer from 0
-    to :data:`MAX_DURATION`."""
-    if raw is None:
-        return 0
-    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_DURATION:
-        raise ProtocolError(
-            MISSING_FIELD,
-            f"field 'duration' must be whole seconds from 0 (until lifted) to {MAX_DURATION}",
-        )
-    return raw
 
 
 def denied(text: str) -> ProtocolError:
