@@ -235,6 +235,8 @@ def main() -> None:
 @option("--grpc-port", type=click.IntRange(0, 65535), default=None, show_default=False,
         help="Serve the gRPC API (proto/trio_chat/v1/chat.proto) on this port, into the "
         "same room, with TLS too under --tls-cert (0: any free port). Off by default.")
+@option("--admin", "admins", multiple=True, metavar="NAME",
+        help="Make this account a server admin (now, or when it registers); repeatable.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)

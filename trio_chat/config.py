@@ -183,3 +183,5 @@ class Config:
     #: The gRPC port (proto/trio_chat/v1/chat.proto), on ``host``: off when None; 0
     #: picks a free port.
     grpc_port: int | None = None
+    #: Accounts made server admins at start (``--admin NAME``), or when they register.
+    admins: tuple[str, ...] = ()

@@ -22,6 +22,7 @@ from .errors import (
     UNKNOWN_TYPE,
     ProtocolError,
 )
+from .moderation import ModerationEvent, moderation_from_command, moderation_from_object
 from .names import validate_name
 from .rooms import LOBBY, validate_room, validate_topic
 
@@ -137,6 +138,7 @@ class Blank:
 
 Event = (
     Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen | Help
+    | ModerationEvent
 )
 
 #: Longest ``resume`` token taken from a client; a longer one is no token of ours
@@ -257,6 +259,8 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Ping()
     if kind == "listen":
         return Listen()
+    if isinstance(kind, str) and (moderation := moderation_from_object(kind, obj)) is not None:
+        return moderation
     # Echo the type back only if it is short and can be encoded (a lone surrogate from
     # a \u escape would break the UTF-8 encoding of the error itself).
     shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
@@ -327,7 +331,11 @@ HELP_TEXT: Final = (
     "switch to it); /part [#ROOM]: leave one; /rooms: list rooms; /who [#ROOM]: who is "
     "there; /msg NAME TEXT: a direct message; /topic TEXT: set this room's topic; "
     "/listen: watch #lobby without joining; /ping: check the connection; /quit: leave; "
-    "/help: this. Any other line is a message to the current room (//text sends /text)."
+    "/help: this. Ops and admins: /kick NAME [REASON]; /ban [#ROOM|*] NAME|ADDRESS "
+    "[DURATION] [REASON]; /unban [#ROOM|*] NAME|ADDRESS; /bans [#ROOM|*]; /mute [#ROOM|*] "
+    "NAME [DURATION] [REASON]; /unmute NAME; /op NAME; /deop NAME; /voice NAME; "
+    "/devoice NAME; /mode [+r|-r] [+m|-m] (registered only, moderated). "
+    "Any other line is a message to the current room (//text sends /text)."
 )
 
 
@@ -369,6 +377,8 @@ def _decode_plain(text: str, max_text: int) -> Event:
             return Listen()
         if command == "/help":
             return Help()
+        if (moderation := moderation_from_command(command, arg)) is not None:
+            return moderation
         if not text.startswith("//"):
             raise ProtocolError(
                 UNKNOWN_TYPE,

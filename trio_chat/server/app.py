@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +23,10 @@ from .. import protocol
 from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
+from ..history.writer import StoreError
+from ..moderation.service import ModerationService
+from ..moderation.store import ModerationStore
+from ..protocol.names import name_key
 from ..transports import tls
 from ..transports.admission import Admission
 from ..transports.net import Ports, listener_port, open_listeners, url_host
@@ -31,6 +36,7 @@ from ..transports.ws import handle_ws
 from .addresses import ConnectThrottle, FloodMemory
 from .delivery import LocalDelivery
 from .limits import Gate
+from .moderating import Moderator
 from .process import RESERVED_FDS, raise_nofile_limit, tune_gc, tune_malloc
 from .rooms import Rooms
 from .session import Session
@@ -178,8 +184,27 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
         async with open_cluster(config) as cluster:
             yield cluster.rooms
     else:
-        async with open_history(config) as history:
-            yield Rooms(LocalDelivery(history), config=config)
+        async with open_history(config) as history, open_moderation(config) as service:
+            rooms = Rooms(LocalDelivery(history), config=config)
+            rooms.moderation = Moderator(rooms, service)
+            yield rooms
+
+
+@asynccontextmanager
+async def open_moderation(config: Config) -> AsyncIterator[ModerationService]:
+    """Bans, mutes, roles and modes in ``config.db`` beside the history (which must
+    be open: it makes the file its own first); the admins are ``--admin``'s."""
+    admins = tuple(name_key(name) for name in config.admins)
+    try:
+        store = await trio.to_thread.run_sync(ModerationStore, config.db)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot use database {config.db} for moderation: {error}") from None
+    service = ModerationService(store, admins=lambda: admins)
+    try:
+        yield service
+    finally:
+        with trio.CancelScope(shield=True):
+            await service.aclose()
 
 
 #: The connection handler of each listener, by name (``Bound``'s ports, in order).
@@ -244,6 +269,7 @@ async def _serve_rooms(
             await accepting.start(rooms.run_notices)
             await accepting.start(rooms.run_expiry)
             await accepting.start(rooms.run_seats)
+            await accepting.start(rooms.moderation.run)
             for name, group in listeners.items():
                 await accepting.start(
                     partial(trio.serve_listeners, handler_nursery=connections),

@@ -45,7 +45,7 @@ import trio
 
 from .. import protocol
 from ..history.base import Replay, RoomLog
-from ..protocol import SLOW_CONSUMER, skeleton
+from ..protocol import SLOW_CONSUMER, ProtocolError, skeleton
 
 if TYPE_CHECKING:
     from .rooms import Rooms
@@ -94,6 +94,11 @@ class Member:
         self.held = False
         #: The secret that takes this seat back (the last ``welcome``'s ``resume``).
         self.token: str | None = None
+        #: The account it is logged in to (its NFKC case-folded name); None: a guest.
+        self.account: str | None = None
+        #: Ends its connection with a fatal error sent first (a server-wide ban); its
+        #: session sets this to its own ``stop`` (the writer drains, then closes).
+        self.halt: Callable[[ProtocolError], None] = lambda error: self.evict(error.code)
         self._outgoing = outgoing
         self._on_evict = on_evict
 
@@ -188,6 +193,11 @@ class Room:
 
     def __repr__(self) -> str:
         return f"<Room {self.name} ({len(self)} members)>"
+
+    @property
+    def listening(self) -> list[Member]:
+        """Its listeners on this server (``#lobby`` only has any)."""
+        return list(self._listeners)
 
     @property
     def names(self) -> list[str]:
@@ -323,6 +333,18 @@ class Room:
             del self._members[skeleton(name)]
             self._users_json = None
         member.rooms.pop(self.key, None)
+
+    def expel(self, member: Member) -> bool:
+        """Take ``member`` out with no leave notice: a moderator removed it (kick, ban),
+        and the notice that says so is the moderator's to send. False if it was not in."""
+        name = member.name
+        if name is None or self._members.get(skeleton(name)) is not member:
+            return False
+        self.drop(member)
+        if not self._members and not self.lobby:
+            self.active = self.rooms.now()
+            self.rooms.delivery.room_saved(self)  # when it was last used, for its expiry
+        return True
 
     def remove(self, member: Member, *, parting: bool = False) -> bool:
         """Take ``member`` out (it parted, or is leaving the server) and tell the

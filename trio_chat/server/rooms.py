@@ -58,6 +58,7 @@ from ..pulse import Pulse
 from .addresses import ConnectThrottle
 from .delivery import Delivery, LocalDelivery
 from .metrics import Metrics
+from .moderating import Moderator
 from .pacing import ReadPacer
 from .replays import ReplayBudget
 from .room import LOST, RESUMED, Member, Room
@@ -117,6 +118,7 @@ class Rooms:
         replays: ReplayBudget | None = None,
         now: Callable[[], float] = _trio_now,
         resume_grace: float | None = None,
+        moderation: Moderator | None = None,
     ) -> None:
         # Without a config (tests, tools), nothing is resumable unless asked.
         if resume_grace is None:
@@ -158,6 +160,9 @@ class Rooms:
         self.delivery.bind(self)
         self.seats.margin = self.delivery.hold_margin
         self.lobby = self._seat_stored()
+        #: Bans, mutes, ops and modes (:mod:`.moderating`): the database's on a server,
+        #: an in-memory one for a Rooms made without.
+        self.moderation = moderation if moderation is not None else Moderator(self)
 
     def _seat_stored(self) -> Room:
         """``#lobby``, then the rooms the history kept from the last run (their
@@ -229,6 +234,11 @@ class Rooms:
         if protocol.name_key(member.name) != protocol.name_key(name):
             return None
         return member
+
+    @property
+    def named(self) -> list[Member]:
+        """Every connection with a name on this server (held seats too), in join order."""
+        return list(self._users.values())
 
     @property
     def user_names(self) -> list[str]:
@@ -350,8 +360,9 @@ class Rooms:
         target = room if room is not None else (LOBBY if first else None)
         if name is not None:
             self._check_name(member, name)
+            self.moderation.check_name(member, name)
         if target is not None and room_key(target) not in member.rooms:
-            self._check_entry(member, target)
+            self._check_entry(member, target, name)
         if name is not None:
             # A seed-style join (no welcome) never sees a token: it cannot resume.
             self._take_name(member, name, resumable=resumable and welcome)
@@ -386,9 +397,11 @@ class Rooms:
         room.add(member, since, welcome=welcome, listened=listened, wanted=wanted)
         return room
 
-    def _check_entry(self, member: Member, name: str) -> None:
-        """Raise if ``member`` may not enter ``name`` now: in too many rooms, or a new
-        room that cannot be created."""
+    def _check_entry(self, member: Member, name: str, as_name: str | None = None) -> None:
+        """Raise if ``member`` (taking the name ``as_name``, if given) may not enter
+        ``name`` now: banned from it, a guest at a ``registered_only`` room, in too many
+        rooms, or a new room that cannot be created."""
+        self.moderation.check_entry(member, name, as_name)
         if len(member.rooms) >= self.config.max_rooms_per_connection:
             raise ProtocolError(
                 TOO_MANY_ROOMS,
@@ -418,6 +431,7 @@ class Rooms:
         room = self._add_room(name, active=self.now())
         self._listing = None
         self.delivery.room_saved(room)
+        self.moderation.created(room, member)
         log.info("room %s created by %s", name, member.name,
                  extra={"event": "room", "room": name, "user": member.name,
                         "peer": member.peer})
@@ -500,6 +514,7 @@ class Rooms:
         one."""
         if member.joined or member.listening or member.evicted is not None:
             return
+        self.moderation.check_listen(member)
         self.lobby.listen(member)
 
     @property
@@ -518,6 +533,10 @@ class Rooms:
         seat = self.seats.find(token)
         if seat is None or seat is member or seat.name is None or member.joined:
             return False
+        try:
+            self.moderation.check_name(member, seat.name)
+        except ProtocolError:
+            return False  # banned meanwhile: the join that follows says so
         if skeleton(seat.name) != skeleton(name):
             return False
         key = skeleton(seat.name)
@@ -542,6 +561,10 @@ class Rooms:
         unknown or expired token: the join is an ordinary one)."""
         if self.resume(member, token, name, since):
             return True
+        try:
+            self.moderation.check_name(member, name)
+        except ProtocolError:
+            return False  # banned: the join that follows says so
         if not self.seats.enabled:
             return False
         moved = await self.delivery.take_seat(token, name)
@@ -630,6 +653,7 @@ class Rooms:
         :meth:`wait_writable` first)."""
         assert member.name is not None
         target = self._in(member, room)
+        self.moderation.check_speak(member, target)
         if self.closed:
             return  # shutting down: neither stored nor broadcast
         log.debug("chat %s in %s: %s", member.name, target.name, text)
@@ -651,6 +675,7 @@ class Rooms:
         ops)."""
         assert member.name is not None
         room = self._in(member, name)
+        self.moderation.check_topic(member, room)
         if self.closed:
             return
         room.set_topic(member.name, topic)
@@ -729,6 +754,7 @@ class Rooms:
         for room in gone:
             del self._rooms[room.key]
             self.delivery.room_removed(room)
+            self.moderation.expired(room)
             log.info("room %s removed: nobody in it for %.0f s", room.name, now - room.active,
                      extra={"event": "room_removed", "room": room.name})
         if gone:

@@ -45,6 +45,7 @@ from ..protocol import (
     Who,
     skeleton,
 )
+from ..protocol.moderation import CURRENT, ListBans, Mode, Moderate
 from .limits import TokenBucket
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
@@ -61,6 +62,8 @@ MAX_BATCH = 512
 #: Events the store takes something of (a message, a direct message's id): the sender
 #: waits while it is full.
 _HANDED_OVER = (Chat, Msg)
+#: Moderation messages: the rooms' moderator acts on them (it may write to the store).
+_MODERATION = (Moderate, ListBans, Mode)
 
 
 #: End reason when the server stops (WebSocket close 1001).
@@ -145,6 +148,7 @@ class Session:
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, host=host,
                              on_evict=self._cancel.cancel)
+        self.member.halt = self.stop
         self._send = send
         #: Where a plain-text (nc) line goes: the room last joined, or switched to.
         self.current: Room | None = None
@@ -197,7 +201,10 @@ class Session:
     async def _listen_when_quiet(self, after: float) -> None:
         await trio.sleep(after)
         if not self._heard:
-            self.rooms.listen(self.member)
+            try:
+                self.rooms.listen(self.member)
+            except ProtocolError as error:  # #lobby is closed to it (a ban, a mode)
+                self._tell(error)
 
     def shutdown(self, notice: str | None = None) -> None:
         """Queue the shutdown notice (``notice``, the same for every session, or one
@@ -297,15 +304,23 @@ class Session:
                         # No checkpoint between this and _handle, so the rooms cannot
                         # fill it again meanwhile.
                         await self.rooms.wait_writable()
-                    if not self._handle(item):
+                    if isinstance(item, _MODERATION):
+                        await self.rooms.moderation.handle(
+                            self.member, item, self._moderation_room(item.room)
+                        )
+                    elif not self._handle(item):
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
                     if isinstance(item, Join) and item.plain and item.user is not None:
                         error = ProtocolError(
-                            error.code, f"{error.text}; type /nick with another name"
+                            error.code, f"{error.text}; type /nick with another name",
+                            fatal=error.fatal, fields=error.fields,
                         )
                     self._tell(error)
+                    if error.fatal:  # banned server-wide, at a join
+                        self.member.evicted = error.code
+                        return
                 finally:
                     if claimed is not None:
                         self.rooms.unclaim(claimed)
@@ -430,6 +445,13 @@ class Session:
         if self.member.rooms:  # the room joined last
             return next(reversed(self.member.rooms.values())).name
         raise ProtocolError(NOT_IN_ROOM, "you are in no room: /join #ROOM")
+
+    def _moderation_room(self, ref: str | None) -> str | None:
+        """The room a moderation message means: the one it names, the current one (nc),
+        or None (server-wide)."""
+        if ref == CURRENT:
+            return self._room(HERE, anywhere=True)
+        return ref
 
     def _tell(self, error: ProtocolError) -> None:
         """Send the client an error message, counted by its code."""

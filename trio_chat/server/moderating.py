@@ -1,0 +1,426 @@
+"""Moderation on a running server: the rooms ask it before a join, a listen, a chat or
+a topic, and sessions hand it the moderation messages (``kick``, ``ban``, ``op``...).
+
+The rules are :mod:`trio_chat.moderation.model`'s (pure); the state and its store
+are :class:`~trio_chat.moderation.service.ModerationService`'s. This module is what
+they mean for live connections: a ban takes the banned out of the room at once (a
+server-wide one closes their connections with a fatal ``banned``), a mode takes guest
+listeners off ``#lobby``, and each action is announced with a ``system`` notice. A
+change made to the database by ``trio-chat admin`` is applied the same way when the
+service notices it (:meth:`Moderator.run`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .. import protocol
+from ..moderation.model import (
+    MAX_ROLES_PER_ROOM,
+    MAX_SANCTIONS,
+    AuditEntry,
+    IPAddress,
+    Kind,
+    Moderation,
+    Person,
+    RoomModes,
+    Sanction,
+    banned_error,
+    denied,
+    new_sanction,
+)
+from ..moderation.service import ModerationService
+from ..moderation.store import ModerationStore
+from ..protocol import LOBBY, LOBBY_KEY, NO_SUCH_USER, NOT_JOINED, ProtocolError, room_key
+from ..protocol.errors import NOT_PERMITTED
+from ..protocol.moderation import ListBans, Mode, Moderate, ModerationEvent
+from ..protocol.names import name_key
+
+if TYPE_CHECKING:
+    from .room import Member, Room
+    from .rooms import Rooms
+
+log = logging.getLogger(__name__)
+
+#: Background writes queued at most (a room created by an account makes it op; an
+#: expired room forgets its roles): past it they are done in place of queueing.
+MAX_QUEUED_WRITES = 1024
+
+
+def _address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+
+
+def _until_text(until: float | None) -> str:
+    if until is None:
+        return ""
+    from datetime import UTC, datetime
+
+    return " until " + datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Moderator:
+    """Moderation for one server's rooms (see the module doc)."""
+
+    def __init__(self, rooms: Rooms, service: ModerationService | None = None) -> None:
+        self.rooms = rooms
+        self.service = service if service is not None else ModerationService(
+            ModerationStore(":memory:")
+        )
+        send, self._writes = trio.open_memory_channel[Callable[[], Awaitable[None]]](
+            MAX_QUEUED_WRITES
+        )
+        self._queue = send
+
+    @property
+    def state(self) -> Moderation:
+        return self.service.state
+
+    def now(self) -> float:
+        return self.service.now()
+
+    def person(self, member: Member, name: str | None = None) -> Person:
+        return Person(name or member.name or "", member.account, _address(member.host))
+
+    # ------------------------------------------------------------ checks
+
+    def check_accept(self, host: str) -> ProtocolError | None:
+        """A new connection from ``host``: ``banned`` (fatal) if a server-wide ban
+        covers its address."""
+        address = _address(host)
+        if address is None:
+            return None
+        ban = self.state.address_ban(address, self.now())
+        return banned_error(ban, fatal=True) if ban is not None else None
+
+    def check_name(self, member: Member, name: str) -> None:
+        """Taking ``name`` (a join or a rename): a fatal ``banned`` if a server-wide ban
+        holds for that name, the connection's account or its address."""
+        ban = self.state.ban_of(self.person(member, name), None, self.now())
+        if ban is not None:
+            raise banned_error(ban, fatal=True)
+
+    def check_entry(self, member: Member, room: str, name: str | None = None) -> None:
+        """Entering ``room`` (``name``: the name the member is taking, if any)."""
+        self.state.check_join(self.person(member, name), room_key(room), room, self.now())
+
+    def check_listen(self, member: Member) -> None:
+        """Listening to ``#lobby``: its bans (by address) and modes hold for listeners."""
+        self.state.check_join(self.person(member), LOBBY_KEY, LOBBY, self.now())
+
+    def check_speak(self, member: Member, room: Room) -> None:
+        self.state.check_speak(self.person(member), room.key, room.name, self.now())
+
+    def check_topic(self, member: Member, room: Room) -> None:
+        self.state.check_topic(self.person(member), room.key, room.name)
+
+    def created(self, room: Room, member: Member) -> None:
+        """A room was created by ``member``: an account becomes its first op."""
+        account = member.account
+        if account is None or room.lobby:
+            return
+        self.state.set_op(room.key, account, True)
+        entry = AuditEntry(self.now(), member.name or account, "op", room.key, member.name,
+                           "", "created the room")
+        self._later(lambda: self.service.set_op(room.key, account, True, entry))
+
+    def expired(self, room: Room) -> None:
+        """A room was removed: its roles, modes and bans go with it."""
+        self.state.forget_room(room.key)
+        self._later(lambda: self.service.forget_room(room.key))
+
+    def _later(self, write: Callable[[], Awaitable[None]]) -> None:
+        try:
+            self._queue.send_nowait(write)
+        except trio.WouldBlock:
+            log.warning("moderation: too many writes queued; one is dropped")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The queued writes, and applying changes other processes make to the
+        database, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.service.watch, self._reloaded)
+            task_status.started()
+            async for write in self._writes:
+                try:
+                    await write()
+                except Exception:
+                    log.exception("moderation: a write failed")
+
+    async def _reloaded(self, state: Moderation) -> None:
+        """Apply the database's state to every live connection (bans, modes)."""
+        self.enforce()
+
+    # ------------------------------------------------------------ applying
+
+    def enforce(self, only: Sanction | None = None) -> None:
+        """Take out of each room (or off the server) whoever a ban now holds for:
+        every ban, or ``only`` the new one. Guest listeners leave a ``registered_only``
+        ``#lobby``."""
+        state, now, rooms = self.state, self.now(), self.rooms
+        server_wide = only is None or only.room is None
+        if server_wide:
+            for member in [*rooms.named, *rooms.lobby.listening]:
+                person = self.person(member)
+                if only is None:
+                    ban = state.ban_of(person, None, now)
+                else:
+                    ban = only if only.applies_to(person) else None
+                if ban is not None:
+                    self._halt(member, ban)
+        if only is None:
+            targets = rooms.all
+        else:
+            found = rooms.room(only.room) if only.room is not None else None
+            targets = [found] if found is not None else []
+        for room in targets:
+            self._ban_room(room, only)
+        lobby = rooms.lobby
+        for member in lobby.listening:
+            try:
+                self.check_listen(member)
+            except ProtocolError as error:
+                lobby.unlisten(member)
+                member.deliver(error.to_message())
+
+    def _ban_room(self, room: Room, only: Sanction | None) -> list[Member]:
+        """Expel from ``room`` its members a room ban holds for (``only`` that one, or
+        any); the notice goes to each and to the room. Returns who was expelled."""
+        state, now = self.state, self.now()
+        expelled: dict[Sanction, list[Member]] = {}
+        for member in room.members:
+            person = self.person(member)
+            if only is None:
+                ban = state.ban_of(person, room.key, now)
+            else:
+                ban = only if only.applies_to(person) and not state.is_admin(person) else None
+            if ban is not None and ban.room is not None:
+                expelled.setdefault(ban, []).append(member)
+        for ban, members in expelled.items():
+            self._expel(room, members, "ban", ban.by, ban.reason, until=ban.until,
+                        sanction=ban)
+        return [m for members in expelled.values() for m in members]
+
+    def _halt(self, member: Member, ban: Sanction) -> None:
+        error = banned_error(ban, fatal=True)
+        if member.held:
+            self.rooms.seats.forget(member)
+            self.rooms.leave(member)
+        else:
+            member.halt(error)
+
+    def _notice(
+        self, room: Room | None, event: str, target: str, text: str, **extra: Any
+    ) -> str:
+        count = room.count if room is not None else 0
+        return protocol.system(event, target, text, count, self.rooms.clock(),
+                               room=room.name if room is not None else None, **extra)
+
+    def _expel(
+        self, room: Room, members: list[Member], event: str, by: str, reason: str, *,
+        until: float | None = None, sanction: Sanction | None = None,
+    ) -> None:
+        """Take ``members`` out of ``room``; each, and the room, gets the notice."""
+        for member in members:
+            room.expel(member)
+            if room.lobby and not self.rooms.delivery.many_rooms:
+                # With --redis #lobby cannot be left: a kick or ban from it ends the
+                # connection (after the notice).
+                member.halt(banned_error(sanction, fatal=True) if sanction is not None
+                            else ProtocolError(NOT_PERMITTED, f"you were kicked from {room.name}"
+                                               f" by {by} (with --redis it cannot be left)",
+                                               fatal=True))
+        for member in members:
+            assert member.name is not None
+            line = self._announcement(room, event, member.name, by, reason, until=until)
+            member.deliver(line)
+            room.broadcast(line)
+
+    def _announcement(
+        self, room: Room | None, event: str, target: str, by: str, reason: str, *,
+        until: float | None = None, timed: bool = False,
+    ) -> str:
+        where = room.name if room is not None else "the server"
+        verbs = {
+            "kick": f"{target} was kicked from {where} by {by}",
+            "ban": f"{target} was banned from {where} by {by}{_until_text(until)}",
+            "unban": f"{by} lifted the ban on {target} in {where}",
+            "mute": f"{target} was muted in {where} by {by}{_until_text(until)}",
+            "unmute": f"{by} unmuted {target} in {where}",
+            "op": f"{by} made {target} an op of {where}",
+            "deop": f"{by} took op from {target} in {where}",
+            "voice": f"{by} gave {target} voice in {where}",
+            "devoice": f"{by} took voice from {target} in {where}",
+        }
+        text = verbs[event] + (f": {reason}" if reason else "")
+        extra: dict[str, Any] = {"by": by, "reason": reason}
+        if event in ("ban", "mute"):
+            extra["until"] = until
+        return self._notice(room, event, target, text, **extra)
+
+    def _tell(self, actor: Member, room: Room | None, line: str) -> None:
+        """``line`` to ``room`` (when there is one), and to ``actor`` if it is not in
+        it."""
+        if room is not None:
+            room.broadcast(line)
+        if room is None or actor not in room:
+            actor.deliver(line)
+
+    # ------------------------------------------------------------ messages
+
+    async def handle(self, member: Member, event: ModerationEvent, room: str | None) -> None:
+        """Act on a moderation message from ``member``; ``room`` is the room it means
+        (None: server-wide). Raises the error to answer with."""
+        found = self.rooms.room(room) if room is not None else None
+        shown = found.name if found is not None else (room or "the server")
+        key = room_key(room) if room is not None else None
+        if isinstance(event, Mode) and event.registered_only is None and event.moderated is None:
+            modes = self.state.modes_of(key or LOBBY_KEY)
+            member.deliver(protocol.encode({"type": "mode", "room": shown, **modes.to_wire()}))
+            return
+        if member.name is None:
+            raise ProtocolError(NOT_JOINED, 'moderation needs a name: {"type":"join",...}')
+        actor = self.person(member)
+        if room is not None and found is None:
+            raise ProtocolError(protocol.NOT_IN_ROOM, f"there is no room {room}")
+        if isinstance(event, ListBans):
+            self.state.check_op(actor, key, shown)
+            self._list(member, key, shown)
+        elif isinstance(event, Mode):
+            assert found is not None and key is not None
+            await self._mode(member, actor, found, event)
+        else:
+            await self._moderate(member, actor, found, key, shown, event)
+
+    def _list(self, member: Member, key: str | None, shown: str) -> None:
+        now = self.now()
+        answer: dict[str, Any] = {"type": "bans"}
+        if key is not None:
+            answer["room"] = shown
+        answer["bans"] = [s.to_wire() for s in self.state.listing("ban", key, now)]
+        answer["mutes"] = [s.to_wire() for s in self.state.listing("mute", key, now)]
+        for entries in (answer["bans"], answer["mutes"]):
+            for entry in entries:
+                entry.pop("room", None)
+        member.deliver(protocol.encode(answer))
+
+    async def _mode(self, member: Member, actor: Person, room: Room, event: Mode) -> None:
+        self.state.check_op(actor, room.key, room.name)
+        old = self.state.modes_of(room.key)
+        new = RoomModes(
+            old.registered_only if event.registered_only is None else event.registered_only,
+            old.moderated if event.moderated is None else event.moderated,
+        )
+        flags = " ".join(f"{'+' if on else '-'}{name}" for name, on in new.to_wire().items())
+        await self.service.set_modes(room.key, new, AuditEntry(
+            self.now(), actor.name, "mode", room.key, None, "", flags))
+        assert member.name is not None
+        text = f"{member.name} set the modes of {room.name}: {flags}"
+        self._tell(member, room, self._notice(room, "mode", member.name, text,
+                                              by=member.name, **new.to_wire()))
+        if room.lobby and new.registered_only:
+            self.enforce()
+
+    def _target(self, event: Moderate) -> tuple[Person | None, list[Member]]:
+        """Who ``event`` is about (None for an address) and their live connections."""
+        if event.user is None:
+            return None, []
+        online = self.rooms.user(event.user)
+        if online is not None:
+            return self.person(online), [online]
+        # Offline: a registered name is its account (a logged-in name is the account's).
+        return Person(event.user, account=name_key(event.user)), []
+
+    async def _moderate(
+        self, member: Member, actor: Person, room: Room | None, key: str | None, shown: str,
+        event: Moderate,
+    ) -> None:
+        state, now, action = self.state, self.now(), event.action
+        target, online = self._target(event)
+        if target is not None:
+            state.check_over(actor, target, key, shown)
+        else:
+            state.check_op(actor, key, shown)
+        assert member.name is not None
+        by = member.name
+        what = target.name if target is not None else event.address or ""
+        entry = AuditEntry(now, by, action, key, what, event.reason)
+        if action == "kick":
+            assert room is not None
+            inside = [m for m in online if m in room]
+            if not inside:
+                raise ProtocolError(NO_SUCH_USER, f"nobody called {what} is in {shown}")
+            await self.service.record(entry)
+            self._expel(room, inside, "kick", by, event.reason)
+            if member not in room and member not in inside:
+                member.deliver(self._announcement(room, "kick", what, by, event.reason))
+        elif action in ("ban", "mute"):
+            kind: Kind = "ban" if action == "ban" else "mute"
+            if len(state.sanctions) >= MAX_SANCTIONS:
+                raise denied(f"this server holds {MAX_SANCTIONS} bans and mutes, its most: "
+                             "lift some first")
+            sanction = new_sanction(
+                kind, key, by=by, reason=event.reason, now=now, duration=event.duration,
+                user=target.name if target is not None else None,
+                account=target.account if target is not None and online else None,
+                network=event.address,
+            )
+            entry = replace(entry, detail=f"{event.duration}s" if event.duration
+                            else "until lifted")
+            stored = await self.service.add(sanction, entry)
+            line = self._announcement(room, kind, what, by, event.reason, until=stored.until)
+            if kind == "mute":
+                self._tell(member, room, line)
+                for other in online if room is None else ():
+                    if other is not member:
+                        other.deliver(line)  # a server-wide mute: its target is told
+            elif room is not None:
+                expelled = self._ban_room(room, stored)
+                if not expelled:
+                    room.broadcast(line)
+                if member not in room and member not in expelled:
+                    member.deliver(line)
+            else:
+                member.deliver(line)
+                self.enforce(stored)
+        elif action in ("unban", "unmute"):
+            kind = "ban" if action == "unban" else "mute"
+            lifted = state.find(kind, key, name=target.key if target is not None else None,
+                                network=event.address, now=now)
+            if not lifted:
+                raise ProtocolError(NO_SUCH_USER, f"{what} is not {kind}ned"
+                                    f"{'' if key is None else ' in ' + shown}"
+                                    if kind == "ban" else f"{what} is not muted"
+                                    f"{'' if key is None else ' in ' + shown}")
+            await self.service.lift(kind, lifted, entry)
+            self._tell(member, room, self._announcement(room, action, lifted[0].target, by, ""))
+        elif action in ("op", "deop"):
+            assert room is not None and key is not None and target is not None
+            account = online[0].account if online else None
+            if action == "op" and account is None:
+                raise denied(f"{what} is not logged in to an account: only accounts are ops")
+            if action == "deop":
+                account = target.account
+                if account is None or not state.is_op(target, key):
+                    raise ProtocolError(NO_SUCH_USER, f"{what} is not an op of {shown}")
+            elif len(state.ops.get(key, ())) >= MAX_ROLES_PER_ROOM:
+                raise denied(f"{shown} has {MAX_ROLES_PER_ROOM} ops, its most")
+            assert account is not None
+            await self.service.set_op(key, account, action == "op", entry)
+            self._tell(member, room, self._announcement(room, action, what, by, ""))
+        elif action in ("voice", "devoice"):
+            assert room is not None and key is not None and target is not None
+            if action == "voice" and len(state.voiced.get(key, ())) >= MAX_ROLES_PER_ROOM:
+                raise denied(f"{shown} has {MAX_ROLES_PER_ROOM} voiced users, its most")
+            await self.service.set_voice(key, target.key, action == "voice", entry)
+            self._tell(member, room, self._announcement(room, action, what, by, ""))
+
