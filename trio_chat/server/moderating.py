@@ -16,6 +16,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -35,7 +36,7 @@ from ..moderation.model import (
     denied,
     new_sanction,
 )
-from ..moderation.service import ModerationService
+from ..moderation.service import WATCH_INTERVAL, ModerationService
 from ..moderation.store import ModerationStore
 from ..protocol import LOBBY, LOBBY_KEY, NO_SUCH_USER, NOT_JOINED, ProtocolError, room_key
 from ..protocol.errors import NOT_PERMITTED
@@ -71,8 +72,12 @@ def _until_text(until: float | None) -> str:
 class Moderator:
     """Moderation for one server's rooms (see the module doc)."""
 
-    def __init__(self, rooms: Rooms, service: ModerationService | None = None) -> None:
+    def __init__(
+        self, rooms: Rooms, service: ModerationService | None = None, *,
+        watch_interval: float = WATCH_INTERVAL,
+    ) -> None:
         self.rooms = rooms
+        self.watch_interval = watch_interval
         self.service = service if service is not None else ModerationService(
             ModerationStore(":memory:")
         )
@@ -148,7 +153,8 @@ class Moderator:
         """The queued writes, and applying changes other processes make to the
         database, until cancelled."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.service.watch, self._reloaded)
+            nursery.start_soon(partial(self.service.watch, self._reloaded,
+                                       interval=self.watch_interval))
             task_status.started()
             async for write in self._writes:
                 try:

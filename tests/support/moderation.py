@@ -1,0 +1,107 @@
+"""A real server with moderation in a real SQLite file, and what tests of moderation
+need around it: a clock for bans that the test moves, logged-in connections, clients
+from another loopback address.
+
+``login`` stands in for the accounts half of issue 17 (``register``/``login``), which
+is built on another branch: it marks the named connection as logged in to the account
+of its name, exactly what a login does to a member (``member.account``). Once that
+branch is merged, tests call the real ``login`` message instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from tests.support.clients import Client
+from tests.support.config import TEST_CONFIG
+from tests.support.tcp import TcpClient
+from tests.support.ws import WsClient, ws_over
+from trio_chat import Bound, Config, serve
+from trio_chat.history.sqlite import open_history
+from trio_chat.moderation.service import ModerationService
+from trio_chat.moderation.store import ModerationStore
+from trio_chat.protocol.names import name_key
+from trio_chat.server.delivery import LocalDelivery
+from trio_chat.server.moderating import Moderator
+from trio_chat.server.rooms import Rooms
+
+#: Where the ban clock starts (Unix seconds: 2026-01-01).
+EPOCH = 1_767_225_600.0
+#: A second loopback address for a client to be banned from (Linux routes 127/8).
+OTHER_ADDRESS = "127.0.0.2"
+
+
+@dataclass
+class WallClock:
+    """The clock of bans and the audit log, moved by the test (no sleeping)."""
+
+    now: float = EPOCH
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Moderated:
+    """A running server, its rooms (to log connections in) and its ban clock."""
+
+    bound: Bound
+    rooms: Rooms
+    clock: WallClock
+    db: str
+
+    def login(self, name: str) -> None:
+        """The connection called ``name`` is now logged in to that account (see the
+        module doc)."""
+        member = self.rooms.user(name)
+        assert member is not None, f"nobody called {name}"
+        member.account = name_key(name)
+
+
+def moderated_config(tmp_path: Path, **changes: object) -> Config:
+    """TEST_CONFIG on a real database, with ``Root`` a server admin; rooms are
+    created freely (their rate is tested elsewhere)."""
+    return replace(TEST_CONFIG, db=str(tmp_path / "chat.db"), admins=("Root",),
+                   room_create_rate=0, **changes)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def moderated_server(
+    config: Config, *, watch_interval: float = 0.05
+) -> AsyncIterator[Moderated]:
+    """A server as ``serve`` runs it on ``config.db`` (history and moderation in the
+    one file), its ban clock the test's."""
+    clock = WallClock()
+    admins = tuple(name_key(name) for name in config.admins)
+    async with open_history(config) as history, trio.open_nursery() as nursery:
+        store = await trio.to_thread.run_sync(ModerationStore, config.db)
+        service = ModerationService(store, admins=lambda: admins, wall=clock)
+        rooms = Rooms(LocalDelivery(history), config=config)
+        rooms.moderation = Moderator(rooms, service, watch_interval=watch_interval)
+        bound: Bound = await nursery.start(partial(serve, config, rooms=rooms))
+        try:
+            yield Moderated(bound, rooms, clock, config.db)
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await rooms.delivery.flush()
+                await service.aclose()
+
+
+@asynccontextmanager
+async def client_from(bound: Bound, kind: str, address: str) -> AsyncIterator[Client]:
+    """A client of ``bound`` over ``kind`` whose connection comes from ``address``."""
+    port = bound.tcp_port if kind == "tcp" else bound.ws_port
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=address)
+    if kind == "tcp":
+        async with TcpClient(stream) as tcp:
+            yield tcp
+    else:
+        async with ws_over(stream, "127.0.0.1", "/") as conn:
+            yield WsClient(conn)
