@@ -1,0 +1,181 @@
+"""Moderation messages as the server reads them: the JSON shapes and the nc commands
+(sans I/O), bad input answered with a documented code, and the nc commands against a
+real server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.support.moderation import moderated_config, moderated_server
+from tests.support.tcp import TcpClient
+from trio_chat.protocol import ProtocolError, decode_json, decode_line
+from trio_chat.protocol.events import HELP_TEXT
+from trio_chat.protocol.moderation import (
+    CURRENT,
+    USAGE,
+    ListBans,
+    Mode,
+    Moderate,
+    parse_duration,
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "event"),
+    [
+        (b"/kick Bob spamming the room",
+         Moderate("kick", CURRENT, "Bob", reason="spamming the room")),
+        (b"/kick #dev Bob", Moderate("kick", "#dev", "Bob")),
+        (b"/ban Bob 10m flood", Moderate("ban", CURRENT, "Bob", duration=600, reason="flood")),
+        (b"/ban * Bob 1d", Moderate("ban", None, "Bob", duration=86400)),
+        (b'/ban "Ann Lee" 90 rude',
+         Moderate("ban", CURRENT, "Ann Lee", duration=90, reason="rude")),
+        (b"/ban #dev 203.0.113.0/24", Moderate("ban", "#dev", address="203.0.113.0/24")),
+        (b"/ban 203.0.113.7", Moderate("ban", CURRENT, address="203.0.113.7/32")),
+        (b"/ban Bob forever and ever", Moderate("ban", CURRENT, "Bob", reason="forever and ever")),
+        (b"/unban * ::ffff:203.0.113.7", Moderate("unban", None, address="203.0.113.7/32")),
+        (b"/unban Bob", Moderate("unban", CURRENT, "Bob")),
+        (b"/bans", ListBans(CURRENT)),
+        (b"/bans *", ListBans(None)),
+        (b"/bans #dev", ListBans("#dev")),
+        (b"/mute Bob 5m", Moderate("mute", CURRENT, "Bob", duration=300)),
+        (b"/unmute * Bob", Moderate("unmute", None, "Bob")),
+        (b"/op Ann", Moderate("op", CURRENT, "Ann")),
+        (b"/deop #dev Ann", Moderate("deop", "#dev", "Ann")),
+        (b"/voice Bob", Moderate("voice", CURRENT, "Bob")),
+        (b"/devoice Bob", Moderate("devoice", CURRENT, "Bob")),
+        (b"/mode", Mode(CURRENT)),
+        (b"/mode +r -m", Mode(CURRENT, registered_only=True, moderated=False)),
+        (b"/mode #dev +moderated", Mode("#dev", moderated=True)),
+    ],
+)
+def test_nc_commands(line: bytes, event: object) -> None:
+    assert decode_line(line) == event
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"/kick", b"/ban", b"/ban *", b"/op * Ann", b"/voice Bob extra", b"/mode +x",
+     b"/bans Bob", b"/ban System", b'/ban "Ann', b"/unban", b"/ban Bob 99999999999d"],
+)
+def test_nc_commands_without_what_they_need(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_line(line)
+    assert info.value.code in ("missing_field", "name_invalid")
+
+
+def test_every_command_is_in_help() -> None:
+    for command in USAGE:
+        assert command in HELP_TEXT
+
+
+@pytest.mark.parametrize(
+    ("message", "event"),
+    [
+        ({"type": "kick", "room": "#dev", "user": "Bob", "reason": " rude "},
+         Moderate("kick", "#dev", "Bob", reason="rude")),
+        ({"type": "kick", "user": "Bob"}, Moderate("kick", "#lobby", "Bob")),
+        ({"type": "ban", "user": "Bob"}, Moderate("ban", None, "Bob")),
+        ({"type": "ban", "room": "#dev", "address": "2001:db8::1/48", "duration": 60},
+         Moderate("ban", "#dev", address="2001:db8::/48", duration=60)),
+        ({"type": "mute", "room": "#dev", "user": "Bob", "duration": 0},
+         Moderate("mute", "#dev", "Bob")),
+        ({"type": "op", "user": "Ann"}, Moderate("op", "#lobby", "Ann")),
+        ({"type": "bans"}, ListBans(None)),
+        ({"type": "mode", "room": "#dev", "registered_only": False},
+         Mode("#dev", registered_only=False)),
+        ({"type": "mode"}, Mode("#lobby")),
+    ],
+)
+def test_json_shapes(message: dict[str, Any], event: object) -> None:
+    import json
+
+    assert decode_json(json.dumps(message)) == event
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"type": "kick", "room": "#dev"}, "missing_field"),
+        ({"type": "kick", "room": "#dev", "user": 3}, "missing_field"),
+        ({"type": "kick", "room": "dev", "user": "Bob"}, "room_invalid"),
+        ({"type": "op", "room": "#dev", "address": "1.2.3.4"}, "missing_field"),
+        ({"type": "ban", "user": "Bob", "address": "1.2.3.4"}, "missing_field"),
+        ({"type": "ban", "address": "1.2.3.400"}, "missing_field"),
+        ({"type": "ban", "address": ["1.2.3.4"]}, "missing_field"),
+        ({"type": "ban", "user": "Bob", "duration": -1}, "missing_field"),
+        ({"type": "ban", "user": "Bob", "duration": 1.5}, "missing_field"),
+        ({"type": "ban", "user": "Bob", "duration": True}, "missing_field"),
+        ({"type": "ban", "user": "Bob", "reason": "x" * 257}, "missing_field"),
+        ({"type": "ban", "user": "Bob", "reason": 7}, "missing_field"),
+        ({"type": "ban", "user": "\u200bBob"}, "name_invalid"),
+        ({"type": "mode", "room": "#dev", "moderated": "yes"}, "missing_field"),
+        ({"type": "bans", "room": 5}, "room_invalid"),
+    ],
+)
+def test_bad_messages_get_a_documented_code(message: dict[str, Any], code: str) -> None:
+    import json
+
+    with pytest.raises(ProtocolError) as info:
+        decode_json(json.dumps(message))
+    assert info.value.code == code
+
+
+@given(st.text(max_size=20))
+def test_any_duration_word_is_seconds_or_none(word: str) -> None:
+    try:
+        seconds = parse_duration(word)
+    except ProtocolError:
+        return  # past ten years
+    assert seconds is None or seconds >= 0
+
+
+async def test_moderation_from_nc(tmp_path: Path) -> None:
+    async with (
+        moderated_server(moderated_config(tmp_path)) as mod,
+        await TcpClient.connect(mod.bound.tcp_port) as olga,
+        await TcpClient.connect(mod.bound.tcp_port) as bob,
+    ):
+        await olga.send_raw(b"/nick Olga\n")
+        await olga.recv_until(type="system", event="join", name="Olga")
+        mod.login("Olga")
+        await olga.send_raw(b"/join #dev\n")
+        await olga.recv_until(type="system", event="join", room="#dev")
+        await bob.send_raw(b"/nick Bob\n/join #dev\n")
+        await olga.recv_until(type="system", event="join", room="#dev", name="Bob")
+        await olga.send_raw(b"/mute Bob 10m shouting\n")
+        notice = await bob.recv_until(type="system", event="mute")
+        assert notice["reason"] == "shouting" and notice["room"] == "#dev"
+        await bob.send_raw(b"HELLO\n")
+        error = await bob.recv_until(type="error")
+        assert error["code"] == "muted"
+        await olga.send_raw(b"/unmute Bob\n/mode +m\n/voice Bob\n")
+        await bob.recv_until(type="system", event="voice")
+        await bob.send_raw(b"hello\n")
+        await olga.recv_until(type="chat", text="hello", room="#dev")
+        await olga.send_raw(b"/mode\n")
+        modes = await olga.recv_until(type="mode")
+        assert modes == {"type": "mode", "room": "#dev", "registered_only": False,
+                         "moderated": True}
+        await olga.send_raw(b"/ban Bob 1h enough\n/bans\n")
+        await bob.recv_until(type="system", event="ban", reason="enough")
+        bans = await olga.recv_until(type="bans")
+        assert [b["user"] for b in bans["bans"]] == ["Bob"]
+        await bob.send_raw(b"/join #dev\n")
+        error = await bob.recv_until(type="error")
+        assert error["code"] == "banned" and error["reason"] == "enough"
+        await olga.send_raw(b"/unban Bob\n")
+        await olga.recv_until(type="system", event="unban")
+        await bob.send_raw(b"/join #dev\n")
+        await olga.recv_until(type="system", event="join", room="#dev", name="Bob")
+        await olga.send_raw(b"/kick Bob bye\n")
+        await bob.recv_until(type="system", event="kick", reason="bye")
+        # A guest at nc: not permitted, and told what it takes.
+        await bob.send_raw(b"/op Bob\n")
+        error = await bob.recv_until(type="error")
+        assert error["code"] == "not_permitted" and "ops" in error["text"]
