@@ -159,15 +159,18 @@ def denied(text: str) -> ProtocolError:
     return ProtocolError(NOT_PERMITTED, text)
 
 
-def banned_error(sanction: Sanction, *, fatal: bool = False) -> ProtocolError:
-    where = "this server" if sanction.room is None else sanction.room
+def banned_error(
+    sanction: Sanction, *, fatal: bool = False, shown: str | None = None
+) -> ProtocolError:
+    """``banned`` for ``sanction``: with ``room`` (as ``shown``, else its key) for a
+    room's ban; fatal, without ``room``, for a server-wide one."""
+    room = shown if shown is not None else sanction.room
+    where = "this server" if room is None else room
     why = f": {sanction.reason}" if sanction.reason else ""
-    return ProtocolError(
-        BANNED, f"you are banned from {where}{why}", fatal=fatal,
-        fields={"room": sanction.room, "until": sanction.until, "reason": sanction.reason}
-        if sanction.room is not None
-        else {"until": sanction.until, "reason": sanction.reason},
-    )
+    fields: dict[str, object] = {} if room is None else {"room": room}
+    fields.update(until=sanction.until, reason=sanction.reason)
+    return ProtocolError(BANNED, f"you are banned from {where}{why}", fatal=fatal,
+                         fields=fields)
 
 
 def muted_error(sanction: Sanction) -> ProtocolError:
@@ -325,7 +328,8 @@ class Moderation:
         ``not_permitted`` (a registered-only room, for a guest) if not."""
         ban = self.ban_of(person, room, now)
         if ban is not None:
-            raise banned_error(ban)
+            raise banned_error(ban, shown=shown if ban.room is not None else None,
+                               fatal=ban.room is None)
         if self.modes_of(room).registered_only and person.account is None:
             raise denied(f"{shown} is for registered users only: log in to join it")
 
