@@ -298,7 +298,23 @@ async def test_an_admin_acts_in_every_room_and_on_ops(mod: Moderated, kind: str)
         await root.recv_until(type="system", event="leave", name="Root")
         await enter(root, "#dev")
         bans = await answer(root, {"type": "bans"}, type="bans")
-        assert bans == {"type": "bans", "bans": [], "mutes": []}
+        assert bans == {"type": "bans", "bans": [], "bans_total": 0, "mutes": [],
+                        "mutes_total": 0}
+        # Nobody kicks or bans themselves.
+        error = await answer(root, {"type": "kick", "room": "#dev", "user": "Root"})
+        assert error["code"] == "not_permitted" and "yourself" in error["text"]
+        # A server-wide mute: no chat anywhere, no direct messages either.
+        await root.send({"type": "mute", "user": "Bob", "reason": "cool off"})
+        notice = await bob.recv_until(type="system", event="mute")
+        assert "room" not in notice and notice["reason"] == "cool off"
+        for message in ({"type": "chat", "room": "#dev", "text": "x"},
+                        {"type": "msg", "to": "Root", "text": "x"}):
+            error = await answer(bob, message)
+            assert error["code"] == "muted" and error["reason"] == "cool off"
+        await root.send({"type": "unmute", "user": "Bob"})
+        await root.recv_until(type="system", event="unmute")
+        await bob.send({"type": "msg", "to": "Root", "text": "thanks"})
+        await root.recv_until(type="msg", text="thanks")
 
 
 async def refused(client: Client) -> None:

@@ -122,7 +122,9 @@ def test_ranks_who_may_act_on_whom() -> None:
         mod.check_over(OP, ADMIN, "#dev", "#dev")
     mod.check_over(ADMIN, OP, "#dev", "#dev")
     mod.check_over(ADMIN, USER, None, "the server")
-    mod.check_over(OP, OP, "#dev", "#dev")  # deop oneself
+    mod.check_over(OP, OP, "#dev", "#dev", oneself=True)  # deop oneself
+    with pytest.raises(ProtocolError):
+        mod.check_over(OP, OP, "#dev", "#dev")  # kick or ban oneself
 
 
 def test_topic_is_free_until_the_room_has_ops() -> None:

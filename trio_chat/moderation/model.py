@@ -249,7 +249,7 @@ class Moderation:
                 return sanction
         return None
 
-    def mute_of(self, person: Person, room: str, now: float) -> Sanction | None:
+    def mute_of(self, person: Person, room: str | None, now: float) -> Sanction | None:
         if self.is_admin(person):
             return None
         return next(iter(self.matching("mute", person, room, now)), None)
@@ -364,11 +364,17 @@ class Moderation:
         elif self.rank(actor, room) < Rank.OP:
             raise denied(f"only the ops of {shown} (and server admins) may do that")
 
-    def check_over(self, actor: Person, target: Person, room: str | None, shown: str) -> None:
-        """Kick, ban, mute or deop ``target``: an op or admin, above the target's rank."""
+    def check_over(
+        self, actor: Person, target: Person, room: str | None, shown: str, *,
+        oneself: bool = False,
+    ) -> None:
+        """Act on ``target`` (kick, ban, mute, deop...): an op or admin, above the
+        target's rank. On oneself only where ``oneself`` says so (an op may deop
+        themselves; nobody bans or kicks themselves)."""
         self.check_op(actor, room, shown)
         if actor.key == target.key:
-            return  # on oneself: allowed (an op may deop themselves)
+            if not oneself:
+                raise denied("not on yourself")
+            return
         if self.rank(target, room) >= self.rank(actor, room):
             raise denied(f"{target.name} is an op or admin as well: only a higher rank may")
-

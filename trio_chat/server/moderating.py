@@ -34,6 +34,7 @@ from ..moderation.model import (
     Sanction,
     banned_error,
     denied,
+    muted_error,
     new_sanction,
 )
 from ..moderation.service import WATCH_INTERVAL, ModerationService
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 #: Background writes queued at most (a room created by an account makes it op; an
 #: expired room forgets its roles): past it they are done in place of queueing.
 MAX_QUEUED_WRITES = 1024
+#: Bans (and mutes) a ``bans`` answer lists at most: the newest; ``bans_total`` and
+#: ``mutes_total`` count them all.
+LISTED = 1000
 
 
 def _address(host: str) -> IPAddress | None:
@@ -124,6 +128,12 @@ class Moderator:
 
     def check_speak(self, member: Member, room: Room) -> None:
         self.state.check_speak(self.person(member), room.key, room.name, self.now())
+
+    def check_direct(self, member: Member) -> None:
+        """A direct message: not from someone muted server-wide."""
+        mute = self.state.mute_of(self.person(member), None, self.now())
+        if mute is not None:
+            raise muted_error(mute)
 
     def check_topic(self, member: Member, room: Room) -> None:
         self.state.check_topic(self.person(member), room.key, room.name)
@@ -312,11 +322,14 @@ class Moderator:
         answer: dict[str, Any] = {"type": "bans"}
         if key is not None:
             answer["room"] = shown
-        answer["bans"] = [s.to_wire() for s in self.state.listing("ban", key, now)]
-        answer["mutes"] = [s.to_wire() for s in self.state.listing("mute", key, now)]
-        for entries in (answer["bans"], answer["mutes"]):
-            for entry in entries:
+        kinds: tuple[tuple[Kind, str], ...] = (("ban", "bans"), ("mute", "mutes"))
+        for kind, field in kinds:
+            listing = self.state.listing(kind, key, now)
+            # The newest LISTED of each (10,000 would be a line of megabytes).
+            answer[field] = [s.to_wire() for s in listing[-LISTED:]]
+            for entry in answer[field]:
                 entry.pop("room", None)
+            answer[f"{field}_total"] = len(listing)
         member.deliver(protocol.encode(answer))
 
     async def _mode(self, member: Member, actor: Person, room: Room, event: Mode) -> None:
@@ -353,7 +366,7 @@ class Moderator:
         state, now, action = self.state, self.now(), event.action
         target, online = self._target(event)
         if target is not None:
-            state.check_over(actor, target, key, shown)
+            state.check_over(actor, target, key, shown, oneself=action == "deop")
         else:
             state.check_op(actor, key, shown)
         assert member.name is not None

@@ -664,6 +664,7 @@ class Rooms:
         delivery (``no_such_user`` if nobody has that name)."""
         if member.name is None:
             raise ProtocolError(NOT_JOINED, PICK_A_NAME)
+        self.moderation.check_direct(member)
         if self.closed:
             return
         log.debug("msg %s -> %s: %s", member.name, to, text)
