@@ -24,7 +24,7 @@ from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, ws_over
 from trio_chat import Bound, Config, serve
 from trio_chat.history.sqlite import open_history
-from trio_chat.moderation.service import ModerationService
+from trio_chat.moderation.service import ModerationService, SqliteBackend
 from trio_chat.moderation.store import ModerationStore
 from trio_chat.protocol.names import name_key
 from trio_chat.server.delivery import LocalDelivery
@@ -81,7 +81,7 @@ async def moderated_server(
     admins = tuple(name_key(name) for name in config.admins)
     async with open_history(config) as history, trio.open_nursery() as nursery:
         store = await trio.to_thread.run_sync(ModerationStore, config.db)
-        service = ModerationService(store, admins=lambda: admins, wall=clock)
+        service = ModerationService(SqliteBackend(store), admins=lambda: admins, wall=clock)
         rooms = Rooms(LocalDelivery(history), config=config)
         rooms.moderation = Moderator(rooms, service, watch_interval=watch_interval)
         bound: Bound = await nursery.start(partial(serve, config, rooms=rooms))

@@ -24,7 +24,7 @@ from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
 from ..history.writer import StoreError
-from ..moderation.service import ModerationService
+from ..moderation.service import ModerationService, SqliteBackend
 from ..moderation.store import ModerationStore
 from ..protocol.names import name_key
 from ..transports import tls
@@ -199,7 +199,7 @@ async def open_moderation(config: Config) -> AsyncIterator[ModerationService]:
         store = await trio.to_thread.run_sync(ModerationStore, config.db)
     except sqlite3.Error as error:
         raise StoreError(f"cannot use database {config.db} for moderation: {error}") from None
-    service = ModerationService(store, admins=lambda: admins)
+    service = ModerationService(SqliteBackend(store), admins=lambda: admins)
     try:
         yield service
     finally:

@@ -38,7 +38,6 @@ from ..moderation.model import (
     new_sanction,
 )
 from ..moderation.service import WATCH_INTERVAL, ModerationService
-from ..moderation.store import ModerationStore
 from ..protocol import LOBBY, LOBBY_KEY, NO_SUCH_USER, NOT_JOINED, ProtocolError, room_key
 from ..protocol.errors import NOT_PERMITTED
 from ..protocol.moderation import ListBans, Mode, Moderate, ModerationEvent
@@ -82,9 +81,7 @@ class Moderator:
     ) -> None:
         self.rooms = rooms
         self.watch_interval = watch_interval
-        self.service = service if service is not None else ModerationService(
-            ModerationStore(":memory:")
-        )
+        self.service = service if service is not None else ModerationService()
         send, self._writes = trio.open_memory_channel[Callable[[], Awaitable[None]]](
             MAX_QUEUED_WRITES
         )
@@ -163,6 +160,7 @@ class Moderator:
         """The queued writes, and applying changes other processes make to the
         database, until cancelled."""
         async with trio.open_nursery() as nursery:
+            await self.service.reload()
             nursery.start_soon(partial(self.service.watch, self._reloaded,
                                        interval=self.watch_interval))
             task_status.started()
