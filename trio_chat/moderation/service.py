@@ -176,7 +176,11 @@ class ModerationService:
     ) -> None:
         """Forever: every ``interval`` seconds, reload if the store changed (this
         server's own changes cause one harmless reload each)."""
-        seen = await self._signature()
+        seen: tuple[int, list[str]] | None = None
+        try:
+            seen = await self._signature()
+        except Exception as error:
+            log.warning("moderation: cannot read the store: %r", error)
         purged = self.wall()
         while True:
             await trio.sleep(interval)

@@ -181,7 +181,7 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
     if config.redis:
         from ..cluster import open_cluster  # coredis is imported only with --redis
 
-        async with open_cluster(config) as cluster:
+        async with open_cluster(config) as cluster:  # moderation in Redis too
             yield cluster.rooms
     else:
         async with open_history(config) as history, open_moderation(config) as service:

@@ -160,7 +160,10 @@ class Moderator:
         """The queued writes, and applying changes other processes make to the
         database, until cancelled."""
         async with trio.open_nursery() as nursery:
-            await self.service.reload()
+            try:
+                await self.service.reload()
+            except Exception as error:  # the watch tries again
+                log.warning("moderation: cannot load the store: %r", error)
             nursery.start_soon(partial(self.service.watch, self._reloaded,
                                        interval=self.watch_interval))
             task_status.started()
@@ -293,7 +296,18 @@ class Moderator:
 
     async def handle(self, member: Member, event: ModerationEvent, room: str | None) -> None:
         """Act on a moderation message from ``member``; ``room`` is the room it means
-        (None: server-wide). Raises the error to answer with."""
+        (None: server-wide). Raises the error to answer with (``not_permitted`` too when
+        the store fails: the action did not happen)."""
+        try:
+            await self._handle(member, event, room)
+        except ProtocolError:
+            raise
+        except Exception:
+            log.exception("moderation: %s failed", type(event).__name__)
+            raise ProtocolError(NOT_PERMITTED, "moderation is unavailable now: the store "
+                                "failed; try again") from None
+
+    async def _handle(self, member: Member, event: ModerationEvent, room: str | None) -> None:
         found = self.rooms.room(room) if room is not None else None
         shown = found.name if found is not None else (room or "the server")
         key = room_key(room) if room is not None else None
