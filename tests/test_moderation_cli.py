@@ -5,23 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import trio
 from click.testing import CliRunner
 
+from tests.support.moderation import history_db
 from trio_chat.cli import main
-from trio_chat.history.sqlite import SqliteStore
-from trio_chat.history.writer import running
-
-
-def history_db(path: Path) -> str:
-    """A database as a server leaves it: the history's tables and version."""
-
-    async def create() -> None:
-        async with running(SqliteStore(str(path), keep=10), 1):
-            pass
-
-    trio.run(create)
-    return str(path)
 
 
 def admin(*args: str) -> tuple[int, str]:

@@ -4,6 +4,7 @@ real server."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.support.moderation import moderated_config, moderated_server
 from tests.support.tcp import TcpClient
+from trio_chat.moderation.model import MAX_SANCTIONS_PER_ROOM
 from trio_chat.protocol import ProtocolError, decode_json, decode_line
 from trio_chat.protocol.events import HELP_TEXT
 from trio_chat.protocol.moderation import (
@@ -93,8 +95,6 @@ def test_every_command_is_in_help() -> None:
     ],
 )
 def test_json_shapes(message: dict[str, Any], event: object) -> None:
-    import json
-
     assert decode_json(json.dumps(message)) == event
 
 
@@ -119,8 +119,6 @@ def test_json_shapes(message: dict[str, Any], event: object) -> None:
     ],
 )
 def test_bad_messages_get_a_documented_code(message: dict[str, Any], code: str) -> None:
-    import json
-
     with pytest.raises(ProtocolError) as info:
         decode_json(json.dumps(message))
     assert info.value.code == code
@@ -179,3 +177,45 @@ async def test_moderation_from_nc(tmp_path: Path) -> None:
         await bob.send_raw(b"/op Bob\n")
         error = await bob.recv_until(type="error")
         assert error["code"] == "not_permitted" and "ops" in error["text"]
+
+
+async def test_a_room_holds_at_most_1000_bans_and_mutes(tmp_path: Path) -> None:
+    async with (
+        moderated_server(moderated_config(tmp_path)) as mod,
+        await TcpClient.connect(mod.bound.tcp_port) as olga,
+    ):
+        await olga.join("Olga")
+        mod.login("Olga")
+        await olga.send({"type": "join", "room": "#dev"})
+        await olga.recv_until(type="system", event="join", room="#dev")
+        lines = b"".join(
+            json.dumps({"type": "ban" if n % 2 else "mute", "room": "#dev",
+                        "user": f"U{n}"}).encode() + b"\n"
+            for n in range(MAX_SANCTIONS_PER_ROOM + 1)
+        )
+        await olga.send_raw(lines)
+        error = await olga.recv_until(type="error")
+        assert error["code"] == "not_permitted" and "1000 bans and mutes" in error["text"]
+        await olga.send({"type": "bans", "room": "#dev"})
+        bans = await olga.recv_until(type="bans")
+        assert bans["bans_total"] + bans["mutes_total"] == MAX_SANCTIONS_PER_ROOM
+        # Another room, and the server-wide list, are not full.
+        await olga.send({"type": "join", "room": "#other"})
+        await olga.recv_until(type="system", event="join", room="#other")
+        await olga.send({"type": "ban", "room": "#other", "user": "U1"})
+        await olga.recv_until(type="system", event="ban", room="#other")
+
+
+def test_the_admin_log_shows_no_terminal_escapes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tests.support.moderation import history_db
+    from trio_chat.cli import main
+
+    db = history_db(tmp_path / "chat.db")
+    runner = CliRunner()
+    result = runner.invoke(main, ["admin", "ban", "--db", db, "Bob", "--reason",
+                                  "\x1b]0;owned\x07 spam"])
+    assert result.exit_code == 0 and "\x1b" not in result.output
+    result = runner.invoke(main, ["admin", "log", "--db", db])
+    assert "\x1b" not in result.output and "\\x1b]0;owned\\x07 spam" in result.output

@@ -23,7 +23,8 @@ from tests.support.config import TEST_CONFIG
 from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, ws_over
 from trio_chat import Bound, Config, serve
-from trio_chat.history.sqlite import open_history
+from trio_chat.history.sqlite import SqliteStore, open_history
+from trio_chat.history.writer import running
 from trio_chat.moderation.service import ModerationService, SqliteBackend
 from trio_chat.moderation.store import ModerationStore
 from trio_chat.protocol.names import name_key
@@ -105,3 +106,14 @@ async def client_from(bound: Bound, kind: str, address: str) -> AsyncIterator[Cl
     else:
         async with ws_over(stream, "127.0.0.1", "/") as conn:
             yield WsClient(conn)
+
+
+def history_db(path: Path) -> str:
+    """A database as a server leaves it: the history's tables and version."""
+
+    async def create() -> None:
+        async with running(SqliteStore(str(path), keep=10), 1):
+            pass
+
+    trio.run(create)
+    return str(path)

@@ -17,6 +17,7 @@ from typing import Final
 
 import click
 
+from ..client.display import clean
 from ..protocol import ProtocolError
 from ..protocol.moderation import check_duration, check_reason, parse_network
 from ..protocol.names import name_key, validate_name
@@ -115,7 +116,7 @@ def log_command(db: str, limit: int, room: str | None) -> None:
         line = "  ".join(parts)
         if entry.reason:
             line += f"  ({entry.reason})"
-        click.echo(line)
+        click.echo(clean(line))  # what users typed: no terminal escapes
 
 
 @click.command("bans")
@@ -132,7 +133,7 @@ def bans_command(db: str, room: str | None, mutes: bool) -> None:
     if not listing:
         click.echo(f"no {kind}s" + (f" in {room}" if room else " server-wide"))
     for sanction in listing:
-        click.echo(_describe(sanction))
+        click.echo(clean(_describe(sanction)))
 
 
 def _describe(sanction: Sanction) -> str:
@@ -172,7 +173,7 @@ def ban_command(
         )
     finally:
         store.close()
-    click.echo(f"banned {_describe(stored)}")
+    click.echo(clean(f"banned {_describe(stored)}"))
 
 
 @click.command("unban")

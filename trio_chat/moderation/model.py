@@ -37,6 +37,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Most bans and mutes held at once on a server (each is checked at every join and
 #: accept); a ban past it is refused with ``not_permitted`` saying so.
 MAX_SANCTIONS: Final = 10_000
+#: Most of them in one room (so one room's ops cannot take the whole server's).
+MAX_SANCTIONS_PER_ROOM: Final = 1_000
 #: Most ops and voiced users per room.
 MAX_ROLES_PER_ROOM: Final = 1_000
 

@@ -25,6 +25,7 @@ from .. import protocol
 from ..moderation.model import (
     MAX_ROLES_PER_ROOM,
     MAX_SANCTIONS,
+    MAX_SANCTIONS_PER_ROOM,
     AuditEntry,
     IPAddress,
     Kind,
@@ -399,6 +400,11 @@ class Moderator:
             if len(state.sanctions) >= MAX_SANCTIONS:
                 raise denied(f"this server holds {MAX_SANCTIONS} bans and mutes, its most: "
                              "lift some first")
+            if key is not None and sum(
+                1 for s in state.sanctions.values() if s.room == key
+            ) >= MAX_SANCTIONS_PER_ROOM:
+                raise denied(f"{shown} has {MAX_SANCTIONS_PER_ROOM} bans and mutes, its "
+                             "most: lift some first")
             sanction = new_sanction(
                 kind, key, by=by, reason=event.reason, now=now, duration=event.duration,
                 user=target.name if target is not None else None,
