@@ -94,6 +94,9 @@ class Recorder:
             raise JoinRefused(reason or "no name")
         return self.names.pop(0)
 
+    async def ask_password(self, name: str, reason: str) -> str | None:
+        raise JoinRefused(reason)
+
 
 CONFIG = ClientConfig(name="Bob", backoff_initial=1.0, backoff_max=8.0)
 

@@ -340,3 +340,26 @@ async def test_you_are_comes_after_the_replayed_history(server: Bound, tmux: Tmu
             "Ann: earlier one", "Ann: earlier two", "-- you are Bob; online (2): Ann, Bob",
             "-- Bob joined the chat",
         ]
+
+
+async def test_a_registered_name_asks_for_its_password_masked(
+    server: Bound, tmux: Tmux, tmp_path: Path
+) -> None:
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await ann.send({"type": "register", "user": "Ann", "password": "correct horse"})
+        await ann.recv_until(type="token")
+        await ann.send({"type": "logout"})
+        await ann.recv_until(type="system", event="logout")
+    token_file = tmp_path / "ann.token"
+    await tmux.start(join_command("--name", "Ann", "--port", server.tcp_port,
+                                  "--token-file", token_file))
+    await tmux.wait_for("type the password of Ann")
+    await tmux.keys("correct horse", literal=True)
+    screen = await tmux.wait_for("password: *************")
+    assert not any("correct horse" in line for line in screen)
+    await tmux.keys("Enter")
+    await tmux.wait_for("connected as Ann")
+    await tmux.keys("/quit", literal=True)
+    await tmux.keys("Enter")
+    assert await tmux.exit_status() == 0
+    assert token_file.read_text().strip()

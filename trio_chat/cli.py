@@ -235,11 +235,22 @@ def main() -> None:
 @option("--grpc-port", type=click.IntRange(0, 65535), default=None, show_default=False,
         help="Serve the gRPC API (proto/trio_chat/v1/chat.proto) on this port, into the "
         "same room, with TLS too under --tls-cert (0: any free port). Off by default.")
+@option("--registration", type=click.Choice(["open", "closed", "invite"]),
+        default=DEFAULTS.registration,
+        help="Who may create an account: anyone, nobody, or whoever has a code from "
+        "'trio-chat admin invite'.")
+@option("--secret", default=None, show_default=False,
+        help="Key that signs login tokens (servers sharing it accept each other's); "
+        "without it, a key is generated and kept beside --db (DB.secret), or with --redis "
+        "kept in Redis for every server of the cluster.")
+@option("--require-tls-for-login", is_flag=True,
+        help="Refuse passwords and tokens over a connection without TLS (tls_required).")
 @option("--admin", "admins", multiple=True, metavar="NAME",
         help="Make this account a server admin (now, or when it registers); repeatable.")
 def serve(**options: Any) -> None:
     """Run the chat server."""
     config = Config(**options)
+
     if config.tls_key and not config.tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
     if config.redis_wait and not config.redis:
@@ -344,6 +355,9 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 @option("--max-backoff", type=click.FloatRange(0, min_open=True),
         default=CLIENT_DEFAULTS.backoff_max,
         help="Longest wait between reconnection attempts, in seconds.")
+@option("--token-file", type=click.Path(dir_okay=False), show_default=False,
+        help="Keep the login token here (mode 0600): the next run logs in to the account "
+        "without asking for its password.")
 def join(
     name: str | None,
     host: str,
@@ -356,8 +370,12 @@ def join(
     json_output: bool,
     reconnect: bool,
     max_backoff: float,
+    token_file: str | None,
 ) -> None:
     """Join the chat: full-screen on a terminal, line by line on pipes.
+
+    A registered name asks for its password (on a terminal); --token-file keeps the
+    login for the next runs.
 
     Line mode (stdin or stdout not a terminal, --plain or --json) sends each stdin
     line as a message, prints each message as one line and leaves at EOF.
@@ -392,6 +410,7 @@ def join(
         reconnect=reconnect,
         backoff_initial=min(CLIENT_DEFAULTS.backoff_initial, max_backoff),
         backoff_max=max_backoff,
+        token_file=token_file,
     )
     try:
         client.run(config, interactive=interactive, json_output=json_output)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from . import protocol
@@ -183,5 +183,13 @@ class Config:
     #: The gRPC port (proto/trio_chat/v1/chat.proto), on ``host``: off when None; 0
     #: picks a free port.
     grpc_port: int | None = None
+    #: Who may create an account (docs/protocol.md, *Accounts*): ``open`` (anyone),
+    #: ``closed`` (nobody), ``invite`` (with a code from ``trio-chat admin invite``).
+    registration: str = "open"
+    #: The key login tokens are signed with (``--secret`` / ``TRIO_CHAT_SECRET``); None:
+    #: a key generated once and kept beside the database (``DB.secret``, mode 0600).
+    secret: str | None = field(default=None, repr=False)
+    #: Refuse passwords and tokens over a connection without TLS (``tls_required``).
+    require_tls_for_login: bool = False
     #: Accounts made server admins at start (``--admin NAME``), or when they register.
     admins: tuple[str, ...] = ()

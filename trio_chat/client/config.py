@@ -34,6 +34,8 @@ class ClientConfig:
     leave_timeout: float = 5.0
     #: Longest line / message accepted from the server, in bytes.
     max_line: int = 1 << 20
+    #: Where the login token is kept between runs (``--token-file``); None: in memory.
+    token_file: str | None = None
     #: Messages typed but not yet sent (while reconnecting, say) before typing blocks.
     outbox_size: int = 256
 

@@ -32,6 +32,8 @@ MAX_SHOWN: Final = 64 * 1024
 CUT: Final = " [...]"
 #: Longest timestamp taken as one ("2026-11-26T18:00:00.123Z" is 24 characters).
 MAX_TIMESTAMP: Final = 64
+#: Longest login token kept.
+MAX_TOKEN: Final = 512
 #: Longest error code kept.
 MAX_CODE: Final = 64
 
@@ -175,6 +177,16 @@ class Incoming:
         self._drop(message, "complete", isinstance(message.get("complete"), bool))
         return True
 
+    def _token(self, message: Message) -> bool:
+        """A login token: printable ASCII of a sane length, or the message is dropped
+        (it is written to ``--token-file`` and sent back to the server)."""
+        token = message.get("token")
+        ok = isinstance(token, str) and 0 < len(token) <= MAX_TOKEN and token.isascii() \
+            and token.isprintable() and not any(ch.isspace() for ch in token)
+        if not ok:
+            self._report("a 'token' without a valid token")
+        return ok
+
     def _error(self, message: Message) -> bool:
         code = message.get("code")
         self._drop(message, "code", isinstance(code, str) and len(code) <= MAX_CODE)
@@ -188,4 +200,5 @@ _CHECKS = {
     "users": Incoming._user_list,
     "history_end": Incoming._history_end,
     "error": Incoming._error,
+    "token": Incoming._token,
 }

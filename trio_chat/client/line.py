@@ -13,8 +13,9 @@ import io
 import os
 import signal
 import sys
-from collections.abc import Callable
-from contextlib import suppress
+import termios
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
 import trio
@@ -38,6 +39,11 @@ class LineFrontend:
         self._order = AfterReplay()
         self.reader_gone = False
         self.on_reader_gone: Callable[[], object] = lambda: None
+        #: The standard input is a terminal a person types a password into.
+        self.stdin_fd = 0
+        self.interactive = False
+        #: Where the next stdin line goes while a password is asked for.
+        self.password_wanted: trio.MemorySendChannel[str] | None = None
 
     def message(self, message: dict[str, Any]) -> None:
         lines: list[str]
@@ -74,6 +80,24 @@ class LineFrontend:
     async def choose_name(self, refused: str | None, reason: str | None) -> str:
         raise JoinRefused(reason or "a name is required (--name)")
 
+    async def ask_password(self, name: str, reason: str) -> str | None:
+        """On a terminal (``--plain``), the next line typed, without echo; from a pipe,
+        give up (a bot logs in with ``--token-file``)."""
+        if not self.interactive:
+            raise JoinRefused(f"{reason} (type its password in a terminal once, with "
+                              "--token-file to keep the login for the next runs)")
+        self.say(f"{reason}; password for {name} (empty: give up):")
+        send, receive = trio.open_memory_channel[str](1)
+        self.password_wanted = send
+        with _no_echo(self.stdin_fd):
+            try:
+                password = await receive.receive()
+            finally:
+                self.password_wanted = None
+        if not password:
+            raise JoinRefused(reason)
+        return password
+
 
 async def run_line(
     config: ClientConfig,
@@ -91,6 +115,8 @@ async def run_line(
             # locale) shows as an escape rather than ending the client.
             stream.reconfigure(errors="backslashreplace")
     frontend = LineFrontend(out, err, json_output=json_output)
+    frontend.stdin_fd = stdin_fd
+    frontend.interactive = os.isatty(stdin_fd)
     session = ChatSession(config, frontend)
     frontend.on_reader_gone = session.stop
     error: ClientError | None = None
@@ -125,6 +151,9 @@ async def _read_stdin(session: ChatSession, frontend: LineFrontend, fd: int) -> 
                 break
             for line in complete:
                 text = line.decode("utf-8", errors="replace")
+                if frontend.password_wanted is not None:
+                    frontend.password_wanted.send_nowait(text.rstrip("\r"))
+                    continue  # a password: never a message
                 if text.strip():
                     await session.send({"type": "chat", "text": text})
             if not data:
@@ -143,3 +172,20 @@ async def _leave_on_signal(session: ChatSession) -> None:
         async for _ in signals:
             session.stop()
             return
+
+
+@contextmanager
+def _no_echo(fd: int) -> Iterator[None]:
+    """Turn off the terminal's echo on ``fd`` while a password is typed."""
+    try:
+        before = termios.tcgetattr(fd)
+    except termios.error:
+        yield
+        return
+    quiet = list(before)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, before)

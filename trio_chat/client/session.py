@@ -22,9 +22,18 @@ from typing import Any, Protocol
 
 import trio
 
-from ..protocol import NAME_INVALID, NAME_TAKEN, WRONG_PORT, dumps
+from ..protocol import (
+    LOGIN_FAILED,
+    NAME_INVALID,
+    NAME_REGISTERED,
+    NAME_TAKEN,
+    RATE_LIMITED,
+    WRONG_PORT,
+    dumps,
+)
 from .config import ClientConfig
 from .incoming import Incoming
+from .tokens import TokenFile
 from .transport import (
     ClientError,
     ConnectError,
@@ -79,6 +88,10 @@ class Frontend(Protocol):
         """Return a name to join under (``refused``: the one the server just turned
         down, because of ``reason``); raise :class:`JoinRefused` to give up."""
 
+    async def ask_password(self, name: str, reason: str) -> str | None:
+        """The password of the account ``name`` (registered: the server said
+        ``reason``); None to choose another name; raise :class:`JoinRefused` to give up."""
+
 
 def backoff_delay(
     attempt: int, initial: float, cap: float, rand: Callable[[], float] = random.random
@@ -112,6 +125,19 @@ class _Inbox:
 
 class _NameRefused(Exception):
     """The server refused the name we joined under (taken, or invalid); says why."""
+
+
+class _PasswordWanted(Exception):
+    """The name is registered (or the password was wrong): log in; says why."""
+
+
+class _TokenRefused(Exception):
+    """The login token is expired or revoked: it is dropped, and we join again (or,
+    ``keep``, a resume failed: we log in with the token next)."""
+
+    def __init__(self, *, keep: bool = False) -> None:
+        super().__init__()
+        self.keep = keep
 
 
 #: Chats without an id remembered to recognise their copy with one (a bounded window).
@@ -153,6 +179,12 @@ class ChatSession:
         self._send_lock = trio.Lock()
         self._last_heard = 0.0
         self._heard = 0  # messages received: a ping is answered if this moved
+        #: The login token (``--token-file``), kept fresh from each ``token`` message.
+        self._tokens = TokenFile(config.token_file)
+        self.token: str | None = self._tokens.load()
+        #: A password typed for the next login only (dropped once sent).
+        self._password: str | None = None
+        self._sent_token = False  # the last join was a login with the token
 
     # ------------------------------------------------------------ what front ends call
 
@@ -224,6 +256,18 @@ class ChatSession:
                 if not joined_once:
                     raise ConnectionLost(str(exc)) from None
                 reason = str(exc)
+            except _PasswordWanted as exc:
+                # Asked with no connection open, as a name is.
+                assert self.name is not None
+                self._password = await self.frontend.ask_password(self.name, str(exc))
+                if self._password is None:
+                    self.name = await self.frontend.choose_name(self.name, str(exc))
+                continue
+            except _TokenRefused as exc:
+                if not exc.keep:
+                    self.token = None
+                    self._tokens.forget()
+                continue
             except _NameRefused as exc:
                 if not joined_once:
                     # Ask with no connection open: a person may take a while to answer.
@@ -245,8 +289,15 @@ class ChatSession:
         """Send ``join`` and wait for the welcome; :class:`_NameRefused` if refused."""
         assert self.name is not None
         join: Message = {"type": "join", "user": self.name, "batch": True}
-        if rejoin and self.resume is not None:
-            join["resume"] = self.resume
+        if self._password is not None:
+            join = {"type": "login", "user": self.name, "password": self._password,
+                    "batch": True}
+            self._password = None
+        elif rejoin and self.resume is not None:
+            join["resume"] = self.resume  # a logged-in seat stays logged in
+        elif self.token is not None:
+            join = {"type": "login", "token": self.token, "batch": True}
+        self._sent_token = "token" in join
         if rejoin and self.last_id is not None:
             join["since"] = self.last_id
         async with self._send_lock:
@@ -261,8 +312,16 @@ class ChatSession:
             while True:
                 message = await inbox.next()
                 kind = message.get("type")
-                if kind == "error" and message.get("code") in (NAME_TAKEN, NAME_INVALID):
-                    return str(message.get("text") or message.get("code"))
+                code = message.get("code") if kind == "error" else None
+                if code in (NAME_TAKEN, NAME_INVALID):
+                    return str(message.get("text") or code)
+                if code in (NAME_REGISTERED, LOGIN_FAILED, RATE_LIMITED):
+                    if code == LOGIN_FAILED and self._sent_token:
+                        raise _TokenRefused()
+                    if code == NAME_REGISTERED and self.token is not None:
+                        self.resume = None  # the seat is gone: log in with the token
+                        raise _TokenRefused(keep=True)
+                    raise _PasswordWanted(str(message.get("text") or code))
                 if kind == "error" and message.get("code") == WRONG_PORT and not self.config.url:
                     raise wrong_tcp_port(self.config, str(message.get("text", "")))
                 self._dispatch(message)
@@ -332,6 +391,12 @@ class ChatSession:
         kind = message.get("type")
         if kind in ("pong", "hello"):
             return  # hello: the TCP greeting, for a person at nc
+        if kind == "token":
+            token = message.get("token")  # checked: a string (incoming.py)
+            if isinstance(token, str):
+                self.token = token
+                self._tokens.save(token)
+            return  # kept, never shown
         if kind == "history_end":
             # Resume from here even when the room was quiet and no chat carried an id.
             last = message.get("last_id")

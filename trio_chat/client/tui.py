@@ -198,6 +198,8 @@ class ChatApp:
         self._state: State | None = None
         self._name_wanted: trio.Event | None = None
         self._chosen = ""
+        self._password_wanted: trio.Event | None = None
+        self._password = ""
         self.status(self.session.status)
 
     def coalescer(self, process: Callable[[list[Key]], object]) -> PasteCoalescer:
@@ -273,6 +275,22 @@ class ChatApp:
             self._name_wanted = None
             self.input.set_caption(("caption", "> "))
         return self._chosen
+
+    async def ask_password(self, name: str, reason: str) -> str | None:
+        """Ask on the input line, masked; an empty answer chooses another name."""
+        self.notice(f"{reason}; type the password of {name} (empty: choose another name)")
+        self.input.set_caption(("caption", "password: "))
+        self.input.set_mask("*")
+        self.input.set_edit_text("")
+        self._password_wanted = trio.Event()
+        try:
+            await self._password_wanted.wait()
+        finally:
+            self._password_wanted = None
+            self.input.set_mask(None)
+            self.input.set_caption(("caption", "> "))
+        password, self._password = self._password, ""
+        return password or None
 
     # ------------------------------------------------------------ the message pane
 
@@ -427,6 +445,10 @@ class ChatApp:
 
     def submit(self, line: str) -> bool:
         """Act on the input; False when it stays in the input (refused, not sent)."""
+        if self._password_wanted is not None:
+            self._password = line
+            self._password_wanted.set()
+            return True
         if self._name_wanted is not None:
             try:
                 self._chosen = protocol.validate_name(line)
@@ -481,7 +503,7 @@ class ChatApp:
     def quit(self) -> None:
         """Leave politely when connected (after what is queued); otherwise, or on a
         second request, end at once."""
-        if self._name_wanted is not None:
+        if self._name_wanted is not None or self._password_wanted is not None:
             self.session.stop()
             return
         if (

@@ -295,6 +295,24 @@ class Cluster(Delivery):
         self.presence.forget_name(moved)  # its old server's entry; ours is the room's
         return moved, [LOBBY]
 
+    async def shared_token_key(self) -> str | None:
+        """The login tokens' key every server of the cluster signs with when none was
+        given (``--secret``): made once, by the first server to ask, and kept in Redis
+        (whoever can read Redis can forge tokens: it can do anything to the room
+        already). None if Redis cannot say now."""
+        client = self._client
+        if client is None or not self.connected:
+            return None
+        with trio.move_on_after(COMMAND_TIMEOUT):
+            try:
+                await client.set(PREFIX + "token-key", secrets.token_hex(32),
+                                 condition=coredis.PureToken.NX)
+                value = await client.get(PREFIX + "token-key")
+                return str(value) if value else None
+            except* LINK_ERRORS as group:
+                log.warning("cluster: cannot read the token key (%s)", first_leaf(group))
+        return None
+
     @property
     def pending(self) -> int:
         return len(self.outbox)

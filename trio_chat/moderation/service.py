@@ -50,7 +50,7 @@ class Backend(Protocol):
     async def record(self, entry: AuditEntry) -> None: ...
     async def forget_room(self, room: str) -> None: ...
     async def purge_expired(self, now: float) -> None: ...
-    async def changed(self) -> int: ...
+    async def changed(self) -> object: ...
     async def aclose(self) -> None: ...
 
 
@@ -92,7 +92,7 @@ class SqliteBackend:
     async def purge_expired(self, now: float) -> None:
         await self._run(partial(self.store.purge_expired, now))
 
-    async def changed(self) -> int:
+    async def changed(self) -> object:
         return await self._run(self.store.changed)
 
     async def aclose(self) -> None:
@@ -164,7 +164,7 @@ class ModerationService:
         self.state = await self.backend.load(now, admins)
         return self.state
 
-    async def _signature(self) -> tuple[int, list[str]]:
+    async def _signature(self) -> tuple[object, list[str]]:
         admins = await trio.to_thread.run_sync(lambda: sorted(self._admins()))
         return await self.backend.changed(), admins
 
@@ -176,7 +176,7 @@ class ModerationService:
     ) -> None:
         """Forever: every ``interval`` seconds, reload if the store changed (this
         server's own changes cause one harmless reload each)."""
-        seen: tuple[int, list[str]] | None = None
+        seen: tuple[object, list[str]] | None = None
         try:
             seen = await self._signature()
         except Exception as error:

@@ -97,17 +97,29 @@ class ModerationStore:
     def close(self) -> None:
         self._conn.close()
 
-    def changed(self) -> int:
-        """A counter every change to the moderation tables bumps (whoever makes it)."""
+    def changed(self) -> tuple[int, tuple[str, ...]]:
+        """A counter every change to the moderation tables bumps (whoever makes it),
+        and the admin accounts (``trio-chat admin grant`` changes those)."""
         row = self._conn.execute(
             "SELECT value FROM moderation_meta WHERE key = 'changes'"
         ).fetchone()
-        return int(row[0]) if row is not None else 0
+        return (int(row[0]) if row is not None else 0), tuple(self.admin_accounts())
+
+    def admin_accounts(self) -> list[str]:
+        """The keys of the accounts the accounts store (:mod:`trio_chat.accounts`)
+        says are server admins; none before it has made its table."""
+        try:
+            rows = self._conn.execute(
+                "SELECT key FROM accounts WHERE admin != 0 ORDER BY key"
+            ).fetchall()
+        except sqlite3.OperationalError:  # no such table (yet)
+            return []
+        return [str(row[0]) for row in rows]
 
     # -- reading ---------------------------------------------------------------
     def load(self, now: float, admins: Iterable[str] = ()) -> Moderation:
         """Everything in force at ``now`` (expired sanctions are left out)."""
-        state = Moderation(admins=set(admins))
+        state = Moderation(admins={*admins, *self.admin_accounts()})
         conn = self._conn
         conn.execute("BEGIN")
         try:

@@ -33,6 +33,14 @@ WRONG_PORT: Final = "wrong_port"
 NOT_PERMITTED: Final = "not_permitted"
 BANNED: Final = "banned"
 MUTED: Final = "muted"
+# Accounts (docs/protocol.md, *Accounts*).
+NAME_REGISTERED: Final = "name_registered"
+LOGIN_FAILED: Final = "login_failed"
+PASSWORD_INVALID: Final = "password_invalid"
+REGISTRATION_CLOSED: Final = "registration_closed"
+INVITE_INVALID: Final = "invite_invalid"
+NOT_LOGGED_IN: Final = "not_logged_in"
+TLS_REQUIRED: Final = "tls_required"
 ERROR_CODES: Final = frozenset(
     {
         BAD_JSON,
@@ -55,6 +63,13 @@ ERROR_CODES: Final = frozenset(
         NOT_PERMITTED,
         BANNED,
         MUTED,
+        NAME_REGISTERED,
+        LOGIN_FAILED,
+        PASSWORD_INVALID,
+        REGISTRATION_CLOSED,
+        INVITE_INVALID,
+        NOT_LOGGED_IN,
+        TLS_REQUIRED,
     }
 )
 

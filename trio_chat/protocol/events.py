@@ -14,6 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .accounts import (
+    ACCOUNT_TYPES,
+    PLAIN_COMMANDS,
+    AccountEvent,
+    account_event,
+    plain_account_event,
+)
+from .accounts import HELP_TEXT as ACCOUNT_HELP
 from .errors import (
     BAD_JSON,
     MISSING_FIELD,
@@ -137,8 +145,8 @@ class Blank:
 
 
 Event = (
-    Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen | Help
-    | ModerationEvent
+    Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen
+    | Help | AccountEvent | ModerationEvent
 )
 
 #: Longest ``resume`` token taken from a client; a longer one is no token of ours
@@ -261,6 +269,8 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Listen()
     if isinstance(kind, str) and (moderation := moderation_from_object(kind, obj)) is not None:
         return moderation
+    if isinstance(kind, str) and kind in ACCOUNT_TYPES:
+        return account_event(kind, obj)
     # Echo the type back only if it is short and can be encoded (a lone surrogate from
     # a \u escape would break the UTF-8 encoding of the error itself).
     shown = kind if isinstance(kind, str) and len(kind) <= 32 and _encodable(kind) else "?"
@@ -331,11 +341,11 @@ HELP_TEXT: Final = (
     "switch to it); /part [#ROOM]: leave one; /rooms: list rooms; /who [#ROOM]: who is "
     "there; /msg NAME TEXT: a direct message; /topic TEXT: set this room's topic; "
     "/listen: watch #lobby without joining; /ping: check the connection; /quit: leave; "
-    "/help: this. Ops and admins: /kick NAME [REASON]; /ban [#ROOM|*] NAME|ADDRESS "
-    "[DURATION] [REASON]; /unban [#ROOM|*] NAME|ADDRESS; /bans [#ROOM|*]; /mute [#ROOM|*] "
-    "NAME [DURATION] [REASON]; /unmute NAME; /op NAME; /deop NAME; /voice NAME; "
-    "/devoice NAME; /mode [+r|-r] [+m|-m] (registered only, moderated). "
-    "Any other line is a message to the current room (//text sends /text)."
+    "/help: this; " + ACCOUNT_HELP + ". Ops and admins: /kick NAME [REASON]; /ban "
+    "[#ROOM|*] NAME|ADDRESS [DURATION] [REASON]; /unban [#ROOM|*] NAME|ADDRESS; /bans "
+    "[#ROOM|*]; /mute [#ROOM|*] NAME [DURATION] [REASON]; /unmute NAME; /op NAME; /deop "
+    "NAME; /voice NAME; /devoice NAME; /mode [+r|-r] [+m|-m] (registered only, "
+    "moderated). Any other line is a message to the current room (//text sends /text)."
 )
 
 
@@ -379,6 +389,8 @@ def _decode_plain(text: str, max_text: int) -> Event:
             return Help()
         if (moderation := moderation_from_command(command, arg)) is not None:
             return moderation
+        if command in PLAIN_COMMANDS:
+            return plain_account_event(command, arg)
         if not text.startswith("//"):
             raise ProtocolError(
                 UNKNOWN_TYPE,

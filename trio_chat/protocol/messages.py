@@ -101,6 +101,7 @@ def json_array_append(array: str, item: str) -> str:
 def welcome(
     user: str, users_json: str, clients_count: int, max_text: int,
     resume: str | None = None, *, room: str | None = None, topic: str = "",
+    account: str | None = None,
 ) -> str:
     """The answer to a join: the room, the joiner's name, who is there, the room's
     topic, and the longest chat text this server takes (so a client can keep an
@@ -108,9 +109,12 @@ def welcome(
     takes the seat back after a lost connection. ``users_json`` is the member list
     already encoded (:func:`json_array`): the room keeps it, so a join in a big room
     does not re-encode every name. Without ``room`` (a rename on a connection in no
-    room), it only says the name."""
+    room), it only says the name. ``account``: the account this connection is logged
+    in to (a guest's welcome has none)."""
     user_json = dumps(user)
     token = f',"resume":{dumps(resume)}' if resume is not None else ""
+    if account is not None:
+        token += f',"account":{dumps(account)}'
     if room is None:
         return Encoded(
             f'{{"type":"welcome","user":{user_json},"users":{users_json},'
@@ -197,13 +201,18 @@ def users(users_json: str, clients_count: int, *, room: str | None = None) -> st
 
 
 def direct(
-    sender: str, to: str, text: str, ts: str, message_id: int | None = None
+    sender: str, to: str, text: str, ts: str, message_id: int | None = None,
+    *, history: bool = False,
 ) -> str:
-    """A direct message, to its recipient and (the echo) its sender."""
+    """A direct message, to its recipient and (the echo) its sender; ``history``
+    marks one replayed from the store at a login."""
     message: dict[str, Any] = {"type": "msg"}
     if message_id is not None:
         message["id"] = message_id
     message.update({"from": sender, "to": to, "text": text, "timestamp": ts})
+    if history:
+        message["history"] = True
+        return dumps(message)  # to one client: no wire forms kept beside it
     return encode(message)
 
 

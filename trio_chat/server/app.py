@@ -13,13 +13,14 @@ import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from .. import protocol
+from ..accounts.service import open_accounts
 from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
@@ -182,10 +183,26 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
         from ..cluster import open_cluster  # coredis is imported only with --redis
 
         async with open_cluster(config) as cluster:  # moderation in Redis too
-            yield cluster.rooms
+            if not config.secret:
+                # Every server must accept the others' tokens: one key, kept in Redis.
+                secret = await cluster.shared_token_key()
+                if secret is None:
+                    log.warning(
+                        "cluster: no shared token key from Redis: a login token is "
+                        "taken only by the server that issued it (give --secret)"
+                    )
+                config = replace(config, secret=secret)
+            async with open_accounts(config) as accounts:
+                cluster.rooms.accounts = accounts
+                yield cluster.rooms
     else:
-        async with open_history(config) as history, open_moderation(config) as service:
+        async with (
+            open_history(config) as history,
+            open_accounts(config) as accounts,
+            open_moderation(config) as service,
+        ):
             rooms = Rooms(LocalDelivery(history), config=config)
+            rooms.accounts = accounts
             rooms.moderation = Moderator(rooms, service)
             yield rooms
 
@@ -193,7 +210,8 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
 @asynccontextmanager
 async def open_moderation(config: Config) -> AsyncIterator[ModerationService]:
     """Bans, mutes, roles and modes in ``config.db`` beside the history (which must
-    be open: it makes the file its own first); the admins are ``--admin``'s."""
+    be open: it makes the file its own first); the admins are ``--admin``'s and the
+    accounts the database says are."""
     admins = tuple(name_key(name) for name in config.admins)
     try:
         store = await trio.to_thread.run_sync(ModerationStore, config.db)

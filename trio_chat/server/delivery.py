@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import protocol
+from ..accounts.store import StoredDM
 from ..history.base import History, IdsExhausted, chat_line
 from ..history.writer import RoomChange
 from ..protocol import NO_SUCH_USER, ProtocolError
@@ -210,6 +211,12 @@ class LocalDelivery(Delivery):
         recipient.deliver(line)
         if recipient is not sender:
             sender.deliver(line)
+        accounts = self.rooms.accounts
+        if (accounts is not None and message_id is not None
+                and sender.account is not None and recipient.account is not None):
+            # Between two accounts: kept, and replayed at their next login.
+            accounts.dms.record(StoredDM(message_id, sender.account, recipient.account,
+                                         text, ts))
 
     def _no_ids(self, error: IdsExhausted) -> None:
         # Only a database whose ids were pushed to the end gets here (2**53 ids): the

@@ -96,7 +96,10 @@ class Moderator:
         return self.service.now()
 
     def person(self, member: Member, name: str | None = None) -> Person:
-        return Person(name or member.name or "", member.account, _address(member.host))
+        """``member`` as the rules see it (``name``: the name it is taking). Its
+        account is compared by key: the account's name, NFKC case-folded."""
+        account = name_key(member.account) if member.account is not None else None
+        return Person(name or member.name or "", account, _address(member.host))
 
     # ------------------------------------------------------------ checks
 
@@ -138,9 +141,9 @@ class Moderator:
 
     def created(self, room: Room, member: Member) -> None:
         """A room was created by ``member``: an account becomes its first op."""
-        account = member.account
-        if account is None or room.lobby:
+        if member.account is None or room.lobby:
             return
+        account = name_key(member.account)
         self.state.set_op(room.key, account, True)
         entry = AuditEntry(self.now(), member.name or account, "op", room.key, member.name,
                            "", "created the room")
@@ -229,12 +232,14 @@ class Moderator:
         return [m for members in expelled.values() for m in members]
 
     def _halt(self, member: Member, ban: Sanction) -> None:
-        error = banned_error(ban, fatal=True)
-        if member.held:
-            self.rooms.seats.forget(member)
-            self.rooms.leave(member)
-        else:
-            member.halt(error)
+        """Close ``member``'s connection (and its account's other connections) with a
+        fatal ``banned``; a seat held for a resume is let go."""
+        for connection in [*member.mirrors, member]:
+            if connection.held:
+                self.rooms.seats.forget(connection)
+                self.rooms.leave(connection)
+            else:
+                connection.halt(banned_error(ban, fatal=True))
 
     def _notice(
         self, room: Room | None, event: str, target: str, text: str, **extra: Any
@@ -366,9 +371,9 @@ class Moderator:
         """Who ``event`` is about (None for an address) and their live connections."""
         if event.user is None:
             return None, []
-        online = self.rooms.user(event.user)
-        if online is not None:
-            return self.person(online), [online]
+        online = self.rooms.connections(event.user)  # the member, then its mirrors
+        if online:
+            return self.person(online[0]), online
         # Offline: a registered name is its account (a logged-in name is the account's).
         return Person(event.user, account=name_key(event.user)), []
 
@@ -417,9 +422,8 @@ class Moderator:
             line = self._announcement(room, kind, what, by, event.reason, until=stored.until)
             if kind == "mute":
                 self._tell(member, room, line)
-                for other in online if room is None else ():
-                    if other is not member:
-                        other.deliver(line)  # a server-wide mute: its target is told
+                if room is None and online and online[0] is not member:
+                    online[0].deliver(line)  # a server-wide mute: its target is told
             elif room is not None:
                 expelled = self._ban_room(room, stored)
                 if not expelled:
@@ -442,7 +446,7 @@ class Moderator:
             self._tell(member, room, self._announcement(room, action, lifted[0].target, by, ""))
         elif action in ("op", "deop"):
             assert room is not None and key is not None and target is not None
-            account = online[0].account if online else None
+            account = target.account if online else None
             if action == "op" and account is None:
                 raise denied(f"{what} is not logged in to an account: only accounts are ops")
             if action == "deop":

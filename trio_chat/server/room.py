@@ -94,8 +94,13 @@ class Member:
         self.held = False
         #: The secret that takes this seat back (the last ``welcome``'s ``resume``).
         self.token: str | None = None
-        #: The account it is logged in to (its NFKC case-folded name); None: a guest.
+        #: The account this connection is logged in to; None for a guest.
         self.account: str | None = None
+        #: Further connections logged in to this member's account (a phone beside a
+        #: laptop): they get everything it gets (:meth:`deliver`), under its name.
+        self.mirrors: list[Member] = []
+        #: On such a connection: the member it mirrors (and acts as).
+        self.primary: Member | None = None
         #: Ends its connection with a fatal error sent first (a server-wide ban); its
         #: session sets this to its own ``stop`` (the writer drains, then closes).
         self.halt: Callable[[ProtocolError], None] = lambda error: self.evict(error.code)
@@ -120,6 +125,8 @@ class Member:
             return True
         if self.evicted is not None:
             return False
+        for mirror in self.mirrors:
+            mirror.deliver(line)  # one that is full is evicted on its own
         try:
             self._outgoing.send_nowait(line)
         except trio.WouldBlock:
@@ -238,11 +245,12 @@ class Room:
             self._who = (users, protocol.users(users, self.count, room=self.name))
         return self._who[1]
 
-    def welcome(self, name: str, token: str | None = None) -> str:
+    def welcome(self, name: str, token: str | None = None, account: str | None = None) -> str:
         """The ``welcome`` for a join or a rename: everyone in the room, on every server,
-        and the token that takes the connection's seat back (``resume``)."""
+        the token that takes the connection's seat back (``resume``), and the account
+        the connection is logged in to."""
         return protocol.welcome(name, self._users(), self.count, self.rooms.max_text,
-                                token, room=self.name, topic=self.topic)
+                                token, room=self.name, topic=self.topic, account=account)
 
     # ------------------------------------------------------------ membership
 
@@ -300,7 +308,7 @@ class Room:
         ``caught_up``: it has been sent everything up to the newest id (a listener: each
         message enters the history and is broadcast in one step), so nothing."""
         assert member.name is not None
-        member.deliver(self.welcome(member.name, member.token))
+        member.deliver(self.welcome(member.name, member.token, member.account))
         history = self.rooms.history
         if history is not None and self.log is not None:
             if caught_up:
@@ -377,7 +385,7 @@ class Room:
             del self._members[skeleton(old)]
         self._members[skeleton(name)] = member
         self._users_json = None
-        member.deliver(self.welcome(name, member.token))
+        member.deliver(self.welcome(name, member.token, member.account))
         self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def set_topic(self, name: str, topic: str) -> None:

@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from itertools import count
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -63,6 +64,9 @@ from .pacing import ReadPacer
 from .replays import ReplayBudget
 from .room import LOST, RESUMED, Member, Room
 from .seats import Seats
+
+if TYPE_CHECKING:
+    from ..accounts.service import Accounts
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +163,8 @@ class Rooms:
         self.seats = Seats(resume_grace)
         self.delivery.bind(self)
         self.seats.margin = self.delivery.hold_margin
+        #: The server's accounts (:mod:`trio_chat.accounts`); None: no accounts here.
+        self.accounts: Accounts | None = None
         self.lobby = self._seat_stored()
         #: Bans, mutes, ops and modes (:mod:`.moderating`): the database's on a server,
         #: an in-memory one for a Rooms made without.
@@ -249,6 +255,16 @@ class Rooms:
         """A member here has this name (or one that looks like it)."""
         return skeleton(name) in self._users
 
+    def holder(self, name: str) -> Member | None:
+        """The member here whose name is ``name`` or looks like it."""
+        return self._users.get(skeleton(name))
+
+    def connections(self, name: str) -> list[Member]:
+        """Every connection here called ``name``: the member, and the further
+        connections of its account (:meth:`Member.mirrors`)."""
+        member = self.user(name)
+        return [] if member is None else [member, *member.mirrors]
+
     # ------------------------------------------------------------ v1: #lobby
 
     @property
@@ -324,6 +340,55 @@ class Rooms:
         if not member.rooms:  # in no room: it still learns its new name
             member.deliver(protocol.welcome(name, "[]", 0, self.max_text, member.token))
 
+    def _mirror(self, member: Member, holder: Member, since: int | None) -> None:
+        """Seat ``member`` as another connection of ``holder``'s account: the same
+        name and rooms, no notice; a welcome (no resume token: it has its login
+        token) and replay of each of the rooms, then everything ``holder`` gets."""
+        if member.name is not None:
+            self.leave(member)  # a guest logging in: its guest name goes
+            member.name = None
+        self.lobby.unlisten(member)
+        member.name = holder.name
+        member.primary = holder
+        member.rooms = holder.rooms  # one set of rooms for the account, shared
+        holder.mirrors.append(member)
+        log.info(
+            "join %s from %s (another connection of the account)", member.name, member.peer,
+            extra={"event": "join", "user": member.name, "peer": member.peer,
+                   "online": self.online},
+        )
+        for room in list(holder.rooms.values()):
+            room.replay_to(member, since)
+
+    def _unmirror(self, member: Member) -> bool:
+        """A connection of an account logged in more than once goes: silently, the
+        name and rooms staying with the others (the next in line takes its place).
+        False if ``member`` is not one of several."""
+        primary = member.primary
+        if primary is not None:
+            primary.mirrors.remove(member)
+            member.primary = None
+            member.rooms = {}
+        elif member.mirrors and member.name is not None:
+            heir, *rest = member.mirrors
+            member.mirrors = []
+            heir.primary = None
+            heir.mirrors = rest
+            for mirror in rest:
+                mirror.primary = heir
+            self.seats.forget(member)
+            self._users[skeleton(member.name)] = heir  # its place in the join order
+            rooms = member.rooms
+            for room in list(rooms.values()):
+                room.replace(member, heir)
+            heir.rooms = rooms
+            member.rooms = {}
+        else:
+            return False
+        log.info("%s closed one of its connections", member.name,
+                 extra={"event": "leave", "user": member.name, "peer": member.peer})
+        return True
+
     def rename(self, name: str, new: str) -> None:
         """The server renames the member called ``name`` (a clash found after a Redis
         outage): a new ``welcome`` and a ``rename`` notice in every room it is in.
@@ -357,6 +422,14 @@ class Rooms:
         first = member.name is None
         if name is None and first:
             raise ProtocolError(NOT_JOINED, PICK_A_NAME)
+        holder = self._users.get(skeleton(name)) if name is not None else None
+        if (holder is not None and holder is not member and member.account is not None
+                and holder.account == member.account):
+            # Another connection of the account: it mirrors the one there already.
+            self._mirror(member, holder, since)
+            if room is None or room_key(room) in holder.rooms:
+                return None
+            return self.enter(holder, room, since, welcome=welcome)
         target = room if room is not None else (LOBBY if first else None)
         if name is not None:
             self._check_name(member, name)
@@ -458,6 +531,8 @@ class Rooms:
             return
         if self.lobby.unlisten(member):
             return
+        if self._unmirror(member):
+            return
         name = member.name
         if name is None or self._users.get(skeleton(name)) is not member:
             return
@@ -546,6 +621,7 @@ class Rooms:
         self.seats.forget(seat)
         if not held:
             seat.evict(RESUMED)  # its session ends; it is no longer the seat's member
+        member.account = seat.account  # a logged-in seat stays logged in
         rooms = list(seat.rooms.values())
         for room in rooms:
             room.replace(seat, member)

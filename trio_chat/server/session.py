@@ -36,10 +36,14 @@ from ..protocol import (
     Leave,
     Listen,
     ListRooms,
+    Login,
+    Logout,
     Msg,
     Part,
+    Password,
     Ping,
     ProtocolError,
+    Register,
     RoomRef,
     Topic,
     Who,
@@ -47,6 +51,7 @@ from ..protocol import (
 )
 from ..protocol.moderation import CURRENT, ListBans, Mode, Moderate
 from .limits import TokenBucket
+from .logins import Logins
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
@@ -73,6 +78,8 @@ SHUTDOWN = "shutdown"
 PROTOCOL_ERROR = "protocol_error"
 #: Variants tried for a seed-style join whose name is taken (``Ann2``, ``Ann3``...).
 MAX_VARIANTS = 1000
+#: The events :class:`~.logins.Logins` acts on.
+_ACCOUNT_EVENTS = (Register, Login, Logout, Password)
 
 
 class PeerGone(Exception):
@@ -149,6 +156,8 @@ class Session:
         self.member = Member(send, peer=transport.peer, host=host,
                              on_evict=self._cancel.cancel)
         self.member.halt = self.stop
+        #: Its account events (register, login, logout, password).
+        self.logins = Logins(rooms, self.member, config, self.member.host)
         self._send = send
         #: Where a plain-text (nc) line goes: the room last joined, or switched to.
         self.current: Room | None = None
@@ -157,6 +166,12 @@ class Session:
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
         self._metrics = rooms.metrics
+
+    @property
+    def account(self) -> str | None:
+        """The account this connection is logged in to; None for a guest (or before
+        it joins). Several connections may be logged in to one account."""
+        return self.member.account
 
     @property
     def queued(self) -> int:
@@ -291,6 +306,11 @@ class Session:
                     continue
                 claimed: str | None = None
                 try:
+                    if isinstance(item, _ACCOUNT_EVENTS):
+                        await self.logins.handle(item)
+                        if self.member.joined:
+                            self._reader.deadline = math.inf
+                        continue
                     # Released below unless a member here holds it by then (also when
                     # the claim is refused or cut short: releasing checks the holder).
                     if isinstance(item, Chat) and not self.member.joined and item.user:
@@ -304,9 +324,14 @@ class Session:
                         # No checkpoint between this and _handle, so the rooms cannot
                         # fill it again meanwhile.
                         await self.rooms.wait_writable()
+                        accounts = self.rooms.accounts
+                        if isinstance(item, Msg) and accounts is not None:
+                            await accounts.dms.wait_writable()  # a DM may be kept too
                     if isinstance(item, _MODERATION):
+                        # Another connection of an account acts as its member.
                         await self.rooms.moderation.handle(
-                            self.member, item, self._moderation_room(item.room)
+                            self.member.primary or self.member, item,
+                            self._moderation_room(item.room),
                         )
                     elif not self._handle(item):
                         self._ended = "leave"
@@ -354,12 +379,16 @@ class Session:
         self._wanted = wanted
         rooms = self.rooms
         if not self._variants:
+            self.logins.check_guest_name(wanted)
             await rooms.claim(wanted)  # the join says name_taken if it is taken here
             return wanted
         candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
+        accounts = rooms.accounts
         for name in candidates:
             if rooms.holds(name) or skeleton(name) == skeleton(protocol.SYSTEM_USER):
                 continue
+            if accounts is not None and accounts.registered(name) is not None:
+                continue  # registered (or a look-alike of one): a guest cannot have it
             try:
                 await rooms.claim(name)
             except ProtocolError:
@@ -371,12 +400,17 @@ class Session:
         """The name this event joins (or renames) under, which the room must claim
         first (other servers may hold it); None for everything else."""
         if isinstance(event, Join):
+            if event.user is not None:
+                self.logins.check_guest_name(event.user)
             return event.user
         return None
 
     def _handle(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
         member, rooms = self.member, self.rooms
+        # Another connection of an account acts as the account's member: what it
+        # enters, parts or says reaches every connection of the account.
+        acting = member.primary or member
         if isinstance(event, Blank):
             return True  # counted by flood control; it neither joins nor keeps one alive
         if isinstance(event, Chat):
@@ -391,27 +425,27 @@ class Session:
                 # (the name was claimed first: the one it asked for, or a variant).
                 self._entered(rooms.join(member, event.user, welcome=False,
                                          wanted=self._wanted))
-            rooms.say(member, event.text, self._room(event.room))
+            rooms.say(acting, event.text, self._room(event.room))
             self.messages_in += 1
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
-            self._entered(rooms.join(member, event.user, event.since, room=event.room,
+            self._entered(rooms.join(acting, event.user, event.since, room=event.room,
                                      resumable=not event.plain))
         elif isinstance(event, Msg):
-            rooms.direct(member, event.to, event.text)
+            rooms.direct(acting, event.to, event.text)
         elif isinstance(event, Who):
             member.deliver(rooms.who(self._room(event.room, anywhere=True)))
         elif isinstance(event, Part):
             if not member.joined:
                 raise ProtocolError(NOT_IN_ROOM, "you are in no room")
-            parted = rooms.part(member, self._room(event.room))
+            parted = rooms.part(acting, self._room(event.room))
             if parted is self.current:  # nc: back to the room entered last, if any
                 self.current = next(reversed(member.rooms.values()), None)
         elif isinstance(event, Topic):
             if not member.joined:
                 raise ProtocolError(NOT_JOINED, PICK_A_NAME)
-            rooms.topic(member, self._room(event.room), event.topic)
+            rooms.topic(acting, self._room(event.room), event.topic)
         elif isinstance(event, ListRooms):
             member.deliver(rooms.list_rooms())
         elif isinstance(event, Ping):

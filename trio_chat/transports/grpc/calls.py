@@ -27,6 +27,7 @@ from ...protocol import (
     IDLE_TIMEOUT,
     MISSING_FIELD,
     NAME_INVALID,
+    NAME_REGISTERED,
     NAME_TAKEN,
     RATE_LIMITED,
     SERVER_FULL,
@@ -53,6 +54,7 @@ STATUSES: Final[dict[str, tuple[grpc.StatusCode, str]]] = {
     IDLE_TIMEOUT: (grpc.StatusCode.DEADLINE_EXCEEDED, "no join in time"),
     SHUTDOWN: (grpc.StatusCode.UNAVAILABLE, "server shutting down"),
     NAME_TAKEN: (grpc.StatusCode.ALREADY_EXISTS, "name taken"),
+    NAME_REGISTERED: (grpc.StatusCode.ALREADY_EXISTS, "name registered"),
     # Another stream (or connection) took this seat back with its resume token: the
     # WebSocket close 4009. Not worth retrying with that token: it is spent.
     RESUMED: (grpc.StatusCode.ABORTED, "resumed elsewhere"),
