@@ -4,7 +4,7 @@ every message and error, over TCP and WebSocket, for a guest, an op and an admin
 Each case runs over both transports (``kind``); the second client of a case is on the
 other one. ``Root`` is a server admin (``--admin Root``); ``Olga`` logs in and creates
 ``#dev``, so she is its op; ``Bob`` and ``Gus`` stay guests (see
-tests/support/moderation.py for how connections are logged in).
+tests/support/moderation.py: they register for real).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ async def cast(mod: Moderated, kind: str, *names: str) -> AsyncIterator[list[Cli
             )
             await named(client, name)
             if name in ("Olga", "Root"):
-                mod.login(name)
+                await mod.login(client, name)
             clients.append(client)
         if "Olga" in names:
             await enter(clients[names.index("Olga")], "#dev")
@@ -258,7 +258,7 @@ async def test_once_a_room_has_ops_only_they_set_its_topic(mod: Moderated, kind:
 
 async def test_op_and_deop(mod: Moderated, kind: str) -> None:
     async with cast(mod, kind, "Olga", "Ann", "Bob") as (olga, ann, bob):
-        mod.login("Ann")
+        await mod.login(ann, "Ann")
         error = await answer(olga, {"type": "op", "room": "#dev", "user": "Bob"})
         assert error["code"] == "not_permitted" and "account" in error["text"]
         await olga.send({"type": "op", "room": "#dev", "user": "Ann"})

@@ -141,7 +141,7 @@ async def test_moderation_from_nc(tmp_path: Path) -> None:
     ):
         await olga.send_raw(b"/nick Olga\n")
         await olga.recv_until(type="system", event="join", name="Olga")
-        mod.login("Olga")
+        await mod.login(olga, "Olga")
         await olga.send_raw(b"/join #dev\n")
         await olga.recv_until(type="system", event="join", room="#dev")
         await bob.send_raw(b"/nick Bob\n/join #dev\n")
@@ -185,7 +185,7 @@ async def test_a_room_holds_at_most_1000_bans_and_mutes(tmp_path: Path) -> None:
         await TcpClient.connect(mod.bound.tcp_port) as olga,
     ):
         await olga.join("Olga")
-        mod.login("Olga")
+        await mod.login(olga, "Olga")
         await olga.send({"type": "join", "room": "#dev"})
         await olga.recv_until(type="system", event="join", room="#dev")
         lines = b"".join(

@@ -2,17 +2,15 @@
 need around it: a clock for bans that the test moves, logged-in connections, clients
 from another loopback address.
 
-``login`` stands in for the accounts half of issue 17 (``register``/``login``), which
-is built on another branch: it marks the named connection as logged in to the account
-of its name, exactly what a login does to a member (``member.account``). Once that
-branch is merged, tests call the real ``login`` message instead.
+Connections log in for real: :meth:`Moderated.login` registers the account (or logs
+in to it) over the client's own connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tests.support.config import TEST_CONFIG
 from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, ws_over
 from trio_chat import Bound, Config, serve
+from trio_chat.accounts.service import open_accounts
 from trio_chat.history.sqlite import SqliteStore, open_history
 from trio_chat.history.writer import running
 from trio_chat.moderation.service import ModerationService, SqliteBackend
@@ -32,6 +31,8 @@ from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.moderating import Moderator
 from trio_chat.server.rooms import Rooms
 
+#: The password of the tests' accounts.
+PASSWORD = "correct horse battery"
 #: Where the ban clock starts (Unix seconds: 2026-01-01).
 EPOCH = 1_767_225_600.0
 #: A second loopback address for a client to be banned from (Linux routes 127/8).
@@ -56,13 +57,15 @@ class Moderated:
     rooms: Rooms
     clock: WallClock
     db: str
+    registered: set[str] = field(default_factory=set)
 
-    def login(self, name: str) -> None:
-        """The connection called ``name`` is now logged in to that account (see the
-        module doc)."""
-        member = self.rooms.user(name)
-        assert member is not None, f"nobody called {name}"
-        member.account = name_key(name)
+    async def login(self, client: Client, name: str) -> None:
+        """``client``, joined as ``name``, registers that account (logs in to it, if
+        it exists): the name stays, so no new ``welcome``; a ``token`` follows."""
+        kind = "login" if name_key(name) in self.registered else "register"
+        await client.send({"type": kind, "user": name, "password": PASSWORD})
+        await client.recv_until(type="token")
+        self.registered.add(name_key(name))
 
 
 def moderated_config(tmp_path: Path, **changes: object) -> Config:
@@ -80,10 +83,15 @@ async def moderated_server(
     one file), its ban clock the test's."""
     clock = WallClock()
     admins = tuple(name_key(name) for name in config.admins)
-    async with open_history(config) as history, trio.open_nursery() as nursery:
+    async with (
+        open_history(config) as history,
+        open_accounts(config) as accounts,
+        trio.open_nursery() as nursery,
+    ):
         store = await trio.to_thread.run_sync(ModerationStore, config.db)
         service = ModerationService(SqliteBackend(store), admins=lambda: admins, wall=clock)
         rooms = Rooms(LocalDelivery(history), config=config)
+        rooms.accounts = accounts
         rooms.moderation = Moderator(rooms, service, watch_interval=watch_interval)
         bound: Bound = await nursery.start(partial(serve, config, rooms=rooms))
         try:
