@@ -259,8 +259,9 @@ async def test_once_a_room_has_ops_only_they_set_its_topic(mod: Moderated, kind:
 async def test_op_and_deop(mod: Moderated, kind: str) -> None:
     async with cast(mod, kind, "Olga", "Ann", "Bob") as (olga, ann, bob):
         await mod.login(ann, "Ann")
-        error = await answer(olga, {"type": "op", "room": "#dev", "user": "Bob"})
-        assert error["code"] == "not_permitted" and "account" in error["text"]
+        for guest in ("Bob", "Nobody"):  # a guest here, a name nobody has
+            error = await answer(olga, {"type": "op", "room": "#dev", "user": guest})
+            assert error["code"] == "not_permitted" and "account" in error["text"]
         await olga.send({"type": "op", "room": "#dev", "user": "Ann"})
         notice = await ann.recv_until(type="system", event="op")
         assert notice["name"] == "Ann" and notice["text"] == "Olga made Ann an op of #dev"
@@ -276,6 +277,15 @@ async def test_op_and_deop(mod: Moderated, kind: str) -> None:
         await olga.recv_until(type="system", event="deop", name="Ann")
         error = await answer(ann, {"type": "kick", "room": "#dev", "user": "Bob"})
         assert error["code"] == "not_permitted"
+        # An account that is not connected can be made op (its name is registered).
+        async with chat_client(mod.bound, kind) as zed:
+            await named(zed, "Zed")
+            await mod.login(zed, "Zed")
+            await zed.send({"type": "leave"})
+            await olga.recv_until(type="system", event="leave", name="Zed")
+        await olga.send({"type": "op", "room": "#dev", "user": "zed"})
+        notice = await olga.recv_until(type="system", event="op")
+        assert notice["name"] == "zed"
 
 
 async def test_an_admin_acts_in_every_room_and_on_ops(mod: Moderated, kind: str) -> None:

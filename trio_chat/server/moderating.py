@@ -374,8 +374,16 @@ class Moderator:
         online = self.rooms.connections(event.user)  # the member, then its mirrors
         if online:
             return self.person(online[0]), online
-        # Offline: a registered name is its account (a logged-in name is the account's).
-        return Person(event.user, account=name_key(event.user)), []
+        # Not here: its account, if the name is registered (a logged-in user's name is
+        # the account's name).
+        return Person(event.user, account=self._account_of(event.user)), []
+
+    def _account_of(self, name: str) -> str | None:
+        accounts = self.rooms.accounts
+        holder = accounts.registered(name) if accounts is not None else None
+        if holder is None or name_key(holder) != name_key(name):
+            return None  # not registered (a look-alike of an account is not it)
+        return name_key(holder)
 
     async def _moderate(
         self, member: Member, actor: Person, room: Room | None, key: str | None, shown: str,
@@ -413,7 +421,7 @@ class Moderator:
             sanction = new_sanction(
                 kind, key, by=by, reason=event.reason, now=now, duration=event.duration,
                 user=target.name if target is not None else None,
-                account=target.account if target is not None and online else None,
+                account=target.account if target is not None else None,
                 network=event.address,
             )
             entry = replace(entry, detail=f"{event.duration}s" if event.duration
@@ -446,7 +454,7 @@ class Moderator:
             self._tell(member, room, self._announcement(room, action, lifted[0].target, by, ""))
         elif action in ("op", "deop"):
             assert room is not None and key is not None and target is not None
-            account = target.account if online else None
+            account = target.account
             if action == "op" and account is None:
                 raise denied(f"{what} is not logged in to an account: only accounts are ops")
             if action == "deop":
