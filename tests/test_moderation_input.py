@@ -8,12 +8,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import trio
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.moderation import moderated_config, moderated_server
+from tests.support.grpcclient import Failed, grpc_client
+from tests.support.moderation import history_db, moderated_config, moderated_server
 from tests.support.tcp import TcpClient
+from trio_chat.cli import main
 from trio_chat.moderation.model import MAX_SANCTIONS_PER_ROOM
 from trio_chat.protocol import ProtocolError, decode_json, decode_line
 from trio_chat.protocol.events import HELP_TEXT
@@ -207,11 +212,6 @@ async def test_a_room_holds_at_most_1000_bans_and_mutes(tmp_path: Path) -> None:
 
 
 def test_the_admin_log_shows_no_terminal_escapes(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from tests.support.moderation import history_db
-    from trio_chat.cli import main
-
     db = history_db(tmp_path / "chat.db")
     runner = CliRunner()
     result = runner.invoke(main, ["admin", "ban", "--db", db, "Bob", "--reason",
@@ -219,3 +219,31 @@ def test_the_admin_log_shows_no_terminal_escapes(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "\x1b" not in result.output
     result = runner.invoke(main, ["admin", "log", "--db", db])
     assert "\x1b" not in result.output and "\\x1b]0;owned\\x07 spam" in result.output
+
+
+async def test_a_banned_address_is_refused_on_every_port_and_the_ban_reaches_a_running_server(
+    tmp_path: Path,
+) -> None:
+    """``trio-chat admin ban --address`` on the running server's database: its
+    connections from there are closed (``banned``), a new one refused (gRPC too:
+    PERMISSION_DENIED)."""
+    async with (
+        moderated_server(moderated_config(tmp_path, grpc_port=0)) as mod,
+        await TcpClient.connect(mod.bound.tcp_port) as bob,
+    ):
+        await bob.join("Bob")
+        result = await trio.to_thread.run_sync(lambda: CliRunner().invoke(
+            main, ["admin", "ban", "--db", mod.db, "--address", "127.0.0.0/8",
+                   "--reason", "lockdown"]))
+        assert result.exit_code == 0, result.output
+        error = await bob.recv_until(type="error")
+        assert error["code"] == "banned" and error["reason"] == "lockdown"
+        assert await bob.eof()
+        async with await TcpClient.connect(mod.bound.tcp_port) as again:
+            assert (await again.recv())["code"] == "banned"
+        assert mod.bound.grpc_target is not None
+        async with grpc_client(mod.bound.grpc_target) as client:
+            with pytest.raises(Failed) as failed:
+                await client.who()
+            assert failed.value.code == grpc.StatusCode.PERMISSION_DENIED
+            assert failed.value.details.startswith("banned: ")

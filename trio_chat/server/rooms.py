@@ -422,6 +422,8 @@ class Rooms:
         first = member.name is None
         if name is None and first:
             raise ProtocolError(NOT_JOINED, PICK_A_NAME)
+        if name is not None:
+            self.moderation.check_name(member, name)  # banned server-wide: fatal
         holder = self._users.get(skeleton(name)) if name is not None else None
         if (holder is not None and holder is not member and member.account is not None
                 and holder.account == member.account):
@@ -433,7 +435,6 @@ class Rooms:
         target = room if room is not None else (LOBBY if first else None)
         if name is not None:
             self._check_name(member, name)
-            self.moderation.check_name(member, name)
         if target is not None and room_key(target) not in member.rooms:
             self._check_entry(member, target, name)
         if name is not None:
