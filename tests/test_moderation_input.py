@@ -18,7 +18,10 @@ from hypothesis import strategies as st
 from tests.support.grpcclient import Failed, grpc_client
 from tests.support.moderation import history_db, moderated_config, moderated_server
 from tests.support.tcp import TcpClient
+from tests.support.waits import WAIT
 from trio_chat.cli import main
+from trio_chat.client import ClientConfig, ConnectionLost, JoinRefused
+from trio_chat.client.session import ChatSession, Status
 from trio_chat.moderation.model import MAX_SANCTIONS_PER_ROOM
 from trio_chat.protocol import ProtocolError, decode_json, decode_line
 from trio_chat.protocol.events import HELP_TEXT
@@ -247,3 +250,55 @@ async def test_a_banned_address_is_refused_on_every_port_and_the_ban_reaches_a_r
                 await client.who()
             assert failed.value.code == grpc.StatusCode.PERMISSION_DENIED
             assert failed.value.details.startswith("banned: ")
+
+
+class _Shown:
+    """A front end of ``trio-chat join`` that keeps what it was given to show."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def message(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def status(self, status: Status) -> None:
+        pass
+
+    async def choose_name(self, refused: str | None, reason: str | None) -> str:
+        raise JoinRefused(reason or "no name")
+
+    async def ask_password(self, name: str, reason: str) -> str | None:
+        raise JoinRefused(reason)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "ws"])
+async def test_trio_chat_join_stops_when_banned_from_the_server(
+    tmp_path: Path, kind: str
+) -> None:
+    """A server-wide ban ends ``trio-chat join`` (with the server's words) instead of
+    reconnecting to be refused again and again."""
+    async with (
+        moderated_server(moderated_config(tmp_path)) as mod,
+        await TcpClient.connect(mod.bound.tcp_port) as root,
+    ):
+        await root.join("Root")
+        await mod.login(root, "Root")
+        url = f"ws://127.0.0.1:{mod.bound.ws_port}/" if kind == "ws" else None
+        config = ClientConfig(name="Bob", port=mod.bound.tcp_port, url=url,
+                              backoff_initial=0.01, backoff_max=0.01)
+        shown = _Shown()
+        session = ChatSession(config, shown)
+        ended: list[str] = []
+
+        async def run() -> None:
+            with pytest.raises(ConnectionLost) as lost:
+                await session.run()
+            ended.append(str(lost.value))
+
+        with trio.fail_after(WAIT):  # not reconnecting forever
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                await root.recv_until(type="system", event="join", name="Bob")
+                await root.send({"type": "ban", "user": "Bob", "reason": "troll"})
+        assert ended == ["you are banned from this server: troll"]
+        assert shown.messages[-1]["code"] == "banned"
