@@ -16,6 +16,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +69,6 @@ def _address(host: str) -> IPAddress | None:
 def _until_text(until: float | None) -> str:
     if until is None:
         return ""
-    from datetime import UTC, datetime
-
     return " until " + datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -270,7 +269,7 @@ class Moderator:
 
     def _announcement(
         self, room: Room | None, event: str, target: str, by: str, reason: str, *,
-        until: float | None = None, timed: bool = False,
+        until: float | None = None,
     ) -> str:
         where = room.name if room is not None else "the server"
         verbs = {
