@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -21,6 +23,7 @@ from trio_chat.moderation.model import (
 from trio_chat.moderation.store import ModerationStore, NotADatabase
 from trio_chat.protocol import ProtocolError
 from trio_chat.protocol.moderation import check_duration, check_reason, parse_network
+from trio_chat.protocol.names import name_key
 
 ADMIN = Person("Root", account="root")
 OP = Person("Olga", account="olga")
@@ -238,3 +241,44 @@ def test_the_store_works_in_memory() -> None:
     store.record(AuditEntry(1.0, "Olga", "kick", "#dev", "Bob", "rude"))
     assert store.log()[0].reason == "rude"
     store.close()
+
+
+_NAMES = st.sampled_from(["Ann", "ann", "Bob", "Gus"])
+_SANCTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["ban", "mute"]),
+        st.sampled_from([None, "#a", "#b"]),
+        st.one_of(_NAMES.map(lambda n: ("user", n)),
+                  st.tuples(st.ip_addresses(v=4), st.integers(0, 32)).map(
+                      lambda t: ("address", f"{t[0]}/{t[1]}"))),
+        st.sampled_from([0, 10]),
+        st.booleans(),
+    ),
+    max_size=30,
+)
+
+
+@given(_SANCTIONS, _NAMES, st.sampled_from([None, "ann", "bob"]), st.ip_addresses(v=4),
+       st.sampled_from([None, "#a", "#b"]), st.sampled_from([5.0, 15.0]))
+def test_the_index_finds_exactly_what_a_scan_finds(
+    specs: list[tuple[Any, str | None, tuple[str, str], int, bool]], name: str,
+    account: str | None, address: ipaddress.IPv4Address, room: str | None, now: float,
+) -> None:
+    mod = Moderation()
+    for number, (kind, where, (what, target), duration, with_account) in enumerate(specs):
+        sanction = new_sanction(
+            kind, where, by="x", reason="", now=0.0, duration=duration,
+            user=target if what == "user" else None,
+            account=name_key(target) if what == "user" and with_account else None,
+            network=parse_network(target) if what == "address" else None,
+        )
+        mod.add(replace(sanction, id=number + 1))
+    person = Person(name, account, address)
+    for kind in ("ban", "mute"):
+        scanned = sorted(
+            (s for s in mod.sanctions.values()
+             if s.kind == kind and s.room in (None, room) and s.active(now)
+             and s.applies_to(person)),
+            key=lambda s: (s.room is not None, s.id),
+        )
+        assert list(mod.matching(kind, person, room, now)) == scanned  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 from typing import Final, Literal
 
 from ..protocol.errors import BANNED, MUTED, NOT_PERMITTED, ProtocolError
@@ -60,7 +61,7 @@ class Person:
     account: str | None = None
     address: IPAddress | None = None
 
-    @property
+    @cached_property
     def key(self) -> str:
         return name_key(self.name)
 
@@ -99,9 +100,14 @@ class Sanction:
             return True
         if self.network is not None and person.address is not None:
             address = normalize_address(person.address)
-            network = ipaddress.ip_network(self.network)
+            network = self.parsed_network
             return address.version == network.version and address in network
         return False
+
+    @cached_property
+    def parsed_network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        assert self.network is not None
+        return ipaddress.ip_network(self.network)
 
     def to_wire(self) -> dict[str, object]:
         """As a ``bans`` answer lists it."""
@@ -185,6 +191,18 @@ def muted_error(sanction: Sanction) -> ProtocolError:
 
 
 @dataclass
+class _Index:
+    """:attr:`Moderation.sanctions` by what they hold for: a name key, an account key,
+    an address range (by kind, IP version, prefix length and network number; with
+    the prefix lengths in use, so a lookup masks an address once per length)."""
+
+    by_name: dict[tuple[Kind, str], list[Sanction]] = field(default_factory=dict)
+    by_account: dict[tuple[Kind, str], list[Sanction]] = field(default_factory=dict)
+    by_network: dict[tuple[Kind, int, int, int], list[Sanction]] = field(default_factory=dict)
+    prefixes: dict[Kind, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+@dataclass
 class Moderation:
     """Every ban, mute, role and mode of one server (or cluster), in memory.
 
@@ -197,6 +215,8 @@ class Moderation:
     ops: dict[str, set[str]] = field(default_factory=dict)
     modes: dict[str, RoomModes] = field(default_factory=dict)
     voiced: dict[str, set[str]] = field(default_factory=dict)
+    #: The sanctions indexed for :meth:`matching`; None: to be built (after a change).
+    _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- roles -----------------------------------------------------------------
     def is_admin(self, person: Person) -> bool:
@@ -223,15 +243,48 @@ class Moderation:
         self, kind: Kind, person: Person, room: str | None, now: float
     ) -> Iterator[Sanction]:
         """Active sanctions of ``kind`` on ``person`` in ``room`` (server-wide ones
-        first, then the room's; ``room`` None: server-wide only)."""
-        for sanction in sorted(self.sanctions.values(), key=lambda s: (s.room is not None, s.id)):
-            if (
-                sanction.kind == kind
-                and sanction.room in (None, room)
-                and sanction.active(now)
-                and sanction.applies_to(person)
-            ):
+        first, then the room's; ``room`` None: server-wide only). Looked up in an
+        index (by name, by account, by address range), not scanned: this runs at
+        every chat and join, with up to :data:`MAX_SANCTIONS` held."""
+        index = self._index if self._index is not None else self._build_index()
+        found: dict[int, Sanction] = {}
+        for sanction in index.by_name.get((kind, person.key), ()):
+            found[id(sanction)] = sanction
+        if person.account is not None:
+            for sanction in index.by_account.get((kind, person.account), ()):
+                found[id(sanction)] = sanction
+        if person.address is not None and index.prefixes.get(kind):
+            address = normalize_address(person.address)
+            number = int(address)
+            for version, prefix in index.prefixes[kind]:
+                if version != address.version:
+                    continue
+                bits = 32 if version == 4 else 128
+                masked = number >> (bits - prefix) << (bits - prefix) if prefix else 0
+                for sanction in index.by_network.get((kind, version, prefix, masked), ()):
+                    found[id(sanction)] = sanction
+        for sanction in sorted(found.values(), key=lambda s: (s.room is not None, s.id)):
+            if sanction.room in (None, room) and sanction.active(now):
                 yield sanction
+
+    def _build_index(self) -> _Index:
+        index = _Index()
+        for sanction in self.sanctions.values():
+            kind = sanction.kind
+            if sanction.name is not None:
+                index.by_name.setdefault((kind, sanction.name), []).append(sanction)
+            if sanction.account is not None:
+                index.by_account.setdefault((kind, sanction.account), []).append(sanction)
+            if sanction.network is not None:
+                network = sanction.parsed_network
+                key = (kind, network.version, network.prefixlen,
+                       int(network.network_address))
+                index.by_network.setdefault(key, []).append(sanction)
+                prefixes = index.prefixes.setdefault(kind, [])
+                if (network.version, network.prefixlen) not in prefixes:
+                    prefixes.append((network.version, network.prefixlen))
+        self._index = index
+        return index
 
     def ban_of(self, person: Person, room: str | None, now: float) -> Sanction | None:
         """The ban that keeps ``person`` out of ``room`` (None: out of the server), if
@@ -284,10 +337,12 @@ class Moderation:
     # -- applying changes (the store calls these after it has written them) ----
     def add(self, sanction: Sanction) -> None:
         self.sanctions[sanction.kind, sanction.id] = sanction
+        self._index = None
 
     def remove(self, kind: Kind, ids: Iterable[int]) -> None:
         for sanction_id in ids:
             self.sanctions.pop((kind, sanction_id), None)
+        self._index = None
 
     def set_op(self, room: str, account: str, on: bool) -> None:
         ops = self.ops.setdefault(room, set())
@@ -323,6 +378,7 @@ class Moderation:
         self.modes.pop(room, None)
         for key in [key for key, s in self.sanctions.items() if s.room == room]:
             del self.sanctions[key]
+        self._index = None
 
     # -- the rules -------------------------------------------------------------
     def check_join(self, person: Person, room: str, shown: str, now: float) -> None:
