@@ -515,3 +515,30 @@ async def test_register_and_login_take_a_room(server: Bound) -> None:
         await ann.send({"type": "register", "user": "Bob", "password": PASSWORD,
                         "room": "no room"})
         assert (await error(ann))["code"] == "room_invalid"
+
+
+async def test_a_login_beside_a_held_seat_gets_the_traffic_and_the_seat_comes_back(
+    server: Bound,
+) -> None:
+    async with connect(server, "tcp") as bob:
+        await bob.send({"type": "join", "user": "Bob"})
+        await bob.recv_until(type="welcome")
+        async with connect(server, "ws") as first:
+            welcome, token = await register(first, "Ann")
+        # Lost without a leave: Ann's seat is held for the grace. A login now shares it.
+        async with connect(server, "ws") as phone:
+            await phone.send({"type": "login", "token": token["token"]})
+            await phone.recv_until(type="token")
+            await bob.send({"type": "chat", "text": "while held"})
+            assert (await phone.recv_until(type="chat"))["text"] == "while held"
+            async with connect(server, "ws") as back:
+                await back.send({"type": "join", "user": "Ann", "resume": welcome["resume"]})
+                assert (await back.recv_until(type="welcome"))["account"] == "Ann"
+                await bob.send({"type": "chat", "text": "both"})
+                for device in (phone, back):
+                    assert (await device.recv_until(type="chat", text="both"))["user"] == "Bob"
+            await bob.send({"type": "chat", "text": "phone only"})
+            assert (await phone.recv_until(type="chat", text="phone only"))
+            await bob.send({"type": "who"})
+            users = await bob.recv_until(type="users")
+            assert sorted(users["users"]) == ["Ann", "Bob"]

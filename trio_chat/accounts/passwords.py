@@ -1,7 +1,8 @@
 """Password hashing: argon2id (``argon2-cffi``), in a bounded pool of worker threads.
 
 The parameters are OWASP's second argon2id recommendation scaled up a little: 32 MiB
-of memory per hash, 2 passes, 1 lane (about 50-100 ms on one core). Not the
+of memory per hash, 2 passes, 1 lane (about 150 ms per verification on the shared
+2-core test machine: the pool of 2 checks some 13 passwords a second). Not the
 library's default (64 MiB x 4 lanes): a burst of logins on a small server must not
 need gigabytes. At most :data:`HASHES_AT_ONCE` hashes run at once (a
 ``trio.CapacityLimiter``), so a burst of logins waits for a slot instead of

@@ -121,12 +121,14 @@ class Member:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
         queue is full. A held seat takes everything (and keeps nothing): what it misses
         comes back in the replay of its resume."""
+        for mirror in self.mirrors:
+            # Its account's other connections, also while this one is held: one
+            # that is full is evicted on its own.
+            mirror.deliver(line)
         if self.held:
             return True
         if self.evicted is not None:
             return False
-        for mirror in self.mirrors:
-            mirror.deliver(line)  # one that is full is evicted on its own
         try:
             self._outgoing.send_nowait(line)
         except trio.WouldBlock:

@@ -626,6 +626,11 @@ class Rooms:
         rooms = list(seat.rooms.values())
         for room in rooms:
             room.replace(seat, member)
+        # The account's other connections mirror the member now, and share its rooms.
+        member.mirrors, seat.mirrors = seat.mirrors, []
+        for mirror in member.mirrors:
+            mirror.primary = member
+            mirror.rooms = member.rooms
         self._seat(member, seat.name, since, rooms)
         self.delivery.resumed(seat.name, token, held=held)
         return True
