@@ -4,6 +4,7 @@ real server."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from trio_chat.protocol.moderation import (
     ListBans,
     Mode,
     Moderate,
+    moderation_message,
     parse_duration,
 )
 
@@ -302,3 +304,28 @@ async def test_trio_chat_join_stops_when_banned_from_the_server(
                 await root.send({"type": "ban", "user": "Bob", "reason": "troll"})
         assert ended == ["you are banned from this server: troll"]
         assert shown.messages[-1]["code"] == "banned"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"/ban Bob 10m spam", {"type": "ban", "room": "#lobby", "user": "Bob",
+                                "duration": 600, "reason": "spam"}),
+        (b"/ban * 203.0.113.7", {"type": "ban", "address": "203.0.113.7/32", "duration": 0}),
+        (b"/kick #dev Bob", {"type": "kick", "room": "#dev", "user": "Bob"}),
+        (b"/bans *", {"type": "bans"}),
+        (b"/mode +m", {"type": "mode", "room": "#lobby", "moderated": True}),
+        (b"/mode", {"type": "mode", "room": "#lobby"}),
+    ],
+)
+def test_a_command_as_the_message_a_client_sends(line: bytes, message: dict[str, Any]) -> None:
+    """``trio-chat join`` reads these commands itself and sends their JSON: the same
+    event again on the server."""
+    event = decode_line(line)
+    assert isinstance(event, Moderate | ListBans | Mode)
+    assert moderation_message(event) == message
+    assert decode_json(json.dumps(message)) == replace_current(event)
+
+
+def replace_current(event: Moderate | ListBans | Mode) -> object:
+    return dataclasses.replace(event, room="#lobby") if event.room == CURRENT else event

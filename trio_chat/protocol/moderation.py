@@ -274,3 +274,33 @@ def moderation_from_command(command: str, arg: str) -> ModerationEvent | None:
     if room is None and action not in SERVER_WIDE:
         raise usage
     return Moderate(action, room, **fields)
+
+
+def moderation_message(event: ModerationEvent, here: str = LOBBY) -> dict[str, Any]:
+    """The JSON message of ``event`` (its :data:`CURRENT` room as ``here``): what a
+    client that reads these commands itself (``trio-chat join``) sends."""
+    room = here if event.room == CURRENT else event.room
+    message: dict[str, Any] = {}
+    if isinstance(event, Moderate):
+        message["type"] = event.action
+        if room is not None:
+            message["room"] = room
+        if event.user is not None:
+            message["user"] = event.user
+        if event.address is not None:
+            message["address"] = event.address
+        if event.action in TIMED:
+            message["duration"] = event.duration
+        if event.reason:
+            message["reason"] = event.reason
+    elif isinstance(event, ListBans):
+        message["type"] = "bans"
+        if room is not None:
+            message["room"] = room
+    else:
+        message.update(type="mode", room=room)
+        for mode in MODES:
+            value = getattr(event, mode)
+            if value is not None:
+                message[mode] = value
+    return message
