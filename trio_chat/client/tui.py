@@ -23,6 +23,7 @@ import trio
 import urwid
 
 from .. import protocol
+from ..protocol.moderation import moderation_from_command, moderation_message
 from .compose import INPUT_MAX, ChatInput, InputArea, Key, PasteCoalescer
 from .config import ClientConfig
 from .display import AfterReplay, clean, local_time, user_list
@@ -44,7 +45,9 @@ PENDING = "pending "
 
 HELP = (
     "commands: /who (who is online), /nick NEW (change name), /quit (or Ctrl-C, "
-    "Ctrl-D on an empty line), /help; //text sends a line starting with '/'; PgUp/PgDn "
+    "Ctrl-D on an empty line), /help; ops and admins: /kick, /ban, /unban, /bans, "
+    "/mute, /unmute, /op, /deop, /voice, /devoice, /mode (as at nc); //text sends a line "
+    "starting with '/'; PgUp/PgDn "
     "scroll; Ctrl-A/Ctrl-E start/end, Ctrl-U/Ctrl-K delete to start/end, Ctrl-W the word "
     "before, Ctrl-Y puts it back, Ctrl-_ undoes"
 )
@@ -492,7 +495,15 @@ class ChatApp:
                 return
             self.send({"type": "join", "user": name})
         else:
-            self.notice(f"unknown command {command[:32]}; try /help", "error")
+            try:
+                moderation = moderation_from_command(command, arg)
+            except protocol.ProtocolError as exc:
+                self.notice(exc.text, "error")
+                return
+            if moderation is None:
+                self.notice(f"unknown command {command[:32]}; try /help", "error")
+                return
+            self.send(moderation_message(moderation))  # this client is in #lobby
 
     def send(self, message: dict[str, Any]) -> bool:
         if not self.session.send_nowait(message):

@@ -9,6 +9,7 @@
   // grace takes the seat back, with no left/joined notices for the others.
   const RESUME_KEY = "trio-chat.resume";
   const RESUMED_ELSEWHERE = 4009; // close code: another connection took our seat
+  const BANNED = 4003; // close code: banned from the server (the error said why)
   const MAX_NAME = 32;
   const DEFAULT_MAX_TEXT = 4096; // until the server's welcome says its max_text
   const MAX_SHOWN = 1000; // messages kept on screen; older ones are dropped
@@ -280,6 +281,11 @@
         setState("offline", "offline", "click to reconnect");
         return;
       }
+      if (event.code === BANNED) {
+        // Coming back would be refused again: stay offline (the error said why).
+        setState("offline", "banned");
+        return;
+      }
       if (joined) append(el("li", "notice", "Connection lost; reconnecting…"), {});
       scheduleReconnect("offline");
     };
@@ -403,6 +409,7 @@
     const name = str(message.name);
     if (message.event === "join") addUser(name);
     else if (message.event === "leave") removeUser(name);
+    else if (message.event === "kick" || message.event === "ban") removeUser(name);
     else if (message.event === "rename") {
       removeUser(str(message.old));
       addUser(name);
