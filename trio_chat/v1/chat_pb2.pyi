@@ -192,6 +192,17 @@ class ClientEvent(_message.Message):
     LOGIN_FIELD_NUMBER: _builtins.int
     LOGOUT_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    DEOP_FIELD_NUMBER: _builtins.int
+    KICK_FIELD_NUMBER: _builtins.int
+    BAN_FIELD_NUMBER: _builtins.int
+    UNBAN_FIELD_NUMBER: _builtins.int
+    MUTE_FIELD_NUMBER: _builtins.int
+    UNMUTE_FIELD_NUMBER: _builtins.int
+    VOICE_FIELD_NUMBER: _builtins.int
+    DEVOICE_FIELD_NUMBER: _builtins.int
+    BANS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def join(self) -> Global___JoinRequest: ...
     @_builtins.property
@@ -220,6 +231,30 @@ class ClientEvent(_message.Message):
     def logout(self) -> Global___LogoutRequest: ...
     @_builtins.property
     def password(self) -> Global___PasswordRequest: ...
+    @_builtins.property
+    def op(self) -> Global___ModerateRequest:
+        """Moderation (docs/protocol.md, "Moderation"), each a ModerateRequest."""
+
+    @_builtins.property
+    def deop(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def kick(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def ban(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def unban(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def mute(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def unmute(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def voice(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def devoice(self) -> Global___ModerateRequest: ...
+    @_builtins.property
+    def bans(self) -> Global___BansRequest: ...
+    @_builtins.property
+    def mode(self) -> Global___ModeRequest: ...
     def __init__(
         self,
         *,
@@ -237,12 +272,23 @@ class ClientEvent(_message.Message):
         login: Global___LoginRequest | None = ...,
         logout: Global___LogoutRequest | None = ...,
         password: Global___PasswordRequest | None = ...,
+        op: Global___ModerateRequest | None = ...,
+        deop: Global___ModerateRequest | None = ...,
+        kick: Global___ModerateRequest | None = ...,
+        ban: Global___ModerateRequest | None = ...,
+        unban: Global___ModerateRequest | None = ...,
+        mute: Global___ModerateRequest | None = ...,
+        unmute: Global___ModerateRequest | None = ...,
+        voice: Global___ModerateRequest | None = ...,
+        devoice: Global___ModerateRequest | None = ...,
+        bans: Global___BansRequest | None = ...,
+        mode: Global___ModeRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "login", b"login", "logout", b"logout", "msg", b"msg", "part", b"part", "password", b"password", "ping", b"ping", "register", b"register", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ban", b"ban", "bans", b"bans", "chat", b"chat", "deop", b"deop", "devoice", b"devoice", "event", b"event", "join", b"join", "kick", b"kick", "leave", b"leave", "listen", b"listen", "login", b"login", "logout", b"logout", "mode", b"mode", "msg", b"msg", "mute", b"mute", "op", b"op", "part", b"part", "password", b"password", "ping", b"ping", "register", b"register", "rooms", b"rooms", "topic", b"topic", "unban", b"unban", "unmute", b"unmute", "voice", b"voice", "who", b"who"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "event", b"event", "join", b"join", "leave", b"leave", "listen", b"listen", "login", b"login", "logout", b"logout", "msg", b"msg", "part", b"part", "password", b"password", "ping", b"ping", "register", b"register", "rooms", b"rooms", "topic", b"topic", "who", b"who"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ban", b"ban", "bans", b"bans", "chat", b"chat", "deop", b"deop", "devoice", b"devoice", "event", b"event", "join", b"join", "kick", b"kick", "leave", b"leave", "listen", b"listen", "login", b"login", "logout", b"logout", "mode", b"mode", "msg", b"msg", "mute", b"mute", "op", b"op", "part", b"part", "password", b"password", "ping", b"ping", "register", b"register", "rooms", b"rooms", "topic", b"topic", "unban", b"unban", "unmute", b"unmute", "voice", b"voice", "who", b"who"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["join", "chat", "who", "ping", "leave", "listen", "part", "msg", "rooms", "topic", "register", "login", "logout", "password"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["join", "chat", "who", "ping", "leave", "listen", "part", "msg", "rooms", "topic", "register", "login", "logout", "password", "op", "deop", "kick", "ban", "unban", "mute", "unmute", "voice", "devoice", "bans", "mode"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -562,6 +608,202 @@ class Token(_message.Message):
 Global___Token: _TypeAlias = Token  # noqa: Y015
 
 @_typing.final
+class ModerateRequest(_message.Message):
+    """A moderation action; which one is the ClientEvent member. `room` empty: server-wide
+    for ban, unban, mute and unmute (admins), "#lobby" for the others. `user` or (ban,
+    unban) `address`, an address or CIDR; `duration` in seconds (ban, mute; 0: until
+    lifted); `reason` (kick, ban, mute).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    user: _builtins.str
+    address: _builtins.str
+    duration: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        user: _builtins.str = ...,
+        address: _builtins.str = ...,
+        duration: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "duration", b"duration", "reason", b"reason", "room", b"room", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModerateRequest: _TypeAlias = ModerateRequest  # noqa: Y015
+
+@_typing.final
+class BansRequest(_message.Message):
+    """The bans and mutes of a room (empty: the server-wide ones): answered by BanList."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BansRequest: _TypeAlias = BansRequest  # noqa: Y015
+
+@_typing.final
+class ModeRequest(_message.Message):
+    """Set the modes given (unset: left as they are); neither set: ask, answered by
+    ModeState. `room` empty: "#lobby".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    REGISTERED_ONLY_FIELD_NUMBER: _builtins.int
+    MODERATED_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    registered_only: _builtins.bool
+    moderated: _builtins.bool
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        registered_only: _builtins.bool | None = ...,
+        moderated: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_moderated", b"_moderated", "_registered_only", b"_registered_only", "moderated", b"moderated", "registered_only", b"registered_only"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_moderated", b"_moderated", "_registered_only", b"_registered_only", "moderated", b"moderated", "registered_only", b"registered_only", "room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__moderated: _TypeAlias = _typing.Literal["moderated"]  # noqa: Y015
+    _WhichOneofArgType__moderated: _TypeAlias = _typing.Literal["_moderated", b"_moderated"]  # noqa: Y015
+    _WhichOneofReturnType__registered_only: _TypeAlias = _typing.Literal["registered_only"]  # noqa: Y015
+    _WhichOneofArgType__registered_only: _TypeAlias = _typing.Literal["_registered_only", b"_registered_only"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__moderated) -> _WhichOneofReturnType__moderated | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__registered_only) -> _WhichOneofReturnType__registered_only | None: ...
+
+Global___ModeRequest: _TypeAlias = ModeRequest  # noqa: Y015
+
+@_typing.final
+class BanList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    BANS_FIELD_NUMBER: _builtins.int
+    BANS_TOTAL_FIELD_NUMBER: _builtins.int
+    MUTES_FIELD_NUMBER: _builtins.int
+    MUTES_TOTAL_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    """Empty: the server-wide list."""
+    bans_total: _builtins.int
+    mutes_total: _builtins.int
+    @_builtins.property
+    def bans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sanction]:
+        """Oldest first, the newest 1,000 of each; the totals count them all."""
+
+    @_builtins.property
+    def mutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sanction]: ...
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        bans: _abc.Iterable[Global___Sanction] | None = ...,
+        bans_total: _builtins.int = ...,
+        mutes: _abc.Iterable[Global___Sanction] | None = ...,
+        mutes_total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bans", b"bans", "bans_total", b"bans_total", "mutes", b"mutes", "mutes_total", b"mutes_total", "room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BanList: _TypeAlias = BanList  # noqa: Y015
+
+@_typing.final
+class Sanction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    user: _builtins.str
+    """One of user and address (an address range) is set."""
+    address: _builtins.str
+    by: _builtins.str
+    reason: _builtins.str
+    since: _builtins.float
+    """Unix seconds: since when, and until when (absent: until lifted)."""
+    until: _builtins.float
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        user: _builtins.str = ...,
+        address: _builtins.str = ...,
+        by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        since: _builtins.float = ...,
+        until: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_until", b"_until", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_until", b"_until", "address", b"address", "by", b"by", "id", b"id", "reason", b"reason", "since", b"since", "until", b"until", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__until: _TypeAlias = _typing.Literal["until"]  # noqa: Y015
+    _WhichOneofArgType__until: _TypeAlias = _typing.Literal["_until", b"_until"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__until) -> _WhichOneofReturnType__until | None: ...
+
+Global___Sanction: _TypeAlias = Sanction  # noqa: Y015
+
+@_typing.final
+class ModeState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    REGISTERED_ONLY_FIELD_NUMBER: _builtins.int
+    MODERATED_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    registered_only: _builtins.bool
+    moderated: _builtins.bool
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        registered_only: _builtins.bool = ...,
+        moderated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["moderated", b"moderated", "registered_only", b"registered_only", "room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModeState: _TypeAlias = ModeState  # noqa: Y015
+
+@_typing.final
 class RoomsRequest(_message.Message):
     """List the rooms: answered by `rooms` (RoomList)."""
 
@@ -621,6 +863,8 @@ class ServerEvent(_message.Message):
     MSG_FIELD_NUMBER: _builtins.int
     ROOMS_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
+    BANS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -649,6 +893,10 @@ class ServerEvent(_message.Message):
     def rooms(self) -> Global___RoomList: ...
     @_builtins.property
     def token(self) -> Global___Token: ...
+    @_builtins.property
+    def bans(self) -> Global___BanList: ...
+    @_builtins.property
+    def mode(self) -> Global___ModeState: ...
     def __init__(
         self,
         *,
@@ -664,12 +912,14 @@ class ServerEvent(_message.Message):
         msg: Global___DirectMessage | None = ...,
         rooms: Global___RoomList | None = ...,
         token: Global___Token | None = ...,
+        bans: Global___BanList | None = ...,
+        mode: Global___ModeState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "token", b"token", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bans", b"bans", "batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "mode", b"mode", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "token", b"token", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "token", b"token", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bans", b"bans", "batch", b"batch", "chat", b"chat", "error", b"error", "event", b"event", "hello", b"hello", "history_end", b"history_end", "mode", b"mode", "msg", b"msg", "pong", b"pong", "rooms", b"rooms", "system", b"system", "token", b"token", "users", b"users", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["welcome", "chat", "system", "users", "error", "history_end", "hello", "pong", "batch", "msg", "rooms", "token"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["welcome", "chat", "system", "users", "error", "history_end", "hello", "pong", "batch", "msg", "rooms", "token", "bans", "mode"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -805,6 +1055,11 @@ class SystemNotice(_message.Message):
     ROOM_FIELD_NUMBER: _builtins.int
     WANTED_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    REGISTERED_ONLY_FIELD_NUMBER: _builtins.int
+    MODERATED_FIELD_NUMBER: _builtins.int
     event: _builtins.str
     user: _builtins.str
     """"System"."""
@@ -823,6 +1078,14 @@ class SystemNotice(_message.Message):
     """variant: the name that was asked for and taken (`name` is the one given instead)."""
     topic: _builtins.str
     """topic: the room's new topic (`name` set it; empty: cleared)."""
+    by: _builtins.str
+    """Moderation notices: who acted, why, and (ban, mute) until when, in Unix seconds
+    (absent: until lifted); mode: the room's modes now.
+    """
+    reason: _builtins.str
+    until: _builtins.float
+    registered_only: _builtins.bool
+    moderated: _builtins.bool
     def __init__(
         self,
         *,
@@ -838,12 +1101,19 @@ class SystemNotice(_message.Message):
         room: _builtins.str = ...,
         wanted: _builtins.str = ...,
         topic: _builtins.str = ...,
+        by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        until: _builtins.float | None = ...,
+        registered_only: _builtins.bool = ...,
+        moderated: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_until", b"_until", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients_count", b"clients_count", "event", b"event", "joined", b"joined", "left", b"left", "name", b"name", "old", b"old", "room", b"room", "text", b"text", "timestamp", b"timestamp", "topic", b"topic", "user", b"user", "wanted", b"wanted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_until", b"_until", "by", b"by", "clients_count", b"clients_count", "event", b"event", "joined", b"joined", "left", b"left", "moderated", b"moderated", "name", b"name", "old", b"old", "reason", b"reason", "registered_only", b"registered_only", "room", b"room", "text", b"text", "timestamp", b"timestamp", "topic", b"topic", "until", b"until", "user", b"user", "wanted", b"wanted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__until: _TypeAlias = _typing.Literal["until"]  # noqa: Y015
+    _WhichOneofArgType__until: _TypeAlias = _typing.Literal["_until", b"_until"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__until) -> _WhichOneofReturnType__until | None: ...
 
 Global___SystemNotice: _TypeAlias = SystemNotice  # noqa: Y015
 
@@ -855,19 +1125,33 @@ class Error(_message.Message):
 
     CODE_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     text: _builtins.str
+    until: _builtins.float
+    """banned: until when (Unix seconds; absent: until lifted), why, and the room (empty:
+    server-wide).
+    """
+    reason: _builtins.str
+    room: _builtins.str
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         text: _builtins.str = ...,
+        until: _builtins.float | None = ...,
+        reason: _builtins.str = ...,
+        room: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_until", b"_until", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_until", b"_until", "code", b"code", "reason", b"reason", "room", b"room", "text", b"text", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__until: _TypeAlias = _typing.Literal["until"]  # noqa: Y015
+    _WhichOneofArgType__until: _TypeAlias = _typing.Literal["_until", b"_until"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__until) -> _WhichOneofReturnType__until | None: ...
 
 Global___Error: _TypeAlias = Error  # noqa: Y015
 

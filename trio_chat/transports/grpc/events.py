@@ -101,8 +101,17 @@ def client_event(data: bytes, max_text: int) -> Event:
     return event_from_object(_request(kind, as_object(kind, getattr(message, kind))), max_text)
 
 
-#: Requests that enter a room only when they name one (empty ``room``: none named).
-_JOINS: Final = frozenset({"join", "register", "login"})
+#: Requests whose empty ``room`` is no room named: a join enters none (or
+#: ``#lobby`` first), a moderation message means what the JSON protocol gives it
+#: without ``room`` (server-wide for bans and mutes, ``#lobby`` for the others).
+_JOINS: Final = frozenset({
+    "join", "register", "login", "op", "deop", "kick", "ban", "unban", "mute", "unmute",
+    "voice", "devoice", "bans", "mode",
+})
+#: Moderation requests that name their target by ``user`` or ``address``.
+_TARGETED: Final = frozenset({
+    "op", "deop", "kick", "ban", "unban", "mute", "unmute", "voice", "devoice",
+})
 
 
 def _request(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +126,10 @@ def _request(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
             obj["room"] = LOBBY
     if kind == "join" and obj.get("user") == "" and "room" in obj:
         del obj["user"]
+    if kind in _TARGETED:
+        for name in ("user", "address"):  # one of them: the other is left empty
+            if obj.get(name) == "":
+                del obj[name]
     if kind == "register" and obj.get("invite") == "":
         del obj["invite"]
     if kind == "login":
@@ -137,6 +150,11 @@ def as_object(kind: str, body: Message) -> dict[str, Any]:
     return obj
 
 
+def _set(body: Message) -> dict[str, Any]:
+    """A nested message's fields, an empty string left out as JSON leaves it out."""
+    return {name: value for name, value in _fields_of(body).items() if value != ""}
+
+
 def _fields_of(body: Message) -> dict[str, Any]:
     """A message's fields as JSON values (a nested message as an object)."""
     obj: dict[str, Any] = {}
@@ -145,7 +163,7 @@ def _fields_of(body: Message) -> dict[str, Any]:
             continue
         value = getattr(body, field.name)
         if field.message_type is not None:
-            value = [_fields_of(one) for one in value] if field.is_repeated else _fields_of(value)
+            value = [_set(one) for one in value] if field.is_repeated else _set(value)
         elif field.is_repeated:
             value = list(value)
         obj[field.name] = value
@@ -191,9 +209,8 @@ def server_message(message: Mapping[str, Any]) -> bytes:
     if member is None:
         return b""
     fields = member.fields
-    values = {name: value for name, value in message.items() if name in fields}
-    if "room" in fields:
-        values.setdefault("room", LOBBY)
+    values = {name: value for name, value in message.items()
+              if name in fields and value is not None}  # null: absent
     if kind == "history_end":
         values.setdefault("complete", True)  # JSON says so only when false
     body = member.cls(**values).SerializeToString()
