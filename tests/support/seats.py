@@ -29,6 +29,11 @@ class Seat:
     def _on_evict(self) -> None:
         self.evictions += 1
 
+    def drop(self) -> None:
+        """Forget everything queued for it so far, replays included (a reader that
+        reads and ignores)."""
+        self.inbox.items.clear()
+
     def take(self) -> list[Message]:
         """Everything queued for it so far, decoded (it never waits)."""
         out: list[Message] = []

@@ -59,7 +59,9 @@ class Outbox:
     ``limit`` is the most entries it holds; ``flusher`` the server's fast path (None:
     every entry wakes the writer, as in tests that run no flusher)."""
 
-    __slots__ = ("_flusher", "_writer", "closed", "direct", "dirty", "items", "limit")
+    __slots__ = (
+        "_busy", "_flusher", "_writer", "closed", "direct", "dirty", "items", "limit", "spawn",
+    )
 
     def __init__(self, limit: int, flusher: Flusher | None = None) -> None:
         self.items: deque[str | Replay] = deque()
@@ -71,8 +73,13 @@ class Outbox:
         #: Writes a batch of lines without waiting (the session's, when its transport
         #: can), for the flusher.
         self.direct: Callable[[list[str]], bool | None] | None = None
+        #: Starts the writer task (the session's); None: the writer is always there.
+        #: With a direct write, the writer exists only while it has work: an idle
+        #: connection holds no task for it (memory per connection, issue 20).
+        self.spawn: Callable[[], object] | None = None
         self._flusher = flusher
         self._writer: trio.lowlevel.Task | None = None  # the writer, parked in wait()
+        self._busy = False  # a writer task exists and is not parked
 
     def __len__(self) -> int:
         return len(self.items)
@@ -83,7 +90,7 @@ class Outbox:
         if len(items) >= self.limit:
             return False
         items.append(item)
-        if self._writer is not None and not self.dirty:
+        if not self._busy and not self.dirty:
             flusher = self._flusher
             if flusher is not None and flusher.running:
                 self.dirty = True
@@ -118,17 +125,29 @@ class Outbox:
         return lines, size
 
     @property
-    def parked(self) -> bool:
-        """The writer waits in :meth:`wait`: nothing of this connection's is being
-        written."""
-        return self._writer is not None
+    def idle(self) -> bool:
+        """No writer is at work: nothing of this connection's is being written."""
+        return not self._busy
 
     def wake(self) -> None:
-        """Wake the writer if it is parked."""
+        """Wake the writer if it is parked, or start one if there is none."""
         task = self._writer
         if task is not None:
             self._writer = None
+            self._busy = True
             trio.lowlevel.reschedule(task)
+        elif not self._busy and self.spawn is not None:
+            self._busy = True
+            self.spawn()
+
+    def writer_started(self) -> None:
+        """The writer task (not started by :meth:`wake`) is running."""
+        self._busy = True
+
+    def writer_done(self) -> None:
+        """The writer task has ended (nothing left to write, or the session ends)."""
+        self._busy = False
+        self._writer = None
 
     async def wait(self) -> None:
         """Park the writer until there is something to write (or the queue closes)."""
@@ -136,9 +155,11 @@ class Outbox:
             await trio.lowlevel.checkpoint()
             return
         self._writer = trio.lowlevel.current_task()
+        self._busy = False
 
         def abort(_: object) -> trio.lowlevel.Abort:
             self._writer = None
+            self._busy = True
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
@@ -147,8 +168,8 @@ class Outbox:
         """The fast path, from the flusher: write what is queued with one direct send
         if the writer is parked; else, or if that could not write all of it, wake the
         writer. Returns the lines written."""
-        if self._writer is None or self.closed:
-            return 0  # the writer is busy (it takes what is queued next) or draining
+        if self._busy or self.closed:
+            return 0  # the writer is at work (it takes what is queued next) or draining
         direct = self.direct
         if direct is None:
             self.wake()

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from itertools import islice
 from typing import Protocol
 
@@ -172,7 +173,15 @@ class Session:
         member = self.member
         with self._cancel:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
+                outbox = self._outbox
+                if self._direct is None:
+                    outbox.writer_started()
+                    nursery.start_soon(self._write_loop)
+                else:
+                    # Started when there is something the fast path cannot write.
+                    outbox.spawn = partial(nursery.start_soon, self._write_loop)
+                    if outbox.items:
+                        outbox.wake()
                 if self._listen_after is not None:
                     nursery.start_soon(self._listen_when_quiet, self._listen_after)
                 try:
@@ -193,6 +202,7 @@ class Session:
             # Whatever an evicted writer left queued goes now: a seat held for a resume
             # keeps its member (and so its outbox) for the grace, not its backlog.
             self._outbox.clear()
+            self._outbox.spawn = None
         with trio.move_on_after(self.config.goodbye_timeout) as scope:
             scope.shield = True
             await self.transport.close(member.evicted)
@@ -447,7 +457,14 @@ class Session:
 
     async def _write_loop(self) -> None:
         """Write what the outbox holds whenever the fast path could not: a backlog, the
-        rest of a partial direct write, a replay, or a transport without one."""
+        rest of a partial direct write, a replay, or a transport without one. With a
+        direct write it ends when nothing is left (the outbox starts it again)."""
+        try:
+            await self._write_outbox()
+        finally:
+            self._outbox.writer_done()
+
+    async def _write_outbox(self) -> None:
         outbox, metrics, direct = self._outbox, self._metrics, self._direct
         items = outbox.items
         while True:
@@ -471,7 +488,7 @@ class Session:
             elif direct is not None and direct.pending:
                 if not await self._write([]):  # the rest of a partial direct write
                     return
-            elif outbox.closed:
+            elif outbox.closed or direct is not None:
                 return
             else:
                 await outbox.wait()
