@@ -37,9 +37,8 @@ class Seat:
     def take(self) -> list[Message]:
         """Everything queued for it so far, decoded (it never waits)."""
         out: list[Message] = []
-        items = self.inbox.items
-        while items:
-            item = items.popleft()
+        items, self.inbox.items = self.inbox.items, []
+        for item in items:
             assert isinstance(item, str), "a replay: this room has no history"
             out.append(json.loads(item))
         return out

@@ -126,7 +126,10 @@ class Session:
         self.rooms = rooms
         self.config = config
         self.transport = transport
-        self._cancel = trio.CancelScope()
+        # Eviction cancels the session's nursery (one cancel scope fewer per connection
+        # than a scope of its own around it: memory per connection, issue 20).
+        self._scope: trio.CancelScope | None = None
+        self._evicted_early = False
         self._reader = trio.CancelScope()
         self._join_timeout = join_timeout
         if join_timeout is not None:
@@ -145,7 +148,7 @@ class Session:
         )
         self._outbox = outbox = Outbox(config.queue_size, rooms.flusher)
         self.member = Member(outbox, peer=transport.peer, host=host,
-                             on_evict=self._cancel.cancel)
+                             on_evict=self._on_evict)
         #: The transport's write without waiting, if it has one (plain sockets).
         self._direct = transport if isinstance(transport, DirectSend) else None
         if self._direct is not None:
@@ -171,41 +174,49 @@ class Session:
     async def run(self) -> None:
         """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
         member = self.member
-        with self._cancel:
-            async with trio.open_nursery() as nursery:
-                outbox = self._outbox
-                if self._direct is None:
-                    outbox.writer_started()
-                    nursery.start_soon(self._write_loop)
-                else:
-                    # Started when there is something the fast path cannot write.
-                    outbox.spawn = partial(nursery.start_soon, self._write_loop)
-                    if outbox.items:
-                        outbox.wake()
-                if self._listen_after is not None:
-                    nursery.start_soon(self._listen_when_quiet, self._listen_after)
-                try:
-                    with self._reader:
-                        await self._read_loop()
-                    if self._reader.cancelled_caught and member.evicted is None:
-                        # Only the join deadline cancels the reader without a reason.
-                        error = ProtocolError(
-                            IDLE_TIMEOUT,
-                            f"closing: no join within {self._join_timeout:g} seconds",
-                            fatal=True,
-                        )
-                        self._tell(error)
-                        member.evicted = IDLE_TIMEOUT
-                finally:
-                    self.rooms.leave(member, hold=self.reason in LOST)
-                    self._outbox.close()  # the writer drains what is queued, then stops
-            # Whatever an evicted writer left queued goes now: a seat held for a resume
-            # keeps its member (and so its outbox) for the grace, not its backlog.
-            self._outbox.clear()
-            self._outbox.spawn = None
+        async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            if self._evicted_early:
+                nursery.cancel_scope.cancel()
+            outbox = self._outbox
+            if self._direct is None:
+                outbox.writer_started()
+                nursery.start_soon(self._write_loop)
+            else:
+                # Started when there is something the fast path cannot write.
+                outbox.spawn = partial(nursery.start_soon, self._write_loop)
+                if outbox.items:
+                    outbox.wake()
+            if self._listen_after is not None:
+                nursery.start_soon(self._listen_when_quiet, self._listen_after)
+            try:
+                with self._reader:
+                    await self._read_loop()
+                if self._reader.cancelled_caught and member.evicted is None:
+                    # Only the join deadline cancels the reader without a reason.
+                    error = ProtocolError(
+                        IDLE_TIMEOUT,
+                        f"closing: no join within {self._join_timeout:g} seconds",
+                        fatal=True,
+                    )
+                    self._tell(error)
+                    member.evicted = IDLE_TIMEOUT
+            finally:
+                self.rooms.leave(member, hold=self.reason in LOST)
+                self._outbox.close()  # the writer drains what is queued, then stops
+        # Whatever an evicted writer left queued goes now: a seat held for a resume
+        # keeps its member (and so its outbox) for the grace, not its backlog.
+        self._outbox.clear()
+        self._outbox.spawn = None
         with trio.move_on_after(self.config.goodbye_timeout) as scope:
             scope.shield = True
             await self.transport.close(member.evicted)
+
+    def _on_evict(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        else:
+            self._evicted_early = True
 
     async def _listen_when_quiet(self, after: float) -> None:
         await trio.sleep(after)
@@ -473,7 +484,7 @@ class Session:
                 if isinstance(head, Replay):
                     # A replay may be longer than the queue: it is one queue item,
                     # rendered here and written in chunks at the peer's pace.
-                    items.popleft()
+                    del items[0]
                     if not await self._replay(head):
                         return
                     continue
