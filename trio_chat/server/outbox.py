@@ -32,6 +32,7 @@ from typing import Protocol, cast, runtime_checkable
 import trio
 
 from ..history.base import Replay
+from .metrics import Metrics
 
 #: Most lines handed to one transport write (and at most WRITE_BYTES of them).
 MAX_BATCH = 512
@@ -192,12 +193,11 @@ class Flusher:
     """The server's fast path: one task that writes every dirty outbox once per
     scheduling round (see the module doc)."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, metrics: Metrics | None = None) -> None:
         self.max_size = max_size
         #: The flusher task runs: outboxes wait for it instead of waking their writers.
         self.running = False
-        #: Lines written directly, and direct writes (for the metrics).
-        self.lines = self.writes = 0
+        self._metrics = metrics if metrics is not None else Metrics()
         self._dirty: list[Outbox] = []
         self._task: trio.lowlevel.Task | None = None  # parked, nothing dirty
 
@@ -228,13 +228,14 @@ class Flusher:
                 else:
                     await trio.lowlevel.checkpoint()
                 dirty, self._dirty = self._dirty, []
-                max_size = self.max_size
+                max_size, metrics = self.max_size, self._metrics
                 for outbox in dirty:
                     outbox.dirty = False
                     written = outbox.flush(max_size)
-                    if written:
-                        self.lines += written
-                        self.writes += 1
+                    if written > metrics.queue_high_water:
+                        # Everything queued was taken at once: the queue's depth (the
+                        # writer's check, for what the fast path writes).
+                        metrics.queue_depth(written + len(outbox))
         finally:
             self.running = False
             self._task = None

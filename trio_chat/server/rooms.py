@@ -139,7 +139,7 @@ class Rooms:
         self.pacer = ReadPacer()
         #: The write-through fast path of every member's outbox (:mod:`.outbox`); its
         #: task runs while ``serve`` does.
-        self.flusher = Flusher(WRITE_BYTES)
+        self.flusher = Flusher(WRITE_BYTES, self.metrics)
         self.closed = False
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self._users: dict[str, Member] = {}  # skeleton of the name -> member, join order
