@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-import trio
-
-from trio_chat.history.base import Replay
+from trio_chat.server.outbox import Outbox
 from trio_chat.server.room import Member
 from trio_chat.server.rooms import Rooms
 
@@ -21,9 +19,9 @@ class Seat:
     def __init__(
         self, room: Rooms, name: str | None = None, *, queue: int = 10_000, peer: str = "test"
     ) -> None:
-        send, self.inbox = trio.open_memory_channel[str | Replay](queue)
+        self.inbox = Outbox(queue)
         self.evictions = 0
-        self.member = Member(send, peer=name or peer, on_evict=self._on_evict)
+        self.member = Member(self.inbox, peer=name or peer, on_evict=self._on_evict)
         self.room = room
         if name is not None:
             room.join(self.member, name)
@@ -31,13 +29,16 @@ class Seat:
     def _on_evict(self) -> None:
         self.evictions += 1
 
+    def drop(self) -> None:
+        """Forget everything queued for it so far, replays included (a reader that
+        reads and ignores)."""
+        self.inbox.items.clear()
+
     def take(self) -> list[Message]:
         """Everything queued for it so far, decoded (it never waits)."""
         out: list[Message] = []
-        while True:
-            try:
-                item = self.inbox.receive_nowait()
-            except trio.WouldBlock:
-                return out
+        items, self.inbox.items = self.inbox.items, []
+        for item in items:
             assert isinstance(item, str), "a replay: this room has no history"
             out.append(json.loads(item))
+        return out

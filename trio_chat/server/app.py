@@ -282,6 +282,27 @@ async def _serve_rooms(
     gate = running.gate
     ports = Ports(bound.tcp_port, bound.ws_port, bound.tls)
     admission = Admission(rooms, config, gate, ports)
+    async with trio.open_nursery() as flushing:
+        # The outboxes' fast path runs from before the first connection until after
+        # the last (server/outbox.py).
+        flushing.start_soon(rooms.flusher.run)
+        await _serve_listeners(config, rooms, stop, listeners, bound, task_status, running,
+                               admission, grpc_server)
+        flushing.cancel_scope.cancel()
+
+
+async def _serve_listeners(
+    config: Config,
+    rooms: Rooms,
+    stop: trio.Event,
+    listeners: dict[str, Sequence[trio.abc.Listener[trio.abc.Stream]]],
+    bound: Bound,
+    task_status: trio.TaskStatus[Bound],
+    running: Running,
+    admission: Admission,
+    grpc_server: GrpcServer | None = None,
+) -> None:
+    gate = running.gate
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             await accepting.start(rooms.run_notices)

@@ -46,6 +46,7 @@ import trio
 from .. import protocol
 from ..history.base import Replay, RoomLog
 from ..protocol import SLOW_CONSUMER, ProtocolError, skeleton
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .rooms import Rooms
@@ -74,7 +75,7 @@ class Member:
 
     def __init__(
         self,
-        outgoing: trio.MemorySendChannel[str | Replay],
+        outbox: Outbox,
         *,
         peer: str = "?",
         host: str | None = None,
@@ -104,7 +105,7 @@ class Member:
         #: Ends its connection with a fatal error sent first (a server-wide ban); its
         #: session sets this to its own ``stop`` (the writer drains, then closes).
         self.halt: Callable[[ProtocolError], None] = lambda error: self.evict(error.code)
-        self._outgoing = outgoing
+        self.outbox = outbox
         self._on_evict = on_evict
 
     @property
@@ -115,7 +116,7 @@ class Member:
     @property
     def queued(self) -> int:
         """Entries waiting in this member's queue now."""
-        return self._outgoing.statistics().current_buffer_used
+        return len(self.outbox)
 
     def deliver(self, line: str | Replay) -> bool:
         """Queue one line (or a replay) without waiting; False (and eviction) when the
@@ -129,22 +130,22 @@ class Member:
             return True
         if self.evicted is not None:
             return False
-        try:
-            self._outgoing.send_nowait(line)
-        except trio.WouldBlock:
+        outbox = self.outbox
+        if outbox.closed:
+            # The connection is already on its way out; a held seat has no connection,
+            # and what it misses comes back in the replay of its resume.
+            return False
+        if not outbox.put(line):
             log.debug("%s queue full; evicting", self)
             self.evict(SLOW_CONSUMER)
             return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            # The connection is already on its way out; a held seat has no connection,
-            # and what it misses comes back in the replay of its resume.
-            return self.held
         return True
 
     def evict(self, reason: str) -> None:
         """Mark this member for disconnection; its session does the closing."""
         if self.evicted is None:
             self.evicted = reason
+            self.outbox.closed = True  # nothing more goes out but the session's goodbye
             self._on_evict()
 
     def __repr__(self) -> str:

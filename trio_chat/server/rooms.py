@@ -59,8 +59,9 @@ from .addresses import ConnectThrottle
 from .delivery import Delivery, LocalDelivery
 from .metrics import Metrics
 from .moderating import Moderator
+from .outbox import Flusher
 from .pacing import ReadPacer
-from .replays import ReplayBudget
+from .replays import WRITE_BYTES, ReplayBudget
 from .room import LOST, RESUMED, Member, Room
 from .seats import Seats
 
@@ -141,6 +142,9 @@ class Rooms:
         self.notice_rate = notice_rate
         self.notice_interval = notice_interval
         self.pacer = ReadPacer()
+        #: The write-through fast path of every member's outbox (:mod:`.outbox`); its
+        #: task runs while ``serve`` does.
+        self.flusher = Flusher(WRITE_BYTES, self.metrics)
         self.closed = False
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self._users: dict[str, Member] = {}  # skeleton of the name -> member, join order

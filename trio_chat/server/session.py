@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from itertools import islice
 from typing import Protocol
 
@@ -52,6 +53,8 @@ from ..protocol import (
 from ..protocol.moderation import CURRENT, ListBans, Mode, Moderate
 from .limits import TokenBucket
 from .logins import Logins
+from .outbox import MAX_BATCH as MAX_BATCH
+from .outbox import DirectSend, Outbox
 from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
@@ -62,8 +65,6 @@ from .rooms import PICK_A_NAME, Rooms
 
 log = logging.getLogger(__name__)
 
-#: Most lines handed to one transport write (and at most WRITE_BYTES of them).
-MAX_BATCH = 512
 #: Events the store takes something of (a message, a direct message's id): the sender
 #: waits while it is full.
 _HANDED_OVER = (Chat, Msg)
@@ -135,7 +136,10 @@ class Session:
         self.rooms = rooms
         self.config = config
         self.transport = transport
-        self._cancel = trio.CancelScope()
+        # Eviction cancels the session's nursery (one cancel scope fewer per connection
+        # than a scope of its own around it: memory per connection, issue 20).
+        self._scope: trio.CancelScope | None = None
+        self._evicted_early = False
         self._reader = trio.CancelScope()
         self._join_timeout = join_timeout
         if join_timeout is not None:
@@ -152,17 +156,20 @@ class Session:
         self.bucket = bucket if bucket is not None else TokenBucket(
             config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
         )
-        send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
-        self.member = Member(send, peer=transport.peer, host=host,
-                             on_evict=self._cancel.cancel)
+        self._outbox = outbox = Outbox(config.queue_size, rooms.flusher)
+        self.member = Member(outbox, peer=transport.peer, host=host,
+                             on_evict=self._on_evict)
         self.member.halt = self.stop
         #: Its account events (register, login, logout, password).
         self.logins = Logins(rooms, self.member, config, self.member.host)
-        self._send = send
+        #: The transport's write without waiting, if it has one (plain sockets).
+        self._direct = transport if isinstance(transport, DirectSend) else None
+        if self._direct is not None:
+            outbox.direct = self._send_now
         #: Where a plain-text (nc) line goes: the room last joined, or switched to.
         self.current: Room | None = None
         if greeting is not None:
-            send.send_nowait(greeting)
+            outbox.put(greeting)
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
         self._metrics = rooms.metrics
@@ -186,32 +193,49 @@ class Session:
     async def run(self) -> None:
         """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
         member = self.member
-        with self._cancel:
-            async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            if self._evicted_early:
+                nursery.cancel_scope.cancel()
+            outbox = self._outbox
+            if self._direct is None:
+                outbox.writer_started()
                 nursery.start_soon(self._write_loop)
-                if self._listen_after is not None:
-                    nursery.start_soon(self._listen_when_quiet, self._listen_after)
-                try:
-                    with self._reader:
-                        await self._read_loop()
-                    if self._reader.cancelled_caught and member.evicted is None:
-                        # Only the join deadline cancels the reader without a reason.
-                        error = ProtocolError(
-                            IDLE_TIMEOUT,
-                            f"closing: no join within {self._join_timeout:g} seconds",
-                            fatal=True,
-                        )
-                        self._tell(error)
-                        member.evicted = IDLE_TIMEOUT
-                finally:
-                    self.rooms.leave(member, hold=self.reason in LOST)
-                    self._send.close()  # the writer drains what is queued, then stops
-            # Whatever an evicted writer left queued goes now: a seat held for a resume
-            # keeps its member (and so its channel) for the grace, not its backlog.
-            self._outgoing.close()
+            else:
+                # Started when there is something the fast path cannot write.
+                outbox.spawn = partial(nursery.start_soon, self._write_loop)
+                if outbox.items:
+                    outbox.wake()
+            if self._listen_after is not None:
+                nursery.start_soon(self._listen_when_quiet, self._listen_after)
+            try:
+                with self._reader:
+                    await self._read_loop()
+                if self._reader.cancelled_caught and member.evicted is None:
+                    # Only the join deadline cancels the reader without a reason.
+                    error = ProtocolError(
+                        IDLE_TIMEOUT,
+                        f"closing: no join within {self._join_timeout:g} seconds",
+                        fatal=True,
+                    )
+                    self._tell(error)
+                    member.evicted = IDLE_TIMEOUT
+            finally:
+                self.rooms.leave(member, hold=self.reason in LOST)
+                self._outbox.close()  # the writer drains what is queued, then stops
+        # Whatever an evicted writer left queued goes now: a seat held for a resume
+        # keeps its member (and so its outbox) for the grace, not its backlog.
+        self._outbox.clear()
+        self._outbox.spawn = None
         with trio.move_on_after(self.config.goodbye_timeout) as scope:
             scope.shield = True
             await self.transport.close(member.evicted)
+
+    def _on_evict(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        else:
+            self._evicted_early = True
 
     async def _listen_when_quiet(self, after: float) -> None:
         await trio.sleep(after)
@@ -498,36 +522,49 @@ class Session:
         self._metrics.errors[error.code] += 1
         self.member.deliver(error.to_message())
 
+    def _send_now(self, lines: list[str]) -> bool | None:
+        """The outbox's direct write (:mod:`.outbox`): the transport's, in this
+        member's framing."""
+        assert self._direct is not None
+        return self._direct.send_now(lines, batch=self.member.batch)
+
     async def _write_loop(self) -> None:
-        outgoing, metrics = self._outgoing, self._metrics
-        async for item in outgoing:
-            lines: list[str] = []
-            size = 0
-            while True:
-                if isinstance(item, Replay):
+        """Write what the outbox holds whenever the fast path could not: a backlog, the
+        rest of a partial direct write, a replay, or a transport without one. With a
+        direct write it ends when nothing is left (the outbox starts it again)."""
+        try:
+            await self._write_outbox()
+        finally:
+            self._outbox.writer_done()
+
+    async def _write_outbox(self) -> None:
+        outbox, metrics, direct = self._outbox, self._metrics, self._direct
+        items = outbox.items
+        while True:
+            if items:
+                head = items[0]
+                if isinstance(head, Replay):
                     # A replay may be longer than the queue: it is one queue item,
                     # rendered here and written in chunks at the peer's pace.
-                    if lines and not await self._write(lines):
+                    del items[0]
+                    if not await self._replay(head):
                         return
-                    if not await self._replay(item):
-                        return
-                    lines, size = [], 0
-                else:
-                    lines.append(item)
-                    size += len(item)  # characters: cheaper than bytes, and close
-                if len(lines) >= MAX_BATCH or size >= WRITE_BYTES:
-                    break
-                try:
-                    item = outgoing.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            taken = len(lines)
-            if taken > metrics.queue_high_water or taken >= MAX_BATCH or size >= WRITE_BYTES:
-                # Everything queued was taken at once, up to MAX_BATCH lines or WRITE_BYTES:
-                # with what is left, the queue's depth.
-                metrics.queue_depth(taken + outgoing.statistics().current_buffer_used)
-            if lines and not await self._write(lines):
+                    continue
+                lines, size = outbox.take(WRITE_BYTES)
+                taken = len(lines)
+                if taken > metrics.queue_high_water or taken >= MAX_BATCH or size >= WRITE_BYTES:
+                    # Everything queued was taken at once, up to MAX_BATCH lines or
+                    # WRITE_BYTES: with what is left, the queue's depth.
+                    metrics.queue_depth(taken + len(items))
+                if not await self._write(lines):
+                    return
+            elif direct is not None and direct.pending:
+                if not await self._write([]):  # the rest of a partial direct write
+                    return
+            elif outbox.closed or direct is not None:
                 return
+            else:
+                await outbox.wait()
 
     async def _replay(self, replay: Replay) -> bool:
         """Write a replay a chunk at a time (see :mod:`.replays`): read a page at a time

@@ -9,6 +9,7 @@ connection still quiet then is a person at ``nc``, greeted with ``hello``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 from contextlib import suppress
@@ -103,6 +104,9 @@ class TcpTransport:
         self._max_text = config.max_text
         self._eof = False
         self._failed = False
+        #: The socket's descriptor for direct writes (-1: none, TLS or not a socket).
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._pending = b""  # what a partial direct write left, sent first by send()
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
         """At most :data:`MAX_INPUTS` lines or :data:`MAX_INPUT_BYTES` bytes of them
@@ -156,12 +160,44 @@ class TcpTransport:
         # Broadcast messages arrive already encoded (protocol.Encoded): no per-client
         # encoding, and the whole queue leaves in one write.
         data = b"".join(map(wire_line, lines))
+        if self._pending:  # the rest of a partial direct write goes first
+            data, self._pending = self._pending + data, b""
         try:
             await self.stream.send_all(data)
         except _STREAM_ERRORS as exc:
             raise PeerGone from exc
         self.messages_out += len(lines)
         self.bytes_out += len(data)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def send_now(self, lines: list[str], *, batch: bool = True) -> bool | None:
+        """The write-through fast path (:mod:`trio_chat.server.outbox`): one
+        non-blocking ``write`` on the socket, which Trio keeps non-blocking; what it
+        did not take waits in ``_pending`` for the next :meth:`send`. TLS cannot (its
+        records are Trio's to write)."""
+        if self._fd < 0 or self._pending:
+            return None
+        data = b"".join(map(wire_line, lines))
+        return self._write_now(data, len(lines))
+
+    def _write_now(self, data: bytes, messages: int) -> bool:
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            # The peer is gone: the writer's next send finds out and ends the session.
+            self._fd = -1
+            written = 0
+        self.messages_out += messages
+        self.bytes_out += len(data)
+        if written < len(data):
+            self._pending = data[written:]
+            return False
+        return True
 
     async def close(self, reason: str | None) -> None:
         """Lingering close: send our FIN after the last line, then read and discard
@@ -171,6 +207,7 @@ class TcpTransport:
         open when the wait is cut short is reset once it has everything
         (:func:`~.net.reset_if_delivered`: that is what makes ``nc`` exit)."""
         lingering = False
+        self._fd = -1  # no direct write from here on (the number may be reused)
         try:
             if reason == SLOW_CONSUMER:
                 error = ProtocolError(

@@ -10,6 +10,7 @@ whole server down).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
@@ -81,6 +82,10 @@ class WsTransport:
         self.guard = guard
         self.messages_out = self.bytes_out = 0
         self._max_text = config.max_text
+        #: The socket's descriptor for direct writes (-1: none, TLS or no guard).
+        self._fd = -1
+        if guard is not None and isinstance(guard.transport, trio.SocketStream):
+            self._fd = guard.transport.socket.fileno()
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
         try:
@@ -110,13 +115,54 @@ class WsTransport:
             elif guard.sealed:
                 raise trio.ClosedResourceError("the connection was failed")
             else:
-                await wsconn.send_frames(self.ws, data, guard.transport)
+                await wsconn.send_frames(self.ws, data, guard.transport, self._take_pending)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone from exc
         self.messages_out += len(lines)
         self.bytes_out += len(data)
 
+    def _take_pending(self) -> bytes:
+        guard = self.guard
+        assert guard is not None
+        data, guard.pending = guard.pending, b""
+        return data
+
+    @property
+    def pending(self) -> bool:
+        return self.guard is not None and bool(self.guard.pending)
+
+    def send_now(self, lines: list[str], *, batch: bool) -> bool | None:
+        """The write-through fast path (:mod:`trio_chat.server.outbox`): the frames of
+        :meth:`send` in one non-blocking ``write`` on the socket, if nothing else is
+        being written on the connection (trio-websocket's pongs and close frame take
+        its lock) and nothing is pending; what the socket did not take waits in the
+        guard, written first by whoever writes next. TLS cannot."""
+        guard = self.guard
+        if self._fd < 0 or guard is None or guard.sealed or guard.pending:
+            return None
+        if not wsconn.writable_now(self.ws):
+            return None
+        if batch and len(lines) > 1:
+            data = wire_batch_frame(lines)
+        else:
+            data = b"".join(map(wire_frame, lines))
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            # The peer is gone: the writer's next send finds out and ends the session.
+            self._fd = -1
+            written = 0
+        self.messages_out += len(lines)
+        self.bytes_out += len(data)
+        if written < len(data):
+            guard.pending = data[written:]
+            return False
+        return True
+
     async def close(self, reason: str | None) -> None:
+        self._fd = -1  # no direct write from here on (the number may be reused)
         guard = self.guard
         if guard is not None and guard.failure is not None:
             await self._fail(guard, guard.failure)

@@ -13,6 +13,7 @@ this was tested with, and ``tests/test_wsconn.py`` fails loudly if they change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -34,8 +35,15 @@ def check(ws: WebSocketConnection) -> None:
         )
 
 
+def writable_now(ws: WebSocketConnection) -> bool:
+    """Nothing is being written on the connection (its lock is free) and it is not
+    closing: a direct write (:meth:`.ws.WsTransport.send_now`) may go now."""
+    return ws.closed is None and not ws._stream_lock.locked()
+
+
 async def send_frames(
-    ws: WebSocketConnection, data: bytes, stream: trio.abc.SendStream | None = None
+    ws: WebSocketConnection, data: bytes, stream: trio.abc.SendStream | None = None,
+    pending: Callable[[], bytes] | None = None,
 ) -> None:
     """Write already-framed bytes to the connection, after anything trio-websocket is
     writing. Raises ``trio.ClosedResourceError`` once the connection is closing
@@ -44,8 +52,11 @@ async def send_frames(
 
     ``stream`` is the socket (or TLS) stream under the one trio-websocket was given,
     if that one only wraps it (:class:`~.wsguard.FrameGuard`): a broadcast's writes go
-    straight to it, not through a layer of coroutines per wrapper."""
+    straight to it, not through a layer of coroutines per wrapper. ``pending`` gives
+    (and forgets) the rest of a partial direct write, written first."""
     async with ws._stream_lock:
         if ws.closed is not None:
             raise trio.ClosedResourceError("the WebSocket is closing")
+        if pending is not None:
+            data = pending() + data
         await (ws._stream if stream is None else stream).send_all(data)

@@ -73,6 +73,10 @@ class FrameGuard(trio.abc.Stream):
         self._on_failure: Callable[[Failure], None] = _ignore
         #: Nothing more may be written (the close frame went out).
         self.sealed = False
+        #: What a partial direct write (:meth:`.ws.WsTransport.send_now`) left: written
+        #: first by whoever writes next, trio-websocket (through :meth:`send_all`) or
+        #: the session's writer (:func:`.wsconn.send_frames`).
+        self.pending = b""
 
     def attach(
         self, on_control: Callable[[], float], on_failure: Callable[[Failure], None]
@@ -128,6 +132,8 @@ class FrameGuard(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.sealed:
             raise trio.ClosedResourceError("the connection was failed")
+        if self.pending:  # the rest of a partial direct write of ours goes first
+            data, self.pending = self.pending + bytes(data), b""
         await self.stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
