@@ -136,11 +136,14 @@ class Soak:
 
     async def send_paced(self, chatter: Chatter, send: Callable[[str], Awaitable[None]]) -> None:
         await self.start.wait()
-        await trio.sleep(random.uniform(0, SEND_EVERY))
-        while trio.current_time() < self.deadline:
+        # On a schedule, not a sleep after each send: a send that waits (a loaded
+        # machine) must not push every later one back and cost the chatter a message.
+        due = trio.current_time() + random.uniform(0, SEND_EVERY)
+        while due < self.deadline:
+            await trio.sleep_until(due)
             await send(json.dumps({"type": "chat", "text": f"{chatter.name}:{chatter.sent}"}))
             chatter.sent += 1
-            await trio.sleep(SEND_EVERY)
+            due += SEND_EVERY
         self.totals[chatter.name] = chatter.sent
         if len(self.totals) == len(self.chatters):
             self.all_sent_at = trio.current_time()
