@@ -310,7 +310,8 @@ class ChatApp:
 
     def _layout(self) -> None:
         """The body: the pane under a title line (the conversation and its topic), with
-        the room list at its left once there are two conversations or more."""
+        the room list at its left once there are two conversations or more (with one,
+        and no topic, the pane alone: the status line names the room)."""
         current = self.current
         title: list[Any] = [("caption", f" {clean(current.name)}")]
         if current.topic:
@@ -329,8 +330,11 @@ class ChatApp:
                 wrap="ellipsis",
             ))
         self.room_list[:] = items
-        body: urwid.Widget = urwid.Frame(current.pane, header=self.title)
-        if len(self.conversations) > 1:
+        several = len(self.conversations) > 1
+        # One room and no topic: the status line names it, the pane keeps every row.
+        title = self.title if several or current.topic else None
+        body: urwid.Widget = urwid.Frame(current.pane, header=title)
+        if several:
             side = urwid.ListBox(self.room_list)
             body = urwid.Columns(
                 [(ROOM_LIST_WIDTH, side), body], dividechars=1, focus_column=1
