@@ -397,7 +397,10 @@ class ChatSession:
                 self.name = message["user"]
             else:
                 message["user"] = self.name
-            self.resume = message.get("resume")  # checked; a server without it: None
+            if "resume" in message or len(self.rooms) <= 1:
+                # Checked; a server without resumes: None. A welcome to one more room
+                # without a token leaves the seat's token as it was.
+                self.resume = message.get("resume")
         self.frontend.message(message)
         if kind in ("welcome", "system", "users"):
             self.frontend.status(self.status)
