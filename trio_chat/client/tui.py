@@ -332,8 +332,8 @@ class ChatApp:
         self.room_list[:] = items
         several = len(self.conversations) > 1
         # One room and no topic: the status line names it, the pane keeps every row.
-        title = self.title if several or current.topic else None
-        body: urwid.Widget = urwid.Frame(current.pane, header=title)
+        header = self.title if several or current.topic else None
+        body: urwid.Widget = urwid.Frame(current.pane, header=header)
         if several:
             side = urwid.ListBox(self.room_list)
             body = urwid.Columns(
