@@ -17,7 +17,8 @@ from tests.test_client_session import Peer, Recorder, ScriptedServer, session_fo
 from trio_chat.client import ClientConfig
 from trio_chat.client.display import format_line
 from trio_chat.client.incoming import MAX_LIST, Incoming
-from trio_chat.client.rooms import MAX_ROOMS
+from trio_chat.client.rooms import MAX_CONVERSATIONS, MAX_ROOMS
+from trio_chat.client.tui import ChatApp
 
 CONFIG = ClientConfig(name="Bob", rooms=("#dev", "#lobby", "#ops"), backoff_initial=1.0)
 
@@ -151,3 +152,52 @@ async def test_a_first_room_that_cannot_be_entered_falls_back_to_the_lobby(
     assert await peer.recv() == {"type": "ping"}
     assert session.rooms == ["#lobby"]
     assert any(m.get("code") == "too_many_rooms" for m in seen.messages)  # shown, not hidden
+
+
+# ---------------------------------------------------------------- the full-screen client
+
+
+def shown(app: ChatApp) -> str:
+    """The current conversation's entries as text."""
+    return "\n".join(
+        row.decode().rstrip() for entry in app.walker for row in entry.render((100,)).text
+    )
+
+
+def listed(app: ChatApp) -> list[str]:
+    """The room list as it reads (``>`` marks the current one)."""
+    return [str(item.text) for item in app.room_list]
+
+
+def test_tui_keeps_a_conversation_per_room_and_person_with_unread_counts() -> None:
+    app = ChatApp(ClientConfig(name="Bob", rooms=("#dev", "#lobby")))
+    app.session.rooms[:] = ["#dev", "#lobby"]  # as their welcomes would
+    app.message(welcome("#dev", topic="release on Friday"))
+    app.message(welcome("#lobby"))
+    app.message({"type": "chat", "room": "#lobby", "id": 3, "user": "Ann", "text": "lunch?"})
+    app.message({"type": "msg", "id": 4, "from": "Ann", "to": "Bob", "text": "psst"})
+    assert listed(app) == [">#dev", " #lobby (1)", " @Ann (1)"]
+    assert "lunch?" not in shown(app) and "release on Friday" in str(app.title.text)
+    app.on_key("meta right")
+    assert listed(app) == [" #dev", ">#lobby", " @Ann (1)"] and "Ann: lunch?" in shown(app)
+    app.on_key("ctrl n")
+    assert "Ann: psst" in shown(app)
+    # Typed in a direct conversation: a direct message, pending until its echo.
+    assert app.submit("on my way")
+    assert app.session.send_nowait({"type": "ping"})  # the outbox took it too
+    app.message({"type": "msg", "id": 5, "from": "Bob", "to": "Ann", "text": "on my way"})
+    assert "Bob: on my way" in shown(app) and "pending" not in shown(app)
+    # "/msg" with a quoted name opens (and switches to) that conversation.
+    app.submit('/msg "Ann Lee" hello there')
+    assert listed(app)[-1] == ">@Ann Lee" and "pending  > Bob: hello there" in shown(app)
+
+
+def test_tui_bounds_its_conversations_against_a_flood_of_direct_messages() -> None:
+    app = ChatApp(ClientConfig(name="Bob"))
+    app.session.rooms[:] = ["#lobby"]
+    app.message(welcome("#lobby"))
+    for n in range(MAX_CONVERSATIONS + 50):
+        app.message({"type": "msg", "id": n + 1, "from": f"u{n}", "to": "Bob", "text": "hi"})
+    assert len(app.conversations) == MAX_CONVERSATIONS
+    assert listed(app)[0] == ">#lobby"  # the room we are in, and the one shown, stay
+    assert listed(app)[-1] == f" @u{MAX_CONVERSATIONS + 49} (1)"  # the newest stay

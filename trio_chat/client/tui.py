@@ -225,6 +225,7 @@ class ChatApp:
         self.input_area = InputArea(self.input)
         first = config.rooms[0] if config.rooms else LOBBY
         self.conversations: dict[str, Conversation] = {}
+        self._clock = 0  # orders conversations by their last message: the idlest goes
         self.current = self._conversation_for_room(first)
         self.frame = ChatFrame(
             self.current.pane, urwid.Pile([self.status_bar, self.input_area]),
@@ -242,7 +243,6 @@ class ChatApp:
         self._status: Status | None = None
         self._name_wanted: trio.Event | None = None
         self._chosen = ""
-        self._clock = 0
         #: A room asked for with /join: shown once its welcome comes.
         self._switch_to: str | None = None
         self.status(self.session.status)
@@ -263,6 +263,8 @@ class ChatApp:
         found = self.conversations.get(key)
         if found is None:
             found = self.conversations[key] = Conversation(key, room, room=room)
+            self._clock += 1
+            found.active = self._clock
             self._trim_conversations()
         return found
 
@@ -271,6 +273,8 @@ class ChatApp:
         found = self.conversations.get(key)
         if found is None:
             found = self.conversations[key] = Conversation(key, "@" + peer, peer=peer)
+            self._clock += 1
+            found.active = self._clock  # the newest: never the one that goes
             self._trim_conversations()
         return found
 
