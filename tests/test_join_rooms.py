@@ -100,7 +100,7 @@ async def test_tui_switches_rooms_counts_unread_and_keeps_a_dm_conversation(
         await tmux.keys("Enter")
         dm = await ann.recv_until(type="msg")
         assert (dm["from"], dm["to"], dm["text"]) == ("Bob", "Ann", "are you coming?")
-        await tmux.wait_until(lambda s: any(line.startswith(">@ann") for line in s), "@ann")
+        await tmux.wait_until(lambda s: any(line.startswith(">@Ann") for line in s), "@Ann")
         await ann.send({"type": "msg", "to": "Bob", "text": "on my way"})
         await tmux.wait_for("Ann: on my way")
 
@@ -110,9 +110,10 @@ async def test_tui_switches_rooms_counts_unread_and_keeps_a_dm_conversation(
         await tmux.keys("/part", literal=True)
         await tmux.keys("Enter")
         await ann.recv_until(type="system", room="#lobby", event="leave", name="Bob")
-        await tmux.wait_until(
+        screen = await tmux.wait_until(
             lambda s: not any(line.startswith((">#lobby", " #lobby")) for line in s),
             "#lobby left the list",
         )
+        assert any("you left #lobby" in line for line in screen)
         await tmux.keys("C-c")
         assert await tmux.exit_status() == 0

@@ -356,7 +356,9 @@ class ChatApp:
         if kind == "msg":
             sender, to = str(message.get("from")), str(message.get("to"))
             peer = to if sender.casefold() in self._own_names else sender
-            return self._conversation_with(peer)
+            found = self._conversation_with(peer)
+            found.peer, found.name = peer, "@" + peer  # as the server spells it
+            return found
         room = message.get("room")
         if kind in ("chat", "system", "welcome", "history_end") or (
             kind == "users" and isinstance(room, str) and room_key(room) in self.conversations
@@ -426,10 +428,20 @@ class ChatApp:
                 target = conversation if shown is message else self._route(shown)
                 self.add(prefix, body, when, target)
         if kind == "system" and message.get("event") == "leave" and conversation.room and (
-            not self._in(conversation.room) and conversation is self.current
+            not self._in(conversation.room)
         ):
-            self.add(("notice", NOTICE), ("notice", f"you left {clean(conversation.name)}"))
+            self._left(conversation)
         self._layout()
+
+    def _left(self, conversation: Conversation) -> None:
+        """We left a room (our ``part``): its conversation goes from the list; shown,
+        another one shows instead (the pane says which was left)."""
+        if len(self.conversations) < 2:
+            return  # the last one stays: notices need somewhere to go
+        if conversation is self.current:
+            self._cycle(-1)
+        del self.conversations[conversation.key]
+        self.notice(f"-- you left {conversation.name}")
 
     def status(self, status: Status) -> None:
         self._status = status
