@@ -15,7 +15,7 @@ import trio
 from tests.support.processes import JoinProcess, join_command
 from tests.support.tcp import TcpClient
 from tests.support.tmux import Tmux
-from trio_chat import Bound
+from trio_chat import Bound, Config, serve
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,35 @@ async def test_line_mode_prints_each_room_line_with_its_room_and_dms_clearly(
         assert said["room"] == "#dev" and said["text"] == "shipping it"
         await bob.close_stdin()
         assert await bob.process.wait() == 0
+
+
+async def test_line_mode_rejoins_every_room_after_a_server_restart(nursery: trio.Nursery) -> None:
+    async with trio.open_nursery() as servers:
+        bound = await servers.start(serve, Config(tcp_port=0, ws_port=0))
+        bot = await JoinProcess.start(nursery, "--name", "bot", "--port", bound.tcp_port,
+                                      "--room", "#dev", "--room", "#ops")
+        await bot.wait_for("#ops * you are bot")
+        servers.cancel_scope.cancel()  # the server goes away under the running client
+
+    async with trio.open_nursery() as servers:
+        await servers.start(serve, Config(tcp_port=bound.tcp_port, ws_port=0))
+        async with await TcpClient.connect(bound.tcp_port) as ann:
+            await ann.send({"type": "join", "user": "Ann", "room": "#ops"})
+            welcome = await ann.recv_until(type="welcome", room="#ops")
+            if "bot" not in welcome["users"]:
+                await ann.recv_until(type="system", room="#ops", event="join", name="bot")
+            await ann.send({"type": "join", "room": "#dev"})
+            await ann.recv_until(type="history_end", room="#dev")
+            await ann.send({"type": "who", "room": "#dev"})
+            assert "bot" in (await ann.recv_until(type="users", room="#dev"))["users"]
+            await ann.send({"type": "chat", "room": "#ops", "text": "back?"})
+            assert (await bot.wait_for("back?")).endswith("] #ops Ann: back?")
+            await bot.send_line("yes, in #dev")  # still the first --room
+            said = await ann.recv_until(type="chat", user="bot")
+            assert said["room"] == "#dev"
+            await bot.close_stdin()
+            assert await bot.exit_code() == 0
+        servers.cancel_scope.cancel()
 
 
 @needs_tmux
