@@ -37,7 +37,7 @@ from trio_chat.server.app import Running, gate_for
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.limits import Gate
 from trio_chat.server.metrics import Histogram
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.server.session import Session
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import TcpTransport
@@ -60,7 +60,7 @@ async def test_a_scrape_during_known_traffic_counts_it_exactly(server: Bound) ->
     for name, kind in NAMED.items():
         assert before.families[name].type == kind, name
     assert "trio_chat_redis_up" not in before.families  # no --redis
-    assert before.value("trio_chat_rooms") == 1
+    assert before.value("trio_chat_rooms") == 1  # #lobby
     assert before.value("trio_chat_members") == 0
     async with (
         await TcpClient.connect(server.tcp_port) as alice,
@@ -125,6 +125,42 @@ async def test_a_scrape_during_known_traffic_counts_it_exactly(server: Bound) ->
     assert after.value("process_resident_memory_bytes") > 1 << 20
 
 
+async def test_rooms_and_direct_messages_are_counted(nursery: trio.Nursery) -> None:
+    """Rooms on the server, occupied ones, memberships, #lobby's and the largest
+    rooms' members by label (a bounded set), direct messages, history bytes."""
+    config = replace(ADMIN, room_create_rate=0)
+    server: Bound = await nursery.start(serve, config)
+    assert server.admin_port is not None
+    async with (
+        await TcpClient.connect(server.tcp_port) as ann,
+        await TcpClient.connect(server.tcp_port) as bob,
+    ):
+        await ann.join("ann")
+        await bob.join("bob")
+        for name in ("#big", "#small", "#empty"):
+            await ann.send({"type": "join", "room": name})
+        await bob.send({"type": "join", "room": "#big"})
+        await ann.send({"type": "part", "room": "#empty"})
+        await ann.recv_until(type="system", event="leave", room="#empty")
+        await bob.recv_until(type="system", event="join", room="#big", name="bob")
+        await ann.send({"type": "msg", "to": "bob", "text": "psst"})
+        await ann.send({"type": "chat", "room": "#big", "text": "stored"})
+        await bob.recv_until(type="chat", text="stored")
+        metrics = await scrape_until(server.admin_port, "trio_chat_history_pending", 0)
+        assert metrics.value("trio_chat_rooms") == 4
+        assert metrics.value("trio_chat_rooms_occupied") == 3
+        assert metrics.value("trio_chat_members") == 2
+        assert metrics.value("trio_chat_room_memberships") == 2 + 2 + 1
+        assert metrics.value("trio_chat_room_members", room="#lobby") == 2
+        assert metrics.value("trio_chat_room_members", room="#big") == 2
+        assert metrics.value("trio_chat_room_members", room="#small") == 1
+        assert metrics.value("trio_chat_direct_messages") == 1
+        assert metrics.value("trio_chat_history_memory_bytes") > len("stored")
+        assert metrics.value("trio_chat_history_stored_bytes") >= 4096  # pages in use
+        labelled = [s for s in metrics.families["trio_chat_room_members"].samples]
+        assert {s.labels["room"] for s in labelled} == {"#lobby", "#big", "#small"}
+
+
 async def test_the_event_loop_lag_is_how_late_the_probe_woke(
     mock_clock: trio.testing.MockClock,  # time moves only when told: the loop "stalls"
 ) -> None:
@@ -180,9 +216,9 @@ async def test_replay_bytes_in_flight_while_a_joiner_does_not_read(tmp_path: Any
     """A replay being written is counted until the write is done."""
     config = replace(ADMIN, db=str(tmp_path / "h.db"), history_replay=50)
     async with open_history(config) as history, trio.open_nursery() as nursery:
-        room = Room(LocalDelivery(history))
+        room = Rooms(LocalDelivery(history))
         for n in range(20):
-            room.delivery.publish("ann", f"message {n}", "T")
+            room.delivery.publish(room.lobby, "ann", f"message {n}", "T")
         gate = Gate[Session](0, 0)
         running = Running(config, room, gate, Bound("127.0.0.1", 1, 2), accepting=True)
         registry = registry_for(running)
@@ -225,7 +261,7 @@ async def test_what_issue_13_refuses_is_counted_by_its_own_reason(
     limit are delays, and past the ceiling a ``rate_limited`` cutoff."""
     config = replace(ADMIN, rate_limit=5, rate_burst=2, rate_ceiling=5, connect_rate=1,
                      connect_burst=3)
-    room = Room()
+    room = Rooms()
     gate = gate_for(config)
     running = Running(config, room, gate, Bound("127.0.0.1", 1, 2), accepting=True)
     registry = registry_for(running)

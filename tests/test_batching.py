@@ -19,7 +19,7 @@ from tests.support.tcp import TcpClient
 from tests.support.ws import WsClient, get_text
 from trio_chat import protocol
 from trio_chat.config import Config
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.server.session import Session
 from trio_chat.transports.tcp import TcpTransport
 
@@ -39,14 +39,14 @@ class StuckStream(CountingStream):
         await super().send_all(data)
 
 
-def broadcast_three(room: Room) -> None:
+def broadcast_three(room: Rooms) -> None:
     """Queue three messages for everyone with no checkpoint between them."""
     for text in TEXTS:
-        room.broadcast(protocol.chat("Zed", text, TS))
+        room.lobby.broadcast(protocol.chat("Zed", text, TS))
 
 
 async def test_tcp_queued_messages_leave_in_one_write(nursery: trio.Nursery) -> None:
-    room = Room()
+    room = Rooms()
     client_end, server_end = trio.testing.memory_stream_pair()
     counting = CountingStream(server_end)
     nursery.start_soon(Session(room, CONFIG, TcpTransport(counting, CONFIG)).run)
@@ -60,7 +60,7 @@ async def test_tcp_queued_messages_leave_in_one_write(nursery: trio.Nursery) -> 
 
 
 async def counted_ws(
-    nursery: trio.Nursery, room: Room
+    nursery: trio.Nursery, room: Rooms
 ) -> tuple[WebSocketConnection, CountingStream]:
     """A WebSocket session over memory whose server-side writes are recorded."""
     client_end, server_end = trio.testing.memory_stream_pair()
@@ -71,7 +71,7 @@ async def counted_ws(
 
 @pytest.mark.parametrize("batch", [False, True])
 async def test_ws_queued_messages_leave_in_one_write(nursery: trio.Nursery, batch: bool) -> None:
-    room = Room()
+    room = Rooms()
     conn, counting = await counted_ws(nursery, room)
     client = WsClient(conn)
     await client.join("Ann", batch=batch)
@@ -89,10 +89,10 @@ async def test_ws_queued_messages_leave_in_one_write(nursery: trio.Nursery, batc
 
 
 async def test_ws_single_message_is_a_plain_frame_in_batch_mode(nursery: trio.Nursery) -> None:
-    room = Room()
+    room = Rooms()
     conn, _ = await counted_ws(nursery, room)
     await WsClient(conn).join("Ann", batch=True)
-    room.broadcast(protocol.chat("Zed", "alone", TS))
+    room.lobby.broadcast(protocol.chat("Zed", "alone", TS))
     assert json.loads(await conn.get_message())["text"] == "alone"
     await conn.aclose()
 
@@ -133,7 +133,7 @@ async def test_write_timeout_still_evicts(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The writer's one cancel scope: a write that outlasts send_timeout evicts."""
-    room = Room()
+    room = Rooms()
     client_end, server_end = trio.testing.memory_stream_pair()
     stuck = StuckStream(server_end)
     session = Session(room, CONFIG, TcpTransport(stuck, CONFIG))
@@ -141,7 +141,7 @@ async def test_write_timeout_still_evicts(
     async with TcpClient(client_end) as ann:
         await ann.join("Ann")
         stuck.stuck = True
-        room.broadcast(protocol.chat("Zed", "never read", TS))
+        room.lobby.broadcast(protocol.chat("Zed", "never read", TS))
         await trio.sleep(CONFIG.send_timeout + 1)
         assert session.member.evicted == protocol.SLOW_CONSUMER
         assert room.names == []
@@ -155,12 +155,12 @@ async def test_ws_batch_frames_stay_within_the_reference_clients_message_limit(
     1009, reconnect with ``since`` and get the same frame again, for ever."""
     from trio_chat.client.config import ClientConfig
 
-    room = Room()
+    room = Rooms()
     conn = await memory_ws(nursery, room, CONFIG, max_message_size=ClientConfig().max_line)
     await WsClient(conn).join("Ann", batch=True)
     texts = [f"{n:03} " + "x" * 4000 for n in range(300)]  # 1.2 MB queued at once
     for text in texts:
-        room.broadcast(protocol.chat("Zed", text, TS))
+        room.lobby.broadcast(protocol.chat("Zed", text, TS))
     got: list[str] = []
     while len(got) < len(texts):
         got += [json.loads(part)["text"] for part in (await get_text(conn)).split("\n")]

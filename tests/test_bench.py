@@ -167,6 +167,12 @@ def test_report_prints_ratios_per_run_and_per_cpu_second() -> None:
     assert "trio-chat ws / node: 2.50x (runs 2.00-3.00); 5.00x per CPU-s" in text
 
 
+def test_senders_over_rooms_are_one_per_room_in_turn() -> None:
+    senders = runner.pick_senders(1000, 100, rooms=100)
+    assert {runner.room_of(cid, 100) for cid in senders} == set(range(100))
+    assert runner.pick_senders(100, 10) == {i * 10 for i in range(10)}  # one room: as before
+
+
 def test_cluster_report_compares_each_count_with_one_process_on_redis() -> None:
     def row(name: str, n: int, rate: float, cpu: float, redis: bool = True) -> runner.Result:
         return runner.Result(f"trio-chat tcp {name}", 0, 100, deliveries_per_s=rate,
@@ -302,6 +308,27 @@ def test_fanout_benchmark_measures_a_peer_in_the_same_run_and_loses_nothing() ->
         assert lost == "0", done.stdout
         assert f"run 1: {name}: " in done.stderr
     assert "ERROR" not in done.stdout
+
+
+@pytest.mark.slow
+def test_rooms_and_baseline_rows_are_measured_in_the_same_runs() -> None:
+    """``--rooms N`` adds a row with the clients spread over N rooms (each message to
+    its room only: nothing lost, counted per room), ``--baseline PYTHON`` a row of the
+    same mode run by that Python, each compared with its own one-room row."""
+    done = bench("--mode", "tcp", "--rooms", "3", "--baseline", sys.executable,
+                 "--clients", "6", "--senders", "3", "--window", "2", "--duration", "0.5",
+                 "--warmup", "0.2", "--probe-every", "2")
+    names = ["trio-chat tcp", "baseline tcp", "trio-chat tcp x3 rooms"]
+    lines = done.stdout.splitlines()
+    for name, line in zip(names, lines[1:4], strict=True):
+        assert line.startswith(name + " "), done.stdout
+        columns = line[len(name):].split()
+        assert figure(columns[0]) > 0 and columns[5] == "0", (name, columns)  # none lost
+    assert "ERROR" not in done.stdout
+    assert re.search(r"^  trio-chat tcp / baseline tcp: [\d.]+x", done.stdout, re.MULTILINE)
+    assert re.search(r"^  trio-chat tcp x3 rooms / trio-chat tcp: [\d.]+x", done.stdout,
+                     re.MULTILINE)
+    assert "trio-chat tcp x3 rooms / baseline tcp" not in done.stdout
 
 
 @pytest.mark.slow

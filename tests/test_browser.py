@@ -299,8 +299,8 @@ async def two_cluster_servers(redis_url: str, *, task_status: Any) -> None:
         open_cluster(config) as b,
         trio.open_nursery() as nursery,
     ):
-        bound_a = await nursery.start(partial(serve, config, room=a.room))
-        bound_b = await nursery.start(partial(serve, config, room=b.room))
+        bound_a = await nursery.start(partial(serve, config, rooms=a.rooms))
+        bound_b = await nursery.start(partial(serve, config, rooms=b.rooms))
         task_status.started((bound_a, bound_b))
 
 

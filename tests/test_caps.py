@@ -13,14 +13,14 @@ from tests.support.ws import WsClient, close_reason, ws_client
 from trio_chat import Config, serve
 from trio_chat.protocol import SERVER_FULL
 from trio_chat.server.limits import Gate
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.server.session import Session
 
 
 async def test_tcp_over_the_per_ip_cap_gets_server_full_and_a_slot_frees_on_close(
     nursery: trio.Nursery
 ) -> None:
-    room, config = Room(), Config()
+    room, config = Rooms(), Config()
     gate: Gate[Session] = Gate(max_clients=10, max_per_ip=2)
     ann = memory_tcp(nursery, room, config, gate=gate)
     bob = memory_tcp(nursery, room, config, gate=gate)
@@ -45,7 +45,7 @@ async def test_tcp_over_the_per_ip_cap_gets_server_full_and_a_slot_frees_on_clos
 
 
 async def test_tcp_over_max_clients_gets_server_full(nursery: trio.Nursery) -> None:
-    room, config = Room(), Config()
+    room, config = Rooms(), Config()
     gate: Gate[Session] = Gate(max_clients=1, max_per_ip=0)
     ann = memory_tcp(nursery, room, config, gate=gate)
     await ann.join("Ann")
@@ -56,7 +56,7 @@ async def test_tcp_over_max_clients_gets_server_full(nursery: trio.Nursery) -> N
 
 
 async def test_websocket_over_a_cap_is_closed_with_1013(nursery: trio.Nursery) -> None:
-    room, config = Room(), Config()
+    room, config = Rooms(), Config()
     gate: Gate[Session] = Gate(max_clients=1, max_per_ip=0)
     inside = memory_tcp(nursery, room, config, gate=gate)
     await inside.join("Inside")

@@ -41,7 +41,7 @@ from tests.support.waits import WAIT, until
 from trio_chat import Config
 from trio_chat.cluster import PREFIX, Cluster, LinkState
 from trio_chat.cluster import scripts as lua
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 TTL = 2.0  # --presence-ttl for these tests: a dead server's users leave within 1.25x
 
@@ -79,6 +79,33 @@ async def test_tcp_on_one_server_and_websocket_on_another_share_the_room(config:
         await alice.send({"type": "leave"})
         left = await bob.recv_until(type="system", event="leave")
         assert left["name"] == "alice" and left["clients_count"] == 1
+
+
+async def test_only_the_lobby_is_shared_for_now(config: Config) -> None:
+    """Rooms across servers are the cluster's next step: until then --redis serves
+    #lobby only (other rooms: room_invalid; #lobby cannot be parted), and a direct
+    message reaches a user of the same server (without an id)."""
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        await TcpClient.connect(a.tcp_port) as ann,
+        ws(b.ws_port) as bob,
+    ):
+        await alice.join("alice")
+        await ann.join("ann")
+        await bob.join("bob")
+        for message in ({"type": "join", "room": "#dev"}, {"type": "part", "room": "#lobby"}):
+            await alice.send(message)
+            assert (await alice.recv_until(type="error"))["code"] == "room_invalid"
+        await alice.send({"type": "join", "user": "carol", "room": "#lobby"})  # a rename
+        assert (await alice.recv_until(type="welcome"))["room"] == "#lobby"
+        await alice.send({"type": "msg", "to": "ann", "text": "same server"})
+        got = await ann.recv_until(type="msg")
+        assert (got["from"], got["text"]) == ("carol", "same server") and "id" not in got
+        await alice.send({"type": "msg", "to": "bob", "text": "other server"})
+        error = await alice.recv_until(type="error")
+        assert error["code"] == "no_such_user" and "another server" in error["text"]
 
 
 async def test_names_are_unique_across_servers(config: Config) -> None:
@@ -201,10 +228,10 @@ async def test_replay_and_since_resume_on_any_server(config: Config) -> None:
             replay = [await bob.recv() for _ in range(4)]
             assert [m.get("text") for m in replay[:3]] == ["m2", "m3", "m4"]
             assert all(m["history"] for m in replay[:3])
-            assert replay[3] == {"type": "history_end", "last_id": ids[-1]}
+            assert replay[3] == {"type": "history_end", "room": "#lobby", "last_id": ids[-1]}
         replayed, end = await resume(b.tcp_port, "carol", since=ids[1])
         assert [m["id"] for m in replayed] == ids[2:]
-        assert end == {"type": "history_end", "last_id": ids[-1]}
+        assert end == {"type": "history_end", "room": "#lobby", "last_id": ids[-1]}
         replayed, _ = await resume(a.tcp_port, "dave", since=ids[-1])
         assert replayed == []
 
@@ -277,7 +304,7 @@ async def test_a_listener_hears_every_server(config: Config) -> None:
         ws(b.ws_port) as bob,
     ):
         await nc.send_raw(b"/listen\n")
-        await until(lambda: ca.room.listeners == 1)
+        await until(lambda: ca.rooms.listeners == 1)
         await bob.join("bob")
         assert (await nc.recv())["name"] == "bob"
         await bob.send({"type": "chat", "text": "from B"})
@@ -285,7 +312,7 @@ async def test_a_listener_hears_every_server(config: Config) -> None:
         assert heard["text"] == "from B"
         await nc.send_raw(b"/nick ann\n")  # joins without a replay: it heard it all
         assert (await nc.recv())["type"] == "welcome"
-        assert await nc.recv() == {"type": "history_end", "last_id": heard["id"]}
+        assert await nc.recv() == {"type": "history_end", "room": "#lobby", "last_id": heard["id"]}
 
 
 async def test_a_new_server_loads_the_history_from_redis(config: Config) -> None:
@@ -774,13 +801,13 @@ def test_outbox_while_redis_is_unreachable() -> None:
     cluster = Cluster(Config(redis="redis://unused", history_replay=10, history_keep=100),
                       node="me")
     cluster.outbox.max_pending = 2
-    room = Room(cluster)
+    room = Rooms(cluster)
     seen: list[str] = []
-    room.broadcast = seen.append  # type: ignore[method-assign, assignment]
+    room.lobby.broadcast = seen.append  # type: ignore[method-assign, assignment]
     outbox = cluster.outbox
     outbox.came_back()
-    cluster.publish("bob", "a", "T")  # broadcast once read back
-    cluster.publish("bob", "b", "T")
+    cluster.publish(room.lobby, "bob", "a", "T")  # broadcast once read back
+    cluster.publish(room.lobby, "bob", "b", "T")
     assert seen == []
     assert outbox.full  # backpressure while linked
     batch = outbox.unpublished(10)
@@ -791,8 +818,8 @@ def test_outbox_while_redis_is_unreachable() -> None:
     # order (Redis may have a and b; they will not be delivered here twice).
     cluster._down()
     assert [json.loads(line)["text"] for line in seen] == ["a", "b"]
-    cluster.publish("bob", "c", "T")
-    assert seen[-1] == '{"type":"chat","user":"bob","text":"c","timestamp":"T"}'
+    cluster.publish(room.lobby, "bob", "c", "T")
+    assert seen[-1] == '{"type":"chat","room":"#lobby","user":"bob","text":"c","timestamp":"T"}'
     assert not outbox.full  # never blocks a sender during an outage
     outbox.came_back()
     assert [(o.text, o.local) for o in outbox.unpublished(10)] == [
@@ -803,11 +830,12 @@ def test_outbox_while_redis_is_unreachable() -> None:
     # server's message is.
     assert cluster._entry_line(entry(10, "bob", "a", node="me", seq=1)) is None
     assert cluster._entry_line(entry(11, "ann", "x", node="other", seq=1)) == (
-        '{"type":"chat","id":11,"user":"ann","text":"x","timestamp":"T"}'
+        '{"type":"chat","room":"#lobby","id":11,"user":"ann","text":"x","timestamp":"T"}'
     )
     assert cluster._entry_line(entry(12, "bob", "c", node="me", seq=3)) is None
     assert len(outbox) == 0 and cluster.history.last_id == 12 and not outbox.full
-    assert [m.text for m in cluster.history.replay(since=10).tail] == ["x", "c"]
+    replayed, _ = trio.run(cluster.history.collect, cluster.history.replay(since=10))
+    assert [m.text for m in replayed] == ["x", "c"]
 
 
 def entry(message_id: int, user: str, text: str, *, node: str, seq: int) -> Any:

@@ -27,7 +27,7 @@ from trio_chat.server.addresses import (
 )
 from trio_chat.server.app import gate_for
 from trio_chat.server.limits import TokenBucket
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.transports.admission import Admission
 
 
@@ -189,12 +189,12 @@ def test_the_debt_an_address_owes_is_capped() -> None:
 def address(config: Config) -> Admission:
     """One server's room and gate, as ``serve`` builds them, for memory-stream clients
     (which all come from one address, "memory")."""
-    return Admission(Room(), config, gate_for(config))
+    return Admission(Rooms(), config, gate_for(config))
 
 
 def connect(nursery: trio.Nursery, admission: Admission) -> TcpClient:
     """A TCP client of that server, on a memory stream."""
-    return memory_tcp(nursery, admission.room, admission.config, gate=admission.gate)
+    return memory_tcp(nursery, admission.rooms, admission.config, gate=admission.gate)
 
 
 async def test_tcp_over_the_connect_rate_is_refused_with_rate_limited(
@@ -219,7 +219,7 @@ async def test_websocket_over_the_connect_rate_is_closed_with_4029(
 ) -> None:
     admission = address(Config(connect_rate=1, connect_burst=1))
     await connect(nursery, admission).join("First")
-    ws = await memory_ws(nursery, admission.room, admission.config, gate=admission.gate)
+    ws = await memory_ws(nursery, admission.rooms, admission.config, gate=admission.gate)
     with pytest.raises(ConnectionClosed) as closed:
         await ws.get_message()
     assert close_reason(closed.value).code == 4029

@@ -89,7 +89,7 @@ META_DAMAGE = {
         f"has no message ids left (ids continue after {MAX_ID}; the largest is {MAX_ID})",
     ),
     "a message id at the end": (
-        f"INSERT INTO messages VALUES ({MAX_ID + 5}, 'x', 'y', 'z')",
+        f"INSERT INTO messages VALUES ({MAX_ID + 5}, 'x', 'y', 'z', '#lobby')",
         f"has no message ids left (ids continue after {MAX_ID + 5}",
     ),
     "a crash window past the end": (

@@ -17,7 +17,7 @@ from tests.support.tcp import TcpClient
 from tests.support.waits import VIRTUAL_WAIT
 from trio_chat.config import Config
 from trio_chat.protocol import IDLE_TIMEOUT
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.net import KEEPALIVE_IDLE, set_keepalive
 from trio_chat.transports.tcp import handle_tcp
@@ -28,7 +28,7 @@ async def test_tcp_connection_that_never_joins_is_closed_after_the_idle_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(idle_timeout=30)
-    room = Room()
+    room = Rooms()
     lurker = memory_tcp(nursery, room, config)
     start = trio.current_time()
     await lurker.send_raw(b"/who\n")  # talking without joining does not count
@@ -43,7 +43,7 @@ async def test_joined_tcp_connection_may_stay_quiet(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(idle_timeout=30)
-    room = Room()
+    room = Rooms()
     member = memory_tcp(nursery, room, config)
     await member.join("Quiet")
     await trio.sleep(3600)
@@ -56,7 +56,7 @@ async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
 ) -> None:
     """A lockstep stream blocks every write until the peer reads: a full kernel buffer."""
     config = Config(send_timeout=10)
-    room = Room()
+    room = Rooms()
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.lockstep_stream_pair()
@@ -79,7 +79,7 @@ async def test_websocket_that_stops_answering_pings_is_dropped(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
-    room = Room()
+    room = Rooms()
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     # A hand-made WebSocket client that joins and then goes silent: it never pongs.
@@ -105,7 +105,7 @@ async def test_websocket_that_answers_pings_stays(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
-    room = Room()
+    room = Rooms()
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     ws = await memory_ws(nursery, room, config)  # trio-websocket answers pings itself...
@@ -147,7 +147,7 @@ async def test_tcp_handler_turns_keepalive_on(nursery: trio.Nursery) -> None:
         port = listeners[0].socket.getsockname()[1]
         async with TcpClient(await trio.open_tcp_stream("127.0.0.1", port)) as client:
             accepted = await listeners[0].accept()
-            nursery.start_soon(handle_tcp, Admission(Room(), Config()), accepted)
+            nursery.start_soon(handle_tcp, Admission(Rooms(), Config()), accepted)
             await client.join("Kept")
             assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
@@ -173,7 +173,7 @@ async def test_websocket_that_closes_and_stops_reading_is_dropped(
     the connection; a peer that never reads that answer must not hold its name (and
     its connection) for ever in a quiet room."""
     config = Config(ping_interval=20, ping_timeout=5)
-    room = Room()
+    room = Rooms()
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.memory_stream_pair()

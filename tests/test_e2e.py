@@ -32,8 +32,9 @@ async def test_tcp_and_ws_share_a_room(server: Bound) -> None:
         welcome = await alice.join("Alice")
         token = welcome.pop("resume")  # the secret that takes the seat back (see test_resume)
         assert isinstance(token, str) and len(token) >= 20
-        assert welcome == {"type": "welcome", "user": "Alice", "users": ["Bob", "Alice"],
-                           "clients_count": 2, "max_text": 4096}
+        assert welcome == {"type": "welcome", "room": "#lobby", "user": "Alice",
+                           "users": ["Bob", "Alice"], "topic": "", "clients_count": 2,
+                           "max_text": 4096}
         notice = await bob.recv_until(type="system", event="join", name="Alice")
         assert notice["text"] == "Alice joined the chat" and notice["clients_count"] == 2
         await bob.send({"type": "chat", "text": "hi alice"})

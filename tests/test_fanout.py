@@ -10,7 +10,7 @@ import trio
 
 from tests.support.memory import memory_tcp, memory_ws
 from trio_chat.config import Config
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 
 def lines(n: int) -> bytes:
@@ -24,7 +24,7 @@ async def test_a_big_read_does_not_overflow_queues_of_clients_that_keep_up(
     """One TCP read can hold a thousand lines; the reader must let writers run between
     broadcasts, or a reader that keeps up is evicted for the sender's burst."""
     config = Config(rate_limit=0, queue_size=8)
-    room = Room()
+    room = Rooms()
     reader = memory_tcp(nursery, room, config)
     sender = memory_tcp(nursery, room, config)
     await reader.join("Reader")
@@ -48,7 +48,7 @@ async def test_bursts_from_many_readers_at_once_do_not_overflow_queues(
     in the queue of a client that keeps up. A per-reader allowance of the same size
     (4 x 20 per round, twice, against a queue of 64) would evict it."""
     config = Config(rate_limit=0, queue_size=64)
-    room = Room()
+    room = Rooms()
     reader = memory_tcp(nursery, room, config)
     reader.wait = 10  # real seconds: an evicted reader fails here, not at the suite's timeout
     await reader.join("Reader")
@@ -73,7 +73,7 @@ async def test_websocket_without_batch_gets_one_frame_per_message_in_order(
     nursery: trio.Nursery
 ) -> None:
     config = Config(rate_limit=0)
-    room = Room()
+    room = Rooms()
     sender = memory_tcp(nursery, room, config)
     await sender.join("Sender")
     ws = await memory_ws(nursery, room, config)

@@ -25,7 +25,7 @@ from tests.support.processes import JoinProcess
 from tests.support.waits import WAIT
 from trio_chat import Bound, Config, serve
 from trio_chat.protocol import HELP_TEXT, LineBuffer
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 HELLO = {
     "type": "hello", "server": "trio-chat", "version": metadata.version("trio-chat"),
@@ -112,7 +112,7 @@ async def test_nc_is_greeted_then_told_what_to_type(server: Bound) -> None:
 async def test_a_client_that_speaks_at_once_is_not_greeted(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    client = memory_tcp(nursery, Room(), Config())
+    client = memory_tcp(nursery, Rooms(), Config())
     await client.send_raw(b'{"type":"ping"}\n')
     line = await client.stream.receive_some()
     assert line == b'{"type":"pong"}\n'

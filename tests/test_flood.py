@@ -12,7 +12,7 @@ from tests.support.memory import memory_tcp, memory_ws
 from tests.support.ws import close_reason
 from trio_chat.config import Config
 from trio_chat.protocol import RATE_LIMITED
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 FLOOD = Config(rate_limit=5, rate_burst=10, rate_ceiling=50)
 
@@ -24,7 +24,7 @@ def lines(texts: list[str]) -> bytes:
 async def test_over_the_limit_messages_are_delayed_not_dropped_and_others_see_no_delay(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     reader = memory_tcp(nursery, room, FLOOD)
     normal = memory_tcp(nursery, room, FLOOD)
     flooder = memory_tcp(nursery, room, FLOOD)
@@ -56,7 +56,7 @@ async def test_over_the_limit_messages_are_delayed_not_dropped_and_others_see_no
 async def test_past_the_ceiling_the_flooder_is_told_and_cut_off(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     reader = memory_tcp(nursery, room, FLOOD)
     flooder = memory_tcp(nursery, room, FLOOD)
     await reader.join("Reader")
@@ -89,7 +89,7 @@ async def test_websocket_flooder_is_closed_with_4029(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(rate_limit=5, rate_burst=2, rate_ceiling=3)
-    room = Room()
+    room = Rooms()
     ws = await memory_ws(nursery, room, config)
     await ws.send_message(json.dumps({"type": "join", "user": "Flooder"}))
     for i in range(20):
@@ -108,7 +108,7 @@ async def test_rate_limit_zero_turns_flood_control_off(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(rate_limit=0)
-    room = Room()
+    room = Rooms()
     reader = memory_tcp(nursery, room, config)
     sender = memory_tcp(nursery, room, config)
     await reader.join("Reader")

@@ -18,7 +18,7 @@ from tests.support.tcp import Message, TcpClient
 from tests.support.ws import close_reason
 from trio_chat import Config, serve
 from trio_chat.protocol import IDLE_TIMEOUT, RATE_LIMITED
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.transports.tcp import MAX_INPUT_BYTES, MAX_INPUTS, TcpTransport
 
 FLOOD = Config(rate_limit=5, rate_burst=10, rate_ceiling=50)
@@ -38,7 +38,7 @@ async def flooded_out(client: TcpClient) -> list[Message]:
 async def test_a_read_of_newlines_counts_every_line_and_ends_in_rate_limited(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     watcher = memory_tcp(nursery, room, FLOOD)
     await watcher.join("Watcher")
     flooder = memory_tcp(nursery, room, FLOOD)
@@ -63,7 +63,7 @@ async def test_a_joined_connection_sending_nothing_useful_hits_the_ceiling(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, line: bytes
 ) -> None:
     config = Config(rate_limit=5, rate_burst=2, rate_ceiling=5)
-    room = Room()
+    room = Rooms()
     client = memory_tcp(nursery, room, config)
     await client.join("Idle")
     await client.send_raw((line + b"\n") * 100)
@@ -80,7 +80,7 @@ async def test_blank_lines_do_not_keep_an_unjoined_connection_alive(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(idle_timeout=30, rate_limit=5, rate_burst=10, rate_ceiling=50)
-    room = Room()
+    room = Rooms()
     lurker = memory_tcp(nursery, room, config)
     start = trio.current_time()
 
@@ -102,7 +102,7 @@ async def test_blank_websocket_frames_count_too(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(rate_limit=5, rate_burst=2, rate_ceiling=5)
-    room = Room()
+    room = Rooms()
     ws = await memory_ws(nursery, room, config)
     await ws.send_message(json.dumps({"type": "join", "user": "Blank"}))
     for _ in range(20):
@@ -140,7 +140,7 @@ async def test_ten_newline_flooders_are_cut_off_and_pings_are_answered(
     """Ten joined connections flood newlines (much more than the server will read):
     each is told ``rate_limited`` and closed, and another client's pings are answered
     as they come (in virtual time: at once)."""
-    room = Room()
+    room = Rooms()
     pinger = memory_tcp(nursery, room, FLOOD)
     await pinger.join("Pinger")
     flooders = []

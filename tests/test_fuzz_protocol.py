@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from trio_chat import protocol
 from trio_chat.protocol import (
     ERROR_CODES,
+    HERE,
     MAX_LINE,
     Chat,
     Join,
@@ -72,7 +73,7 @@ def check_outcome(decode: Any, data: Any) -> None:
         protocol.chat("Bob", event.text, protocol.timestamp()).encode("utf-8")
         if event.user is not None:  # the session joins seed-style clients by it
             check_outcome(protocol.validate_name, event.user)
-    elif isinstance(event, Join):
+    elif isinstance(event, Join) and event.user is not None:
         protocol.welcome(event.user, protocol.json_array([event.user]), 1, 4096).encode("utf-8")
     elif isinstance(event, str):  # a validated name
         protocol.welcome(event, protocol.json_array([event]), 1, 4096).encode("utf-8")
@@ -179,7 +180,7 @@ def test_nul_bytes() -> None:
     # A raw NUL inside a JSON string is invalid JSON; escaped, it is just a character.
     assert code_of(decode_line, b'{"type":"chat","text":"a\x00b"}') == "bad_json"
     assert decode_line(b'{"type":"chat","text":"a\\u0000b"}') == Chat("a\x00b")
-    assert decode_line(b"hi\x00there") == Chat("hi\x00there", plain=True)
+    assert decode_line(b"hi\x00there") == Chat("hi\x00there", room=HERE, plain=True)
     line = protocol.chat("Bob", "a\x00b", protocol.timestamp())
     assert "\x00" not in line and json.loads(line)["text"] == "a\x00b"
     assert code_of(decode_line, b'{"type":"join","user":"a\\u0000b"}') == "name_invalid"

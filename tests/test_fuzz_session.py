@@ -29,7 +29,7 @@ from tests.support.tcp import TcpClient
 from tests.support.ws import wrap_client
 from trio_chat import Config
 from trio_chat.protocol import ERROR_CODES
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.server.session import Session
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import TcpTransport, handle_tcp
@@ -91,7 +91,7 @@ ws_messages = st.one_of(
 )
 
 
-async def chat_partner(room: Room, nursery: trio.Nursery) -> TcpClient:
+async def chat_partner(room: Rooms, nursery: trio.Nursery) -> TcpClient:
     """A well-behaved member named Good, on its own memory stream."""
     good = memory_tcp(nursery, room, CONFIG)
     await good.join("Good")
@@ -127,7 +127,7 @@ async def run_session(session: Session, done: trio.Event) -> None:
 @given(st.lists(tcp_pieces, max_size=12), st.booleans())
 def test_tcp_session_survives_arbitrary_input(pieces: list[bytes], hang_up_mid_line: bool) -> None:
     async def scenario() -> None:
-        room = Room()
+        room = Rooms()
         with trio.fail_after(BOUND):
             async with trio.open_nursery() as nursery:
                 good = await chat_partner(room, nursery)
@@ -188,7 +188,7 @@ def test_ws_session_survives_arbitrary_messages(frames: list[str | bytes]) -> No
     """The real connection handler (``handle_ws``) over memory streams."""
 
     async def scenario() -> None:
-        room = Room()
+        room = Rooms()
         with trio.fail_after(BOUND):
             async with trio.open_nursery() as nursery:
                 good = await chat_partner(room, nursery)
@@ -228,7 +228,7 @@ def test_ws_session_survives_arbitrary_messages(frames: list[str | bytes]) -> No
 async def test_ws_oversized_messages_in_a_row(autojump_clock: trio.testing.MockClock) -> None:
     """Regression: a second oversized message after the 1009 close made trio-websocket's
     reader raise LocalProtocolError; the handler now drops the peer without a traceback."""
-    room = Room()
+    room = Rooms()
     with no_errors_logged():
         async with trio.open_nursery() as nursery:
             good = await chat_partner(room, nursery)
@@ -264,7 +264,7 @@ NASTY = [
 
 @pytest.mark.parametrize(("data", "code"), NASTY)
 async def test_nasty_line_over_tcp(data: bytes, code: str) -> None:
-    room = Room()
+    room = Rooms()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
         fuzz = memory_tcp(nursery, room, BIG)
@@ -282,7 +282,7 @@ async def test_nasty_line_over_tcp(data: bytes, code: str) -> None:
 
 @pytest.mark.parametrize(("data", "code"), NASTY)
 async def test_nasty_frame_over_ws(data: bytes, code: str) -> None:
-    room = Room()
+    room = Rooms()
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
         client = await memory_ws(nursery, room, BIG)
@@ -302,7 +302,7 @@ async def test_nasty_frame_over_ws(data: bytes, code: str) -> None:
 
 
 async def test_line_of_64_kib_plus_one_closes_only_that_connection() -> None:
-    room = Room()
+    room = Rooms()
     config = Config()  # the default 64 KiB line limit
     async with trio.open_nursery() as nursery:
         good = await chat_partner(room, nursery)
@@ -331,7 +331,7 @@ def feed_handler(
             stream = trio.SSLStream(server, SERVER_TLS, server_side=True)
         with trio.fail_after(BOUND):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(handler, Admission(Room(), CONFIG), stream)
+                nursery.start_soon(handler, Admission(Rooms(), CONFIG), stream)
                 await client.send_all(data)
                 if abort:
                     await client.aclose()

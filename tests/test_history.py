@@ -26,7 +26,7 @@ from trio_chat.history.base import History, Replay, StoredMessage, chat_line
 from trio_chat.history.sqlite import SqliteHistory, SqliteStore, open_history
 from trio_chat.history.writer import StoreError, running
 from trio_chat.server.delivery import LocalDelivery
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 CONFIG = Config(tcp_port=0, ws_port=0, rate_limit=0)
 
@@ -71,13 +71,13 @@ async def test_replay_count_and_order(nursery: trio.Nursery) -> None:
     async with await TcpClient.connect(bound.tcp_port) as bob, \
             await TcpClient.connect(bound.tcp_port) as ann:
         chats, end = await join_with_replay(bob, "Bob")
-        assert chats == [] and end == {"type": "history_end", "last_id": 0}
+        assert chats == [] and end == {"type": "history_end", "room": "#lobby", "last_id": 0}
         await say(bob, "Bob", *"abcde")
         chats, end = await join_with_replay(ann, "Ann")
         assert [(m["id"], m["user"], m["text"]) for m in chats] == [
             (3, "Bob", "c"), (4, "Bob", "d"), (5, "Bob", "e"),
         ]
-        assert end == {"type": "history_end", "last_id": 5}
+        assert end == {"type": "history_end", "room": "#lobby", "last_id": 5}
         # Live messages after the replay carry no history mark; renames replay nothing.
         await ann.send({"type": "join", "user": "Anna"})
         await ann.recv_until(type="welcome")
@@ -94,7 +94,7 @@ async def test_since_resumes_after_the_last_seen_id(nursery: trio.Nursery) -> No
             async with await TcpClient.connect(bound.tcp_port) as ann:
                 chats, end = await join_with_replay(ann, "Ann", since=since)
                 assert "".join(m["text"] for m in chats) == expected
-                assert end == {"type": "history_end", "last_id": 5}
+                assert end == {"type": "history_end", "room": "#lobby", "last_id": 5}
                 await ann.send({"type": "leave"})  # the name is free again at once
                 await ann.eof()
 
@@ -126,11 +126,11 @@ async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery: tr
         for n in range(1, 1201):  # more than the queue, and than one write (MAX_BATCH)
             await history.store.wait_writable()
             history.record("Bob", f"m{n}", "T")
-        bound = await nursery.start(partial(serve, config, room=Room(LocalDelivery(history))))
+        bound = await nursery.start(partial(serve, config, rooms=Rooms(LocalDelivery(history))))
         async with await TcpClient.connect(bound.tcp_port) as ann:
             chats, end = await join_with_replay(ann, "Ann", since=0)
             assert [m["id"] for m in chats] == list(range(1, 1201))
-            assert end == {"type": "history_end", "last_id": 1200}
+            assert end == {"type": "history_end", "room": "#lobby", "last_id": 1200}
             await ann.send({"type": "ping"})
             assert await ann.recv() == {"type": "pong"}  # still connected
         nursery.cancel_scope.cancel()
@@ -139,7 +139,7 @@ async def test_a_replay_longer_than_the_queue_is_not_a_slow_consumer(nursery: tr
 async def test_since_past_the_retention_says_incomplete(nursery: trio.Nursery) -> None:
     config = replace(CONFIG, history_keep=3)
     async with open_history(config) as history:
-        bound = await nursery.start(partial(serve, config, room=Room(LocalDelivery(history))))
+        bound = await nursery.start(partial(serve, config, rooms=Rooms(LocalDelivery(history))))
         async with await TcpClient.connect(bound.tcp_port) as bob:
             await join_with_replay(bob, "Bob")
             await say(bob, "Bob", *"abcdef")
@@ -171,13 +171,14 @@ async def test_deep_resume_reads_the_store_past_the_ring(tmp_path: Path) -> None
             *chats, end = await rendered(history, history.replay(since))
             return [line.split('"text":"')[1].split('"')[0] for line in chats], end
 
-        assert await texts(None) == (["m11", "m12"], '{"type":"history_end","last_id":12}')
+        end = '{"type":"history_end","room":"#lobby","last_id":12}'
+        assert await texts(None) == (["m11", "m12"], end)
         assert await texts(6) == (
-            [f"m{n}" for n in range(7, 13)], '{"type":"history_end","last_id":12}'
+            [f"m{n}" for n in range(7, 13)], '{"type":"history_end","room":"#lobby","last_id":12}'
         )
         assert await texts(2) == (
             [f"m{n}" for n in range(5, 13)],
-            '{"type":"history_end","last_id":12,"complete":false}',
+            '{"type":"history_end","room":"#lobby","last_id":12,"complete":false}',
         )
 
 
@@ -201,10 +202,12 @@ async def test_ids_skip_the_window_after_an_unclean_stop(tmp_path: Path) -> None
         # A client that saw id 3 may have missed lost messages 4..19; one that saw 19
         # (the last id it could have seen) has missed nothing.
         *_, end = await rendered(history, history.replay(3))
-        assert end == '{"type":"history_end","last_id":19,"complete":false}'
+        assert end == '{"type":"history_end","room":"#lobby","last_id":19,"complete":false}'
         *_, end = await rendered(history, history.replay(19))
-        assert end == '{"type":"history_end","last_id":19}'
-        assert chat_line(history.record("Bob", "y", "T")).startswith('{"type":"chat","id":20,')
+        assert end == '{"type":"history_end","room":"#lobby","last_id":19}'
+        assert chat_line(history.record("Bob", "y", "T")).startswith(
+            '{"type":"chat","room":"#lobby","id":20,'
+        )
     async with open_history(replace(CONFIG, db=path)) as history:
         assert history.last_id == 20  # that stop was clean
 
@@ -234,7 +237,7 @@ async def test_a_stalled_writer_holds_back_the_sender_not_the_room(
     store = GatedStore(db, keep=100, max_pending=8)
     try:
         async with open_history(CONFIG, store) as history:
-            bound = await nursery.start(partial(serve, CONFIG, room=Room(LocalDelivery(history))))
+            bound = await nursery.start(partial(serve, CONFIG, rooms=Rooms(LocalDelivery(history))))
             async with await TcpClient.connect(bound.tcp_port) as bob, \
                     await TcpClient.connect(bound.tcp_port) as ann:
                 await join_with_replay(bob, "Bob")
@@ -288,10 +291,10 @@ async def test_a_failed_write_is_logged_and_its_ids_are_not_reused(
         assert history.last_id == 4  # a clean stop: no window skipped, none reused
         messages, end = await history.collect(history.replay(0))
         assert [m.text for m in messages] == ["kept", "kept again"]
-        assert end == '{"type":"history_end","last_id":4,"complete":false}'
+        assert end == '{"type":"history_end","room":"#lobby","last_id":4,"complete":false}'
         assert history.store.pruned_through == 4  # written at the clean stop
         messages, end = await history.collect(history.replay(4))
-        assert end == '{"type":"history_end","last_id":4}'
+        assert end == '{"type":"history_end","room":"#lobby","last_id":4}'
 
 
 async def test_store_refuses_a_database_it_does_not_own(tmp_path: Path) -> None:
@@ -358,7 +361,7 @@ def test_replays_match_a_model(
                     assert all(m.text == f"m{m.id}" for m in messages)
                     if arg is None:
                         assert ids == list(range(n - min(n, replay, keep) + 1, n + 1))
-                        assert end == f'{{"type":"history_end","last_id":{n}}}'
+                        assert end == f'{{"type":"history_end","room":"#lobby","last_id":{n}}}'
                         continue
                     wanted = list(range(arg + 1, n + 1))
                     assert ids == wanted[len(wanted) - len(ids):]  # a gapless suffix
@@ -396,11 +399,11 @@ async def test_a_deep_resume_reads_the_store_a_page_at_a_time(tmp_path: Path) ->
             await history.store.wait_writable()
             history.record("Bob", f"m{n}", "T")
         await history.store.flush()
-        room = Room(LocalDelivery(history))
+        room = Rooms(LocalDelivery(history))
         async with trio.open_nursery() as nursery, memory_tcp(nursery, room, config) as ann:
             chats, end = await join_with_replay(ann, "Ann", since=0)
         assert [c["id"] for c in chats] == list(range(1, 5001))
-        assert end == {"type": "history_end", "last_id": 5000}
+        assert end == {"type": "history_end", "room": "#lobby", "last_id": 5000}
         assert store.reads and max(store.reads) <= MAX_BATCH
 
 

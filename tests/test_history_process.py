@@ -100,7 +100,7 @@ async def test_sigterm_during_a_burst_keeps_every_broadcast_message(tmp_path: Pa
                 if msg["type"] == "chat":
                     replayed.append((msg["id"], (msg["user"], msg["text"])))
             assert dict(replayed) == stored and len(replayed) == len(stored)
-            assert msg == {"type": "history_end", "last_id": max(stored)}
+            assert msg == {"type": "history_end", "room": "#lobby", "last_id": max(stored)}
             await ann.send({"type": "chat", "text": "after"})
             echo = await ann.recv_until(type="chat", text="after")
             assert echo["id"] == max(stored) + 1

@@ -14,7 +14,7 @@ from tests.support.http import exchange, parse_response
 from tests.support.waits import WAIT
 from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config, serve
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.http import MAX_DRAIN, MAX_HEAD, ReplayStream, is_websocket_upgrade, route
 from trio_chat.transports.ws import handle_ws
@@ -212,7 +212,7 @@ async def test_half_sent_head_is_dropped_after_the_handshake_timeout(
     config = Config(handshake_timeout=5)
     client, server_side = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_ws, Admission(Room(), config), server_side)
+        nursery.start_soon(handle_ws, Admission(Rooms(), config), server_side)
         await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Half: ")
         start = trio.current_time()
         assert await client.receive_some() == b""  # closed, no answer
@@ -224,7 +224,7 @@ async def test_silent_connection_is_dropped_after_the_handshake_timeout(
 ) -> None:
     client, server_side = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_ws, Admission(Room(), Config(handshake_timeout=3)), server_side)
+        nursery.start_soon(handle_ws, Admission(Rooms(), Config(handshake_timeout=3)), server_side)
         start = trio.current_time()
         assert await client.receive_some() == b""
         assert trio.current_time() - start == pytest.approx(3, abs=0.1)
@@ -266,7 +266,7 @@ class EndlessHead(trio.abc.Stream):
 async def test_ten_megabyte_head_is_refused_after_reading_a_bounded_amount() -> None:
     stream = EndlessHead()
     with trio.fail_after(WAIT):
-        await handle_ws(Admission(Room(), Config()), stream)
+        await handle_ws(Admission(Rooms(), Config()), stream)
     status, _, _ = parse_response(bytes(stream.sent))
     assert status == 431
     assert stream.closed
@@ -291,5 +291,5 @@ class BrokenStream(trio.abc.Stream):
 
 
 async def test_reset_during_the_head_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
-    await handle_ws(Admission(Room(), Config()), BrokenStream())
+    await handle_ws(Admission(Rooms(), Config()), BrokenStream())
     assert "failed" not in caplog.text

@@ -30,18 +30,18 @@ from tests.support.ws import ws_client
 from trio_chat import Bound, Config, serve
 from trio_chat.history.sqlite import open_history
 from trio_chat.server.delivery import LocalDelivery
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 CONFIG = Config(queue_size=16, send_timeout=5.0, rate_limit=0)
 
 
 @asynccontextmanager
-async def history_room(config: Config = CONFIG) -> AsyncIterator[Room]:
+async def history_room(config: Config = CONFIG) -> AsyncIterator[Rooms]:
     async with open_history(config) as history:
-        yield Room(LocalDelivery(history))
+        yield Rooms(LocalDelivery(history))
 
 
-async def listening_tcp(nursery: trio.Nursery, room: Room, line: bytes) -> TcpClient:
+async def listening_tcp(nursery: trio.Nursery, room: Rooms, line: bytes) -> TcpClient:
     client = memory_tcp(nursery, room, CONFIG)
     before = room.listeners
     await client.send_raw(line)
@@ -52,7 +52,7 @@ async def listening_tcp(nursery: trio.Nursery, room: Room, line: bytes) -> TcpCl
 async def test_a_quiet_websocket_becomes_a_listener_and_is_nobody(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     ann = Seat(room, "Ann")
     ws = await memory_ws(nursery, room, CONFIG)
     start = trio.current_time()
@@ -67,7 +67,8 @@ async def test_a_quiet_websocket_becomes_a_listener_and_is_nobody(
     bob = Seat(room, "Bob")
     notice = json.loads(await ws.get_message())
     assert (notice["event"], notice["name"], notice["clients_count"]) == ("join", "Bob", 2)
-    assert json.loads(room.who()) == {"type": "users", "users": ["Ann", "Bob"], "clients_count": 2}
+    assert json.loads(room.who()) == {"type": "users", "room": "#lobby", "users": ["Ann", "Bob"],
+                                      "clients_count": 2}
     ann.take()
     # It leaves as it came: silently.
     await ws.aclose()
@@ -81,7 +82,7 @@ async def test_a_websocket_that_speaks_at_once_never_listens(
 ) -> None:
     """The page and ``trio-chat join`` join at once: their welcome comes first, with
     nothing live before it, however long they then stay quiet."""
-    room = Room()
+    room = Rooms()
     ann = Seat(room, "Ann")
     ws = await memory_ws(nursery, room, CONFIG)
     await ws.send_message(json.dumps({"type": "who"}))
@@ -97,7 +98,7 @@ async def test_a_websocket_that_speaks_at_once_never_listens(
 async def test_tcp_listen_and_no_join_deadline(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, line: bytes
 ) -> None:
-    room = Room()
+    room = Rooms()
     ann = Seat(room, "Ann")
     nc = await listening_tcp(nursery, room, line)
     await trio.sleep(CONFIG.idle_timeout * 2)  # a listener is not kicked for not joining
@@ -163,13 +164,13 @@ async def test_a_listener_that_joins_with_since_is_replayed_as_anyone(
         replayed = [await nc.recv() for _ in range(3)]
         assert [(m["text"], m["history"]) for m in replayed] == [("m2", True), ("m3", True),
                                                                   ("m4", True)]
-        assert (await nc.recv()) == {"type": "history_end", "last_id": 5}
+        assert (await nc.recv()) == {"type": "history_end", "room": "#lobby", "last_id": 5}
 
 
 async def test_a_listener_that_stops_reading_is_a_slow_consumer_nobody_notices(
     nursery: trio.Nursery,
 ) -> None:
-    room = Room()
+    room = Rooms()
     ann = Seat(room, "Ann")
     ann.take()
     nc = await listening_tcp(nursery, room, b"/listen\n")

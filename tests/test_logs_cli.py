@@ -18,14 +18,14 @@ from trio_chat.cli import default_db_path
 from trio_chat.config import Config
 from trio_chat.logs import JsonFormatter, setup_logging
 from trio_chat.server import app
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 
 async def test_lifecycle_is_logged_at_info_and_message_text_only_at_debug(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trio_chat")
-    room, config = Room(), Config()
+    room, config = Rooms(), Config()
     ann = memory_tcp(nursery, room, config)
     await ann.join("Ann")
     await ann.send({"type": "chat", "text": "secret words"})
@@ -46,7 +46,7 @@ async def test_disconnect_line_says_why(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_chat")
-    room = Room()
+    room = Rooms()
     bob = memory_tcp(nursery, room, Config())
     await bob.join("Bob")
     await bob.send_raw(b"x" * 70000)  # over the line limit: too_long, closes

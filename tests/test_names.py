@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.support.seats import Seat
 from trio_chat import protocol
 from trio_chat.protocol import NAME_INVALID, NAME_TAKEN, ProtocolError, name_key, skeleton
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 ANN = "Ann"
 
@@ -54,7 +54,7 @@ def test_invisible_blank_and_reserved_names_are_invalid(name: str) -> None:
     ],
 )
 def test_a_look_alike_of_a_name_in_use_is_taken(held: str, wanted: str) -> None:
-    room = Room()
+    room = Rooms()
     room.join(Seat(room).member, held)
     other = Seat(room)
     with pytest.raises(ProtocolError) as raised:
@@ -64,7 +64,7 @@ def test_a_look_alike_of_a_name_in_use_is_taken(held: str, wanted: str) -> None:
 
 
 def test_a_look_alike_of_system_is_taken() -> None:
-    room = Room()
+    room = Rooms()
     seat = Seat(room)
     cyrillic = "\u0405ystem"  # CYRILLIC CAPITAL LETTER DZE
     with pytest.raises(ProtocolError) as raised:
@@ -74,7 +74,7 @@ def test_a_look_alike_of_system_is_taken() -> None:
 
 
 def test_a_member_may_rename_to_a_look_alike_of_its_own_name() -> None:
-    room = Room()
+    room = Rooms()
     seat = Seat(room)
     room.join(seat.member, "ann")
     room.join(seat.member, "Ann")
@@ -82,7 +82,7 @@ def test_a_member_may_rename_to_a_look_alike_of_its_own_name() -> None:
 
 
 def test_a_name_is_free_for_look_alikes_once_its_holder_leaves() -> None:
-    room = Room()
+    room = Rooms()
     ann = Seat(room)
     room.join(ann.member, "Ann")
     room.leave(ann.member)

@@ -7,7 +7,7 @@ from typing import Any
 import trio
 
 from tests.support.seats import Seat
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 
 def notices(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
@@ -21,7 +21,7 @@ def notices(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
 async def test_quiet_room_announces_each_join(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     await nursery.start(room.run_notices)
     ann, bob = Seat(room, "Ann"), Seat(room, "Bob")
     assert [m["type"] for m in ann.take()] == ["welcome", "system", "system"]
@@ -34,7 +34,7 @@ async def test_quiet_room_announces_each_join(
 async def test_crowd_is_summarized_once_per_interval(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room(notice_rate=100, notice_interval=0.1)
+    room = Rooms(notice_rate=100, notice_interval=0.1)
     await nursery.start(room.run_notices)
     seats = [Seat(room, f"u{i}") for i in range(40)]
     # A budget of 10 deliveries per interval: notices to 1+2+3+4 members; the fifth
@@ -71,7 +71,7 @@ async def test_crowd_is_summarized_once_per_interval(
 
 
 async def test_without_the_notice_task_nothing_is_held_back() -> None:
-    room = Room(notice_rate=1)
+    room = Rooms(notice_rate=1)
     seats = [Seat(room, f"u{i}") for i in range(5)]
     assert notices(seats[0].take()) == [("join", f"u{i}") for i in range(5)]
 
@@ -80,7 +80,7 @@ def test_welcome_lists_members_in_join_order_through_renames_and_leaves() -> Non
     """The room keeps the encoded user list; it must match a fresh encoding."""
     from trio_chat import protocol
 
-    room = Room()
+    room = Rooms()
     seats = {name: Seat(room, name) for name in ["Ann", "Bø \"b\"", "Cy"]}
     room.leave(seats["Ann"].member)
     room.join(seats["Cy"].member, "Cyd")  # a rename moves Cyd to the end

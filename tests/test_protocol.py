@@ -9,6 +9,7 @@ import pytest
 
 from trio_chat import protocol
 from trio_chat.protocol import (
+    HERE,
     Blank,
     Chat,
     Event,
@@ -54,17 +55,17 @@ def error_code(fn: Callable[..., object], *args: Any) -> str:
         ('{"type":"chat","text":"привет 👋"}'.encode(), Chat("привет 👋")),
         (b'  {"type":"who"}  ', Who()),
         # plain text for nc users
-        (b"hello there", Chat("hello there", plain=True)),
+        (b"hello there", Chat("hello there", room=HERE, plain=True)),
         (b"/nick Bob", Join("Bob", plain=True)),
         (b"/name  Bob ", Join("Bob", plain=True)),
         (b"/NICK Bob", Join("Bob", plain=True)),
-        (b"/who", Who()),
+        (b"/who", Who(HERE)),
         (b"/quit", Leave()),
         (b"/exit", Leave()),
         (b"/ping", Ping()),
         (b"/listen", Listen()),
         (b"/help", Help()),
-        (b"//slash", Chat("/slash", plain=True)),
+        (b"//slash", Chat("/slash", room=HERE, plain=True)),
     ],
 )
 def test_decode_line(line: bytes, event: Event) -> None:

@@ -23,7 +23,7 @@ from trio_chat import Config
 from trio_chat.history.sqlite import SqliteHistory, open_history
 from trio_chat.server.delivery import LocalDelivery
 from trio_chat.server.replays import CHUNK_BYTES, WRITE_BYTES, ReplayBudget
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 #: The largest chat text: 4,096 characters that JSON escapes to six bytes each.
 MAXIMAL = "\x01" * 4096
@@ -56,7 +56,7 @@ class Recording(WrappedStream):
 
 
 def connect(
-    nursery: trio.Nursery, room: Room, config: Config, limit: float = float("inf")
+    nursery: trio.Nursery, room: Rooms, config: Config, limit: float = float("inf")
 ) -> tuple[TcpClient, Recording]:
     """A TCP session on a memory stream whose server end records its writes."""
     client, server = trio.testing.memory_stream_pair()
@@ -78,14 +78,14 @@ async def test_a_replay_of_maximal_messages_is_written_a_bounded_chunk_at_a_time
     async with open_history(config) as history:
         await fill(history, count)
         await history.store.flush()
-        room = Room(LocalDelivery(history))
+        room = Rooms(LocalDelivery(history))
         async with trio.open_nursery() as nursery:
             ann, stream = connect(nursery, room, config)
             chats, end = await join_with_replay(ann, "Ann", since=0)
             nursery.cancel_scope.cancel()
     assert [c["id"] for c in chats] == list(range(1, count + 1))
     assert all(c["text"] == MAXIMAL for c in chats)
-    assert end == {"type": "history_end", "last_id": count}
+    assert end == {"type": "history_end", "room": "#lobby", "last_id": count}
     # Every write is at most a chunk and one message (before: 512 messages, 12.6 MB).
     assert max(stream.writes) <= CHUNK_BYTES + LINE_BYTES + 100
 
@@ -93,7 +93,7 @@ async def test_a_replay_of_maximal_messages_is_written_a_bounded_chunk_at_a_time
 async def test_live_writes_are_bounded_in_bytes_too(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     reader, stream = connect(nursery, room, CONFIG)
     await reader.join("Reader")
     sender = memory_tcp(nursery, room, CONFIG)
@@ -116,7 +116,7 @@ async def test_a_backlog_cut_into_byte_bounded_writes_counts_in_the_queue_high_w
     """The queue's high-water mark is read when a writer takes a batch; a batch cut
     short by its bytes (three maximal messages) leaves the rest of the queue behind,
     which counts too."""
-    room = Room()
+    room = Rooms()
     reader, stream = connect(nursery, room, CONFIG)
     await reader.join("Reader")
     sender = memory_tcp(nursery, room, CONFIG)
@@ -147,7 +147,7 @@ async def test_replays_wait_for_the_servers_budget_within_the_send_timeout(
     config = replace(CONFIG, send_timeout=10)
     async with open_history(config) as history:
         await fill(history, 40)  # ~1 MB: many chunks
-        room = Room(LocalDelivery(history), replays=ReplayBudget(2))
+        room = Rooms(LocalDelivery(history), replays=ReplayBudget(2))
         async with trio.open_nursery() as nursery:
             watcher = memory_tcp(nursery, room, config)
             await watcher.join("Watcher")

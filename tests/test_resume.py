@@ -31,7 +31,7 @@ from tests.support.tcp import Message, TcpClient
 from tests.support.waits import VIRTUAL_WAIT, WAIT, until
 from tests.support.ws import WsClient, close_reason, ws_over
 from trio_chat import Bound, Config, serve
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 Client = TcpClient | WsClient | JsonSession
 #: Opens a client of one transport on the server; yields it.
@@ -155,7 +155,7 @@ async def test_a_token_takes_over_a_connection_not_yet_noticed_lost(
 async def test_expired_forged_and_mismatched_tokens_are_ordinary_joins(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room(resume_grace=5)
+    room = Rooms(resume_grace=5)
     await nursery.start(room.run_seats)
     config = Config()
 
@@ -206,7 +206,7 @@ async def test_a_seat_lost_by_a_write_is_held_through_what_is_said_meanwhile(
     """Lost, not closed: a write that fails (``gone``) or a queue that overflows
     (``slow_consumer``). The seat is held while the room goes on talking (every
     broadcast reaches the held seat too), and taken back with no notice."""
-    room = Room(resume_grace=5)
+    room = Rooms(resume_grace=5)
     await nursery.start(room.run_seats)
     config = Config(queue_size=8)
     bob = Seat(room, "Bob")

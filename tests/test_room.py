@@ -7,7 +7,7 @@ import pytest
 from tests.support.seats import Seat
 from trio_chat import protocol
 from trio_chat.protocol import ProtocolError
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 
 def clock() -> str:
@@ -15,17 +15,17 @@ def clock() -> str:
 
 
 @pytest.fixture
-def room() -> Room:
-    return Room(clock=clock)
+def room() -> Rooms:
+    return Rooms(clock=clock)
 
 
-def test_join_sends_welcome_then_notice(room: Room) -> None:
+def test_join_sends_welcome_then_notice(room: Rooms) -> None:
     ann = Seat(room)
     room.join(ann.member, "Ann")
     assert ann.take() == [
-        {"type": "welcome", "user": "Ann", "users": ["Ann"], "clients_count": 1,
-         "max_text": 4096},
-        {"type": "system", "event": "join", "user": "System", "name": "Ann",
+        {"type": "welcome", "room": "#lobby", "user": "Ann", "users": ["Ann"], "topic": "",
+         "clients_count": 1, "max_text": 4096},
+        {"type": "system", "room": "#lobby", "event": "join", "user": "System", "name": "Ann",
          "text": "Ann joined the chat", "clients_count": 1, "timestamp": "T"},
     ]
     bob = Seat(room)
@@ -35,7 +35,7 @@ def test_join_sends_welcome_then_notice(room: Room) -> None:
     assert room.names == ["Ann", "Bob"] and len(room) == 2
 
 
-def test_names_are_unique_case_insensitively(room: Room) -> None:
+def test_names_are_unique_case_insensitively(room: Rooms) -> None:
     ann = Seat(room)
     room.join(ann.member, "Ann")
     other = Seat(room)
@@ -46,15 +46,16 @@ def test_names_are_unique_case_insensitively(room: Room) -> None:
     assert room.names == ["Ann"]
 
 
-def test_rename(room: Room) -> None:
+def test_rename(room: Rooms) -> None:
     ann, bob = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     room.join(bob.member, "Bob")
     ann.take()
     bob.take()
     room.join(bob.member, "Rob")
-    assert bob.take()[0] == {"type": "welcome", "user": "Rob", "users": ["Ann", "Rob"],
-                             "clients_count": 2, "max_text": 4096}
+    assert bob.take()[0] == {"type": "welcome", "room": "#lobby", "user": "Rob",
+                             "users": ["Ann", "Rob"], "topic": "", "clients_count": 2,
+                             "max_text": 4096}
     notice = ann.take()[0]
     assert notice["event"] == "rename" and notice["old"] == "Bob" and notice["name"] == "Rob"
     # The old name is free again; a change of case only is allowed for the holder.
@@ -63,7 +64,7 @@ def test_rename(room: Room) -> None:
     assert "ANN" in room.names
 
 
-def test_chat_fans_out_to_everyone_in_order(room: Room) -> None:
+def test_chat_fans_out_to_everyone_in_order(room: Rooms) -> None:
     seats = [Seat(room) for _ in range(5)]
     for i, seat in enumerate(seats):
         room.join(seat.member, f"u{i}")
@@ -78,26 +79,27 @@ def test_chat_fans_out_to_everyone_in_order(room: Room) -> None:
         ]
 
 
-def test_unjoined_members_get_nothing(room: Room) -> None:
+def test_unjoined_members_get_nothing(room: Rooms) -> None:
     ann, lurker = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     room.say(ann.member, "hi")
     assert lurker.take() == []
 
 
-def test_leave_is_announced_to_the_others(room: Room) -> None:
+def test_leave_is_announced_to_the_others(room: Rooms) -> None:
     ann, bob = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     room.join(bob.member, "Bob")
     ann.take()
     room.leave(bob.member)
-    assert ann.take() == [{"type": "system", "event": "leave", "user": "System", "name": "Bob",
+    assert ann.take() == [{"type": "system", "room": "#lobby", "event": "leave",
+                           "user": "System", "name": "Bob",
                            "text": "Bob left the chat", "clients_count": 1, "timestamp": "T"}]
     room.leave(bob.member)  # twice is harmless
     assert ann.take() == []
 
 
-def test_broadcast_never_blocks_and_evicts_a_full_queue(room: Room) -> None:
+def test_broadcast_never_blocks_and_evicts_a_full_queue(room: Rooms) -> None:
     ann, slow = Seat(room), Seat(room, queue=4)
     room.join(ann.member, "Ann")
     room.join(slow.member, "Slow")
@@ -112,7 +114,7 @@ def test_broadcast_never_blocks_and_evicts_a_full_queue(room: Room) -> None:
     assert [m["text"] for m in got if m["type"] == "chat"] == [f"m{n}" for n in range(10)]
 
 
-def test_mass_eviction_is_not_recursive(room: Room) -> None:
+def test_mass_eviction_is_not_recursive(room: Rooms) -> None:
     speaker = Seat(room, queue=100_000)
     room.join(speaker.member, "Speaker")
     n = 1200  # deeper than the recursion limit allows, were eviction recursive
@@ -126,17 +128,17 @@ def test_mass_eviction_is_not_recursive(room: Room) -> None:
     assert all(seat.member.evicted == "slow_consumer" for seat in slow)
 
 
-def test_who_is_encoded_once_per_change_of_membership(room: Room) -> None:
+def test_who_is_encoded_once_per_change_of_membership(room: Rooms) -> None:
     ann, bob = Seat(room), Seat(room)
     room.join(ann.member, "Ann")
     first = room.who()
-    assert json.loads(first) == {"type": "users", "users": ["Ann"], "clients_count": 1}
-    assert first == protocol.encode({"type": "users", "users": ["Ann"], "clients_count": 1})
+    lobby = {"type": "users", "room": "#lobby"}
+    assert json.loads(first) == {**lobby, "users": ["Ann"], "clients_count": 1}
+    assert first == protocol.encode({**lobby, "users": ["Ann"], "clients_count": 1})
     assert room.who() is first  # asked again: the same object, no new copy queued
     room.join(bob.member, "Bob")
     assert json.loads(room.who())["users"] == ["Ann", "Bob"]
     room.join(ann.member, "Anna")  # a rename moves the name to the end
-    assert json.loads(room.who()) == {"type": "users", "users": ["Bob", "Anna"],
-                                      "clients_count": 2}
+    assert json.loads(room.who()) == {**lobby, "users": ["Bob", "Anna"], "clients_count": 2}
     room.leave(bob.member)
-    assert json.loads(room.who()) == {"type": "users", "users": ["Anna"], "clients_count": 1}
+    assert json.loads(room.who()) == {**lobby, "users": ["Anna"], "clients_count": 1}

@@ -91,6 +91,13 @@ def test_every_message_kind_escapes_what_it_carries() -> None:
         ),
         "users": protocol.users(users, 2),
         "error": ProtocolError(protocol.UNKNOWN_TYPE, text).to_message(),
+        # Rooms (issue 16): a topic in a notice, a welcome and the list; a direct message.
+        "topic": protocol.system("topic", "Ann", text, 2, TS, room="#dev", topic=text),
+        "welcome with a topic": protocol.welcome("Ann", users, 2, 4096, room="#dev",
+                                                 topic=text),
+        "rooms": protocol.rooms_list([protocol.room_entry("#dev", 2, text)], 1),
+        "msg": protocol.direct(text, text, text, TS, 9),
+        "users of a room": protocol.users(users, 2, room="#dev"),
     }
     for kind, line in lines.items():
         value = assert_safe(protocol.wire_line(line))

@@ -25,7 +25,7 @@ from tests.support.config import FIRST_CONTACT
 from tests.support.tcp import TcpClient
 from tests.support.waits import WAIT, until
 from trio_chat import Bound, serve
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 
 pytest.importorskip("websockets", reason="the seed's client needs websockets (dev extras)")
 
@@ -91,8 +91,8 @@ async def seed_client(bound: Bound, name: str) -> AsyncIterator[SeedClient]:
 
 
 async def test_the_seed_client_sees_the_room_before_it_speaks(nursery: trio.Nursery) -> None:
-    room = Room()
-    bound: Bound = await nursery.start(partial(serve, FIRST_CONTACT, room=room))
+    room = Rooms()
+    bound: Bound = await nursery.start(partial(serve, FIRST_CONTACT, rooms=room))
     async with await TcpClient.connect(bound.tcp_port) as bob, seed_client(bound, "Ann") as ann:
         await bob.join("Bob")
         await until(lambda: room.listeners == 1)  # a second after its handshake
@@ -107,7 +107,7 @@ async def test_the_seed_client_sees_the_room_before_it_speaks(nursery: trio.Nurs
         # A listener is nobody: not in who, not counted, no notice of its own.
         await bob.send({"type": "who"})
         assert await bob.recv_until(type="users") == {
-            "type": "users", "users": ["Bob"], "clients_count": 1
+            "type": "users", "room": "#lobby", "users": ["Bob"], "clients_count": 1
         }
         # Its first message joins it, seed style: everyone sees it arrive, then speak.
         await ann.type("hi Bob")

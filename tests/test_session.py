@@ -12,19 +12,19 @@ from tests.support.seats import Seat
 from tests.support.tcp import TcpClient
 from tests.support.ws import close_reason, get_text
 from trio_chat.config import Config
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import TcpTransport, handle_tcp
 
 CONFIG = Config(queue_size=16, send_timeout=5.0)
 
 
-def tcp_session(nursery: trio.Nursery, room: Room, config: Config = CONFIG) -> TcpClient:
+def tcp_session(nursery: trio.Nursery, room: Rooms, config: Config = CONFIG) -> TcpClient:
     return memory_tcp(nursery, room, config)
 
 
 async def joined_tcp(
-    nursery: trio.Nursery, room: Room, name: str, config: Config = CONFIG
+    nursery: trio.Nursery, room: Rooms, name: str, config: Config = CONFIG
 ) -> TcpClient:
     peer = tcp_session(nursery, room, config)
     await peer.send({"type": "join", "user": name})
@@ -36,7 +36,7 @@ async def joined_tcp(
 async def test_tcp_slow_consumer_is_told_and_closed_others_see_it_leave(
     nursery: trio.Nursery,
 ) -> None:
-    room = Room()
+    room = Rooms()
     watcher = Seat(room, "Watcher")  # it speaks; its own queue (10,000) never overflows
     watcher.take()
     slow = await joined_tcp(nursery, room, "Slow")
@@ -57,7 +57,7 @@ async def test_tcp_slow_consumer_is_told_and_closed_others_see_it_leave(
 async def test_a_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     watcher = await joined_tcp(nursery, room, "Watcher")
     # A lockstep stream: every send_all waits for the reader, like a full kernel buffer.
     client, server = trio.testing.lockstep_stream_pair()
@@ -74,7 +74,7 @@ async def test_a_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
 
 
 async def test_eof_flushes_what_is_queued_before_closing(nursery: trio.Nursery) -> None:
-    room = Room()
+    room = Rooms()
     peer = tcp_session(nursery, room)
     await peer.send_raw(b'/nick Ann\n{"type":"chat","text":"one"}\ntwo\n/who\n')
     await peer.send_eof()
@@ -84,7 +84,7 @@ async def test_eof_flushes_what_is_queued_before_closing(nursery: trio.Nursery) 
 
 
 async def test_last_line_without_newline_counts_at_eof(nursery: trio.Nursery) -> None:
-    room = Room()
+    room = Rooms()
     peer = tcp_session(nursery, room)
     await peer.send_raw(b"/nick Ann\nbye")
     await peer.send_eof()
@@ -96,7 +96,7 @@ async def test_leave_closes_after_flushing(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The server then waits (goodbye_timeout, virtual here) for the peer's FIN."""
-    room = Room()
+    room = Rooms()
     peer = await joined_tcp(nursery, room, "Ann")
     await peer.send({"type": "chat", "text": "last words"})
     await peer.send({"type": "leave"})
@@ -109,7 +109,7 @@ async def test_ws_slow_consumer_gets_close_code_4008(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The close handshake's wait for the peer is virtual here."""
-    room = Room()
+    room = Rooms()
     watcher = Seat(room, "Watcher")
     ws = await memory_ws(nursery, room, CONFIG)
     await ws.send_message(json.dumps({"type": "join", "user": "Slow"}))
@@ -125,7 +125,7 @@ async def test_ws_slow_consumer_gets_close_code_4008(
 
 
 async def test_ws_batch_join_gets_several_objects_per_frame(nursery: trio.Nursery) -> None:
-    room = Room()
+    room = Rooms()
     ws = await memory_ws(nursery, room, CONFIG)
     await ws.send_message(json.dumps({"type": "join", "user": "Ann", "batch": True}))
     # welcome and the join notice are queued together: one frame, two lines.
@@ -134,7 +134,7 @@ async def test_ws_batch_join_gets_several_objects_per_frame(nursery: trio.Nurser
 
 
 async def test_ws_without_batch_gets_one_object_per_frame(nursery: trio.Nursery) -> None:
-    room = Room()
+    room = Rooms()
     ws = await memory_ws(nursery, room, CONFIG)
     await ws.send_message(json.dumps({"type": "join", "user": "Ann"}))
     assert json.loads(await ws.get_message())["type"] == "welcome"
@@ -143,7 +143,7 @@ async def test_ws_without_batch_gets_one_object_per_frame(nursery: trio.Nursery)
 
 async def test_tcp_transport_writes_queued_lines_in_one_send(nursery: trio.Nursery) -> None:
     """Everything queued leaves in one write (the batching the room relies on)."""
-    room = Room()
+    room = Rooms()
     speaker = Seat(room, "Speaker")  # seated first: Ann hears of nobody joining after her
     client, server = trio.testing.memory_stream_pair()
     counting = CountingStream(server)
@@ -175,7 +175,7 @@ async def test_lines_before_an_overlong_one_in_the_same_read_are_still_delivered
     """How the peer's bytes are split into reads must not decide whether the message
     sent before an overlong line reaches the room."""
     config = Config(max_line=256)
-    room = Room()
+    room = Rooms()
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     sender = memory_tcp(nursery, room, config)

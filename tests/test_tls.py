@@ -22,7 +22,7 @@ from tests.support.ws import WsClient
 from trio_chat import Bound, Config, serve
 from trio_chat.cli import default_db_path, main
 from trio_chat.errors import StartupError
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import handle_tcp
 from trio_chat.transports.tls import client_context
@@ -106,7 +106,7 @@ async def test_tls_handshake_is_time_bounded(
     stream = trio.SSLStream(server, tls.server_context, server_side=True)
     start = trio.current_time()
     with trio.fail_after(60):
-        await handler(Admission(Room(), config), stream)
+        await handler(Admission(Rooms(), config), stream)
     assert trio.current_time() - start == pytest.approx(7.0)
     assert await client.receive_some() == b""  # closed
 
@@ -117,7 +117,7 @@ async def test_tls_handshake_over_memory_streams_then_chat(tls: TlsFiles) -> Non
     stream = trio.SSLStream(server, tls.server_context, server_side=True)
     tls_client = trio.SSLStream(client, tls.client_context(), server_hostname="localhost")
     async with trio.open_nursery() as nursery:
-        bob = memory_tcp(nursery, Room(), TEST_CONFIG, ends=(tls_client, stream))
+        bob = memory_tcp(nursery, Rooms(), TEST_CONFIG, ends=(tls_client, stream))
         await bob.send({"type": "ping"})
         assert await bob.recv() == {"type": "pong"}
         await bob.send({"type": "leave"})

@@ -39,7 +39,7 @@ from tests.support.waits import VIRTUAL_WAIT
 from trio_chat import Config, serve
 from trio_chat.protocol import RATE_LIMITED
 from trio_chat.protocol.wsinput import MAX_FRAMES, WIRE_ALLOWANCE, FrameChecker
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.ws import handle_ws
 
@@ -116,7 +116,7 @@ async def test_each_violation_gets_a_close_frame_and_a_logged_reason(
     what: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_chat")
-    room = Room()
+    room = Rooms()
     watcher = memory_tcp(nursery, room, CONFIG)
     await watcher.join("Watcher")
     client, server = trio.testing.memory_stream_pair()
@@ -144,7 +144,7 @@ async def test_a_violation_in_the_first_bytes_after_the_handshake(
     """Frames sent with the request head (before the session exists) are checked too."""
     caplog.set_level(logging.INFO, logger="trio_chat")
     client, server = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, Admission(Room(), CONFIG), server)
+    nursery.start_soon(handle_ws, Admission(Rooms(), CONFIG), server)
     await client.send_all(UPGRADE_REQUEST + frame(TEXT, b"{}", mask=None))
     assert close_of(server_frames(await read_to_eof(client)))[0] == 1002
     assert any("(protocol_error: client frame not masked" in r.getMessage() for r in caplog.records)
@@ -153,7 +153,7 @@ async def test_a_violation_in_the_first_bytes_after_the_handshake(
 async def test_sound_fragmented_messages_and_pings_between_fragments_are_fine(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    room = Room()
+    room = Rooms()
     client, server = trio.testing.memory_stream_pair()
     nursery.start_soon(handle_ws, Admission(room, Config(rate_limit=0)), server)
     parts = [b'{"type":"chat",', b'"text":"h\xc3', b'\xa9llo"}']
@@ -182,7 +182,7 @@ async def test_pings_count_for_flood_control(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     config = Config(rate_limit=5, rate_burst=2, rate_ceiling=5)
-    room = Room()
+    room = Rooms()
     client, server = trio.testing.memory_stream_pair()
     nursery.start_soon(handle_ws, Admission(room, config), server)
     await client.send_all(UPGRADE_REQUEST + join("Pinger"))

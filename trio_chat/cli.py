@@ -78,6 +78,27 @@ def _check_redis(ctx: click.Context, param: click.Parameter, value: str | None) 
     return value
 
 
+class Duration(click.ParamType[float, Any]):
+    """Seconds, or a number with a unit: ``90s``, ``30m``, ``12h``, ``7d``."""
+
+    name = "duration"
+    UNITS: ClassVar[dict[str, float]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        scale = self.UNITS.get(text[-1:], 0)
+        try:
+            seconds = float(text[:-1] if scale else text) * (scale or 1)
+        except ValueError:
+            seconds = -1
+        if not 0 < seconds < float("inf"):
+            self.fail(f"{value!r} is not a duration (seconds, or 90m, 12h, 7d)", param, ctx)
+        return seconds
+
+
 class LazyGroup(click.Group):
     """A group whose optional commands are imported only when run (click's documented
     pattern): ``trio-chat bench`` lives in :mod:`trio_chat.bench`, which ``serve`` and
@@ -124,9 +145,28 @@ def main() -> None:
         help="History database (SQLite file, created if missing); ':memory:' keeps "
         "nothing on disk.")
 @option("--history-keep", type=click.IntRange(1), default=DEFAULTS.history_keep,
-        help="Chat messages kept in the history; older ones are pruned.")
+        help="Chat messages kept per room; older ones are pruned.")
 @option("--history-replay", type=click.IntRange(0), default=DEFAULTS.history_replay,
-        help="Messages replayed to a client that joins without 'since'.")
+        help="Messages of a room replayed to a client that joins it without 'since'.")
+@option("--history-max-mb", type=click.IntRange(1), default=DEFAULTS.history_max_mb,
+        help="Megabytes the history database may use (its pages in use, every room's "
+        "messages); past it the oldest messages of any room are pruned.")
+@option("--history-memory-mb", type=click.IntRange(1), default=DEFAULTS.history_memory_mb,
+        help="Megabytes of the rooms' newest messages kept in memory for replays (the "
+        "database answers the rest).")
+@option("--max-rooms", type=click.IntRange(1), default=DEFAULTS.max_rooms,
+        help="Rooms on this server at once, #lobby included.")
+@option("--max-rooms-per-connection", type=click.IntRange(1),
+        default=DEFAULTS.max_rooms_per_connection,
+        help="Rooms one connection may be in at once.")
+@option("--room-expiry", type=Duration(), default=DEFAULTS.room_expiry,
+        help="How long a room with no members and no new message is kept (seconds, or "
+        "with a unit: 90m, 12h, 7d); #lobby is never removed.")
+@option("--room-create-rate", type=click.FloatRange(0), default=DEFAULTS.room_create_rate,
+        help="Rooms one address (an IPv6 /64) may create per minute, after the burst "
+        "(0: no limit).")
+@option("--room-create-burst", type=click.IntRange(1), default=DEFAULTS.room_create_burst,
+        help="Rooms one address may create at once before --room-create-rate applies.")
 @option("--log-format", type=click.Choice(FORMATS), default=DEFAULTS.log_format,
         help="Log lines as text, or as one JSON object per line.")
 @option("--rate-limit", type=click.FloatRange(0), default=DEFAULTS.rate_limit,

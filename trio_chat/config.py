@@ -99,10 +99,27 @@ class Config:
     #: History database (SQLite file). The library default keeps it in memory; the
     #: CLI's default is ``trio-chat.db`` in the user data directory.
     db: str = ":memory:"
-    #: Chat messages kept in the history; older ones are pruned.
+    #: Chat messages kept in each room's history; older ones are pruned.
     history_keep: int = 10000
-    #: Messages replayed to a joiner that does not send ``since``.
+    #: Messages of a room replayed to a joiner that does not send ``since``.
     history_replay: int = 50
+    #: Megabytes the history database may use (its pages in use) at most; past it the
+    #: oldest messages of any room are pruned.
+    history_max_mb: int = 1024
+    #: Megabytes of history the server keeps in memory for replays (every room's
+    #: newest messages; the store answers the rest).
+    history_memory_mb: int = 64
+    #: Rooms on this server at once (``#lobby`` included); one more: ``too_many_rooms``.
+    max_rooms: int = 10_000
+    #: Rooms one connection may be in at once; one more: ``too_many_rooms``.
+    max_rooms_per_connection: int = 50
+    #: Seconds a room stays with no members and no new message before it is removed
+    #: (``#lobby`` never is).
+    room_expiry: float = 7 * 24 * 3600.0
+    #: Rooms one address may create per minute (0: no limit) ...
+    room_create_rate: float = 1.0
+    #: ... and at once, before that rate applies.
+    room_create_burst: int = 10
     #: Log lines as ``text`` or ``json`` (one object per line).
     log_format: str = "text"
     #: Flood control: messages per second per connection (0 turns it off) ...

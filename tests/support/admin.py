@@ -17,6 +17,10 @@ NAMED = {
     "trio_chat_members": "gauge",
     "trio_chat_cluster_members": "gauge",
     "trio_chat_rooms": "gauge",
+    "trio_chat_rooms_occupied": "gauge",
+    "trio_chat_room_members": "gauge",  # by room: #lobby and the largest
+    "trio_chat_room_memberships": "gauge",
+    "trio_chat_direct_messages": "counter",
     "trio_chat_messages_received": "counter",
     "trio_chat_messages_broadcast": "counter",
     "trio_chat_deliveries": "counter",

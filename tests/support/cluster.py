@@ -26,7 +26,7 @@ from .ws import WsClient, ws_client
 async def node(config: Config) -> AsyncIterator[tuple[Cluster, Bound]]:
     """One cluster server in this event loop."""
     async with open_cluster(config) as cluster, trio.open_nursery() as nursery:
-        bound: Bound = await nursery.start(partial(serve, config, room=cluster.room))
+        bound: Bound = await nursery.start(partial(serve, config, rooms=cluster.rooms))
         yield cluster, bound
         nursery.cancel_scope.cancel()
 

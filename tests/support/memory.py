@@ -16,7 +16,7 @@ from trio_websocket import WebSocketConnection
 
 from trio_chat.config import Config
 from trio_chat.server.limits import Gate
-from trio_chat.server.room import Room
+from trio_chat.server.rooms import Rooms
 from trio_chat.server.session import Session
 from trio_chat.transports.admission import Admission
 from trio_chat.transports.tcp import handle_tcp
@@ -34,7 +34,7 @@ Handler = Callable[[Admission, trio.abc.Stream], Awaitable[None]]
 
 def memory_tcp(
     nursery: trio.Nursery,
-    room: Room,
+    room: Rooms,
     config: Config,
     *,
     gate: Gate[Session] | None = None,
@@ -48,7 +48,7 @@ def memory_tcp(
 
 async def memory_ws(
     nursery: trio.Nursery,
-    room: Room,
+    room: Rooms,
     config: Config,
     *,
     gate: Gate[Session] | None = None,

@@ -7,7 +7,8 @@ import json
 import trio
 
 from trio_chat.history.base import Replay
-from trio_chat.server.room import Member, Room
+from trio_chat.server.room import Member
+from trio_chat.server.rooms import Rooms
 
 from .tcp import Message
 
@@ -18,7 +19,7 @@ class Seat:
     its own member, so a test can speak for it (``room.say(seat.member, ...)``)."""
 
     def __init__(
-        self, room: Room, name: str | None = None, *, queue: int = 10_000, peer: str = "test"
+        self, room: Rooms, name: str | None = None, *, queue: int = 10_000, peer: str = "test"
     ) -> None:
         send, self.inbox = trio.open_memory_channel[str | Replay](queue)
         self.evictions = 0

@@ -3,19 +3,21 @@
 :class:`ServerCollector` is a ``prometheus_client`` custom collector: nothing here runs
 until ``/metrics`` is asked for. It reads the plain counters of
 :class:`trio_chat.server.metrics.Metrics`, walks the live sessions once (their own
-per-connection counts, their state, their queue depth), and asks the room's delivery
+per-connection counts, their state, their queue depth), and asks the rooms' delivery
 about the history and Redis. Names follow Prometheus's conventions: ``trio_chat_``
 first, the unit in the name, counters ending in ``_total``.
 
-The room has one label-free series each today (one room per server); the rooms issue
-adds a ``room`` label to the per-room gauges (``trio_chat_members``...), so these
-names are chosen to take one.
+Rooms: their number, how many have members, and the members of ``#lobby`` and of the
+:data:`LABELLED_ROOMS` largest rooms with a ``room`` label (a server may have ten
+thousand rooms: one series each would cost every scrape, and Prometheus, more than
+they tell). What each scrape computes over the rooms is one pass.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -46,6 +48,9 @@ STATES = ("handshake", "waiting", "listening", "joined")
 #: Transports always reported, even with no connection yet (a dashboard's legend).
 TRANSPORTS = ("tcp", "ws")
 LINK_STATES = ("down", "restoring", "up")
+#: Rooms whose members are a labelled series (``trio_chat_room_members{room}``):
+#: ``#lobby`` and the largest others.
+LABELLED_ROOMS: Final = 20
 #: Disconnect reasons always reported (0 until they happen: a rate() needs the series).
 #: Others (``error``...) appear when they first happen.
 REASONS = (
@@ -76,8 +81,8 @@ class ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         running = self.running
-        room, metrics = running.room, running.room.metrics
-        delivery = room.delivery
+        rooms, metrics = running.rooms, running.rooms.metrics
+        delivery = rooms.delivery
 
         # ---- connections, and what the live ones did so far
         kinds = sorted({*TRANSPORTS, *metrics.transports})
@@ -135,22 +140,49 @@ class ServerCollector(Collector):
             sent_bytes.add_metric([kind], totals.bytes_out + bytes_out[kind])
         yield from (connections, accepted, received, sent, sent_bytes)
 
-        # ---- the room
-        # One room per server today: the rooms issue labels these by room.
-        yield GaugeMetricFamily("trio_chat_rooms", "Rooms on this server.", value=1)
+        # ---- the rooms
+        every = rooms.all
+        occupied = [room for room in every if len(room)]
+        yield GaugeMetricFamily("trio_chat_rooms", "Rooms on this server.", value=len(every))
         yield GaugeMetricFamily(
-            "trio_chat_members", "Members (joined under a name) on this server.", value=len(room)
+            "trio_chat_rooms_occupied", "Rooms with at least one member on this server.",
+            value=len(occupied),
         )
+        yield GaugeMetricFamily(
+            "trio_chat_members", "Members (connections joined under a name) on this server.",
+            value=len(rooms),
+        )
+        yield GaugeMetricFamily(
+            "trio_chat_room_memberships",
+            "Members of rooms, summed over the rooms (a member of three rooms counts 3).",
+            value=sum(len(room) for room in occupied),
+        )
+        per_room = GaugeMetricFamily(
+            "trio_chat_room_members",
+            f"Members of #lobby and of the {LABELLED_ROOMS} largest other rooms (every "
+            "server's in #lobby with --redis).",
+            labels=["room"],
+        )
+        largest = heapq.nlargest(
+            LABELLED_ROOMS, (room for room in occupied if not room.lobby), key=len
+        )
+        for room in [rooms.lobby, *largest]:
+            per_room.add_metric([room.name], room.count)
+        yield per_room
         yield GaugeMetricFamily(
             "trio_chat_held_seats",
             "Members whose connection was lost, their seat kept for a resume "
             "(--resume-grace); counted in trio_chat_members too.",
-            value=len(room.seats.held()),
+            value=len(rooms.seats.held()),
         )
         yield GaugeMetricFamily(
             "trio_chat_cluster_members",
-            "Members on every server sharing the room (this server's without --redis).",
-            value=room.count,
+            "Members of #lobby on every server sharing it (this server's without --redis).",
+            value=rooms.count,
+        )
+        yield CounterMetricFamily(
+            "trio_chat_direct_messages", "Direct messages sent by this server's users.",
+            value=metrics.direct_messages,
         )
         broadcast = CounterMetricFamily(
             "trio_chat_messages_broadcast",
@@ -211,6 +243,22 @@ class ServerCollector(Collector):
             "Chat messages taken and not yet stored (SQLite writer, or Redis).",
             value=delivery.pending,
         )
+        history = rooms.history
+        if history is not None:
+            if history.memory_bytes is not None:
+                yield GaugeMetricFamily(
+                    "trio_chat_history_memory_bytes",
+                    "Bytes of the rooms' newest messages held in memory for replays "
+                    "(bounded by --history-memory-mb).",
+                    value=history.memory_bytes,
+                )
+            if history.stored_bytes is not None:
+                yield GaugeMetricFamily(
+                    "trio_chat_history_stored_bytes",
+                    "Bytes of the history database's pages in use (indexes included, not "
+                    "the WAL): what --history-max-mb bounds.",
+                    value=history.stored_bytes,
+                )
         yield histogram(
             "trio_chat_history_commit_seconds",
             "Seconds per batch to reach the history: an SQLite commit, or the Redis "
@@ -234,8 +282,8 @@ class ServerCollector(Collector):
 
     def _redis(self) -> Iterator[Metric]:
         running = self.running
-        metrics = running.room.metrics
-        state, links = running.room.delivery.link or ("down", 0)
+        metrics = running.rooms.metrics
+        state, links = running.rooms.delivery.link or ("down", 0)
         yield GaugeMetricFamily(
             "trio_chat_redis_up", "1 while the link to Redis is up.", value=int(state == "up")
         )

@@ -30,7 +30,7 @@ def readiness(running: Running) -> list[str]:
         reasons.append("shutting down")
     elif not running.accepting:
         reasons.append("starting: not accepting connections yet")
-    why = running.room.delivery.not_ready()
+    why = running.rooms.delivery.not_ready()
     if why is not None:
         reasons.append(why)
     return reasons

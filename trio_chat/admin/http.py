@@ -82,7 +82,7 @@ async def serve_admin(
                 limiter.release()
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(watch_event_loop, running.room.metrics.event_loop_lag)
+        await nursery.start(watch_event_loop, running.rooms.metrics.event_loop_lag)
         await nursery.start(trio.serve_listeners, handle, list(listeners))
         task_status.started()
 

@@ -58,13 +58,23 @@ from .targets import (
 @click.option("--redis-wait", type=click.IntRange(0), default=0, metavar="N",
               help="With --cluster: also measure each row with N replicas of its Redis, "
                    "and with them and 'serve --redis-wait N'.")
+@click.option("--rooms", type=click.IntRange(2), default=None, metavar="N",
+              help="Also measure each mode with the clients spread over N rooms (a "
+                   "message reaches its room's members only; the senders are dealt over "
+                   "the rooms: use --senders N for one per room), in the same runs.")
+@click.option("--baseline", default=None, metavar="PYTHON",
+              help="Also measure each mode (one room) as run by this Python: an older "
+                   "checkout's virtualenv, for before/after figures in the same runs "
+                   "(rows 'baseline MODE').")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs: int,
-          scale: bool, cluster: int | None, redis_wait: int, as_json: bool,
-          **settings: Any) -> None:
+          scale: bool, cluster: int | None, redis_wait: int, rooms: int | None,
+          baseline: str | None, as_json: bool, **settings: Any) -> None:
     """Fan-out benchmark: trio-chat against peer servers, in one run."""
     config = Settings(**settings)
     targets: list[Target]
+    if (rooms or baseline) and (scale or cluster):
+        raise click.UsageError("--rooms and --baseline go with the fan-out benchmark only")
     if cluster:
         if scale or peers:
             raise click.UsageError("--cluster measures trio-chat alone: no --scale, no --peer")
@@ -78,7 +88,14 @@ def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs:
     elif scale:
         targets = [scale_target()] if not modes else []
     else:
-        targets = our_targets(modes or MODES)
+        targets = []
+        for mode in modes or MODES:  # each mode's rows side by side, in every run
+            targets += our_targets([mode])
+            if baseline:
+                targets += our_targets([mode], python=baseline, label="baseline")
+            if rooms:
+                targets += our_targets([mode], rooms=rooms)
+
     for name, url, command in peers:
         try:
             targets.append(peer_target(name, url, command))

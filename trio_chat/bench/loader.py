@@ -169,6 +169,8 @@ class Client:
         "name",
         "own",
         "probe",
+        "room",
+        "room_field",
         "sender",
         "sending",
         "seq",
@@ -177,9 +179,15 @@ class Client:
         "w",
     )
 
-    def __init__(self, cid: int, *, frame: bool, probe: bool, sender: bool, w: Window) -> None:
+    def __init__(
+        self, cid: int, *, frame: bool, probe: bool, sender: bool, w: Window, room: int = 0,
+        rooms: int = 1,
+    ) -> None:
         self.cid = cid
         self.name = f"c{cid}"
+        #: Its room's index, and (over several rooms) the chat field that names it.
+        self.room = room
+        self.room_field = b'"room":"#r%d",' % room if rooms > 1 else b""
         self.frame = frame  # WebSocket: wrap what we send in client frames
         self.probe = probe
         self.sender = sender
@@ -231,11 +239,11 @@ class Client:
                 parts.append(b"\x12" + _varint(len(chat)) + chat)
             await stream.send_messages(parts)
             return
-        user = "" if ours else f'"user":"{self.name}",'
+        user = ("" if ours else f'"user":"{self.name}",').encode() + self.room_field
         for _ in range(n):
             self.seq += 1
             raw = b'{"type":"chat",%s"text":"bench#%d#%d#%d#"}' % (
-                user.encode(), self.cid, self.seq, now
+                user, self.cid, self.seq, now
             )
             parts.append(ws_client_frame(raw) if self.frame else raw + b"\n")
         assert isinstance(stream, trio.SocketStream)
@@ -351,6 +359,8 @@ class Loader:
                 probe=settings.probe_every > 0 and cid % settings.probe_every == 1,
                 sender=cid in senders,
                 w=self.w,
+                room=cid % target.rooms,
+                rooms=target.rooms,
             )
             async with limit:
                 try:
@@ -364,6 +374,8 @@ class Loader:
                     nursery.start_soon(client.read_loop, target.ours)
                     if target.ours:
                         join: dict[str, Any] = {"type": "join", "user": client.name}
+                        if target.rooms > 1:  # that room instead of #lobby
+                            join["room"] = f"#r{client.room}"
                         if target.batch:
                             join["batch"] = True
                         await client.send_json(join)
@@ -422,10 +434,12 @@ class Loader:
             w.sending = False
         # Drain: wait until nothing more arrives for a second (or the drain limit). A
         # lone loader holds every sender, so it knows when everything has arrived.
-        sent = sum(c.seq for c in senders)
+        sent_in: dict[int, int] = {}
+        for c in senders:
+            sent_in[c.room] = sent_in.get(c.room, 0) + c.seq
         last, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + s.drain
         while time.monotonic() < deadline:
-            if s.loaders == 1 and all(c.count >= sent for c in self.clients):
+            if s.loaders == 1 and all(c.count >= sent_in.get(c.room, 0) for c in self.clients):
                 break
             total = sum(c.count for c in self.clients)
             if total != last:
@@ -437,7 +451,8 @@ class Loader:
         return {
             "delivered": counts1 - counts0,
             "sent": sum(c.seq for c in senders),
-            "received": [c.count for c in self.clients],
+            "sent_in": sorted(sent_in.items()),
+            "received": [(c.room, c.count) for c in self.clients],
             "disconnected": sum(c.closed for c in self.clients),
             "latencies": latencies,
             "loader_cpu": (cpu1 - cpu0) / s.duration,

@@ -75,8 +75,9 @@ def report(results: list[Result], scale: bool = False) -> str:
                 f"{r.server_peak_rss_mb:>7.1f}" + (f"  ERROR {r.error}" if r.error else "")
             )
         return "\n".join(lines)
+    wide = max(18, *map(len, names))
     lines.append(
-        f"{'server':<18} {'deliveries/s (min-max)':>24} {'per CPU-s':>9} {'p50 ms':>7} "
+        f"{'server':<{wide}} {'deliveries/s (min-max)':>24} {'per CPU-s':>9} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'max ms':>7} {'lost':>5} {'srv CPU':>7} {'peak MB':>7} {'loader':>6}"
     )
     rate: dict[str, float] = {}
@@ -87,7 +88,7 @@ def report(results: list[Result], scale: bool = False) -> str:
         per_cpu[name] = _median([r.per_cpu_s for r in rows])
         row = _summarize(rows)
         lines.append(
-            f"{name:<18} {rate[name]:>11,.0f} {row.spread:>12} {per_cpu[name]:>9,.0f} "
+            f"{name:<{wide}} {rate[name]:>11,.0f} {row.spread:>12} {per_cpu[name]:>9,.0f} "
             f"{_fmt(row.p50):>7} {_fmt(row.p99):>7} {_fmt(row.worst):>7} {row.lost:>5} "
             f"{_median([r.server_cpu for r in rows]):>7.0%} "
             f"{max(r.server_peak_rss_mb for r in rows):>7.1f} "
@@ -95,19 +96,26 @@ def report(results: list[Result], scale: bool = False) -> str:
         )
     ours = [n for n in names if n.startswith("trio-chat")]
     peers = [n for n in names if n not in ours]
-    if peers:
+    # Each of our rows against each peer; a baseline (this code before a change) and a
+    # several-rooms row against their own mode's one-room row only.
+    pairs = [
+        (n, p) for n in ours for p in peers
+        if not p.startswith("baseline ") or n == "trio-chat " + p.removeprefix("baseline ")
+    ]
+    pairs += [(n, n.split(" x", 1)[0]) for n in ours
+              if n.endswith(" rooms") and n.split(" x", 1)[0] in rate]
+    if pairs:
         lines.append("ratios (median of runs; per-run spread; per server CPU-second):")
-    for n in ours:
-        for p in peers:
-            if rate[p]:
-                ratios = [
-                    a.deliveries_per_s / b.deliveries_per_s
-                    for a in results if a.target == n
-                    for b in results if b.target == p and b.run == a.run and b.deliveries_per_s
-                ]  # fmt: skip
-                spread = f" (runs {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
-                cpu = f"; {per_cpu[n] / per_cpu[p]:.2f}x per CPU-s" if per_cpu[p] else ""
-                lines.append(f"  {n} / {p}: {rate[n] / rate[p]:.2f}x{spread}{cpu}")
+    for n, p in pairs:
+        if rate[p]:
+            ratios = [
+                a.deliveries_per_s / b.deliveries_per_s
+                for a in results if a.target == n
+                for b in results if b.target == p and b.run == a.run and b.deliveries_per_s
+            ]  # fmt: skip
+            spread = f" (runs {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+            cpu = f"; {per_cpu[n] / per_cpu[p]:.2f}x per CPU-s" if per_cpu[p] else ""
+            lines.append(f"  {n} / {p}: {rate[n] / rate[p]:.2f}x{spread}{cpu}")
     lines.extend(_profiles(results))
     if any(r.loader_saturated for r in results):
         lines.append(

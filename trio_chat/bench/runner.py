@@ -69,10 +69,18 @@ def split(ids: Sequence[int], parts: int) -> list[list[int]]:
     return [list(ids[i::parts]) for i in range(parts)]
 
 
-def pick_senders(clients: int, senders: int) -> set[int]:
-    """Senders spread evenly over the join order."""
+def pick_senders(clients: int, senders: int, rooms: int = 1) -> set[int]:
+    """Senders spread evenly over the join order; over several rooms, as evenly over
+    the rooms (client ``cid`` is in room ``cid % rooms``)."""
+    if rooms > 1:
+        return set(range(min(senders, clients)))  # the first ones: one per room in turn
     step = max(1, clients // max(1, senders))
     return {i * step for i in range(min(senders, clients))}
+
+
+def room_of(cid: int, rooms: int) -> int:
+    """The room client ``cid`` joins when the clients are spread over ``rooms``."""
+    return cid % rooms
 
 
 def percentile(ordered: list[int], q: float) -> float:
@@ -91,7 +99,7 @@ def measure_fanout(target: Target, settings: Settings, run: int = 0) -> Result:
         proc = running.servers[0]
         loaders = Loaders(target, s, s.clients)
         try:
-            senders = pick_senders(s.clients, s.senders)
+            senders = pick_senders(s.clients, s.senders, target.rooms)
             ids = split(range(s.clients), s.loaders)
             replies = loaders.ask([("connect", part, senders) for part in ids], 120)
             result.connected = sum(r["connected"] for r in replies)
@@ -102,7 +110,9 @@ def measure_fanout(target: Target, settings: Settings, run: int = 0) -> Result:
             time.sleep(0.5)  # let the join notices settle
             servers = [psutil.Process(p.pid) for p in running.servers]
             redis = None if running.redis is None else psutil.Process(running.redis.pid)
-            rate = s.rate / s.clients / max(1, len(senders)) if s.rate else 0.0
+            # Deliveries per message: the members of its room.
+            per_message = s.clients / target.rooms
+            rate = s.rate / per_message / max(1, len(senders)) if s.rate else 0.0
             t0 = time.monotonic() + 0.3
             loaders.tell(("run", t0, rate))
             time.sleep(max(0.0, t0 + s.warmup - time.monotonic()))
@@ -130,8 +140,13 @@ def measure_fanout(target: Target, settings: Settings, run: int = 0) -> Result:
     result.deliveries_per_s = sum(r["delivered"] for r in runs) / s.duration
     if cpu1 > cpu0:
         result.per_cpu_s = sum(r["delivered"] for r in runs) / (cpu1 - cpu0)
-    received = [n for r in runs for n in r["received"]]
-    result.lost = sum(max(0, result.messages_sent - n) for n in received)
+    # Each client should have every message sent in its room.
+    sent_in: dict[int, int] = {}
+    for r in runs:
+        for room, n in r["sent_in"]:
+            sent_in[room] = sent_in.get(room, 0) + n
+    received = [(room, n) for r in runs for room, n in r["received"]]
+    result.lost = sum(max(0, sent_in.get(room, 0) - n) for room, n in received)
     result.disconnected = sum(r["disconnected"] for r in runs)
     result.loader_cpu = [round(r["loader_cpu"], 2) for r in runs]
     result.loader_saturated = any(c >= SATURATED for c in result.loader_cpu)

@@ -39,6 +39,7 @@ class Target:
     nodes: tuple[Target, ...] = ()  # cluster mode: the other processes sharing the room
     redis_port: int | None = None  # cluster mode: start a redis-server here for each run
     redis_replicas: int = 0  # ... with this many replicas of it
+    rooms: int = 1  # the clients are spread over this many rooms (trio-chat only)
 
     @property
     def processes(self) -> int:
@@ -74,10 +75,12 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
 
 def our_targets(
     modes: Sequence[str], python: str = sys.executable, redis_port: int | None = None,
-    extra: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (), rooms: int = 1, label: str = "trio-chat",
 ) -> list[Target]:
     """trio-chat, one server per mode, on free ports (on the Redis at ``redis_port``
-    when given)."""
+    when given; the clients spread over ``rooms`` rooms when more than one). Another
+    ``python`` (an older checkout's) runs in isolated mode, so the working directory's
+    code cannot stand in for its own."""
     targets = []
     for mode in modes:
         tcp, ws = free_port(), free_port()
@@ -91,14 +94,18 @@ def our_targets(
             url = f"tcp://127.0.0.1:{tcp}"
         else:
             url = f"ws://127.0.0.1:{ws}/"
+        # Every client creates or joins its room at once, from one address.
+        spread = ("--room-create-rate", "0") if rooms > 1 else ()
+        isolated = ("-I",) if python != sys.executable else ()
         command = (
-            python, "-m", "trio_chat", "serve", "--log-level", "warning",
+            python, *isolated, "-m", "trio_chat", "serve", "--log-level", "warning",
             "--tcp-port", str(tcp), "--ws-port", str(ws), *grpc, *SERVE_OPTIONS, *cluster,
-            *extra,
+            *spread, *extra,
         )  # fmt: skip
+        name = f"{label} {mode}" + (f" x{rooms} rooms" if rooms > 1 else "")
         target = Target(
-            f"trio-chat {mode}", url, command, batch=mode.endswith("-batch"), ours=True,
-            redis_port=redis_port,
+            name, url, command, batch=mode.endswith("-batch"), ours=True,
+            redis_port=redis_port, rooms=rooms,
         )  # fmt: skip
         targets.append(target)
     return targets

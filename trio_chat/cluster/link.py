@@ -50,12 +50,13 @@ from ..config import SENTINEL_SCHEME, Config, parse_sentinel_url, redacted_url
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
 from ..history.writer import MAX_PENDING
-from ..protocol import skeleton
+from ..protocol import LOBBY, NO_SUCH_USER, ProtocolError, skeleton
 from ..pulse import Pulse
 from ..server.delivery import Delivery
 from ..server.metrics import Histogram
 from ..server.pacing import PACE_SHARE
-from ..server.room import Room
+from ..server.room import Member, Room
+from ..server.rooms import Rooms
 from ..server.seats import token_key
 from . import scripts as lua
 from .history import ClusterHistory
@@ -122,10 +123,16 @@ class LinkState(enum.Enum):
 
 
 class Cluster(Delivery):
-    """Every server on one Redis shares the room: the delivery that publishes to the
+    """Every server on one Redis shares ``#lobby``: the delivery that publishes to the
     history stream, and the link that connects (and reconnects with backoff), reads
     both streams into the room, publishes the outbox and presence changes, and
-    heartbeats. Bind it to a room (``Room(cluster)``) before :meth:`run`."""
+    heartbeats. Bind it to the rooms (``Rooms(cluster)``) before :meth:`run`.
+
+    One room for now: ``#lobby`` (:attr:`many_rooms` is False: other rooms are refused
+    with ``room_invalid``, and ``#lobby`` cannot be parted); a direct message reaches
+    users of this server only, without an id."""
+
+    many_rooms = False
 
     def __init__(self, config: Config, node: str | None = None) -> None:
         self.config = config
@@ -169,11 +176,34 @@ class Cluster(Delivery):
     async def wait_writable(self) -> None:
         await self.outbox.wait_writable()
 
-    def publish(self, user: str, text: str, ts: str) -> None:
+    def publish(self, room: Room, user: str, text: str, ts: str) -> None:
         if self.outbox.add(user, text, ts):
             # Redis is unreachable: delivered here now, without an id.
-            self.room.broadcast(protocol.chat(user, text, ts))
+            room.broadcast(protocol.chat(user, text, ts, room=LOBBY))
         # Else every server broadcasts it when it reads it back from the stream.
+
+    def direct(self, sender: Member, to: str, text: str, ts: str) -> None:
+        """Direct messages across servers (and their ids from Redis) are the cluster's
+        next step: for now, a user of this server gets it, without an id."""
+        recipient = self.rooms.user(to)
+        if recipient is None or recipient.name is None:
+            elsewhere = any(protocol.name_key(name) == protocol.name_key(to)
+                            for name in self.presence.names())
+            raise ProtocolError(NO_SUCH_USER, (
+                f"'{to}' is on another server: direct messages across servers are not "
+                "supported yet" if elsewhere else f"nobody is called '{to}'"
+            ))
+        assert sender.name is not None
+        line = protocol.direct(sender.name, recipient.name, text, ts)
+        recipient.deliver(line)
+        if recipient is not sender:
+            sender.deliver(line)
+
+    def room_saved(self, room: Room) -> None:
+        pass  # #lobby only: nothing to keep about it (its topic lives on this server)
+
+    def room_removed(self, room: Room) -> None:
+        pass  # #lobby is never removed
 
     async def flush(self) -> None:
         """Wait (a bounded time) until Redis has shown back every message this server
@@ -224,10 +254,11 @@ class Cluster(Delivery):
         if held:
             self.presence.change("unhold", name, token_key(token))
 
-    async def take_seat(self, token: str, name: str) -> str | None:
-        """Move the seat another server holds for ``token`` here (the RESUME script);
-        None if there is none, or Redis cannot say within CLAIM_TIMEOUT. Shielded: once
-        the script has run, the seat is this server's, and the caller must seat it."""
+    async def take_seat(self, token: str, name: str) -> tuple[str, list[str]] | None:
+        """Move the seat another server holds for ``token`` here (the RESUME script),
+        with the rooms it was in (``#lobby``); None if there is none, or Redis cannot
+        say within CLAIM_TIMEOUT. Shielded: once the script has run, the seat is this
+        server's, and the caller must seat it."""
         client = self._client
         if client is None or not self.connected:
             return None
@@ -244,7 +275,7 @@ class Cluster(Delivery):
         moved = str(result[1])
         log.info("cluster: %s resumed here from another server", moved)
         self.presence.forget_name(moved)  # its old server's entry; ours is the room's
-        return moved
+        return moved, [LOBBY]
 
     @property
     def pending(self) -> int:
@@ -395,7 +426,7 @@ class Cluster(Delivery):
         asynchronously; every server that saw it re-syncs, so none publishes past a
         message another still has to restore), and the history's *last id* (behind
         what this server read or published means writes were lost)."""
-        metrics = self.room.metrics
+        metrics = self.rooms.metrics
         with trio.fail_after(COMMAND_TIMEOUT):
             await client.set(PREFIX + "epoch", secrets.token_hex(8), condition=coredis.PureToken.NX)
             epoch = await client.get(PREFIX + "epoch")
@@ -488,8 +519,8 @@ class Cluster(Delivery):
         (see :meth:`_give_way`)."""
         # From here on, changes are sent after this full list, so none is lost.
         self.presence.changes.clear()
-        members = self.room.names
-        for member, left in self.room.seats.held():
+        members = self.rooms.user_names
+        for member, left in self.rooms.seats.held():
             # Redis may have lost the tokens (or never got them): put them back.
             if member.name is not None and member.token is not None and left > 0:
                 self.presence.hold(member.name, token_key(member.token), int(left * 1000))
@@ -510,12 +541,12 @@ class Cluster(Delivery):
         locally (Redis unreachable, or too slow to ask): the member here, the later
         claimer, is renamed to the first free variant (``Ann2``...)."""
         for variant in islice(protocol.variants(name), MAX_VARIANTS):
-            if self.room.holds(variant):
+            if self.rooms.holds(variant):
                 continue
             if await self._script(client, lua.CLAIM, [self.node, skeleton(variant)]):
                 log.warning("cluster: name %r was claimed on another server first; "
                             "renaming the member here to %r", name, variant)
-                self.room.rename(name, variant)
+                self.rooms.rename(name, variant)
                 return
         log.error("cluster: no free variant of the name %r", name)
 
@@ -550,13 +581,16 @@ class Cluster(Delivery):
 
     def _down(self) -> None:
         for out in self.outbox.went_down():
-            self.room.broadcast(protocol.chat(out.user, out.text, out.timestamp))
+            self.rooms.lobby.broadcast(
+                protocol.chat(out.user, out.text, out.timestamp, room=LOBBY)
+            )
         self._set_state(LinkState.DOWN)
 
     # ------------------------------------------------------------ the tasks
 
     async def _read_loop(self, client: coredis.Redis[str]) -> None:
-        room = self.room
+        rooms = self.rooms
+        room = rooms.lobby
         budget = max(1, self.config.queue_size // PACE_SHARE)
         history_key, events_key = PREFIX + "history", PREFIX + "events"
         while True:
@@ -570,7 +604,7 @@ class Cluster(Delivery):
             if self.config.redis_wait and read.get(history_key):
                 await self._fence(client)
             now_us = time.time() * 1e6  # ids are Redis's clock in microseconds
-            lag = room.metrics.publish_lag
+            lag = rooms.metrics.publish_lag
             for entry in read.get(events_key, ()):
                 self._events_cursor = str(entry.identifier)
                 self._on_event(entry.field_values)
@@ -584,7 +618,7 @@ class Cluster(Delivery):
                 if line is not None:
                     lag.observe(max(0.0, now_us - self.history.last_id) / 1e6)
                     room.broadcast(line)
-                    await room.pacer.step(budget)
+                    await rooms.pacer.step(budget)
 
     async def _fence(self, client: coredis.Redis[str]) -> None:
         """``--redis-wait N``: return once N replicas have everything Redis had when the
@@ -634,7 +668,7 @@ class Cluster(Delivery):
         node = fields.get("node", "")
         if node == self.node:
             return
-        presence, room = self.presence, self.room
+        presence, room = self.presence, self.rooms.lobby
         # Each event is read once; the view may have it already (a refresh read the
         # other server's list first), but the notice is still due.
         event, name = fields.get("e"), fields.get("n", "")
@@ -653,7 +687,7 @@ class Cluster(Delivery):
             # A seat held on one server was taken back on another (node): no notice.
             source = fields.get("from", "")
             if source == self.node:
-                room.moved_away(name)
+                self.rooms.moved_away(name)
             else:
                 presence.remove(source, name)
             presence.add(node, name)
@@ -684,7 +718,7 @@ class Cluster(Delivery):
             outbox.mark_published(batch)
 
     async def _presence_loop(self, client: coredis.Redis[str]) -> None:
-        presence, room = self.presence, self.room
+        presence, rooms = self.presence, self.rooms
         while True:
             await presence.wait_work()
             args: list[str | int] = [EVENTS_KEEP]
@@ -696,7 +730,7 @@ class Cluster(Delivery):
                     continue
                 # A member here holds the name again (left and came back, or a claim
                 # for a join that failed locally): its claim stays.
-                keep = int(room.holds(old if op == "rename" else name))
+                keep = int(rooms.holds(old if op == "rename" else name))
                 args += [op, skeleton(name), name, skeleton(old) if old else "", old, keep]
             with trio.fail_after(COMMAND_TIMEOUT):
                 await self._script(client, lua.PRESENCE, [self.node, *args])
@@ -778,11 +812,11 @@ async def open_cluster(config: Config) -> AsyncIterator[Cluster]:
     """Link to the Redis in ``config.redis`` (raises ``StartupError``, exit code 2, if
     it cannot be used) and keep the link up until exit; then leave the cluster.
 
-    The cluster is the room's delivery: ``Room(cluster)``. It binds the room it
-    serves when entered, so the room must be built before the link starts."""
+    The cluster is the rooms' delivery: ``Rooms(cluster)``. It binds the rooms it
+    serves when entered, so they must be built before the link starts."""
     cluster = Cluster(config)
-    # Binds itself as cluster.room, which the link reads from the start.
-    Room(cluster, max_text=config.max_text, resume_grace=config.resume_grace)
+    # Binds itself as cluster.rooms, which the link reads from the start.
+    Rooms(cluster, config=config)
     async with trio.open_nursery() as nursery:
         await nursery.start(cluster.run)
         try:

@@ -2,36 +2,78 @@
 
 :class:`SqliteStore` is the schema and the statements, run in the writer thread of
 :class:`~.writer.BatchingStore`; :class:`SqliteHistory` allocates ids in the event loop,
-so they follow the one order in which the room broadcasts. A store holds its file's
+so they follow the one order in which the rooms broadcast. A store holds its file's
 lock (:mod:`.lock`: one server per database) from before it opens the file until after
 it has closed it, and checks the file before it writes to it (``_prepare``).
+
+Schema version 2 keeps every room's messages in one table (ids are one sequence), with
+the room's key on each row and an index by room, and the rooms themselves (their name
+as first created, topic, when last used, how far pruned) in ``rooms``. A version 1
+file (one room) is migrated when a server first opens it: its messages are
+``#lobby``'s. Each batch prunes the rooms it wrote to past ``--history-keep``, then the
+oldest messages of any room while the database's pages in use are over
+``--history-max-mb`` (what the file really holds, indexes included, read from two
+pragmas: nothing to count per row).
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final, NamedTuple
 
 from ..config import Config
-from ..protocol import MAX_ID
-from .base import RING, History, IdsExhausted, Snapshot, StoredMessage
+from ..protocol import LOBBY, LOBBY_KEY, MAX_ID, room_key
+from .base import (
+    MEMORY_BUDGET,
+    RING,
+    History,
+    IdsExhausted,
+    Replay,
+    RoomLog,
+    Snapshot,
+    StoredMessage,
+    StoredRoom,
+    Tails,
+)
 from .lock import DatabaseInUse, DatabaseLock
-from .writer import COMMIT_INTERVAL, MAX_PENDING, BatchingStore, StoreError, running
+from .writer import (
+    COMMIT_INTERVAL,
+    MAX_PENDING,
+    BatchingStore,
+    RoomChange,
+    StoreError,
+    running,
+)
 
 log = logging.getLogger(__name__)
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 1
-#: The tables and columns a database of this version must have: (type, primary key).
-SCHEMA: Final = {
-    "messages": {"id": ("INTEGER", 1), "user": ("TEXT", 0), "text": ("TEXT", 0),
-                 "ts": ("TEXT", 0)},
-    "meta": {"key": ("TEXT", 1), "value": ("INTEGER", 0)},
+SCHEMA_VERSION: Final = 2
+#: The tables and columns a database of each version must have: (type, primary key).
+SCHEMAS: Final = {
+    1: {
+        "messages": {"id": ("INTEGER", 1), "user": ("TEXT", 0), "text": ("TEXT", 0),
+                     "ts": ("TEXT", 0)},
+        "meta": {"key": ("TEXT", 1), "value": ("INTEGER", 0)},
+    },
+    2: {
+        "messages": {"id": ("INTEGER", 1), "user": ("TEXT", 0), "text": ("TEXT", 0),
+                     "ts": ("TEXT", 0), "room": ("TEXT", 0)},
+        "rooms": {"key": ("TEXT", 1), "name": ("TEXT", 0), "topic": ("TEXT", 0),
+                  "active": ("REAL", 0), "pruned_through": ("INTEGER", 0)},
+        "meta": {"key": ("TEXT", 1), "value": ("INTEGER", 0)},
+    },
 }
+SCHEMA: Final = SCHEMAS[SCHEMA_VERSION]
+#: The server-wide bound on stored history by default (``--history-max-mb``).
+MAX_BYTES: Final = 1024 * 2**20
+#: Rows deleted per step at most when pruning the oldest messages of every room.
+PRUNE_STEP: Final = 512
 #: The meta rows, each an integer from 0 to this.
 META: Final = {"pruned_through": MAX_ID, "clean": 1, "window": MAX_ID, "id_floor": MAX_ID}
 
@@ -58,9 +100,32 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _stored(row: tuple[int, object, object, object]) -> StoredMessage:
+def _stored(row: tuple[int, object, object, object], room: str = LOBBY) -> StoredMessage:
     """A row as a message whose fields are strings whatever a tampered row holds."""
-    return StoredMessage(row[0], _text(row[1]), _text(row[2]), _text(row[3]))
+    return StoredMessage(row[0], _text(row[1]), _text(row[2]), _text(row[3]), room)
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """The database's pages in use, in bytes (what ``--history-max-mb`` bounds)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def _name_in(batch: list[StoredMessage], key: str) -> str:
+    """The room's name as a message of ``batch`` shows it (a room new to the store)."""
+    return next((m.room for m in batch if room_key(m.room) == key), key)
+
+
+class _RoomRows:
+    """A room's rows as the writer thread keeps count of them."""
+
+    __slots__ = ("count", "name")
+
+    def __init__(self, name: str, count: int = 0) -> None:
+        self.name = name
+        self.count = count
 
 
 class SqliteStore(BatchingStore):
@@ -68,24 +133,34 @@ class SqliteStore(BatchingStore):
 
     Schema version in ``PRAGMA user_version``. ``synchronous=NORMAL``: a commit
     survives the process being killed; a power cut may roll back the last commits.
+    ``keep`` is per room; ``max_bytes`` bounds the database's pages in use.
     """
 
     def __init__(
         self, path: str, *, keep: int, max_pending: int = MAX_PENDING,
-        commit_interval: float = COMMIT_INTERVAL,
+        commit_interval: float = COMMIT_INTERVAL, max_bytes: int = MAX_BYTES,
     ) -> None:
         super().__init__(keep=keep, max_pending=max_pending, commit_interval=commit_interval)
         self.path = path
+        self.max_bytes = max_bytes
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._count = 0
-        self._meta_pruned = 0  # pruned_through as the database has it
+        # The writer thread's count of every room's rows (by key), and of all of them.
+        self._rows: dict[str, _RoomRows] = {}
+        self._bytes = 0  # the pages in use, in bytes, after the last commit
+        self._meta_lost = 0  # the meta row pruned_through as the database has it
         self._lock: DatabaseLock | None = None  # one server per database file
         if path != MEMORY:
             # A file has a second connection, read from trio's worker threads (one at a
             # time), so replay reads never wait for a commit: WAL readers see the last
             # commit while the writer goes on.
             self._reads_beside_writer = True
+
+    @property
+    def stored_bytes(self) -> int:
+        """The database's pages in use, in bytes (indexes included, the WAL not), as of
+        the last commit: what ``max_bytes`` bounds."""
+        return self._bytes
 
     def _connect(self, *, for_reads: bool = False) -> sqlite3.Connection:
         # Autocommit mode: we BEGIN/COMMIT ourselves. The writing connection lives in
@@ -120,7 +195,8 @@ class SqliteStore(BatchingStore):
         return snapshot
 
     def _prepare(self, conn: sqlite3.Connection, tail: int) -> Snapshot:
-        """Check the database, then take it over for this run.
+        """Check the database, then take it over for this run (migrating a version 1
+        file first).
 
         Everything that can refuse it is read first, in a read transaction, before
         anything is written (not even the switch to WAL): a database this refuses is
@@ -140,6 +216,8 @@ class SqliteStore(BatchingStore):
             if plan is None:
                 self._create(conn)
                 plan = _Plan(last_id=0, pruned=0, rows=0)
+            elif conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                self._migrate(conn)
             conn.executemany(
                 "UPDATE meta SET value = ? WHERE key = ?",
                 [
@@ -149,6 +227,7 @@ class SqliteStore(BatchingStore):
                     (plan.pruned, "pruned_through"),
                 ],
             )
+            rooms = self._load_rooms(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -161,16 +240,18 @@ class SqliteStore(BatchingStore):
                 "history: the last run did not stop cleanly; up to %d messages "
                 "may be lost; ids continue after %d", plan.lost_window, plan.last_id
             )
-        self._count = plan.rows
-        self._meta_pruned = plan.pruned
+        self._meta_lost = plan.pruned
+        self.lost_through = plan.pruned
+        names = {key: room.name for key, room in rooms.items()}
         rows = conn.execute(
-            "SELECT id, user, text, ts FROM messages ORDER BY id DESC LIMIT ?", (tail,)
+            "SELECT id, user, text, ts, room FROM messages ORDER BY id DESC LIMIT ?", (tail,)
         ).fetchall()
         return Snapshot(
             last_id=plan.last_id,
-            pruned_through=plan.pruned,
+            pruned_through=max([plan.pruned, *(r.pruned_through for r in rooms.values())]),
             count=plan.rows,
-            tail=[_stored(row) for row in reversed(rows)],
+            tail=[_stored(row[:4], names.get(_text(row[4]), LOBBY)) for row in reversed(rows)],
+            rooms=list(rooms.values()),
         )
 
     def _plan(self, conn: sqlite3.Connection) -> _Plan | None:
@@ -189,7 +270,7 @@ class SqliteStore(BatchingStore):
             if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
                 raise StoreError(f"{self.path} is an SQLite database, but not trio-chat's")
             return None
-        self._check_schema(conn)
+        self._check_schema(conn, SCHEMAS.get(version, SCHEMA))
         meta = self._read_meta(conn)
         max_id, count = conn.execute(
             "SELECT COALESCE(MAX(id), 0), COUNT(*) FROM messages"
@@ -206,8 +287,10 @@ class SqliteStore(BatchingStore):
             )
         return _Plan(last_id, pruned, count, lost_window)
 
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
-        for table, columns in SCHEMA.items():
+    def _check_schema(
+        self, conn: sqlite3.Connection, schema: dict[str, dict[str, tuple[str, int]]]
+    ) -> None:
+        for table, columns in schema.items():
             found = {
                 row[1]: (str(row[2]).upper(), row[5])  # name: (declared type, primary key)
                 for row in conn.execute(f"PRAGMA table_info({table})")
@@ -243,70 +326,267 @@ class SqliteStore(BatchingStore):
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute(
             "CREATE TABLE messages (id INTEGER PRIMARY KEY, user TEXT NOT NULL,"
-            " text TEXT NOT NULL, ts TEXT NOT NULL)"
+            " text TEXT NOT NULL, ts TEXT NOT NULL, room TEXT NOT NULL)"
         )
         conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         conn.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
             [("pruned_through", 0), ("clean", 1), ("window", 0), ("id_floor", 0)],
         )
+        self._create_rooms(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _create_rooms(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE INDEX messages_by_room ON messages (room, id)")
+        conn.execute(
+            "CREATE TABLE rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL,"
+            " topic TEXT NOT NULL, active REAL NOT NULL, pruned_through INTEGER NOT NULL)"
+        )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Version 1 (one room) to 2, inside the transaction that takes the file over:
+        every message is ``#lobby``'s (a column with a default: no row is rewritten; the
+        index by room is built once)."""
+        log.info("history: migrating %s to schema version %d (rooms)", self.path,
+                 SCHEMA_VERSION)
+        conn.execute(
+            f"ALTER TABLE messages ADD COLUMN room TEXT NOT NULL DEFAULT '{LOBBY_KEY}'"
+        )
+        self._create_rooms(conn)
+        (pruned,) = conn.execute(
+            "SELECT value FROM meta WHERE key = 'pruned_through'"
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO rooms (key, name, topic, active, pruned_through)"
+            " VALUES (?, ?, '', ?, ?)",
+            (LOBBY_KEY, LOBBY, time.time(), pruned),
+        )
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _load_rooms(self, conn: sqlite3.Connection) -> dict[str, StoredRoom]:
+        """Every room, and the writer's count of its rows. A room with messages but no
+        row of its own (an edited file) is given one, named by its key."""
+        stored = {
+            _text(key): (_text(name), _text(topic), active, pruned)
+            for key, name, topic, active, pruned in conn.execute(
+                "SELECT key, name, topic, active, pruned_through FROM rooms ORDER BY rowid"
+            )
+        }
+        counts = {
+            _text(key): (count, last or 0)
+            for key, count, last in conn.execute(
+                "SELECT room, COUNT(*), MAX(id) FROM messages GROUP BY room"
+            )
+        }
+        rooms: dict[str, StoredRoom] = {}
+        self._rows = {}
+        self._bytes = _used_bytes(conn)
+        now = time.time()
+        for key in [*stored, *sorted(set(counts) - set(stored))]:  # in creation order
+            name, topic, active, pruned = stored.get(key, (key, "", now, 0))
+            count, last = counts.get(key, (0, 0))
+            if room_key(name) != key:  # an edited row: the key decides
+                name = key
+            active = active if isinstance(active, (int, float)) else now
+            pruned = pruned if isinstance(pruned, int) and 0 <= pruned <= MAX_ID else 0
+            if key not in stored:
+                conn.execute(
+                    "INSERT INTO rooms (key, name, topic, active, pruned_through)"
+                    " VALUES (?, ?, '', ?, 0)", (key, name, now)
+                )
+            rooms[key] = StoredRoom(name, topic, float(active), pruned, last, count)
+            self._rows[key] = _RoomRows(name, count)
+        return rooms
 
     def _write_sync(self, batch: list[StoredMessage]) -> int:
         conn = self._conn
         assert conn is not None
-        count = self._count + len(batch)
-        pruned = self.pruned_through
+        changes, floor = self.changes_in_flight, self.floor_in_flight
+        lost = self.lost_through
+        rows = self._rows
+        counts: dict[str, _RoomRows] = {}  # the rooms this batch changes: new counts
+        pruned: dict[str, int] = {}
         conn.execute("BEGIN")
         try:
+            if batch:
+                # The room's key is SQLite's to compute, and the rows are counted per
+                # room by one query: no work per message in Python (this thread holds
+                # the GIL while it runs Python).
+                conn.executemany(
+                    "INSERT INTO messages (id, user, text, ts, room)"
+                    " VALUES (?1, ?2, ?3, ?4, lower(?5))",
+                    batch,
+                )
+                added = conn.execute(
+                    "SELECT room, COUNT(*) FROM messages WHERE id >= ? AND id <= ?"
+                    " GROUP BY room", (batch[0].id, batch[-1].id),
+                ).fetchall()
+                for raw_key, count in added:
+                    key = _text(raw_key)
+                    known = rows.get(key) or _RoomRows(_name_in(batch, key))
+                    counts[key] = _RoomRows(known.name, known.count + count)
+            written = set(counts)
+            for change in changes:  # after the messages: a removal takes what came before
+                self._change_room(conn, change, counts)
+            for key, counted in counts.items():
+                if counted.count > self.keep:
+                    self._prune_room(conn, key, counted, pruned)
+            used = self._prune_oldest(conn, counts, pruned)
+            # Each room written to has its row (a room new to the file, too), and was
+            # used now; not one that is gone.
+            now = time.time()
             conn.executemany(
-                "INSERT INTO messages (id, user, text, ts) VALUES (?, ?, ?, ?)",
-                batch,
+                "INSERT INTO rooms (key, name, topic, active, pruned_through)"
+                " VALUES (?, ?, '', ?, 0) ON CONFLICT (key) DO UPDATE SET"
+                " active = MAX(active, excluded.active)",
+                [(key, counts[key].name, now) for key in written if counts[key].count],
             )
-            if count > self.keep:
-                (first_kept,) = conn.execute(
-                    "SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET ?",
-                    (count - self.keep,),
-                ).fetchone()
-                conn.execute("DELETE FROM messages WHERE id < ?", (first_kept,))
-                pruned, count = max(pruned, first_kept - 1), self.keep
-            if pruned != self._meta_pruned:  # pruned now, or a failed batch before
+            if pruned:
+                conn.executemany(
+                    "UPDATE rooms SET pruned_through = MAX(pruned_through, ?) WHERE key = ?",
+                    [(through, key) for key, through in pruned.items()],
+                )
+            if floor:
                 conn.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'pruned_through'", (pruned,)
+                    "UPDATE meta SET value = MAX(value, ?) WHERE key = 'id_floor'", (floor,)
+                )
+            if lost != self._meta_lost:  # a batch that failed before
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'pruned_through'", (lost,)
                 )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._count, self._meta_pruned = count, pruned
-        return pruned
+        for key, counted in counts.items():
+            if counted.count or any(c.key == key and c.save for c in changes):
+                rows[key] = counted
+            else:
+                rows.pop(key, None)  # removed, and not taken again
+        self._bytes = used
+        self._meta_lost = lost
+        self.pruned_rooms = pruned
+        return max([lost, self.pruned_through, *pruned.values()])
+
+    def _change_room(
+        self, conn: sqlite3.Connection, change: RoomChange, counts: dict[str, _RoomRows]
+    ) -> None:
+        """Remove a room (the messages handed over before its removal) and/or save it;
+        ``counts`` gets its rows as they are after."""
+        key = change.key
+        known = counts.get(key) or self._rows.get(key)
+        if change.drop:
+            conn.execute("DELETE FROM messages WHERE room = ? AND id <= ?",
+                         (key, change.drop_through))
+            conn.execute("DELETE FROM rooms WHERE key = ?", (key,))
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE room = ?", (key,)
+            ).fetchone()
+            name = change.save[0] if change.save is not None else key
+            counts[key] = _RoomRows(name, count)
+        elif known is not None and key not in counts:
+            counts[key] = _RoomRows(known.name, known.count)
+        if change.save is not None:
+            name, topic, active = change.save
+            conn.execute(
+                "INSERT INTO rooms (key, name, topic, active, pruned_through)"
+                " VALUES (?, ?, ?, ?, 0) ON CONFLICT (key) DO UPDATE SET"
+                " topic = excluded.topic, active = MAX(active, excluded.active)",
+                (key, name, topic, active),
+            )
+            counts.setdefault(key, _RoomRows(name))
+
+    def _prune_room(
+        self, conn: sqlite3.Connection, key: str, counted: _RoomRows, pruned: dict[str, int]
+    ) -> None:
+        """Delete the oldest rows of one room past ``keep``."""
+        (first_kept,) = conn.execute(
+            "SELECT id FROM messages WHERE room = ? ORDER BY id LIMIT 1 OFFSET ?",
+            (key, counted.count - self.keep),
+        ).fetchone()
+        conn.execute("DELETE FROM messages WHERE room = ? AND id < ?", (key, first_kept))
+        counted.count = self.keep
+        # Ids up to there may be missing from the room (the ids between its last deleted
+        # message and first_kept are other rooms').
+        pruned[key] = max(pruned.get(key, 0), first_kept - 1)
+
+    def _prune_oldest(
+        self, conn: sqlite3.Connection, counts: dict[str, _RoomRows], pruned: dict[str, int]
+    ) -> int:
+        """While the database's pages in use are over ``max_bytes``, delete the oldest
+        messages of any room, :data:`PRUNE_STEP` at a time (deleting the oldest rows
+        frees whole pages: they are next to each other); returns the bytes in use."""
+        used = _used_bytes(conn)
+        if used <= self.max_bytes:
+            return used
+        rows = sum(c.count for c in counts.values()) + sum(
+            r.count for key, r in self._rows.items() if key not in counts
+        )
+        while used > self.max_bytes:
+            # About as many rows as the excess holds (pages per row overestimated: the
+            # schema's own pages count), at least one, at most PRUNE_STEP.
+            step = max(1, min(PRUNE_STEP, (used - self.max_bytes) * rows // used))
+            found = conn.execute(
+                "SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET ?", (step - 1,)
+            ).fetchone()
+            if found is None:
+                found = conn.execute("SELECT MAX(id) FROM messages").fetchone()
+                if found[0] is None:
+                    break  # nothing left to prune
+            through = int(found[0])
+            for raw_key, count in conn.execute(
+                "SELECT room, COUNT(*) FROM messages WHERE id <= ? GROUP BY room", (through,)
+            ).fetchall():
+                key = _text(raw_key)
+                if key not in counts:
+                    row = self._rows.get(key) or _RoomRows(key)
+                    counts[key] = _RoomRows(row.name, row.count)
+                counts[key].count -= count
+                rows -= count
+                pruned[key] = max(pruned.get(key, 0), through)
+            conn.execute("DELETE FROM messages WHERE id <= ?", (through,))
+            used = _used_bytes(conn)
+        return used
 
     def _read_sync(
-        self, after: int, before: int, limit: int | None = None
+        self, after: int, before: int, limit: int | None = None, room: str = LOBBY_KEY
     ) -> tuple[list[StoredMessage], int]:
         conn = self._reader
         assert conn is not None
         conn.execute("BEGIN")  # one snapshot for both reads (WAL readers never block)
         try:
             rows = conn.execute(
-                "SELECT id, user, text, ts FROM messages WHERE id > ? AND id < ?"
-                " ORDER BY id LIMIT ?",
-                (after, before, -1 if limit is None else limit),
+                "SELECT id, user, text, ts FROM messages WHERE room = ? AND id > ?"
+                " AND id < ? ORDER BY id LIMIT ?",
+                (room, after, before, -1 if limit is None else limit),
             ).fetchall()
-            (pruned,) = conn.execute(
+            (lost,) = conn.execute(
                 "SELECT value FROM meta WHERE key = 'pruned_through'"
+            ).fetchone()
+            found = conn.execute(
+                "SELECT name, pruned_through FROM rooms WHERE key = ?", (room,)
             ).fetchone()
         finally:
             conn.execute("COMMIT")
-        return [_stored(row) for row in rows], pruned
+        name, pruned = (_text(found[0]), found[1]) if found else (room, 0)
+        return [_stored(row, name) for row in rows], max(lost, pruned)
+
+    def _start_sync(self, room: str, before: int, count: int) -> int:
+        conn = self._reader
+        assert conn is not None
+        found = conn.execute(
+            "SELECT id FROM messages WHERE room = ? AND id < ? ORDER BY id DESC"
+            " LIMIT 1 OFFSET ?", (room, before, count),
+        ).fetchone()
+        return 0 if found is None else int(found[0])
 
     def _close_sync(self, last_id: int) -> None:
         try:
             if self._conn is not None:
                 self._conn.executemany(
                     "UPDATE meta SET value = MAX(value, ?) WHERE key = ?",
-                    [(last_id, "id_floor"), (self.pruned_through, "pruned_through"),
+                    [(last_id, "id_floor"), (self.lost_through, "pruned_through"),
                      (1, "clean")],
                 )
         except sqlite3.Error as error:
@@ -329,42 +609,110 @@ class SqliteStore(BatchingStore):
 class SqliteHistory(History):
     """One server's history in SQLite: ids allocated here, in the event loop
     (continuing after the store's last id), so they follow the order in which the
-    room broadcasts."""
+    rooms broadcast; every room's newest messages in memory under one byte budget."""
 
     def __init__(
-        self, store: BatchingStore, snapshot: Snapshot, *, replay: int, ring: int = RING
+        self, store: BatchingStore, snapshot: Snapshot, *, replay: int, ring: int = RING,
+        memory: int = MEMORY_BUDGET,
     ) -> None:
-        size = self.ring_size(store, replay, ring)
-        super().__init__(snapshot.tail, last_id=snapshot.last_id, replay=replay, ring=size)
+        super().__init__(last_id=snapshot.last_id, replay=replay)
         self.store = store
-        self._older_in_store = snapshot.count > len(self._ring)
+        #: Messages one room keeps in memory, at most.
+        self.ring = self.ring_size(store, replay, ring)
+        self.tails = Tails(memory)
+        self._logs: dict[str, RoomLog] = {}
+        self.stored_rooms = snapshot.rooms
+        tail: dict[str, list[StoredMessage]] = {}
+        for message in snapshot.tail:
+            tail.setdefault(room_key(message.room), []).append(message)
+        cutoff = snapshot.tail[0].id - 1 if snapshot.tail else 0
+        for room in snapshot.rooms:
+            loaded = tail.get(room_key(room.name), [])
+            # Memory has every message of the room after the tail's cutoff; the store
+            # may have older ones.
+            floor = 0 if room.count <= len(loaded) else (cutoff if loaded else room.last_id)
+            # After a crash, the room may have had ids up to the skipped window.
+            log = RoomLog(room.name, cap=self.ring, floor=floor, pruned=room.pruned_through,
+                          last_id=max(room.last_id, store.lost_through))
+            self._logs[log.key] = log
+            for message in loaded:
+                self.tails.add(log, message)
+        store.on_pruned = self._pruned
 
     @staticmethod
     def ring_size(store: BatchingStore, replay: int, ring: int = RING) -> int:
-        """Never smaller than the store's uncommitted window (see the module doc)."""
+        """Messages one room keeps in memory, at most: never more than it stores."""
         return min(store.keep, max(ring, replay, store.max_pending))
 
     @property
     def pruned_through(self) -> int:
-        return self.store.pruned_through
+        return self.store.lost_through
 
-    def record(self, user: str, text: str, ts: str) -> StoredMessage:
-        """Give a new message the next id and hand it to the store; raises
-        ``trio.WouldBlock`` (nothing changed) when the store is full (await
-        ``store.wait_writable()`` first), :class:`~.base.IdsExhausted` once the last
-        id (``MAX_ID``) is used."""
+    @property
+    def memory_bytes(self) -> int | None:
+        return self.tails.size
+
+    @property
+    def stored_bytes(self) -> int | None:
+        store = self.store
+        return store.stored_bytes if isinstance(store, SqliteStore) else None
+
+    def log(self, name: str) -> RoomLog:
+        key = room_key(name)
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = RoomLog(name, cap=self.ring)
+        return log
+
+    def forget(self, room: RoomLog) -> None:
+        """``room`` was removed: its messages leave memory (the store deletes them)."""
+        self.tails.forget(room)
+        self._logs.pop(room.key, None)
+
+    def replay(self, since: int | None, room: RoomLog | None = None) -> Replay:
+        room = room if room is not None else self.log(LOBBY)
+        self.tails.touch(room)
+        return room.plan(since, self.replay_count)
+
+    def record(self, user: str, text: str, ts: str, room: RoomLog | None = None) -> StoredMessage:
+        """Give a new message in ``room`` (``#lobby`` by default) the next id and hand
+        it to the store; raises ``trio.WouldBlock`` (nothing changed) when the store is
+        full (await ``store.wait_writable()`` first), :class:`~.base.IdsExhausted` once
+        the last id (``MAX_ID``) is used."""
+        room = room if room is not None else self.log(LOBBY)
         if self.last_id >= MAX_ID:
             raise IdsExhausted(f"every message id up to {MAX_ID} is used")
-        message = StoredMessage(self.last_id + 1, user, text, ts)
+        message = StoredMessage(self.last_id + 1, user, text, ts, room.name)
         self.store.put_nowait(message)
-        self.last_id = message.id
-        self._remember(message)
+        self.last_id = room.last_id = message.id
+        self.tails.add(room, message)
         return message
 
+    def reserve(self) -> int:
+        """The next id, for a direct message (not stored); the same exceptions as
+        :meth:`record`."""
+        if self.last_id >= MAX_ID:
+            raise IdsExhausted(f"every message id up to {MAX_ID} is used")
+        self.store.reserve(self.last_id + 1)
+        self.last_id += 1
+        return self.last_id
+
+    def _pruned(self, rooms: dict[str, int]) -> None:
+        for key, through in rooms.items():
+            log = self._logs.get(key)
+            if log is not None:
+                self.tails.trim(log, through)
+
     async def _read(
-        self, after: int, before: int, limit: int
+        self, room: str, after: int, before: int, limit: int
     ) -> tuple[list[StoredMessage], int]:
-        return await self.store.read(after, before, limit)
+        # What memory no longer holds may have been handed over just now.
+        await self.store.wait_committed(before - 1)
+        return await self.store.read(after, before, limit, room_key(room))
+
+    async def _start(self, room: str, before: int, count: int) -> int:
+        await self.store.wait_committed(before - 1)
+        return await self.store.start(room_key(room), before, count)
 
 
 @asynccontextmanager
@@ -376,11 +724,13 @@ async def open_history(
     Raises :class:`~.writer.StoreError` if the database cannot be used.
     """
     if store is None:
-        store = SqliteStore(config.db, keep=config.history_keep)
+        store = SqliteStore(config.db, keep=config.history_keep,
+                            max_bytes=config.history_max_mb * 2**20)
     tail = SqliteHistory.ring_size(store, config.history_replay)
     async with running(store, tail) as snapshot:
         log.info(
-            "history: %s, %d messages kept, ids continue after %d",
-            config.db, snapshot.count, snapshot.last_id,
+            "history: %s, %d messages kept in %d rooms, ids continue after %d",
+            config.db, snapshot.count, len(snapshot.rooms), snapshot.last_id,
         )
-        yield SqliteHistory(store, snapshot, replay=config.history_replay)
+        yield SqliteHistory(store, snapshot, replay=config.history_replay,
+                            memory=config.history_memory_mb * 2**20)

@@ -7,9 +7,13 @@ transaction (group commit), so a burst of thousands of messages costs a few comm
 While a batch commits, the next one gathers. When the buffer is full the *sender* waits
 (:meth:`BatchingStore.wait_writable`); the room never does.
 
-At most ``max_pending`` messages are ever handed over and not yet committed: that is
-the most a crash (not a clean stop) can lose. A backend implements the four ``_*_sync``
-methods, which run in the writer thread, in order (``_read_sync`` may run beside it).
+At most ``max_pending`` messages (and ids given to direct messages, which are not
+stored: :meth:`BatchingStore.reserve`) are ever handed over and not yet committed: that
+is the most a crash (not a clean stop) can lose. Changes to the rooms themselves (one
+created, a topic, a room removed: :meth:`BatchingStore.save_room`) ride along with the
+next batch; there is at most one per room waiting. A backend implements the
+``_*_sync`` methods, which run in the writer thread, in order (``_read_sync`` and
+``_start_sync`` may run beside it).
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Final, TypeVar
 
 import trio
 
 from ..errors import StartupError
+from ..protocol import LOBBY_KEY
 from ..pulse import Pulse
 from ..server.metrics import Histogram
 from .base import Snapshot, StoredMessage
@@ -43,6 +49,20 @@ MAX_PENDING: Final = 1024
 #: one commit per few messages took a fifth of the server. Crash loss is still
 #: bounded by ``max_pending``; a lone message after a quiet spell commits at once.
 COMMIT_INTERVAL: Final = 0.02
+
+
+@dataclass
+class RoomChange:
+    """What the store must do to one room with the next batch: remove it (its messages
+    with it) and/or save it as it is now (created, a new topic, last used then)."""
+
+    key: str
+    drop: bool = False
+    #: (name, topic, when last used as Unix time): saved after any drop.
+    save: tuple[str, str, float] | None = None
+    #: A removal takes the room's messages with ids up to this one (those handed over
+    #: before it; set by the store): a room taken again at once keeps its new ones.
+    drop_through: int = 0
 
 
 class StoreError(StartupError):
@@ -63,8 +83,14 @@ class WriterThread:
         self._thread.start()
 
     def _main(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
             job()
+            # Not kept until the next job comes: a batch of messages would stay alive
+            # with it while the server is quiet.
+            del job
 
     async def run_sync(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the thread. Not cancellable, like ``trio.to_thread.run_sync``:
@@ -106,14 +132,34 @@ class BatchingStore(ABC):
         # Never more in flight than is kept, so whatever the in-memory tail of the
         # newest messages does not hold is already committed (see history.py).
         self.max_pending = min(max_pending, keep)
-        #: Messages with ids up to this one may be missing: pruned past the retention,
-        #: or lost in a crash. A replay from before it is not complete.
+        #: Messages with ids up to this one may be missing in some room: pruned past
+        #: the retention, or lost in a crash.
         self.pruned_through = 0
+        #: Messages of every room with ids up to this one may be missing: lost in a
+        #: crash, or in a batch that could not be written. A replay from before it is
+        #: not complete (each room's own pruning is the store's to say).
+        self.lost_through = 0
         self._pending: list[StoredMessage] = []
         self._in_flight = 0
+        self._committing = False  # a batch is in the writer thread
         self._handed = 0  # messages handed over, ever
         self._last_handed_id = 0
         self._done = 0  # ... of which committed (or given up on after an error)
+        self._done_id = 0  # the last id of the last batch done: every id up to it is
+        #: Ids given to direct messages since the last batch (and the newest): they count
+        #: toward the window a crash may lose, so the next start skips past them.
+        self._reserved = 0
+        #: Changes to rooms waiting for the next batch, by room key.
+        self._rooms: dict[str, RoomChange] = {}
+        #: What the batch being committed does besides its messages (read in the writer
+        #: thread by ``_write_sync``): the room changes, and the id floor to record.
+        self.changes_in_flight: list[RoomChange] = []
+        self.floor_in_flight = 0
+        #: Called in the event loop after each batch with the rooms it pruned (key ->
+        #: pruned through), by the per-room retention or the server-wide byte bound.
+        self.on_pruned: Callable[[dict[str, int]], None] | None = None
+        #: Set in the writer thread by ``_write_sync``: what it pruned (see on_pruned).
+        self.pruned_rooms: dict[str, int] = {}
         self._work = trio.Event()
         self._urgent = trio.Event()  # half the window waits, or a flush: commit now
         self.commit_interval = commit_interval
@@ -142,10 +188,16 @@ class BatchingStore(ABC):
 
     @abstractmethod
     def _read_sync(
-        self, after: int, before: int, limit: int | None = None
+        self, after: int, before: int, limit: int | None = None, room: str = LOBBY_KEY
     ) -> tuple[list[StoredMessage], int]:
-        """Messages with ``after < id < before``, oldest first (the first ``limit``),
-        and ``pruned_through``, read from one consistent snapshot."""
+        """Messages of ``room`` (its key) with ``after < id < before``, oldest first (the
+        first ``limit``), and how far that room is pruned, read from one consistent
+        snapshot."""
+
+    def _start_sync(self, room: str, before: int, count: int) -> int:
+        """The id after which the newest ``count`` messages of ``room`` before
+        ``before`` begin (0 if it has no more than that)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _close_sync(self, last_id: int) -> None:
@@ -171,8 +223,9 @@ class BatchingStore(ABC):
 
     @property
     def pending(self) -> int:
-        """Messages handed over and not committed yet (``trio_chat_history_pending``)."""
-        return len(self._pending) + self._in_flight
+        """Messages (and direct messages' ids) handed over and not committed yet
+        (``trio_chat_history_pending``)."""
+        return len(self._pending) + self._in_flight + self._reserved
 
     def put_nowait(self, message: StoredMessage) -> None:
         """Hand one message to the writer; ``trio.WouldBlock`` when the buffer is full."""
@@ -186,6 +239,45 @@ class BatchingStore(ABC):
         self._work.set()
         if 2 * len(self._pending) >= self.max_pending:
             self._urgent.set()
+
+    def reserve(self, message_id: int) -> None:
+        """``message_id`` was given to a direct message, which is not stored: record it
+        with the next batch, so no later start gives it out again. Counts toward the
+        window like a message; ``trio.WouldBlock`` when the buffer is full."""
+        if self._closed:
+            raise trio.ClosedResourceError("the history store is closed")
+        if self.full:
+            raise trio.WouldBlock
+        self._reserved += 1
+        self._last_handed_id = message_id
+        self._work.set()
+        if 2 * (len(self._pending) + self._reserved) >= self.max_pending:
+            self._urgent.set()
+
+    def save_room(self, change: RoomChange) -> None:
+        """Queue a change to a room for the next batch (never waits: there is at most
+        one per room). A removal followed by a save (the name taken again) keeps both."""
+        if self._closed:
+            return
+        waiting = self._rooms.get(change.key)
+        if change.drop:
+            change.drop_through = self._last_handed_id
+        elif waiting is not None and waiting.drop:
+            change.drop, change.drop_through = True, waiting.drop_through
+        self._rooms[change.key] = change
+        self._work.set()
+
+    async def wait_committed(self, through: int) -> None:
+        """Return once every message handed over with an id up to ``through`` is
+        committed (or given up on): a replay reads the store only for messages its
+        room's tail no longer holds, which may have been handed over just now."""
+        through = min(through, self._last_handed_id)
+        while self._done_id < through:
+            if self._writer_alive:
+                self._urgent.set()
+                await self._progress.wait()
+            else:
+                await self._commit_pending()
 
     async def wait_writable(self) -> None:
         """Return once :meth:`put_nowait` will succeed (if called without awaiting).
@@ -212,21 +304,29 @@ class BatchingStore(ABC):
             self._wake()
 
     async def flush(self) -> None:
-        """Wait until every message handed over so far is committed."""
+        """Wait until every message handed over so far is committed (and every id
+        reserved, and every change to a room, recorded)."""
         target = self._handed
         self._urgent.set()
-        while self._done < target:
+        while self._done < target or self._reserved or self._rooms or self._committing:
             if self._writer_alive:
                 await self._progress.wait()
             else:
                 await self._commit_pending()
 
     async def read(
-        self, after: int, before: int, limit: int | None = None
+        self, after: int, before: int, limit: int | None = None, room: str = LOBBY_KEY
     ) -> tuple[list[StoredMessage], int]:
-        """Committed messages with ``after < id < before`` (in a thread; the first
-        ``limit`` of them) and ``pruned_through``."""
-        read = partial(self._read_sync, after, before, limit)
+        """Committed messages of ``room`` (its key) with ``after < id < before`` (in a
+        thread; the first ``limit`` of them) and how far that room is pruned."""
+        return await self._reading(partial(self._read_sync, after, before, limit, room))
+
+    async def start(self, room: str, before: int, count: int) -> int:
+        """Where the newest ``count`` committed messages of ``room`` before ``before``
+        begin (see ``_start_sync``)."""
+        return await self._reading(partial(self._start_sync, room, before, count))
+
+    async def _reading(self, read: Callable[[], T]) -> T:
         if self._reads_beside_writer:
             return await trio.to_thread.run_sync(read, limiter=self._read_limiter)
         return await self._in_writer(read)
@@ -246,21 +346,37 @@ class BatchingStore(ABC):
         self._urgent = trio.Event()
         self._last_commit = trio.current_time()
         batch, self._pending = self._pending, []
-        if not batch:
+        reserved, self._reserved = self._reserved, 0
+        changes, self._rooms = list(self._rooms.values()), {}
+        if not batch and not reserved and not changes:
             await trio.lowlevel.checkpoint()
             return
-        self._in_flight = len(batch)
+        through = self._last_handed_id  # every id up to it is in this batch or done
+        self._in_flight = len(batch) + reserved
+        self.changes_in_flight = changes
+        self.floor_in_flight = through if reserved else 0
+        self.pruned_rooms = {}
         started = time.perf_counter()
+        self._committing = True
         try:
             # Not cancellable: a batch once started is committed before we go on.
             pruned = await self._in_writer(partial(self._write_logged, batch))
             self.commit_seconds.observe(time.perf_counter() - started)
         finally:
+            self._committing = False
             self._in_flight = 0
             self._done += len(batch)
+            self._done_id = max(self._done_id, through)
             self._wake()
         # A batch that could not be written counts as lost: replays say so.
-        self.pruned_through = batch[-1].id if pruned is None else pruned
+        if pruned is None:
+            if batch:
+                self.lost_through = batch[-1].id
+                self.pruned_through = max(self.pruned_through, batch[-1].id)
+        else:
+            self.pruned_through = pruned
+        if self.pruned_rooms and self.on_pruned is not None:
+            self.on_pruned(self.pruned_rooms)
 
     async def _in_writer(self, fn: Callable[[], T]) -> T:
         assert self._writer is not None, "the store is not open"
@@ -277,10 +393,13 @@ class BatchingStore(ABC):
             pruned = self._write_sync(batch)
         except Exception as error:
             why = str(error) if isinstance(error, sqlite3.Error) else repr(error)
-            log.error(
-                "history: could not store %d messages (ids %d-%d): %s",
-                len(batch), batch[0].id, batch[-1].id, why,
-            )
+            if batch:
+                log.error(
+                    "history: could not store %d messages (ids %d-%d): %s",
+                    len(batch), batch[0].id, batch[-1].id, why,
+                )
+            else:
+                log.error("history: could not store the rooms' changes: %s", why)
             self._write_error = why  # (one attribute set from the thread: atomic)
             return None
         self._write_error = None

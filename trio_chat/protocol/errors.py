@@ -23,6 +23,10 @@ SLOW_CONSUMER: Final = "slow_consumer"
 RATE_LIMITED: Final = "rate_limited"
 SERVER_FULL: Final = "server_full"
 IDLE_TIMEOUT: Final = "idle_timeout"
+ROOM_INVALID: Final = "room_invalid"
+NOT_IN_ROOM: Final = "not_in_room"
+TOO_MANY_ROOMS: Final = "too_many_rooms"
+NO_SUCH_USER: Final = "no_such_user"
 WRONG_PORT: Final = "wrong_port"
 ERROR_CODES: Final = frozenset(
     {
@@ -38,6 +42,10 @@ ERROR_CODES: Final = frozenset(
         RATE_LIMITED,
         SERVER_FULL,
         IDLE_TIMEOUT,
+        ROOM_INVALID,
+        NOT_IN_ROOM,
+        TOO_MANY_ROOMS,
+        NO_SUCH_USER,
         WRONG_PORT,
     }
 )

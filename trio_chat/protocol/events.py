@@ -8,6 +8,7 @@ they speak one protocol. See ``docs/protocol.md`` for the contract.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .errors import (
     ProtocolError,
 )
 from .names import validate_name
+from .rooms import LOBBY, validate_room, validate_topic
 
 MAX_TEXT: Final = 4096
 
@@ -29,33 +31,81 @@ MAX_TEXT: Final = 4096
 # ---------------------------------------------------------------- client events
 
 
+class Here(enum.Enum):
+    """Where a plain-text (nc) line without a room goes: the connection's *current*
+    room, the one it last joined or switched to with ``/join``. (A JSON message
+    without ``room`` means :data:`~.rooms.LOBBY`, as in v1.)"""
+
+    CURRENT = "current"
+
+
+#: The connection's current room (see :class:`Here`).
+HERE: Final = Here.CURRENT
+#: A room as an event names it: a valid room name, or the current one.
+RoomRef = str | Here
+
+
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Claim (or change) a name. ``since``: replay after that id; ``batch``: several
-    messages per WebSocket frame; ``resume``: the token of a seat to take back (a
-    reconnection within the server's grace); ``plain``: typed as ``/nick`` by a person
-    (errors then say what to type)."""
+    """Claim (or change) a name, enter a room, or both.
 
-    user: str
+    ``user`` alone: the first join of a connection enters :data:`~.rooms.LOBBY`; a
+    later one renames it. ``room`` enters that room (creating it if new), after taking
+    ``user`` if given; ``since`` is per room. ``batch`` is read on a first join.
+    ``resume``: the token of a seat to take back (a reconnection within the server's
+    grace); ``plain``: typed as ``/nick`` by a person (errors then say what to type).
+    """
+
+    user: str | None = None
     since: int | None = None
     batch: bool = False
+    room: str | None = None
     resume: str | None = None
     plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Chat:
-    """A message to the room. ``user`` is only used to auto-join seed-style clients;
+    """A message to a room. ``user`` is only used to auto-join seed-style clients;
     ``plain``: a line of plain text from ``nc`` (errors then say what to type)."""
 
     text: str
     user: str | None = None
+    room: RoomRef = LOBBY
     plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """Leave one room; the connection stays."""
+
+    room: RoomRef
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A direct message to the user named ``to``."""
+
+    to: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    """Ask for the list of rooms."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """Set a room's topic (empty clears it)."""
+
+    room: RoomRef
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
 class Listen:
-    """Receive the room's traffic without joining (``/listen``): a listener."""
+    """Receive ``#lobby``'s traffic without joining (``/listen``): a listener."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +120,7 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Who:
-    pass
+    room: RoomRef = LOBBY
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +135,9 @@ class Blank:
     the server a core while never being told ``rate_limited``."""
 
 
-Event = Join | Chat | Leave | Who | Ping | Blank | Listen | Help
+Event = (
+    Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen | Help
+)
 
 #: Longest ``resume`` token taken from a client; a longer one is no token of ours
 #: (ignored, as an unknown one is).
@@ -144,6 +196,19 @@ def _optional_int(obj: Mapping[str, Any], field: str) -> int | None:
     return value
 
 
+def _required(obj: Mapping[str, Any], field: str) -> object:
+    value = obj.get(field)
+    if value is None:
+        raise ProtocolError(MISSING_FIELD, f"field '{field}' is required")
+    return value
+
+
+def _room(obj: Mapping[str, Any]) -> str:
+    """The message's ``room``: :data:`~.rooms.LOBBY` when it has none (v1)."""
+    room = obj.get("room")
+    return LOBBY if room is None else validate_room(room)
+
+
 def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
     """Turn one decoded JSON value into an event."""
     if not isinstance(obj, dict):
@@ -156,18 +221,38 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Chat(
             text=validate_text(_checked_str(obj, "text"), max_text),
             user=_checked_str(obj, "user") if user is not None else None,
+            room=_room(obj),
         )
     if kind == "join":
+        room = obj.get("room")
+        user = obj.get("user")
         return Join(
-            user=validate_name(_checked_str(obj, "user")),
+            # Without a room, a join is a name (v1): ``user`` is required.
+            user=validate_name(_checked_str(obj, "user"))
+            if user is not None or room is None else None,
             since=_optional_int(obj, "since"),
             batch=obj.get("batch") is True,
+            room=validate_room(room) if room is not None else None,
             resume=_resume_token(obj),
         )
     if kind == "leave":
         return Leave()
     if kind == "who":
-        return Who()
+        return Who(room=_room(obj))
+    if kind == "part":
+        return Part(room=validate_room(_required(obj, "room")))
+    if kind == "msg":
+        return Msg(
+            to=validate_name(_checked_str(obj, "to")),
+            text=validate_text(_checked_str(obj, "text"), max_text),
+        )
+    if kind == "rooms":
+        return ListRooms()
+    if kind == "topic":
+        return Topic(
+            room=validate_room(_required(obj, "room")),
+            topic=validate_topic(_checked_str(obj, "topic")),
+        )
     if kind == "ping":
         return Ping()
     if kind == "listen":
@@ -218,11 +303,31 @@ def decode_line(line: bytes, max_text: int = MAX_TEXT) -> Event:
     return _decode_plain(stripped, max_text)
 
 
+def _room_arg(arg: str) -> str:
+    """A room typed at nc: ``#dev``, or ``dev`` for short."""
+    arg = arg.strip()
+    return validate_room(arg if arg.startswith("#") else "#" + arg)
+
+
+def _split_msg(arg: str) -> tuple[str, str]:
+    """``NAME text`` or ``"Ann Lee" text``: the name and the text."""
+    arg = arg.strip()
+    if arg.startswith('"'):
+        end = arg.find('"', 1)
+        if end < 0:
+            raise ProtocolError(MISSING_FIELD, 'usage: /msg "NAME WITH SPACES" TEXT')
+        return arg[1:end], arg[end + 1 :]
+    name, _, text = arg.partition(" ")
+    return name, text
+
+
 #: The plain-text commands, as ``/help`` lists them (docs/protocol.md, *Plain text on TCP*).
 HELP_TEXT: Final = (
-    "/nick NAME: join the chat (or change your name); /who: who is online; "
-    "/listen: watch without joining; /ping: check the connection; /quit: leave; "
-    "/help: this. Any other line is a message (//text sends /text)."
+    "/nick NAME: join the chat (or change your name); /join #ROOM: enter a room (or "
+    "switch to it); /part [#ROOM]: leave one; /rooms: list rooms; /who [#ROOM]: who is "
+    "there; /msg NAME TEXT: a direct message; /topic TEXT: set this room's topic; "
+    "/listen: watch #lobby without joining; /ping: check the connection; /quit: leave; "
+    "/help: this. Any other line is a message to the current room (//text sends /text)."
 )
 
 
@@ -239,8 +344,23 @@ def _decode_plain(text: str, max_text: int) -> Event:
                 raise ProtocolError(
                     error.code, f"{error.text}; type {command} with another name"
                 ) from None
+        if command == "/join":
+            if not arg.strip():
+                raise ProtocolError(MISSING_FIELD, "usage: /join #ROOM")
+            return Join(room=_room_arg(arg), plain=True)
+        if command == "/part":
+            return Part(room=_room_arg(arg) if arg.strip() else HERE)
+        if command == "/msg":
+            name, message = _split_msg(arg)
+            if not name.strip() or not message.strip():
+                raise ProtocolError(MISSING_FIELD, "usage: /msg NAME TEXT")
+            return Msg(to=validate_name(name), text=validate_text(message.strip(), max_text))
+        if command == "/rooms":
+            return ListRooms()
+        if command == "/topic":
+            return Topic(room=HERE, topic=validate_topic(arg))
         if command == "/who":
-            return Who()
+            return Who(room=_room_arg(arg) if arg.strip() else HERE)
         if command in ("/quit", "/exit"):
             return Leave()
         if command == "/ping":
@@ -252,8 +372,8 @@ def _decode_plain(text: str, max_text: int) -> Event:
         if not text.startswith("//"):
             raise ProtocolError(
                 UNKNOWN_TYPE,
-                f"unknown command '{command[:32]}'; try /nick NAME, /who, /listen, "
-                "/quit, or /help",
+                f"unknown command '{command[:32]}'; try /nick NAME, /join #ROOM, /msg, "
+                "/who, /listen, /quit, or /help",
             )
         text = text[1:]  # "//x" sends the literal text "/x"
-    return Chat(text=validate_text(text, max_text), plain=True)
+    return Chat(text=validate_text(text, max_text), room=HERE, plain=True)

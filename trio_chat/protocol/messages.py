@@ -99,29 +99,45 @@ def json_array_append(array: str, item: str) -> str:
 
 
 def welcome(
-    user: str, users_json: str, clients_count: int, max_text: int, resume: str | None = None
+    user: str, users_json: str, clients_count: int, max_text: int,
+    resume: str | None = None, *, room: str | None = None, topic: str = "",
 ) -> str:
-    """The answer to a join: the joiner's name, who is there, and the longest chat text
-    this server takes (so a client can keep an over-long message instead of sending it
-    to be refused); ``resume``, the secret that takes the seat back after a lost
-    connection. ``users_json`` is the member list already encoded (:func:`json_array`):
-    the room keeps it, so a join in a big room does not re-encode every name."""
+    """The answer to a join: the room, the joiner's name, who is there, the room's
+    topic, and the longest chat text this server takes (so a client can keep an
+    over-long message instead of sending it to be refused); ``resume``, the secret that
+    takes the seat back after a lost connection. ``users_json`` is the member list
+    already encoded (:func:`json_array`): the room keeps it, so a join in a big room
+    does not re-encode every name. Without ``room`` (a rename on a connection in no
+    room), it only says the name."""
     user_json = dumps(user)
     token = f',"resume":{dumps(resume)}' if resume is not None else ""
+    if room is None:
+        return Encoded(
+            f'{{"type":"welcome","user":{user_json},"users":{users_json},'
+            f'"clients_count":{clients_count},"max_text":{max_text}{token}}}'
+        )
     return Encoded(
-        f'{{"type":"welcome","user":{user_json},"users":{users_json},'
-        f'"clients_count":{clients_count},"max_text":{max_text}{token}}}'
+        f'{{"type":"welcome","room":{dumps(room)},"user":{user_json},"users":{users_json},'
+        f'"topic":{dumps(topic)},"clients_count":{clients_count},"max_text":{max_text}'
+        f'{token}}}'
     )
 
 
 def chat(
-    user: str, text: str, ts: str, message_id: int | None = None, *, history: bool = False
+    user: str, text: str, ts: str, message_id: int | None = None, *, history: bool = False,
+    room: str | None = None,
 ) -> str:
-    """A chat message; ``history`` marks one replayed from the store (sent earlier).
+    """A chat message in ``room``; ``history`` marks one replayed from the store (sent
+    earlier).
 
     A replayed message goes to one client only: it is a plain ``str``, since an
     :class:`Encoded` would keep its wire bytes beside it (twice what a replay holds)."""
+    if room is not None and message_id is not None and not history:  # a live room message
+        return encode({"type": "chat", "room": room, "id": message_id, "user": user,
+                       "text": text, "timestamp": ts})
     message: dict[str, Any] = {"type": "chat"}
+    if room is not None:
+        message["room"] = room
     if message_id is not None:
         message["id"] = message_id
     message.update(user=user, text=text, timestamp=ts)
@@ -131,49 +147,75 @@ def chat(
     return encode(message)
 
 
-def history_end(last_id: int, *, complete: bool = True) -> str:
-    """Ends a replay; ``last_id`` is the newest id at join time (resume from it)."""
-    message: dict[str, Any] = {"type": "history_end", "last_id": last_id}
+def history_end(last_id: int, *, complete: bool = True, room: str | None = None) -> str:
+    """Ends a replay; ``last_id`` is the room's newest id at join time (resume from it)."""
+    message: dict[str, Any] = {"type": "history_end"}
+    if room is not None:
+        message["room"] = room
+    message["last_id"] = last_id
     if not complete:
         message["complete"] = False
     return encode(message)
 
 
-def system(event: str, name: str, text: str, clients_count: int, ts: str, **extra: Any) -> str:
-    return encode(
-        {
-            "type": "system",
-            "event": event,
-            "user": SYSTEM_USER,
-            "name": name,
-            "text": text,
-            "clients_count": clients_count,
-            "timestamp": ts,
-            **extra,
-        }
+def system(
+    event: str, name: str, text: str, clients_count: int, ts: str, *,
+    room: str | None = None, **extra: Any,
+) -> str:
+    """A notice to a room's members: ``join``, ``leave``, ``rename``, ``topic``."""
+    message: dict[str, Any] = {"type": "system"}
+    if room is not None:
+        message["room"] = room
+    message.update(
+        event=event, user=SYSTEM_USER, name=name, text=text, clients_count=clients_count,
+        timestamp=ts, **extra,
     )
+    return encode(message)
 
 
-def summary(joined: int, left: int, clients_count: int, ts: str) -> str:
+def summary(
+    joined: int, left: int, clients_count: int, ts: str, *, room: str | None = None
+) -> str:
     """Join and leave notices coalesced under load (docs/protocol.md, "Busy rooms")."""
     parts = [f"{n} {what}" for n, what in ((joined, "joined"), (left, "left")) if n]
-    return encode(
-        {
-            "type": "system",
-            "event": "summary",
-            "user": SYSTEM_USER,
-            "joined": joined,
-            "left": left,
-            "text": ", ".join(parts) or "no change",
-            "clients_count": clients_count,
-            "timestamp": ts,
-        }
+    message: dict[str, Any] = {"type": "system"}
+    if room is not None:
+        message["room"] = room
+    message.update(
+        event="summary", user=SYSTEM_USER, joined=joined, left=left,
+        text=", ".join(parts) or "no change", clients_count=clients_count, timestamp=ts,
+    )
+    return encode(message)
+
+
+def users(users_json: str, clients_count: int, *, room: str | None = None) -> str:
+    """The answer to ``who``, with the member list already encoded (:func:`json_array`)."""
+    where = f'"room":{dumps(room)},' if room is not None else ""
+    return Encoded(
+        f'{{"type":"users",{where}"users":{users_json},"clients_count":{clients_count}}}'
     )
 
 
-def users(users_json: str, clients_count: int) -> str:
-    """The answer to ``who``, with the member list already encoded (:func:`json_array`)."""
-    return Encoded(f'{{"type":"users","users":{users_json},"clients_count":{clients_count}}}')
+def direct(
+    sender: str, to: str, text: str, ts: str, message_id: int | None = None
+) -> str:
+    """A direct message, to its recipient and (the echo) its sender."""
+    message: dict[str, Any] = {"type": "msg"}
+    if message_id is not None:
+        message["id"] = message_id
+    message.update({"from": sender, "to": to, "text": text, "timestamp": ts})
+    return encode(message)
+
+
+def room_entry(room: str, members: int, topic: str) -> str:
+    """One room of a ``rooms`` answer, encoded (:func:`rooms_list` joins them)."""
+    return dumps({"room": room, "users": members, "topic": topic})
+
+
+def rooms_list(entries: list[str], total: int) -> str:
+    """The answer to ``rooms``: the rooms (encoded by :func:`room_entry`), and how many
+    there are in all (the list may hold only the busiest of them)."""
+    return Encoded(f'{{"type":"rooms","rooms":[{",".join(entries)}],"total":{total}}}')
 
 
 def pong() -> str:

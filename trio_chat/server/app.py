@@ -1,4 +1,4 @@
-"""``serve(config)``: the listeners in one nursery, around one room and its delivery.
+"""``serve(config)``: the listeners in one nursery, around the rooms and their delivery.
 
 This is the server's whole import path: the cluster (coredis) is imported only when
 ``config.redis`` asks for it, gRPC (grpcio) only when ``config.grpc_port`` does.
@@ -32,7 +32,7 @@ from .addresses import ConnectThrottle, FloodMemory
 from .delivery import LocalDelivery
 from .limits import Gate
 from .process import RESERVED_FDS, raise_nofile_limit, tune_gc, tune_malloc
-from .room import Room
+from .rooms import Rooms
 from .session import Session
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class Running:
     """What the admin listener reads of a running server (trio_chat.admin)."""
 
     config: Config
-    room: Room
+    rooms: Rooms
     gate: Gate[Session]
     bound: Bound
     #: Every listener is accepting connections ...
@@ -107,7 +107,7 @@ class Running:
 async def serve(
     config: Config,
     *,
-    room: Room | None = None,
+    rooms: Rooms | None = None,
     stop: trio.Event | None = None,
     task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -118,11 +118,11 @@ async def serve(
     seconds to drain (WebSockets close with 1001), then run the teardown steps.
     Cancelling ``serve`` instead stops it at once.
 
-    The ports are bound first; only then, without a ``room``, is the room opened for
+    The ports are bound first; only then, without ``rooms``, are the rooms opened for
     this run: the history store named by ``config.db``, or the cluster on
     ``config.redis`` (closed on the way out). So a start that fails to bind touches
     neither. However ``serve`` stops, cancelled included, every chat message
-    broadcast has been handed to the room's store when it returns.
+    broadcast has been handed to the rooms' store when it returns.
     """
     context = None
     if config.tls_cert:
@@ -150,16 +150,16 @@ async def serve(
             admin_port=listener_port(admin[0]) if admin else None, admin_host=config.admin_host,
             grpc_port=grpc_server.port if grpc_server is not None else None,
         )
-        if room is None:
-            room = await stack.enter_async_context(open_room(config))
+        if rooms is None:
+            rooms = await stack.enter_async_context(open_rooms(config))
         try:
-            await _serve_connections(config, room, stop, {"tcp": tcp, "ws": ws}, bound,
+            await _serve_connections(config, rooms, stop, {"tcp": tcp, "ws": ws}, bound,
                                      task_status, admin, grpc_server)
         finally:
             # Teardown, after every connection is gone, also when cancelled: whatever
-            # the room handed to the history store is committed.
+            # the rooms handed to the history store is committed.
             with trio.CancelScope(shield=True):
-                await room.delivery.flush()
+                await rooms.delivery.flush()
         log.info("trio-chat stopped")
 
 
@@ -169,20 +169,17 @@ async def _close_all(listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) ->
 
 
 @asynccontextmanager
-async def open_room(config: Config) -> AsyncIterator[Room]:
-    """The room for ``config``: shared through Redis (``config.redis``), or this
-    server's own with its SQLite history (``config.db``)."""
+async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
+    """The rooms for ``config``: ``#lobby`` shared through Redis (``config.redis``), or
+    this server's own with their SQLite history (``config.db``)."""
     if config.redis:
         from ..cluster import open_cluster  # coredis is imported only with --redis
 
         async with open_cluster(config) as cluster:
-            yield cluster.room
+            yield cluster.rooms
     else:
         async with open_history(config) as history:
-            yield Room(
-                LocalDelivery(history), max_text=config.max_text,
-                resume_grace=config.resume_grace,
-            )
+            yield Rooms(LocalDelivery(history), config=config)
 
 
 #: The connection handler of each listener, by name (``Bound``'s ports, in order).
@@ -206,7 +203,7 @@ def gate_for(config: Config) -> Gate[Session]:
 
 async def _serve_connections(
     config: Config,
-    room: Room,
+    rooms: Rooms,
     stop: trio.Event,
     listeners: dict[str, Sequence[trio.abc.Listener[trio.abc.Stream]]],
     bound: Bound,
@@ -215,7 +212,7 @@ async def _serve_connections(
     grpc_server: GrpcServer | None = None,
 ) -> None:
     gate = gate_for(config)
-    running = Running(config, room, gate, bound)
+    running = Running(config, rooms, gate, bound)
     # The admin listener answers from before the first connection until after the last
     # (readiness says 503 meanwhile), so a load balancer sees the whole life.
     async with trio.open_nursery() as operations:
@@ -224,14 +221,14 @@ async def _serve_connections(
 
             await operations.start(serve_admin, running, admin)
             log.info("admin listener: %s (metrics, healthz, readyz)", bound.admin_url)
-        await _serve_room(config, room, stop, listeners, bound, task_status, running,
-                          grpc_server)
+        await _serve_rooms(config, rooms, stop, listeners, bound, task_status, running,
+                           grpc_server)
         operations.cancel_scope.cancel()
 
 
-async def _serve_room(
+async def _serve_rooms(
     config: Config,
-    room: Room,
+    rooms: Rooms,
     stop: trio.Event,
     listeners: dict[str, Sequence[trio.abc.Listener[trio.abc.Stream]]],
     bound: Bound,
@@ -241,11 +238,12 @@ async def _serve_room(
 ) -> None:
     gate = running.gate
     ports = Ports(bound.tcp_port, bound.ws_port, bound.tls)
-    admission = Admission(room, config, gate, ports)
+    admission = Admission(rooms, config, gate, ports)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
-            await accepting.start(room.run_notices)
-            await accepting.start(room.run_seats)
+            await accepting.start(rooms.run_notices)
+            await accepting.start(rooms.run_expiry)
+            await accepting.start(rooms.run_seats)
             for name, group in listeners.items():
                 await accepting.start(
                     partial(trio.serve_listeners, handler_nursery=connections),
@@ -274,7 +272,7 @@ async def _serve_room(
             gate.total,
             config.shutdown_grace,
         )
-        shut_down(room, gate)
+        shut_down(rooms, gate)
         # Leaving this block waits for every connection's handler, but no longer than
         # the grace period; then the rest are cancelled (closed at once).
         connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace
@@ -298,11 +296,11 @@ def _log_file_limit(config: Config) -> None:
         )
 
 
-def shut_down(room: Room, gate: Gate[Session]) -> None:
-    """Close the room and tell every live session to say goodbye and drain."""
+def shut_down(rooms: Rooms, gate: Gate[Session]) -> None:
+    """Close the rooms and tell every live session to say goodbye and drain."""
     gate.closing = True
-    notice = protocol.shutdown(room.count)  # one message for everyone
-    room.close()
+    notice = protocol.shutdown(rooms.count)  # one message for everyone
+    rooms.close()
     for session in list(gate.live):
         session.shutdown(notice)
 

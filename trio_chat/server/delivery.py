@@ -1,23 +1,28 @@
-"""Where a chat message goes once the room has taken it: the one seam between the room
+"""Where a chat message goes once a room has taken it: the one seam between the rooms
 and the store (or the other servers).
 
-The room decides *who* gets a message (its members); a :class:`Delivery` decides
-*how it gets there*:
+A room decides *who* gets a message (its members); a :class:`Delivery` decides *how
+it gets there*:
 
 - :class:`LocalDelivery` (one server): the history gives the message its id and hands
   it to the SQLite writer, and the room broadcasts it at once;
 - :class:`trio_chat.cluster.Cluster` (``--redis``): the message goes to Redis, and
   every server, this one included, broadcasts it when it reads it back with its id.
 
-Names are the same question one level up: a local delivery only has this server's
-members to ask (the room does), a cluster must reserve a name across servers before a
-join (:meth:`Delivery.claim`) and tells the room about the other servers' members.
-Neither the room nor a session knows which delivery it has.
+A direct message is the same question for one user (:meth:`Delivery.direct`: an id
+from the same sequence, not stored; the connection here, or on another server). So
+are the rooms themselves (:meth:`Delivery.room_saved`: a new room, a topic, when it
+was last used; the SQLite file keeps them). Names are the question one level up: a
+local delivery only has this server's members to ask (the rooms do), a cluster must
+reserve a name across servers before a join (:meth:`Delivery.claim`) and tells
+``#lobby`` about the other servers' members. Neither a room nor a session knows which
+delivery it has.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
@@ -25,24 +30,29 @@ import trio
 
 from .. import protocol
 from ..history.base import History, IdsExhausted, chat_line
+from ..history.writer import RoomChange
+from ..protocol import NO_SUCH_USER, ProtocolError
 from .metrics import Histogram
 
 if TYPE_CHECKING:
     from ..history.sqlite import SqliteHistory
-    from .room import Room
+    from .room import Member, Room
+    from .rooms import Rooms
 
 log = logging.getLogger(__name__)
 
 
 class Delivery(ABC):
-    """What the room hands chat messages and name changes to (see the module doc)."""
+    """What the rooms hand chat messages and name changes to (see the module doc)."""
 
     #: The history replays are planned from (None: no ids, no replays).
     history: History | None = None
+    #: Rooms besides ``#lobby`` can be created (False: with ``--redis``, for now).
+    many_rooms: bool = True
 
-    def bind(self, room: Room) -> None:
-        """Called once by the room this delivery serves."""
-        self.room = room
+    def bind(self, rooms: Rooms) -> None:
+        """Called once by the rooms this delivery serves."""
+        self.rooms = rooms
 
     @abstractmethod
     async def wait_writable(self) -> None:
@@ -50,9 +60,25 @@ class Delivery(ABC):
         without a checkpoint when it can (it runs once per chat message)."""
 
     @abstractmethod
-    def publish(self, user: str, text: str, ts: str) -> None:
-        """Send a chat message on its way to every member (never awaits a client).
-        Raises ``trio.WouldBlock`` (nothing changed) while the store cannot take it."""
+    def publish(self, room: Room, user: str, text: str, ts: str) -> None:
+        """Send a chat message on its way to every member of ``room`` (never awaits a
+        client). Raises ``trio.WouldBlock`` (nothing changed) while the store cannot
+        take it."""
+
+    @abstractmethod
+    def direct(self, sender: Member, to: str, text: str, ts: str) -> None:
+        """Send a direct message to the user called ``to`` and, as the echo, to its
+        sender (never awaits a client); ``no_such_user`` if nobody has that name,
+        ``trio.WouldBlock`` (nothing changed) while the store cannot take its id."""
+
+    @abstractmethod
+    def room_saved(self, room: Room) -> None:
+        """``room`` was created, or its topic changed, or its last member left: keep
+        it as it is now (never waits)."""
+
+    @abstractmethod
+    def room_removed(self, room: Room) -> None:
+        """``room`` expired: forget it and its history (never waits)."""
 
     @abstractmethod
     async def flush(self) -> None:
@@ -114,10 +140,10 @@ class Delivery(ABC):
         connection); that token is spent."""
 
     @abstractmethod
-    async def take_seat(self, token: str, name: str) -> str | None:
+    async def take_seat(self, token: str, name: str) -> tuple[str, list[str]] | None:
         """Take over a seat another server holds for ``token`` under ``name`` (or a
-        look-alike): its name (the seat's own spelling), now this server's; None if
-        there is no such seat."""
+        look-alike): its name (the seat's own spelling), now this server's, and the
+        rooms it was in; None if there is no such seat."""
 
     # ------------------------------------------------ for /metrics and /readyz
 
@@ -157,22 +183,57 @@ class LocalDelivery(Delivery):
         else:
             await trio.lowlevel.checkpoint()
 
-    def publish(self, user: str, text: str, ts: str) -> None:
-        if self._store is None:
-            self.room.broadcast(protocol.chat(user, text, ts))
+    def publish(self, room: Room, user: str, text: str, ts: str) -> None:
+        if self._store is None or room.log is None:
+            room.broadcast(protocol.chat(user, text, ts, room=room.name))
             return
         try:
-            message = self._store.record(user, text, ts)
+            message = self._store.record(user, text, ts, room.log)
         except IdsExhausted as error:
-            # Only a database whose ids were pushed to the end gets here (2**53 ids):
-            # the room goes on, without ids and without storing (docs/protocol.md).
-            if not self._exhausted:
-                self._exhausted = True
-                log.error("history: %s; messages are delivered without ids and not "
-                          "stored; start a new --db", error)
-            self.room.broadcast(protocol.chat(user, text, ts))
+            self._no_ids(error)
+            room.broadcast(protocol.chat(user, text, ts, room=room.name))
             return
-        self.room.broadcast(chat_line(message))
+        room.broadcast(chat_line(message))
+
+    def direct(self, sender: Member, to: str, text: str, ts: str) -> None:
+        recipient = self.rooms.user(to)
+        if recipient is None or recipient.name is None:
+            raise ProtocolError(NO_SUCH_USER, f"nobody here is called '{to}'")
+        assert sender.name is not None
+        message_id = None
+        if self._store is not None:
+            try:
+                message_id = self._store.reserve()
+            except IdsExhausted as error:
+                self._no_ids(error)
+        line = protocol.direct(sender.name, recipient.name, text, ts, message_id)
+        recipient.deliver(line)
+        if recipient is not sender:
+            sender.deliver(line)
+
+    def _no_ids(self, error: IdsExhausted) -> None:
+        # Only a database whose ids were pushed to the end gets here (2**53 ids): the
+        # rooms go on, without ids and without storing (docs/protocol.md).
+        if not self._exhausted:
+            self._exhausted = True
+            log.error("history: %s; messages are delivered without ids and not "
+                      "stored; start a new --db", error)
+
+    def room_saved(self, room: Room) -> None:
+        if self._store is None:
+            return
+        # When it was last used, as Unix time (its expiry survives a restart).
+        active = time.time()
+        if not room.lobby and not len(room):
+            active -= max(0.0, self.rooms.now() - room.active)
+        self._store.store.save_room(RoomChange(room.key, save=(room.name, room.topic, active)))
+
+    def room_removed(self, room: Room) -> None:
+        if self._store is None:
+            return
+        if room.log is not None:
+            self._store.forget(room.log)
+        self._store.store.save_room(RoomChange(room.key, drop=True))
 
     async def flush(self) -> None:
         if self._store is not None:
@@ -216,7 +277,7 @@ class LocalDelivery(Delivery):
     def resumed(self, name: str, token: str, *, held: bool) -> None:
         pass
 
-    async def take_seat(self, token: str, name: str) -> str | None:
+    async def take_seat(self, token: str, name: str) -> tuple[str, list[str]] | None:
         await trio.lowlevel.checkpoint()
         return None
 

@@ -8,8 +8,8 @@ here when it closes. ``trio_chat.admin.collector`` turns all of it into Promethe
 metrics when ``/metrics`` is scraped, and only then; nothing here imports
 ``prometheus_client``.
 
-Every :class:`~trio_chat.server.room.Room` has one :class:`Metrics` (``room.metrics``):
-several servers in one process (the tests) count apart.
+Every server's :class:`~trio_chat.server.rooms.Rooms` has one :class:`Metrics`
+(``rooms.metrics``): several servers in one process (the tests) count apart.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ class Metrics:
         self.notices = 0
         #: Queue entries those broadcasts made (one per member reached).
         self.deliveries = 0
+        #: Direct messages sent (each reaches its recipient and echoes to its sender).
+        self.direct_messages = 0
         #: Error messages sent to clients, by code (protocol.md's codes).
         self.errors: Counter[str] = Counter()
         #: Sessions ended, by reason (an error code, ``leave``, ``closed by peer``,

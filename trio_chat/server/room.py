@@ -1,62 +1,57 @@
-"""The room: who is in it, and who gets each message.
+"""One room: who is in it, and who gets each of its messages.
 
-Every member has its own bounded outgoing channel. :meth:`Room.broadcast` never
-awaits a client: it puts one already-encoded line into each queue with
-``send_nowait``; a member whose queue is full is evicted (the slow-consumer policy)
-and the others see it leave.
+Every connection has its own bounded outgoing queue (a :class:`Member`), whatever
+rooms it is in. :meth:`Room.broadcast` never awaits a client: it puts one
+already-encoded line into the queue of each of *this room's* members with
+``send_nowait`` (so a message costs what its room's size costs, not the server's); a
+member whose queue is full is evicted (the slow-consumer rule, per connection) and it
+leaves every room it was in (:meth:`~.rooms.Rooms.settle`).
 
 Where a chat message goes once the room has it (the store, then a broadcast; or
 Redis, then every server's broadcast) is its :class:`~.delivery.Delivery`'s business.
 With a history, a joiner's queue gets one :class:`~trio_chat.history.base.Replay`
 item right after its ``welcome``.
 
-Join and leave notices go to everyone, so a crowd arriving at once would cost
-members x joins deliveries. While :meth:`Room.run_notices` runs (``serve`` starts
-it), notices past a budget of deliveries per interval are coalesced into one
-``summary`` notice per interval; a joiner still gets its own ``join`` notice at once.
+Join and leave notices go to the room's members, so a crowd arriving at once would
+cost members x joins deliveries. While :meth:`~.rooms.Rooms.run_notices` runs
+(``serve`` starts it), notices past a budget of deliveries per interval are coalesced
+into one ``summary`` notice per interval, per room; a joiner still gets its own
+``join`` notice at once.
 
-When several servers share the room (:mod:`trio_chat.cluster`), ``clients_count``,
-``who`` and ``welcome`` count the other servers' members too (the delivery knows
-them), names are claimed through the delivery before a join, and the other servers'
-joins and leaves are announced here like local ones (:meth:`Room.remote`).
+When several servers share ``#lobby`` (:mod:`trio_chat.cluster`), its
+``clients_count``, ``who`` and ``welcome`` count the other servers' members too (the
+delivery knows them), and the other servers' joins and leaves are announced here like
+local ones (:meth:`Room.remote`).
 
 Two kinds of seat besides the members:
 
-- **listeners** (:meth:`Room.listen`) get every broadcast, as members do, without a
-  name: not in ``who`` nor ``clients_count``, no notices of their own. They are the
-  seed's clients, which see the room from the moment they connect;
+- **listeners** (:meth:`Room.listen`, ``#lobby`` only) get every broadcast of
+  ``#lobby``, as members do, without a name: not in ``who`` nor ``clients_count``, no
+  notices of their own. They are the seed's clients, which see the room from the
+  moment they connect;
 - **held seats** (:mod:`.seats`): a member whose connection was lost keeps its seat
-  (its name, its place in ``who``) for ``--resume-grace`` seconds, silently, for a
-  join that brings back its ``resume`` token (:meth:`Room.resume`).
+  (its name, its place in ``who`` of every room it was in) for ``--resume-grace``
+  seconds, silently, for a join that brings back its ``resume`` token
+  (:meth:`~.rooms.Rooms.resume`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from .. import protocol
-from ..history.base import History, Replay
-from ..protocol import NAME_TAKEN, SLOW_CONSUMER, ProtocolError, skeleton
-from ..pulse import Pulse
-from .delivery import Delivery, LocalDelivery
-from .metrics import Metrics
-from .pacing import ReadPacer
-from .replays import ReplayBudget
-from .seats import Seats
+from ..history.base import Replay, RoomLog
+from ..protocol import SLOW_CONSUMER, skeleton
+
+if TYPE_CHECKING:
+    from .rooms import Rooms
 
 log = logging.getLogger(__name__)
 
-#: Deliveries per second that join/leave notices may cost before they are coalesced:
-#: a room of 100 takes 19 joins at once one by one; a room of 4,000, one each 2 s.
-#: (A notice to an idle client costs a whole write, 20-40 us: 2,000/s is ~5% of a core.)
-NOTICE_RATE = 2_000
-#: Shortest notice interval, in seconds; in a big room it is members / NOTICE_RATE,
-#: so one summary to everyone stays within the rate (10,000 members: 5 s).
-NOTICE_INTERVAL = 0.1
 #: Why a member's session ends when a join elsewhere took its seat back with its token
 #: (WebSocket close 4009).
 RESUMED = "resumed"
@@ -73,28 +68,27 @@ CLOSED_BY_PEER = "closed by peer"
 LOST = frozenset({CLOSED_BY_PEER, GONE, PING_TIMEOUT, SLOW_CONSUMER})
 
 
-def _taken(name: str, holder: str | None) -> ProtocolError:
-    """``name_taken``; for a look-alike (see :func:`protocol.skeleton`), saying of what."""
-    if holder is None or protocol.name_key(holder) == protocol.name_key(name):
-        return ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
-    return ProtocolError(NAME_TAKEN, f"name '{name}' is taken: it looks like '{holder}'")
-
-
 class Member:
-    """One connection's seat: its name once joined, and its outgoing queue."""
+    """One connection's seat: its name once it has one, its outgoing queue (one for
+    all its rooms), and the rooms it is in."""
 
     def __init__(
         self,
         outgoing: trio.MemorySendChannel[str | Replay],
         *,
         peer: str = "?",
+        host: str | None = None,
         on_evict: Callable[[], object] = lambda: None,
     ) -> None:
         self.name: str | None = None
         self.batch = False
         self.peer = peer
+        #: Its address, for what is limited per address (creating rooms).
+        self.host = host if host is not None else peer
         self.evicted: str | None = None
-        #: Receiving the room's traffic without a name (:meth:`Room.listen`).
+        #: The rooms it is in (key -> room), in the order it entered them.
+        self.rooms: dict[str, Room] = {}
+        #: Receiving ``#lobby``'s traffic without a name (:meth:`Room.listen`).
         self.listening = False
         #: Its connection is gone, its seat kept for a resume (:mod:`.seats`).
         self.held = False
@@ -105,6 +99,7 @@ class Member:
 
     @property
     def joined(self) -> bool:
+        """It has a name (it may be in no room)."""
         return self.name is not None
 
     @property
@@ -143,78 +138,85 @@ class Member:
 
 
 class Room:
-    """The one chat room shared by every transport."""
+    """One room of the server's :class:`~.rooms.Rooms`: its members (by the skeleton
+    of their names, in join order), its topic, its log, its notices."""
 
     def __init__(
-        self,
-        delivery: Delivery | None = None,
-        *,
-        clock: Callable[[], str] = protocol.timestamp,
-        notice_rate: float = NOTICE_RATE,
-        notice_interval: float = NOTICE_INTERVAL,
-        max_text: int = protocol.MAX_TEXT,
-        metrics: Metrics | None = None,
-        replays: ReplayBudget | None = None,
-        resume_grace: float = 0.0,
+        self, rooms: Rooms, name: str, *, log: RoomLog | None = None, topic: str = "",
+        active: float = 0.0,
     ) -> None:
-        #: The longest chat text the sessions accept (``--max-text``), told in ``welcome``.
-        self.max_text = max_text
+        self.rooms = rooms
+        #: The name as the room was first created, and what compares equal to it.
+        self.name = name
+        self.key = protocol.room_key(name)
+        self.lobby = self.key == protocol.LOBBY_KEY
+        self.topic = topic
+        #: Its history (newest id, the messages in memory); None without a history.
+        self.log = log
+        #: When it was last used (Trio's clock): when its last member left. A room with
+        #: no members for ``--room-expiry`` is removed (not ``#lobby``).
+        self.active = active
         self._members: dict[str, Member] = {}  # skeleton of the name -> member, join order
-        self._listeners: dict[Member, None] = {}  # an ordered set
-        #: Resume tokens, and the seats held for their grace (``--resume-grace``).
-        self.seats = Seats(resume_grace)
-        #: What this room's server counts (read on a /metrics scrape).
-        self.metrics = metrics if metrics is not None else Metrics()
-        #: Replay chunks all members' writers may hold at once (:mod:`.replays`).
-        self.replays = replays if replays is not None else ReplayBudget()
-        self._clock = clock
-        self.delivery = delivery if delivery is not None else LocalDelivery()
-        self.delivery.bind(self)
-        self.seats.margin = self.delivery.hold_margin
-        self._others_version = self.delivery.version
-        self._evicted: deque[Member] = deque()
-        self._evicting = False
-        self._notice_rate = notice_rate
-        self._notice_interval = notice_interval
-        self._coalescing = False  # True while run_notices() runs
+        self._listeners: dict[Member, None] = {}  # an ordered set (#lobby only)
+        self._users_json: str | None = None  # names in join order, as JSON
+        self._who: tuple[str, str] | None = None  # (_users_json it was built from, answer)
+        self._others_version = rooms.delivery.version
+        # Notice coalescing (see the module doc; Rooms.run_notices sends the summaries).
         self._window_end = float("-inf")
         self._window_spent = 0
         self._window_budget = 0.0  # deliveries notices may take before window_end
         self._joined = self._left = 0  # coalesced, not yet announced
-        self._pending = Pulse()
-        self._users_json: str | None = None  # names in join order, as JSON
-        self._who: tuple[str, str] | None = None  # (_users_json it was built from, answer)
-        self.pacer = ReadPacer()
-        self.closed = False
+        #: A summary of this room is due (Rooms keeps it in its schedule).
+        self.summary_due = False
 
-    def close(self) -> None:
-        """Stop all room traffic (server shutdown): no more broadcasts or leave notices,
-        which with every client leaving at once would be quadratic."""
-        self.closed = True
+    def __len__(self) -> int:
+        """Members on this server (the deliveries a broadcast costs)."""
+        return len(self._members)
+
+    @property
+    def listeners(self) -> int:
+        """Listeners on this server (``#lobby`` only has any)."""
+        return len(self._listeners)
+
+    def _reach(self) -> int:
+        """The deliveries one broadcast costs: members and listeners."""
+        return len(self._members) + len(self._listeners)
+
+    def __contains__(self, member: Member) -> bool:
+        name = member.name
+        return name is not None and self._members.get(skeleton(name)) is member
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name} ({len(self)} members)>"
 
     @property
     def names(self) -> list[str]:
         return [m.name for m in self._members.values() if m.name is not None]
 
     @property
-    def history(self) -> History | None:
-        """Where replays are planned from (the delivery's)."""
-        return self.delivery.history
+    def members(self) -> list[Member]:
+        return list(self._members.values())
 
     @property
     def count(self) -> int:
-        """Members in the room: this server's, and the other servers' if shared."""
-        return len(self._members) + self.delivery.other_count()
+        """Members in the room: this server's, and (``#lobby`` with ``--redis``) the
+        other servers'."""
+        if self.lobby:
+            return len(self._members) + self.rooms.delivery.other_count()
+        return len(self._members)
 
     def _users(self) -> str:
         """The member names as a JSON array (this server's in join order, then the
         other servers'), cached: joins append to it."""
-        delivery = self.delivery
-        if delivery.version != self._others_version:
-            self._others_version = delivery.version
-            self._users_json = None
-        if self._users_json is None:
-            self._users_json = protocol.json_array(self.names + delivery.other_names())
+        if self.lobby:
+            delivery = self.rooms.delivery
+            if delivery.version != self._others_version:
+                self._others_version = delivery.version
+                self._users_json = None
+            if self._users_json is None:
+                self._users_json = protocol.json_array(self.names + delivery.other_names())
+        elif self._users_json is None:
+            self._users_json = protocol.json_array(self.names)
         return self._users_json
 
     def who(self) -> str:
@@ -223,314 +225,175 @@ class Room:
         must not make the server hold a fresh copy per question."""
         users = self._users()
         if self._who is None or self._who[0] is not users:
-            self._who = (users, protocol.users(users, self.count))
+            self._who = (users, protocol.users(users, self.count, room=self.name))
         return self._who[1]
 
-    def _welcome(self, name: str, token: str | None = None) -> str:
+    def welcome(self, name: str, token: str | None = None) -> str:
         """The ``welcome`` for a join or a rename: everyone in the room, on every server,
-        and the token that takes the seat back (``resume``)."""
-        return protocol.welcome(name, self._users(), self.count, self.max_text, token)
+        and the token that takes the connection's seat back (``resume``)."""
+        return protocol.welcome(name, self._users(), self.count, self.rooms.max_text,
+                                token, room=self.name, topic=self.topic)
 
-    def __len__(self) -> int:
-        """Members on this server (held seats included)."""
-        return len(self._members)
-
-    @property
-    def listeners(self) -> int:
-        """Listeners on this server."""
-        return len(self._listeners)
-
-    def _reach(self) -> int:
-        """The deliveries one broadcast costs: members and listeners."""
-        return len(self._members) + len(self._listeners)
+    # ------------------------------------------------------------ membership
 
     def listen(self, member: Member) -> None:
-        """Make a connection that has not joined a listener: from now on it gets every
-        broadcast (chat and notices), as members do, without being one."""
-        if member.joined or member.listening or member.evicted is not None:
-            return
+        """Make ``member`` (a connection without a name) a listener: from now on it gets
+        every broadcast of this room (chat and notices), as members do, without being
+        one."""
         member.listening = True
         self._listeners[member] = None
         log.debug("%s listens", member)
 
-    def rename(self, name: str, new: str) -> None:
-        """The server renames the member called ``name`` (a clash found after a Redis
-        outage): it gets a new ``welcome``, the room a ``rename`` notice. ``new`` must be
-        valid and free (claimed)."""
-        member = self._members.get(skeleton(name))
-        if member is not None and member.name == name:
-            self.join(member, new)
+    def unlisten(self, member: Member) -> bool:
+        """``member`` stops listening (it joins, or goes); True if it was listening."""
+        if not member.listening:
+            return False
+        member.listening = False
+        self._listeners.pop(member, None)
+        return True
 
-    def holds(self, name: str) -> bool:
-        """A member here has this name."""
-        return skeleton(name) in self._members
-
-    async def claim(self, name: str) -> None:
-        """Before a join under ``name``: reserve it wherever else members may hold it
-        (other servers sharing the room; raises ``name_taken``). Follow with
-        :meth:`unclaim` whether or not the join happened."""
-        if skeleton(name) in self._members:
-            return  # a local holder: join() decides
-        if not await self.delivery.claim(name):
-            raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
-
-    def unclaim(self, name: str) -> None:
-        """Release a claimed name if no member here holds it (the join failed)."""
-        if skeleton(name) not in self._members:
-            self.delivery.release(name)
-
-    def join(
-        self,
-        member: Member,
-        name: str,
-        since: int | None = None,
-        *,
-        welcome: bool = True,
-        resumable: bool = True,
-        wanted: str | None = None,
+    def add(
+        self, member: Member, since: int | None = None, *, welcome: bool = True,
+        listened: bool = False, wanted: str | None = None,
     ) -> None:
-        """Seat ``member`` under ``name`` (already validated), or rename it if seated.
-
-        A first join gets its welcome, then the replayed history (after ``since`` if
-        given; for a listener without ``since``, what it was not sent as one: nothing).
-        ``welcome=False`` (neither) is for seed-style clients that never asked to join:
-        they would print a ``welcome`` as a chat line from nobody. ``resumable=False``:
-        no ``resume`` token in the welcome (a person at ``nc`` does not resume).
-        ``wanted``: the name a seed-style join asked for, when ``name`` is a variant of
-        it (that client cannot rename): it is told so in a ``system`` line first.
-        """
-        key = skeleton(name)
-        holder = self._members.get(key)
-        if holder is not None and holder is not member:
-            raise _taken(name, holder.name)
-        if key == skeleton(protocol.SYSTEM_USER):
-            raise _taken(name, protocol.SYSTEM_USER)
-        old = member.name
-        if old is not None:
-            del self._members[skeleton(old)]
-            self._users_json = None  # a rename moves the name to the end
-        listened = member.listening
-        if listened:
-            member.listening = False
-            del self._listeners[member]
-        member.name = name
-        self._members[key] = member
-        if old is None:
-            log.info(
-                "join %s from %s (%d online)", name, member.peer, self.count,
-                extra={"event": "join", "user": name, "peer": member.peer, "online": self.count},
-            )
-            if self._users_json is not None and not self.delivery.other_count():
-                # The newest member is last in join order.
-                self._users_json = protocol.json_array_append(self._users_json, name)
-            else:
-                self._users_json = None
-            self.delivery.joined(name)
-            if welcome:
-                self._greet(member, since, listened=listened, resumable=resumable)
-            if wanted is not None and wanted != name:
-                member.deliver(protocol.system(
-                    "variant", name, f"the name {wanted} is taken: you are {name}",
-                    self.count, self._clock(), wanted=wanted,
-                ))
-            text = f"{name} joined the chat"
-            if not self._notice("join", name, text):
-                # Coalesced for the others; the joiner still sees its own join.
-                member.deliver(protocol.system("join", name, text, self.count, self._clock()))
-        elif old != name:
-            log.info("rename %s -> %s", old, name)
-            self.delivery.renamed(old, name)
-            # A held seat renamed (a clash found after a Redis outage) keeps its token.
-            token = member.token
-            if token is not None and not member.held:
-                token = self.seats.issue(member)
-            member.deliver(self._welcome(name, token))
-            self._announce("rename", name, f"{old} is now known as {name}", old=old)
-
-    def _greet(
-        self, member: Member, since: int | None, *, listened: bool, resumable: bool
-    ) -> None:
-        """A joiner's ``welcome`` (with a fresh resume token), then its replay."""
-        assert member.name is not None
-        token = self.seats.issue(member) if resumable else None
-        member.deliver(self._welcome(member.name, token))
-        history = self.history
-        if history is None:
-            return
-        if listened and since is None:
-            # A listener got every broadcast, and each message enters the history and
-            # is broadcast in one step (no checkpoint between): it has been sent
-            # everything up to the newest id, so its replay is empty.
-            member.deliver(history.caught_up())
+        """Seat ``member`` (named, not in the room yet): its welcome and replay (unless
+        ``welcome`` is False: a seed-style client that never asked to join), then the
+        join notice. ``listened``: it was this room's listener until now, so without
+        ``since`` its replay is empty (it was sent everything as it happened).
+        ``wanted``: the name a seed-style join asked for, when it got a variant (that
+        client cannot rename): it is told so before the join notice."""
+        name = member.name
+        assert name is not None
+        self._members[skeleton(name)] = member
+        member.rooms[self.key] = self
+        if self._users_json is not None and not (self.lobby and self.rooms.delivery.other_count()):
+            # The newest member is last in join order.
+            self._users_json = protocol.json_array_append(self._users_json, name)
         else:
-            member.deliver(history.replay(since))
-
-    def resume(self, member: Member, token: str, name: str, since: int | None) -> bool:
-        """Seat ``member`` in the place of the seat ``token`` belongs to, if that seat
-        is here and called ``name`` (or a look-alike: the same skeleton); False (nothing
-        done) otherwise. No notice: for everyone else the member never left. A seat
-        whose connection is still open (its loss not noticed yet) is taken over, and
-        that connection closed (``resumed``)."""
-        seat = self.seats.find(token)
-        if seat is None or seat is member or seat.name is None or member.joined:
-            return False
-        if skeleton(seat.name) != skeleton(name):
-            return False
-        key = skeleton(seat.name)
-        if self._members.get(key) is not seat:
-            return False
-        held = seat.held
-        self.seats.forget(seat)
-        if not held:
-            seat.evict(RESUMED)  # its session ends; it is no longer the seat's member
-        self._seat(member, seat.name, since)
-        self.delivery.resumed(seat.name, token, held=held)
-        return True
-
-    async def take_seat(self, member: Member, token: str, name: str, since: int | None) -> bool:
-        """:meth:`resume`, or, if the seat is on another server sharing the room, take
-        it from there (the delivery moves its name to this server): False when neither
-        (an unknown or expired token: the join is an ordinary one)."""
-        if self.resume(member, token, name, since):
-            return True
-        if not self.seats.enabled:
-            return False
-        moved = await self.delivery.take_seat(token, name)
-        if moved is None:
-            return False
-        if member.joined or member.evicted is not None or skeleton(moved) in self._members:
-            # Gone meanwhile, or the name is held here after all: the seat leaves.
-            log.info("resume of %s from another server came too late; it leaves", moved)
-            self.delivery.left(moved)
-            return False
-        self._seat(member, moved, since)
-        return True
-
-    def _seat(self, member: Member, name: str, since: int | None) -> None:
-        """Seat ``member`` under ``name`` (already its seat's) with no notice."""
-        key = skeleton(name)
-        if member.listening:
-            member.listening = False
-            del self._listeners[member]
-        member.name = name
-        if key not in self._members:
             self._users_json = None
-        self._members[key] = member  # in its place in the join order, if it had one
-        log.info(
-            "resume %s from %s (%d online)", name, member.peer, self.count,
-            extra={"event": "resume", "user": name, "peer": member.peer, "online": self.count},
-        )
-        self._greet(member, since, listened=False, resumable=True)
+        if welcome:
+            self.replay_to(member, since, caught_up=listened and since is None)
+        if wanted is not None and wanted != name:
+            member.deliver(protocol.system(
+                "variant", name, f"the name {wanted} is taken: you are {name}", self.count,
+                self.rooms.clock(), room=self.name, wanted=wanted,
+            ))
+        text = f"{name} joined the chat" if self.lobby else f"{name} joined {self.name}"
+        if not self._notice("join", name, text):
+            # Coalesced for the others; the joiner still sees its own join.
+            member.deliver(protocol.system("join", name, text, self.count,
+                                           self.rooms.clock(), room=self.name))
 
-    def moved_away(self, name: str) -> None:
-        """A seat of this server was taken back on another server (cluster mode): it
-        goes without a notice, and its connection, if still open, is closed."""
-        key = skeleton(name)
-        seat = self._members.get(key)
-        if seat is None or seat.name != name:
-            return
-        del self._members[key]
+    def replay_to(self, member: Member, since: int | None, *, caught_up: bool = False) -> None:
+        """Queue the room's ``welcome`` for ``member`` (with its resume token), then its
+        replay (a join, a resume, or a join of a room it is in already: a resync).
+        ``caught_up``: it has been sent everything up to the newest id (a listener: each
+        message enters the history and is broadcast in one step), so nothing."""
+        assert member.name is not None
+        member.deliver(self.welcome(member.name, member.token))
+        history = self.rooms.history
+        if history is not None and self.log is not None:
+            if caught_up:
+                member.deliver(history.caught_up(self.log))
+            else:
+                member.deliver(history.replay(since, self.log))
+
+    def replace(self, seat: Member, member: Member) -> None:
+        """``member`` takes ``seat``'s place (a resume), with no notice: the same name
+        in the same place of the join order."""
+        assert seat.name is not None
+        key = skeleton(seat.name)
+        if self._members.get(key) is seat:
+            self._members[key] = member
+        seat.rooms.pop(self.key, None)
+        member.rooms[self.key] = self
+
+    def enter_quietly(self, member: Member, name: str) -> None:
+        """Seat ``member`` under ``name`` with no notice (a seat taken over from
+        another server: for everyone it never left)."""
+        self._members[skeleton(name)] = member
+        member.rooms[self.key] = self
         self._users_json = None
-        held = seat.held
-        self.seats.forget(seat)
-        if not held:
-            seat.evict(RESUMED)
-        log.info("%s resumed on another server", name)
 
-    def leave(self, member: Member, *, hold: bool = False) -> None:
-        """Remove ``member`` if seated, and tell everyone who stays; a listener goes
-        silently. ``hold``: its connection was lost, not closed on purpose, so its seat
-        is kept for a resume (:mod:`.seats`) if it can be: nobody is told yet (and a
-        seat already held stays so)."""
-        if member.held:
-            return
-        if member.listening:
-            member.listening = False
-            del self._listeners[member]
-            return
+    def drop(self, member: Member) -> None:
+        """Take ``member`` out with no notice (its seat was taken back on another
+        server)."""
+        name = member.name
+        if name is not None and self._members.get(skeleton(name)) is member:
+            del self._members[skeleton(name)]
+            self._users_json = None
+        member.rooms.pop(self.key, None)
+
+    def remove(self, member: Member, *, parting: bool = False) -> bool:
+        """Take ``member`` out (it parted, or is leaving the server) and tell the
+        others (and, when it ``parting``, itself: its part is done); False if it was
+        not in."""
         name = member.name
         if name is None or self._members.get(skeleton(name)) is not member:
-            return
-        if hold and not self.closed and self.seats.hold(member):
-            log.info(
-                "hold %s for %gs (%s)", name, self.seats.grace, member.evicted or "closed",
-                extra={"event": "hold", "user": name, "peer": member.peer},
-            )
-            self.delivery.held(name, member.token or "", self.seats.grace)
-            return
-        self.seats.forget(member)
+            return False
         del self._members[skeleton(name)]
+        member.rooms.pop(self.key, None)
         self._users_json = None
-        if self.closed:
-            return  # the cluster forgets this server's members all at once
-        self.delivery.left(name)
-        log.info(
-            "leave %s%s (%d online)",
-            name,
-            f" ({member.evicted})" if member.evicted else "",
-            self.count,
-            extra={
-                "event": "leave",
-                "user": name,
-                "peer": member.peer,
-                "reason": member.evicted,
-                "online": self.count,
-            },
-        )
-        self._notice("leave", name, f"{name} left the chat")
+        if not self._members and not self.lobby:
+            self.active = self.rooms.now()
+            self.rooms.delivery.room_saved(self)  # when it was last used, for its expiry
+        if self.rooms.closed:
+            return True  # shutting down: every client leaves at once, quadratic
+        text = f"{name} left the chat" if self.lobby else f"{name} left {self.name}"
+        self._notice("leave", name, text)
+        if parting:
+            member.deliver(protocol.system("leave", name, text, self.count,
+                                           self.rooms.clock(), room=self.name))
+        return True
 
-    async def wait_writable(self) -> None:
-        """Wait until :meth:`say` can hand a message on (backpressure on the one sender
-        calling this; the room goes on)."""
-        await self.delivery.wait_writable()
+    def renamed(self, member: Member, old: str) -> None:
+        """``member`` (in this room) is now called ``member.name``: it moves to the end
+        of the join order, gets a new ``welcome``, and the room a ``rename`` notice."""
+        name = member.name
+        assert name is not None
+        if self._members.get(skeleton(old)) is member:
+            del self._members[skeleton(old)]
+        self._members[skeleton(name)] = member
+        self._users_json = None
+        member.deliver(self.welcome(name, member.token))
+        self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
-    def say(self, member: Member, text: str) -> None:
-        """Send a chat message under the member's own name to everyone, through the
-        delivery. Raises ``trio.WouldBlock`` if the store is full (await
-        :meth:`wait_writable` first)."""
-        assert member.name is not None
-        if self.closed:
-            return  # shutting down: neither stored nor broadcast
-        log.debug("chat %s: %s", member.name, text)
-        self.delivery.publish(member.name, text, self._clock())
+    def set_topic(self, name: str, topic: str) -> None:
+        """``name`` (a member) set the topic; everyone in the room is told."""
+        self.topic = topic
+        self.rooms.delivery.room_saved(self)
+        text = (f"{name} set the topic of {self.name}: {topic}" if topic
+                else f"{name} cleared the topic of {self.name}")
+        self._announce("topic", name, text, topic=topic)
+
+    # ------------------------------------------------------------ messages
 
     def broadcast(self, line: str) -> None:
-        """Queue ``line`` for every member and listener; never awaits. Evicts the ones
+        """Queue ``line`` for every member (and listener); never awaits. Evicts the ones
         that are full."""
-        if self.closed:
+        rooms = self.rooms
+        if rooms.closed:
             return
         members = list(self._members.values())
         if self._listeners:
             members += self._listeners
-        evicted = self._evicted
+        evicted = rooms.evicted
         before = len(evicted)
         for member in members:
             if not member.deliver(line):
                 evicted.append(member)
-        metrics = self.metrics
+        metrics = rooms.metrics
         metrics.broadcasts += 1
         failed = len(evicted) - before
         metrics.deliveries += len(members) - failed
         if failed:  # a full queue is the deepest a queue gets (its writers never see it)
             metrics.queue_depth(max(member.queued for member in list(evicted)[before:]))
-        if self._evicting:
-            return  # an outer broadcast is already announcing the evictions
-        self._evicting = True
-        try:
-            # Each leave notice is a broadcast that may evict more members: a loop,
-            # not recursion, however many are full at once. A lost one (its queue
-            # overflowed; or already gone, its session not yet ended) is held for a
-            # resume, as its session's own leave would hold it.
-            while self._evicted:
-                member = self._evicted.popleft()
-                self.leave(member, hold=member.evicted in LOST)
-        finally:
-            self._evicting = False
+            rooms.settle()
 
     def remote(self, event: str, name: str, old: str | None = None) -> None:
         """Announce a join, leave or rename on another server (the delivery has
         already counted it)."""
-        if self.closed:
+        if self.rooms.closed:
             return
         if event == "join":
             self._notice("join", name, f"{name} joined the chat")
@@ -539,21 +402,25 @@ class Room:
         elif event == "rename" and old is not None:
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
+    # ------------------------------------------------------------ notices
+
     def _announce(self, event: str, name: str, text: str, **extra: str) -> None:
-        self.metrics.notices += 1
-        self.broadcast(protocol.system(event, name, text, self.count, self._clock(), **extra))
+        self.rooms.metrics.notices += 1
+        self.broadcast(protocol.system(event, name, text, self.count, self.rooms.clock(),
+                                       room=self.name, **extra))
 
     def _notice(self, event: str, name: str, text: str) -> bool:
         """Announce a join or leave now if the interval's budget allows; else count
         it for the next summary. True if it went out on its own."""
-        if self._coalescing:
+        rooms = self.rooms
+        if rooms.coalescing:
             now = trio.current_time()
             if now >= self._window_end:
-                window = self._window()
+                window = self.window()
                 self._window_end = now + window
                 # rate x window, exactly: a quiet big room announces one join per window.
                 self._window_budget = max(
-                    self._notice_rate * self._notice_interval, self._reach()
+                    rooms.notice_rate * rooms.notice_interval, self._reach()
                 )
                 self._window_spent = 0
             cost = self._reach() or 1  # deliveries this notice would take
@@ -562,47 +429,28 @@ class Room:
                     self._joined += 1
                 else:
                     self._left += 1
-                self._pending.fire()
+                rooms.summary_at(self, self._window_end)
                 return False
             self._window_spent += cost
         self._announce(event, name, text)
         return True
 
-    async def run_notices(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Send coalesced join/leave notices as one ``summary`` per interval, until
-        cancelled. Without this task running, every notice goes out on its own."""
-        self._coalescing = True
-        try:
-            task_status.started()
-            while True:
-                while not (self._joined or self._left):
-                    await self._pending.wait()
-                await trio.sleep_until(self._window_end)
-                joined, left = self._joined, self._left
-                self._joined = self._left = 0
-                self.metrics.notices += 1
-                self.broadcast(protocol.summary(joined, left, self.count, self._clock()))
-                # Still busy: the next interval starts coalesced too, so a steady
-                # crowd costs one broadcast per interval.
-                self._window_end = trio.current_time() + self._window()
-                self._window_spent = self._window_budget = 0
-        finally:
-            self._coalescing = False
+    def send_summary(self) -> None:
+        """The coalesced notices of the interval that just ended, as one ``summary``;
+        the next interval starts coalesced too (a steady crowd costs one broadcast per
+        interval)."""
+        joined, left = self._joined, self._left
+        self._joined = self._left = 0
+        if joined or left:
+            self.rooms.metrics.notices += 1
+            self.broadcast(protocol.summary(joined, left, self.count, self.rooms.clock(),
+                                            room=self.name))
+        self._window_end = trio.current_time() + self.window()
+        self._window_spent = 0
+        self._window_budget = 0
 
-    def _window(self) -> float:
-        return max(self._notice_interval, self._reach() / self._notice_rate)
-
-    async def run_seats(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Let held seats leave when their grace is up, until cancelled. Without this
-        task running (``serve`` starts it), no seat is held: a lost connection leaves
-        at once."""
-        await self.seats.run(self._expire, task_status=task_status)
-
-    def _expire(self, member: Member) -> None:
-        """A held seat's grace is up: it leaves, announced as usual."""
-        log.info("%s did not come back within %gs", member.name, self.seats.grace)
-        self.leave(member)
+    def window(self) -> float:
+        """This room's notice interval: longer for a big room, so a summary to everyone
+        stays within the rate."""
+        rooms = self.rooms
+        return max(rooms.notice_interval, self._reach() / rooms.notice_rate)

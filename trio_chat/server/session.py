@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from itertools import islice
 from typing import Protocol
 
@@ -18,10 +19,13 @@ import trio
 
 from .. import protocol
 from ..config import Config
-from ..history.base import Replay, Shown
+from ..history.base import Replay, Shown, history_end
 from ..protocol import (
+    HERE,
     IDLE_TIMEOUT,
+    LOBBY,
     NAME_TAKEN,
+    NOT_IN_ROOM,
     NOT_JOINED,
     SLOW_CONSUMER,
     Blank,
@@ -31,8 +35,13 @@ from ..protocol import (
     Join,
     Leave,
     Listen,
+    ListRooms,
+    Msg,
+    Part,
     Ping,
     ProtocolError,
+    RoomRef,
+    Topic,
     Who,
     skeleton,
 )
@@ -43,11 +52,15 @@ from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
 from .room import GONE as GONE
 from .room import LOST, Member, Room
 from .room import PING_TIMEOUT as PING_TIMEOUT
+from .rooms import PICK_A_NAME, Rooms
 
 log = logging.getLogger(__name__)
 
 #: Most lines handed to one transport write (and at most WRITE_BYTES of them).
 MAX_BATCH = 512
+#: Events the store takes something of (a message, a direct message's id): the sender
+#: waits while it is full.
+_HANDED_OVER = (Chat, Msg)
 
 
 #: End reason when the server stops (WebSocket close 1001).
@@ -88,27 +101,28 @@ class Session:
 
     ``join_timeout`` (seconds) closes a connection that has not joined by then with
     ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
-    when not a fresh one. ``greeting`` is its first line (the TCP ``hello``);
-    ``listen_after`` (seconds) makes it a listener if it has sent nothing by then (a
-    WebSocket: the seed's clients listen without asking). ``variants``: a seed-style
-    join whose name is taken joins under a variant (``Ann2``: the seed's client cannot
-    choose another name); False: it gets ``name_taken`` (a gRPC ``Post``, whose caller
-    can).
+    when not a fresh one; ``host`` its address (for what is limited per address).
+    ``greeting`` is its first line (the TCP ``hello``); ``listen_after`` (seconds) makes
+    it a listener of ``#lobby`` if it has sent nothing by then (a WebSocket: the seed's
+    clients listen without asking). ``variants``: a seed-style join whose name is taken
+    joins under a variant (``Ann2``: the seed's client cannot choose another name);
+    False: it gets ``name_taken`` (a gRPC ``Post``, whose caller can).
     """
 
     def __init__(
         self,
-        room: Room,
+        rooms: Rooms,
         config: Config,
         transport: Transport,
         *,
         join_timeout: float | None = None,
         bucket: TokenBucket | None = None,
+        host: str | None = None,
         greeting: str | None = None,
         listen_after: float | None = None,
         variants: bool = True,
     ) -> None:
-        self.room = room
+        self.rooms = rooms
         self.config = config
         self.transport = transport
         self._cancel = trio.CancelScope()
@@ -129,13 +143,16 @@ class Session:
             config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
         )
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
-        self.member = Member(send, peer=transport.peer, on_evict=self._cancel.cancel)
+        self.member = Member(send, peer=transport.peer, host=host,
+                             on_evict=self._cancel.cancel)
         self._send = send
+        #: Where a plain-text (nc) line goes: the room last joined, or switched to.
+        self.current: Room | None = None
         if greeting is not None:
             send.send_nowait(greeting)
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
-        self._metrics = room.metrics
+        self._metrics = rooms.metrics
 
     @property
     def queued(self) -> int:
@@ -168,7 +185,7 @@ class Session:
                         self._tell(error)
                         member.evicted = IDLE_TIMEOUT
                 finally:
-                    self.room.leave(member, hold=self.reason in LOST)
+                    self.rooms.leave(member, hold=self.reason in LOST)
                     self._send.close()  # the writer drains what is queued, then stops
             # Whatever an evicted writer left queued goes now: a seat held for a resume
             # keeps its member (and so its channel) for the grace, not its backlog.
@@ -180,13 +197,13 @@ class Session:
     async def _listen_when_quiet(self, after: float) -> None:
         await trio.sleep(after)
         if not self._heard:
-            self.room.listen(self.member)
+            self.rooms.listen(self.member)
 
     def shutdown(self, notice: str | None = None) -> None:
         """Queue the shutdown notice (``notice``, the same for every session, or one
         built now), stop reading, and let the writer drain the queue."""
         member = self.member
-        member.deliver(notice if notice is not None else protocol.shutdown(self.room.count))
+        member.deliver(notice if notice is not None else protocol.shutdown(self.rooms.count))
         if member.evicted is None:
             member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
         self._reader.cancel()
@@ -226,7 +243,7 @@ class Session:
             member.evicted = failure
 
     async def _read_loop(self) -> None:
-        bucket, pacer = self.bucket, self.room.pacer
+        bucket, pacer = self.bucket, self.rooms.pacer
         budget = max(1, self.config.queue_size // PACE_SHARE)
         while True:
             # Only the wait for input may be cut short by stop(); what was received
@@ -271,37 +288,45 @@ class Session:
                     # the claim is refused or cut short: releasing checks the holder).
                     if isinstance(item, Chat) and not self.member.joined and item.user:
                         claimed = await self._claim_seed_name(protocol.validate_name(item.user))
-                        item = Chat(item.text, claimed)
+                        item = replace(item, user=claimed)
                     elif (claimed := self._claims(item)) is not None:
-                        await self.room.claim(claimed)  # maybe a Redis round trip, first
-                    if isinstance(item, Chat):
-                        # The store must take the message before the room broadcasts it;
-                        # if it is full, only this sender waits. No checkpoint between
-                        # this and _handle, so the room cannot fill it again meanwhile.
-                        await self.room.wait_writable()
+                        await self.rooms.claim(claimed)  # maybe a Redis round trip, first
+                    if isinstance(item, _HANDED_OVER):
+                        # The store must take the message (or a direct message's id)
+                        # before it is delivered; if it is full, only this sender waits.
+                        # No checkpoint between this and _handle, so the rooms cannot
+                        # fill it again meanwhile.
+                        await self.rooms.wait_writable()
                     if not self._handle(item):
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
-                    if isinstance(item, Join) and item.plain:
+                    if isinstance(item, Join) and item.plain and item.user is not None:
                         error = ProtocolError(
                             error.code, f"{error.text}; type /nick with another name"
                         )
                     self._tell(error)
                 finally:
                     if claimed is not None:
-                        self.room.unclaim(claimed)
+                        self.rooms.unclaim(claimed)
 
     async def _resume(self, join: Join) -> bool:
         """A join bringing a ``resume`` token: take its seat back, here or from another
         server; False (an ordinary join follows) for an unknown or expired token."""
         member = self.member
-        if member.joined or join.resume is None or join.plain:
+        if member.joined or join.resume is None or join.plain or join.user is None:
             return False
         batch = member.batch
         member.batch = join.batch
-        if await self.room.take_seat(member, join.resume, join.user, join.since):
+        if await self.rooms.take_seat(member, join.resume, join.user, join.since):
             self._reader.deadline = math.inf
+            if member.rooms:
+                self.current = next(reversed(member.rooms.values()))
+            if join.room is not None and protocol.room_key(join.room) not in member.rooms:
+                try:
+                    self._entered(self.rooms.enter(member, join.room, join.since))
+                except ProtocolError as error:
+                    self._tell(error)
             return True
         member.batch = batch
         return False
@@ -312,16 +337,16 @@ class Session:
         cannot choose another name. Raises ``name_taken`` if none is free (or, without
         variants, if ``wanted`` is taken on another server)."""
         self._wanted = wanted
-        room = self.room
+        rooms = self.rooms
         if not self._variants:
-            await room.claim(wanted)  # the join says name_taken if it is taken here
+            await rooms.claim(wanted)  # the join says name_taken if it is taken here
             return wanted
         candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
         for name in candidates:
-            if room.holds(name) or skeleton(name) == skeleton(protocol.SYSTEM_USER):
+            if rooms.holds(name) or skeleton(name) == skeleton(protocol.SYSTEM_USER):
                 continue
             try:
-                await room.claim(name)
+                await rooms.claim(name)
             except ProtocolError:
                 continue
             return name
@@ -336,7 +361,7 @@ class Session:
 
     def _handle(self, event: Event) -> bool:
         """Act on one event; False ends the session."""
-        member, room = self.member, self.room
+        member, rooms = self.member, self.rooms
         if isinstance(event, Blank):
             return True  # counted by flood control; it neither joins nor keeps one alive
         if isinstance(event, Chat):
@@ -349,19 +374,35 @@ class Session:
                     raise ProtocolError(NOT_JOINED, "join first: {\"type\":\"join\",\"user\":NAME}")
                 # Seed compatibility: its client never joins and names itself in each chat
                 # (the name was claimed first: the one it asked for, or a variant).
-                room.join(member, event.user, welcome=False, wanted=self._wanted)
-            room.say(member, event.text)
+                self._entered(rooms.join(member, event.user, welcome=False,
+                                         wanted=self._wanted))
+            rooms.say(member, event.text, self._room(event.room))
             self.messages_in += 1
         elif isinstance(event, Join):
             if not member.joined:
                 member.batch = event.batch
-            room.join(member, event.user, since=event.since, resumable=not event.plain)
+            self._entered(rooms.join(member, event.user, event.since, room=event.room,
+                                     resumable=not event.plain))
+        elif isinstance(event, Msg):
+            rooms.direct(member, event.to, event.text)
         elif isinstance(event, Who):
-            member.deliver(room.who())
+            member.deliver(rooms.who(self._room(event.room, anywhere=True)))
+        elif isinstance(event, Part):
+            if not member.joined:
+                raise ProtocolError(NOT_IN_ROOM, "you are in no room")
+            parted = rooms.part(member, self._room(event.room))
+            if parted is self.current:  # nc: back to the room entered last, if any
+                self.current = next(reversed(member.rooms.values()), None)
+        elif isinstance(event, Topic):
+            if not member.joined:
+                raise ProtocolError(NOT_JOINED, PICK_A_NAME)
+            rooms.topic(member, self._room(event.room), event.topic)
+        elif isinstance(event, ListRooms):
+            member.deliver(rooms.list_rooms())
         elif isinstance(event, Ping):
             member.deliver(protocol.pong())
         elif isinstance(event, Listen):
-            room.listen(member)
+            rooms.listen(member)
             if member.listening:
                 self._reader.deadline = math.inf  # a listener has no join deadline
         elif isinstance(event, Help):
@@ -371,6 +412,24 @@ class Session:
         if member.joined:
             self._reader.deadline = math.inf
         return True
+
+    def _entered(self, room: Room | None) -> None:
+        if room is not None:
+            self.current = room
+
+    def _room(self, ref: RoomRef, *, anywhere: bool = False) -> str:
+        """The room an event means: the one it names, or (a plain-text line) the
+        current one; ``not_in_room`` when there is none (``anywhere``: ``#lobby``)."""
+        if ref is not HERE:
+            assert isinstance(ref, str)
+            return ref
+        if self.current is not None and self.current.key in self.member.rooms:
+            return self.current.name
+        if anywhere or not self.member.joined:
+            return LOBBY
+        if self.member.rooms:  # the room joined last
+            return next(reversed(self.member.rooms.values())).name
+        raise ProtocolError(NOT_IN_ROOM, "you are in no room: /join #ROOM")
 
     def _tell(self, error: ProtocolError) -> None:
         """Send the client an error message, counted by its code."""
@@ -409,22 +468,23 @@ class Session:
                 return
 
     async def _replay(self, replay: Replay) -> bool:
-        """Write a replay a chunk at a time (see :mod:`.replays`): read from the store a
-        page at a time if it must, and render each chunk only once the server's replay
-        budget has room for it."""
-        history = self.room.history
+        """Write a replay a chunk at a time (see :mod:`.replays`): read a page at a time
+        (from the room's tail, or the store), and render each chunk only once the
+        server's replay budget has room for it. A short replay, its ``history_end``
+        included, is one write."""
+        history = self.rooms.history
         assert history is not None
-        while replay.read_before is not None:  # from the store: a page at a time
-            page, replay = await history.read_page(replay, REPLAY_PAGE)
+        page, replay = await history.read_page(replay, REPLAY_PAGE)
+        while not replay.done:
             if not await self._write_replay(page):
                 return False
-        messages, end = await history.collect(replay)
-        return await self._write_replay(messages, end)
+            page, replay = await history.read_page(replay, REPLAY_PAGE)
+        return await self._write_replay([*page, *replay.pending], history_end(replay))
 
     async def _write_replay(self, messages: Sequence[Shown], end: str | None = None) -> bool:
         """Write ``messages`` (then ``end``) as replay lines, chunk by chunk; each chunk
         waits for the budget and is written within one ``send_timeout``."""
-        budget = self.room.replays
+        budget = self.rooms.replays
         start = 0
         metrics = self._metrics
 

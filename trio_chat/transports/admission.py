@@ -20,7 +20,7 @@ import trio
 from ..config import Config
 from ..protocol import RATE_LIMITED, ProtocolError
 from ..server.limits import CONNECT_RATE, Gate
-from ..server.room import Room
+from ..server.rooms import Rooms
 from ..server.session import Session, Transport
 from .net import Ports, peer_host, peer_name, set_keepalive
 
@@ -75,12 +75,12 @@ class Admission:
 
     def __init__(
         self,
-        room: Room,
+        rooms: Rooms,
         config: Config,
         gate: Gate[Session] | None = None,
         ports: Ports | None = None,
     ) -> None:
-        self.room = room
+        self.rooms = rooms
         self.config = config
         self.gate = gate
         self.ports = ports or Ports(config.tcp_port, config.ws_port, bool(config.tls_cert))
@@ -102,7 +102,7 @@ class Admission:
         """:meth:`arrive` for a connection that is not a stream of ours: a gRPC call
         (grpcio owns its sockets), counted from ``peer`` (``host:port``) alone."""
         host = peer_host(peer)
-        metrics = self.room.metrics
+        metrics = self.rooms.metrics
         totals = metrics.transport(kind)
         totals.accepted += 1
         refusal: ProtocolError | None = None
@@ -142,10 +142,11 @@ class Admission:
         control starts where its address's last connections left off, if they did
         not stay within the limit (:class:`~trio_chat.server.addresses.FloodMemory`)."""
         floods = self.gate.floods if self.gate is not None else None
-        bucket = floods.bucket(peer_host(transport.peer)) if floods is not None else None
+        host = peer_host(transport.peer)
+        bucket = floods.bucket(host) if floods is not None else None
         return Session(
-            self.room, self.config, transport, join_timeout=join_timeout, bucket=bucket,
-            greeting=greeting, listen_after=listen_after, variants=variants,
+            self.rooms, self.config, transport, join_timeout=join_timeout, bucket=bucket,
+            host=host, greeting=greeting, listen_after=listen_after, variants=variants,
         )
 
     async def run(self, arrival: Arrival, session: Session) -> None:
@@ -168,7 +169,7 @@ class Admission:
 
     def _count_end(self, session: Session) -> None:
         """Fold a finished session's own counts into the server's metrics."""
-        metrics, transport = self.room.metrics, session.transport
+        metrics, transport = self.rooms.metrics, session.transport
         # A reason's detail (``protocol_error: <what>``) is for the log: the metric's
         # labels stay a short, fixed set.
         metrics.disconnects[session.reason.partition(":")[0]] += 1

@@ -326,14 +326,14 @@ async def run_who(admission: Admission, hops: Hops, request: bytes | None) -> No
     """``Who``: the room's answer to ``who``."""
     with admission.admit("grpc", hops.peer) as arrival:
         if not _refused(arrival.refusal, hops, arrival.log_level):
-            hops.end(Ending(reply=who_reply(admission.room.who())))
+            hops.end(Ending(reply=who_reply(admission.rooms.who())))
 
 
 async def run_history(admission: Admission, hops: Hops, request: bytes | None) -> None:
     """``History``: what a join would replay, written a chunk at a time under the
     server's replay budget, each chunk within ``--send-timeout`` (a client that stops
     reading gets ``RESOURCE_EXHAUSTED``, like a slow consumer)."""
-    room, config = admission.room, admission.config
+    rooms, config = admission.rooms, admission.config
     with admission.admit("grpc", hops.peer) as arrival:
         if _refused(arrival.refusal, hops, arrival.log_level):
             return
@@ -342,14 +342,14 @@ async def run_history(admission: Admission, hops: Hops, request: bytes | None) -
         except ProtocolError as error:
             hops.end(Ending(*status_for(error.code, error.text)))
             return
-        history = room.history
+        history = rooms.history
         if history is None:
             hops.end(Ending())
             return
         replay = history.replay(since)
         left = limit or -1  # messages still to send; -1: no limit
-        if since is None and 0 < limit < len(replay.tail):
-            replay = replace(replay, tail=replay.tail[-limit:])
+        if since is None and 0 < limit < replay.count:
+            replay = replace(replay, count=limit)
 
         async def write(messages: Sequence[Shown]) -> bool:
             """False when the call is over (gone, or too slow)."""
@@ -361,7 +361,7 @@ async def run_history(admission: Admission, hops: Hops, request: bytes | None) -
             while start < len(messages):
                 chunk: list[bytes] = []
                 size = 0
-                async with room.replays.slot():
+                async with rooms.replays.slot():
                     while start < len(messages) and size < CHUNK_BYTES:
                         message = messages[start]
                         data = chat_message(
@@ -380,11 +380,11 @@ async def run_history(admission: Admission, hops: Hops, request: bytes | None) -
                 return False
             return True
 
-        while replay.read_before is not None and left:
+        while not replay.done and left:
             page, replay = await history.read_page(replay, REPLAY_PAGE)
             if not await write(page):
                 return
-        if left and not await write(replay.tail):
+        if left and not await write(replay.pending):
             return
         hops.end(Ending())
 
