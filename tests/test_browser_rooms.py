@@ -50,10 +50,24 @@ def test_rooms_switch_count_unread_and_follow_the_fragment(page: Watched) -> Non
             said = bob.recv_until(type="chat", user="Alice")
             assert said["text"] == "yes" and said["room"] == "#lobby"
 
+            # Leaving every room leaves the last one shown, with a way back in.
+            p.click("#part")
+            expect(rooms).to_have_text(["#dev"])
+            expect(p.locator("#room-title")).to_have_text("#dev")
+            p.click("#part")
+            expect(rooms).to_have_text(["#lobby"])
+            expect(p.locator("#part")).to_have_text("Join")
+            p.click("#part")
+            expect(p.locator("#part")).to_have_text("Leave")
+            bob.recv_until(type="system", room="#lobby", event="join", name="Alice")
+            p.locator("#room-list li", has_text="#lobby").click()
+            p.evaluate("location.hash = '#dev'")  # back into #dev, by its fragment
+            expect(p.locator("#topic")).to_have_text("release on Friday")
+
             # Another fragment: the page enters (creates) that room and shows it.
             p.evaluate("location.hash = '#ops'")
             expect(p.locator("#room-title")).to_have_text("#ops")
-            expect(rooms).to_have_text(["#dev", "#lobby", "#ops"])
+            expect(rooms).to_have_text(["#lobby", "#dev", "#ops"])
             # The form joins (or creates) a room too; a bad name is said so.
             p.fill("#room-name", "not a room!")
             p.press("#room-name", "Enter")
@@ -63,10 +77,13 @@ def test_rooms_switch_count_unread_and_follow_the_fragment(page: Watched) -> Non
             expect(p.locator("#room-title")).to_have_text("#qa")
             assert p.evaluate("location.hash") == "#qa"
             p.click("#part")  # leave #qa: another room shows
-            expect(rooms).to_have_text(["#dev", "#lobby", "#ops"])
+            expect(rooms).to_have_text(["#lobby", "#dev", "#ops"])
+            expect(p.locator("#room-title")).to_have_text("#lobby")
 
             # A reload goes back to the same rooms, in the room of the fragment.
-            assert p.evaluate("location.hash") == "#dev"  # the room shown after #qa went
+            assert p.evaluate("location.hash") == "#lobby"
+            p.evaluate("location.hash = '#dev'")
+            expect(p.locator("#room-title")).to_have_text("#dev")
             p.reload()
             expect(p.locator("#me")).to_have_text("Alice")
             expect(rooms).to_have_text(["#dev", "#lobby", "#ops"])

@@ -743,8 +743,11 @@
     ui.roomTitle.title = conv.name;
     ui.topic.textContent = conv.peer ? "direct messages (not stored)" : conv.topic;
     ui.topic.title = conv.peer ? "" : conv.topic || "Type /topic text to set the room's topic";
-    ui.part.textContent = conv.peer ? "Close" : "Leave";
-    ui.part.title = conv.peer ? `Close the conversation with ${conv.peer}` : `Leave ${conv.name}`;
+    // A room we left (the last one, still shown) offers to join it again.
+    const out = conv.room && chat.joined && !inRooms(conv.room);
+    ui.part.textContent = conv.peer ? "Close" : out ? "Join" : "Leave";
+    ui.part.title = conv.peer ? `Close the conversation with ${conv.peer}`
+      : `${out ? "Join" : "Leave"} ${conv.name}`;
     if (conv.room) {
       chat.users = conv.users;
       renderUsers();
@@ -993,7 +996,7 @@
     if (verb === "/part" || verb === "/leave") {
       const room = arg ? parseRoom(arg) : current.room;
       if (!room) return usage("Usage: /part #room");
-      return send(inRoom({ type: "part" }, room));
+      return send({ type: "part", room });
     }
     if (verb === "/topic") {
       if (!current.room) return usage("/topic sets a room's topic: open the room first.");
@@ -1058,7 +1061,8 @@
   });
   ui.part.addEventListener("click", () => {
     if (current.peer) closeConversation(current);
-    else send(inRoom({ type: "part" }, current.room));
+    else if (!inRooms(current.room)) openRoom(current.room);
+    else send({ type: "part", room: current.room });
   });
 
   function roomsDrawerOpen() {
