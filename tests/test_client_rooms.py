@@ -171,11 +171,11 @@ def listed(app: ChatApp) -> list[str]:
 
 def test_tui_keeps_a_conversation_per_room_and_person_with_unread_counts() -> None:
     app = ChatApp(ClientConfig(name="Bob", rooms=("#dev", "#lobby")))
-    app.session.rooms[:] = ["#dev", "#lobby"]  # as their welcomes would
-    app.message(welcome("#dev", topic="release on Friday"))
-    app.message(welcome("#lobby"))
-    app.message({"type": "chat", "room": "#lobby", "id": 3, "user": "Ann", "text": "lunch?"})
-    app.message({"type": "msg", "id": 4, "from": "Ann", "to": "Bob", "text": "psst"})
+    server = app.session.receive  # as if from the connection
+    server(welcome("#dev", topic="release on Friday"))
+    server(welcome("#lobby"))
+    server({"type": "chat", "room": "#lobby", "id": 3, "user": "Ann", "text": "lunch?"})
+    server({"type": "msg", "id": 4, "from": "Ann", "to": "Bob", "text": "psst"})
     assert listed(app) == [">#dev", " #lobby (1)", " @Ann (1)"]
     assert "lunch?" not in shown(app) and "release on Friday" in str(app.title.text)
     app.on_key("meta right")
@@ -185,7 +185,7 @@ def test_tui_keeps_a_conversation_per_room_and_person_with_unread_counts() -> No
     # Typed in a direct conversation: a direct message, pending until its echo.
     assert app.submit("on my way")
     assert app.session.send_nowait({"type": "ping"})  # the outbox took it too
-    app.message({"type": "msg", "id": 5, "from": "Bob", "to": "Ann", "text": "on my way"})
+    server({"type": "msg", "id": 5, "from": "Bob", "to": "Ann", "text": "on my way"})
     assert "Bob: on my way" in shown(app) and "pending" not in shown(app)
     # "/msg" with a quoted name opens (and switches to) that conversation.
     app.submit('/msg "Ann Lee" hello there')
@@ -194,10 +194,10 @@ def test_tui_keeps_a_conversation_per_room_and_person_with_unread_counts() -> No
 
 def test_tui_bounds_its_conversations_against_a_flood_of_direct_messages() -> None:
     app = ChatApp(ClientConfig(name="Bob"))
-    app.session.rooms[:] = ["#lobby"]
-    app.message(welcome("#lobby"))
+    app.session.receive(welcome("#lobby"))
     for n in range(MAX_CONVERSATIONS + 50):
-        app.message({"type": "msg", "id": n + 1, "from": f"u{n}", "to": "Bob", "text": "hi"})
+        app.session.receive({"type": "msg", "id": n + 1, "from": f"u{n}", "to": "Bob",
+                             "text": "hi"})
     assert len(app.conversations) == MAX_CONVERSATIONS
     assert listed(app)[0] == ">#lobby"  # the room we are in, and the one shown, stay
     assert listed(app)[-1] == f" @u{MAX_CONVERSATIONS + 49} (1)"  # the newest stay

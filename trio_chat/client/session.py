@@ -135,10 +135,7 @@ class ChatSession:
         self.name = config.name
         #: Highest ``id`` seen on a ``chat`` message (of any room).
         self.last_id: int | None = None
-        #: The rooms we are in (as the server names them), in the order entered: a
-        #: welcome with ``room`` adds one, our own ``leave`` notice removes it. At most
-        #: :data:`MAX_ROOMS` (a server's welcomes beyond are ignored).
-        self.rooms: list[str] = []
+        self._rooms: dict[str, str] = {}  # by room_key
         #: Per room (by :func:`room_key`), the highest id seen there: a rejoin asks each
         #: room for what came after its own.
         self._room_last: dict[str, int] = {}
@@ -182,6 +179,14 @@ class ChatSession:
         """Leave after everything queued so far is sent; :meth:`run` then returns
         once the server has closed the connection (or ``leave_timeout`` passed)."""
         await self.send({"type": "leave"})
+
+    def receive(self, obj: object) -> None:
+        """Take one decoded server message as if it had come over the connection
+        (checked, then handed to the front end): the seam for a transport of its own,
+        and for tests of a front end."""
+        message = self._incoming.check(obj)
+        if message is not None:
+            self._dispatch(message)
 
     def stop(self) -> None:
         """End :meth:`run` now, dropping whatever was not sent yet."""
@@ -258,8 +263,8 @@ class ChatSession:
         are in already (a resumed seat keeps its rooms) answers with its welcome and
         the replay after its ``since`` again, which shows nothing twice."""
         assert self.name is not None
-        rooms = list(self.rooms) if rejoin else list(self.config.rooms)
-        self.rooms.clear()  # the welcomes (re)fill it
+        rooms = self.rooms if rejoin else list(self.config.rooms)
+        self._rooms.clear()  # the welcomes (re)fill it
         keys = {room_key(room) for room in rooms}
         self._room_last = {key: last for key, last in self._room_last.items() if key in keys}
         first = rooms[0] if rooms else LOBBY
@@ -397,7 +402,7 @@ class ChatSession:
                 self.name = message["user"]
             else:
                 message["user"] = self.name
-            if "resume" in message or len(self.rooms) <= 1:
+            if "resume" in message or len(self._rooms) <= 1:
                 # Checked; a server without resumes: None. A welcome to one more room
                 # without a token leaves the seat's token as it was.
                 self.resume = message.get("resume")
@@ -410,12 +415,12 @@ class ChatSession:
         server without rooms, is #lobby's). False for one room too many."""
         room = message.get("room", LOBBY)  # checked: a room name (incoming.py)
         key = room_key(room)
-        if any(room_key(mine) == key for mine in self.rooms):
+        if key in self._rooms:
             return True  # a resync, or a rename's welcome
-        if len(self.rooms) >= MAX_ROOMS:
+        if len(self._rooms) >= MAX_ROOMS:
             self._incoming.report(f"a welcome to more than {MAX_ROOMS} rooms")
             return False
-        self.rooms.append(room)
+        self._rooms[key] = room
         return True
 
     def _parted(self, message: Message) -> None:
@@ -426,12 +431,18 @@ class ChatSession:
         if name.casefold() != self.name.casefold():
             return
         key = room_key(room)
-        self.rooms[:] = [mine for mine in self.rooms if room_key(mine) != key]
+        self._rooms.pop(key, None)
         self._room_last.pop(key, None)
 
+    @property
+    def rooms(self) -> list[str]:
+        """The rooms we are in (as the server names them), in the order entered: a
+        welcome with ``room`` adds one, our own ``leave`` notice removes it. At most
+        :data:`MAX_ROOMS` (a server's welcomes beyond are ignored)."""
+        return list(self._rooms.values())
+
     def in_room(self, room: str) -> bool:
-        key = room_key(room)
-        return any(room_key(mine) == key for mine in self.rooms)
+        return room_key(room) in self._rooms
 
     def _seen(self, message: Message, msg_id: int) -> None:
         """``msg_id`` of ``message``'s room has been seen (or was before our time)."""

@@ -199,6 +199,9 @@ class Conversation:
         self.topic = ""
         self.online: int | None = None
         self.active = 0  # when it last had a message (a counter): the idlest DM goes
+        #: Its entry in the room list, and what that shows (current, unread, left, name).
+        self.item = urwid.Text("", wrap="ellipsis")
+        self.label: tuple[bool, int, bool, str] | None = None
 
 
 def dm_key(name: str) -> str:
@@ -220,12 +223,17 @@ class ChatApp:
         )
         self.title = urwid.Text("", wrap="ellipsis")
         self.room_list = urwid.SimpleFocusListWalker[urwid.Text]([])
+        self.room_pane = urwid.ListBox(self.room_list)
         self.input = ChatInput(("caption", "> "))
         urwid.connect_signal(self.input, "postchange", lambda *_: self._show_note())
         self.input_area = InputArea(self.input)
         first = config.rooms[0] if config.rooms else LOBBY
         self.conversations: dict[str, Conversation] = {}
         self._clock = 0  # orders conversations by their last message: the idlest goes
+        #: What the list, the title and the body last showed (see _layout).
+        self._listed: list[Conversation] = []
+        self._title_shown: object = None
+        self._shape: object = None
         self.current = self._conversation_for_room(first)
         self.frame = ChatFrame(
             self.current.pane, urwid.Pile([self.status_bar, self.input_area]),
@@ -315,33 +323,45 @@ class ChatApp:
     def _layout(self) -> None:
         """The body: the pane under a title line (the conversation and its topic), with
         the room list at its left once there are two conversations or more (with one,
-        and no topic, the pane alone: the status line names the room)."""
+        and no topic, the pane alone: the status line names the room).
+
+        Called after every message, so it changes only what changed: an entry's text
+        in the list (its unread count), the list when a conversation came or went, the
+        widgets around the pane when another one shows."""
         current = self.current
         title: list[Any] = [("caption", f" {clean(current.name)}")]
         if current.topic:
             title.append(("notice", f"  {clean(current.topic)}"))
-        self.title.set_text(title)
-        items = []
-        for conversation in self.conversations.values():
+        if title != self._title_shown:
+            self._title_shown = title
+            self.title.set_text(title)
+        conversations = list(self.conversations.values())
+        if [id(c) for c in conversations] != [id(c) for c in self._listed]:
+            self._listed = conversations
+            self.room_list[:] = [c.item for c in conversations]
+        for conversation in conversations:
+            gone = conversation.room is not None and not self._in(conversation.room)
+            state = (conversation is current, conversation.unread, gone, conversation.name)
+            if state == conversation.label:
+                continue
+            conversation.label = state
             mark = ">" if conversation is current else " "
             unread = f" ({conversation.unread})" if conversation.unread else ""
-            attr = "me" if conversation is current else (
+            attr = "history" if gone else "me" if conversation is current else (
                 "caption" if conversation.unread else "notice"
             )
-            gone = conversation.room is not None and not self._in(conversation.room)
-            items.append(urwid.Text(
-                (attr if not gone else "history", f"{mark}{clean(conversation.name)}{unread}"),
-                wrap="ellipsis",
-            ))
-        self.room_list[:] = items
-        several = len(self.conversations) > 1
+            conversation.item.set_text((attr, f"{mark}{clean(conversation.name)}{unread}"))
+        several = len(conversations) > 1
         # One room and no topic: the status line names it, the pane keeps every row.
-        header = self.title if several or current.topic else None
+        shape = (current.key, several, several or bool(current.topic))
+        if shape == self._shape:
+            return
+        self._shape = shape
+        header = self.title if shape[2] else None
         body: urwid.Widget = urwid.Frame(current.pane, header=header)
         if several:
-            side = urwid.ListBox(self.room_list)
             body = urwid.Columns(
-                [(ROOM_LIST_WIDTH, side), body], dividechars=1, focus_column=1
+                [(ROOM_LIST_WIDTH, self.room_pane), body], dividechars=1, focus_column=1
             )
         self.frame.body = body
 
