@@ -475,7 +475,9 @@
     chat.nameConflicts = 0;
     chat.nameTyped = false;
     chat.name = str(message.user) || chat.name;
-    saveToken(str(message.resume)); // a new one with every welcome; none: nothing to resume
+    // A new one with every welcome; none in the first: nothing to resume (one more
+    // room's welcome without a token leaves the seat's as it was).
+    if (first || "resume" in message) saveToken(str(message.resume));
     if (Number.isInteger(message.max_text) && message.max_text > 0) {
       chat.maxText = message.max_text;
     }
