@@ -382,6 +382,9 @@ def join(
     secure_url = url is not None and url.lower().startswith("wss:")
     if grpc_target is not None and url is not None:
         raise click.UsageError("--grpc and --url are two ways to connect: give one")
+    if grpc_target is not None and any(room.lower() != "#lobby" for room in rooms):
+        # The gRPC contract has no rooms yet: a chat would land in #lobby unasked.
+        raise click.UsageError("--room goes with TCP or --url: over --grpc there is #lobby only")
     if grpc_target is not None and not grpc_target.rpartition(":")[2].isdigit():
         raise click.BadParameter("expected HOST:PORT", param_hint="'--grpc'")
     if use_tls and url is not None and not secure_url:
