@@ -8,6 +8,15 @@
   // The seat's resume token (welcome.resume), per tab: a reload within the server's
   // grace takes the seat back, with no left/joined notices for the others.
   const RESUME_KEY = "trio-chat.resume";
+  // The account's login token (the "token" message), shared by this browser's tabs: a
+  // reload or a lost connection logs in with it instead of the password.
+  const ACCOUNT_KEY = "trio-chat.token";
+  // The errors of a login or registration (docs/protocol.md, Accounts): the dialog
+  // shows them.
+  const ACCOUNT_ERRORS = new Set(["login_failed", "name_registered", "password_invalid",
+    "registration_closed", "invite_invalid", "rate_limited", "tls_required", "not_logged_in"]);
+  const MIN_PASSWORD = 8;
+  const MAX_PASSWORD = 256;
   const RESUMED_ELSEWHERE = 4009; // close code: another connection took our seat
   // The rooms this browser was in (a reload goes back to them), and the room rules of
   // docs/protocol.md (Rooms).
@@ -58,6 +67,12 @@
     name: $("name"),
     joinError: $("join-error"),
     joinCancel: $("join-cancel"),
+    modes: $("modes"),
+    password: $("password"),
+    invite: $("invite"),
+    offerLogin: $("offer-login"),
+    accountInfo: $("account-info"),
+    logout: $("logout"),
   };
 
   const chat = {
@@ -83,6 +98,11 @@
     // user, text and timestamp: their later copy with an id is the same message.
     unconfirmed: new Set(),
     users: [],
+    account: null, // the account we are logged in to (welcome.account), or null
+    // A login or registration asked for in the dialog ({type, user, password, invite}):
+    // the next join sends it; dropped at its welcome or its error.
+    credentials: null,
+    sentToken: false, // the last join logged in with the kept token
   };
 
   // Conversations: one per room we are in, one per person we message ("@Bob"). Each
@@ -157,7 +177,7 @@
     }
   }
 
-  function loadToken() {
+  function loadResume() {
     try {
       return sessionStorage.getItem(RESUME_KEY);
     } catch {
@@ -165,7 +185,24 @@
     }
   }
 
-  function saveToken(token) {
+  function loadAccountToken() {
+    try {
+      return localStorage.getItem(ACCOUNT_KEY);
+    } catch {
+      return null;
+    }
+  }
+
+  function saveAccountToken(token) {
+    try {
+      if (token) localStorage.setItem(ACCOUNT_KEY, token);
+      else localStorage.removeItem(ACCOUNT_KEY);
+    } catch {
+      // storage disabled: a reload asks for the password again
+    }
+  }
+
+  function saveResume(token) {
     try {
       if (token) sessionStorage.setItem(RESUME_KEY, token);
       else sessionStorage.removeItem(RESUME_KEY);
@@ -278,15 +315,22 @@
   }
 
   // The one place a join (first, typed, or after a reconnect) is built: what a rejoin
-  // carries to resume goes here. The token (kept in this tab across reloads) takes the
-  // seat back; "since" asks only for what this page has not shown (after a reload it
-  // shows nothing yet: the usual replay).
+  // carries to resume goes here. A login or registration typed in the dialog goes
+  // first; then the resume token (kept in this tab across reloads) takes the seat back,
+  // logged in if it was; then the account's token (kept by the browser) logs in again;
+  // else a guest join. "since" asks only for what this page has not shown (after a
+  // reload it shows nothing yet: the usual replay).
   // The first room goes in the join; the others follow its welcome (enterOthers).
   function joinMessage() {
     const rooms = chat.entering;
-    const join = inRoom({ type: "join", user: chat.name, batch: true }, rooms[0]);
-    const token = loadToken();
-    if (token) join.resume = token;
+    const resume = loadResume();
+    const token = loadAccountToken();
+    let join = { type: "join", user: chat.name, batch: true };
+    if (chat.credentials) join = { ...chat.credentials, batch: true };
+    else if (resume) join.resume = resume;
+    else if (token) join = { type: "login", token, batch: true };
+    chat.sentToken = "token" in join;
+    inRoom(join, rooms[0]);
     const since = chat.lastIds.get(roomKey(rooms[0]));
     if (chat.everJoined && since !== undefined) join.since = since;
     return join;
@@ -426,6 +470,8 @@
         return onDirect(message);
       case "rooms":
         return onRooms(message);
+      case "token":
+        return onToken(message);
       case "error":
         return onError(message);
       case "history_end":
@@ -477,15 +523,67 @@
     chat.name = str(message.user) || chat.name;
     // A new one with every welcome; none in the first: nothing to resume (one more
     // room's welcome without a token leaves the seat's as it was).
-    if (first || "resume" in message) saveToken(str(message.resume));
+    if (first || "resume" in message) saveResume(str(message.resume));
+    // Every welcome of a logged-in connection names its account; a guest's none.
+    if (first || "account" in message) setAccount(str(message.account) || null);
+    if (chat.credentials && chat.account) {
+      chat.credentials = null; // logged in: the password is forgotten
+      ui.password.value = "";
+      ui.invite.value = "";
+      delete ui.join.dataset.invite;
+      closeName();
+    }
     if (Number.isInteger(message.max_text) && message.max_text > 0) {
       chat.maxText = message.max_text;
     }
     saveName(chat.name);
-    ui.me.textContent = chat.name;
-    ui.me.title = `You are ${chat.name}; click to change your name`;
-    ui.me.hidden = false;
+    showMe();
     setState("online", "online");
+  }
+
+  // The header's name: the account's, marked, when logged in.
+  function showMe() {
+    ui.me.textContent = chat.name;
+    ui.me.classList.toggle("account", Boolean(chat.account));
+    if (chat.account) ui.me.dataset.account = chat.account;
+    else delete ui.me.dataset.account;
+    ui.me.title = chat.account
+      ? `Logged in as ${chat.account}; click to log out`
+      : `You are ${chat.name}; click to change your name or log in`;
+    ui.me.hidden = !chat.name;
+  }
+
+  function setAccount(account) {
+    chat.account = account;
+    showMe();
+  }
+
+  // The token message after a login or registration: kept for the next one.
+  function onToken(message) {
+    const token = str(message.token);
+    if (token && chat.account) saveAccountToken(token);
+  }
+
+  // Logged out (our logout's answer, or a token refused): the tokens go, and the
+  // guest form asks who to be next (on the same connection).
+  function loggedOut(text) {
+    saveAccountToken("");
+    saveResume("");
+    chat.account = null;
+    chat.credentials = null;
+    chat.sentToken = false;
+    chat.joined = false;
+    chat.rooms = [];
+    chat.name = null;
+    try {
+      localStorage.removeItem(NAME_KEY);
+    } catch {
+      // storage disabled
+    }
+    showMe();
+    showRoomState();
+    updateComposer();
+    askName(text, "guest");
   }
 
   function onUsers(message) {
@@ -564,7 +662,12 @@
 
   function onSystem(message) {
     if (message.room !== undefined && !isRoom(message.room)) return; // shown nowhere
-    if (message.event === "shutdown") {
+    if (message.event === "logout") {
+      append(el("li", "notice", str(message.text)), {});
+      loggedOut("You logged out. Join as a guest, or log in again.");
+      return;
+    }
+    if (message.event === "shutdown" || message.event === "insecure") {
       append(el("li", "notice", str(message.text)), {});
       return;
     }
@@ -593,6 +696,27 @@
   function onError(message) {
     const code = str(message.code);
     const text = str(message.text) || code || "error";
+    if (code === "login_failed" && chat.sentToken && !chat.credentials) {
+      // The kept token is refused (expired, logged out elsewhere): it goes, and the
+      // guest form asks.
+      loggedOut("Your login has expired: log in again, or join as a guest.");
+      return;
+    }
+    if (code === "name_registered" && !chat.joined && !chat.credentials && !chat.sentToken &&
+        loadAccountToken()) {
+      // Our seat was not held any more (its resume failed): log in with the token.
+      saveResume("");
+      startJoin();
+      return;
+    }
+    const refused = ACCOUNT_ERRORS.has(code) || code === "name_taken" || code === "name_invalid";
+    if (refused && (chat.credentials || code === "name_registered")) {
+      const mode = chat.credentials ? chat.credentials.type : "guest";
+      chat.credentials = null;
+      if (code === "invite_invalid") ui.join.dataset.invite = "";
+      askName(text, mode, code === "name_registered" && mode !== "login");
+      return;
+    }
     if (!chat.joined && (code === "name_taken" || code === "name_invalid")) {
       chat.nameConflicts += 1;
       // A reconnect or a reload can meet our own old session, not yet gone on the
@@ -859,21 +983,73 @@
 
   // ------------------------------------------------------------ the name dialog
 
-  function askName(error) {
+  // The dialog: a guest's name, or a log in / registration (mode: "guest", "login" or
+  // "register"); logged in, the account and Log out. offerLogin: the name is
+  // registered, so a button offers to log in to it.
+  function askName(error, mode, offerLogin = false) {
     const renaming = chat.joined;
     if (!renaming) {
       chat.nameOk = false;
       send({ type: "who" }); // show who is there while the name is chosen
     }
-    ui.joinTitle.textContent = renaming ? "Change name" : "Join the chat";
-    ui.joinSubmit.textContent = renaming ? "Change" : "Join";
-    ui.name.value = chat.name || loadName() || "";
+    const typed = ui.join.open ? ui.name.value : "";
+    ui.name.value = typed || chat.name || loadName() || "";
     ui.joinError.textContent = error || "";
     ui.joinCancel.hidden = !renaming;
+    ui.offerLogin.hidden = !offerLogin;
+    const was = ui.join.dataset.mode === "account" ? "guest" : ui.join.dataset.mode;
+    setMode(chat.account ? "account" : mode || was || "guest");
     if (!ui.join.open) ui.join.showModal();
-    ui.name.focus();
-    ui.name.select();
+    if (chat.account) ui.logout.focus();
+    else if (ui.join.dataset.mode !== "guest" && ui.name.value) ui.password.focus();
+    else {
+      ui.name.focus();
+      ui.name.select();
+    }
   }
+
+  function setMode(mode) {
+    const account = mode === "account";
+    ui.join.dataset.mode = mode || "guest";
+    for (const button of ui.modes.querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
+    }
+    const renaming = chat.joined;
+    ui.joinTitle.textContent = account ? "Your account"
+      : mode === "login" ? "Log in" : mode === "register" ? "Register"
+      : renaming ? "Change name" : "Join the chat";
+    ui.joinSubmit.textContent = mode === "login" ? "Log in" : mode === "register" ? "Register"
+      : renaming ? "Change" : "Join";
+    ui.joinSubmit.disabled = false;
+    ui.password.autocomplete = mode === "register" ? "new-password" : "current-password";
+    ui.accountInfo.hidden = !account;
+    ui.accountInfo.textContent = account ? `Logged in as ${chat.account}.` : "";
+    ui.logout.hidden = !account;
+    ui.joinCancel.textContent = account ? "Close" : "Cancel";
+    if (account) ui.joinCancel.hidden = false;
+  }
+
+  ui.modes.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-mode]");
+    if (!button) return;
+    ui.joinError.textContent = "";
+    ui.offerLogin.hidden = true;
+    setMode(button.dataset.mode);
+    (ui.name.value && button.dataset.mode !== "guest" ? ui.password : ui.name).focus();
+  });
+
+  ui.offerLogin.addEventListener("click", () => {
+    ui.offerLogin.hidden = true;
+    ui.joinError.textContent = "";
+    setMode("login");
+    ui.password.focus();
+  });
+
+  ui.logout.addEventListener("click", () => {
+    // The server's answer (a logout notice) brings the guest form; offline, the
+    // tokens go now (the server's stay good until they expire).
+    if (!send({ type: "logout" })) loggedOut("You logged out.");
+  });
 
   function closeName() {
     if (ui.join.open) ui.join.close();
@@ -895,9 +1071,15 @@
 
   ui.joinForm.addEventListener("submit", (event) => {
     event.preventDefault();
+    const mode = ui.join.dataset.mode;
+    if (mode === "account") return;
     const name = ui.name.value.trim();
     if (!name || length(name) > MAX_NAME) {
       ui.joinError.textContent = `A name is 1 to ${MAX_NAME} characters.`;
+      return;
+    }
+    if (mode === "login" || mode === "register") {
+      logIn(mode, name);
       return;
     }
     if (chat.joined) {
@@ -914,6 +1096,37 @@
   });
 
   ui.joinCancel.addEventListener("click", closeName);
+
+  // A login or registration: on this connection (a guest's becomes the account's),
+  // or in the next join. The dialog stays, its button off, until the welcome or an
+  // error answers.
+  function logIn(mode, name) {
+    const password = ui.password.value;
+    const count = length(password);
+    if (count < MIN_PASSWORD || count > MAX_PASSWORD) {
+      ui.joinError.textContent = `A password is ${MIN_PASSWORD} to ${MAX_PASSWORD} characters.`;
+      ui.password.focus();
+      return;
+    }
+    const credentials = { type: mode, user: name, password };
+    const invite = ui.invite.value.trim();
+    if (mode === "register" && invite) credentials.invite = invite;
+    chat.credentials = credentials;
+    ui.joinError.textContent = "";
+    ui.offerLogin.hidden = true;
+    ui.joinSubmit.disabled = true;
+    ui.joinSubmit.textContent = mode === "login" ? "Logging in…" : "Registering…";
+    if (chat.joined) {
+      if (!send({ ...credentials })) chat.credentials = null;
+      return;
+    }
+    chat.name = name;
+    chat.nameOk = true;
+    chat.nameTyped = true;
+    chat.nameConflicts = 0;
+    if (chat.ws && chat.ws.readyState === WebSocket.OPEN) startJoin();
+    else reconnectNow();
+  }
 
   // ------------------------------------------------------------ the composer
 
@@ -1096,7 +1309,7 @@
 
   // ------------------------------------------------------------ the rest of the page
 
-  ui.me.addEventListener("click", () => askName(""));
+  ui.me.addEventListener("click", () => askName("", "guest"));
   ui.state.addEventListener("click", reconnectNow);
   ui.online.addEventListener("click", () => {
     setDrawer(!drawerOpen());
@@ -1124,7 +1337,8 @@
   // ------------------------------------------------------------ start
 
   chat.name = loadName();
-  chat.nameOk = Boolean(chat.name);
+  // A kept account token logs in without a name typed.
+  chat.nameOk = Boolean(chat.name) || Boolean(loadAccountToken());
   chat.wanted = loadRooms();
   const opened = fragmentRoom();
   if (!chat.wanted.length) chat.wanted.push(LOBBY);
