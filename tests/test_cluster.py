@@ -81,33 +81,6 @@ async def test_tcp_on_one_server_and_websocket_on_another_share_the_room(config:
         assert left["name"] == "alice" and left["clients_count"] == 1
 
 
-async def test_only_the_lobby_is_shared_for_now(config: Config) -> None:
-    """Rooms across servers are the cluster's next step: until then --redis serves
-    #lobby only (other rooms: room_invalid; #lobby cannot be parted), and a direct
-    message reaches a user of the same server (without an id)."""
-    async with (
-        node(config) as (_, a),
-        node(config) as (_, b),
-        await TcpClient.connect(a.tcp_port) as alice,
-        await TcpClient.connect(a.tcp_port) as ann,
-        ws(b.ws_port) as bob,
-    ):
-        await alice.join("alice")
-        await ann.join("ann")
-        await bob.join("bob")
-        for message in ({"type": "join", "room": "#dev"}, {"type": "part", "room": "#lobby"}):
-            await alice.send(message)
-            assert (await alice.recv_until(type="error"))["code"] == "room_invalid"
-        await alice.send({"type": "join", "user": "carol", "room": "#lobby"})  # a rename
-        assert (await alice.recv_until(type="welcome"))["room"] == "#lobby"
-        await alice.send({"type": "msg", "to": "ann", "text": "same server"})
-        got = await ann.recv_until(type="msg")
-        assert (got["from"], got["text"]) == ("carol", "same server") and "id" not in got
-        await alice.send({"type": "msg", "to": "bob", "text": "other server"})
-        error = await alice.recv_until(type="error")
-        assert error["code"] == "no_such_user" and "another server" in error["text"]
-
-
 async def test_names_are_unique_across_servers(config: Config) -> None:
     async with (
         node(config) as (_, a),
@@ -729,15 +702,22 @@ async def test_three_processes_one_room_and_a_killed_one_leaves_who(
 async def test_publish_script_is_idempotent_and_ids_increase(redis_server: RedisServer) -> None:
     async with coredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
         script = client.register_script(lua.PUBLISH)
-        args: list[str | int] = [PREFIX, 100, "n1", 1, "u", "a", "T", 2, "u", "b", "T"]
+        day = 86_400_000  # --room-expiry, in ms: a room's stream expires without messages
+        args: list[str | int] = [PREFIX, 100, "n1", day, 1, "u", "a", "T", "", 2, "u", "b", "T", ""]
         first = int(await script(keys=[], args=args))
         # The same batch again (a reply lost with the connection) adds nothing.
         assert int(await script(keys=[], args=args)) == first
-        await script(keys=[], args=[PREFIX, 100, "n1", 2, "u", "b", "T", 3, "u", "c", "T"])
+        await script(keys=[], args=[PREFIX, 100, "n1", day, 2, "u", "b", "T", "",
+                                    3, "u", "c", "T", "#dev", 4, "u", "d", "T", ""])
         entries = await client.xrange(PREFIX + "history", "-", "+")
-        assert [e.field_values["x"] for e in entries] == ["a", "b", "c"]
-        ids = [int(str(e.identifier).split("-")[0]) for e in entries]
-        assert ids == sorted(set(ids)) and ids[-1] < 2**53
+        assert [e.field_values["x"] for e in entries] == ["a", "b", "d"]
+        dev = await client.xrange(PREFIX + "history:#dev", "-", "+")
+        assert [e.field_values["x"] for e in dev] == ["c"]
+        assert 0 < await client.pttl(PREFIX + "history:#dev") <= day
+        assert await client.pttl(PREFIX + "history") == -1  # #lobby's never expires
+        ids = [int(str(e.identifier).split("-")[0]) for e in [*entries, *dev]]
+        assert sorted(ids) == sorted(set(ids)) and max(ids) < 2**53
+        assert int(str(dev[0].identifier).split("-")[0]) == sorted(ids)[2]  # one sequence
 
 
 async def test_restore_script_merges_in_id_order(redis_server: RedisServer) -> None:

@@ -308,6 +308,21 @@ class ServerCollector(Collector):
         for cause in ("wiped", "failover", "lost_writes"):
             resyncs.add_metric([cause], metrics.redis_resyncs[cause])
         yield resyncs
+        reads = CounterMetricFamily(
+            "trio_chat_redis_entries_read",
+            "Redis stream entries this server read, by stream: lobby (#lobby's messages), "
+            "rooms (other rooms' messages: only those of rooms it has members in), inbox "
+            "(direct messages to its members), events (presence and topics).",
+            labels=["stream"],
+        )
+        for stream in ("lobby", "rooms", "inbox", "events"):
+            reads.add_metric([stream], metrics.cluster_reads[stream])
+        yield reads
+        yield GaugeMetricFamily(
+            "trio_chat_redis_streams_read",
+            "Message streams this server reads (#lobby's, and one per other room it has "
+            "members in).", value=metrics.cluster_streams,
+        )
         yield histogram(
             "trio_chat_publish_lag_seconds",
             "Redis's clock at publish (the id) to this server's broadcast, per message.",

@@ -4,7 +4,14 @@ With ``--redis``, a chat message is not broadcast by the server that received it
 goes to the *history stream* in Redis (a Lua script gives it the next id), and every
 server, that one included, reads the stream and broadcasts what it reads to its own
 members. So ids are one sequence, and every server delivers in the stream's order.
-Joins, leaves and renames go to a second stream, *events*, read in the same ``XREAD``.
+``#lobby``'s stream is ``history``; every other room has its own, ``history:<room>``,
+which a server reads only while it has members in that room (one ``XREAD`` over the
+streams it needs), so adding rooms and servers does not make every server read
+everything. A direct message goes to the *inbox* stream of the recipient's server
+(``inbox:<node>``), read by that server only; the sender's server echoes it. Joins,
+leaves, renames, entering and leaving rooms and topics go to the *events* stream,
+read by every server (presence is small next to messages: it keeps ``who`` and
+``rooms`` answerable from memory).
 Reads are pulls of at most :data:`READ_COUNT` entries, so nothing piles up in this
 process faster than the room takes it (coredis's pub/sub would buffer without bound).
 
@@ -34,6 +41,7 @@ import random
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from itertools import islice
@@ -50,7 +58,7 @@ from ..config import SENTINEL_SCHEME, Config, parse_sentinel_url, redacted_url
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
 from ..history.writer import MAX_PENDING
-from ..protocol import LOBBY, NO_SUCH_USER, ProtocolError, skeleton
+from ..protocol import LOBBY, LOBBY_KEY, NO_SUCH_USER, ProtocolError, room_key, skeleton
 from ..pulse import Pulse
 from ..server.delivery import Delivery
 from ..server.metrics import Histogram
@@ -95,11 +103,29 @@ RESTORE_POLL: Final = 0.05
 #: again (deliveries wait meanwhile; ``/readyz`` says why).
 FENCE_MS: Final = 1000
 
+#: Direct messages waiting for Redis (their id, and where the recipient is); senders
+#: wait past it.
+MAX_DIRECT: Final = 1024
+#: Tries, and seconds between them, for a direct message to a name whose join is on
+#: its way to Redis (claimed, not yet registered): a presence batch's round trip.
+DIRECT_TRIES: Final = 20
+DIRECT_RETRY: Final = 0.05
+#: Entries an inbox stream keeps (about): a server that falls further behind its
+#: direct messages loses the oldest.
+INBOX_KEEP: Final = 10_000
+#: Topics Redis keeps for servers that start later (one per room).
+TOPICS_KEPT: Final = 10_000
+
 #: Variants tried for a member renamed after a name clash (``Ann2``, ``Ann3``...).
 MAX_VARIANTS: Final = 1000
 #: Seconds a seat held for a resume outlives its token in Redis here (see
 #: :attr:`Cluster.hold_margin`).
 HOLD_MARGIN: Final = 1.0
+
+
+def _stream_id(identifier: str) -> tuple[int, int]:
+    ms, _, seq = identifier.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class LinkBroken(Exception):
@@ -123,16 +149,11 @@ class LinkState(enum.Enum):
 
 
 class Cluster(Delivery):
-    """Every server on one Redis shares ``#lobby``: the delivery that publishes to the
-    history stream, and the link that connects (and reconnects with backoff), reads
-    both streams into the room, publishes the outbox and presence changes, and
-    heartbeats. Bind it to the rooms (``Rooms(cluster)``) before :meth:`run`.
-
-    One room for now: ``#lobby`` (:attr:`many_rooms` is False: other rooms are refused
-    with ``room_invalid``, and ``#lobby`` cannot be parted); a direct message reaches
-    users of this server only, without an id."""
-
-    many_rooms = False
+    """Every server on one Redis shares the rooms: the delivery that publishes to the
+    rooms' streams, and the link that connects (and reconnects with backoff), reads the
+    streams this server needs into its rooms, publishes the outbox, direct messages
+    and presence changes, and heartbeats. Bind it to the rooms (``Rooms(cluster)``)
+    before :meth:`run`."""
 
     def __init__(self, config: Config, node: str | None = None) -> None:
         self.config = config
@@ -166,6 +187,18 @@ class Cluster(Delivery):
         self._published_through = 0
         #: With --redis-wait: fewer replicas than asked acknowledge; deliveries wait.
         self._replicas_behind = False
+        #: The rooms besides #lobby whose streams this server reads: key -> cursor.
+        self._reading: dict[str, str] = {}
+        self._inbox_cursor = "0-0"
+        #: Direct messages waiting for their script: (sender, to, the recipient's name
+        #: if known here, text, ts).
+        self._directs: deque[tuple[Member, str, str | None, str, str]] = deque()
+        self._direct_work = Pulse()
+        self._direct_room = Pulse()
+        #: Where a room's stream ended when a join of it was prepared (room key -> id).
+        self._prepared: dict[str, int] = {}
+        self.history.read_range = self._read_range
+        self.history.read_newest = self._read_newest
 
     @property
     def connected(self) -> bool:
@@ -175,35 +208,117 @@ class Cluster(Delivery):
 
     async def wait_writable(self) -> None:
         await self.outbox.wait_writable()
+        while len(self._directs) >= MAX_DIRECT:
+            await self._direct_room.wait()
 
     def publish(self, room: Room, user: str, text: str, ts: str) -> None:
-        if self.outbox.add(user, text, ts):
+        if self.outbox.add(user, text, ts, room.name):
             # Redis is unreachable: delivered here now, without an id.
-            room.broadcast(protocol.chat(user, text, ts, room=LOBBY))
-        # Else every server broadcasts it when it reads it back from the stream.
+            room.broadcast(protocol.chat(user, text, ts, room=room.name))
+        # Else every server reading the room broadcasts it when it reads it back.
 
     def direct(self, sender: Member, to: str, text: str, ts: str) -> None:
-        """Direct messages across servers (and their ids from Redis) are the cluster's
-        next step: for now, a user of this server gets it, without an id."""
-        recipient = self.rooms.user(to)
-        if recipient is None or recipient.name is None:
-            elsewhere = any(protocol.name_key(name) == protocol.name_key(to)
-                            for name in self.presence.names())
-            raise ProtocolError(NO_SUCH_USER, (
-                f"'{to}' is on another server: direct messages across servers are not "
-                "supported yet" if elsewhere else f"nobody is called '{to}'"
-            ))
+        """A direct message: to the user's server's inbox through Redis (which gives
+        it its id); the echo to the sender when Redis has taken it. Without Redis, a
+        user of this server gets it, without an id."""
         assert sender.name is not None
-        line = protocol.direct(sender.name, recipient.name, text, ts)
-        recipient.deliver(line)
-        if recipient is not sender:
-            sender.deliver(line)
+        local = self.rooms.user(to)
+        if not self.connected:
+            if local is None or local.name is None:
+                raise ProtocolError(NO_SUCH_USER, (
+                    f"nobody here is called '{to}' (other servers cannot be reached now: "
+                    "Redis is unreachable)"))
+            line = protocol.direct(sender.name, local.name, text, ts)
+            local.deliver(line)
+            if local is not sender:
+                sender.deliver(line)
+            return
+        if len(self._directs) >= MAX_DIRECT:
+            raise trio.WouldBlock
+        # The recipient's name as it is held, if known here; else Redis says (the
+        # view of the other servers may not have a name taken a moment ago).
+        name = local.name if local is not None else next(
+            (name for name in self.presence.names()
+             if protocol.name_key(name) == protocol.name_key(to)), None)
+        self._directs.append((sender, to, name, text, ts))
+        self._direct_work.fire()
 
     def room_saved(self, room: Room) -> None:
-        pass  # #lobby only: nothing to keep about it (its topic lives on this server)
+        pass  # topics go through the events stream (topic_changed)
 
     def room_removed(self, room: Room) -> None:
-        pass  # #lobby is never removed
+        if room.log is not None:
+            self.history.forget(room.log)
+
+    # ------------------------------------------------------------ rooms
+
+    def _room_client(self) -> coredis.Redis[str]:
+        client = self._client
+        if client is None or not self.connected:
+            raise ConnectionError("Redis is unreachable")
+        return client
+
+    async def _read_range(self, key: str, after: int, before: int, limit: int) -> list[Any]:
+        """A page of a room's stream for a replay: ids in ``(after, before)``."""
+        if before - 1 <= after:
+            await trio.lowlevel.checkpoint()
+            return []
+        with trio.fail_after(COMMAND_TIMEOUT):
+            return list(await self._room_client().xrange(
+                PREFIX + "history:" + key, f"{after + 1}-0", f"{before - 1}-0", count=limit
+            ))
+
+    async def _read_newest(self, key: str, before: int, count: int) -> list[Any]:
+        """The newest ``count`` entries of a room's stream before ``before``, newest
+        first (where a replay without ``since`` starts)."""
+        if count <= 0 or before <= 1:
+            await trio.lowlevel.checkpoint()
+            return []
+        with trio.fail_after(COMMAND_TIMEOUT):
+            return list(await self._room_client().xrevrange(
+                PREFIX + "history:" + key, f"{before - 1}-0", "-", count=count
+            ))
+
+    async def prepare(self, room: str) -> None:
+        """Where the room's stream ends now (one ``XREVRANGE``), unless this server
+        reads it already: its first member here reads it from there on, and is
+        replayed what came up to there (see :meth:`occupied`)."""
+        key = room_key(room)
+        if key == LOBBY_KEY or key in self._reading:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            newest = await self._read_newest(key, 2**62, 1)
+        except (ConnectionError, *LINK_ERRORS):
+            return  # occupied() starts from what this server has read, then
+        end = int(str(newest[0].identifier).partition("-")[0]) if newest else 0
+        if len(self._prepared) >= MAX_DIRECT:
+            self._prepared.clear()  # joins that never happened: bounded
+        self._prepared[key] = end
+
+    def occupied(self, room: Room) -> None:
+        if room.lobby or room.key in self._reading or room.log is None:
+            return
+        start = self.history.start_reading(room.log, self._prepared.pop(room.key, None))
+        self._reading[room.key] = f"{start}-0"
+        self.rooms.metrics.cluster_streams = len(self._reading) + 1
+        # The read loop takes the new stream once its XREAD returns: the event of this
+        # member entering the room, which this server publishes next, returns it.
+
+    def vacated(self, room: Room) -> None:
+        if self._reading.pop(room.key, None) is not None and room.log is not None:
+            self.history.stop_reading(room.log)
+            self.outbox.stop_watching(room.name)
+        self.rooms.metrics.cluster_streams = len(self._reading) + 1
+
+    def entered(self, name: str, room: Room) -> None:
+        self.presence.change("enter", name, room.key, room.name)
+
+    def parted(self, name: str, room: Room) -> None:
+        self.presence.change("part", name, room.key, room.name)
+
+    def topic_changed(self, room: Room, name: str) -> None:
+        self.presence.change("topic", name, room.key, json.dumps([room.name, room.topic]))
 
     async def flush(self) -> None:
         """Wait (a bounded time) until Redis has shown back every message this server
@@ -220,11 +335,11 @@ class Cluster(Delivery):
     def version(self) -> int:
         return self.presence.version
 
-    def other_names(self) -> list[str]:
-        return self.presence.names()
+    def other_names(self, room: str | None = None) -> list[str]:
+        return self.presence.names(room)
 
-    def other_count(self) -> int:
-        return self.presence.count()
+    def other_count(self, room: str | None = None) -> int:
+        return self.presence.count(room)
 
     def release(self, name: str) -> None:
         self.presence.change("release", name)
@@ -236,7 +351,9 @@ class Cluster(Delivery):
         self.presence.change("leave", name)
 
     def renamed(self, old: str, new: str) -> None:
-        self.presence.change("rename", new, old)
+        member = self.rooms.user(new)
+        rooms = {room.key: room.name for room in member.rooms.values()} if member else {}
+        self.presence.change("rename", new, old, json.dumps(rooms))
 
     # ------------------------------------------------------------ seats held for a resume
 
@@ -247,8 +364,15 @@ class Cluster(Delivery):
         return HOLD_MARGIN
 
     def held(self, name: str, token: str, grace: float) -> None:
-        # The token (its hash) goes to Redis for the grace: any server can take it.
-        self.presence.hold(name, token_key(token), int(grace * 1000))
+        # The token (its hash) goes to Redis for the grace, with the seat's rooms: any
+        # server can take it.
+        self.presence.hold(name, token_key(token), int(grace * 1000), self._rooms_of(name))
+
+    def _rooms_of(self, name: str) -> str:
+        """The rooms the member ``name`` here is in, as JSON (names)."""
+        member = self.rooms.user(name)
+        return json.dumps([room.name for room in member.rooms.values()]
+                          if member is not None else [])
 
     def resumed(self, name: str, token: str, *, held: bool) -> None:
         if held:
@@ -256,7 +380,7 @@ class Cluster(Delivery):
 
     async def take_seat(self, token: str, name: str) -> tuple[str, list[str]] | None:
         """Move the seat another server holds for ``token`` here (the RESUME script),
-        with the rooms it was in (``#lobby``); None if there is none, or Redis cannot
+        with the rooms it was in; None if there is none, or Redis cannot
         say within CLAIM_TIMEOUT. Shielded: once the script has run, the seat is this
         server's, and the caller must seat it."""
         client = self._client
@@ -273,9 +397,15 @@ class Cluster(Delivery):
         if not result or int(result[0]) != 1:
             return None
         moved = str(result[1])
+        try:
+            # A seat held by a server before rooms has none stored: it was in #lobby.
+            rooms = ([str(room) for room in json.loads(result[2]) or []]
+                     if len(result) > 2 else [LOBBY])
+        except ValueError:
+            rooms = [LOBBY]
         log.info("cluster: %s resumed here from another server", moved)
         self.presence.forget_name(moved)  # its old server's entry; ours is the room's
-        return moved, [LOBBY]
+        return moved, rooms
 
     @property
     def pending(self) -> int:
@@ -330,6 +460,7 @@ class Cluster(Delivery):
                             nursery.start_soon(self._publish_loop, client)
                             nursery.start_soon(self._presence_loop, client)
                             nursery.start_soon(self._heartbeat_loop, client)
+                            nursery.start_soon(self._direct_loop, client)
             except* LINK_ERRORS as group:
                 error = first_leaf(group)
             if self._broken is not None:
@@ -523,16 +654,22 @@ class Cluster(Delivery):
         for member, left in self.rooms.seats.held():
             # Redis may have lost the tokens (or never got them): put them back.
             if member.name is not None and member.token is not None and left > 0:
-                self.presence.hold(member.name, token_key(member.token), int(left * 1000))
+                self.presence.hold(member.name, token_key(member.token), int(left * 1000),
+                                   self._rooms_of(member.name))
         args: list[str | int] = [self._ttl_ms]
+        where: dict[str, list[str]] = {}
         for name in members:
-            args += [skeleton(name), name]
+            holder = self.rooms.user(name)
+            rooms = list(holder.rooms.values()) if holder is not None else []
+            where[name] = [room.name for room in rooms]
+            args += [skeleton(name), name, json.dumps({room.key: room.name for room in rooms})]
         result = await self._script(client, lua.REGISTER, [self.node, *args])
         clashes = [str(name) for name in result[1:]]
         if result[0] == 1 and announce and members:
             kept = [name for name in members if name not in clashes]
             await client.xadd(PREFIX + "events", {
                 "e": "hello", "node": self.node, "names": json.dumps(kept),
+                "where": json.dumps({name: where[name] for name in kept}),
             })
         return clashes
 
@@ -567,6 +704,16 @@ class Cluster(Delivery):
         self._history_cursor = f"{self.history.last_id}-0"
         events = await client.xrevrange(PREFIX + "events", "+", "-", count=1)
         self._events_cursor = str(events[0].identifier) if events else "0-0"
+        self._inbox_cursor = f"{self.history.last_id}-0"
+        topics = await client.hgetall(PREFIX + "topics")
+        for value in islice(topics.values(), self.config.max_rooms):
+            try:
+                name, topic = json.loads(value)
+                room = self.rooms.remote_room(protocol.validate_room(name))
+            except (ValueError, TypeError, ProtocolError):
+                continue
+            if room is not None:
+                room.topic = str(topic)
         log.info(
             "cluster: node %s on %s; %d messages in the history, ids continue after %d",
             self.node, redacted_url(self.config.redis or ""), len(entries),
@@ -581,35 +728,44 @@ class Cluster(Delivery):
 
     def _down(self) -> None:
         for out in self.outbox.went_down():
-            self.rooms.lobby.broadcast(
-                protocol.chat(out.user, out.text, out.timestamp, room=LOBBY)
-            )
+            room = self.rooms.room(out.room)
+            if room is not None:
+                room.broadcast(protocol.chat(out.user, out.text, out.timestamp, room=room.name))
         self._set_state(LinkState.DOWN)
 
     # ------------------------------------------------------------ the tasks
 
     async def _read_loop(self, client: coredis.Redis[str]) -> None:
+        """One ``XREAD`` at a time over the streams this server needs: events, its
+        inbox, ``#lobby``'s, and those of the other rooms it has members in (the set
+        changes as members enter and leave rooms: the next read takes it)."""
         rooms = self.rooms
-        room = rooms.lobby
+        lobby = rooms.lobby
+        metrics = rooms.metrics
+        reads = metrics.cluster_reads
         budget = max(1, self.config.queue_size // PACE_SHARE)
         history_key, events_key = PREFIX + "history", PREFIX + "events"
+        inbox_key = PREFIX + "inbox:" + self.node
+        room_prefix = history_key + ":"
         while True:
-            read = await client.xread(
-                {history_key: self._history_cursor, events_key: self._events_cursor},
-                count=READ_COUNT,
-                block=BLOCK_MS,
-            )
+            streams = {history_key: self._history_cursor, events_key: self._events_cursor,
+                       inbox_key: self._inbox_cursor}
+            for key, cursor in self._reading.items():
+                streams[room_prefix + key] = cursor
+            read = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
             if not read:
                 continue
-            if self.config.redis_wait and read.get(history_key):
+            if self.config.redis_wait and any(key != events_key for key in read):
                 await self._fence(client)
             now_us = time.time() * 1e6  # ids are Redis's clock in microseconds
-            lag = rooms.metrics.publish_lag
+            lag = metrics.publish_lag
             for entry in read.get(events_key, ()):
                 self._events_cursor = str(entry.identifier)
+                reads["events"] += 1
                 self._on_event(entry.field_values)
             for entry in read.get(history_key, ()):
                 self._history_cursor = str(entry.identifier)
+                reads["lobby"] += 1
                 try:
                     line = self._entry_line(entry)
                 except (KeyError, ValueError):
@@ -617,8 +773,101 @@ class Cluster(Delivery):
                     continue
                 if line is not None:
                     lag.observe(max(0.0, now_us - self.history.last_id) / 1e6)
-                    room.broadcast(line)
+                    lobby.broadcast(line)
                     await rooms.pacer.step(budget)
+            for stream, entries in read.items():
+                if not stream.startswith(room_prefix):
+                    continue
+                key = stream[len(room_prefix):]
+                for entry in entries:
+                    reads["rooms"] += 1
+                    await self._room_entry(key, entry, now_us, budget)
+            for entry in read.get(inbox_key, ()):
+                self._inbox_cursor = str(entry.identifier)
+                reads["inbox"] += 1
+                self._inbox_entry(entry)
+
+    async def _room_entry(self, key: str, entry: Any, now_us: float, budget: int) -> None:
+        """One entry of another room's stream: broadcast to the room's members here,
+        if this server still reads the room."""
+        room = self.rooms.room(key)
+        cursor = self._reading.get(key)
+        if room is None or room.log is None or cursor is None:
+            return  # its last member here left meanwhile
+        identifier = str(entry.identifier)
+        if _stream_id(identifier) > _stream_id(cursor):
+            self._reading[key] = identifier
+        try:
+            message = self.history.take_room(room.log, entry)
+        except (KeyError, ValueError):
+            log.warning("cluster: skipped a malformed history entry %s", entry)
+            return
+        if message is None:
+            return
+        self.rooms.metrics.publish_lag.observe(max(0.0, now_us - message.id) / 1e6)
+        node, seq = entry.field_values.get("node", ""), int(entry.field_values.get("seq", 0))
+        if node == self.node and self.outbox.confirm(seq):
+            return  # delivered here during an outage already
+        room.broadcast(chat_line(message))
+        await self.rooms.pacer.step(budget)
+
+    def _inbox_entry(self, entry: Any) -> None:
+        """A direct message to a member of this server."""
+        try:
+            fields = entry.field_values
+            message_id = int(str(entry.identifier).partition("-")[0])
+            self.history.last_id = max(self.history.last_id, message_id)
+            recipient = self.rooms.user(fields["t"])
+            if recipient is None:
+                return  # gone meanwhile: direct messages are not stored
+            recipient.deliver(protocol.direct(fields["f"], fields["t"], fields["x"],
+                                              fields["ts"], message_id))
+        except (KeyError, ValueError):
+            log.warning("cluster: skipped a malformed inbox entry %s", entry)
+
+    async def _direct_loop(self, client: coredis.Redis[str]) -> None:
+        """Hand the queued direct messages to Redis, one script each: the id, and the
+        recipient's server's inbox; then the echo to the sender (or ``no_such_user``,
+        if the name was gone by then)."""
+        while True:
+            while not self._directs:
+                await self._direct_work.wait()
+            sender, to, name, text, ts = self._directs[0]
+            assert sender.name is not None
+            result: Any = [2]
+            for _ in range(DIRECT_TRIES):
+                with trio.fail_after(COMMAND_TIMEOUT):
+                    if name is None:
+                        found = await self._script(client, lua.LOOKUP,
+                                                   [self.node, skeleton(to)])
+                        result = [int(found[0])]  # 0: nobody; 2: not registered yet
+                        # The same name in any case or width; never a look-alike.
+                        if result[0] == 1 and (
+                            protocol.name_key(str(found[1])) == protocol.name_key(to)
+                        ):
+                            name = str(found[1])
+                        elif result[0] == 1:
+                            result = [0]
+                    if name is not None:
+                        result = await self._script(client, lua.DIRECT, [
+                            self.node, skeleton(name), sender.name, text, ts, INBOX_KEEP,
+                            lua.PUB_TTL_MS, name,
+                        ])
+                if int(result[0]) != 2:
+                    break
+                # Its join is on its way to Redis (a presence batch): a moment.
+                await trio.sleep(DIRECT_RETRY)
+            self._directs.popleft()
+            self._direct_room.fire()
+            if int(result[0]) != 1:
+                error = ProtocolError(NO_SUCH_USER, f"nobody is called '{to}'")
+                self.rooms.metrics.errors[error.code] += 1
+                sender.deliver(error.to_message())
+                continue
+            message_id, recipient, holder = int(result[1]), str(result[2]), str(result[3])
+            if holder == self.node and recipient == sender.name:
+                continue  # to oneself, here: the inbox brings the one copy
+            sender.deliver(protocol.direct(sender.name, recipient, text, ts, message_id))
 
     async def _fence(self, client: coredis.Redis[str]) -> None:
         """``--redis-wait N``: return once N replicas have everything Redis had when the
@@ -661,55 +910,88 @@ class Cluster(Delivery):
     def _on_event(self, fields: Any) -> None:
         try:
             self._apply_event(fields)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, ProtocolError):
             log.warning("cluster: skipped a malformed event %s", fields)
 
     def _apply_event(self, fields: Any) -> None:
         node = fields.get("node", "")
         if node == self.node:
             return
-        presence, room = self.presence, self.rooms.lobby
+        presence, rooms = self.presence, self.rooms
         # Each event is read once; the view may have it already (a refresh read the
         # other server's list first), but the notice is still due.
         event, name = fields.get("e"), fields.get("n", "")
         if event == "join":
-            presence.add(node, name)
-            room.remote("join", name)
+            presence.add(node, name)  # the rooms it enters follow (enter)
+        elif event in ("enter", "part"):
+            room = rooms.remote_room(protocol.validate_room(fields.get("r", "")))
+            if room is None:
+                return  # this server keeps --max-rooms already: it does not know it
+            if event == "enter":
+                presence.enter(node, name, room.key)
+                room.remote("join", name)
+            else:
+                presence.part(node, name, room.key)
+                room.remote("leave", name)
+        elif event == "topic":
+            room = rooms.remote_room(protocol.validate_room(fields.get("r", "")))
+            if room is not None:
+                room.remote("topic", name, fields.get("t", ""))
         elif event == "leave":
-            presence.remove(node, name)
-            room.remote("leave", name)
+            for key in presence.remove(node, name):
+                self._remote(key, "leave", name)
         elif event == "rename":
             old = fields.get("o", "")
-            presence.remove(node, old)
-            presence.add(node, name)
-            room.remote("rename", name, old)
+            keys = presence.rename(node, old, name)
+            for shown in (json.loads(fields.get("r", "{}")) or {}).values():
+                room = rooms.remote_room(protocol.validate_room(shown))
+                if room is not None and room.key not in keys:
+                    keys.add(room.key)
+                    presence.enter(node, name, room.key)
+            for key in keys:
+                self._remote(key, "rename", name, old)
         elif event == "move":
             # A seat held on one server was taken back on another (node): no notice.
             source = fields.get("from", "")
             if source == self.node:
-                self.rooms.moved_away(name)
+                seat = rooms.user(name)
+                moved = set(seat.rooms) if seat is not None else set()
+                rooms.moved_away(name)
             else:
-                presence.remove(source, name)
-            presence.add(node, name)
+                moved = presence.remove(source, name)
+            presence.add(node, name, moved)
         elif event in ("gone", "hello"):
             names = json.loads(fields.get("names", "[]")) or []  # Lua's empty list is {}
             if event == "gone":
-                presence.forget(node)
-                for name in names:
-                    room.remote("leave", name)
+                for name, keys in presence.forget(node).items():
+                    for key in keys:
+                        self._remote(key, "leave", name)
             else:
+                where = json.loads(fields.get("where", "{}")) or {}
                 for name in names:
-                    presence.add(node, name)
-                    room.remote("join", name)
+                    entered = [rooms.remote_room(protocol.validate_room(room))
+                               for room in where.get(name, [LOBBY])]
+                    keys = {room.key for room in entered if room is not None}
+                    presence.add(node, name, keys)
+                    for key in keys:
+                        self._remote(key, "join", name)
+
+    def _remote(self, key: str, event: str, name: str, old: str | None = None) -> None:
+        room = self.rooms.room(key)
+        if room is not None:
+            room.remote(event, name, old)
 
     async def _publish_loop(self, client: coredis.Redis[str]) -> None:
         outbox = self.outbox
         while True:
             await outbox.wait_work()
             batch = outbox.unpublished(PUBLISH_BATCH)
-            args: list[str | int] = [self.history.keep, self.node]
+            expiry_ms = max(1, int(self.config.room_expiry * 1000))
+            args: list[str | int] = [self.history.keep, self.node, expiry_ms]
             for out in batch:
-                args += [out.seq, out.user, out.text, out.timestamp]
+                key = room_key(out.room)
+                args += [out.seq, out.user, out.text, out.timestamp,
+                         "" if key == LOBBY_KEY else key]
             started = time.perf_counter()
             with trio.fail_after(COMMAND_TIMEOUT):
                 last = await self._script(client, lua.PUBLISH, args)
@@ -721,17 +1003,25 @@ class Cluster(Delivery):
         presence, rooms = self.presence, self.rooms
         while True:
             await presence.wait_work()
-            args: list[str | int] = [EVENTS_KEEP]
+            args: list[str | int] = [EVENTS_KEEP, TOPICS_KEPT]
             for _ in range(min(PRESENCE_BATCH, len(presence.changes))):
-                op, name, old = presence.changes.popleft()
+                op, name, old, extra = presence.changes.popleft()
                 if op in ("hold", "unhold"):  # old: the token's key (and the grace)
                     key, _, ttl_ms = old.partition(":")
-                    args += [op, skeleton(name), name, key, ttl_ms or "0", 0]
+                    args += [op, skeleton(name), name, key, ttl_ms or "0", extra or "[]", ""]
+                    continue
+                if op in ("enter", "part"):  # old: the room's key; extra: its name
+                    args += [op, skeleton(name), name, old, extra, 0, ""]
+                    continue
+                if op == "topic":  # old: the room's key; extra: [its name, the topic]
+                    shown, topic = json.loads(extra)
+                    args += [op, skeleton(name), name, old, shown, topic, ""]
                     continue
                 # A member here holds the name again (left and came back, or a claim
                 # for a join that failed locally): its claim stays.
                 keep = int(rooms.holds(old if op == "rename" else name))
-                args += [op, skeleton(name), name, skeleton(old) if old else "", old, keep]
+                args += [op, skeleton(name), name, skeleton(old) if old else "", old, keep,
+                         extra or "{}"]
             with trio.fail_after(COMMAND_TIMEOUT):
                 await self._script(client, lua.PRESENCE, [self.node, *args])
 
@@ -766,10 +1056,20 @@ class Cluster(Delivery):
         or missed while away)."""
         result = await self._script(client, lua.VIEW, [self.node])
         view: dict[str, dict[str, str]] = {}
-        for node, users_json in zip(result[::2], result[1::2], strict=True):
+        where: dict[str, dict[str, set[str]]] = {}
+        for node, users_json, where_json in zip(
+            result[::3], result[1::3], result[2::3], strict=True
+        ):
             flat = json.loads(users_json) or []
             view[node] = dict(zip(flat[::2], flat[1::2], strict=True))
-        self.presence.replace(view)
+            flat = json.loads(where_json) or []
+            where[node] = {}
+            for key, rooms_json in zip(flat[::2], flat[1::2], strict=True):
+                rooms = json.loads(rooms_json) or {}
+                where[node][key] = set(rooms)
+                for name in rooms.values():
+                    self.rooms.remote_room(name)  # known here from now on
+        self.presence.replace(view, where)
 
     async def claim(self, name: str) -> bool:
         """Claim ``name`` for this server; while Redis is unreachable, names are

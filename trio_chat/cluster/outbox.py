@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import trio
 
+from ..protocol import LOBBY
 from ..pulse import Pulse
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class Outgoing(NamedTuple):
     timestamp: str
     #: Already delivered here (sent while Redis was unreachable).
     local: bool
+    #: The room it was said in (as the room is shown).
+    room: str = LOBBY
 
 
 class Outbox:
@@ -63,14 +66,14 @@ class Outbox:
         while self.full:
             await self.progress.wait()
 
-    def add(self, user: str, text: str, ts: str) -> bool:
+    def add(self, user: str, text: str, ts: str, room: str = LOBBY) -> bool:
         """Queue a message for Redis; True if it must be delivered here now (Redis is
         unreachable). Raises ``trio.WouldBlock`` when full."""
         if self.full:
             raise trio.WouldBlock
         self._seq += 1
         local = not self.connected
-        self._queue.append(Outgoing(self._seq, user, text, ts, local))
+        self._queue.append(Outgoing(self._seq, user, text, ts, local, room))
         self._work.fire()
         if local and len(self._queue) > self.keep:
             # A long outage: the oldest unpublished message is delivered here but will
@@ -94,6 +97,13 @@ class Outbox:
                 shown = out.local if out.seq == seq else shown
         self.progress.fire()
         return shown
+
+    def stop_watching(self, room: str) -> None:
+        """This server no longer reads ``room``'s stream: its messages that Redis has
+        (published) will not be shown back here, and need not be."""
+        if any(out.room == room for out in self._sent):
+            self._sent = deque(out for out in self._sent if out.room != room)
+            self.progress.fire()
 
     def unpublished(self, limit: int) -> list[Outgoing]:
         queue = self._queue

@@ -47,8 +47,6 @@ class Delivery(ABC):
 
     #: The history replays are planned from (None: no ids, no replays).
     history: History | None = None
-    #: Rooms besides ``#lobby`` can be created (False: with ``--redis``, for now).
-    many_rooms: bool = True
 
     def bind(self, rooms: Rooms) -> None:
         """Called once by the rooms this delivery serves."""
@@ -92,12 +90,37 @@ class Delivery(ABC):
         """Changes whenever :meth:`other_names` does."""
 
     @abstractmethod
-    def other_names(self) -> list[str]:
-        """The members other servers have, in no particular order."""
+    def other_names(self, room: str | None = None) -> list[str]:
+        """The members other servers have in the room keyed ``room``
+        (:func:`~trio_chat.protocol.room_key`), or in any room (None), in no
+        particular order."""
 
     @abstractmethod
-    def other_count(self) -> int:
-        """How many members other servers have."""
+    def other_count(self, room: str | None = None) -> int:
+        """How many members other servers have in the room keyed ``room``, or in all
+        (None)."""
+
+    async def prepare(self, room: str) -> None:
+        """Before a member here enters the room called ``room``: make ready what its
+        replay and live messages need (a cluster: where the room's stream ends)."""
+        await trio.lowlevel.checkpoint()
+
+    def occupied(self, room: Room) -> None:  # noqa: B027 (optional hook)
+        """``room`` has its first member on this server (its messages must reach this
+        server from now on)."""
+
+    def vacated(self, room: Room) -> None:  # noqa: B027 (optional hook)
+        """``room``'s last member on this server left it."""
+
+    def entered(self, name: str, room: Room) -> None:  # noqa: B027 (optional hook)
+        """The member ``name`` here entered ``room``."""
+
+    def parted(self, name: str, room: Room) -> None:  # noqa: B027 (optional hook)
+        """The member ``name`` here left ``room`` (a ``part``; leaving the server is
+        :meth:`left`)."""
+
+    def topic_changed(self, room: Room, name: str) -> None:  # noqa: B027 (optional hook)
+        """The member ``name`` here set ``room.topic``."""
 
     @abstractmethod
     async def claim(self, name: str) -> bool:
@@ -247,10 +270,10 @@ class LocalDelivery(Delivery):
     def version(self) -> int:
         return 0
 
-    def other_names(self) -> list[str]:
+    def other_names(self, room: str | None = None) -> list[str]:
         return []
 
-    def other_count(self) -> int:
+    def other_count(self, room: str | None = None) -> int:
         return 0
 
     async def claim(self, name: str) -> bool:

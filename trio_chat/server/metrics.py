@@ -108,6 +108,12 @@ class Metrics:
         #: primary), ``lost_writes`` (Redis's last id was behind what this server had
         #: read or published: a failover to a replica that lacked the newest writes).
         self.redis_resyncs: Counter[str] = Counter()
+        #: Cluster mode: Redis stream entries this server read, by stream: ``lobby``
+        #: (#lobby's messages), ``rooms`` (other rooms' messages: only the rooms it has
+        #: members in), ``inbox`` (direct messages to its members), ``events``.
+        self.cluster_reads: Counter[str] = Counter()
+        #: Cluster mode: message streams this server reads now (#lobby's included).
+        self.cluster_streams = 0
 
     def transport(self, kind: str) -> TransportTotals:
         totals = self.transports.get(kind)

@@ -199,24 +199,19 @@ class Room:
 
     @property
     def count(self) -> int:
-        """Members in the room: this server's, and (``#lobby`` with ``--redis``) the
-        other servers'."""
-        if self.lobby:
-            return len(self._members) + self.rooms.delivery.other_count()
-        return len(self._members)
+        """Members in the room: this server's, and (with ``--redis``) the other
+        servers'."""
+        return len(self._members) + self.rooms.delivery.other_count(self.key)
 
     def _users(self) -> str:
         """The member names as a JSON array (this server's in join order, then the
         other servers'), cached: joins append to it."""
-        if self.lobby:
-            delivery = self.rooms.delivery
-            if delivery.version != self._others_version:
-                self._others_version = delivery.version
-                self._users_json = None
-            if self._users_json is None:
-                self._users_json = protocol.json_array(self.names + delivery.other_names())
-        elif self._users_json is None:
-            self._users_json = protocol.json_array(self.names)
+        delivery = self.rooms.delivery
+        if delivery.version != self._others_version:
+            self._others_version = delivery.version
+            self._users_json = None
+        if self._users_json is None:
+            self._users_json = protocol.json_array(self.names + delivery.other_names(self.key))
         return self._users_json
 
     def who(self) -> str:
@@ -264,9 +259,13 @@ class Room:
         client cannot rename): it is told so before the join notice."""
         name = member.name
         assert name is not None
+        delivery = self.rooms.delivery
         self._members[skeleton(name)] = member
         member.rooms[self.key] = self
-        if self._users_json is not None and not (self.lobby and self.rooms.delivery.other_count()):
+        if len(self._members) == 1:
+            delivery.occupied(self)
+        delivery.entered(name, self)
+        if self._users_json is not None and not delivery.other_count(self.key):
             # The newest member is last in join order.
             self._users_json = protocol.json_array_append(self._users_json, name)
         else:
@@ -314,6 +313,8 @@ class Room:
         self._members[skeleton(name)] = member
         member.rooms[self.key] = self
         self._users_json = None
+        if len(self._members) == 1:
+            self.rooms.delivery.occupied(self)
 
     def drop(self, member: Member) -> None:
         """Take ``member`` out with no notice (its seat was taken back on another
@@ -322,6 +323,8 @@ class Room:
         if name is not None and self._members.get(skeleton(name)) is member:
             del self._members[skeleton(name)]
             self._users_json = None
+            if not self._members:
+                self.rooms.delivery.vacated(self)
         member.rooms.pop(self.key, None)
 
     def remove(self, member: Member, *, parting: bool = False) -> bool:
@@ -334,9 +337,14 @@ class Room:
         del self._members[skeleton(name)]
         member.rooms.pop(self.key, None)
         self._users_json = None
-        if not self._members and not self.lobby:
-            self.active = self.rooms.now()
-            self.rooms.delivery.room_saved(self)  # when it was last used, for its expiry
+        delivery = self.rooms.delivery
+        if parting and not self.rooms.closed:
+            delivery.parted(name, self)
+        if not self._members:
+            delivery.vacated(self)
+            if not self.lobby:
+                self.active = self.rooms.now()
+                delivery.room_saved(self)  # when it was last used, for its expiry
         if self.rooms.closed:
             return True  # shutting down: every client leaves at once, quadratic
         text = f"{name} left the chat" if self.lobby else f"{name} left {self.name}"
@@ -362,6 +370,7 @@ class Room:
         """``name`` (a member) set the topic; everyone in the room is told."""
         self.topic = topic
         self.rooms.delivery.room_saved(self)
+        self.rooms.delivery.topic_changed(self, name)
         text = (f"{name} set the topic of {self.name}: {topic}" if topic
                 else f"{name} cleared the topic of {self.name}")
         self._announce("topic", name, text, topic=topic)
@@ -391,16 +400,25 @@ class Room:
             rooms.settle()
 
     def remote(self, event: str, name: str, old: str | None = None) -> None:
-        """Announce a join, leave or rename on another server (the delivery has
-        already counted it)."""
+        """Announce a join, leave, rename or topic on another server (the delivery
+        has already counted it; for a topic, ``old`` is the new topic)."""
         if self.rooms.closed:
             return
+        where = "the chat" if self.lobby else self.name
         if event == "join":
-            self._notice("join", name, f"{name} joined the chat")
+            self._notice("join", name, f"{name} joined {where}")
         elif event == "leave":
-            self._notice("leave", name, f"{name} left the chat")
+            if not self.count:  # its last member anywhere: expiry counts from now
+                self.active = self.rooms.now()
+            self._notice("leave", name, f"{name} left {where}")
         elif event == "rename" and old is not None:
             self._announce("rename", name, f"{old} is now known as {name}", old=old)
+        elif event == "topic" and old is not None:
+            self.topic = old
+            self.rooms.forget_listing()
+            text = (f"{name} set the topic of {self.name}: {old}" if old
+                    else f"{name} cleared the topic of {self.name}")
+            self._announce("topic", name, text, topic=old)
 
     # ------------------------------------------------------------ notices
 

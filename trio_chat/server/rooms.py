@@ -48,7 +48,6 @@ from ..protocol import (
     NAME_TAKEN,
     NOT_IN_ROOM,
     NOT_JOINED,
-    ROOM_INVALID,
     TOO_MANY_ROOMS,
     ProtocolError,
     room_key,
@@ -265,10 +264,19 @@ class Rooms:
         """Before a join under ``name``: reserve it wherever else members may hold it
         (other servers: raises ``name_taken``). Follow with :meth:`unclaim` whether or
         not the join happened."""
-        if skeleton(name) in self._users:
+        key = skeleton(name)
+        if key in self._users:
             return  # a local holder: join() decides
         if not await self.delivery.claim(name):
-            raise ProtocolError(NAME_TAKEN, f"name '{name}' is taken")
+            # Held on another server: say so if the holder is not in #lobby there (a v1
+            # client would not see it in who), as far as this server knows.
+            lobby = self.delivery.other_names(LOBBY_KEY)
+            raise _taken(name, None, elsewhere=all(skeleton(n) != key for n in lobby))
+
+    async def prepare(self, room: str) -> None:
+        """Before a join that enters ``room``: what the delivery needs first (maybe a
+        Redis round trip: see :meth:`Delivery.prepare`)."""
+        await self.delivery.prepare(room)
 
     def unclaim(self, name: str) -> None:
         """Release a claimed name if no member here holds it (the join failed)."""
@@ -398,11 +406,6 @@ class Rooms:
         key = room_key(name)
         if key in self._rooms:
             return
-        if not self.delivery.many_rooms:
-            raise ProtocolError(
-                ROOM_INVALID, f"{name}: this server has #lobby only (rooms need one "
-                "server: not yet with --redis)"
-            )
         if len(self._rooms) >= self.config.max_rooms:
             raise ProtocolError(
                 TOO_MANY_ROOMS, f"this server has {len(self._rooms)} rooms, the most it "
@@ -428,10 +431,6 @@ class Rooms:
         room = member.rooms.get(room_key(name))
         if room is None:
             raise ProtocolError(NOT_IN_ROOM, f"you are not in {name}")
-        if room.lobby and not self.delivery.many_rooms:
-            raise ProtocolError(
-                ROOM_INVALID, "with --redis this server has #lobby only: it cannot be left"
-            )
         room.remove(member, parting=True)
         return room
 
@@ -555,7 +554,8 @@ class Rooms:
             self.delivery.left(moved_name)
             return False
         rooms: list[Room] = []
-        for room_name in room_names or [LOBBY]:
+        for room_name in room_names:
+            await self.delivery.prepare(room_name)
             room = self._rooms.get(room_key(room_name))
             if room is None and len(self._rooms) < self.config.max_rooms:
                 room = self._create(room_name, member)
@@ -580,6 +580,8 @@ class Rooms:
         self.seats.issue(member)
         for room in rooms:
             room.replay_to(member, since)
+        if not rooms:  # in no room: it still learns it is back, and its new token
+            member.deliver(protocol.welcome(name, "[]", 0, self.max_text, member.token))
 
     def moved_away(self, name: str) -> None:
         """A seat of this server was taken back on another server (cluster mode): it
@@ -656,6 +658,19 @@ class Rooms:
         room.set_topic(member.name, topic)
         self._listing = None
 
+    def forget_listing(self) -> None:
+        """The ``rooms`` answer is out of date (a topic set on another server)."""
+        self._listing = None
+
+    def remote_room(self, name: str) -> Room | None:
+        """The room called ``name``, created here if it is new (another server's member
+        entered it), unless this server keeps ``--max-rooms`` already."""
+        room = self._rooms.get(room_key(name))
+        if room is None and len(self._rooms) < self.config.max_rooms:
+            room = self._add_room(name, active=self.now())
+            self._listing = None
+        return room
+
     def list_rooms(self) -> str:
         """The answer to ``rooms``: the busiest :data:`ROOMS_LISTED` rooms (then by
         name), rebuilt at most once per :data:`LISTING_AGE` however many ask, so a
@@ -725,7 +740,7 @@ class Rooms:
         now = self.now()
         expiry = self.config.room_expiry
         gone = [room for room in self._rooms.values()
-                if not room.lobby and not len(room) and now - room.active >= expiry]
+                if not room.lobby and not room.count and now - room.active >= expiry]
         for room in gone:
             del self._rooms[room.key]
             self.delivery.room_removed(room)

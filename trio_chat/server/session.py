@@ -291,6 +291,8 @@ class Session:
                         item = replace(item, user=claimed)
                     elif (claimed := self._claims(item)) is not None:
                         await self.rooms.claim(claimed)  # maybe a Redis round trip, first
+                    if isinstance(item, Join) and item.room is not None:
+                        await self.rooms.prepare(item.room)
                     if isinstance(item, _HANDED_OVER):
                         # The store must take the message (or a direct message's id)
                         # before it is delivered; if it is full, only this sender waits.
@@ -323,6 +325,7 @@ class Session:
             if member.rooms:
                 self.current = next(reversed(member.rooms.values()))
             if join.room is not None and protocol.room_key(join.room) not in member.rooms:
+                await self.rooms.prepare(join.room)
                 try:
                     self._entered(self.rooms.enter(member, join.room, join.since))
                 except ProtocolError as error:
