@@ -91,7 +91,7 @@ def _open(path: str, *, create: bool = False) -> AccountsDB:
 
 @click.group()
 def admin() -> None:
-    """Manage a server's accounts in its database (stopped or running)."""
+    """Manage a server's accounts and moderation in its database (stopped or running)."""
 
 
 @admin.command()
@@ -137,3 +137,15 @@ def invite(db: str, hours: float) -> None:
     until = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M UTC")
     click.echo(code)
     click.echo(f"good for one registration until {until}", err=True)
+
+
+def _add_moderation() -> None:
+    """``admin log``, ``bans``, ``ban``, ``unban``: :mod:`trio_chat.moderation.commands`."""
+    from ..moderation.commands import COMMANDS
+
+    for command in COMMANDS:
+        admin.add_command(command)
+
+
+_add_moderation()
+

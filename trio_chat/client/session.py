@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import trio
 
 from ..protocol import (
+    BANNED,
     LOGIN_FAILED,
     NAME_INVALID,
     NAME_REGISTERED,
@@ -182,6 +183,8 @@ class ChatSession:
         self._outbox_in, self._outbox = trio.open_memory_channel[Message](config.outbox_size)
         self._unsent: Message | None = None  # taken from the outbox, not yet written
         self._left = False
+        #: The text of a server-wide ``banned`` error, once one came: no reconnecting.
+        self._banned: str | None = None
         self._stop = trio.CancelScope()
         self._send_lock = trio.Lock()
         self._last_heard = 0.0
@@ -268,6 +271,9 @@ class ChatSession:
             except Disconnected as exc:
                 if self._left:
                     return
+                if self._banned is not None or exc.banned:
+                    # Banned from the server: coming back would be refused again.
+                    raise ConnectionLost(self._banned or str(exc)) from None
                 if not joined_once:
                     raise ConnectionLost(str(exc)) from None
                 reason = str(exc)
@@ -437,6 +443,9 @@ class ChatSession:
 
     def _dispatch(self, message: Message) -> None:
         kind = message.get("type")
+        if kind == "error" and message.get("code") == BANNED and "room" not in message:
+            # Server-wide: the connection is closing, and no reconnection would do.
+            self._banned = str(message.get("text") or BANNED)
         if kind in ("pong", "hello"):
             return  # hello: the TCP greeting, for a person at nc
         if kind == "token":

@@ -93,7 +93,16 @@ def wrong_tcp_port(config: ClientConfig, text: str) -> WrongPort:
 
 
 class Disconnected(Exception):
-    """The connection ended (closed by the server, reset, or unusable); says why."""
+    """The connection ended (closed by the server, reset, or unusable); says why.
+    ``banned``: the server closed it for a server-wide ban (trying again is no use)."""
+
+    def __init__(self, text: str, *, banned: bool = False) -> None:
+        super().__init__(text)
+        self.banned = banned
+
+
+#: The WebSocket close code of a server-wide ban (docs/protocol.md).
+BANNED_CLOSE = 4003
 
 
 class ServerConnection(Protocol):
@@ -232,7 +241,8 @@ class WsConnection:
         try:
             message = await self.ws.get_message()
         except ConnectionClosed as exc:
-            raise Disconnected(_close_text(exc)) from None
+            banned = exc.reason is not None and exc.reason.code == BANNED_CLOSE
+            raise Disconnected(_close_text(exc), banned=banned) from None
         if isinstance(message, bytes):
             self._report("a binary frame")
             return []
@@ -242,7 +252,8 @@ class WsConnection:
         try:
             await self.ws.send_message(protocol.encode(message))
         except ConnectionClosed as exc:
-            raise Disconnected(_close_text(exc)) from None
+            banned = exc.reason is not None and exc.reason.code == BANNED_CLOSE
+            raise Disconnected(_close_text(exc), banned=banned) from None
 
 
 def _close_text(exc: ConnectionClosed) -> str:

@@ -23,6 +23,7 @@ import trio
 import urwid
 
 from .. import protocol
+from ..protocol.moderation import moderation_from_command, moderation_message
 from .compose import INPUT_MAX, ChatInput, InputArea, Key, PasteCoalescer
 from .config import ClientConfig
 from .display import AfterReplay, clean, local_time, room_list, user_list
@@ -49,7 +50,9 @@ HELP = (
     "(leave it; in a direct conversation: close it), /msg NAME text (a direct message, "
     "in its own @NAME conversation; /msg \"Ann Lee\" text for a name with spaces), "
     "/rooms (list them), /who [#room] (who is in it), /topic text (set the room's topic), "
-    "/nick NEW (change name), /quit (or Ctrl-C, Ctrl-D on an empty line), /help; //text "
+    "/nick NEW (change name), /quit (or Ctrl-C, Ctrl-D on an empty line), /help; ops and "
+    "admins: /kick, /ban, /unban, /bans, /mute, /unmute, /op, /deop, /voice, /devoice, "
+    "/mode (as at nc; in the room shown unless a #room comes first); //text "
     "sends a line starting with '/'; Alt-Right/Ctrl-N next conversation, Alt-Left/Ctrl-P "
     "the previous one; PgUp/PgDn scroll; Ctrl-A/Ctrl-E start/end, Ctrl-U/Ctrl-K delete to "
     "start/end, Ctrl-W the word before, Ctrl-Y puts it back, Ctrl-_ undoes"
@@ -764,7 +767,16 @@ class ChatApp:
                 return
             self.send({"type": "topic", "room": room, "topic": arg})
         else:
-            self.notice(f"unknown command {command[:32]}; try /help", "error")
+            try:
+                moderation = moderation_from_command(command, arg)
+            except protocol.ProtocolError as exc:
+                self.notice(exc.text, "error")
+                return
+            if moderation is None:
+                self.notice(f"unknown command {command[:32]}; try /help", "error")
+                return
+            # Its room: the one shown (#lobby in a direct conversation), unless named.
+            self.send(moderation_message(moderation, room or LOBBY))
 
     def _join(self, arg: str) -> None:
         room = parse_room(arg)

@@ -204,6 +204,24 @@ class Cluster(Delivery):
     def connected(self) -> bool:
         return self.outbox.connected
 
+    @property
+    def client(self) -> coredis.Redis[str] | None:
+        """The connection to Redis while linked (None while it is down)."""
+        return self._client if self.connected else None
+
+    async def moderate(self, source: str, args: Iterable[str | int]) -> Any:
+        """Run a moderation script (:mod:`.moderation`); ``not_permitted`` saying why
+        when Redis cannot take it now."""
+        client = self.client
+        failure = "Redis is unreachable"
+        if client is not None:
+            try:
+                with trio.fail_after(COMMAND_TIMEOUT):
+                    return await self._script(client, source, args)
+            except* LINK_ERRORS as group:
+                failure = f"Redis did not take it ({first_leaf(group)})"
+        raise ProtocolError(protocol.NOT_PERMITTED, f"moderation is unavailable: {failure}")
+
     # ------------------------------------------------------------ the delivery
 
     async def wait_writable(self) -> None:
@@ -1132,9 +1150,18 @@ async def open_cluster(config: Config) -> AsyncIterator[Cluster]:
 
     The cluster is the rooms' delivery: ``Rooms(cluster)``. It binds the rooms it
     serves when entered, so they must be built before the link starts."""
+    from ..moderation.service import ModerationService
+    from ..server.moderating import Moderator
+    from .moderation import RedisBackend
+
     cluster = Cluster(config)
     # Binds itself as cluster.rooms, which the link reads from the start.
-    Rooms(cluster, config=config)
+    rooms = Rooms(cluster, config=config)
+    # Bans, ops and modes in Redis: shared by every server.
+    admins = tuple(protocol.name_key(name) for name in config.admins)
+    rooms.moderation = Moderator(
+        rooms, ModerationService(RedisBackend(cluster), admins=lambda: admins)
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(cluster.run)
         try:

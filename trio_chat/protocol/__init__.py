@@ -25,11 +25,13 @@ from .accounts import (
 )
 from .errors import (
     BAD_JSON,
+    BANNED,
     ERROR_CODES,
     IDLE_TIMEOUT,
     INVITE_INVALID,
     LOGIN_FAILED,
     MISSING_FIELD,
+    MUTED,
     NAME_INVALID,
     NAME_REGISTERED,
     NAME_TAKEN,
@@ -38,6 +40,7 @@ from .errors import (
     NOT_JOINED,
     NOT_LOGGED_IN,
     NOT_OBJECT,
+    NOT_PERMITTED,
     PASSWORD_INVALID,
     RATE_LIMITED,
     REGISTRATION_CLOSED,
@@ -112,6 +115,7 @@ from .wsframes import MAX_BATCH_FRAME
 
 __all__ = [
     "BAD_JSON",
+    "BANNED",
     "CREDENTIALS",
     "ERROR_CODES",
     "HELLO_TEXT",
@@ -131,6 +135,7 @@ __all__ = [
     "MAX_TEXT",
     "MAX_TOPIC",
     "MISSING_FIELD",
+    "MUTED",
     "NAME_INVALID",
     "NAME_REGISTERED",
     "NAME_TAKEN",
@@ -138,6 +143,7 @@ __all__ = [
     "NOT_JOINED",
     "NOT_LOGGED_IN",
     "NOT_OBJECT",
+    "NOT_PERMITTED",
     "NO_SUCH_USER",
     "PASSWORD_INVALID",
     "RATE_LIMITED",

@@ -6,6 +6,7 @@ checks that document against.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from .messages import encode
@@ -28,6 +29,10 @@ NOT_IN_ROOM: Final = "not_in_room"
 TOO_MANY_ROOMS: Final = "too_many_rooms"
 NO_SUCH_USER: Final = "no_such_user"
 WRONG_PORT: Final = "wrong_port"
+# Moderation (see "Moderation" in docs/protocol.md).
+NOT_PERMITTED: Final = "not_permitted"
+BANNED: Final = "banned"
+MUTED: Final = "muted"
 # Accounts (docs/protocol.md, *Accounts*).
 NAME_REGISTERED: Final = "name_registered"
 LOGIN_FAILED: Final = "login_failed"
@@ -55,6 +60,9 @@ ERROR_CODES: Final = frozenset(
         TOO_MANY_ROOMS,
         NO_SUCH_USER,
         WRONG_PORT,
+        NOT_PERMITTED,
+        BANNED,
+        MUTED,
         NAME_REGISTERED,
         LOGIN_FAILED,
         PASSWORD_INVALID,
@@ -70,14 +78,20 @@ class ProtocolError(Exception):
     """A peer's mistake, answered with an ``error`` message carrying ``code``.
 
     ``fatal`` errors close the connection after the answer; the others do not.
+    ``fields`` are added to the message after ``code`` and ``text`` (``banned``
+    carries ``until`` and ``reason``).
     """
 
-    def __init__(self, code: str, text: str, *, fatal: bool = False) -> None:
+    def __init__(
+        self, code: str, text: str, *, fatal: bool = False,
+        fields: Mapping[str, object] | None = None,
+    ) -> None:
         assert code in ERROR_CODES, code
         super().__init__(text)
         self.code = code
         self.text = text
         self.fatal = fatal
+        self.fields = dict(fields) if fields else {}
 
     def to_message(self) -> str:
-        return encode({"type": "error", "code": self.code, "text": self.text})
+        return encode({"type": "error", "code": self.code, "text": self.text, **self.fields})

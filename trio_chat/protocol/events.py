@@ -30,6 +30,7 @@ from .errors import (
     UNKNOWN_TYPE,
     ProtocolError,
 )
+from .moderation import ModerationEvent, moderation_from_command, moderation_from_object
 from .names import validate_name
 from .rooms import LOBBY, validate_room, validate_topic
 
@@ -145,7 +146,7 @@ class Blank:
 
 Event = (
     Join | Chat | Part | Msg | ListRooms | Topic | Leave | Who | Ping | Blank | Listen
-    | Help | AccountEvent
+    | Help | AccountEvent | ModerationEvent
 )
 
 #: Longest ``resume`` token taken from a client; a longer one is no token of ours
@@ -266,6 +267,8 @@ def event_from_object(obj: object, max_text: int = MAX_TEXT) -> Event:
         return Ping()
     if kind == "listen":
         return Listen()
+    if isinstance(kind, str) and (moderation := moderation_from_object(kind, obj)) is not None:
+        return moderation
     if isinstance(kind, str) and kind in ACCOUNT_TYPES:
         return account_event(kind, obj)
     # Echo the type back only if it is short and can be encoded (a lone surrogate from
@@ -338,8 +341,11 @@ HELP_TEXT: Final = (
     "switch to it); /part [#ROOM]: leave one; /rooms: list rooms; /who [#ROOM]: who is "
     "there; /msg NAME TEXT: a direct message; /topic TEXT: set this room's topic; "
     "/listen: watch #lobby without joining; /ping: check the connection; /quit: leave; "
-    "/help: this; " + ACCOUNT_HELP + ". Any other line is a message to the current room "
-    "(//text sends /text)."
+    "/help: this; " + ACCOUNT_HELP + ". Ops and admins: /kick NAME [REASON]; /ban "
+    "[#ROOM|*] NAME|ADDRESS [DURATION] [REASON]; /unban [#ROOM|*] NAME|ADDRESS; /bans "
+    "[#ROOM|*]; /mute [#ROOM|*] NAME [DURATION] [REASON]; /unmute NAME; /op NAME; /deop "
+    "NAME; /voice NAME; /devoice NAME; /mode [+r|-r] [+m|-m] (registered only, "
+    "moderated). Any other line is a message to the current room (//text sends /text)."
 )
 
 
@@ -381,6 +387,8 @@ def _decode_plain(text: str, max_text: int) -> Event:
             return Listen()
         if command == "/help":
             return Help()
+        if (moderation := moderation_from_command(command, arg)) is not None:
+            return moderation
         if command in PLAIN_COMMANDS:
             return plain_account_event(command, arg)
         if not text.startswith("//"):

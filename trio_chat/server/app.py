@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,6 +24,10 @@ from ..accounts.service import open_accounts
 from ..config import Config
 from ..errors import StartupError, find_startup_error
 from ..history.sqlite import open_history
+from ..history.writer import StoreError
+from ..moderation.service import ModerationService, SqliteBackend
+from ..moderation.store import ModerationStore
+from ..protocol.names import name_key
 from ..transports import tls
 from ..transports.admission import Admission
 from ..transports.net import Ports, listener_port, open_listeners, url_host
@@ -32,6 +37,7 @@ from ..transports.ws import handle_ws
 from .addresses import ConnectThrottle, FloodMemory
 from .delivery import LocalDelivery
 from .limits import Gate
+from .moderating import Moderator
 from .process import RESERVED_FDS, raise_nofile_limit, tune_gc, tune_malloc
 from .rooms import Rooms
 from .session import Session
@@ -176,7 +182,7 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
     if config.redis:
         from ..cluster import open_cluster  # coredis is imported only with --redis
 
-        async with open_cluster(config) as cluster:
+        async with open_cluster(config) as cluster:  # moderation in Redis too
             if not config.secret:
                 # Every server must accept the others' tokens: one key, kept in Redis.
                 secret = await cluster.shared_token_key()
@@ -190,10 +196,33 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
                 cluster.rooms.accounts = accounts
                 yield cluster.rooms
     else:
-        async with open_history(config) as history, open_accounts(config) as accounts:
+        async with (
+            open_history(config) as history,
+            open_accounts(config) as accounts,
+            open_moderation(config) as service,
+        ):
             rooms = Rooms(LocalDelivery(history), config=config)
             rooms.accounts = accounts
+            rooms.moderation = Moderator(rooms, service)
             yield rooms
+
+
+@asynccontextmanager
+async def open_moderation(config: Config) -> AsyncIterator[ModerationService]:
+    """Bans, mutes, roles and modes in ``config.db`` beside the history (which must
+    be open: it makes the file its own first); the admins are ``--admin``'s and the
+    accounts the database says are."""
+    admins = tuple(name_key(name) for name in config.admins)
+    try:
+        store = await trio.to_thread.run_sync(ModerationStore, config.db)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot use database {config.db} for moderation: {error}") from None
+    service = ModerationService(SqliteBackend(store), admins=lambda: admins)
+    try:
+        yield service
+    finally:
+        with trio.CancelScope(shield=True):
+            await service.aclose()
 
 
 #: The connection handler of each listener, by name (``Bound``'s ports, in order).
@@ -258,6 +287,7 @@ async def _serve_rooms(
             await accepting.start(rooms.run_notices)
             await accepting.start(rooms.run_expiry)
             await accepting.start(rooms.run_seats)
+            await accepting.start(rooms.moderation.run)
             for name, group in listeners.items():
                 await accepting.start(
                     partial(trio.serve_listeners, handler_nursery=connections),

@@ -45,7 +45,7 @@ import trio
 
 from .. import protocol
 from ..history.base import Replay, RoomLog
-from ..protocol import SLOW_CONSUMER, skeleton
+from ..protocol import SLOW_CONSUMER, ProtocolError, skeleton
 
 if TYPE_CHECKING:
     from .rooms import Rooms
@@ -101,6 +101,9 @@ class Member:
         self.mirrors: list[Member] = []
         #: On such a connection: the member it mirrors (and acts as).
         self.primary: Member | None = None
+        #: Ends its connection with a fatal error sent first (a server-wide ban); its
+        #: session sets this to its own ``stop`` (the writer drains, then closes).
+        self.halt: Callable[[ProtocolError], None] = lambda error: self.evict(error.code)
         self._outgoing = outgoing
         self._on_evict = on_evict
 
@@ -199,6 +202,11 @@ class Room:
 
     def __repr__(self) -> str:
         return f"<Room {self.name} ({len(self)} members)>"
+
+    @property
+    def listening(self) -> list[Member]:
+        """Its listeners on this server (``#lobby`` only has any)."""
+        return list(self._listeners)
 
     @property
     def names(self) -> list[str]:
@@ -338,6 +346,18 @@ class Room:
             if not self._members:
                 self.rooms.delivery.vacated(self)
         member.rooms.pop(self.key, None)
+
+    def expel(self, member: Member) -> bool:
+        """Take ``member`` out with no leave notice: a moderator removed it (kick, ban),
+        and the notice that says so is the moderator's to send. False if it was not in."""
+        name = member.name
+        if name is None or self._members.get(skeleton(name)) is not member:
+            return False
+        self.drop(member)
+        if not self._members and not self.lobby:
+            self.active = self.rooms.now()
+            self.rooms.delivery.room_saved(self)  # when it was last used, for its expiry
+        return True
 
     def remove(self, member: Member, *, parting: bool = False) -> bool:
         """Take ``member`` out (it parted, or is leaving the server) and tell the

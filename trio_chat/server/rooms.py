@@ -58,6 +58,7 @@ from ..pulse import Pulse
 from .addresses import ConnectThrottle
 from .delivery import Delivery, LocalDelivery
 from .metrics import Metrics
+from .moderating import Moderator
 from .pacing import ReadPacer
 from .replays import ReplayBudget
 from .room import LOST, RESUMED, Member, Room
@@ -120,6 +121,7 @@ class Rooms:
         replays: ReplayBudget | None = None,
         now: Callable[[], float] = _trio_now,
         resume_grace: float | None = None,
+        moderation: Moderator | None = None,
     ) -> None:
         # Without a config (tests, tools), nothing is resumable unless asked.
         if resume_grace is None:
@@ -163,6 +165,9 @@ class Rooms:
         #: The server's accounts (:mod:`trio_chat.accounts`); None: no accounts here.
         self.accounts: Accounts | None = None
         self.lobby = self._seat_stored()
+        #: Bans, mutes, ops and modes (:mod:`.moderating`): the database's on a server,
+        #: an in-memory one for a Rooms made without.
+        self.moderation = moderation if moderation is not None else Moderator(self)
 
     def _seat_stored(self) -> Room:
         """``#lobby``, then the rooms the history kept from the last run (their
@@ -234,6 +239,11 @@ class Rooms:
         if protocol.name_key(member.name) != protocol.name_key(name):
             return None
         return member
+
+    @property
+    def named(self) -> list[Member]:
+        """Every connection with a name on this server (held seats too), in join order."""
+        return list(self._users.values())
 
     @property
     def user_names(self) -> list[str]:
@@ -420,6 +430,8 @@ class Rooms:
         first = member.name is None
         if name is None and first:
             raise ProtocolError(NOT_JOINED, PICK_A_NAME)
+        if name is not None:
+            self.moderation.check_name(member, name)  # banned server-wide: fatal
         holder = self._users.get(skeleton(name)) if name is not None else None
         if (holder is not None and holder is not member and member.account is not None
                 and holder.account == member.account):
@@ -432,7 +444,7 @@ class Rooms:
         if name is not None:
             self._check_name(member, name)
         if target is not None and room_key(target) not in member.rooms:
-            self._check_entry(member, target)
+            self._check_entry(member, target, name)
         if name is not None:
             # A seed-style join (no welcome) never sees a token: it cannot resume.
             self._take_name(member, name, resumable=resumable and welcome)
@@ -467,9 +479,11 @@ class Rooms:
         room.add(member, since, welcome=welcome, listened=listened, wanted=wanted)
         return room
 
-    def _check_entry(self, member: Member, name: str) -> None:
-        """Raise if ``member`` may not enter ``name`` now: in too many rooms, or a new
-        room that cannot be created."""
+    def _check_entry(self, member: Member, name: str, as_name: str | None = None) -> None:
+        """Raise if ``member`` (taking the name ``as_name``, if given) may not enter
+        ``name`` now: banned from it, a guest at a ``registered_only`` room, in too many
+        rooms, or a new room that cannot be created."""
+        self.moderation.check_entry(member, name, as_name)
         if len(member.rooms) >= self.config.max_rooms_per_connection:
             raise ProtocolError(
                 TOO_MANY_ROOMS,
@@ -494,6 +508,7 @@ class Rooms:
         room = self._add_room(name, active=self.now())
         self._listing = None
         self.delivery.room_saved(room)
+        self.moderation.created(room, member)
         log.info("room %s created by %s", name, member.name,
                  extra={"event": "room", "room": name, "user": member.name,
                         "peer": member.peer})
@@ -574,6 +589,7 @@ class Rooms:
         one."""
         if member.joined or member.listening or member.evicted is not None:
             return
+        self.moderation.check_listen(member)
         self.lobby.listen(member)
 
     @property
@@ -592,6 +608,10 @@ class Rooms:
         seat = self.seats.find(token)
         if seat is None or seat is member or seat.name is None or member.joined:
             return False
+        try:
+            self.moderation.check_name(member, seat.name)
+        except ProtocolError:
+            return False  # banned meanwhile: the join that follows says so
         if skeleton(seat.name) != skeleton(name):
             return False
         key = skeleton(seat.name)
@@ -622,6 +642,10 @@ class Rooms:
         unknown or expired token: the join is an ordinary one)."""
         if self.resume(member, token, name, since):
             return True
+        try:
+            self.moderation.check_name(member, name)
+        except ProtocolError:
+            return False  # banned: the join that follows says so
         if not self.seats.enabled:
             return False
         moved = await self.delivery.take_seat(token, name)
@@ -713,6 +737,7 @@ class Rooms:
         :meth:`wait_writable` first)."""
         assert member.name is not None
         target = self._in(member, room)
+        self.moderation.check_speak(member, target)
         if self.closed:
             return  # shutting down: neither stored nor broadcast
         log.debug("chat %s in %s: %s", member.name, target.name, text)
@@ -723,6 +748,7 @@ class Rooms:
         delivery (``no_such_user`` if nobody has that name)."""
         if member.name is None:
             raise ProtocolError(NOT_JOINED, PICK_A_NAME)
+        self.moderation.check_direct(member)
         if self.closed:
             return
         log.debug("msg %s -> %s: %s", member.name, to, text)
@@ -734,6 +760,7 @@ class Rooms:
         ops)."""
         assert member.name is not None
         room = self._in(member, name)
+        self.moderation.check_topic(member, room)
         if self.closed:
             return
         room.set_topic(member.name, topic)
@@ -825,6 +852,7 @@ class Rooms:
         for room in gone:
             del self._rooms[room.key]
             self.delivery.room_removed(room)
+            self.moderation.expired(room)
             log.info("room %s removed: nobody in it for %.0f s", room.name, now - room.active,
                      extra={"event": "room_removed", "room": room.name})
         if gone:

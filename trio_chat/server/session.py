@@ -49,6 +49,7 @@ from ..protocol import (
     Who,
     skeleton,
 )
+from ..protocol.moderation import CURRENT, ListBans, Mode, Moderate
 from .limits import TokenBucket
 from .logins import Logins
 from .pacing import PACE_SHARE
@@ -66,6 +67,8 @@ MAX_BATCH = 512
 #: Events the store takes something of (a message, a direct message's id): the sender
 #: waits while it is full.
 _HANDED_OVER = (Chat, Msg)
+#: Moderation messages: the rooms' moderator acts on them (it may write to the store).
+_MODERATION = (Moderate, ListBans, Mode)
 
 
 #: End reason when the server stops (WebSocket close 1001).
@@ -152,6 +155,7 @@ class Session:
         send, self._outgoing = trio.open_memory_channel[str | Replay](config.queue_size)
         self.member = Member(send, peer=transport.peer, host=host,
                              on_evict=self._cancel.cancel)
+        self.member.halt = self.stop
         #: Its account events (register, login, logout, password).
         self.logins = Logins(rooms, self.member, config, self.member.host)
         self._send = send
@@ -212,7 +216,10 @@ class Session:
     async def _listen_when_quiet(self, after: float) -> None:
         await trio.sleep(after)
         if not self._heard:
-            self.rooms.listen(self.member)
+            try:
+                self.rooms.listen(self.member)
+            except ProtocolError as error:  # #lobby is closed to it (a ban, a mode)
+                self._tell(error)
 
     def shutdown(self, notice: str | None = None) -> None:
         """Queue the shutdown notice (``notice``, the same for every session, or one
@@ -322,15 +329,25 @@ class Session:
                         accounts = self.rooms.accounts
                         if isinstance(item, Msg) and accounts is not None:
                             await accounts.dms.wait_writable()  # a DM may be kept too
-                    if not self._handle(item):
+                    if isinstance(item, _MODERATION):
+                        # Another connection of an account acts as its member.
+                        await self.rooms.moderation.handle(
+                            self.member.primary or self.member, item,
+                            self._moderation_room(item.room),
+                        )
+                    elif not self._handle(item):
                         self._ended = "leave"
                         return
                 except ProtocolError as error:
                     if isinstance(item, Join) and item.plain and item.user is not None:
                         error = ProtocolError(
-                            error.code, f"{error.text}; type /nick with another name"
+                            error.code, f"{error.text}; type /nick with another name",
+                            fatal=error.fatal, fields=error.fields,
                         )
                     self._tell(error)
+                    if error.fatal:  # banned server-wide, at a join
+                        self.member.evicted = error.code
+                        return
                 finally:
                     if claimed is not None:
                         self.rooms.unclaim(claimed)
@@ -468,6 +485,13 @@ class Session:
         if self.member.rooms:  # the room joined last
             return next(reversed(self.member.rooms.values())).name
         raise ProtocolError(NOT_IN_ROOM, "you are in no room: /join #ROOM")
+
+    def _moderation_room(self, ref: str | None) -> str | None:
+        """The room a moderation message means: the one it names, the current one (nc),
+        or None (server-wide)."""
+        if ref == CURRENT:
+            return self._room(HERE, anywhere=True)
+        return ref
 
     def _tell(self, error: ProtocolError) -> None:
         """Send the client an error message, counted by its code."""

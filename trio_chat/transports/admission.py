@@ -105,9 +105,12 @@ class Admission:
         metrics = self.rooms.metrics
         totals = metrics.transport(kind)
         totals.accepted += 1
-        refusal: ProtocolError | None = None
         level = logging.INFO
         gate = self.gate
+        refusal = self.rooms.moderation.check_accept(host)  # a banned address
+        if refusal is not None:
+            metrics.disconnects[refusal.code] += 1
+            gate = None  # not counted under the caps: nothing to release
         if gate is not None:
             try:
                 gate.admit(host)

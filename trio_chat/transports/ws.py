@@ -21,6 +21,7 @@ from wsproto.utilities import LocalProtocolError
 from ..config import Config
 from ..errors import first_leaf
 from ..protocol import (
+    BANNED,
     RATE_LIMITED,
     SERVER_FULL,
     SLOW_CONSUMER,
@@ -51,6 +52,7 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
     RATE_LIMITED: (4029, "rate limited"),
     PING_TIMEOUT: (4001, "ping timeout"),
     RESUMED: (4009, "resumed elsewhere"),
+    BANNED: (4003, "banned"),
 }
 
 #: WebSocket close codes for a connection refused at once: over a cap, or over the
@@ -58,6 +60,7 @@ CLOSE_CODES: dict[str | None, tuple[int, str]] = {
 REFUSALS: dict[str, tuple[int, str]] = {
     SERVER_FULL: CLOSE_CODES[SERVER_FULL],
     RATE_LIMITED: (4029, "too many connections"),
+    BANNED: CLOSE_CODES[BANNED],
 }
 
 

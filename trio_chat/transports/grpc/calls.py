@@ -23,6 +23,7 @@ import trio
 
 from ...config import Config
 from ...protocol import (
+    BANNED,
     IDLE_TIMEOUT,
     LOBBY,
     MISSING_FIELD,
@@ -63,6 +64,7 @@ STATUSES: Final[dict[str, tuple[grpc.StatusCode, str]]] = {
     # Another stream (or connection) took this seat back with its resume token: the
     # WebSocket close 4009. Not worth retrying with that token: it is spent.
     RESUMED: (grpc.StatusCode.ABORTED, "resumed elsewhere"),
+    BANNED: (grpc.StatusCode.PERMISSION_DENIED, "banned"),
 }
 #: What grpcio's ``read()`` returns at the end of the client's stream (not in grpc-stubs).
 _EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]

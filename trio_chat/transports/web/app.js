@@ -26,6 +26,7 @@
   const MAX_ROOMS = 50; // a server's default per connection
   const MAX_DIRECT = 50; // direct conversations kept; the idlest one goes
   const MAX_USERS = 10000; // names kept of one room's list
+  const BANNED = 4003; // close code: banned from the server (the error said why)
   const MAX_NAME = 32;
   const DEFAULT_MAX_TEXT = 4096; // until the server's welcome says its max_text
   const MAX_SHOWN = 1000; // messages kept on screen; older ones are dropped
@@ -420,6 +421,11 @@
         setState("offline", "offline", "click to reconnect");
         return;
       }
+      if (event.code === BANNED) {
+        // Coming back would be refused again: stay offline (the error said why).
+        setState("offline", "banned");
+        return;
+      }
       if (joined) append(el("li", "notice", "Connection lost; reconnecting…"), {});
       scheduleReconnect("offline");
     };
@@ -681,13 +687,15 @@
     const name = str(message.name);
     if (message.event === "join") addUser(conv, name);
     else if (message.event === "leave") removeUser(conv, name);
+    else if (message.event === "kick" || message.event === "ban") removeUser(conv, name);
     else if (message.event === "rename") {
       removeUser(conv, str(message.old));
       addUser(conv, name);
     } else if (message.event === "topic") conv.topic = str(message.topic);
     if (Number.isInteger(message.clients_count)) conv.count = message.clients_count;
-    if (message.event === "leave" && chat.name && fold(name) === fold(chat.name)) {
-      parted(conv); // our own leave: we are no longer in this room
+    const out = message.event === "leave" || message.event === "kick" || message.event === "ban";
+    if (out && chat.name && fold(name) === fold(chat.name)) {
+      parted(conv); // our own leave (or kick): we are no longer in this room
       return;
     }
     if (conv === current) showRoomState();

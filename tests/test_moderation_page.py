@@ -1,0 +1,48 @@
+"""The chat page (headless Chromium) and moderation: a kicked user leaves its list,
+and a page banned from the server says so and stops instead of reconnecting."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from tests.support.browser import WAIT_S, Watched, in_thread, join_as
+from tests.support.moderation import PASSWORD
+from tests.support.tcp import BlockingTcpClient
+from trio_chat import Config, serve
+
+
+def test_the_page_follows_kicks_and_stops_when_banned(page: Watched, tmp_path: Path) -> None:
+    p = page.page
+    config = Config(tcp_port=0, ws_port=0, db=str(tmp_path / "chat.db"), admins=("Root",))
+    with in_thread(partial(serve, config)) as bound:
+        p.goto(bound.page_url)
+        join_as(p, "Alice")
+        with (
+            BlockingTcpClient(bound.tcp_port, WAIT_S) as root,
+            BlockingTcpClient(bound.tcp_port, WAIT_S) as bob,
+        ):
+            root.send("/nick Root")
+            root.recv_until(type="welcome")
+            root.send(json.dumps({"type": "register", "user": "Root", "password": PASSWORD}))
+            root.recv_until(type="token")
+            bob.send("/nick Bob")
+            bob.recv_until(type="welcome")
+            expect(p.locator("#user-list li")).to_have_text(["Alice", "Bob", "Root"])
+            root.send("/kick Bob enough")
+            expect(p.locator("#messages .notice").last).to_contain_text(
+                "Bob was kicked from #lobby by Root: enough"
+            )
+            expect(p.locator("#user-list li")).to_have_text(["Alice", "Root"])
+            root.send("/ban * Alice spam")
+            root.recv_until(type="system", event="ban", name="Alice")
+        expect(p.locator("#messages .notice.error").last).to_contain_text(
+            "you are banned from this server: spam"
+        )
+        expect(p.locator("#state")).to_have_attribute("data-state", "offline")
+        # No reconnection scheduled (it would say "retry in N s"): it would be refused.
+        expect(p.locator("#state")).to_have_text("banned")
+    page.assert_clean()
