@@ -27,9 +27,11 @@ TOKEN_KEY = "trio-chat.token"
 
 
 @contextmanager
-def account_server(tmp_path: Path, registration: str = "open") -> Iterator[Bound]:
+def account_server(
+    tmp_path: Path, registration: str = "open", require_tls_for_login: bool = False
+) -> Iterator[Bound]:
     config = Config(tcp_port=0, ws_port=0, db=str(tmp_path / "chat.db"),
-                    registration=registration)
+                    registration=registration, require_tls_for_login=require_tls_for_login)
     with in_thread(partial(serve, config)) as bound:
         yield bound
 
@@ -214,4 +216,25 @@ def test_registration_asks_for_an_invite_and_fits_a_phone(
         p.press("#invite", "Enter")
         expect(p.locator("#me")).to_have_attribute("data-account", "Ann")
         assert p.evaluate("document.documentElement.scrollWidth") <= 320
+    page.assert_clean()
+
+
+def test_a_server_that_wants_tls_for_logins_says_so_and_a_guest_may_still_join(
+    page: Watched, tmp_path: Path
+) -> None:
+    p = page.page
+    with account_server(tmp_path, require_tls_for_login=True) as bound:
+        p.goto(bound.page_url)
+        log_in(p, "login", "Ann", PASSWORD)
+        expect(p.locator("#join-error")).to_contain_text("only over TLS")
+        # A token kept from elsewhere cannot log in here either: the dialog says why.
+        p.evaluate(f"localStorage.setItem({TOKEN_KEY!r}, 'some-token')")
+        p.reload()
+        expect(p.locator("#join-error")).to_contain_text("only over TLS")
+        expect(p.locator("#modes button[data-mode=login]")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        p.click("#modes button[data-mode=guest]")
+        join_as(p, "visitor")  # a guest by choice: the kept token goes
+        assert kept_token(p) is None
     page.assert_clean()

@@ -717,6 +717,12 @@
       startJoin();
       return;
     }
+    if (!chat.joined && chat.sentToken && ACCOUNT_ERRORS.has(code)) {
+      // The kept token cannot log in now (too many attempts, TLS required): the
+      // dialog says why; joining as a guest from it drops the token.
+      askName(text, "login");
+      return;
+    }
     const refused = ACCOUNT_ERRORS.has(code) || code === "name_taken" || code === "name_invalid";
     if (refused && (chat.credentials || code === "name_registered")) {
       const mode = chat.credentials ? chat.credentials.type : "guest";
@@ -1093,6 +1099,7 @@
     if (chat.joined) {
       send({ type: "join", user: name }); // a rename; the welcome confirms it
     } else {
+      saveAccountToken(""); // a guest by choice: a kept token would log in instead
       chat.name = name;
       chat.nameOk = true;
       chat.nameTyped = true;
