@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.support.clients import enter
 from tests.support.processes import JoinProcess, join_command
 from tests.support.tcp import TcpClient
 from tests.support.tmux import Tmux
@@ -34,15 +35,11 @@ async def tmux(tmp_path: Path) -> AsyncIterator[Tmux]:
         await terminal.kill()
 
 
-async def tcp_join(port: int, name: str, *rooms: str) -> TcpClient:
-    """A JSON client named ``name``, in ``rooms`` (the first with its join)."""
-    client = await TcpClient.connect(port)
-    first, *others = rooms or ("#lobby",)
-    await client.send({"type": "join", "user": name, "room": first})
-    await client.recv_until(type="history_end", room=first)
+async def in_rooms(client: TcpClient, name: str, first: str, *others: str) -> TcpClient:
+    """``client``, joined as ``name`` in ``first`` and then in ``others``."""
+    await enter(client, first, name)
     for room in others:
-        await client.send({"type": "join", "room": room})
-        await client.recv_until(type="history_end", room=room)
+        await enter(client, room)
     return client
 
 
@@ -53,7 +50,8 @@ async def test_line_mode_prints_each_room_line_with_its_room_and_dms_clearly(
         nursery, "--name", "Bob", "--port", server.tcp_port, "--room", "dev", "--room", "#lobby"
     )
     await bob.wait_for("#lobby * you are Bob")
-    async with await tcp_join(server.tcp_port, "Ann", "#dev", "#lobby") as ann:
+    async with await TcpClient.connect(server.tcp_port) as ann:
+        await in_rooms(ann, "Ann", "#dev", "#lobby")
         await ann.send({"type": "chat", "room": "#dev", "text": "build is green"})
         await ann.send({"type": "chat", "text": "lunch?"})  # no room: #lobby
         await ann.send({"type": "msg", "to": "bob", "text": "psst"})
@@ -105,7 +103,8 @@ async def test_tui_switches_rooms_counts_unread_and_keeps_a_dm_conversation(
     await tmux.start(join_command("--name", "Bob", "--port", port, "--room", "#dev",
                                   "--room", "#lobby"))
     await tmux.wait_for("1 online in #dev")
-    async with await tcp_join(port, "Ann", "#lobby", "#dev") as ann:
+    async with await TcpClient.connect(port) as ann:
+        await in_rooms(ann, "Ann", "#lobby", "#dev")
         await ann.send({"type": "topic", "room": "#dev", "topic": "release on Friday"})
         screen = await tmux.wait_for("#dev  release on Friday")  # the title, with the topic
         await ann.send({"type": "chat", "text": "lunch anyone?"})
