@@ -14,6 +14,7 @@ import grpc
 import pytest
 import trio
 
+from tests.support.clients import enter
 from tests.support.config import TEST_CONFIG
 from tests.support.grpcclient import grpc_client
 from tests.support.processes import JoinProcess, client_env, join_command, server_process
@@ -63,8 +64,7 @@ async def test_join_over_grpc_enters_rooms_and_sends_direct_messages(
     DirectMessage) carry line mode's rooms and direct messages both ways."""
     async with await TcpClient.connect(server.tcp_port) as bob:
         await bob.join("Bob")
-        await bob.send({"type": "join", "room": "#dev"})
-        await bob.recv_until(type="history_end", room="#dev")
+        await enter(bob, "#dev")
         ann = await JoinProcess.start(
             nursery, "--name", "Ann", "--grpc", target(server), "--room", "dev", "--room", "#lobby"
         )
