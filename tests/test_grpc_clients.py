@@ -14,6 +14,7 @@ import grpc
 import pytest
 import trio
 
+from tests.support.clients import enter
 from tests.support.config import TEST_CONFIG
 from tests.support.grpcclient import grpc_client
 from tests.support.processes import JoinProcess, client_env, join_command, server_process
@@ -54,6 +55,32 @@ async def test_join_over_grpc_chats_with_a_tcp_user(server: Bound, nursery: trio
         await ann.close_stdin()
         assert await ann.exit_code() == 0
         assert (await bob.recv_until(type="system", event="leave"))["name"] == "Ann"
+
+
+async def test_join_over_grpc_enters_rooms_and_sends_direct_messages(
+    server: Bound, nursery: trio.Nursery
+) -> None:
+    """``--room`` over ``--grpc``: the proto's rooms (JoinRequest.room, ChatRequest.room,
+    DirectMessage) carry line mode's rooms and direct messages both ways."""
+    async with await TcpClient.connect(server.tcp_port) as bob:
+        await bob.join("Bob")
+        await enter(bob, "#dev")
+        ann = await JoinProcess.start(
+            nursery, "--name", "Ann", "--grpc", target(server), "--room", "dev", "--room", "#lobby"
+        )
+        await ann.wait_for("#lobby * you are Ann")
+        await bob.recv_until(type="system", event="join", name="Ann", room="#dev")
+        await ann.send_line("over gRPC, in #dev")  # stdin goes to the first --room
+        said = await bob.recv_until(type="chat", user="Ann")
+        assert said["room"] == "#dev" and said["text"] == "over gRPC, in #dev"
+        await bob.send({"type": "chat", "room": "#dev", "text": "seen in dev"})
+        await bob.send({"type": "chat", "text": "seen in lobby"})
+        await bob.send({"type": "msg", "to": "ann", "text": "psst"})
+        assert (await ann.wait_for("seen in dev")).endswith("] #dev Bob: seen in dev")
+        assert (await ann.wait_for("seen in lobby")).endswith("] #lobby Bob: seen in lobby")
+        assert (await ann.wait_for("psst")).endswith("] (direct) Bob -> Ann: psst")
+        await ann.close_stdin()
+        assert await ann.exit_code() == 0
 
 
 async def test_join_over_grpc_with_tls(nursery: trio.Nursery, tls: TlsFiles) -> None:

@@ -188,5 +188,5 @@ async def test_join_client_resumes_without_gaps_across_a_server_restart(
         await bot.close_stdin()
         assert await bot.exit_code() == 0
         servers.cancel_scope.cancel()
-    said = [line.split("] ", 1)[1] for line in bot.seen if "] Ann: " in line]
-    assert said == ["Ann: one", "Ann: two", "Ann: three", "Ann: four", "Ann: five"]
+    said = [line.split("] ", 1)[1] for line in bot.seen if "] #lobby Ann: " in line]
+    assert said == [f"#lobby Ann: {n}" for n in ("one", "two", "three", "four", "five")]

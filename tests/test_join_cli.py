@@ -44,6 +44,21 @@ def test_join_options_and_env_vars(runs: list[tuple[ClientConfig, dict[str, Any]
     assert kw["json_output"] is True
 
 
+def test_join_takes_rooms_each_once_the_first_current(
+    runs: list[tuple[ClientConfig, dict[str, Any]]],
+) -> None:
+    result = CliRunner().invoke(
+        cli.main,
+        ["join", "--name", "bot", "--room", "dev", "--room", "#Lobby", "--room", "#DEV"],
+        env={},
+    )
+    assert result.exit_code == 0, result.output
+    ((config, _),) = runs
+    assert config.rooms == ("#dev", "#Lobby")  # "dev" means #dev; #DEV is the same room
+    CliRunner().invoke(cli.main, ["join", "--name", "bot"], env={})
+    assert runs[-1][0].rooms == ("#lobby",)
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
@@ -52,6 +67,8 @@ def test_join_options_and_env_vars(runs: list[tuple[ClientConfig, dict[str, Any]
         (["--name", "x", "--port", "0"], "--port"),
         (["--name", "x", "--max-backoff", "0"], "--max-backoff"),
         ([], "--name is required when stdin is not a terminal"),
+        (["--name", "x", "--room", "not a room"], "a room name is # and 1-32"),
+        (["--name", "x", "--room", "#" + "x" * 33], "a room name is # and 1-32"),
     ],
 )
 def test_join_rejects_bad_options(

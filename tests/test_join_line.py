@@ -28,15 +28,15 @@ async def test_two_processes_chat_and_eof_leaves_cleanly(
     server: Bound, nursery: trio.Nursery
 ) -> None:
     ann = await JoinProcess.start(nursery, "--name", "Ann", "--port", server.tcp_port)
-    assert body(await ann.wait_for("* you are Ann")).startswith("* you are Ann; online (1)")
+    assert body(await ann.wait_for("* you are Ann")).startswith("#lobby * you are Ann; online (1)")
 
     bob = await JoinProcess.start(nursery, "--name", "Bob", "--port", server.tcp_port)
     await bob.wait_for("Bob joined the chat")
     await ann.wait_for("Bob joined the chat")
     await bob.send_line("hi ann")
-    assert body(await ann.wait_for("hi ann")) == "Bob: hi ann"
+    assert body(await ann.wait_for("hi ann")) == "#lobby Bob: hi ann"
     await ann.send_line("hi bob")
-    assert body(await bob.wait_for("hi bob")) == "Ann: hi bob"
+    assert body(await bob.wait_for("hi bob")) == "#lobby Ann: hi bob"
 
     # Two lines, then EOF: both go out before the leave, and the process exits 0.
     await bob.send_line("one more")
@@ -44,9 +44,9 @@ async def test_two_processes_chat_and_eof_leaves_cleanly(
     await bob.close_stdin()
     assert await bob.exit_code() == 0
     rest = [body(line) for line in await bob.rest()]
-    assert rest[-2:] == ["Bob: one more", "Bob: and the last"]
-    assert body(await ann.wait_for("and the last")) == "Bob: and the last"
-    assert body(await ann.wait_for("left")) == "* Bob left the chat"
+    assert rest[-2:] == ["#lobby Bob: one more", "#lobby Bob: and the last"]
+    assert body(await ann.wait_for("and the last")) == "#lobby Bob: and the last"
+    assert body(await ann.wait_for("left")) == "#lobby * Bob left the chat"
     await ann.close_stdin()
     assert await ann.exit_code() == 0
 
@@ -66,8 +66,9 @@ async def test_replayed_history_comes_first_marked_earlier(
         lines = await bot.rest()
         assert lines[0].startswith("(earlier) [")
         assert [body(line.removeprefix("(earlier) ")) for line in lines] == [
-            "Ann: anyone here?", "* you are bot; online (2): Ann, bot", "* bot joined the chat",
-            "bot: hello from a pipe",
+            "#lobby Ann: anyone here?", "#lobby * you are bot; online (2): Ann, bot",
+            "#lobby * bot joined the chat",
+            "#lobby bot: hello from a pipe",
         ]
 
 
@@ -112,7 +113,7 @@ async def test_websocket_url(server: Bound, nursery: trio.Nursery) -> None:
         bot = await JoinProcess.start(nursery, "--name", "wsbot", "--url", server.ws_url)
         await bot.wait_for("wsbot joined the chat")
         await ann.send({"type": "chat", "text": "over tcp"})
-        assert body(await bot.wait_for("over tcp")) == "Ann: over tcp"
+        assert body(await bot.wait_for("over tcp")) == "#lobby Ann: over tcp"
         await bot.send_line("over websocket")
         msg = await ann.recv_until(type="chat", user="wsbot")
         assert msg["text"] == "over websocket"

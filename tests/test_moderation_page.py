@@ -46,3 +46,28 @@ def test_the_page_follows_kicks_and_stops_when_banned(page: Watched, tmp_path: P
         # No reconnection scheduled (it would say "retry in N s"): it would be refused.
         expect(p.locator("#state")).to_have_text("banned")
     page.assert_clean()
+
+
+def test_a_page_kicked_from_one_room_stays_in_the_others(page: Watched, tmp_path: Path) -> None:
+    p = page.page
+    config = Config(tcp_port=0, ws_port=0, db=str(tmp_path / "chat.db"), admins=("Root",))
+    with in_thread(partial(serve, config)) as bound:
+        p.goto(bound.page_url + "#dev")  # #dev shown, #lobby too
+        join_as(p, "Alice")
+        rooms = p.locator("#room-list li")
+        expect(rooms).to_have_text(["#dev", "#lobby"])
+        with BlockingTcpClient(bound.tcp_port, WAIT_S) as root:
+            root.send(json.dumps({"type": "register", "user": "Root", "password": PASSWORD,
+                                  "room": "#dev"}))
+            root.recv_until(type="token")
+            root.send(json.dumps({"type": "kick", "room": "#dev", "user": "Alice",
+                                  "reason": "off topic"}))
+            root.recv_until(type="system", event="kick", name="Alice")
+            # Out of #dev (the notice said so; no leave comes), still in #lobby.
+            expect(rooms).to_have_text(["#lobby"])
+            expect(p.locator("#room-title")).to_have_text("#lobby")
+            root.send('{"type":"join","room":"#lobby"}')
+            root.recv_until(type="history_end", room="#lobby")
+            root.send('{"type":"chat","text":"still here?"}')
+            expect(p.locator("#messages .msg .text").last).to_have_text("still here?")
+    page.assert_clean()

@@ -331,6 +331,23 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(exc.text) from None
 
 
+def _check_rooms(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Room names as given (``dev`` means ``#dev``), each once, at most MAX_ROOMS."""
+    from .client.rooms import MAX_ROOMS, ROOM_RULE, parse_room, room_key
+
+    rooms: dict[str, str] = {}
+    for raw in value:
+        room = parse_room(raw)
+        if room is None:
+            raise click.BadParameter(f"{raw!r}: {ROOM_RULE}")
+        rooms.setdefault(room_key(room), room)
+    if len(rooms) > MAX_ROOMS:
+        raise click.BadParameter(f"at most {MAX_ROOMS} rooms")
+    return tuple(rooms.values())
+
+
 @main.command()
 @option("--name", callback=_check_name, show_default=False,
         help="Name to join under (asked for when missing).")
@@ -347,6 +364,9 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 @option("--ca", type=click.Path(exists=True, dir_okay=False), show_default=False,
         help="PEM file of the CA certificate(s) to trust for TLS instead of the system's "
         "(e.g. a self-signed server's certificate).")
+@option("--room", "rooms", multiple=True, callback=_check_rooms, metavar="#ROOM",
+        help="A room to enter (repeatable; the first is the current one, where line mode "
+        "sends) [default: #lobby].")
 @option("--plain", is_flag=True, help="Line mode even on a terminal.")
 @option("--json", "json_output", is_flag=True,
         help="Line mode, printing the server's raw JSON lines.")
@@ -366,6 +386,7 @@ def join(
     grpc_target: str | None,
     use_tls: bool,
     ca: str | None,
+    rooms: tuple[str, ...],
     plain: bool,
     json_output: bool,
     reconnect: bool,
@@ -407,6 +428,7 @@ def join(
         grpc=grpc_target,
         tls=use_tls or secure_url,
         ca=ca,
+        rooms=rooms or CLIENT_DEFAULTS.rooms,
         reconnect=reconnect,
         backoff_initial=min(CLIENT_DEFAULTS.backoff_initial, max_backoff),
         backoff_max=max_backoff,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..transports.net import url_host
+from .rooms import LOBBY
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class ClientConfig:
     port: int = 8764
     #: ``ws://host:port/``: connect over WebSocket instead of TCP (``wss://``: with TLS).
     url: str | None = None
+    #: Rooms to enter (``--room``), the first one current; checked names.
+    rooms: tuple[str, ...] = (LOBBY,)
     #: ``host:port`` of a gRPC port (``--grpc``): connect with gRPC instead (TLS with
     #: ``tls``).
     grpc: str | None = None

@@ -59,22 +59,53 @@ def user_list(message: dict[str, Any]) -> str:
     return f"online ({count}): {shown}"
 
 
+#: Rooms named in one ``rooms`` line at most (the server sends up to 1,000).
+ROOMS_SHOWN: Final = 100
+
+
+def room_list(message: dict[str, Any]) -> str:
+    """A ``rooms`` answer as one line: ``rooms (2): #lobby 3, #dev 2 (release)``."""
+    rooms = message.get("rooms")
+    rooms = rooms if isinstance(rooms, list) else []
+    shown = []
+    for entry in rooms[:ROOMS_SHOWN]:
+        topic = entry.get("topic")
+        about = f" ({clean(topic)})" if isinstance(topic, str) and topic else ""
+        shown.append(f"{clean(str(entry.get('room')))} {entry.get('users', '?')}{about}")
+    total = message.get("total", len(rooms))
+    more = f", and {len(rooms) - ROOMS_SHOWN:,} more" if len(rooms) > ROOMS_SHOWN else ""
+    return f"rooms ({total}): {', '.join(shown)}{more}"
+
+
 def format_line(message: dict[str, Any], now: datetime | None = None) -> str | None:
-    """One plain line for a message, ``[HH:MM:SS] Bob: hi``; None for the ones not
-    shown (unknown types, ``history_end``). Replayed history is marked ``(earlier)``."""
+    """One plain line for a message, ``[HH:MM:SS] #dev Bob: hi`` (the room when the
+    server names one), a direct message as ``[HH:MM:SS] (direct) Ann -> Bob: hi``;
+    None for the ones not shown (unknown types, ``history_end``). Replayed history is
+    marked ``(earlier)``."""
     kind = message.get("type")
     when = f"[{local_time(message.get('timestamp'), now)}]"
+    room = message.get("room")
+    if isinstance(room, str):
+        when = f"{when} {clean(room)}"
     if kind == "chat":
         user, text = clean(str(message.get("user", "?"))), clean(str(message.get("text", "")))
         line = f"{when} {user}: {text}"
         return f"(earlier) {line}" if message.get("history") is True else line
+    if kind == "msg":
+        sender, to = clean(str(message.get("from", "?"))), clean(str(message.get("to", "?")))
+        return f"{when} (direct) {sender} -> {to}: {clean(str(message.get('text', '')))}"
     if kind == "system":
         line = f"{when} * {clean(str(message.get('text', '')))}"
         return f"(earlier) {line}" if message.get("history") is True else line
     if kind == "welcome":
-        return f"{when} * you are {clean(str(message.get('user', '?')))}; {user_list(message)}"
+        topic = message.get("topic")
+        about = f"; topic: {clean(topic)}" if isinstance(topic, str) and topic else ""
+        you = clean(str(message.get("user", "?")))
+        return f"{when} * you are {you}; {user_list(message)}{about}"
     if kind == "users":
         return f"{when} * {user_list(message)}"
+    if kind == "rooms":
+        return f"{when} * {room_list(message)}"
     if kind == "error":
         return f"{when} ! {clean(str(message.get('text', message.get('code', 'error'))))}"
     return None

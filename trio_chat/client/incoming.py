@@ -11,6 +11,8 @@ fields have the types and ranges of docs/protocol.md, or drops it:
   ``user`` and ``text``, a ``system`` notice without ``text``) is dropped;
 - long strings are cut to :data:`MAX_SHOWN` characters (with a marker), so a front end
   never holds more than that per field;
+- a ``room`` that is not a room name drops the message (it could be shown nowhere);
+  lists (``users``, ``rooms``) keep at most :data:`MAX_LIST` entries;
 - unknown types and unknown fields pass through untouched (a newer server's).
 
 Each kind of problem is logged once per session (a warning: stderr in line mode).
@@ -22,6 +24,7 @@ import logging
 from typing import Any, Final
 
 from ..protocol import MAX_ID, MAX_NAME, MAX_RESUME, ProtocolError, validate_name
+from .rooms import is_room
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ MAX_TIMESTAMP: Final = 64
 MAX_TOKEN: Final = 512
 #: Longest error code kept.
 MAX_CODE: Final = 64
+#: Longest topic kept (a server takes 256 characters).
+MAX_TOPIC_SHOWN: Final = 1024
+#: Entries kept of a list (``users``, ``rooms``); the rest are dropped, and said so.
+MAX_LIST: Final = 10_000
 
 
 def _is_int(value: object, low: int, high: int = MAX_ID) -> bool:
@@ -75,6 +82,10 @@ class Incoming:
     def __init__(self) -> None:
         self._report = Reporter()
 
+    def report(self, problem: str) -> None:
+        """Log a problem found above this module (once per kind)."""
+        self._report(problem)
+
     def check(self, obj: object) -> Message | None:
         """The message ``obj`` as the client may use it, or None to ignore it."""
         if not isinstance(obj, dict):
@@ -85,6 +96,9 @@ class Incoming:
         if check is None:
             return obj  # unknown (or no) type: front ends ignore it; --json prints it
         message = dict(obj)
+        if "room" in message and not is_room(message["room"]):
+            self._report(f"'{kind}' for a room that is not a room name")
+            return None
         if not check(self, message):
             return None
         return message
@@ -136,10 +150,20 @@ class Incoming:
         if not isinstance(users, list):
             self._drop(message, "users", False)
             return
+        if len(users) > MAX_LIST:
+            self._report(f"more than {MAX_LIST:,} names in '{message['type']}'")
+            users = message["users"] = users[:MAX_LIST]
         names = [name for name in users if _is_name(name)]
         if len(names) != len(users):
             self._report(f"names that are not names in '{message['type']}'")
             message["users"] = names
+
+    def _topic(self, message: Message) -> None:
+        topic = message.get("topic")
+        if "topic" in message and not isinstance(topic, str):
+            self._drop(message, "topic", False)
+        elif isinstance(topic, str) and len(topic) > MAX_TOPIC_SHOWN:
+            message["topic"] = topic[:MAX_TOPIC_SHOWN] + CUT
 
     # ------------------------------------------------------------ types
 
@@ -152,6 +176,7 @@ class Incoming:
 
     def _system(self, message: Message) -> bool:
         self._common(message)
+        self._topic(message)
         for field in ("event", "name", "old"):
             self._text(message, field, required=False)
         for field in ("joined", "left"):
@@ -161,6 +186,7 @@ class Incoming:
     def _welcome(self, message: Message) -> bool:
         self._common(message)
         self._users(message)
+        self._topic(message)
         self._drop(message, "max_text", _is_int(message.get("max_text"), 1))
         token = message.get("resume")
         self._drop(message, "resume", isinstance(token, str) and 0 < len(token) <= MAX_RESUME
@@ -170,6 +196,41 @@ class Incoming:
     def _user_list(self, message: Message) -> bool:
         self._common(message)
         self._users(message)
+        return True
+
+    def _direct(self, message: Message) -> bool:
+        """A direct message: ``from`` and ``to`` names and a ``text`` it cannot do
+        without."""
+        self._common(message)
+        self._drop(message, "id", _is_int(message.get("id"), 1))
+        return (
+            self._name(message, "from", required=True)
+            and self._name(message, "to", required=True)
+            and self._text(message, "text", required=True)
+        )
+
+    def _rooms(self, message: Message) -> bool:
+        """The room list: entries that are not ``{room, users, topic}`` are dropped."""
+        rooms = message.get("rooms")
+        if not isinstance(rooms, list):
+            self._report("'rooms' without a list of rooms")
+            return False
+        if len(rooms) > MAX_LIST:
+            self._report(f"more than {MAX_LIST:,} rooms in 'rooms'")
+            rooms = rooms[:MAX_LIST]
+        kept = []
+        for entry in rooms:
+            if not isinstance(entry, dict) or not is_room(entry.get("room")):
+                self._report("a room list entry that is not a room")
+                continue
+            entry = dict(entry)
+            entry["type"] = "rooms"
+            self._drop(entry, "users", _is_int(entry.get("users"), 0))
+            self._topic(entry)
+            del entry["type"]
+            kept.append(entry)
+        message["rooms"] = kept
+        self._drop(message, "total", _is_int(message.get("total"), 0))
         return True
 
     def _history_end(self, message: Message) -> bool:
@@ -198,6 +259,8 @@ _CHECKS = {
     "system": Incoming._system,
     "welcome": Incoming._welcome,
     "users": Incoming._user_list,
+    "msg": Incoming._direct,
+    "rooms": Incoming._rooms,
     "history_end": Incoming._history_end,
     "error": Incoming._error,
     "token": Incoming._token,

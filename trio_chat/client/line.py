@@ -2,9 +2,10 @@
 
 For pipes and scripts (``echo hi | trio-chat join --name bot``) and for terminals
 with ``--plain``. Every stdin line is sent as it is (no ``/commands``: a bot's output
-is never mistaken for one). At EOF the client leaves after what it read has been
-sent, and exits once the server has closed the connection. Connection news goes to
-stderr, so stdout holds only the room.
+is never mistaken for one) to the first ``--room``; every line shown from a room says
+which (``#dev Ann: hi``), a direct message shows as ``(direct) Ann -> Bob: hi``. At
+EOF the client leaves after what it read has been sent, and exits once the server
+has closed the connection. Connection news goes to stderr, so stdout holds only the room.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .. import protocol
 from ..protocol import LineBuffer, ProtocolError
 from .config import ClientConfig
 from .display import AfterReplay, clean, format_line
+from .rooms import LOBBY, in_room
 from .session import ChatSession, JoinRefused, State, Status
 from .transport import ClientError
 
@@ -141,6 +143,7 @@ async def _read_stdin(session: ChatSession, frontend: LineFrontend, fd: int) -> 
     back in blocking mode when closed.
     """
     lines = LineBuffer(protocol.MAX_LINE)
+    room = session.config.rooms[0] if session.config.rooms else LOBBY
     async with trio.lowlevel.FdStream(os.dup(fd)) as stdin:
         while True:
             data = await stdin.receive_some(RECEIVE_SIZE)
@@ -155,7 +158,7 @@ async def _read_stdin(session: ChatSession, frontend: LineFrontend, fd: int) -> 
                     frontend.password_wanted.send_nowait(text.rstrip("\r"))
                     continue  # a password: never a message
                 if text.strip():
-                    await session.send({"type": "chat", "text": text})
+                    await session.send(in_room({"type": "chat", "text": text}, room))
             if not data:
                 break
     await session.leave()

@@ -1,10 +1,12 @@
-"""One user's presence in the room, across connections.
+"""One user's presence in the chat's rooms, across connections.
 
-:class:`ChatSession` connects, joins, hands every server message to its front end
-(:class:`Frontend`), sends what the user typed in order, and when the connection
-breaks reconnects with capped, jittered exponential backoff and rejoins under the
-same name, asking only for what it has not seen (``since``). It never prints: the
-line and urwid front ends decide how things look.
+:class:`ChatSession` connects, joins (its first room with the name, then the others),
+hands every server message to its front end (:class:`Frontend`), sends what the user
+typed in order, and when the connection breaks reconnects with capped, jittered
+exponential backoff and rejoins under the same name every room it was in, asking each
+only for what it has not seen (``since`` per room: ids are one sequence, but which of
+them a room has seen is the room's). It never prints: the line and urwid front ends
+decide how things look.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..protocol import (
 )
 from .config import ClientConfig
 from .incoming import Incoming
+from .rooms import LOBBY, MAX_ROOMS, ROOM_ERRORS, in_room, room_key
 from .tokens import TokenFile
 from .transport import (
     ClientError,
@@ -157,8 +160,12 @@ class ChatSession:
         self.config = config
         self.frontend = frontend
         self.name = config.name
-        #: Highest ``id`` seen on a ``chat`` message; a rejoin asks for what came after.
+        #: Highest ``id`` seen on a ``chat`` message (of any room).
         self.last_id: int | None = None
+        self._rooms: dict[str, str] = {}  # by room_key
+        #: Per room (by :func:`room_key`), the highest id seen there: a rejoin asks each
+        #: room for what came after its own.
+        self._room_last: dict[str, int] = {}
         #: The last ``welcome``'s ``resume`` token: a rejoin brings it back, and within
         #: the server's grace takes our seat back without a leave and a join notice.
         self.resume: str | None = None
@@ -207,6 +214,14 @@ class ChatSession:
         """Leave after everything queued so far is sent; :meth:`run` then returns
         once the server has closed the connection (or ``leave_timeout`` passed)."""
         await self.send({"type": "leave"})
+
+    def receive(self, obj: object) -> None:
+        """Take one decoded server message as if it had come over the connection
+        (checked, then handed to the front end): the seam for a transport of its own,
+        and for tests of a front end."""
+        message = self._incoming.check(obj)
+        if message is not None:
+            self._dispatch(message)
 
     def stop(self) -> None:
         """End :meth:`run` now, dropping whatever was not sent yet."""
@@ -292,8 +307,17 @@ class ChatSession:
             self._set_state(State.RECONNECTING, reason)
 
     async def _join(self, inbox: _Inbox, *, rejoin: bool) -> None:
-        """Send ``join`` and wait for the welcome; :class:`_NameRefused` if refused."""
+        """Join the first room with our name and wait for its welcome
+        (:class:`_NameRefused` if the name is refused), then ask for the other rooms:
+        the ones we were in (a rejoin) or the ones asked for (``--room``). A room we
+        are in already (a resumed seat keeps its rooms) answers with its welcome and
+        the replay after its ``since`` again, which shows nothing twice."""
         assert self.name is not None
+        rooms = self.rooms if rejoin else list(self.config.rooms)
+        self._rooms.clear()  # the welcomes (re)fill it
+        keys = {room_key(room) for room in rooms}
+        self._room_last = {key: last for key, last in self._room_last.items() if key in keys}
+        first = rooms[0] if rooms else LOBBY
         join: Message = {"type": "join", "user": self.name, "batch": True}
         if self._password is not None:
             join = {"type": "login", "user": self.name, "password": self._password,
@@ -304,16 +328,34 @@ class ChatSession:
         elif self.token is not None:
             join = {"type": "login", "token": self.token, "batch": True}
         self._sent_token = "token" in join
-        if rejoin and self.last_id is not None:
-            join["since"] = self.last_id
+        join = in_room(join, first)
+        since = self._since(first)
+        if rejoin and since is not None:
+            join["since"] = since
         async with self._send_lock:
             await inbox.conn.send(join)
-        refusal = await self._await_welcome(inbox)
+        lobby = {key: value for key, value in join.items() if key not in ("room", "since")}
+        refusal = await self._await_welcome(inbox, lobby)
         if refusal is not None:
             raise _NameRefused(refusal)
+        for room in rooms[1:]:
+            await self._enter(inbox.conn, room, rejoin=rejoin)
 
-    async def _await_welcome(self, inbox: _Inbox) -> str | None:
-        """None once welcomed; the error text if the name was refused."""
+    async def _enter(self, conn: ServerConnection, room: str, *, rejoin: bool) -> None:
+        join: Message = {"type": "join", "room": room}
+        since = self._since(room)
+        if rejoin and since is not None:
+            join["since"] = since
+        async with self._send_lock:
+            await conn.send(join)
+
+    def _since(self, room: str) -> int | None:
+        return self._room_last.get(room_key(room))
+
+    async def _await_welcome(self, inbox: _Inbox, lobby: Message) -> str | None:
+        """None once welcomed; the error text if the name was refused. ``lobby``: the
+        join (or login) again without its room, sent if the room cannot be entered."""
+        fell_back = False
         with trio.move_on_after(self.config.connect_timeout):
             while True:
                 message = await inbox.next()
@@ -331,6 +373,12 @@ class ChatSession:
                 if kind == "error" and message.get("code") == WRONG_PORT and not self.config.url:
                     raise wrong_tcp_port(self.config, str(message.get("text", "")))
                 self._dispatch(message)
+                if kind == "error" and message.get("code") in ROOM_ERRORS and not fell_back:
+                    fell_back = True
+                    # The first room cannot be entered (the server is full, say), and
+                    # a join that fails takes no name either: join #lobby instead.
+                    async with self._send_lock:
+                        await inbox.conn.send(lobby)
                 if kind == "welcome":
                     return None
         raise Disconnected("the server did not answer our join")
@@ -410,9 +458,19 @@ class ChatSession:
             # Resume from here even when the room was quiet and no chat carried an id.
             last = message.get("last_id")
             if isinstance(last, int) and not isinstance(last, bool):
-                self.last_id = last if self.last_id is None else max(self.last_id, last)
+                self._seen(message, last)
+        room = message.get("room")
+        if kind in ("chat", "system", "history_end") and isinstance(room, str) and (
+            not self.in_room(room)
+        ):
+            self._incoming.report(f"a '{kind}' for a room we are not in")
+            return
         if kind == "chat" and not self._new_chat(message):
             return
+        if kind == "welcome" and not self._entered(message):
+            return
+        if kind == "system" and message.get("event") == "leave":
+            self._parted(message)
         count = message.get("clients_count")
         if isinstance(count, int) and kind in ("welcome", "system", "users"):
             self.online = count
@@ -421,10 +479,59 @@ class ChatSession:
                 self.name = message["user"]
             else:
                 message["user"] = self.name
-            self.resume = message.get("resume")  # checked; a server without it: None
+            if "resume" in message or len(self._rooms) <= 1:
+                # Checked; a server without resumes: None. A welcome to one more room
+                # without a token leaves the seat's token as it was.
+                self.resume = message.get("resume")
         self.frontend.message(message)
         if kind in ("welcome", "system", "users"):
             self.frontend.status(self.status)
+
+    def _entered(self, message: Message) -> bool:
+        """A welcome: its room is one of ours (a welcome without ``room``, from a
+        server without rooms, is #lobby's). False for one room too many."""
+        room = message.get("room", LOBBY)  # checked: a room name (incoming.py)
+        key = room_key(room)
+        if key in self._rooms:
+            return True  # a resync, or a rename's welcome
+        if len(self._rooms) >= MAX_ROOMS:
+            self._incoming.report(f"a welcome to more than {MAX_ROOMS} rooms")
+            return False
+        self._rooms[key] = room
+        return True
+
+    def _parted(self, message: Message) -> None:
+        """Our own leave notice in a room: we are no longer in it (a ``part``)."""
+        name, room = message.get("name"), message.get("room")
+        if not isinstance(room, str) or not isinstance(name, str) or self.name is None:
+            return
+        if name.casefold() != self.name.casefold():
+            return
+        key = room_key(room)
+        self._rooms.pop(key, None)
+        self._room_last.pop(key, None)
+
+    @property
+    def rooms(self) -> list[str]:
+        """The rooms we are in (as the server names them), in the order entered: a
+        welcome with ``room`` adds one, our own ``leave`` notice removes it. At most
+        :data:`MAX_ROOMS` (a server's welcomes beyond are ignored)."""
+        return list(self._rooms.values())
+
+    def in_room(self, room: str) -> bool:
+        return room_key(room) in self._rooms
+
+    def _seen(self, message: Message, msg_id: int) -> None:
+        """``msg_id`` of ``message``'s room has been seen (or was before our time)."""
+        self.last_id = msg_id if self.last_id is None else max(self.last_id, msg_id)
+        room = message.get("room", LOBBY)
+        key = room_key(room) if isinstance(room, str) else room_key(LOBBY)
+        if key in self._room_last or self.in_room(room):
+            self._room_last[key] = max(self._room_last.get(key, 0), msg_id)
+
+    def _room_since(self, message: Message) -> int | None:
+        room = message.get("room", LOBBY)
+        return self._room_last.get(room_key(room) if isinstance(room, str) else "")
 
     def _new_chat(self, message: Message) -> bool:
         """False for a chat already shown: replayed again after a rejoin, or the copy
@@ -439,9 +546,10 @@ class ChatSession:
                 del self._unconfirmed[next(iter(self._unconfirmed))]
             return True
         history = message.get("history") is True
-        if history and self.last_id is not None and msg_id <= self.last_id:
-            return False  # replayed again after a rejoin: already shown
-        self.last_id = msg_id if self.last_id is None else max(self.last_id, msg_id)
+        seen = self._room_since(message)
+        if history and seen is not None and msg_id <= seen:
+            return False  # replayed again after a rejoin (or a resync): already shown
+        self._seen(message, msg_id)
         if key in self._unconfirmed:
             del self._unconfirmed[key]
             return False  # shown already, without its id

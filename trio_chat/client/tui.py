@@ -26,16 +26,18 @@ from .. import protocol
 from ..protocol.moderation import moderation_from_command, moderation_message
 from .compose import INPUT_MAX, ChatInput, InputArea, Key, PasteCoalescer
 from .config import ClientConfig
-from .display import AfterReplay, clean, local_time, user_list
+from .display import AfterReplay, clean, local_time, room_list, user_list
+from .rooms import LOBBY, MAX_CONVERSATIONS, MAX_ROOMS, ROOM_RULE, parse_room, room_key
 from .session import ChatSession, State, Status
 from .transport import ClientError
 
 Markup = Any  # urwid text markup: a string, (attribute, markup), or a list of them
 
-#: Lines kept in the message pane; older ones are dropped ...
+#: Lines kept in each conversation's pane; older ones are dropped ...
 MAX_LINES = 5000
-#: ... and characters: a server sending long messages cannot make the pane hold more.
-MAX_PANE_CHARS = 4_000_000
+#: ... and characters: a server sending long messages cannot make a pane hold more
+#: (and there are at most MAX_CONVERSATIONS panes).
+MAX_PANE_CHARS = 512_000
 #: The prefix of a notice: a chat's prefix is a name, never this.
 NOTICE = "  --"
 #: Rows the input area may take at most (fewer on a short screen: see input_rows).
@@ -44,13 +46,22 @@ MAX_INPUT_ROWS = 6
 PENDING = "pending "
 
 HELP = (
-    "commands: /who (who is online), /nick NEW (change name), /quit (or Ctrl-C, "
-    "Ctrl-D on an empty line), /help; ops and admins: /kick, /ban, /unban, /bans, "
-    "/mute, /unmute, /op, /deop, /voice, /devoice, /mode (as at nc); //text sends a line "
-    "starting with '/'; PgUp/PgDn "
-    "scroll; Ctrl-A/Ctrl-E start/end, Ctrl-U/Ctrl-K delete to start/end, Ctrl-W the word "
-    "before, Ctrl-Y puts it back, Ctrl-_ undoes"
+    "commands: /join #room (enter a room, or switch to one you are in), /part [#room] "
+    "(leave it; in a direct conversation: close it), /msg NAME text (a direct message, "
+    "in its own @NAME conversation; /msg \"Ann Lee\" text for a name with spaces), "
+    "/rooms (list them), /who [#room] (who is in it), /topic text (set the room's topic), "
+    "/nick NEW (change name), /quit (or Ctrl-C, Ctrl-D on an empty line), /help; ops and "
+    "admins: /kick, /ban, /unban, /bans, /mute, /unmute, /op, /deop, /voice, /devoice, "
+    "/mode (as at nc; in the room shown unless a #room comes first); //text "
+    "sends a line starting with '/'; Alt-Right/Ctrl-N next conversation, Alt-Left/Ctrl-P "
+    "the previous one; PgUp/PgDn scroll; Ctrl-A/Ctrl-E start/end, Ctrl-U/Ctrl-K delete to "
+    "start/end, Ctrl-W the word before, Ctrl-Y puts it back, Ctrl-_ undoes"
 )
+#: Keys that show the next and the previous conversation.
+NEXT_KEYS = frozenset({"meta right", "ctrl n"})
+PREVIOUS_KEYS = frozenset({"meta left", "ctrl p"})
+#: Columns of the room list (once there are two conversations).
+ROOM_LIST_WIDTH = 18
 
 USER_COLOURS = (
     "light cyan",
@@ -91,13 +102,13 @@ def input_rows(screen_rows: int) -> int:
     return max(1, min(MAX_INPUT_ROWS, (screen_rows - 2) // 2))
 
 
-class ChatFrame(urwid.Frame["urwid.ListBox[int]", None, urwid.Pile]):
+class ChatFrame(urwid.Frame[Any, Any, urwid.Pile]):
     """Keys go to the input area, except the ones that scroll the message pane; the
     input area's height is capped for the screen's before every use."""
 
     def __init__(
         self,
-        body: urwid.ListBox[int],
+        body: urwid.Widget,
         footer: urwid.Pile,
         area: InputArea,
         on_scroll: Callable[[], object],
@@ -105,6 +116,8 @@ class ChatFrame(urwid.Frame["urwid.ListBox[int]", None, urwid.Pile]):
         super().__init__(body, footer=footer, focus_part="footer")
         self.area = area
         self.on_scroll = on_scroll
+        #: The message pane inside the body (beside the room list, under the title).
+        self.pane: urwid.ListBox[int] | None = None
 
     def keypress(self, size: tuple[int, int], key: str) -> str | None:  # type: ignore[override]
         self.area.max_rows = input_rows(size[1])
@@ -112,9 +125,10 @@ class ChatFrame(urwid.Frame["urwid.ListBox[int]", None, urwid.Pile]):
             maxcol, maxrow = size
             (top, bottom), _ = self.frame_top_bottom(size, True)
             rows = max(1, maxrow - top - bottom)
-            unhandled = self.body.keypress((maxcol, rows), key)
+            pane = self.pane if self.pane is not None else self.body
+            unhandled = pane.keypress((maxcol, rows), key)
             self.on_scroll()
-            return unhandled
+            return str(unhandled) if unhandled is not None else None
         return super().keypress(size, key)
 
     def render(  # type: ignore[override]
@@ -166,12 +180,43 @@ class Entry(urwid.Widget):
         return self._columns(size[0]).render(size, focus)
 
 
-class ChatApp:
-    """The urwid front end of a :class:`ChatSession`."""
+class Conversation:
+    """One room or one direct conversation (``@Bob``): its own pane (a list of entries,
+    its scroll position), its sent-not-echoed messages, and what the room list shows."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, key: str, name: str, *, room: str | None = None,
+                 peer: str | None = None) -> None:
+        self.key = key
+        #: As shown in the list: ``#dev`` or ``@Bob``.
+        self.name = name
+        self.room = room
+        self.peer = peer
         self.walker: urwid.SimpleFocusListWalker[Entry] = urwid.SimpleFocusListWalker([])
         self.pane = urwid.ListBox(self.walker)
+        #: Sent chats not yet echoed: (text, its entry at the bottom of the pane, the
+        #: newest id seen when it was sent: a replayed echo comes after that).
+        self.pending: deque[tuple[str, Entry, int | None]] = deque()
+        self.chars = 0
+        self.unseen = 0  # entries added below the view while scrolled up
+        self.unread = 0  # chats that came while another conversation was shown
+        self.topic = ""
+        self.online: int | None = None
+        self.active = 0  # when it last had a message (a counter): the idlest DM goes
+        #: Its entry in the room list, and what that shows (current, unread, left, name).
+        self.item = urwid.Text("", wrap="ellipsis")
+        self.label: tuple[bool, int, bool, str] | None = None
+
+
+def dm_key(name: str) -> str:
+    return "@" + name.casefold()
+
+
+class ChatApp:
+    """The urwid front end of a :class:`ChatSession`: a pane per conversation (each
+    room, each direct conversation), a room list with unread counts beside it once
+    there is more than one, and the current one's name and topic above it."""
+
+    def __init__(self, config: ClientConfig) -> None:
         self.status_text = urwid.Text("", wrap="ellipsis")  # always one line
         #: Right of the status: "N new below" while scrolled up, the input's length
         #: near or over the limit.
@@ -179,31 +224,174 @@ class ChatApp:
         self.status_bar = urwid.AttrMap(
             urwid.Columns([self.status_text, (urwid.PACK, self.status_note)]), "status"
         )
+        self.title = urwid.Text("", wrap="ellipsis")
+        self.room_list = urwid.SimpleFocusListWalker[urwid.Text]([])
+        self.room_pane = urwid.ListBox(self.room_list)
         self.input = ChatInput(("caption", "> "))
         urwid.connect_signal(self.input, "postchange", lambda *_: self._show_note())
         self.input_area = InputArea(self.input)
+        first = config.rooms[0] if config.rooms else LOBBY
+        self.conversations: dict[str, Conversation] = {}
+        self._clock = 0  # orders conversations by their last message: the idlest goes
+        #: What the list, the title and the body last showed (see _layout).
+        self._listed: list[Conversation] = []
+        self._title_shown: object = None
+        self._shape: object = None
+        self.current = self._conversation_for_room(first)
         self.frame = ChatFrame(
-            self.pane, urwid.Pile([self.status_bar, self.input_area]), self.input_area,
-            self._scrolled,
+            self.current.pane, urwid.Pile([self.status_bar, self.input_area]),
+            self.input_area, self._scrolled,
         )
+        self.frame.pane = self.current.pane
         self.session = ChatSession(config, self)
-        self._pane_chars = 0
         self.quitting = False
         #: The longest text the server takes (``welcome.max_text``; the protocol's
         #: default until a server says).
         self.max_text = protocol.MAX_TEXT
-        #: Sent chats not yet echoed: (text, its entry at the bottom of the pane, the
-        #: newest id seen when it was sent: a replayed echo comes after that).
-        self._pending: deque[tuple[str, Entry, int | None]] = deque()
         self._own_names = {config.name.casefold()} if config.name else set()
-        self._unseen = 0  # entries added below the view while scrolled up
         self._order = AfterReplay()
         self._state: State | None = None
+        self._status: Status | None = None
         self._name_wanted: trio.Event | None = None
         self._chosen = ""
         self._password_wanted: trio.Event | None = None
         self._password = ""
+        #: A room asked for with /join: shown once its welcome comes.
+        self._switch_to: str | None = None
         self.status(self.session.status)
+
+    # ------------------------------------------------------------ conversations
+
+    @property
+    def walker(self) -> urwid.SimpleFocusListWalker[Entry]:
+        """The current conversation's entries."""
+        return self.current.walker
+
+    @property
+    def pane(self) -> urwid.ListBox[int]:
+        return self.current.pane
+
+    def _conversation_for_room(self, room: str) -> Conversation:
+        key = room_key(room)
+        found = self.conversations.get(key)
+        if found is None:
+            found = self.conversations[key] = Conversation(key, room, room=room)
+            self._clock += 1
+            found.active = self._clock
+            self._trim_conversations()
+        return found
+
+    def _conversation_with(self, peer: str) -> Conversation:
+        key = dm_key(peer)
+        found = self.conversations.get(key)
+        if found is None:
+            found = self.conversations[key] = Conversation(key, "@" + peer, peer=peer)
+            self._clock += 1
+            found.active = self._clock  # the newest: never the one that goes
+            self._trim_conversations()
+        return found
+
+    def _trim_conversations(self) -> None:
+        """At most MAX_CONVERSATIONS: the direct (then room) conversation idle longest
+        goes, never the one shown, nor a room we are in."""
+        while len(self.conversations) > MAX_CONVERSATIONS:
+            candidates = [
+                c for c in self.conversations.values()
+                if c is not getattr(self, "current", None)
+                and not (c.room is not None and self._in(c.room))
+            ]
+            if not candidates:
+                return
+            gone = min(candidates, key=lambda c: (c.room is not None, c.active))
+            del self.conversations[gone.key]
+
+    def _in(self, room: str) -> bool:
+        session = getattr(self, "session", None)
+        return session is not None and session.in_room(room)
+
+    def switch(self, conversation: Conversation) -> None:
+        """Show ``conversation``: its pane, its title; its unread count is cleared."""
+        self.current = conversation
+        conversation.unread = 0
+        self.frame.pane = conversation.pane
+        self._layout()
+        if self._status is not None:
+            self.status(self._status)
+        self._show_note()
+
+    def _cycle(self, step: int) -> None:
+        order = list(self.conversations.values())
+        if len(order) > 1:
+            index = order.index(self.current)
+            self.switch(order[(index + step) % len(order)])
+
+    def _layout(self) -> None:
+        """The body: the pane under a title line (the conversation and its topic), with
+        the room list at its left once there are two conversations or more (with one,
+        and no topic, the pane alone: the status line names the room).
+
+        Called after every message, so it changes only what changed: an entry's text
+        in the list (its unread count), the list when a conversation came or went, the
+        widgets around the pane when another one shows."""
+        current = self.current
+        title: list[Any] = [("caption", f" {clean(current.name)}")]
+        if current.topic:
+            title.append(("notice", f"  {clean(current.topic)}"))
+        if title != self._title_shown:
+            self._title_shown = title
+            self.title.set_text(title)
+        conversations = list(self.conversations.values())
+        if [id(c) for c in conversations] != [id(c) for c in self._listed]:
+            self._listed = conversations
+            self.room_list[:] = [c.item for c in conversations]
+        for conversation in conversations:
+            gone = conversation.room is not None and not self._in(conversation.room)
+            state = (conversation is current, conversation.unread, gone, conversation.name)
+            if state == conversation.label:
+                continue
+            conversation.label = state
+            mark = ">" if conversation is current else " "
+            unread = f" ({conversation.unread})" if conversation.unread else ""
+            attr = "history" if gone else "me" if conversation is current else (
+                "caption" if conversation.unread else "notice"
+            )
+            conversation.item.set_text((attr, f"{mark}{clean(conversation.name)}{unread}"))
+        several = len(conversations) > 1
+        # One room and no topic: the status line names it, the pane keeps every row.
+        shape = (current.key, several, several or bool(current.topic))
+        if shape == self._shape:
+            return
+        self._shape = shape
+        header = self.title if shape[2] else None
+        body: urwid.Widget = urwid.Frame(current.pane, header=header)
+        if several:
+            body = urwid.Columns(
+                [(ROOM_LIST_WIDTH, self.room_pane), body], dividechars=1, focus_column=1
+            )
+        self.frame.body = body
+
+    def _own(self, message: dict[str, Any]) -> bool:
+        """A chat or direct message we sent (its echo)."""
+        sender = message.get("user" if message.get("type") == "chat" else "from")
+        return str(sender).casefold() in self._own_names
+
+    def _route(self, message: dict[str, Any]) -> Conversation:
+        """The conversation a server message belongs in."""
+        kind = message.get("type")
+        if kind == "msg":
+            sender, to = str(message.get("from")), str(message.get("to"))
+            peer = to if sender.casefold() in self._own_names else sender
+            found = self._conversation_with(peer)
+            found.peer, found.name = peer, "@" + peer  # as the server spells it
+            return found
+        room = message.get("room")
+        if kind in ("chat", "system", "welcome", "history_end") or (
+            kind == "users" and isinstance(room, str) and room_key(room) in self.conversations
+        ):
+            if kind == "system" and room is None and message.get("event") == "shutdown":
+                return self.current
+            return self._conversation_for_room(room if isinstance(room, str) else LOBBY)
+        return self.current
 
     def coalescer(self, process: Callable[[list[Key]], object]) -> PasteCoalescer:
         """The main loop's input filter (``process``: its ``process_input``): pastes
@@ -220,28 +408,68 @@ class ChatApp:
 
     def message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        conversation = self._route(message)
         if kind == "welcome":
             limit = message.get("max_text")
             if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
                 self.max_text = limit
             if isinstance(message.get("user"), str):
                 self._own_names.add(message["user"].casefold())
+            conversation.topic = str(message.get("topic", conversation.topic))
+            if self._switch_to == conversation.key:
+                self._switch_to = None
+                self.switch(conversation)
             self._show_note()
-        elif kind == "chat" and str(message.get("user")).casefold() in self._own_names:
-            self._confirm(message)
-        elif kind == "error" and message.get("code") == protocol.TOO_LONG and self._pending:
+        elif kind in ("chat", "msg") and self._own(message):
+            self._confirm(conversation, message)
+        elif kind == "error" and message.get("code") == protocol.TOO_LONG and self.current.pending:
             # A server that did not say its limit (or lowered it): the text comes back.
-            text = self._fail_first("not sent: too long for the server")
+            text = self._fail_first(self.current, "not sent: too long for the server")
             if not self.input.edit_text:
                 self.input.set_edit_text(text)
                 self.input.set_edit_pos(len(text))
+        elif kind == "error" and message.get("code") == "no_such_user":
+            for waiting in self.conversations.values():
+                if waiting.peer is not None and waiting.pending:
+                    self._fail_first(waiting, "not sent")
+                    conversation = waiting
+                    break
+        elif kind == "system" and message.get("event") == "topic":
+            conversation.topic = str(message.get("topic", conversation.topic))
+        count = message.get("clients_count")
+        if isinstance(count, int) and kind in ("welcome", "system", "users") and (
+            conversation.room is not None
+        ):
+            conversation.online = count
+        if kind in ("chat", "msg") and message.get("history") is not True:
+            self._clock += 1
+            conversation.active = self._clock
+            if conversation is not self.current:
+                conversation.unread += 1
         for shown in self._order.feed(message):  # "you are ..." after the replay
             rendered = self.render(shown)
             if rendered is not None:
                 when, prefix, body = rendered
-                self.add(prefix, body, when)
+                target = conversation if shown is message else self._route(shown)
+                self.add(prefix, body, when, target)
+        if kind == "system" and message.get("event") == "leave" and conversation.room and (
+            not self._in(conversation.room)
+        ):
+            self._left(conversation)
+        self._layout()
+
+    def _left(self, conversation: Conversation) -> None:
+        """We left a room (our ``part``): its conversation goes from the list; shown,
+        another one shows instead (the pane says which was left)."""
+        if len(self.conversations) < 2:
+            return  # the last one stays: notices need somewhere to go
+        if conversation is self.current:
+            self._cycle(-1)
+        del self.conversations[conversation.key]
+        self.notice(f"-- you left {conversation.name}")
 
     def status(self, status: Status) -> None:
+        self._status = status
         previous, self._state = self._state, status.state
         if previous is State.CONNECTED and status.state is State.RECONNECTING:
             self.notice(f"-- {status.reason}; reconnecting", "error")
@@ -251,8 +479,9 @@ class ChatApp:
         bad = status.state is not State.CONNECTED
         if status.state is State.CONNECTED:
             parts.append(f"connected as {status.name}")
-            if status.online is not None:
-                parts.append(f"{status.online} online")
+            online = self.current.online if self.current.room is not None else None
+            if online is not None:
+                parts.append(f"{online} online in {self.current.name}")
         elif status.state is State.RECONNECTING:
             retry = f" in {status.retry_in:.1f} s" if status.retry_in is not None else ""
             parts.append(f"{status.reason}; reconnecting{retry}")
@@ -309,8 +538,8 @@ class ChatApp:
         kind = message.get("type")
         when = local_time(message.get("timestamp"))
         earlier = message.get("history") is True
-        if kind == "chat":
-            user = clean(str(message.get("user", "?")))
+        if kind in ("chat", "msg"):
+            user = clean(str(message.get("user" if kind == "chat" else "from", "?")))
             text = clean(str(message.get("text", "")), newlines=True)
             if earlier:
                 return when, ("history", f"  {user}:"), ("history", text)
@@ -325,52 +554,59 @@ class ChatApp:
             return when, ("notice", NOTICE), ("notice", f"you are {you}; {user_list(message)}")
         if kind == "users":
             return when, ("notice", NOTICE), ("notice", user_list(message))
+        if kind == "rooms":
+            return when, ("notice", NOTICE), ("notice", room_list(message))
         if kind == "error":
             text = clean(str(message.get("text", message.get("code"))))
             return when, ("error", "  !!"), ("error", text)
         return None
 
-    def add(self, prefix: Markup, body: Markup, when: str | None = None) -> None:
-        """Add an entry above the pending ones; follow it if the pane was showing the
-        newest one, else count it for "N new below"."""
-        at_bottom = self._at_bottom()
-        walker = self.walker
+    def add(
+        self, prefix: Markup, body: Markup, when: str | None = None,
+        conversation: Conversation | None = None,
+    ) -> None:
+        """Add an entry to a conversation (the current one by default) above its
+        pending ones; follow it if its pane was showing the newest one, else count it
+        for "N new below"."""
+        conv = conversation or self.current
+        at_bottom = self._at_bottom(conv)
+        walker = conv.walker
         entry = Entry(when, prefix, body)
-        walker.insert(len(walker) - len(self._pending), entry)
-        self._pane_chars += entry.size
-        kept = len(walker) - len(self._pending) - 1  # the pending and the newest stay
+        walker.insert(len(walker) - len(conv.pending), entry)
+        conv.chars += entry.size
+        kept = len(walker) - len(conv.pending) - 1  # the pending and the newest stay
         drop = min(max(0, len(walker) - MAX_LINES), kept)
-        chars = self._pane_chars - sum(line.size for line in walker[:drop])
+        chars = conv.chars - sum(line.size for line in walker[:drop])
         while drop < kept and chars > MAX_PANE_CHARS:
             chars -= walker[drop].size
             drop += 1
         if drop:
             del walker[:drop]
-        self._pane_chars = chars
+        conv.chars = chars
         if at_bottom:
-            self.pane.set_focus(len(walker) - 1)
+            conv.pane.set_focus(len(walker) - 1)
         else:
-            self._unseen += 1
+            conv.unseen += 1
             self._show_note()
 
-    def _at_bottom(self) -> bool:
+    def _at_bottom(self, conv: Conversation | None = None) -> bool:
         """The pane shows the newest message (its focus is on the last message or on a
         pending entry below it)."""
-        walker = self.walker
-        last = len(walker) - len(self._pending) - 1
-        return last < 0 or self.pane.focus_position >= last
+        conv = conv or self.current
+        last = len(conv.walker) - len(conv.pending) - 1
+        return last < 0 or conv.pane.focus_position >= last
 
     def _scrolled(self) -> None:
-        if self._unseen and self._at_bottom():
-            self._unseen = 0
+        if self.current.unseen and self._at_bottom():
+            self.current.unseen = 0
             self._show_note()
 
     def _show_note(self) -> None:
         """The right of the status line: new entries below the view, and the input's
         length once it nears the server's limit."""
         parts: list[Any] = []
-        if self._unseen:
-            parts.append(f" {self._unseen} new below (PgDn) ")
+        if self.current.unseen:
+            parts.append(f" {self.current.unseen} new below (PgDn) ")
         length = len(self._chat_text(self.input.edit_text))
         if self._name_wanted is None and length > self.max_text:
             parts.append(("status warn", f" {length:,}/{self.max_text:,}: too long to send "))
@@ -387,26 +623,27 @@ class ChatApp:
 
     def _add_pending(self, text: str) -> None:
         """Show a chat just sent at the bottom, dimmed, until the server echoes it."""
+        conv = self.current
         you = clean(self.session.name or "?")
         entry = Entry(
             PENDING, ("pending", f"> {you}:"), ("pending", clean(text, newlines=True))
         )
-        self._pending.append((text, entry, self.session.last_id))
-        self.walker.append(entry)
-        self._pane_chars += entry.size
-        self.pane.set_focus(len(self.walker) - 1)  # sending shows the newest again
+        conv.pending.append((text, entry, self.session.last_id))
+        conv.walker.append(entry)
+        conv.chars += entry.size
+        conv.pane.set_focus(len(conv.walker) - 1)  # sending shows the newest again
         self._scrolled()
 
-    def _take_pending(self) -> str:
+    def _take_pending(self, conv: Conversation) -> str:
         """Remove the oldest pending entry from the pane; its text."""
-        first = len(self.walker) - len(self._pending)
-        text, entry, _ = self._pending.popleft()
-        if 0 <= first < len(self.walker) and self.walker[first] is entry:
-            del self.walker[first]
-            self._pane_chars -= entry.size
+        first = len(conv.walker) - len(conv.pending)
+        text, entry, _ = conv.pending.popleft()
+        if 0 <= first < len(conv.walker) and conv.walker[first] is entry:
+            del conv.walker[first]
+            conv.chars -= entry.size
         return text
 
-    def _confirm(self, message: dict[str, Any]) -> None:
+    def _confirm(self, conv: Conversation, message: dict[str, Any]) -> None:
         """Our chat came back from the server: its pending entry goes (the message is
         then shown as usual). Pending ones before it never will (per-sender order):
         they are marked as not sent. A replayed chat (after a reconnect) is the echo
@@ -414,19 +651,19 @@ class ChatApp:
         text = message.get("text")
         msg_id = message.get("id")
         replayed = message.get("history") is True
-        for index, (pending, _, after) in enumerate(self._pending):
+        for index, (pending, _, after) in enumerate(conv.pending):
             if replayed and not (isinstance(msg_id, int) and after is not None and msg_id > after):
                 continue
             if pending == text:
                 for _ in range(index):
-                    self._fail_first("not sent")
-                self._take_pending()
+                    self._fail_first(conv, "not sent")
+                self._take_pending(conv)
                 return
 
-    def _fail_first(self, why: str) -> str:
+    def _fail_first(self, conv: Conversation, why: str) -> str:
         """Turn the oldest pending entry into a notice that it was not sent; its text."""
-        text = self._take_pending()
-        self.notice(f"!! {why}: {text[:60]}", "error")
+        text = self._take_pending(conv)
+        self.add(("error", " "), ("error", clean(f"!! {why}: {text[:60]}")), None, conv)
         return text
 
     def notice(self, text: str, attr: str = "notice") -> None:
@@ -443,6 +680,9 @@ class ChatApp:
             return True
         if key == "ctrl c" or (key == "ctrl d" and not self.input.edit_text):
             self.quit()
+            return True
+        if key in NEXT_KEYS or key in PREVIOUS_KEYS:
+            self._cycle(1 if key in NEXT_KEYS else -1)
             return True
         return None
 
@@ -465,7 +705,10 @@ class ChatApp:
         if line.startswith("/") and not line.startswith("//"):
             self.command(line)
             return True
-        text = self._chat_text(line)
+        return self.say(self._chat_text(line))
+
+    def say(self, text: str) -> bool:
+        """Send ``text`` to the current conversation; False if it stays in the input."""
         if len(text) > self.max_text:
             self.notice(
                 f"!! not sent: {len(text):,} characters, and the server takes at most "
@@ -473,20 +716,36 @@ class ChatApp:
                 "error",
             )
             return False
-        if not self.send({"type": "chat", "text": text}):
+        conv = self.current
+        message: dict[str, Any]
+        if conv.peer is not None:
+            message = {"type": "msg", "to": conv.peer, "text": text}
+        elif conv.room is not None and self._in(conv.room):
+            message = {"type": "chat", "room": conv.room, "text": text}
+        elif conv.room is not None and self.session.state is State.CONNECTED:
+            self.notice(f"you are not in {conv.name}: /join {conv.name} to enter it", "error")
+            return False
+        else:  # not joined yet (or offline): sent to this room once we are in it
+            message = {"type": "chat", "room": conv.room or LOBBY, "text": text}
+        if not self.send(message):
             return False
         self._add_pending(text)
         return True
 
     def command(self, line: str) -> None:
         command, _, arg = line.strip().partition(" ")
-        command = command.lower()
+        command, arg = command.lower(), arg.strip()
+        room = self.current.room
         if command in ("/quit", "/exit"):
             self.quit()
         elif command == "/help":
             self.notice(HELP)
         elif command == "/who":
-            self.send({"type": "who"})
+            target = parse_room(arg) if arg else room
+            if arg and target is None:
+                self.notice(f"usage: /who [#room] ({ROOM_RULE})", "error")
+                return
+            self.send({"type": "who", "room": target or LOBBY})
         elif command in ("/nick", "/name"):
             try:
                 name = protocol.validate_name(arg)
@@ -494,6 +753,19 @@ class ChatApp:
                 self.notice(f"usage: /nick NEW ({exc.text})", "error")
                 return
             self.send({"type": "join", "user": name})
+        elif command == "/join":
+            self._join(arg)
+        elif command in ("/part", "/leave", "/close"):
+            self._part(arg)
+        elif command in ("/msg", "/query"):
+            self._msg(arg)
+        elif command in ("/rooms", "/list"):
+            self.send({"type": "rooms"})
+        elif command == "/topic":
+            if room is None:
+                self.notice("/topic sets a room's topic: switch to the room first", "error")
+                return
+            self.send({"type": "topic", "room": room, "topic": arg})
         else:
             try:
                 moderation = moderation_from_command(command, arg)
@@ -503,7 +775,58 @@ class ChatApp:
             if moderation is None:
                 self.notice(f"unknown command {command[:32]}; try /help", "error")
                 return
-            self.send(moderation_message(moderation))  # this client is in #lobby
+            # Its room: the one shown (#lobby in a direct conversation), unless named.
+            self.send(moderation_message(moderation, room or LOBBY))
+
+    def _join(self, arg: str) -> None:
+        room = parse_room(arg)
+        if room is None:
+            self.notice(f"usage: /join #room ({ROOM_RULE})", "error")
+            return
+        key = room_key(room)
+        if self._in(room) and key in self.conversations:
+            self.switch(self.conversations[key])  # already in it: just show it
+            return
+        if len(self.session.rooms) >= MAX_ROOMS:
+            self.notice(f"you are in {MAX_ROOMS} rooms: /part one first", "error")
+            return
+        if self.send({"type": "join", "room": room}):
+            self._switch_to = key
+
+    def _part(self, arg: str) -> None:
+        if not arg and self.current.peer is not None:
+            # A direct conversation has nothing to leave on the server: it closes.
+            closing = self.current
+            self._cycle(-1)
+            if self.current is not closing:
+                del self.conversations[closing.key]
+                self._layout()
+            return
+        room = parse_room(arg) if arg else self.current.room
+        if room is None:
+            self.notice(f"usage: /part [#room] ({ROOM_RULE})", "error")
+            return
+        self.send({"type": "part", "room": room})
+
+    def _msg(self, arg: str) -> None:
+        """``/msg NAME text`` or ``/msg "Ann Lee" text``: a direct message, shown in
+        its own conversation (``/msg NAME`` alone opens it)."""
+        if arg.startswith('"'):
+            name, quote, text = arg[1:].partition('"')
+            if not quote:
+                self.notice('usage: /msg "NAME WITH SPACES" text', "error")
+                return
+        else:
+            name, _, text = arg.partition(" ")
+        try:
+            name = protocol.validate_name(name)
+        except protocol.ProtocolError as exc:
+            self.notice(f"usage: /msg NAME text ({exc.text})", "error")
+            return
+        self.switch(self._conversation_with(name))
+        text = text.strip()
+        if text:
+            self.say(text)
 
     def send(self, message: dict[str, Any]) -> bool:
         if not self.session.send_nowait(message):

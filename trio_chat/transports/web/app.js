@@ -8,7 +8,24 @@
   // The seat's resume token (welcome.resume), per tab: a reload within the server's
   // grace takes the seat back, with no left/joined notices for the others.
   const RESUME_KEY = "trio-chat.resume";
+  // The account's login token (the "token" message), shared by this browser's tabs: a
+  // reload or a lost connection logs in with it instead of the password.
+  const ACCOUNT_KEY = "trio-chat.token";
+  // The errors of a login or registration (docs/protocol.md, Accounts): the dialog
+  // shows them.
+  const ACCOUNT_ERRORS = new Set(["login_failed", "name_registered", "password_invalid",
+    "registration_closed", "invite_invalid", "rate_limited", "tls_required", "not_logged_in"]);
+  const MIN_PASSWORD = 8;
+  const MAX_PASSWORD = 256;
   const RESUMED_ELSEWHERE = 4009; // close code: another connection took our seat
+  // The rooms this browser was in (a reload goes back to them), and the room rules of
+  // docs/protocol.md (Rooms).
+  const ROOMS_KEY = "trio-chat.rooms";
+  const LOBBY = "#lobby";
+  const ROOM_PATTERN = /^#[A-Za-z0-9_.-]{1,32}$/;
+  const MAX_ROOMS = 50; // a server's default per connection
+  const MAX_DIRECT = 50; // direct conversations kept; the idlest one goes
+  const MAX_USERS = 10000; // names kept of one room's list
   const BANNED = 4003; // close code: banned from the server (the error said why)
   const MAX_NAME = 32;
   const DEFAULT_MAX_TEXT = 4096; // until the server's welcome says its max_text
@@ -29,6 +46,17 @@
     messages: $("messages"),
     jump: $("jump"),
     userList: $("user-list"),
+    rooms: $("rooms"),
+    roomList: $("room-list"),
+    roomForm: $("room-form"),
+    roomName: $("room-name"),
+    roomOptions: $("room-options"),
+    roomError: $("room-error"),
+    roomsToggle: $("rooms-toggle"),
+    unreadAll: $("unread-all"),
+    roomTitle: $("room-title"),
+    topic: $("topic"),
+    part: $("part"),
     composer: $("composer"),
     text: $("text"),
     limit: $("limit"),
@@ -40,6 +68,12 @@
     name: $("name"),
     joinError: $("join-error"),
     joinCancel: $("join-cancel"),
+    modes: $("modes"),
+    password: $("password"),
+    invite: $("invite"),
+    offerLogin: $("offer-login"),
+    accountInfo: $("account-info"),
+    logout: $("logout"),
   };
 
   const chat = {
@@ -55,13 +89,29 @@
     timer: null, // pending reconnect
     retryAt: 0, // when it fires (ms since the epoch), for the countdown
     retryLabel: "offline", // what the state says while waiting to retry
-    lastId: null, // id of the newest chat message seen, for "since" on reconnect
+    entering: [LOBBY], // the rooms the current join enters, its own room first
+    lastIds: new Map(), // per room (its key): the newest id seen there, for "since"
+    rooms: [], // the rooms we are in (as the server names them), from their welcomes
+    wanted: [], // the rooms to be in (entered, or asked for): every join enters them
+    switchTo: null, // a room asked for: shown once its welcome comes
     maxText: DEFAULT_MAX_TEXT,
     // Chats shown without an id (a cluster server cut off from Redis sends those), by
     // user, text and timestamp: their later copy with an id is the same message.
     unconfirmed: new Set(),
     users: [],
+    account: null, // the account we are logged in to (welcome.account), or null
+    // A login or registration asked for in the dialog ({type, user, password, invite}):
+    // the next join sends it; dropped at its welcome or its error.
+    credentials: null,
+    sentToken: false, // the last join logged in with the kept token
   };
+
+  // Conversations: one per room we are in, one per person we message ("@Bob"). Each
+  // keeps its own messages (at most MAX_SHOWN), unread count, topic and members; the
+  // current one's messages are the ones in the list.
+  const conversations = new Map();
+  let current = null;
+  let clock = 0; // orders direct conversations by their last message
 
   // The message list follows new messages while the reader is at its end ("stuck"),
   // through resizes and rotations too; scrolled up, it counts what arrived below.
@@ -80,6 +130,37 @@
   const fold = (name) => str(name).toLowerCase();
   // Characters as the server counts them (code points, not UTF-16 units).
   const length = (text) => [...text].length;
+  const roomKey = (room) => room.toLowerCase();
+  const isRoom = (value) => typeof value === "string" && ROOM_PATTERN.test(value);
+  // What a person types as a room: "dev" means "#dev"; null if it is not a room name.
+  function parseRoom(text) {
+    let name = str(text).trim();
+    if (name && !name.startsWith("#")) name = `#${name}`;
+    return isRoom(name) ? name : null;
+  }
+  // A message for a room: without "room" it means #lobby (the v1 protocol).
+  function inRoom(message, room) {
+    if (room && roomKey(room) !== roomKey(LOBBY)) message.room = room;
+    return message;
+  }
+  const roomOf = (message) => (isRoom(message.room) ? message.room : LOBBY);
+
+  function loadRooms() {
+    try {
+      const rooms = JSON.parse(localStorage.getItem(ROOMS_KEY) || "[]");
+      return Array.isArray(rooms) ? rooms.filter(isRoom).slice(0, MAX_ROOMS) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  function saveRooms() {
+    try {
+      localStorage.setItem(ROOMS_KEY, JSON.stringify(chat.wanted.slice(0, MAX_ROOMS)));
+    } catch {
+      // storage disabled: a reload starts in #lobby
+    }
+  }
 
   function loadName() {
     try {
@@ -97,7 +178,7 @@
     }
   }
 
-  function loadToken() {
+  function loadResume() {
     try {
       return sessionStorage.getItem(RESUME_KEY);
     } catch {
@@ -105,7 +186,24 @@
     }
   }
 
-  function saveToken(token) {
+  function loadAccountToken() {
+    try {
+      return localStorage.getItem(ACCOUNT_KEY);
+    } catch {
+      return null;
+    }
+  }
+
+  function saveAccountToken(token) {
+    try {
+      if (token) localStorage.setItem(ACCOUNT_KEY, token);
+      else localStorage.removeItem(ACCOUNT_KEY);
+    } catch {
+      // storage disabled: a reload asks for the password again
+    }
+  }
+
+  function saveResume(token) {
     try {
       if (token) sessionStorage.setItem(RESUME_KEY, token);
       else sessionStorage.removeItem(RESUME_KEY);
@@ -218,15 +316,56 @@
   }
 
   // The one place a join (first, typed, or after a reconnect) is built: what a rejoin
-  // carries to resume goes here. The token (kept in this tab across reloads) takes the
-  // seat back; "since" asks only for what this page has not shown (after a reload it
-  // shows nothing yet: the usual replay).
+  // carries to resume goes here. A login or registration typed in the dialog goes
+  // first; then the resume token (kept in this tab across reloads) takes the seat back,
+  // logged in if it was; then the account's token (kept by the browser) logs in again;
+  // else a guest join. "since" asks only for what this page has not shown (after a
+  // reload it shows nothing yet: the usual replay).
+  // The first room goes in the join; the others follow its welcome (enterOthers).
   function joinMessage() {
-    const join = { type: "join", user: chat.name, batch: true };
-    const token = loadToken();
-    if (token) join.resume = token;
-    if (chat.everJoined && chat.lastId !== null) join.since = chat.lastId;
+    const rooms = chat.entering;
+    const resume = loadResume();
+    const token = loadAccountToken();
+    let join = { type: "join", user: chat.name, batch: true };
+    if (chat.credentials) join = { ...chat.credentials, batch: true };
+    else if (resume) join.resume = resume;
+    else if (token) join = { type: "login", token, batch: true };
+    chat.sentToken = "token" in join;
+    inRoom(join, rooms[0]);
+    const since = chat.lastIds.get(roomKey(rooms[0]));
+    if (chat.everJoined && since !== undefined) join.since = since;
     return join;
+  }
+
+  // Join (with the name): the rooms to enter are fixed now, and the welcomes list the
+  // ones we are in again.
+  function startJoin() {
+    chat.entering = roomsToEnter();
+    chat.rooms = [];
+    return send(joinMessage());
+  }
+
+  // The rooms to be in after a (re)join: the current one first.
+  function roomsToEnter() {
+    const rooms = [...chat.wanted];
+    if (!rooms.length) rooms.push(LOBBY);
+    if (current && current.room) {
+      const at = rooms.findIndex((room) => roomKey(room) === current.key);
+      if (at > 0) rooms.unshift(...rooms.splice(at, 1));
+    }
+    return rooms;
+  }
+
+  // After the first welcome on a socket: the other rooms, each asking for what it has
+  // not shown (a room a resumed seat is still in answers with its welcome again).
+  function enterOthers(rooms) {
+    for (const room of rooms) {
+      if (chat.rooms.some((mine) => roomKey(mine) === roomKey(room))) continue;
+      const join = { type: "join", room };
+      const since = chat.lastIds.get(roomKey(room));
+      if (since !== undefined) join.since = since;
+      send(join);
+    }
   }
 
   function connect() {
@@ -246,7 +385,8 @@
     ws.onopen = () => {
       if (chat.ws !== ws) return;
       // With a name, join; without one yet, ask who is there while the person types it.
-      send(chat.nameOk ? joinMessage() : { type: "who" });
+      if (chat.nameOk) startJoin();
+      else send({ type: "who" });
     };
     ws.onmessage = (event) => {
       if (chat.ws !== ws || typeof event.data !== "string") return;
@@ -331,17 +471,19 @@
       case "system":
         return onSystem(message);
       case "users":
-        if (!chat.joined) chat.attempt = 0; // the server is there; a name is not chosen yet
-        setUsers(message.users);
-        return setCount(message.clients_count);
+        return onUsers(message);
+      case "msg":
+        return onDirect(message);
+      case "rooms":
+        return onRooms(message);
+      case "token":
+        return onToken(message);
       case "error":
         return onError(message);
       case "history_end":
         // Everything up to last_id has been seen (or was before our time):
         // resume from there even if the room was quiet.
-        if (Number.isInteger(message.last_id) && message.last_id > (chat.lastId ?? -1)) {
-          chat.lastId = message.last_id;
-        }
+        if (Number.isInteger(message.last_id)) sawId(roomOf(message), message.last_id);
         return undefined;
       default:
         // pong and types this page does not know yet
@@ -349,34 +491,153 @@
     }
   }
 
+  function sawId(room, id) {
+    const key = roomKey(room);
+    if (!chat.rooms.some((mine) => roomKey(mine) === key)) return;
+    chat.lastIds.set(key, Math.max(chat.lastIds.get(key) ?? 0, id));
+  }
+
+  function inRooms(room) {
+    return chat.rooms.some((mine) => roomKey(mine) === roomKey(room));
+  }
+
   function onWelcome(message) {
+    const room = roomOf(message);
+    if (!inRooms(room)) {
+      if (chat.rooms.length >= MAX_ROOMS) return; // a server that says more: ignored
+      chat.rooms.push(room);
+      if (!chat.wanted.some((mine) => roomKey(mine) === roomKey(room))) chat.wanted.push(room);
+      saveRooms();
+    }
+    const conv = roomConversation(room);
+    conv.topic = str(message.topic);
+    conv.users = names(message.users);
+    if (Number.isInteger(message.clients_count)) conv.count = message.clients_count;
+    const first = !chat.joined;
+    if (chat.switchTo === conv.key) showConversation(conv);
+    renderRooms();
+    if (current === conv) showRoomState();
+    if (first) {
+      chat.joined = true; // before enterOthers: its joins go on this socket
+      enterOthers(chat.entering.slice(1));
+    }
     chat.joined = true;
     chat.everJoined = true;
     chat.attempt = 0;
     chat.nameConflicts = 0;
     chat.nameTyped = false;
     chat.name = str(message.user) || chat.name;
-    saveToken(str(message.resume)); // a new one with every welcome; none: nothing to resume
+    // A new one with every welcome; none in the first: nothing to resume (one more
+    // room's welcome without a token leaves the seat's as it was).
+    if (first || "resume" in message) saveResume(str(message.resume));
+    // Every welcome of a logged-in connection names its account; a guest's none.
+    if (first || "account" in message) setAccount(str(message.account) || null);
+    if (chat.credentials && chat.account) {
+      chat.credentials = null; // logged in: the password is forgotten
+      ui.password.value = "";
+      ui.invite.value = "";
+      delete ui.join.dataset.invite;
+      closeName();
+    }
     if (Number.isInteger(message.max_text) && message.max_text > 0) {
       chat.maxText = message.max_text;
     }
     saveName(chat.name);
-    ui.me.textContent = chat.name;
-    ui.me.title = `You are ${chat.name}; click to change your name`;
-    ui.me.hidden = false;
-    setUsers(message.users);
-    setCount(message.clients_count);
+    showMe();
     setState("online", "online");
+  }
+
+  // The header's name: the account's, marked, when logged in.
+  function showMe() {
+    ui.me.textContent = chat.name;
+    ui.me.classList.toggle("account", Boolean(chat.account));
+    if (chat.account) ui.me.dataset.account = chat.account;
+    else delete ui.me.dataset.account;
+    ui.me.title = chat.account
+      ? `Logged in as ${chat.account}; click to log out`
+      : `You are ${chat.name}; click to change your name or log in`;
+    ui.me.hidden = !chat.name;
+  }
+
+  function setAccount(account) {
+    chat.account = account;
+    showMe();
+  }
+
+  // The token message after a login or registration: kept for the next one.
+  function onToken(message) {
+    const token = str(message.token);
+    if (token && chat.account) saveAccountToken(token);
+  }
+
+  // Logged out (our logout's answer, or a token refused): the tokens go, and the
+  // guest form asks who to be next (on the same connection).
+  function loggedOut(text) {
+    saveAccountToken("");
+    saveResume("");
+    chat.account = null;
+    chat.credentials = null;
+    chat.sentToken = false;
+    chat.joined = false;
+    chat.rooms = [];
+    chat.name = null;
+    try {
+      localStorage.removeItem(NAME_KEY);
+    } catch {
+      // storage disabled
+    }
+    showMe();
+    showRoomState();
+    updateComposer();
+    askName(text, "guest");
+  }
+
+  function onUsers(message) {
+    if (!chat.joined) chat.attempt = 0; // the server is there; a name is not chosen yet
+    const conv = conversations.get(roomKey(roomOf(message)));
+    if (!conv) return; // the members of a room we are not in: nothing shows them
+    conv.users = names(message.users);
+    if (Number.isInteger(message.clients_count)) conv.count = message.clients_count;
+    if (conv === current) showRoomState();
+  }
+
+  function onRooms(message) {
+    const rooms = Array.isArray(message.rooms) ? message.rooms.slice(0, 1000) : [];
+    const options = rooms
+      .filter((entry) => entry && isRoom(entry.room))
+      .map((entry) => {
+        const option = el("option");
+        option.value = entry.room;
+        const users = Number.isInteger(entry.users) ? ` · ${entry.users}` : "";
+        option.label = `${entry.room}${users}${entry.topic ? ` · ${str(entry.topic)}` : ""}`;
+        return option;
+      });
+    ui.roomOptions.replaceChildren(...options);
+  }
+
+  function onDirect(message) {
+    const from = str(message.from);
+    const to = str(message.to);
+    if (!from || !to) return;
+    const mine = chat.name && fold(from) === fold(chat.name);
+    const conv = directConversation(mine ? to : from);
+    conv.active = ++clock;
+    const item = bubble(from, message, mine, false);
+    append(item, { force: mine, counts: true }, conv);
   }
 
   function onChat(message) {
     const id = Number.isInteger(message.id) ? message.id : null;
     const history = message.history === true;
-    const key = JSON.stringify([message.user, message.text, message.timestamp]);
+    const room = roomOf(message);
+    if (!inRooms(room)) return; // a room we are not in: nowhere to show it
+    const conv = roomConversation(room);
+    const key = JSON.stringify([room, message.user, message.text, message.timestamp]);
     if (id !== null) {
-      // Replayed after a reconnect and already on screen.
-      if (history && chat.lastId !== null && id <= chat.lastId) return;
-      chat.lastId = id;
+      // Replayed after a reconnect (or a resync) and already on screen.
+      const last = chat.lastIds.get(conv.key);
+      if (history && last !== undefined && id <= last) return;
+      sawId(room, id);
       if (chat.unconfirmed.delete(key)) return; // on screen already, without its id
     } else {
       if (chat.unconfirmed.has(key)) return; // replayed again, still without an id
@@ -386,9 +647,13 @@
       }
     }
     const user = str(message.user);
+    const mine = chat.name && fold(user) === fold(chat.name) && !history;
+    append(bubble(user, message, mine, history), { force: mine, counts: !history }, conv);
+  }
+
+  function bubble(user, message, mine, history) {
     const item = el("li", "msg");
     if (history) item.classList.add("history");
-    const mine = chat.name && fold(user) === fold(chat.name) && !history;
     if (mine) item.classList.add("mine");
     const meta = el("div", "meta");
     const who = el("span", "who", user);
@@ -398,28 +663,74 @@
     const text = el("div", "text");
     text.append(linkify(str(message.text)));
     item.append(meta, text);
-    append(item, { force: mine, counts: !history });
+    return item;
   }
 
   function onSystem(message) {
+    if (message.room !== undefined && !isRoom(message.room)) return; // shown nowhere
+    if (message.event === "logout") {
+      append(el("li", "notice", str(message.text)), {});
+      loggedOut("You logged out. Join as a guest, or log in again.");
+      return;
+    }
+    if (message.event === "shutdown" || message.event === "insecure") {
+      append(el("li", "notice", str(message.text)), {});
+      return;
+    }
+    const room = roomOf(message);
+    if (!inRooms(room)) return;
+    const conv = roomConversation(room);
     const item = el("li", "notice", str(message.text));
     if (message.history === true) item.classList.add("history");
     item.append(timeOf(message.timestamp));
-    append(item, {});
+    append(item, {}, conv);
     const name = str(message.name);
-    if (message.event === "join") addUser(name);
-    else if (message.event === "leave") removeUser(name);
-    else if (message.event === "kick" || message.event === "ban") removeUser(name);
+    if (message.event === "join") addUser(conv, name);
+    else if (message.event === "leave") removeUser(conv, name);
+    else if (message.event === "kick" || message.event === "ban") removeUser(conv, name);
     else if (message.event === "rename") {
-      removeUser(str(message.old));
-      addUser(name);
+      removeUser(conv, str(message.old));
+      addUser(conv, name);
+    } else if (message.event === "topic") conv.topic = str(message.topic);
+    if (Number.isInteger(message.clients_count)) conv.count = message.clients_count;
+    const out = message.event === "leave" || message.event === "kick" || message.event === "ban";
+    if (out && chat.name && fold(name) === fold(chat.name)) {
+      parted(conv); // our own leave (or kick): we are no longer in this room
+      return;
     }
-    setCount(message.clients_count);
+    if (conv === current) showRoomState();
   }
 
   function onError(message) {
     const code = str(message.code);
     const text = str(message.text) || code || "error";
+    if (code === "login_failed" && chat.sentToken && !chat.credentials) {
+      // The kept token is refused (expired, logged out elsewhere): it goes, and the
+      // guest form asks.
+      loggedOut("Your login has expired: log in again, or join as a guest.");
+      return;
+    }
+    if (code === "name_registered" && !chat.joined && !chat.credentials && !chat.sentToken &&
+        loadAccountToken()) {
+      // Our seat was not held any more (its resume failed): log in with the token.
+      saveResume("");
+      startJoin();
+      return;
+    }
+    if (!chat.joined && chat.sentToken && ACCOUNT_ERRORS.has(code)) {
+      // The kept token cannot log in now (too many attempts, TLS required): the
+      // dialog says why; joining as a guest from it drops the token.
+      askName(text, "login");
+      return;
+    }
+    const refused = ACCOUNT_ERRORS.has(code) || code === "name_taken" || code === "name_invalid";
+    if (refused && (chat.credentials || code === "name_registered")) {
+      const mode = chat.credentials ? chat.credentials.type : "guest";
+      chat.credentials = null;
+      if (code === "invite_invalid") ui.join.dataset.invite = "";
+      askName(text, mode, code === "name_registered" && mode !== "login");
+      return;
+    }
     if (!chat.joined && (code === "name_taken" || code === "name_invalid")) {
       chat.nameConflicts += 1;
       // A reconnect or a reload can meet our own old session, not yet gone on the
@@ -432,6 +743,10 @@
       // Still connected: the next name goes on this socket.
       askName(text);
       return;
+    }
+    if (code === "room_invalid" || code === "too_many_rooms" || code === "not_in_room") {
+      chat.switchTo = null;
+      ui.roomError.textContent = text;
     }
     append(el("li", "notice error", text), {});
   }
@@ -457,12 +772,154 @@
 
   // counts: a chat message the reader has not seen yet ("N new messages");
   // force: follow it even when scrolled up (your own message).
-  function append(item, { force = false, counts = false }) {
+  // conv: the conversation it belongs to (the current one by default); in another
+  // one it waits there, and a chat counts as unread.
+  function append(item, { force = false, counts = false }, conv = current) {
+    conv.items.push(item);
+    if (conv.items.length > MAX_SHOWN) conv.items.splice(0, conv.items.length - MAX_SHOWN);
+    if (conv !== current) {
+      if (counts) {
+        conv.unread += 1;
+        renderRooms();
+      }
+      return;
+    }
     const box = ui.messages;
     box.append(item);
     while (box.childElementCount > MAX_SHOWN) box.firstElementChild.remove();
     if (view.stuck || force) toBottom();
     else if (counts) setUnseen(view.unseen + 1);
+  }
+
+  // ------------------------------------------------------------ conversations
+
+  function conversation(key, fields) {
+    let conv = conversations.get(key);
+    if (!conv) {
+      conv = { key, room: null, peer: null, items: [], unread: 0, topic: "", users: [],
+        count: null, active: 0, ...fields };
+      conversations.set(key, conv);
+      trimDirect();
+    }
+    return conv;
+  }
+
+  const roomConversation = (room) => conversation(roomKey(room), { room, name: room });
+  const directConversation = (peer) =>
+    conversation(`@${fold(peer)}`, { peer, name: `@${peer}` });
+
+  // At most MAX_DIRECT direct conversations: the idlest one (never the shown one) goes.
+  function trimDirect() {
+    const direct = [...conversations.values()].filter((c) => c.peer !== null && c !== current);
+    if (direct.length <= MAX_DIRECT) return;
+    direct.sort((a, b) => a.active - b.active);
+    for (const conv of direct.slice(0, direct.length - MAX_DIRECT)) conversations.delete(conv.key);
+  }
+
+  // hash: the URL's fragment follows (not when the page opens without one).
+  function showConversation(conv, hash = true) {
+    if (!conv) return;
+    current = conv;
+    conv.unread = 0;
+    ui.messages.replaceChildren(...conv.items);
+    setUnseen(0);
+    toBottom();
+    if (conv.room && hash) {
+      chat.switchTo = null;
+      const fragment = `#${conv.room.slice(1)}`;
+      if (location.hash !== fragment) history.replaceState(null, "", fragment);
+    }
+    showRoomState();
+    renderRooms();
+    updateComposer();
+  }
+
+  // A room asked for (the room form, a link's fragment, /join): shown now if we are
+  // in it, else joined (created if new) and shown once its welcome comes.
+  function openRoom(room) {
+    const key = roomKey(room);
+    ui.roomError.textContent = "";
+    if (inRooms(room) || (!chat.joined && current && current.key === key)) {
+      showConversation(roomConversation(room));
+      return;
+    }
+    if (!chat.joined) {
+      // Not joined yet: it is entered (first) with the join.
+      if (!chat.wanted.some((mine) => roomKey(mine) === key)) chat.wanted.push(room);
+      showConversation(roomConversation(room));
+      return;
+    }
+    if (chat.rooms.length >= MAX_ROOMS) {
+      ui.roomError.textContent = `You are in ${MAX_ROOMS} rooms: leave one first.`;
+      return;
+    }
+    chat.switchTo = key;
+    send({ type: "join", room });
+  }
+
+  // Our own leave notice: the room's conversation goes; another one shows.
+  function parted(conv) {
+    chat.rooms = chat.rooms.filter((room) => roomKey(room) !== conv.key);
+    chat.wanted = chat.wanted.filter((room) => roomKey(room) !== conv.key);
+    chat.lastIds.delete(conv.key);
+    saveRooms();
+    closeConversation(conv);
+  }
+
+  function closeConversation(conv) {
+    conversations.delete(conv.key);
+    if (current === conv) {
+      const next = [...conversations.values()].find((c) => c.room) ||
+        [...conversations.values()][0] || roomConversation(LOBBY);
+      showConversation(next);
+    } else {
+      renderRooms();
+    }
+  }
+
+  function showRoomState() {
+    const conv = current;
+    ui.roomTitle.textContent = conv.name;
+    ui.roomTitle.title = conv.name;
+    ui.topic.textContent = conv.peer ? "direct messages (not stored)" : conv.topic;
+    ui.topic.title = conv.peer ? "" : conv.topic || "Type /topic text to set the room's topic";
+    // A room we left (the last one, still shown) offers to join it again.
+    const out = conv.room && chat.joined && !inRooms(conv.room);
+    ui.part.textContent = conv.peer ? "Close" : out ? "Join" : "Leave";
+    ui.part.title = conv.peer ? `Close the conversation with ${conv.peer}`
+      : `${out ? "Join" : "Leave"} ${conv.name}`;
+    if (conv.room) {
+      chat.users = conv.users;
+      renderUsers();
+      setCount(conv.count);
+    }
+  }
+
+  function renderRooms() {
+    let unread = 0;
+    const items = [...conversations.values()].map((conv) => {
+      const item = el("li", conv === current ? "current" : "");
+      item.dataset.key = conv.key;
+      item.tabIndex = 0;
+      const name = el("span", "name", conv.name);
+      name.title = conv.name;
+      item.append(name);
+      if (conv.unread) {
+        unread += conv.unread;
+        item.classList.add("unread");
+        item.append(el("span", "badge", conv.unread));
+      }
+      return item;
+    });
+    ui.roomList.replaceChildren(...items);
+    ui.unreadAll.hidden = unread === 0;
+    ui.unreadAll.textContent = String(unread);
+  }
+
+  function names(list) {
+    return Array.isArray(list)
+      ? list.filter((name) => typeof name === "string").slice(0, MAX_USERS)
+      : [];
   }
 
   // The reader's scrolling decides whether the list follows new messages; a resize
@@ -500,31 +957,30 @@
     }
   }
 
-  function setUsers(names) {
-    if (!Array.isArray(names)) return;
-    chat.users = names.filter((name) => typeof name === "string");
-    renderUsers();
+  function addUser(conv, name) {
+    if (!name || conv.users.length >= MAX_USERS) return;
+    if (conv.users.some((u) => fold(u) === fold(name))) return;
+    conv.users.push(name);
   }
 
-  function addUser(name) {
-    if (!name || chat.users.some((u) => fold(u) === fold(name))) return;
-    chat.users.push(name);
-    renderUsers();
-  }
-
-  function removeUser(name) {
-    chat.users = chat.users.filter((u) => fold(u) !== fold(name));
-    renderUsers();
+  function removeUser(conv, name) {
+    conv.users = conv.users.filter((u) => fold(u) !== fold(name));
   }
 
   function renderUsers() {
     const items = [...chat.users]
       .sort((a, b) => a.localeCompare(b))
       .map((name) => {
-        const item = el("li", chat.joined && fold(name) === fold(chat.name) ? "me" : "");
+        const me = chat.joined && fold(name) === fold(chat.name);
+        const item = el("li", me ? "me" : "");
         const shown = el("span", "name", name);
-        shown.title = name;
+        shown.title = me ? name : `Message ${name}`;
         item.append(shown);
+        if (!me) {
+          // A click (or Enter) opens a direct conversation with them.
+          item.dataset.user = name;
+          item.tabIndex = 0;
+        }
         return item;
       });
     ui.userList.replaceChildren(...items);
@@ -541,21 +997,73 @@
 
   // ------------------------------------------------------------ the name dialog
 
-  function askName(error) {
+  // The dialog: a guest's name, or a log in / registration (mode: "guest", "login" or
+  // "register"); logged in, the account and Log out. offerLogin: the name is
+  // registered, so a button offers to log in to it.
+  function askName(error, mode, offerLogin = false) {
     const renaming = chat.joined;
     if (!renaming) {
       chat.nameOk = false;
       send({ type: "who" }); // show who is there while the name is chosen
     }
-    ui.joinTitle.textContent = renaming ? "Change name" : "Join the chat";
-    ui.joinSubmit.textContent = renaming ? "Change" : "Join";
-    ui.name.value = chat.name || loadName() || "";
+    const typed = ui.join.open ? ui.name.value : "";
+    ui.name.value = typed || chat.name || loadName() || "";
     ui.joinError.textContent = error || "";
     ui.joinCancel.hidden = !renaming;
+    ui.offerLogin.hidden = !offerLogin;
+    const was = ui.join.dataset.mode === "account" ? "guest" : ui.join.dataset.mode;
+    setMode(chat.account ? "account" : mode || was || "guest");
     if (!ui.join.open) ui.join.showModal();
-    ui.name.focus();
-    ui.name.select();
+    if (chat.account) ui.logout.focus();
+    else if (ui.join.dataset.mode !== "guest" && ui.name.value) ui.password.focus();
+    else {
+      ui.name.focus();
+      ui.name.select();
+    }
   }
+
+  function setMode(mode) {
+    const account = mode === "account";
+    ui.join.dataset.mode = mode || "guest";
+    for (const button of ui.modes.querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
+    }
+    const renaming = chat.joined;
+    ui.joinTitle.textContent = account ? "Your account"
+      : mode === "login" ? "Log in" : mode === "register" ? "Register"
+      : renaming ? "Change name" : "Join the chat";
+    ui.joinSubmit.textContent = mode === "login" ? "Log in" : mode === "register" ? "Register"
+      : renaming ? "Change" : "Join";
+    ui.joinSubmit.disabled = false;
+    ui.password.autocomplete = mode === "register" ? "new-password" : "current-password";
+    ui.accountInfo.hidden = !account;
+    ui.accountInfo.textContent = account ? `Logged in as ${chat.account}.` : "";
+    ui.logout.hidden = !account;
+    ui.joinCancel.textContent = account ? "Close" : "Cancel";
+    if (account) ui.joinCancel.hidden = false;
+  }
+
+  ui.modes.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-mode]");
+    if (!button) return;
+    ui.joinError.textContent = "";
+    ui.offerLogin.hidden = true;
+    setMode(button.dataset.mode);
+    (ui.name.value && button.dataset.mode !== "guest" ? ui.password : ui.name).focus();
+  });
+
+  ui.offerLogin.addEventListener("click", () => {
+    ui.offerLogin.hidden = true;
+    ui.joinError.textContent = "";
+    setMode("login");
+    ui.password.focus();
+  });
+
+  ui.logout.addEventListener("click", () => {
+    // The server's answer (a logout notice) brings the guest form; offline, the
+    // tokens go now (the server's stay good until they expire).
+    if (!send({ type: "logout" })) loggedOut("You logged out.");
+  });
 
   function closeName() {
     if (ui.join.open) ui.join.close();
@@ -577,25 +1085,63 @@
 
   ui.joinForm.addEventListener("submit", (event) => {
     event.preventDefault();
+    const mode = ui.join.dataset.mode;
+    if (mode === "account") return;
     const name = ui.name.value.trim();
     if (!name || length(name) > MAX_NAME) {
       ui.joinError.textContent = `A name is 1 to ${MAX_NAME} characters.`;
       return;
     }
+    if (mode === "login" || mode === "register") {
+      logIn(mode, name);
+      return;
+    }
     if (chat.joined) {
       send({ type: "join", user: name }); // a rename; the welcome confirms it
     } else {
+      saveAccountToken(""); // a guest by choice: a kept token would log in instead
       chat.name = name;
       chat.nameOk = true;
       chat.nameTyped = true;
       chat.nameConflicts = 0;
-      if (chat.ws && chat.ws.readyState === WebSocket.OPEN) send(joinMessage());
+      if (chat.ws && chat.ws.readyState === WebSocket.OPEN) startJoin();
       else reconnectNow();
     }
     closeName();
   });
 
   ui.joinCancel.addEventListener("click", closeName);
+
+  // A login or registration: on this connection (a guest's becomes the account's),
+  // or in the next join. The dialog stays, its button off, until the welcome or an
+  // error answers.
+  function logIn(mode, name) {
+    const password = ui.password.value;
+    const count = length(password);
+    if (count < MIN_PASSWORD || count > MAX_PASSWORD) {
+      ui.joinError.textContent = `A password is ${MIN_PASSWORD} to ${MAX_PASSWORD} characters.`;
+      ui.password.focus();
+      return;
+    }
+    const credentials = { type: mode, user: name, password };
+    const invite = ui.invite.value.trim();
+    if (mode === "register" && invite) credentials.invite = invite;
+    chat.credentials = credentials;
+    ui.joinError.textContent = "";
+    ui.offerLogin.hidden = true;
+    ui.joinSubmit.disabled = true;
+    ui.joinSubmit.textContent = mode === "login" ? "Logging in…" : "Registering…";
+    if (chat.joined) {
+      if (!send({ ...credentials })) chat.credentials = null;
+      return;
+    }
+    chat.name = name;
+    chat.nameOk = true;
+    chat.nameTyped = true;
+    chat.nameConflicts = 0;
+    if (chat.ws && chat.ws.readyState === WebSocket.OPEN) startJoin();
+    else reconnectNow();
+  }
 
   // ------------------------------------------------------------ the composer
 
@@ -641,7 +1187,7 @@
     const text = ui.text.value;
     updateComposer();
     if (ui.send.disabled) return; // offline, blank or too long: the text stays in the box
-    if (send({ type: "chat", text })) {
+    if (sendText(text)) {
       ui.text.value = "";
       updateComposer();
       fitText();
@@ -649,9 +1195,136 @@
     ui.text.focus();
   });
 
+  // What the box sends: a chat to the current room, a direct message in a direct
+  // conversation, or a command (/join #room, /part, /topic text, /msg NAME text);
+  // "//" starts a message with "/". False when nothing was sent.
+  function sendText(text) {
+    if (text.startsWith("/") && !text.startsWith("//")) return command(text.trim());
+    const body = text.startsWith("//") ? text.slice(1) : text;
+    if (current.peer) return send({ type: "msg", to: current.peer, text: body });
+    if (!inRooms(current.room)) {
+      append(el("li", "notice error", `You are not in ${current.room}: join it again.`), {});
+      return false;
+    }
+    return send(inRoom({ type: "chat", text: body }, current.room));
+  }
+
+  function command(line) {
+    const space = line.indexOf(" ");
+    const verb = (space < 0 ? line : line.slice(0, space)).toLowerCase();
+    const arg = space < 0 ? "" : line.slice(space + 1).trim();
+    const usage = (text) => {
+      append(el("li", "notice error", text), {});
+      return false;
+    };
+    if (verb === "/join") {
+      const room = parseRoom(arg);
+      if (!room) return usage("Usage: /join #room (# and 1-32 of A-Z a-z 0-9 _ - .)");
+      openRoom(room);
+      return true;
+    }
+    if (verb === "/part" || verb === "/leave") {
+      const room = arg ? parseRoom(arg) : current.room;
+      if (!room) return usage("Usage: /part #room");
+      return send({ type: "part", room });
+    }
+    if (verb === "/topic") {
+      if (!current.room) return usage("/topic sets a room's topic: open the room first.");
+      return send({ type: "topic", room: current.room, topic: arg });
+    }
+    if (verb === "/msg") {
+      let name = arg;
+      let text = "";
+      if (arg.startsWith('"')) {
+        const end = arg.indexOf('"', 1);
+        if (end < 0) return usage('Usage: /msg "Name with spaces" text');
+        name = arg.slice(1, end);
+        text = arg.slice(end + 1).trim();
+      } else if (arg.includes(" ")) {
+        name = arg.slice(0, arg.indexOf(" "));
+        text = arg.slice(arg.indexOf(" ") + 1).trim();
+      }
+      if (!name.trim() || length(name) > MAX_NAME) return usage("Usage: /msg NAME text");
+      showConversation(directConversation(name.trim()));
+      return text ? send({ type: "msg", to: name.trim(), text }) : true;
+    }
+    return usage(`Unknown command ${verb.slice(0, 32)}: /join, /part, /topic and /msg are.`);
+  }
+
+  // ------------------------------------------------------------ rooms and people
+
+  ui.roomList.addEventListener("click", (event) => {
+    const item = event.target.closest("li[data-key]");
+    if (!item) return;
+    showConversation(conversations.get(item.dataset.key));
+    setRoomsDrawer(false);
+    ui.text.focus();
+  });
+  ui.roomList.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") event.target.closest("li[data-key]")?.click();
+  });
+  ui.userList.addEventListener("click", (event) => {
+    const item = event.target.closest("li[data-user]");
+    if (!item) return;
+    showConversation(directConversation(item.dataset.user));
+    setDrawer(false);
+    ui.text.focus();
+  });
+  ui.userList.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") event.target.closest("li[data-user]")?.click();
+  });
+  ui.roomForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const room = parseRoom(ui.roomName.value);
+    if (!room) {
+      ui.roomError.textContent = "A room is # and 1-32 of A-Z a-z 0-9 _ - .";
+      return;
+    }
+    ui.roomName.value = "";
+    openRoom(room);
+    setRoomsDrawer(false);
+    ui.text.focus();
+  });
+  // The list of rooms to pick from is asked for when the box is used.
+  ui.roomName.addEventListener("focus", () => {
+    if (chat.joined) send({ type: "rooms" });
+  });
+  ui.part.addEventListener("click", () => {
+    if (current.peer) closeConversation(current);
+    else if (!inRooms(current.room)) openRoom(current.room);
+    else send({ type: "part", room: current.room });
+  });
+
+  function roomsDrawerOpen() {
+    return document.body.classList.contains("show-rooms");
+  }
+
+  function setRoomsDrawer(open) {
+    document.body.classList.toggle("show-rooms", open);
+    ui.roomsToggle.setAttribute("aria-expanded", String(open));
+  }
+
+  ui.roomsToggle.addEventListener("click", () => setRoomsDrawer(!roomsDrawerOpen()));
+
+  // The fragment names a room (/#dev): opening the page there, or changing it, shows it.
+  function fragmentRoom() {
+    let hash = "";
+    try {
+      hash = decodeURIComponent(location.hash.slice(1));
+    } catch {
+      return null;
+    }
+    return hash ? parseRoom(hash) : null;
+  }
+
+  window.addEventListener("hashchange", () => {
+    const room = fragmentRoom();
+    if (room) openRoom(room);
+  });
+
   // ------------------------------------------------------------ the rest of the page
 
-  ui.me.addEventListener("click", () => askName(""));
+  ui.me.addEventListener("click", () => askName("", "guest"));
   ui.state.addEventListener("click", reconnectNow);
   ui.online.addEventListener("click", () => {
     setDrawer(!drawerOpen());
@@ -660,8 +1333,9 @@
 
   document.addEventListener("keydown", (event) => {
     // Escape closes the user drawer (the name dialog closes itself).
-    if (event.key === "Escape" && drawerOpen() && !ui.join.open) {
+    if (event.key === "Escape" && (drawerOpen() || roomsDrawerOpen()) && !ui.join.open) {
       setDrawer(false);
+      setRoomsDrawer(false);
       ui.text.focus();
     }
   });
@@ -678,7 +1352,15 @@
   // ------------------------------------------------------------ start
 
   chat.name = loadName();
-  chat.nameOk = Boolean(chat.name);
+  // A kept account token logs in without a name typed.
+  chat.nameOk = Boolean(chat.name) || Boolean(loadAccountToken());
+  chat.wanted = loadRooms();
+  const opened = fragmentRoom();
+  if (!chat.wanted.length) chat.wanted.push(LOBBY);
+  if (opened && !chat.wanted.some((room) => roomKey(room) === roomKey(opened))) {
+    chat.wanted.push(opened);
+  }
+  showConversation(roomConversation(opened || chat.wanted[0]), Boolean(opened));
   connect();
   if (chat.nameOk) ui.text.focus();
   else askName("");
