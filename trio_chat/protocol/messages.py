@@ -101,7 +101,7 @@ def json_array_append(array: str, item: str) -> str:
 def welcome(
     user: str, users_json: str, clients_count: int, max_text: int,
     resume: str | None = None, *, room: str | None = None, topic: str = "",
-    account: str | None = None,
+    account: str | None = None, role: str | None = None,
 ) -> str:
     """The answer to a join: the room, the joiner's name, who is there, the room's
     topic, and the longest chat text this server takes (so a client can keep an
@@ -110,11 +110,14 @@ def welcome(
     already encoded (:func:`json_array`): the room keeps it, so a join in a big room
     does not re-encode every name. Without ``room`` (a rename on a connection in no
     room), it only says the name. ``account``: the account this connection is logged
-    in to (a guest's welcome has none)."""
+    in to (a guest's welcome has none). ``role``: ``op`` or ``admin`` when the
+    connection may moderate the room (a client shows its moderation controls)."""
     user_json = dumps(user)
     token = f',"resume":{dumps(resume)}' if resume is not None else ""
     if account is not None:
         token += f',"account":{dumps(account)}'
+    if role is not None:
+        token += f',"role":{dumps(role)}'
     if room is None:
         return Encoded(
             f'{{"type":"welcome","user":{user_json},"users":{users_json},'

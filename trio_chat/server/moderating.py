@@ -32,6 +32,7 @@ from ..moderation.model import (
     Kind,
     Moderation,
     Person,
+    Rank,
     RoomModes,
     Sanction,
     banned_error,
@@ -99,6 +100,14 @@ class Moderator:
         account is compared by key: the account's name, NFKC case-folded."""
         account = name_key(member.account) if member.account is not None else None
         return Person(name or member.name or "", account, _address(member.host))
+
+    def role(self, member: Member, room: Room) -> str | None:
+        """``admin`` or ``op`` when ``member`` may moderate ``room`` (its ``welcome``
+        says so, for a client's controls); None otherwise."""
+        if member.account is None:
+            return None
+        rank = self.state.rank(self.person(member), room.key)
+        return "admin" if rank is Rank.ADMIN else "op" if rank is Rank.OP else None
 
     # ------------------------------------------------------------ checks
 

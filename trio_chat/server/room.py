@@ -243,12 +243,20 @@ class Room:
             self._who = (users, protocol.users(users, self.count, room=self.name))
         return self._who[1]
 
-    def welcome(self, name: str, token: str | None = None, account: str | None = None) -> str:
+    def welcome(
+        self, name: str, token: str | None = None, account: str | None = None,
+        role: str | None = None,
+    ) -> str:
         """The ``welcome`` for a join or a rename: everyone in the room, on every server,
-        the token that takes the connection's seat back (``resume``), and the account
-        the connection is logged in to."""
+        the token that takes the connection's seat back (``resume``), the account the
+        connection is logged in to, and its ``role`` there (op, admin) if any."""
         return protocol.welcome(name, self._users(), self.count, self.rooms.max_text,
-                                token, room=self.name, topic=self.topic, account=account)
+                                token, room=self.name, topic=self.topic, account=account,
+                                role=role)
+
+    def _welcome_for(self, member: Member, name: str) -> str:
+        return self.welcome(name, member.token, member.account,
+                            self.rooms.moderation.role(member, self))
 
     # ------------------------------------------------------------ membership
 
@@ -310,7 +318,7 @@ class Room:
         ``caught_up``: it has been sent everything up to the newest id (a listener: each
         message enters the history and is broadcast in one step), so nothing."""
         assert member.name is not None
-        member.deliver(self.welcome(member.name, member.token, member.account))
+        member.deliver(self._welcome_for(member, member.name))
         history = self.rooms.history
         if history is not None and self.log is not None:
             if caught_up:
@@ -396,7 +404,7 @@ class Room:
             del self._members[skeleton(old)]
         self._members[skeleton(name)] = member
         self._users_json = None
-        member.deliver(self.welcome(name, member.token, member.account))
+        member.deliver(self._welcome_for(member, name))
         self._announce("rename", name, f"{old} is now known as {name}", old=old)
 
     def set_topic(self, name: str, topic: str) -> None:

@@ -959,6 +959,7 @@ class Welcome(_message.Message):
     RESUME_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
     ACCOUNT_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     user: _builtins.str
     clients_count: _builtins.int
     max_text: _builtins.int
@@ -973,6 +974,8 @@ class Welcome(_message.Message):
     """The room's topic (empty: none)."""
     account: _builtins.str
     """The account this stream is logged in to (empty: a guest)."""
+    role: _builtins.str
+    """"op" or "admin" when this stream may moderate the room (empty: neither)."""
     @_builtins.property
     def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -986,10 +989,11 @@ class Welcome(_message.Message):
         resume: _builtins.str = ...,
         topic: _builtins.str = ...,
         account: _builtins.str = ...,
+        role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "clients_count", b"clients_count", "max_text", b"max_text", "resume", b"resume", "room", b"room", "topic", b"topic", "user", b"user", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "clients_count", b"clients_count", "max_text", b"max_text", "resume", b"resume", "role", b"role", "room", b"room", "topic", b"topic", "user", b"user", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,6 +26,12 @@
   const MAX_ROOMS = 50; // a server's default per connection
   const MAX_DIRECT = 50; // direct conversations kept; the idlest one goes
   const MAX_USERS = 10000; // names kept of one room's list
+  // A room's welcome says "op" or "admin" to those who may moderate it.
+  const ROLES = new Set(["op", "admin"]);
+  // The moderation menu on a user: the message each button sends (mute: 10 minutes).
+  const MOD_ACTIONS = [
+    ["kick", "Kick"], ["mute", "Mute 10 min"], ["ban", "Ban"], ["op", "Make op"],
+  ];
   const BANNED = 4003; // close code: banned from the server (the error said why)
   const MAX_NAME = 32;
   const DEFAULT_MAX_TEXT = 4096; // until the server's welcome says its max_text
@@ -512,6 +518,8 @@
     const conv = roomConversation(room);
     conv.topic = str(message.topic);
     conv.users = names(message.users);
+    // "op" or "admin": this room's moderation controls are shown (the server checks).
+    conv.role = ROLES.has(message.role) ? message.role : null;
     if (Number.isInteger(message.clients_count)) conv.count = message.clients_count;
     const first = !chat.joined;
     if (chat.switchTo === conv.key) showConversation(conv);
@@ -692,6 +700,10 @@
       removeUser(conv, str(message.old));
       addUser(conv, name);
     } else if (message.event === "topic") conv.topic = str(message.topic);
+    else if ((message.event === "op" || message.event === "deop") && chat.name &&
+             fold(name) === fold(chat.name) && conv.role !== "admin") {
+      conv.role = message.event === "op" ? "op" : null; // an admin stays one
+    }
     if (Number.isInteger(message.clients_count)) conv.count = message.clients_count;
     const out = message.event === "leave" || message.event === "kick" || message.event === "ban";
     if (out && chat.name && fold(name) === fold(chat.name)) {
@@ -968,6 +980,7 @@
   }
 
   function renderUsers() {
+    const moderating = current && current.room && current.role ? current : null;
     const items = [...chat.users]
       .sort((a, b) => a.localeCompare(b))
       .map((name) => {
@@ -980,10 +993,46 @@
           // A click (or Enter) opens a direct conversation with them.
           item.dataset.user = name;
           item.tabIndex = 0;
+          if (moderating) item.append(modMenu(name));
         }
         return item;
       });
     ui.userList.replaceChildren(...items);
+  }
+
+  // An op's or admin's menu on a user of the room shown: the server decides (a
+  // refusal comes back as an error), so this only saves typing /kick and the rest.
+  function modMenu(name) {
+    const menu = el("details", "mod");
+    const summary = el("summary", "", "⋯");
+    summary.title = `Moderate ${name}`;
+    summary.setAttribute("aria-label", `Moderate ${name}`);
+    menu.append(summary);
+    const actions = el("div", "mod-actions");
+    const reason = el("input", "mod-reason");
+    reason.placeholder = "reason (optional)";
+    reason.maxLength = 256;
+    reason.setAttribute("aria-label", `Why (kick, mute, ban ${name})`);
+    actions.append(reason);
+    for (const [act, label] of MOD_ACTIONS) {
+      const button = el("button", "", label);
+      button.type = "button";
+      button.dataset.act = act;
+      button.dataset.target = name;
+      actions.append(button);
+    }
+    menu.append(actions);
+    return menu;
+  }
+
+  function moderate(act, name, reason) {
+    if (!current || !current.room) return;
+    const message = { type: act, room: current.room, user: name };
+    if ((act === "kick" || act === "ban" || act === "mute") && reason.trim()) {
+      message.reason = reason.trim().slice(0, 256);
+    }
+    if (act === "mute") message.duration = 600;
+    send(message);
   }
 
   function drawerOpen() {
@@ -1264,6 +1313,15 @@
     if (event.key === "Enter") event.target.closest("li[data-key]")?.click();
   });
   ui.userList.addEventListener("click", (event) => {
+    const action = event.target.closest("button[data-act]");
+    if (action) {
+      const menu = action.closest("details");
+      const reason = menu?.querySelector(".mod-reason")?.value ?? "";
+      menu?.removeAttribute("open");
+      moderate(action.dataset.act, action.dataset.target, reason);
+      return;
+    }
+    if (event.target.closest("details.mod")) return; // opening the menu
     const item = event.target.closest("li[data-user]");
     if (!item) return;
     showConversation(directConversation(item.dataset.user));
@@ -1271,6 +1329,7 @@
     ui.text.focus();
   });
   ui.userList.addEventListener("keydown", (event) => {
+    if (event.target.closest("details.mod")) return; // its own keys (the reason, buttons)
     if (event.key === "Enter") event.target.closest("li[data-user]")?.click();
   });
   ui.roomForm.addEventListener("submit", (event) => {
