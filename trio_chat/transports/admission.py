@@ -23,6 +23,7 @@ from ..server.limits import CONNECT_RATE, Gate
 from ..server.rooms import Rooms
 from ..server.session import Session, Transport
 from .net import Ports, peer_host, peer_name, set_keepalive
+from .pinger import Pinger
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class Admission:
         self.gate = gate
         self.ports = ports or Ports(config.tcp_port, config.ws_port, bool(config.tls_cert))
         self.version = server_version()
+        #: The WebSocket connections' keepalive (:mod:`.pinger`): one task for the
+        #: server, which runs it while it serves; without it each connection has its own.
+        self.pinger = Pinger(config)
 
     @contextmanager
     def arrive(self, stream: trio.abc.Stream, kind: str) -> Iterator[Arrival]:
