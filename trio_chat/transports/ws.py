@@ -234,6 +234,7 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                         await ws.aclose(code, text)
                 elif ws is not None:
                     wsconn.check(ws)
+                    wsconn.shed_handshake(ws)
                     log_connection("connect", "ws", peer)
                     # A quiet one listens (config.listen_after): the seed's client does
                     # without asking, while the page and trio-chat join speak at once
