@@ -12,7 +12,6 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from itertools import islice
 from typing import Protocol
 
@@ -138,7 +137,7 @@ class Session:
         self.transport = transport
         # Eviction cancels the session's nursery (one cancel scope fewer per connection
         # than a scope of its own around it: memory per connection, issue 20).
-        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         self._evicted_early = False
         self._reader = trio.CancelScope()
         self._join_timeout = join_timeout
@@ -194,7 +193,7 @@ class Session:
         """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
         member = self.member
         async with trio.open_nursery() as nursery:
-            self._scope = nursery.cancel_scope
+            self._nursery = nursery
             if self._evicted_early:
                 nursery.cancel_scope.cancel()
             outbox = self._outbox
@@ -203,7 +202,7 @@ class Session:
                 nursery.start_soon(self._write_loop)
             else:
                 # Started when there is something the fast path cannot write.
-                outbox.spawn = partial(nursery.start_soon, self._write_loop)
+                outbox.spawn = self._spawn_writer
                 if outbox.items:
                     outbox.wake()
             if self._listen_after is not None:
@@ -232,10 +231,15 @@ class Session:
             await self.transport.close(member.evicted)
 
     def _on_evict(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
         else:
             self._evicted_early = True
+
+    def _spawn_writer(self) -> None:
+        """Start the writer (the outbox's ``spawn``, with a direct write)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._write_loop)
 
     async def _listen_when_quiet(self, after: float) -> None:
         await trio.sleep(after)
