@@ -51,7 +51,7 @@ from ..protocol import (
 )
 from ..protocol.moderation import CURRENT, ListBans, Mode, Moderate
 from .limits import TokenBucket
-from .logins import Logins
+from .logins import Logins, check_guest_name
 from .outbox import MAX_BATCH as MAX_BATCH
 from .outbox import DirectSend, Outbox
 from .pacing import PACE_SHARE
@@ -159,8 +159,7 @@ class Session:
         self.member = Member(outbox, peer=transport.peer, host=host,
                              on_evict=self._on_evict)
         self.member.halt = self.stop
-        #: Its account events (register, login, logout, password).
-        self.logins = Logins(rooms, self.member, config, self.member.host)
+        self._logins: Logins | None = None  # made at its first use (most never log in)
         #: The transport's write without waiting, if it has one (plain sockets).
         self._direct = transport if isinstance(transport, DirectSend) else None
         if self._direct is not None:
@@ -172,6 +171,16 @@ class Session:
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
         self._metrics = rooms.metrics
+
+    @property
+    def logins(self) -> Logins:
+        """Its account events (register, login, logout, password); made when first
+        needed, not for every idle connection (memory per connection, issue 20)."""
+        logins = self._logins
+        if logins is None:
+            member = self.member
+            logins = self._logins = Logins(self.rooms, member, self.config, member.host)
+        return logins
 
     @property
     def account(self) -> str | None:
@@ -410,7 +419,7 @@ class Session:
         self._wanted = wanted
         rooms = self.rooms
         if not self._variants:
-            self.logins.check_guest_name(wanted)
+            check_guest_name(self.rooms, self.member, wanted)
             await rooms.claim(wanted)  # the join says name_taken if it is taken here
             return wanted
         candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
@@ -432,7 +441,7 @@ class Session:
         first (other servers may hold it); None for everything else."""
         if isinstance(event, Join):
             if event.user is not None:
-                self.logins.check_guest_name(event.user)
+                check_guest_name(self.rooms, self.member, event.user)
             return event.user
         return None
 
