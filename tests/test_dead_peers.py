@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from tests.support.frames import CLOSE, TEXT, frame, upgrade
+from tests.support.frames import CLOSE, PING, PONG, TEXT, frame, server_frames, upgrade
 from tests.support.memory import WrappedStream, memory_tcp, memory_ws
 from tests.support.tcp import TcpClient
 from tests.support.waits import VIRTUAL_WAIT
@@ -75,16 +75,32 @@ async def test_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
     await client_end.aclose()
 
 
+@pytest.fixture(params=["server pinger", "own keepalive"])
+def pinger(request: pytest.FixtureRequest) -> bool:
+    """Run the WebSocket tests with the server's one pinger task (as ``serve`` does),
+    and with none (each connection keeps its own keepalive task)."""
+    return bool(request.param == "server pinger")
+
+
+def ws_admission(nursery: trio.Nursery, room: Rooms, config: Config, pinger: bool) -> Admission:
+    admission = Admission(room, config)
+    if pinger:
+        nursery.start_soon(admission.pinger.run)
+    return admission
+
+
 async def test_websocket_that_stops_answering_pings_is_dropped(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, pinger: bool
 ) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
     room = Rooms()
+    admission = ws_admission(nursery, room, config, pinger)
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
+    assert admission.pinger.running is pinger
     # A hand-made WebSocket client that joins and then goes silent: it never pongs.
     client_end, server_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, Admission(room, config), server_end)
+    nursery.start_soon(handle_ws, admission, server_end)
     start = trio.current_time()
     await upgrade(client_end)
     await client_end.send_all(frame(TEXT, b'{"type":"join","user":"Ghost"}'))
@@ -101,14 +117,47 @@ async def test_websocket_that_stops_answering_pings_is_dropped(
     await client_end.aclose()
 
 
+async def test_websocket_pinged_after_each_pong_is_dropped_when_it_stops_answering(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, pinger: bool
+) -> None:
+    """Each ping comes ``ping_interval`` after the last pong: a peer that answers two
+    by hand and then goes silent is dropped at the third's timeout."""
+    config = Config(ping_interval=20, ping_timeout=5)
+    room = Rooms()
+    admission = ws_admission(nursery, room, config, pinger)
+    watcher = memory_tcp(nursery, room, config)
+    await watcher.join("Watcher")
+    client_end, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(handle_ws, admission, server_end)
+    await upgrade(client_end)
+    await client_end.send_all(frame(TEXT, b'{"type":"join","user":"Tired"}'))
+    await watcher.recv_until(type="system", event="join", name="Tired")
+    start = trio.current_time()
+    pings: list[float] = []
+    with trio.fail_after(VIRTUAL_WAIT):
+        while len(pings) < 2:
+            for opcode, payload in server_frames(bytes(await client_end.receive_some())):
+                if opcode == PING:
+                    pings.append(trio.current_time() - start)
+                    await trio.sleep(2)  # the pong takes 2 s
+                    await client_end.send_all(frame(PONG, payload))
+    assert pings == [pytest.approx(20), pytest.approx(20 + 2 + 20)]
+    leave = await watcher.recv_until(type="system", event="leave")
+    assert leave["name"] == "Tired"
+    assert trio.current_time() - start == pytest.approx(20 + 2 + 20 + 2 + 20 + 5)
+    await client_end.aclose()
+
+
 async def test_websocket_that_answers_pings_stays(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, pinger: bool
 ) -> None:
     config = Config(ping_interval=20, ping_timeout=5)
     room = Rooms()
+    admission = ws_admission(nursery, room, config, pinger)
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
-    ws = await memory_ws(nursery, room, config)  # trio-websocket answers pings itself...
+    # trio-websocket answers pings itself...
+    ws = await memory_ws(nursery, room, config, admission=admission)
     received: list[str | bytes] = []
 
     async def read_all() -> None:
@@ -167,18 +216,19 @@ class StopsReading(WrappedStream):
 
 
 async def test_websocket_that_closes_and_stops_reading_is_dropped(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, pinger: bool
 ) -> None:
     """trio-websocket answers a peer's close frame from its reader task before it ends
     the connection; a peer that never reads that answer must not hold its name (and
     its connection) for ever in a quiet room."""
     config = Config(ping_interval=20, ping_timeout=5)
     room = Rooms()
+    admission = ws_admission(nursery, room, config, pinger)
     watcher = memory_tcp(nursery, room, config)
     await watcher.join("Watcher")
     client_end, server_end = trio.testing.memory_stream_pair()
     server = StopsReading(server_end)
-    nursery.start_soon(handle_ws, Admission(room, config), server)
+    nursery.start_soon(handle_ws, admission, server)
     await upgrade(client_end)
     await client_end.send_all(frame(TEXT, b'{"type":"join","user":"Ghost"}'))
     await watcher.recv_until(type="system", event="join", name="Ghost")

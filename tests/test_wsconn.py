@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wsproto import ConnectionType, WSConnection
 
 from tests.support.waits import VIRTUAL_WAIT
 from tests.support.ws import close_reason, get_text, wrap_client
@@ -68,9 +69,36 @@ def test_check_refuses_a_connection_without_them() -> None:
     class NotALock:
         _stream = None
         _stream_lock = trio.Lock()  # a different kind of lock
+        _wsproto = WSConnection(ConnectionType.SERVER)
 
     with pytest.raises(RuntimeError, match="_stream_lock"):
         wsconn.check(cast(WebSocketConnection, NotALock()))
+
+    class NotWsproto:
+        _stream = None
+        _stream_lock = trio.StrictFIFOLock()
+        _wsproto = object()  # not wsproto's connection
+
+    with pytest.raises(RuntimeError, match="_wsproto"):
+        wsconn.check(cast(WebSocketConnection, NotWsproto()))
+
+
+async def test_a_connection_without_its_handshake_state_still_talks() -> None:
+    """Once open, the server end lets go of wsproto's handshake (memory per idle
+    connection): messages both ways, a ping's pong and the closing handshake still
+    work."""
+    async with connected() as (ws, client):
+        wsconn.shed_handshake(ws)
+        wsconn.shed_handshake(ws)  # twice is harmless
+        await client.send_message("hello")
+        with trio.fail_after(VIRTUAL_WAIT):
+            assert await ws.get_message() == "hello"
+            await ws.send_message("back")
+            assert await client.get_message() == "back"
+            await client.ping(b"1234")  # the server end answers it
+            await ws.ping(b"5678")  # and reads the client's pong
+            await client.aclose(1000, "bye")
+        assert ws.closed is not None and ws.closed.code == 1000
 
 
 async def test_prebuilt_frames_reach_a_real_client_as_messages() -> None:

@@ -53,12 +53,16 @@ async def memory_ws(
     *,
     gate: Gate[Session] | None = None,
     ends: Ends | None = None,
+    admission: Admission | None = None,
     **client_options: Any,
 ) -> WebSocketConnection:
     """A WebSocket session on a memory stream; returns the client's connection
-    (trio-websocket's, with ``client_options`` such as ``max_message_size``)."""
+    (trio-websocket's, with ``client_options`` such as ``max_message_size``).
+    ``admission``: the server's, shared with other connections (its pinger, say)."""
     client, server = ends or trio.testing.memory_stream_pair()
-    nursery.start_soon(handle_ws, Admission(room, config, gate), server)
+    if admission is None:
+        admission = Admission(room, config, gate)
+    nursery.start_soon(handle_ws, admission, server)
     return await wrap_client(nursery, client, "localhost", "/", **client_options)
 
 

@@ -286,6 +286,8 @@ async def _serve_rooms(
         # The outboxes' fast path runs from before the first connection until after
         # the last (server/outbox.py).
         flushing.start_soon(rooms.flusher.run)
+        # So do the WebSocket pings (transports/pinger.py).
+        flushing.start_soon(admission.pinger.run)
         await _serve_listeners(config, rooms, stop, listeners, bound, task_status, running,
                                admission, grpc_server)
         flushing.cancel_scope.cancel()

@@ -58,20 +58,8 @@ class Logins:
         return self.member.account
 
     def check_guest_name(self, name: str) -> None:
-        """Before a ``join`` (or ``/nick``): a guest may not take a registered name or
-        a look-alike; a logged-in connection keeps its account's name."""
-        account = self.member.account
-        if account is not None:
-            if name != account:
-                raise ProtocolError(
-                    NAME_INVALID,
-                    f"you are logged in as '{account}': your name is the account's "
-                    "(log out first to use another)",
-                )
-            return
-        accounts = self.room.accounts
-        if accounts is not None:
-            accounts.check_guest(name)
+        """Before a ``join`` (or ``/nick``): see :func:`check_guest_name`."""
+        check_guest_name(self.room, self.member, name)
 
     async def handle(self, event: AccountEvent) -> None:
         accounts = self.room.accounts
@@ -179,3 +167,21 @@ class Logins:
             f"logged out of {account}; its tokens are revoked (/nick NAME to join as a guest)",
             self.room.count, protocol.timestamp(),
         ))
+
+
+def check_guest_name(rooms: Rooms, member: Member, name: str) -> None:
+    """Before a ``join`` (or ``/nick``): a guest may not take a registered name or
+    a look-alike; a logged-in connection keeps its account's name. (A function: a
+    join needs no :class:`Logins`, which a connection gets only when it uses one.)"""
+    account = member.account
+    if account is not None:
+        if name != account:
+            raise ProtocolError(
+                NAME_INVALID,
+                f"you are logged in as '{account}': your name is the account's "
+                "(log out first to use another)",
+            )
+        return
+    accounts = rooms.accounts
+    if accounts is not None:
+        accounts.check_guest(name)

@@ -12,7 +12,6 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from itertools import islice
 from typing import Protocol
 
@@ -52,7 +51,7 @@ from ..protocol import (
 )
 from ..protocol.moderation import CURRENT, ListBans, Mode, Moderate
 from .limits import TokenBucket
-from .logins import Logins
+from .logins import Logins, check_guest_name
 from .outbox import MAX_BATCH as MAX_BATCH
 from .outbox import DirectSend, Outbox
 from .pacing import PACE_SHARE
@@ -138,7 +137,7 @@ class Session:
         self.transport = transport
         # Eviction cancels the session's nursery (one cancel scope fewer per connection
         # than a scope of its own around it: memory per connection, issue 20).
-        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         self._evicted_early = False
         self._reader = trio.CancelScope()
         self._join_timeout = join_timeout
@@ -160,8 +159,7 @@ class Session:
         self.member = Member(outbox, peer=transport.peer, host=host,
                              on_evict=self._on_evict)
         self.member.halt = self.stop
-        #: Its account events (register, login, logout, password).
-        self.logins = Logins(rooms, self.member, config, self.member.host)
+        self._logins: Logins | None = None  # made at its first use (most never log in)
         #: The transport's write without waiting, if it has one (plain sockets).
         self._direct = transport if isinstance(transport, DirectSend) else None
         if self._direct is not None:
@@ -173,6 +171,16 @@ class Session:
         #: Chat messages taken from this connection (folded into the metrics at close).
         self.messages_in = 0
         self._metrics = rooms.metrics
+
+    @property
+    def logins(self) -> Logins:
+        """Its account events (register, login, logout, password); made when first
+        needed, not for every idle connection (memory per connection, issue 20)."""
+        logins = self._logins
+        if logins is None:
+            member = self.member
+            logins = self._logins = Logins(self.rooms, member, self.config, member.host)
+        return logins
 
     @property
     def account(self) -> str | None:
@@ -194,7 +202,7 @@ class Session:
         """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
         member = self.member
         async with trio.open_nursery() as nursery:
-            self._scope = nursery.cancel_scope
+            self._nursery = nursery
             if self._evicted_early:
                 nursery.cancel_scope.cancel()
             outbox = self._outbox
@@ -203,7 +211,7 @@ class Session:
                 nursery.start_soon(self._write_loop)
             else:
                 # Started when there is something the fast path cannot write.
-                outbox.spawn = partial(nursery.start_soon, self._write_loop)
+                outbox.spawn = self._spawn_writer
                 if outbox.items:
                     outbox.wake()
             if self._listen_after is not None:
@@ -232,10 +240,15 @@ class Session:
             await self.transport.close(member.evicted)
 
     def _on_evict(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
         else:
             self._evicted_early = True
+
+    def _spawn_writer(self) -> None:
+        """Start the writer (the outbox's ``spawn``, with a direct write)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._write_loop)
 
     async def _listen_when_quiet(self, after: float) -> None:
         await trio.sleep(after)
@@ -406,7 +419,7 @@ class Session:
         self._wanted = wanted
         rooms = self.rooms
         if not self._variants:
-            self.logins.check_guest_name(wanted)
+            check_guest_name(self.rooms, self.member, wanted)
             await rooms.claim(wanted)  # the join says name_taken if it is taken here
             return wanted
         candidates = (wanted, *islice(protocol.variants(wanted), MAX_VARIANTS))
@@ -428,7 +441,7 @@ class Session:
         first (other servers may hold it); None for everything else."""
         if isinstance(event, Join):
             if event.user is not None:
-                self.logins.check_guest_name(event.user)
+                check_guest_name(self.rooms, self.member, event.user)
             return event.user
         return None
 

@@ -9,8 +9,6 @@ and in how they say no; this module is the rest, written once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -23,6 +21,7 @@ from ..server.limits import CONNECT_RATE, Gate
 from ..server.rooms import Rooms
 from ..server.session import Session, Transport
 from .net import Ports, peer_host, peer_name, set_keepalive
+from .pinger import Pinger
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def log_connection(
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Arrival:
     """A new connection, counted by the gate (or refused: ``refusal`` says why)."""
 
@@ -85,52 +84,22 @@ class Admission:
         self.gate = gate
         self.ports = ports or Ports(config.tcp_port, config.ws_port, bool(config.tls_cert))
         self.version = server_version()
+        #: The WebSocket connections' keepalive (:mod:`.pinger`): one task for the
+        #: server, which runs it while it serves; without it each connection has its own.
+        self.pinger = Pinger(config)
 
-    @contextmanager
-    def arrive(self, stream: trio.abc.Stream, kind: str) -> Iterator[Arrival]:
+    def arrive(self, stream: trio.abc.Stream, kind: str) -> Admitted:
         """Name the peer, turn on keepalive, and count the connection under the caps
-        for as long as the block runs. A connection over a cap is not counted; its
-        ``refusal`` says why (the transport tells the peer in its own way)."""
+        for as long as the block (``with``) runs. A connection over a cap is not
+        counted; its ``refusal`` says why (the transport tells the peer in its own
+        way)."""
         set_keepalive(stream)
-        with self.admit(kind, peer_name(stream), stream) as arrival:
-            yield arrival
+        return Admitted(self, kind, peer_name(stream), stream)
 
-    @contextmanager
-    def admit(
-        self, kind: str, peer: str, stream: trio.abc.Stream | None = None
-    ) -> Iterator[Arrival]:
+    def admit(self, kind: str, peer: str, stream: trio.abc.Stream | None = None) -> Admitted:
         """:meth:`arrive` for a connection that is not a stream of ours: a gRPC call
         (grpcio owns its sockets), counted from ``peer`` (``host:port``) alone."""
-        host = peer_host(peer)
-        metrics = self.rooms.metrics
-        totals = metrics.transport(kind)
-        totals.accepted += 1
-        level = logging.INFO
-        gate = self.gate
-        refusal = self.rooms.moderation.check_accept(host)  # a banned address
-        if refusal is not None:
-            metrics.disconnects[refusal.code] += 1
-            gate = None  # not counted under the caps: nothing to release
-        if gate is not None:
-            try:
-                gate.admit(host)
-            except ProtocolError as error:
-                refusal = error
-                throttle = gate.throttle
-                if error.code == RATE_LIMITED:
-                    # Refused for its address's connection rate (not flood control).
-                    metrics.disconnects[CONNECT_RATE] += 1
-                    if throttle is not None and throttle.refused(host) > 1:
-                        level = logging.DEBUG
-                else:
-                    metrics.disconnects[error.code] += 1
-        totals.open += 1
-        try:
-            yield Arrival(stream, kind, peer, refusal, level)
-        finally:
-            totals.open -= 1
-            if gate is not None and refusal is None:
-                gate.release(host)
+        return Admitted(self, kind, peer, stream)
 
     def session(
         self,
@@ -180,3 +149,53 @@ class Admission:
         totals.messages_in += session.messages_in
         totals.messages_out += transport.messages_out
         totals.bytes_out += transport.bytes_out
+
+
+class Admitted:
+    """A connection counted under the caps while the ``with`` block runs (see
+    :meth:`Admission.arrive`). A class, not a ``contextmanager`` generator: every
+    connection holds one for its whole life (memory per connection, issue 20)."""
+
+    __slots__ = ("_admission", "_arrival", "_gate", "_host", "_totals")
+
+    def __init__(
+        self, admission: Admission, kind: str, peer: str, stream: trio.abc.Stream | None
+    ) -> None:
+        self._admission = admission
+        self._host = host = peer_host(peer)
+        rooms = admission.rooms
+        metrics = rooms.metrics
+        self._totals = totals = metrics.transport(kind)
+        totals.accepted += 1
+        level = logging.INFO
+        gate = admission.gate
+        refusal = rooms.moderation.check_accept(host)  # a banned address
+        if refusal is not None:
+            metrics.disconnects[refusal.code] += 1
+            gate = None  # not counted under the caps: nothing to release
+        if gate is not None:
+            try:
+                gate.admit(host)
+            except ProtocolError as error:
+                refusal = error
+                gate = None  # not counted either
+                throttle = admission.gate.throttle if admission.gate is not None else None
+                if error.code == RATE_LIMITED:
+                    # Refused for its address's connection rate (not flood control).
+                    metrics.disconnects[CONNECT_RATE] += 1
+                    if throttle is not None and throttle.refused(host) > 1:
+                        level = logging.DEBUG
+                else:
+                    metrics.disconnects[error.code] += 1
+        self._gate = gate
+        totals.open += 1
+        self._arrival = Arrival(stream, kind, peer, refusal, level)
+
+    def __enter__(self) -> Arrival:
+        return self._arrival
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._totals.open -= 1
+        gate = self._gate
+        if gate is not None:
+            gate.release(self._host)

@@ -36,9 +36,10 @@ from ..protocol import (
 from ..protocol.wsframes import close_frame
 from ..protocol.wsinput import FrameChecker, Violation
 from ..server.room import RESUMED
-from ..server.session import GONE, PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN, PeerGone, Session
+from ..server.session import PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN, PeerGone, Session
 from . import http, tls, wsconn
 from .admission import Admission, log_connection
+from .pinger import Pinged, keepalive
 from .wsguard import Failure, FrameGuard
 
 log = logging.getLogger(__name__)
@@ -193,34 +194,6 @@ def _failed(session: Session, failure: Failure) -> None:
         session.stop(failure)
 
 
-async def keepalive(ws: WebSocketConnection, session: Session, config: Config) -> None:
-    """Ping every ``ping_interval``; a peer whose pong takes over ``ping_timeout`` is
-    dead (trio-websocket's ``ping()`` would wait for ever) and is dropped."""
-    if config.ping_interval <= 0:
-        return
-    while True:
-        await trio.sleep(config.ping_interval)
-        closed = False
-        with trio.move_on_after(config.ping_timeout):
-            try:
-                await ws.ping()
-            except ConnectionClosed:
-                closed = True
-            else:
-                continue
-        if closed:
-            # The peer sent a close frame. trio-websocket answers it before it ends the
-            # connection (and our session); a peer that never reads that answer would
-            # hold its seat for ever, so it gets ping_timeout, like a pong.
-            await trio.sleep(config.ping_timeout)
-            log.debug("%s closed but did not read our answer", session.member)
-            session.member.evict(GONE)
-        else:
-            log.debug("%s did not answer a ping", session.member)
-            session.member.evict(PING_TIMEOUT)
-        return
-
-
 async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
     """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
     request for the page. Never raises: an escaping error would end the listener."""
@@ -261,6 +234,7 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                         await ws.aclose(code, text)
                 elif ws is not None:
                     wsconn.check(ws)
+                    wsconn.shed_handshake(ws)
                     log_connection("connect", "ws", peer)
                     # A quiet one listens (config.listen_after): the seed's client does
                     # without asking, while the page and trio-chat join speak at once
@@ -270,8 +244,18 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                     )
                     assert guard is not None
                     guard.attach(session.take_control, partial(_failed, session))
-                    nursery.start_soon(keepalive, ws, session, config)
-                    await admission.run(arrival, session)
+                    pinged: Pinged | None = None
+                    if config.ping_interval <= 0:
+                        pass
+                    elif admission.pinger.running:  # one task for the server's pings
+                        pinged = admission.pinger.watch(ws, session, nursery)
+                    else:
+                        nursery.start_soon(keepalive, ws, session, config)
+                    try:
+                        await admission.run(arrival, session)
+                    finally:
+                        if pinged is not None:
+                            pinged.done = True
                 nursery.cancel_scope.cancel()  # the library's reader task, if still running
         except Exception as exc:
             if _peer_fault(exc):

@@ -9,30 +9,71 @@ trio-websocket takes for its own writes (pings, pongs, the close frame), so fram
 never interleave. That needs two private attributes of ``WebSocketConnection``:
 ``_stream`` and ``_stream_lock``. pyproject.toml pins trio-websocket to the releases
 this was tested with, and ``tests/test_wsconn.py`` fails loudly if they change.
+
+Memory per idle connection (issue 20) takes a third, ``_wsproto`` (the library's
+``wsproto.WSConnection``): once the opening handshake is over, :func:`shed_handshake`
+lets go of wsproto's handshake state (an h11 connection, the request, an event
+deque: about 2 KB a connection), which wsproto keeps for the connection's life.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import trio
 from trio_websocket import WebSocketConnection
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Event
 
 #: The private attributes used here, checked by :func:`check` and by the tests.
-PRIVATE_ATTRIBUTES: Final = ("_stream", "_stream_lock")
+PRIVATE_ATTRIBUTES: Final = ("_stream", "_stream_lock", "_wsproto")
 
 
 def check(ws: WebSocketConnection) -> None:
     """Raise ``RuntimeError`` if ``ws`` lacks what :func:`send_frames` uses (a
     trio-websocket release this module was not written for)."""
     missing = [name for name in PRIVATE_ATTRIBUTES if not hasattr(ws, name)]
-    if missing or not isinstance(ws._stream_lock, trio.StrictFIFOLock):
+    if not missing:
+        if not isinstance(ws._stream_lock, trio.StrictFIFOLock):
+            missing = ["_stream_lock"]
+        elif not isinstance(ws._wsproto, WSConnection):
+            missing = ["_wsproto"]
+    if missing:
         raise RuntimeError(
             "trio-websocket's WebSocketConnection changed (missing or different: "
-            f"{', '.join(missing) or '_stream_lock'}); trio_chat.transports.wsconn needs "
-            "updating"
+            f"{', '.join(missing)}); trio_chat.transports.wsconn needs updating"
         )
+
+
+class _Finished:
+    """What stands for wsproto's handshake once it is over: the events it still held
+    (none, as a rule), then nothing. ``WSConnection`` asks its handshake only for
+    ``events()`` once the connection is open."""
+
+    __slots__ = ("_left",)
+
+    def __init__(self, left: list[Event]) -> None:
+        self._left = left
+
+    def events(self) -> Iterator[Event]:
+        left, self._left = self._left, []
+        return iter(left)
+
+
+#: Shared by every connection whose handshake left no events behind.
+_FINISHED: Final = _Finished([])
+
+
+def shed_handshake(ws: WebSocketConnection) -> None:
+    """Let go of wsproto's opening-handshake state, once the connection is open
+    (after ``accept()``); does nothing before."""
+    proto = ws._wsproto
+    if proto.connection is None or proto.state is not ConnectionState.OPEN:
+        return
+    left = list(proto.handshake.events())
+    proto.handshake = _Finished(left) if left else _FINISHED  # type: ignore[assignment]
 
 
 def writable_now(ws: WebSocketConnection) -> bool:
