@@ -1069,7 +1069,8 @@ class Cluster(Delivery):
         sent, on this one connection, so the script's skip of what it has still sees
         them in order); a lost connection republishes everything not read back."""
         outbox = self.outbox
-        sha = await publisher.load(lua.PUBLISH)
+        with trio.fail_after(COMMAND_TIMEOUT):
+            sha = await publisher.load(lua.PUBLISH)
         expiry_ms = max(1, int(self.config.room_expiry * 1000))
         in_flight: deque[tuple[list[Outgoing], float]] = deque()
         sent, answered = Pulse(), Pulse()
