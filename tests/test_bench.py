@@ -187,6 +187,33 @@ def test_cluster_report_compares_each_count_with_one_process_on_redis() -> None:
     assert "x2 redis / trio-chat tcp x1 redis: 1.50x; 0.75x per CPU-s" in text
 
 
+def test_cluster_baseline_rows_run_the_other_python_on_a_redis_of_their_own() -> None:
+    ours = targets.cluster_targets(1)
+    theirs = targets.cluster_targets(1, python="/old/.venv/bin/python", label="baseline")
+    assert [t.name for t in theirs] == ["baseline tcp x1 no redis", "baseline tcp x1 redis"]
+    for target in theirs:
+        assert target.command is not None and target.command[:2] == (
+            "/old/.venv/bin/python", "-I")
+    assert theirs[1].redis_port != ours[1].redis_port
+
+
+def test_cluster_report_compares_each_row_with_its_baseline() -> None:
+    def row(name: str, rate: float, redis: bool = True) -> runner.Result:
+        return runner.Result(name, 0, 100, deliveries_per_s=rate, per_cpu_s=rate,
+                             processes=1, redis=redis)  # fmt: skip
+
+    text = report.report([
+        row("trio-chat tcp x1 no redis", 400.0, redis=False),
+        row("trio-chat tcp x1 redis", 300.0),
+        row("baseline tcp x1 no redis", 400.0, redis=False),
+        row("baseline tcp x1 redis", 100.0),
+    ])  # fmt: skip
+    assert "trio-chat tcp x1 redis / trio-chat tcp x1 no redis: 0.75x; 0.75x per CPU-s" in text
+    assert "baseline tcp x1 redis / baseline tcp x1 no redis: 0.25x; 0.25x per CPU-s" in text
+    assert "trio-chat tcp x1 redis / baseline tcp x1 redis: 3.00x; 3.00x per CPU-s" in text
+    assert "trio-chat tcp x1 no redis / baseline tcp x1 no redis: 1.00x" in text
+
+
 def test_profile_top_ranks_functions_by_self_time(tmp_path: Path) -> None:
     raw = tmp_path / "profile.txt"
     raw.write_text("main;run;send_all 6\nmain;run;encode 3\nmain;idle 1\nnot a sample\n")
@@ -203,6 +230,10 @@ def test_cluster_refuses_peers_and_says_when_redis_server_is_missing(
     runner_ = CliRunner()
     result = runner_.invoke(cli.main, ["bench", "--cluster", "2", "--peer", "n", "ws://h:1/", "x"])
     assert result.exit_code == 2 and "no --peer" in result.output
+    result = runner_.invoke(cli.main, ["bench", "--cluster", "2", "--rooms", "2"])
+    assert result.exit_code == 2 and "--rooms goes with the fan-out" in result.output
+    result = runner_.invoke(cli.main, ["bench", "--scale", "--baseline", "python3"])
+    assert result.exit_code == 2 and "--baseline" in result.output
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no redis-server on it
     result = runner_.invoke(cli.main, ["bench", "--cluster", "2"])
     assert result.exit_code == 1 and "Debian package redis-server" in result.output
@@ -400,7 +431,8 @@ def test_redis_round_trip_benchmark_reports_each_command() -> None:
     assert done.returncode == 0, done.stderr
     costs = re.findall(r"^(.+?)\s+([\d.]+) us CPU per round trip", done.stdout, re.MULTILINE)
     assert [name for name, _ in costs] == [
-        "coredis PING", "coredis EVALSHA", "coredis XREAD (1 entry)", "raw RESP PING (floor)"
+        "coredis PING", "coredis EVALSHA", "coredis XREAD (1 entry)", "lean EVALSHA",
+        "lean XREAD (1 entry)", "raw RESP PING (floor)",
     ]
     assert all(float(us) > 0 for _, us in costs)
 

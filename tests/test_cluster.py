@@ -269,6 +269,39 @@ async def test_a_held_seat_nobody_resumes_leaves_on_every_server(config: Config)
             await again.join("ann")  # free again, on any server
 
 
+async def test_a_burst_from_two_servers_keeps_one_order_and_every_message(
+    config: Config,
+) -> None:
+    """More messages at once than one publish script takes (the publish loop sends
+    several scripts before their replies): every server delivers all of them, each
+    sender's in the order sent, in one order with increasing ids everywhere."""
+    count = 300
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as alice,
+        await TcpClient.connect(b.tcp_port) as bob,
+        ws(a.ws_port) as carol,
+    ):
+        await alice.join("alice")
+        await bob.join("bob")
+        await carol.join("carol")
+        await bob.recv_until(type="system", event="join", name="carol")
+        await alice.recv_until(type="system", event="join", name="carol")
+        burst = b"".join(
+            json.dumps({"type": "chat", "text": f"a {i}"}).encode() + b"\n" for i in range(count)
+        )
+        await alice.send_raw(burst)
+        await bob.send_raw(burst.replace(b'"a ', b'"b '))
+        got = [await chats(client, 2 * count) for client in (alice, bob, carol)]
+        assert got[0] == got[1] == got[2]
+        ids = [m["id"] for m in got[0]]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        for who in ("a", "b"):
+            texts = [m["text"] for m in got[0] if m["text"].startswith(who + " ")]
+            assert texts == [f"{who} {i}" for i in range(count)]
+
+
 async def test_a_listener_hears_every_server(config: Config) -> None:
     async with (
         node(config) as (ca, a),

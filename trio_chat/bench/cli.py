@@ -73,8 +73,9 @@ def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs:
     """Fan-out benchmark: trio-chat against peer servers, in one run."""
     config = Settings(**settings)
     targets: list[Target]
-    if (rooms or baseline) and (scale or cluster):
-        raise click.UsageError("--rooms and --baseline go with the fan-out benchmark only")
+    if (rooms and (scale or cluster)) or (baseline and scale):
+        raise click.UsageError("--rooms goes with the fan-out benchmark only, --baseline "
+                               "with it or --cluster")
     if cluster:
         if scale or peers:
             raise click.UsageError("--cluster measures trio-chat alone: no --scale, no --peer")
@@ -83,6 +84,9 @@ def bench(modes: tuple[str, ...], peers: tuple[tuple[str, str, str], ...], runs:
                 "--cluster needs redis-server on PATH (Debian package redis-server)"
             )
         targets = cluster_targets(cluster, modes or ("tcp",), redis_wait=redis_wait)
+        if baseline:
+            targets += cluster_targets(cluster, modes or ("tcp",), python=baseline,
+                                       redis_wait=redis_wait, label="baseline")
     elif redis_wait:
         raise click.UsageError("--redis-wait goes with --cluster")
     elif scale:

@@ -4,8 +4,9 @@ In cluster mode every chat message costs each server at least one ``XREAD`` (to 
 it) and its own server one ``EVALSHA`` (to publish it); at low rates each is a round
 trip of its own. This measures the CPU time (``time.process_time``: this process
 only, not Redis) of one command through coredis, the client cluster mode uses, for
-the commands the cluster sends, against a raw RESP exchange on a Trio socket (the
-floor: the same bytes without a client library), in the same run.
+the commands the cluster sends, and through the lean connection its read and publish
+loops use (:mod:`trio_chat.cluster.resp`), against a raw RESP exchange on a Trio socket
+(the floor: the same bytes without a client library), in the same run.
 
 Run: ``.venv/bin/python -m trio_chat.bench.redis_round_trip`` (starts its own redis-server).
 """
@@ -20,6 +21,7 @@ import coredis
 import trio
 
 from trio_chat.bench.redis_server import RedisServer, RedisServerMissing
+from trio_chat.cluster.resp import Endpoint, open_lean
 
 SCRIPT = "return ARGV[1]"
 
@@ -43,6 +45,15 @@ async def main(url: str, port: int, count: int) -> None:
         )
         results["coredis XREAD (1 entry)"] = await per_call_us(
             lambda: client.xread({"bench": "0-0"}, count=1), count
+        )
+    lean = await open_lean(Endpoint(host="127.0.0.1", port=port))
+    async with lean:
+        sha = await lean.load(SCRIPT)
+        results["lean EVALSHA"] = await per_call_us(
+            lambda: lean.call("EVALSHA", sha, 0, "x"), count
+        )
+        results["lean XREAD (1 entry)"] = await per_call_us(
+            lambda: lean.call("XREAD", "COUNT", 1, "STREAMS", "bench", "0-0"), count
         )
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:

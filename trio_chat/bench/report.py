@@ -181,6 +181,13 @@ def report_cluster(results: list[Result]) -> str:
             f"  {a} / {b}: {_ratio(rate[a], rate[b])}; "
             f"{_ratio(per_cpu[a], per_cpu[b])} per CPU-s{why}"
         )
+    for name in names:  # --baseline: each row against the other checkout's
+        ours = "trio-chat " + name.removeprefix("baseline ")
+        if name.startswith("baseline ") and ours in rate:
+            lines.append(
+                f"  {ours} / {name}: {_ratio(rate[ours], rate[name])}; "
+                f"{_ratio(per_cpu[ours], per_cpu[name])} per CPU-s"
+            )
     lines.extend(_profiles(results))  # of each row's first process
     if any(r.loader_saturated for r in results):
         lines.append(

@@ -113,16 +113,18 @@ def our_targets(
 
 def cluster_targets(
     processes: int, modes: Sequence[str] = ("tcp",), python: str = sys.executable,
-    redis_wait: int = 0,
+    redis_wait: int = 0, label: str = "trio-chat",
 ) -> list[Target]:
     """Per mode: one process without Redis (the baseline), then 1, 2, ... ``processes``
     processes on one Redis (a fresh redis-server on one free port, for each run). With
     ``redis_wait`` N, each process count is also measured with N replicas of that Redis
-    (what replication costs), and with them and ``--redis-wait N`` (what waiting costs)."""
+    (what replication costs), and with them and ``--redis-wait N`` (what waiting costs).
+    ``python`` and ``label``: another checkout's rows (``--baseline``), on a Redis of
+    their own."""
     redis_port = free_port()
     targets = []
     for mode in modes:
-        (alone,) = our_targets([mode], python)
+        (alone,) = our_targets([mode], python, label=label)
         targets.append(replace(alone, name=f"{alone.name} x1 no redis"))
         for n in range(1, processes + 1):
             variants: list[tuple[str, int, tuple[str, ...]]] = [("", 0, ())]
@@ -132,8 +134,10 @@ def cluster_targets(
                              (f"{replicas}, wait {redis_wait}", redis_wait,
                               ("--redis-wait", str(redis_wait)))]
             for suffix, count, extra in variants:
-                first, *others = (our_targets([mode], python, redis_port, extra)[0]
-                                  for _ in range(n))
+                first, *others = (
+                    our_targets([mode], python, redis_port, extra, label=label)[0]
+                    for _ in range(n)
+                )
                 name = f"{first.name} x{n} redis{suffix}"
                 targets.append(replace(first, name=name, nodes=tuple(others),
                                        redis_replicas=count))

@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import coredis
 import coredis.exceptions
@@ -68,8 +68,9 @@ from ..server.rooms import Rooms
 from ..server.seats import token_key
 from . import scripts as lua
 from .history import ClusterHistory
-from .outbox import Outbox
+from .outbox import Outbox, Outgoing
 from .presence import PRESENCE_BATCH, ClusterPresence
+from .resp import Endpoint, LeanConnection, open_lean
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ READ_COUNT: Final = 512
 BLOCK_MS: Final = 1000
 #: Messages published per script call.
 PUBLISH_BATCH: Final = 256
+#: Publish script calls sent ahead of their replies.
+PUBLISH_PIPELINE: Final = 4
 #: Entries the events stream keeps (about; a server further behind refreshes its view).
 EVENTS_KEEP: Final = 10_000
 #: Seconds a Redis command may take (besides a read's block) before the link is down.
@@ -123,9 +126,28 @@ MAX_VARIANTS: Final = 1000
 HOLD_MARGIN: Final = 1.0
 
 
+class Entry(NamedTuple):
+    """One stream entry as the lean connection reads it (the shape of coredis's)."""
+
+    identifier: str
+    field_values: dict[str, str]
+
+
 def _stream_id(identifier: str) -> tuple[int, int]:
     ms, _, seq = identifier.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _entries(reply: list[Any]) -> dict[str, list[Entry]]:
+    """An ``XREAD`` reply as {stream key: its entries}, each entry's fields a dict
+    (built once: every use of the entry reads it)."""
+    read: dict[str, list[Entry]] = {}
+    for key, entries in reply:
+        read[key] = [
+            Entry(identifier, dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {})
+            for identifier, flat in entries
+        ]
+    return read
 
 
 class LinkBroken(Exception):
@@ -165,6 +187,8 @@ class Cluster(Delivery):
         )
         self.presence = ClusterPresence()
         self._client: coredis.Redis[str] | None = None
+        #: Where the client connects, for the lean connections of the hot loops.
+        self._endpoint: Endpoint | None = None
         self._scripts: dict[str, Script[str]] = {}
         self._epoch: str | None = None
         self._history_cursor = "0-0"
@@ -491,9 +515,10 @@ class Cluster(Delivery):
                             task_status.started()
                             first = False
                         backoff = BACKOFF_MIN
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(self._read_loop, client)
-                            nursery.start_soon(self._publish_loop, client)
+                        async with self._lean() as reader, self._lean() as publisher, \
+                                trio.open_nursery() as nursery:
+                            nursery.start_soon(self._read_loop, client, reader)
+                            nursery.start_soon(self._publish_loop, publisher)
                             nursery.start_soon(self._presence_loop, client)
                             nursery.start_soon(self._heartbeat_loop, client)
                             nursery.start_soon(self._direct_loop, client)
@@ -552,18 +577,34 @@ class Cluster(Delivery):
                 client = sentinel.primary_for(target.service, db=target.db,
                                               username=target.username,
                                               password=target.password)
+                endpoint = Endpoint(host=host, port=port, username=target.username,
+                                    password=target.password, db=target.db)
             else:
                 client = coredis.Redis.from_url(
                     url, decode_responses=True, retry_policy=coredis.retry.NoRetryPolicy(),
                     **timeouts,
                 )
+                endpoint = Endpoint.of_pool(client.connection_pool)
             await stack.enter_async_context(client)
             self._client = client
+            self._endpoint = endpoint
             self._scripts.clear()
             try:
                 yield client
             finally:
                 self._client = None
+
+    @asynccontextmanager
+    async def _lean(self) -> AsyncIterator[LeanConnection]:
+        """A lean connection (:mod:`.resp`) to where the client connects, for one hot
+        loop."""
+        assert self._endpoint is not None
+        with trio.fail_after(COMMAND_TIMEOUT):
+            connection = await open_lean(self._endpoint)
+        try:
+            yield connection
+        finally:
+            await trio.aclose_forcefully(connection)
 
     async def close(self) -> None:
         """A clean stop: wait (bounded) for Redis to take the outbox, then leave the
@@ -771,7 +812,7 @@ class Cluster(Delivery):
 
     # ------------------------------------------------------------ the tasks
 
-    async def _read_loop(self, client: coredis.Redis[str]) -> None:
+    async def _read_loop(self, client: coredis.Redis[str], reader: LeanConnection) -> None:
         """One ``XREAD`` at a time over the streams this server needs: events, its
         inbox, ``#lobby``'s, and those of the other rooms it has members in (the set
         changes as members enter and leave rooms: the next read takes it)."""
@@ -783,14 +824,19 @@ class Cluster(Delivery):
         history_key, events_key = PREFIX + "history", PREFIX + "events"
         inbox_key = PREFIX + "inbox:" + self.node
         room_prefix = history_key + ":"
+        timeout = COMMAND_TIMEOUT + BLOCK_MS / 1000
         while True:
-            streams = {history_key: self._history_cursor, events_key: self._events_cursor,
-                       inbox_key: self._inbox_cursor}
+            keys = [history_key, events_key, inbox_key]
+            cursors = [self._history_cursor, self._events_cursor, self._inbox_cursor]
             for key, cursor in self._reading.items():
-                streams[room_prefix + key] = cursor
-            read = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
-            if not read:
+                keys.append(room_prefix + key)
+                cursors.append(cursor)
+            with trio.fail_after(timeout):
+                reply = await reader.call("XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS,
+                                          "STREAMS", *keys, *cursors)
+            if not reply:
                 continue
+            read = _entries(reply)
             if self.config.redis_wait and any(key != events_key for key in read):
                 await self._fence(client)
             now_us = time.time() * 1e6  # ids are Redis's clock in microseconds
@@ -1017,23 +1063,50 @@ class Cluster(Delivery):
         if room is not None:
             room.remote(event, name, old)
 
-    async def _publish_loop(self, client: coredis.Redis[str]) -> None:
+    async def _publish_loop(self, publisher: LeanConnection) -> None:
+        """Publish the outbox: each batch is sent as soon as it is there, up to
+        PUBLISH_PIPELINE batches ahead of their replies (Redis runs them in the order
+        sent, on this one connection, so the script's skip of what it has still sees
+        them in order); a lost connection republishes everything not read back."""
         outbox = self.outbox
-        while True:
-            await outbox.wait_work()
-            batch = outbox.unpublished(PUBLISH_BATCH)
-            expiry_ms = max(1, int(self.config.room_expiry * 1000))
-            args: list[str | int] = [self.history.keep, self.node, expiry_ms]
-            for out in batch:
-                key = room_key(out.room)
-                args += [out.seq, out.user, out.text, out.timestamp,
-                         "" if key == LOBBY_KEY else key]
-            started = time.perf_counter()
-            with trio.fail_after(COMMAND_TIMEOUT):
-                last = await self._script(client, lua.PUBLISH, args)
-            self._publish_seconds.observe(time.perf_counter() - started)
-            self._published_through = max(self._published_through, int(last))
-            outbox.mark_published(batch)
+        with trio.fail_after(COMMAND_TIMEOUT):
+            sha = await publisher.load(lua.PUBLISH)
+        expiry_ms = max(1, int(self.config.room_expiry * 1000))
+        in_flight: deque[tuple[list[Outgoing], float]] = deque()
+        sent, answered = Pulse(), Pulse()
+
+        async def send() -> None:
+            after = 0  # the newest sequence number sent
+            while True:
+                while len(in_flight) >= PUBLISH_PIPELINE:
+                    await answered.wait()
+                await outbox.wait_work(after)
+                batch = outbox.unpublished(PUBLISH_BATCH, after)
+                args: list[str | int] = [PREFIX, self.history.keep, self.node, expiry_ms]
+                for out in batch:
+                    key = room_key(out.room)
+                    args += [out.seq, out.user, out.text, out.timestamp,
+                             "" if key == LOBBY_KEY else key]
+                in_flight.append((batch, time.perf_counter()))
+                after = batch[-1].seq
+                sent.fire()
+                await publisher.send("EVALSHA", sha, 0, *args)
+
+        async def receive() -> None:
+            while True:
+                while not in_flight:
+                    await sent.wait()
+                with trio.fail_after(COMMAND_TIMEOUT):
+                    last = await publisher.reply()
+                batch, started = in_flight.popleft()
+                answered.fire()
+                self._publish_seconds.observe(time.perf_counter() - started)
+                self._published_through = max(self._published_through, int(last))
+                outbox.mark_published(batch)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            nursery.start_soon(receive)
 
     async def _presence_loop(self, client: coredis.Redis[str]) -> None:
         presence, rooms = self.presence, self.rooms
