@@ -54,6 +54,7 @@ from coredis.commands.script import Script
 from coredis.connection import TCPLocation
 
 from .. import protocol
+from ..accounts.store import StoredDM
 from ..config import SENTINEL_SCHEME, Config, parse_sentinel_url, redacted_url
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
@@ -858,6 +859,12 @@ class Cluster(Delivery):
                 return  # gone meanwhile: direct messages are not stored
             recipient.deliver(protocol.direct(fields["f"], fields["t"], fields["x"],
                                               fields["ts"], message_id))
+            accounts = self.rooms.accounts
+            if fields.get("a") and recipient.account is not None and accounts is not None:
+                # Between two accounts: kept in Redis by the recipient's server, for
+                # replay at either one's next login on any server.
+                accounts.dms.record(StoredDM(message_id, fields["a"], recipient.account,
+                                             fields["x"], fields["ts"]))
         except (KeyError, ValueError):
             log.warning("cluster: skipped a malformed inbox entry %s", entry)
 
@@ -887,7 +894,7 @@ class Cluster(Delivery):
                     if name is not None:
                         result = await self._script(client, lua.DIRECT, [
                             self.node, skeleton(name), sender.name, text, ts, INBOX_KEEP,
-                            lua.PUB_TTL_MS, name,
+                            lua.PUB_TTL_MS, name, sender.account or "",
                         ])
                 if int(result[0]) != 2:
                     break

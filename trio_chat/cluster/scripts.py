@@ -362,7 +362,8 @@ return {1, name}
 )
 
 #: ARGV: prefix, node, name key, from, text, timestamp, inbox maxlen, inbox ttl ms (a
-#: server gone for good leaves no inbox behind), name. A direct message to whoever
+#: server gone for good leaves no inbox behind), name, the sender's account ("" for a
+#: guest: the recipient's server keeps a DM between two accounts). A direct message to whoever
 #: holds the name, exactly (not a look-alike), on a live server: it gets the next id and goes
 #: to that server's inbox stream (``inbox:<node>``, trimmed to about maxlen; read only
 #: by that server). Returns {1, id, the recipient's name, its server}; {2} while the
@@ -384,7 +385,7 @@ local last = math.max(now, tonumber(redis.call('GET', p .. 'last-id') or '0') + 
 redis.call('SET', p .. 'last-id', string.format('%.0f', last))
 local id = string.format('%.0f', last)
 redis.call('XADD', p .. 'inbox:' .. holder, 'MAXLEN', '~', ARGV[7], id .. '-0',
-  'f', ARGV[4], 't', name, 'x', ARGV[5], 'ts', ARGV[6], 'node', node)
+  'f', ARGV[4], 't', name, 'x', ARGV[5], 'ts', ARGV[6], 'node', node, 'a', ARGV[10])
 redis.call('PEXPIRE', p .. 'inbox:' .. holder, tonumber(ARGV[8]))
 return {1, id, name, holder}
 """
