@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 import trio
+from click.testing import CliRunner
 
 from tests.support.cluster import name_released
 from tests.support.config import TEST_CONFIG
 from tests.support.redis import RedisServer
-from tests.support.tcp import TcpClient
+from tests.support.tcp import TcpClient, free_port
+from tests.support.waits import WAIT
 from trio_chat import Bound, Config, serve
+from trio_chat.cli import main
 from trio_chat.cluster import Cluster
 from trio_chat.server.app import open_rooms
 
@@ -206,3 +209,64 @@ async def test_dms_between_accounts_on_two_servers_are_replayed_on_either(
             before, _ = await until_token(ann)
             assert [m["text"] for m in before if m["type"] == "msg"] == ["second"]
 
+
+def admin(*args: str) -> tuple[int, str, str]:
+    """``trio-chat admin ARGS``: its exit code, stdout and stderr."""
+    result = CliRunner().invoke(main, ["admin", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+async def admin_answer(client: TcpClient) -> str:
+    """What a running server answers a server-wide ``bans`` (an admin's): ``bans``,
+    or the error's code."""
+    await client.send({"type": "bans"})
+    while (message := await client.recv())["type"] not in ("bans", "error"):
+        pass
+    return str(message.get("code", message["type"]))
+
+
+async def test_invites_and_admin_grants_through_redis_reach_every_server(
+    configs: tuple[Config, Config],
+) -> None:
+    url = configs[0].redis
+    assert url is not None
+    code, out, _ = await trio.to_thread.run_sync(admin, "invite", "--redis", url)
+    assert code == 0
+    invite = out.strip()
+    configs = (replace(configs[0], registration="invite"),
+               replace(configs[1], registration="invite"))
+    async with servers(*configs) as ((a_cluster, a), (b_cluster, b)):
+        async with await TcpClient.connect(a.tcp_port) as root:
+            await root.send({"type": "register", "user": "Root", "password": PASSWORD,
+                             "invite": invite})
+            await root.recv_until(type="token")
+            await root.send({"type": "leave"})
+            await root.eof()
+        await name_released("Root", a_cluster, b_cluster)
+        async with await TcpClient.connect(b.tcp_port) as other:
+            # The code was spent on A: one registration, on any server.
+            await other.send({"type": "register", "user": "Zed", "password": PASSWORD,
+                              "invite": invite})
+            assert (await other.recv_until(type="error"))["code"] == "invite_invalid"
+        code, _, err = await trio.to_thread.run_sync(admin, "grant", "Nobody", "--redis", url)
+        assert code == 1 and "no account 'Nobody'" in err
+        async with await TcpClient.connect(b.tcp_port) as root:
+            await root.send({"type": "login", "user": "Root", "password": PASSWORD})
+            await root.recv_until(type="token")
+            assert await admin_answer(root) == "not_permitted"
+            code, out, _ = await trio.to_thread.run_sync(admin, "grant", "root", "--redis", url)
+            assert (code, out.strip()) == (0, "Root is a server admin")
+            # B sees it within a second (each look is one round trip; bounded).
+            with trio.fail_after(WAIT):
+                while await admin_answer(root) != "bans":
+                    pass
+            code, out, _ = await trio.to_thread.run_sync(admin, "revoke", "Root", "--redis", url)
+            assert (code, out.strip()) == (0, "Root is no longer a server admin")
+            with trio.fail_after(WAIT):
+                while await admin_answer(root) != "not_permitted":
+                    pass
+
+
+def test_admin_with_an_unreachable_redis_says_so() -> None:
+    code, _, err = admin("grant", "Ann", "--redis", f"redis://127.0.0.1:{free_port()}/0")
+    assert code == 1 and "cannot use Redis at redis://127.0.0.1:" in err

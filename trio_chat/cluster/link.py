@@ -528,37 +528,7 @@ class Cluster(Delivery):
     async def _connect(self) -> AsyncIterator[coredis.Redis[str]]:
         url = self.config.redis
         assert url is not None
-        timeouts: dict[str, Any] = {
-            "connect_timeout": COMMAND_TIMEOUT,
-            "stream_timeout": COMMAND_TIMEOUT + BLOCK_MS / 1000,
-        }
-        async with AsyncExitStack() as stack:
-            client: coredis.Redis[str]
-            if url.startswith(SENTINEL_SCHEME + ":"):
-                # Ask the sentinels which Redis is the primary now, at each (re)connection;
-                # a connection to a primary that was demoted fails its role check.
-                target = parse_sentinel_url(url)
-                sentinel = await stack.enter_async_context(coredis.Sentinel(
-                    [TCPLocation(host, port) for host, port in target.sentinels],
-                    sentinel_kwargs={"connect_timeout": COMMAND_TIMEOUT,
-                                     "stream_timeout": COMMAND_TIMEOUT},
-                    decode_responses=True,
-                    retry_policy=coredis.retry.NoRetryPolicy(),
-                    **timeouts,
-                ))
-                with trio.fail_after(COMMAND_TIMEOUT):
-                    host, port = await sentinel.discover_primary(target.service)
-                log.debug("cluster: sentinels name %s:%s as %s's primary", host, port,
-                          target.service)
-                client = sentinel.primary_for(target.service, db=target.db,
-                                              username=target.username,
-                                              password=target.password)
-            else:
-                client = coredis.Redis.from_url(
-                    url, decode_responses=True, retry_policy=coredis.retry.NoRetryPolicy(),
-                    **timeouts,
-                )
-            await stack.enter_async_context(client)
+        async with connect_redis(url) as client:
             self._client = client
             self._scripts.clear()
             try:
@@ -1148,6 +1118,44 @@ class Cluster(Delivery):
             script = self._scripts[source] = client.register_script(source)
         return await script(keys=[], args=[PREFIX, *args])
 
+
+
+@asynccontextmanager
+async def connect_redis(url: str) -> AsyncIterator[coredis.Redis[str]]:
+    """A connection to the Redis at ``url`` (a Sentinel URL: the primary its sentinels
+    name now), with the cluster's timeouts and no retries (the caller decides)."""
+    timeouts: dict[str, Any] = {
+        "connect_timeout": COMMAND_TIMEOUT,
+        "stream_timeout": COMMAND_TIMEOUT + BLOCK_MS / 1000,
+    }
+    async with AsyncExitStack() as stack:
+        client: coredis.Redis[str]
+        if url.startswith(SENTINEL_SCHEME + ":"):
+            # Ask the sentinels which Redis is the primary now, at each (re)connection;
+            # a connection to a primary that was demoted fails its role check.
+            target = parse_sentinel_url(url)
+            sentinel = await stack.enter_async_context(coredis.Sentinel(
+                [TCPLocation(host, port) for host, port in target.sentinels],
+                sentinel_kwargs={"connect_timeout": COMMAND_TIMEOUT,
+                                 "stream_timeout": COMMAND_TIMEOUT},
+                decode_responses=True,
+                retry_policy=coredis.retry.NoRetryPolicy(),
+                **timeouts,
+            ))
+            with trio.fail_after(COMMAND_TIMEOUT):
+                host, port = await sentinel.discover_primary(target.service)
+            log.debug("cluster: sentinels name %s:%s as %s's primary", host, port,
+                      target.service)
+            client = sentinel.primary_for(target.service, db=target.db,
+                                          username=target.username,
+                                          password=target.password)
+        else:
+            client = coredis.Redis.from_url(
+                url, decode_responses=True, retry_policy=coredis.retry.NoRetryPolicy(),
+                **timeouts,
+            )
+        await stack.enter_async_context(client)
+        yield client
 
 
 @asynccontextmanager
