@@ -360,6 +360,20 @@ class Cluster(Delivery):
     def other_count(self, room: str | None = None) -> int:
         return self.presence.count(room)
 
+    async def kick_elsewhere(self, room: Room, name: str, by: str, reason: str) -> bool:
+        """A kick of a member another server has in ``room`` (as this server sees
+        them): through that server's inbox (:data:`~.scripts.KICK`); it expels them
+        with the notice. ``not_permitted`` while Redis cannot take it."""
+        found = self.presence.holder(room.key, name)
+        if found is None:
+            return False
+        _, held = found
+        result = await self.moderate(lua.KICK, [
+            self.node, skeleton(held), held, room.key, by, reason, INBOX_KEEP,
+            lua.PUB_TTL_MS,
+        ])
+        return int(result[0]) == 1
+
     def release(self, name: str) -> None:
         self.presence.change("release", name)
 
@@ -819,9 +833,14 @@ class Cluster(Delivery):
         await self.rooms.pacer.step(budget)
 
     def _inbox_entry(self, entry: Any) -> None:
-        """A direct message to a member of this server."""
+        """A direct message to a member of this server, or a kick of one."""
         try:
             fields = entry.field_values
+            if "k" in fields:  # a kick from another server (kick_elsewhere)
+                moderation = self.rooms.moderation
+                if moderation is not None:
+                    moderation.kicked(fields["k"], fields["t"], fields["by"], fields["r"])
+                return
             message_id = int(str(entry.identifier).partition("-")[0])
             self.history.last_id = max(self.history.last_id, message_id)
             recipient = self.rooms.user(fields["t"])

@@ -390,3 +390,23 @@ redis.call('PEXPIRE', p .. 'inbox:' .. holder, tonumber(ARGV[8]))
 return {1, id, name, holder}
 """
 )
+
+#: ARGV: prefix, node, name key, name, room key, by, reason, inbox maxlen, inbox ttl
+#: ms. A kick of the member holding exactly ``name`` on a live server other than this
+#: one: an entry (``k`` the room) in that server's inbox, which expels the member with
+#: the kick notice. Returns {1, its server}; {0} when nobody (else) has that name.
+KICK: Final = (
+    _NOW_MS
+    + """
+local p, node, cf = ARGV[1], ARGV[2], ARGV[3]
+local holder = redis.call('GET', p .. 'name:' .. cf)
+if not holder or holder == node then return {0} end
+local expiry = redis.call('ZSCORE', p .. 'nodes', holder)
+if not expiry or tonumber(expiry) <= now_ms then return {0} end
+if redis.call('HGET', p .. 'users:' .. holder, cf) ~= ARGV[4] then return {0} end
+redis.call('XADD', p .. 'inbox:' .. holder, 'MAXLEN', '~', ARGV[8], '*',
+  'k', ARGV[5], 't', ARGV[4], 'by', ARGV[6], 'r', ARGV[7], 'node', node)
+redis.call('PEXPIRE', p .. 'inbox:' .. holder, tonumber(ARGV[9]))
+return {1, holder}
+"""
+)
