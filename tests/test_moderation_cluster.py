@@ -112,3 +112,36 @@ async def test_ops_modes_and_voice_are_shared(config: Config) -> None:
             await until(lambda: bool(b_state.state.voiced.get("#lobby")))
             await bob.send({"type": "chat", "text": "voiced"})
             await root.recv_until(type="chat", text="voiced")
+
+
+async def test_a_kick_on_one_server_reaches_a_user_on_another(config: Config) -> None:
+    async with (
+        node(config) as (_, a),
+        node(config) as (_, b),
+        await TcpClient.connect(a.tcp_port) as root,
+        await TcpClient.connect(b.tcp_port) as bob,
+        await TcpClient.connect(b.tcp_port) as cid,
+    ):
+        await root.join("Root")
+        await login(root, "Root", new=True)
+        await bob.join("Bob")
+        await cid.join("Cid")
+        await root.recv_until(type="system", event="join", name="Bob")
+        await root.recv_until(type="system", event="join", name="Cid")
+        await root.send({"type": "kick", "user": "bob", "reason": "off topic"})
+        # The same notice on both servers: to Root and to Bob and Cid (on b).
+        for client in (root, bob, cid):
+            notice = await client.recv_until(type="system", event="kick")
+            assert (notice["name"], notice["by"], notice["reason"], notice["room"]) == (
+                "Bob", "Root", "off topic", "#lobby")
+            assert notice["text"] == "Bob was kicked from #lobby by Root: off topic"
+        # Out of the room (the connection stays): Bob's chat is refused there.
+        await bob.send({"type": "chat", "text": "still here?"})
+        assert (await bob.recv_until(type="error"))["code"] == "not_in_room"
+        # a hears that Bob is out of #lobby (b's presence change), as from any part.
+        await root.recv_until(type="system", event="leave", name="Bob")
+        await root.send({"type": "who"})
+        assert "Bob" not in (await root.recv_until(type="users"))["users"]
+        # Nobody by that name in the room anywhere (any more): no_such_user.
+        await root.send({"type": "kick", "user": "Bob"})
+        assert (await root.recv_until(type="error"))["code"] == "no_such_user"

@@ -15,10 +15,11 @@ import trio.testing
 
 from trio_chat import Bound, Config, serve
 from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
+from trio_chat.protocol import name_key
 from trio_chat.server.seats import token_key
 
 from .tcp import TcpClient
-from .waits import WAIT
+from .waits import WAIT, until
 from .ws import WsClient, ws_client
 
 
@@ -111,3 +112,19 @@ async def token_in_redis(config: Config, token: str) -> None:
         with trio.fail_after(WAIT):
             while not await client.exists([f"{PREFIX}resume:{token_key(token)}"]):
                 pass  # each look is a round trip to Redis
+
+
+
+async def name_released(name: str, *clusters: Cluster) -> None:
+    """Wait until none of ``clusters`` sees ``name`` held on another server (a member
+    that left is released on its way to Redis like every presence change, and each
+    server learns it from the events stream); a join there before that is refused
+    (``name_taken``)."""
+    for cluster in clusters:
+        await until(partial(_free, cluster, name))
+
+
+def _free(cluster: Cluster, name: str) -> bool:
+    """No other server holds ``name`` (or the same name in another case), as
+    ``cluster`` sees them."""
+    return name_key(name) not in {name_key(other) for other in cluster.other_names()}

@@ -1,4 +1,5 @@
-"""Direct messages between two accounts: kept in ``dm_history``, replayed at login.
+"""Direct messages between two accounts: kept in ``dm_history`` (or, with ``--redis``,
+in Redis), replayed at login.
 
 A direct message is delivered at once (the room never waits for the store); when
 both ends are logged in to accounts, it is also handed to :class:`DmLog`, which
@@ -17,7 +18,7 @@ from typing import Final
 import trio
 
 from ..pulse import Pulse
-from .store import AccountStore, StoredDM
+from .store import AccountsBackend, StoredDM
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ DM_REPLAY_MAX: Final = 1000
 
 
 class DmLog:
-    def __init__(self, store: AccountStore, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, store: AccountsBackend, max_pending: int = MAX_PENDING) -> None:
         self.store = store
         self.max_pending = max_pending
         self._pending: list[StoredDM] = []
@@ -68,7 +69,7 @@ class DmLog:
             self._changed.fire()  # senders waiting for room may go on
             try:
                 with trio.CancelScope(shield=True):  # a batch taken is a batch written
-                    await self.store.run(self.store.db.add_dms, batch)
+                    await self.store.add_dms(batch)
             except Exception:
                 log.exception("direct messages: %d could not be kept", len(batch))
             finally:
@@ -87,4 +88,4 @@ class DmLog:
         waiting for the store are written first."""
         await self.flush()
         limit = DM_REPLAY if since is None else DM_REPLAY_MAX
-        return await self.store.run(self.store.db.dms, account, since, limit)
+        return await self.store.dms(account, since, limit)

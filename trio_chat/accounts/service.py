@@ -13,8 +13,10 @@ Every failure that could tell an unknown name from a wrong password is the same
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Final
 
 import trio
@@ -34,7 +36,7 @@ from ..protocol import (
 )
 from .dms import DmLog
 from .passwords import MAX_PASSWORD, MIN_PASSWORD, Passwords
-from .store import AccountExists, AccountsDB, AccountStore
+from .store import AccountExists, AccountsBackend, AccountsDB, AccountStore
 from .throttle import LoginThrottle
 from .tokens import Tokens, load_key
 
@@ -46,7 +48,7 @@ CLOSED: Final = "closed"
 INVITE: Final = "invite"
 REGISTRATION_MODES: Final = (OPEN, CLOSED, INVITE)
 #: Seconds between looks for accounts registered by the other servers of a cluster
-#: that share the database file.
+#: (sharing the database file, or Redis).
 FOLLOW_INTERVAL: Final = 2.0
 
 
@@ -71,7 +73,7 @@ class Accounts:
 
     def __init__(
         self,
-        store: AccountStore,
+        store: AccountsBackend,
         tokens: Tokens,
         *,
         registration: str = OPEN,
@@ -95,15 +97,25 @@ class Accounts:
         for name in names or ():
             self._skeletons.setdefault(skeleton(name), name)
 
-    async def follow(self, interval: float = FOLLOW_INTERVAL) -> None:
-        """Learn the accounts other servers sharing the database register (a cluster
-        on one machine), every ``interval`` seconds, until cancelled."""
-        _, last = await self.store.run(self.store.db.names_since, 0)
+    async def follow(self, interval: float = FOLLOW_INTERVAL, *, granted: bool = True) -> None:
+        """Learn the accounts other servers register (sharing the database file on
+        one machine, or Redis), every ``interval`` seconds, until cancelled; and make
+        the ``--admin`` accounts admins once the store can be reached, unless
+        ``granted`` already. A store that cannot be reached now (Redis away) is tried
+        again at the next look."""
+        last = 0
         while True:
+            try:
+                if not granted:
+                    await self.grant_configured()
+                    granted = True
+                names, last = await self.store.names_since(last)
+            except (ProtocolError, OSError, sqlite3.Error) as error:
+                log.warning("accounts: cannot read the registered names: %s", error)
+            else:
+                for name in names:
+                    self._skeletons.setdefault(skeleton(name), name)
             await trio.sleep(interval)
-            names, last = await self.store.run(self.store.db.names_since, last)
-            for name in names:
-                self._skeletons.setdefault(skeleton(name), name)
 
     def _known(self, name: str) -> None:
         """An account found in the store (another server of a cluster sharing the
@@ -150,12 +162,12 @@ class Accounts:
         spent = created = False
         try:
             if by_invite:
-                spent = await self.store.run(self.store.db.use_invite, invite or "", name)
+                spent = await self.store.use_invite(invite or "", name)
                 if not spent:
                     raise ProtocolError(INVITE_INVALID, "that code is unknown, used or expired")
             password_hash = await self.passwords.hash(password)
             try:
-                await self.store.run(self.store.db.create, name, password_hash,
+                await self.store.create(name, password_hash,
                                      admin=name_key(name) in self._admins)
             except AccountExists as exists:
                 raise registered_error(name, exists.holder) from None
@@ -165,7 +177,7 @@ class Accounts:
                 del self._skeletons[key]
                 if spent:
                     with trio.CancelScope(shield=True):
-                        await self.store.run(self.store.db.return_invite, invite or "")
+                        await self.store.return_invite(invite or "")
         log.info("account %s registered from %s", name, address,
                  extra={"event": "register", "user": name, "peer": address})
         return 0
@@ -173,7 +185,7 @@ class Accounts:
     async def login(self, name: str, password: str, address: str) -> tuple[str, int]:
         """Check a password: the account's name and generation, or ``login_failed``."""
         self._throttled(name_key(name), address)
-        account = await self.store.run(self.store.db.get, name)
+        account = await self.store.get(name)
         ok = False
         if len(password) <= MAX_PASSWORD:
             ok = await self.passwords.verify(account.hash if account else None, password)
@@ -185,7 +197,7 @@ class Accounts:
         self._known(account.name)
         if self.passwords.needs_rehash(account.hash):
             rehashed = await self.passwords.hash(password)
-            await self.store.run(self.store.db.rehash, account.name, account.hash, rehashed)
+            await self.store.rehash(account.name, account.hash, rehashed)
         return account.name, account.generation
 
     async def login_token(self, token: str, address: str) -> tuple[str, int]:
@@ -194,7 +206,7 @@ class Accounts:
         claims = self.tokens.check(token)
         account = None
         if claims is not None:
-            account = await self.store.run(self.store.db.get, claims.account)
+            account = await self.store.get(claims.account)
         if claims is None or account is None or account.generation != claims.generation:
             log.info("token login failed from %s", address,
                      extra={"event": "login_failed", "peer": address})
@@ -209,14 +221,14 @@ class Accounts:
         check_password(new)
         await self.login(account, old, address)
         password_hash = await self.passwords.hash(new)
-        generation = await self.store.run(self.store.db.set_password, account, password_hash)
+        generation = await self.store.set_password(account, password_hash)
         log.info("password changed for %s", account,
                  extra={"event": "password", "user": account, "peer": address})
         return generation
 
     async def logout(self, account: str) -> None:
         """Revoke every token of ``account``."""
-        await self.store.run(self.store.db.revoke, account)
+        await self.store.revoke(account)
 
     def issue_token(self, account: str, generation: int) -> tuple[str, int]:
         return self.tokens.issue(account, generation)
@@ -224,33 +236,46 @@ class Accounts:
     async def is_admin(self, account: str) -> bool:
         """Whether ``account`` is a server admin now (``trio-chat admin grant`` may
         have changed it on the running server's database)."""
-        return await self.store.run(self.store.db.is_admin, account)
+        return await self.store.is_admin(account)
 
     async def grant_configured(self) -> None:
         """``--admin NAME``: make the named accounts admins (the ones not registered
         yet become admins when they register)."""
         for name in self._admins:
-            await self.store.run(self.store.db.set_admin, name, True)
+            await self.store.set_admin(name, True)
 
 
 @asynccontextmanager
-async def open_accounts(config: Config) -> AsyncIterator[Accounts]:
-    """The accounts of ``config.db`` (tables created if new), for one server run."""
-    db = await trio.to_thread.run_sync(AccountsDB, config.db)
-    store = AccountStore(db)
+async def open_accounts(
+    config: Config, store: AccountsBackend | None = None
+) -> AsyncIterator[Accounts]:
+    """The accounts of ``config.db`` (tables created if new), or of ``store`` (Redis,
+    for a cluster), for one server run."""
+    if store is None:
+        db = await trio.to_thread.run_sync(AccountsDB, config.db)
+        store = AccountStore(db)
     try:
         key = await trio.to_thread.run_sync(load_key, config.secret, config.db)
-        names = await store.run(db.names)
-        accounts = Accounts(
-            store, Tokens(key), registration=config.registration, admins=config.admins,
-            names=names,
-        )
-        await accounts.grant_configured()
-        log.info("accounts: %d registered, registration %s", len(names), config.registration)
+        granted = True
+        try:
+            names = await store.names()
+            accounts = Accounts(
+                store, Tokens(key), registration=config.registration,
+                admins=config.admins, names=names,
+            )
+            await accounts.grant_configured()
+            log.info("accounts: %d registered, registration %s", len(names),
+                     config.registration)
+        except ProtocolError as error:  # Redis away at the start: learnt when back
+            log.warning("accounts: %s; registered names are learnt once it is back",
+                        error.text)
+            accounts = Accounts(store, Tokens(key), registration=config.registration,
+                                admins=config.admins)
+            granted = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(accounts.dms.run)
             if config.redis:
-                nursery.start_soon(accounts.follow)
+                nursery.start_soon(partial(accounts.follow, granted=granted))
             try:
                 yield accounts
             finally:

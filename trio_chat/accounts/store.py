@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, ParamSpec, TypeVar
+from typing import Final, ParamSpec, Protocol, TypeVar
 
 import trio
 
@@ -247,9 +247,32 @@ class StoredDM:
     ts: str
 
 
+class AccountsBackend(Protocol):
+    """Where a server's accounts, invites and kept direct messages live: the ``--db``
+    SQLite file (:class:`AccountStore`), or Redis for a cluster of servers on several
+    machines (:mod:`trio_chat.cluster.accounts`). :class:`~.service.Accounts` and
+    :class:`~.dms.DmLog` use only this."""
+
+    async def get(self, name: str) -> Account | None: ...
+    async def names(self) -> list[str]: ...
+    async def names_since(self, cursor: int) -> tuple[list[str], int]: ...
+    async def create(self, name: str, password_hash: str, *, admin: bool = False) -> None: ...
+    async def set_password(self, name: str, password_hash: str) -> int: ...
+    async def rehash(self, name: str, old_hash: str, password_hash: str) -> None: ...
+    async def revoke(self, name: str) -> int: ...
+    async def is_admin(self, name: str) -> bool: ...
+    async def set_admin(self, name: str, admin: bool) -> str | None: ...
+    async def use_invite(self, code: str, name: str) -> bool: ...
+    async def return_invite(self, code: str) -> None: ...
+    async def add_dms(self, batch: list[StoredDM]) -> None: ...
+    async def dms(self, account: str, since: int | None, limit: int) -> list[StoredDM]: ...
+    async def aclose(self) -> None: ...
+
+
 class AccountStore:
     """:class:`AccountsDB` off the event loop: each call in a worker thread, one at a
-    time (a ``CapacityLimiter`` of 1 owns the connection)."""
+    time (a ``CapacityLimiter`` of 1 owns the connection). The SQLite
+    :class:`AccountsBackend`."""
 
     def __init__(self, db: AccountsDB) -> None:
         self.db = db
@@ -260,6 +283,45 @@ class AccountStore:
         def call() -> _T:
             return fn(*args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def get(self, name: str) -> Account | None:
+        return await self.run(self.db.get, name)
+
+    async def names(self) -> list[str]:
+        return await self.run(self.db.names)
+
+    async def names_since(self, cursor: int) -> tuple[list[str], int]:
+        return await self.run(self.db.names_since, cursor)
+
+    async def create(self, name: str, password_hash: str, *, admin: bool = False) -> None:
+        await self.run(self.db.create, name, password_hash, admin=admin)
+
+    async def set_password(self, name: str, password_hash: str) -> int:
+        return await self.run(self.db.set_password, name, password_hash)
+
+    async def rehash(self, name: str, old_hash: str, password_hash: str) -> None:
+        await self.run(self.db.rehash, name, old_hash, password_hash)
+
+    async def revoke(self, name: str) -> int:
+        return await self.run(self.db.revoke, name)
+
+    async def is_admin(self, name: str) -> bool:
+        return await self.run(self.db.is_admin, name)
+
+    async def set_admin(self, name: str, admin: bool) -> str | None:
+        return await self.run(self.db.set_admin, name, admin)
+
+    async def use_invite(self, code: str, name: str) -> bool:
+        return await self.run(self.db.use_invite, code, name)
+
+    async def return_invite(self, code: str) -> None:
+        await self.run(self.db.return_invite, code)
+
+    async def add_dms(self, batch: list[StoredDM]) -> None:
+        await self.run(self.db.add_dms, batch)
+
+    async def dms(self, account: str, since: int | None, limit: int) -> list[StoredDM]:
+        return await self.run(self.db.dms, account, since, limit)
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self.db.close, limiter=self._limiter)

@@ -10,6 +10,10 @@ time), and an invite code at once.
   not (accounts only: a guest cannot be one; ``serve --admin NAME`` grants at start);
 - ``admin invite``: a registration code for ``serve --registration invite``.
 
+With ``--redis URL`` (a cluster's, ``serve --redis``) these work on the accounts in
+that Redis instead of a ``--db`` file; every server of the cluster sees a grant or a
+revoke within a second.
+
 Other modules add their commands to :data:`admin` (moderation: ``admin log``...), with
 :data:`db_option` for ``--db`` and :func:`prepare_database` / :func:`is_trio_chat_db`
 before they open the file.
@@ -19,12 +23,20 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from ..accounts.store import INVITE_LIFETIME, AccountsDB
+from ..config import redacted_url
+
+if TYPE_CHECKING:
+    from ..cluster.accounts import RedisAccounts
+
+_T = TypeVar("_T")
 
 
 def _default_db() -> str:
@@ -94,30 +106,68 @@ def admin() -> None:
     """Manage a server's accounts and moderation in its database (stopped or running)."""
 
 
-@admin.command()
-@click.argument("name")
-@db_option
-def grant(name: str, db: str) -> None:
-    """Make the account NAME a server admin."""
-    _set_admin(name, db, True)
+redis_option = click.option(
+    "--redis", default=None, envvar="TRIO_CHAT_REDIS", show_envvar=True,
+    help="The cluster's Redis (serve --redis): its accounts are there, not in --db.",
+)
 
 
-@admin.command()
-@click.argument("name")
-@db_option
-def revoke(name: str, db: str) -> None:
-    """Make the account NAME no longer a server admin."""
-    _set_admin(name, db, False)
+def _on_redis(url: str, work: Callable[[RedisAccounts], Awaitable[_T]]) -> _T:
+    """``work`` on the accounts in the Redis at ``url`` (a ClickException if it cannot
+    be used)."""
+    import trio
 
+    from ..cluster.accounts import RedisAccounts
+    from ..cluster.link import LINK_ERRORS, connect_redis
+    from ..errors import first_leaf
+    from ..protocol import ProtocolError
 
-def _set_admin(name: str, db: str, admin: bool) -> None:
-    accounts = _open(db)
+    async def run() -> _T:
+        async with connect_redis(url) as client:
+            return await work(RedisAccounts(lambda: client))
+
+    failure: BaseException | None = None
     try:
-        account = accounts.set_admin(name, admin)
-    finally:
-        accounts.close()
+        return trio.run(run)
+    except* ProtocolError as group:
+        failure = first_leaf(group)
+    except* LINK_ERRORS as group:
+        failure = first_leaf(group)
+    raise click.ClickException(f"cannot use Redis at {redacted_url(url)}: {failure}")
+
+
+@admin.command()
+@click.argument("name")
+@db_option
+@redis_option
+def grant(name: str, db: str, redis: str | None) -> None:
+    """Make the account NAME a server admin."""
+    _set_admin(name, db, redis, True)
+
+
+@admin.command()
+@click.argument("name")
+@db_option
+@redis_option
+def revoke(name: str, db: str, redis: str | None) -> None:
+    """Make the account NAME no longer a server admin."""
+    _set_admin(name, db, redis, False)
+
+
+def _set_admin(name: str, db: str, redis: str | None, admin: bool) -> None:
+    if redis:
+        # Every server of the cluster sees it within a second (moderation's version).
+        account = _on_redis(redis, lambda accounts: accounts.set_admin(name, admin))
+        where = redacted_url(redis)
+    else:
+        accounts = _open(db)
+        try:
+            account = accounts.set_admin(name, admin)
+        finally:
+            accounts.close()
+        where = db
     if account is None:
-        click.echo(f"no account {name!r} in {db} (only accounts can be admins)", err=True)
+        click.echo(f"no account {name!r} in {where} (only accounts can be admins)", err=True)
         sys.exit(1)
     click.echo(f"{account} is {'a server admin' if admin else 'no longer a server admin'}")
 
@@ -127,13 +177,17 @@ def _set_admin(name: str, db: str, admin: bool) -> None:
 @click.option("--hours", type=click.FloatRange(0, min_open=True),
               default=INVITE_LIFETIME / 3600, show_default=True,
               help="Hours the code is good for.")
-def invite(db: str, hours: float) -> None:
+@redis_option
+def invite(db: str, hours: float, redis: str | None) -> None:
     """Print a new invite code (one registration, for serve --registration invite)."""
-    accounts = _open(db, create=True)
-    try:
-        code, expires = accounts.create_invite(hours * 3600)
-    finally:
-        accounts.close()
+    if redis:
+        code, expires = _on_redis(redis, lambda accounts: accounts.create_invite(hours * 3600))
+    else:
+        accounts = _open(db, create=True)
+        try:
+            code, expires = accounts.create_invite(hours * 3600)
+        finally:
+            accounts.close()
     until = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M UTC")
     click.echo(code)
     click.echo(f"good for one registration until {until}", err=True)

@@ -54,6 +54,7 @@ from coredis.commands.script import Script
 from coredis.connection import TCPLocation
 
 from .. import protocol
+from ..accounts.store import StoredDM
 from ..config import SENTINEL_SCHEME, Config, parse_sentinel_url, redacted_url
 from ..errors import StartupError, first_leaf
 from ..history.base import chat_line
@@ -383,6 +384,20 @@ class Cluster(Delivery):
     def other_count(self, room: str | None = None) -> int:
         return self.presence.count(room)
 
+    async def kick_elsewhere(self, room: Room, name: str, by: str, reason: str) -> bool:
+        """A kick of a member another server has in ``room`` (as this server sees
+        them): through that server's inbox (:data:`~.scripts.KICK`); it expels them
+        with the notice. ``not_permitted`` while Redis cannot take it."""
+        found = self.presence.holder(room.key, name)
+        if found is None:
+            return False
+        _, held = found
+        result = await self.moderate(lua.KICK, [
+            self.node, skeleton(held), held, room.key, by, reason, INBOX_KEEP,
+            lua.PUB_TTL_MS,
+        ])
+        return int(result[0]) == 1
+
     def release(self, name: str) -> None:
         self.presence.change("release", name)
 
@@ -552,40 +567,7 @@ class Cluster(Delivery):
     async def _connect(self) -> AsyncIterator[coredis.Redis[str]]:
         url = self.config.redis
         assert url is not None
-        timeouts: dict[str, Any] = {
-            "connect_timeout": COMMAND_TIMEOUT,
-            "stream_timeout": COMMAND_TIMEOUT + BLOCK_MS / 1000,
-        }
-        async with AsyncExitStack() as stack:
-            client: coredis.Redis[str]
-            if url.startswith(SENTINEL_SCHEME + ":"):
-                # Ask the sentinels which Redis is the primary now, at each (re)connection;
-                # a connection to a primary that was demoted fails its role check.
-                target = parse_sentinel_url(url)
-                sentinel = await stack.enter_async_context(coredis.Sentinel(
-                    [TCPLocation(host, port) for host, port in target.sentinels],
-                    sentinel_kwargs={"connect_timeout": COMMAND_TIMEOUT,
-                                     "stream_timeout": COMMAND_TIMEOUT},
-                    decode_responses=True,
-                    retry_policy=coredis.retry.NoRetryPolicy(),
-                    **timeouts,
-                ))
-                with trio.fail_after(COMMAND_TIMEOUT):
-                    host, port = await sentinel.discover_primary(target.service)
-                log.debug("cluster: sentinels name %s:%s as %s's primary", host, port,
-                          target.service)
-                client = sentinel.primary_for(target.service, db=target.db,
-                                              username=target.username,
-                                              password=target.password)
-                endpoint = Endpoint(host=host, port=port, username=target.username,
-                                    password=target.password, db=target.db)
-            else:
-                client = coredis.Redis.from_url(
-                    url, decode_responses=True, retry_policy=coredis.retry.NoRetryPolicy(),
-                    **timeouts,
-                )
-                endpoint = Endpoint.of_pool(client.connection_pool)
-            await stack.enter_async_context(client)
+        async with redis_endpoint(url) as (client, endpoint):
             self._client = client
             self._endpoint = endpoint
             self._scripts.clear()
@@ -894,9 +876,14 @@ class Cluster(Delivery):
         await self.rooms.pacer.step(budget)
 
     def _inbox_entry(self, entry: Any) -> None:
-        """A direct message to a member of this server."""
+        """A direct message to a member of this server, or a kick of one."""
         try:
             fields = entry.field_values
+            if "k" in fields:  # a kick from another server (kick_elsewhere)
+                moderation = self.rooms.moderation
+                if moderation is not None:
+                    moderation.kicked(fields["k"], fields["t"], fields["by"], fields["r"])
+                return
             message_id = int(str(entry.identifier).partition("-")[0])
             self.history.last_id = max(self.history.last_id, message_id)
             recipient = self.rooms.user(fields["t"])
@@ -904,6 +891,12 @@ class Cluster(Delivery):
                 return  # gone meanwhile: direct messages are not stored
             recipient.deliver(protocol.direct(fields["f"], fields["t"], fields["x"],
                                               fields["ts"], message_id))
+            accounts = self.rooms.accounts
+            if fields.get("a") and recipient.account is not None and accounts is not None:
+                # Between two accounts: kept in Redis by the recipient's server, for
+                # replay at either one's next login on any server.
+                accounts.dms.record(StoredDM(message_id, fields["a"], recipient.account,
+                                             fields["x"], fields["ts"]))
         except (KeyError, ValueError):
             log.warning("cluster: skipped a malformed inbox entry %s", entry)
 
@@ -933,7 +926,7 @@ class Cluster(Delivery):
                     if name is not None:
                         result = await self._script(client, lua.DIRECT, [
                             self.node, skeleton(name), sender.name, text, ts, INBOX_KEEP,
-                            lua.PUB_TTL_MS, name,
+                            lua.PUB_TTL_MS, name, sender.account or "",
                         ])
                 if int(result[0]) != 2:
                     break
@@ -1214,6 +1207,55 @@ class Cluster(Delivery):
             script = self._scripts[source] = client.register_script(source)
         return await script(keys=[], args=[PREFIX, *args])
 
+
+
+@asynccontextmanager
+async def connect_redis(url: str) -> AsyncIterator[coredis.Redis[str]]:
+    """A connection to the Redis at ``url`` (a Sentinel URL: the primary its sentinels
+    name now), with the cluster's timeouts and no retries (the caller decides)."""
+    async with redis_endpoint(url) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def redis_endpoint(url: str) -> AsyncIterator[tuple[coredis.Redis[str], Endpoint]]:
+    """:func:`connect_redis`, and where it connected (the lean connections of the hot
+    loops open to the same place: :mod:`.resp`)."""
+    timeouts: dict[str, Any] = {
+        "connect_timeout": COMMAND_TIMEOUT,
+        "stream_timeout": COMMAND_TIMEOUT + BLOCK_MS / 1000,
+    }
+    async with AsyncExitStack() as stack:
+        client: coredis.Redis[str]
+        if url.startswith(SENTINEL_SCHEME + ":"):
+            # Ask the sentinels which Redis is the primary now, at each (re)connection;
+            # a connection to a primary that was demoted fails its role check.
+            target = parse_sentinel_url(url)
+            sentinel = await stack.enter_async_context(coredis.Sentinel(
+                [TCPLocation(host, port) for host, port in target.sentinels],
+                sentinel_kwargs={"connect_timeout": COMMAND_TIMEOUT,
+                                 "stream_timeout": COMMAND_TIMEOUT},
+                decode_responses=True,
+                retry_policy=coredis.retry.NoRetryPolicy(),
+                **timeouts,
+            ))
+            with trio.fail_after(COMMAND_TIMEOUT):
+                host, port = await sentinel.discover_primary(target.service)
+            log.debug("cluster: sentinels name %s:%s as %s's primary", host, port,
+                      target.service)
+            client = sentinel.primary_for(target.service, db=target.db,
+                                          username=target.username,
+                                          password=target.password)
+            endpoint = Endpoint(host=host, port=port, username=target.username,
+                                password=target.password, db=target.db)
+        else:
+            client = coredis.Redis.from_url(
+                url, decode_responses=True, retry_policy=coredis.retry.NoRetryPolicy(),
+                **timeouts,
+            )
+            endpoint = Endpoint.of_pool(client.connection_pool)
+        await stack.enter_async_context(client)
+        yield client, endpoint
 
 
 @asynccontextmanager

@@ -12,7 +12,8 @@ sequence for the cluster.
 Keys (after the cluster's prefix): ``mod:sanctions`` (hash ``ban:ID``/``mute:ID`` to
 the sanction as JSON), ``mod:ops`` and ``mod:voiced`` (sets of ``[room, key]`` as
 JSON), ``mod:modes`` (hash room to its modes), ``mod:ids``, ``mod:version``,
-``mod:audit``. While Redis is unreachable, moderation messages are refused
+``mod:audit``; the server admins are ``--admin``'s and the accounts' ``acct:admins``
+(:mod:`.accounts`).  While Redis is unreachable, moderation messages are refused
 (``not_permitted`` saying so) and the state last loaded holds.
 """
 
@@ -118,7 +119,10 @@ class RedisBackend:
             ops = await client.smembers(PREFIX + "mod:ops")
             voiced = await client.smembers(PREFIX + "mod:voiced")
             modes = await client.hgetall(PREFIX + "mod:modes")
-        state = Moderation(admins=set(admins))
+            # The accounts' admins (trio-chat admin grant --redis; a grant bumps the
+            # version every server watches).
+            granted = await client.smembers(PREFIX + "acct:admins")
+        state = Moderation(admins={*admins, *(str(key) for key in granted)})
         for field, value in sanctions.items():
             kind, _, number = str(field).partition(":")
             fields = json.loads(value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from ..protocol import skeleton
+from ..protocol import name_key, skeleton
 from ..pulse import Pulse
 
 #: Presence changes sent per script call.
@@ -42,6 +42,15 @@ class ClusterPresence:
                                for name in users.values()]
             return self._names
         return list(self._rooms.get(room, {}).values())
+
+    def holder(self, room: str, name: str) -> tuple[str, str] | None:
+        """The other server holding ``name`` (in any case) in the room keyed ``room``,
+        and the name as it is held there; None if none."""
+        wanted = name_key(name)
+        for (node, _), held in self._rooms.get(room, {}).items():
+            if name_key(held) == wanted:
+                return node, held
+        return None
 
     def count(self, room: str | None = None) -> int:
         if room is None:

@@ -362,7 +362,8 @@ return {1, name}
 )
 
 #: ARGV: prefix, node, name key, from, text, timestamp, inbox maxlen, inbox ttl ms (a
-#: server gone for good leaves no inbox behind), name. A direct message to whoever
+#: server gone for good leaves no inbox behind), name, the sender's account ("" for a
+#: guest: the recipient's server keeps a DM between two accounts). A direct message to whoever
 #: holds the name, exactly (not a look-alike), on a live server: it gets the next id and goes
 #: to that server's inbox stream (``inbox:<node>``, trimmed to about maxlen; read only
 #: by that server). Returns {1, id, the recipient's name, its server}; {2} while the
@@ -384,8 +385,28 @@ local last = math.max(now, tonumber(redis.call('GET', p .. 'last-id') or '0') + 
 redis.call('SET', p .. 'last-id', string.format('%.0f', last))
 local id = string.format('%.0f', last)
 redis.call('XADD', p .. 'inbox:' .. holder, 'MAXLEN', '~', ARGV[7], id .. '-0',
-  'f', ARGV[4], 't', name, 'x', ARGV[5], 'ts', ARGV[6], 'node', node)
+  'f', ARGV[4], 't', name, 'x', ARGV[5], 'ts', ARGV[6], 'node', node, 'a', ARGV[10])
 redis.call('PEXPIRE', p .. 'inbox:' .. holder, tonumber(ARGV[8]))
 return {1, id, name, holder}
+"""
+)
+
+#: ARGV: prefix, node, name key, name, room key, by, reason, inbox maxlen, inbox ttl
+#: ms. A kick of the member holding exactly ``name`` on a live server other than this
+#: one: an entry (``k`` the room) in that server's inbox, which expels the member with
+#: the kick notice. Returns {1, its server}; {0} when nobody (else) has that name.
+KICK: Final = (
+    _NOW_MS
+    + """
+local p, node, cf = ARGV[1], ARGV[2], ARGV[3]
+local holder = redis.call('GET', p .. 'name:' .. cf)
+if not holder or holder == node then return {0} end
+local expiry = redis.call('ZSCORE', p .. 'nodes', holder)
+if not expiry or tonumber(expiry) <= now_ms then return {0} end
+if redis.call('HGET', p .. 'users:' .. holder, cf) ~= ARGV[4] then return {0} end
+redis.call('XADD', p .. 'inbox:' .. holder, 'MAXLEN', '~', ARGV[8], '*',
+  'k', ARGV[5], 't', ARGV[4], 'by', ARGV[6], 'r', ARGV[7], 'node', node)
+redis.call('PEXPIRE', p .. 'inbox:' .. holder, tonumber(ARGV[9]))
+return {1, holder}
 """
 )

@@ -192,7 +192,11 @@ async def open_rooms(config: Config) -> AsyncIterator[Rooms]:
                         "taken only by the server that issued it (give --secret)"
                     )
                 config = replace(config, secret=secret)
-            async with open_accounts(config) as accounts:
+            from ..cluster.accounts import RedisAccounts
+
+            # Accounts in Redis too: any server registers, logs in and checks tokens.
+            store = RedisAccounts(lambda: cluster.client)
+            async with open_accounts(config, store) as accounts:
                 cluster.rooms.accounts = accounts
                 yield cluster.rooms
     else:

@@ -96,6 +96,11 @@ class Delivery(ABC):
         (:func:`~trio_chat.protocol.room_key`), or in any room (None), in no
         particular order."""
 
+    async def kick_elsewhere(self, room: Room, name: str, by: str, reason: str) -> bool:
+        """Have the server holding ``name`` in ``room`` (another one) expel it with the
+        kick notice; False if no other server has it there (one server: never)."""
+        return False
+
     @abstractmethod
     def other_count(self, room: str | None = None) -> int:
         """How many members other servers have in the room keyed ``room``, or in all

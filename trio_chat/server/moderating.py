@@ -291,6 +291,18 @@ class Moderator:
             extra["until"] = until
         return self._notice(room, event, target, text, **extra)
 
+    def kicked(self, room_key: str, name: str, by: str, reason: str) -> None:
+        """``by`` on another server kicked ``name`` from the room keyed ``room_key``
+        (:meth:`~trio_chat.server.delivery.Delivery.kick_elsewhere`): expel them here,
+        the notice to them and to this server's members of the room. Nothing if they
+        left meanwhile."""
+        room = self.rooms.room(room_key)
+        if room is None:
+            return
+        inside = [m for m in self.rooms.connections(name) if m in room]
+        if inside:
+            self._expel(room, inside, "kick", by, reason)
+
     def _tell(self, actor: Member, room: Room | None, line: str) -> None:
         """``line`` to ``room`` (when there is one), and to ``actor`` if it is not in
         it."""
@@ -403,8 +415,22 @@ class Moderator:
         if action == "kick":
             assert room is not None
             inside = [m for m in online if m in room]
-            if not inside:
+            # Not here: on another server of the cluster (the name as held there)?
+            elsewhere = None if inside else next(
+                (other for other in self.rooms.delivery.other_names(room.key)
+                 if name_key(other) == name_key(what)), None)
+            if not inside and elsewhere is None:
                 raise ProtocolError(NO_SUCH_USER, f"nobody called {what} is in {shown}")
+            if elsewhere is not None:
+                await self.service.record(replace(entry, target=elsewhere))
+                # That server expels them, with the notice to them and to its members
+                # of the room; this server tells its own.
+                if not await self.rooms.delivery.kick_elsewhere(room, elsewhere, by,
+                                                                event.reason):
+                    raise ProtocolError(NO_SUCH_USER, f"nobody called {what} is in {shown}")
+                self._tell(member, room, self._announcement(room, "kick", elsewhere, by,
+                                                            event.reason))
+                return
             await self.service.record(entry)
             self._expel(room, inside, "kick", by, event.reason)
             if member not in room and member not in inside:

@@ -363,6 +363,8 @@ class Room:
         if name is None or self._members.get(skeleton(name)) is not member:
             return False
         self.drop(member)
+        if not self.rooms.closed:
+            self.rooms.delivery.parted(name, self)  # the other servers' view of the room
         if not self._members and not self.lobby:
             self.active = self.rooms.now()
             self.rooms.delivery.room_saved(self)  # when it was last used, for its expiry
