@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from tests.support.cluster import name_released
 from tests.support.config import TEST_CONFIG
 from tests.support.redis import RedisServer
 from tests.support.tcp import TcpClient
@@ -29,6 +30,7 @@ async def test_a_token_from_one_server_logs_in_on_another(
             token = await ann.recv_until(type="token")
             await ann.send({"type": "leave"})  # not held for a resume: the name is free
             await ann.eof()
+        await name_released(redis_server.url, "Ann")  # once the first server says so
         async with await TcpClient.connect(second.tcp_port) as again:
             await again.send({"type": "login", "token": token["token"]})
             assert (await again.recv_until(type="welcome"))["account"] == "Ann"

@@ -15,6 +15,7 @@ import trio.testing
 
 from trio_chat import Bound, Config, serve
 from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
+from trio_chat.protocol import skeleton
 from trio_chat.server.seats import token_key
 
 from .tcp import TcpClient
@@ -110,4 +111,14 @@ async def token_in_redis(config: Config, token: str) -> None:
     async with coredis.Redis.from_url(config.redis, decode_responses=True) as client:
         with trio.fail_after(WAIT):
             while not await client.exists([f"{PREFIX}resume:{token_key(token)}"]):
+                pass  # each look is a round trip to Redis
+
+
+async def name_released(url: str, name: str) -> None:
+    """Wait until no server claims ``name`` in Redis. A server answers a ``leave`` (and
+    closes) before its release reaches Redis, on its way there like every presence
+    change; a join elsewhere before that is refused (``name_taken``)."""
+    async with coredis.Redis.from_url(url, decode_responses=True) as client:
+        with trio.fail_after(WAIT):
+            while await client.exists([f"{PREFIX}name:{skeleton(name)}"]):
                 pass  # each look is a round trip to Redis
