@@ -90,10 +90,12 @@ async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]
 async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A fresh TCP client joining with ``since``: its replayed chats and history_end. It
     leaves (``leave``) before it closes, so the name is free again at once (a lost
-    connection's seat is held for ``--resume-grace``)."""
+    connection's seat is held for ``--resume-grace``) on this server, and in Redis a
+    moment later: another server may still refuse it meanwhile (``name_taken``)."""
     async with await TcpClient.connect(port) as client:
         await client.send({"type": "join", "user": name, "since": since})
-        await client.recv_until(type="welcome")
+        welcome = await client.recv()
+        assert welcome["type"] == "welcome", welcome  # not a wait on a refusal
         replayed = []
         while (msg := await client.recv())["type"] != "history_end":
             replayed.append(msg)
