@@ -86,6 +86,7 @@ async def test_a_token_from_one_server_logs_in_on_another(
             token = await ann.recv_until(type="token")
             await ann.send({"type": "leave"})  # not held for a resume: the name is free
             await ann.eof()
+        await name_released("Ann", url=redis_server.url)  # once the first server says so
         async with await TcpClient.connect(second.tcp_port) as again:
             await again.send({"type": "login", "token": token["token"]})
             assert (await again.recv_until(type="welcome"))["account"] == "Ann"

@@ -22,7 +22,7 @@ from trio_chat.cluster import Cluster
 @pytest.fixture
 def config(redis_server: RedisServer) -> Config:
     return Config(tcp_port=0, ws_port=0, rate_limit=0, redis=redis_server.url,
-                  presence_ttl=2.0, room_create_rate=0)
+                  presence_ttl=60.0, room_create_rate=0)  # a stall gives no server up
 
 
 def members(cluster: Cluster, room: str) -> int:

@@ -15,7 +15,7 @@ import trio.testing
 
 from trio_chat import Bound, Config, serve
 from trio_chat.cluster import PREFIX, Cluster, LinkState, open_cluster
-from trio_chat.protocol import name_key
+from trio_chat.protocol import name_key, skeleton
 from trio_chat.server.seats import token_key
 
 from .tcp import TcpClient
@@ -90,10 +90,12 @@ async def chats(client: TcpClient | WsClient, count: int) -> list[dict[str, Any]
 async def resume(port: int, name: str, since: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A fresh TCP client joining with ``since``: its replayed chats and history_end. It
     leaves (``leave``) before it closes, so the name is free again at once (a lost
-    connection's seat is held for ``--resume-grace``)."""
+    connection's seat is held for ``--resume-grace``) on this server, and in Redis a
+    moment later: another server may still refuse it meanwhile (``name_taken``)."""
     async with await TcpClient.connect(port) as client:
         await client.send({"type": "join", "user": name, "since": since})
-        await client.recv_until(type="welcome")
+        welcome = await client.recv()
+        assert welcome["type"] == "welcome", welcome  # not a wait on a refusal
         replayed = []
         while (msg := await client.recv())["type"] != "history_end":
             replayed.append(msg)
@@ -115,11 +117,18 @@ async def token_in_redis(config: Config, token: str) -> None:
 
 
 
-async def name_released(name: str, *clusters: Cluster) -> None:
-    """Wait until none of ``clusters`` sees ``name`` held on another server (a member
-    that left is released on its way to Redis like every presence change, and each
-    server learns it from the events stream); a join there before that is refused
-    (``name_taken``)."""
+async def name_released(name: str, *clusters: Cluster, url: str | None = None) -> None:
+    """Wait until ``name`` is free for a join anywhere: no claim of it left in Redis
+    (``url``, else the clusters' own), and none of ``clusters`` sees it held on another
+    server. A server answers a ``leave`` (and closes) before its release reaches Redis,
+    on its way there like every presence change, and each server learns it from the
+    events stream; a join before that is refused (``name_taken``)."""
+    urls = {url} if url is not None else {c.config.redis for c in clusters if c.config.redis}
+    for redis_url in urls:
+        async with coredis.Redis.from_url(redis_url, decode_responses=True) as client:
+            with trio.fail_after(WAIT):
+                while await client.exists([f"{PREFIX}name:{skeleton(name)}"]):
+                    pass  # each look is a round trip to Redis
     for cluster in clusters:
         await until(partial(_free, cluster, name))
 
