@@ -282,3 +282,21 @@ def test_the_index_finds_exactly_what_a_scan_finds(
             key=lambda s: (s.room is not None, s.id),
         )
         assert list(mod.matching(kind, person, room, now)) == scanned  # type: ignore[arg-type]
+
+
+async def test_a_reload_keeps_a_change_still_on_its_way_to_the_store() -> None:
+    """A room's creator becomes its op in memory at once and in the store a moment
+    later; a reload in between (another process's change) must not take the op away,
+    and once the write is done a reload reads it back from the store."""
+    from trio_chat.moderation.service import ModerationService
+
+    service = ModerationService()
+    creator = Person("Olga", "olga", None)
+    service.begin_change()  # as Moderator.created does, before its queued write
+    service.state.set_op("#dev", "olga", True)
+    assert await service.reload() is None  # the snapshot lacks it: the state stays
+    assert service.state.is_op(creator, "#dev")
+    await service.set_op("#dev", "olga", True, None)  # the write lands
+    service.end_change()
+    reloaded = await service.reload()
+    assert reloaded is not None and reloaded.is_op(creator, "#dev")

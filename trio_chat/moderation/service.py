@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Final, Protocol, TypeVar
 
@@ -121,47 +122,81 @@ class ModerationService:
         self.wall = wall
         self._admins = admins
         self.state = Moderation(admins=set(admins()))
+        #: Changes made here and not yet in the store (:meth:`changing`), and how many
+        #: ever began: a reload whose snapshot may predate one keeps the state.
+        self._unwritten = 0
+        self._begun = 0
 
     def now(self) -> float:
         return self.wall()
 
+    def begin_change(self) -> None:
+        """A change made here begins (in memory now, in the store when its write ends,
+        :meth:`end_change`): a reload while one is on its way would put back the
+        store's older state (a room's creator no longer its op until the next one)."""
+        self._unwritten += 1
+        self._begun += 1
+
+    def end_change(self) -> None:
+        self._unwritten -= 1
+
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """:meth:`begin_change` and :meth:`end_change` around a block."""
+        self.begin_change()
+        try:
+            yield
+        finally:
+            self.end_change()
+
     async def add(self, sanction: Sanction, entry: AuditEntry) -> Sanction:
-        stored = await self.backend.add_sanction(sanction, entry)
-        self.state.add(stored)
+        with self.changing():
+            stored = await self.backend.add_sanction(sanction, entry)
+            self.state.add(stored)
         return stored
 
     async def lift(self, kind: Kind, sanctions: list[Sanction], entry: AuditEntry) -> None:
         ids = [s.id for s in sanctions]
-        await self.backend.remove_sanctions(kind, ids, entry)
-        self.state.remove(kind, ids)
+        with self.changing():
+            await self.backend.remove_sanctions(kind, ids, entry)
+            self.state.remove(kind, ids)
 
     async def set_op(
         self, room: str, account: str, on: bool, entry: AuditEntry | None
     ) -> None:
-        await self.backend.set_op(room, account, on, entry)
-        self.state.set_op(room, account, on)
+        with self.changing():
+            await self.backend.set_op(room, account, on, entry)
+            self.state.set_op(room, account, on)
 
     async def set_voice(self, room: str, name: str, on: bool, entry: AuditEntry) -> None:
-        await self.backend.set_voice(room, name, on, entry)
-        self.state.set_voice(room, name, on)
+        with self.changing():
+            await self.backend.set_voice(room, name, on, entry)
+            self.state.set_voice(room, name, on)
 
     async def set_modes(self, room: str, modes: RoomModes, entry: AuditEntry) -> None:
-        await self.backend.set_modes(room, modes, entry)
-        self.state.set_modes(room, modes)
+        with self.changing():
+            await self.backend.set_modes(room, modes, entry)
+            self.state.set_modes(room, modes)
 
     async def record(self, entry: AuditEntry) -> None:
         await self.backend.record(entry)
 
     async def forget_room(self, room: str) -> None:
-        await self.backend.forget_room(room)
-        self.state.forget_room(room)
+        with self.changing():
+            await self.backend.forget_room(room)
+            self.state.forget_room(room)
 
-    async def reload(self) -> Moderation:
+    async def reload(self) -> Moderation | None:
         """Read everything again (at start, and when another process or server
-        changed it)."""
+        changed it). None, the state kept, when a change made here was on its way to
+        the store meanwhile: the snapshot may lack it (the caller tries again)."""
         now = self.wall()
+        begun = self._begun
         admins = await trio.to_thread.run_sync(lambda: list(self._admins()))
-        self.state = await self.backend.load(now, admins)
+        loaded = await self.backend.load(now, admins)
+        if self._unwritten or self._begun != begun:
+            return None
+        self.state = loaded
         return self.state
 
     async def _signature(self) -> tuple[object, list[str]]:
@@ -195,6 +230,9 @@ class ModerationService:
                 state = await self.reload()
             except Exception as error:  # a locked file, Redis away: try again next time
                 log.warning("moderation: cannot read the store's changes: %r", error)
+                continue
+            if state is None:
+                seen = None  # a change of ours was under way: read it all next time
                 continue
             await on_reload(state)
 

@@ -163,9 +163,21 @@ class Moderator:
         self._later(lambda: self.service.forget_room(room.key))
 
     def _later(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Queue the write of a change already made in memory; until it is written, a
+        reload keeps the state (:meth:`ModerationService.changing`)."""
+        service = self.service
+        service.begin_change()
+
+        async def written() -> None:
+            try:
+                await write()
+            finally:
+                service.end_change()
+
         try:
-            self._queue.send_nowait(write)
+            self._queue.send_nowait(written)
         except trio.WouldBlock:
+            service.end_change()
             log.warning("moderation: too many writes queued; one is dropped")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
