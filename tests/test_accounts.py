@@ -8,30 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import trio
 
+from tests.support.clients import Client, chat_client
 from tests.support.config import TEST_CONFIG
 from tests.support.tcp import Message, TcpClient
 from tests.support.tls import TlsFiles
-from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config, serve
 from trio_chat.accounts.store import AccountsDB
 
 PASSWORD = "correct horse battery"
 TRANSPORTS = ["tcp", "ws"]
-
-
-class Client(Protocol):
-    async def send(self, obj: Any) -> None: ...
-    async def recv(self) -> Message: ...
-    async def recv_until(self, **match: Any) -> Message: ...
 
 
 @pytest.fixture
@@ -42,16 +34,6 @@ def db(tmp_path: Path) -> str:
 @pytest.fixture
 def config(db: str) -> Config:
     return replace(TEST_CONFIG, db=db)
-
-
-@asynccontextmanager
-async def connect(server: Bound, kind: str) -> AsyncIterator[Client]:
-    if kind == "tcp":
-        async with await TcpClient.connect(server.tcp_port) as client:
-            yield client
-    else:
-        async with ws_client(server.ws_port) as ws:
-            yield WsClient(ws)
 
 
 async def register(client: Client, name: str, password: str = PASSWORD,
@@ -78,7 +60,7 @@ async def error(client: Client) -> Message:
 async def test_register_answers_welcome_with_account_then_token(
     server: Bound, kind: str
 ) -> None:
-    async with connect(server, kind) as ann, connect(server, kind) as bob:
+    async with chat_client(server, kind) as ann, chat_client(server, kind) as bob:
         await bob.send({"type": "join", "user": "Bob"})
         guest = await bob.recv_until(type="welcome")
         assert "account" not in guest  # a guest's welcome is v1's
@@ -101,12 +83,12 @@ async def test_register_answers_welcome_with_account_then_token(
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_login_with_password_and_with_token(server: Bound, kind: str) -> None:
-    async with connect(server, kind) as first:
+    async with chat_client(server, kind) as first:
         _, token = await register(first, "Ann")
-    async with connect(server, kind) as second:
+    async with chat_client(server, kind) as second:
         welcome, _ = await login(second, "ann")  # the name's key: any case
         assert welcome["user"] == welcome["account"] == "Ann"
-    async with connect(server, kind) as third:
+    async with chat_client(server, kind) as third:
         await third.send({"type": "login", "token": token["token"]})
         welcome = await third.recv_until(type="welcome")
         assert welcome["account"] == "Ann"
@@ -117,9 +99,9 @@ async def test_login_with_password_and_with_token(server: Bound, kind: str) -> N
 async def test_login_failed_is_the_same_for_unknown_names_and_wrong_passwords(
     server: Bound, kind: str
 ) -> None:
-    async with connect(server, "tcp") as ann:
+    async with chat_client(server, "tcp") as ann:
         await register(ann, "Ann")
-    async with connect(server, kind) as client:
+    async with chat_client(server, kind) as client:
         await client.send({"type": "login", "user": "Ann", "password": "wrong password"})
         wrong = await error(client)
         await client.send({"type": "login", "user": "Nobody", "password": "wrong password"})
@@ -136,11 +118,11 @@ async def test_login_failed_is_the_same_for_unknown_names_and_wrong_passwords(
 async def test_registered_names_and_look_alikes_are_refused_to_guests(
     server: Bound, kind: str
 ) -> None:
-    async with connect(server, kind) as ann:
+    async with chat_client(server, kind) as ann:
         await register(ann, "Ann")
         await ann.send({"type": "logout"})
         await ann.recv_until(type="system", event="logout")
-    async with connect(server, kind) as guest:
+    async with chat_client(server, kind) as guest:
         for name in ("Ann", "ANN", "\u0410nn"):  # the last with a Cyrillic A
             await guest.send({"type": "join", "user": name})
             refused = await error(guest)
@@ -155,11 +137,11 @@ async def test_registered_names_and_look_alikes_are_refused_to_guests(
 async def test_a_seed_style_join_of_a_registered_name_gets_a_free_variant(
     server: Bound,
 ) -> None:
-    async with connect(server, "tcp") as ann:
+    async with chat_client(server, "tcp") as ann:
         await register(ann, "Ann")
         await ann.send({"type": "logout"})
         await ann.recv_until(type="system", event="logout")
-    async with connect(server, "tcp") as seed:
+    async with chat_client(server, "tcp") as seed:
         await seed.send({"type": "chat", "user": "Ann", "text": "hello"})
         variant = await seed.recv_until(type="system", event="variant")
         assert variant["name"] == "Ann2"
@@ -170,8 +152,8 @@ async def test_a_seed_style_join_of_a_registered_name_gets_a_free_variant(
 async def test_one_account_on_two_connections_shares_its_name(
     server: Bound, kind: str
 ) -> None:
-    async with connect(server, kind) as phone, connect(server, kind) as laptop, \
-            connect(server, kind) as bob:
+    async with chat_client(server, kind) as phone, chat_client(server, kind) as laptop, \
+            chat_client(server, kind) as bob:
         await register(phone, "Ann")
         await bob.send({"type": "join", "user": "Bob"})
         await bob.recv_until(type="welcome")
@@ -191,11 +173,11 @@ async def test_one_account_on_two_connections_shares_its_name(
 
 
 async def test_closing_one_of_two_connections_is_silent(server: Bound) -> None:
-    async with connect(server, "tcp") as phone, connect(server, "tcp") as bob:
+    async with chat_client(server, "tcp") as phone, chat_client(server, "tcp") as bob:
         await register(phone, "Ann")
         await bob.send({"type": "join", "user": "Bob"})
         await bob.recv_until(type="welcome")
-        async with connect(server, "tcp") as laptop:
+        async with chat_client(server, "tcp") as laptop:
             await login(laptop, "Ann")
         await phone.send({"type": "chat", "text": "still here"})
         message = await bob.recv()
@@ -207,11 +189,11 @@ async def test_closing_one_of_two_connections_is_silent(server: Bound) -> None:
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_a_guest_that_logs_in_is_renamed(server: Bound, kind: str) -> None:
-    async with connect(server, kind) as first:
+    async with chat_client(server, kind) as first:
         await register(first, "Ann")
         await first.send({"type": "logout"})
         await first.recv_until(type="system", event="logout")
-    async with connect(server, kind) as ann, connect(server, kind) as bob:
+    async with chat_client(server, kind) as ann, chat_client(server, kind) as bob:
         await bob.send({"type": "join", "user": "Bob"})
         await bob.recv_until(type="welcome")
         await ann.send({"type": "join", "user": "Guest7"})
@@ -227,7 +209,7 @@ async def test_a_guest_that_logs_in_is_renamed(server: Bound, kind: str) -> None
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_logout_and_password_change_revoke_tokens(server: Bound, kind: str) -> None:
-    async with connect(server, kind) as ann, connect(server, kind) as bob:
+    async with chat_client(server, kind) as ann, chat_client(server, kind) as bob:
         await bob.send({"type": "join", "user": "Bob"})
         await bob.recv_until(type="welcome")
         _, token = await register(ann, "Ann")
@@ -249,7 +231,7 @@ async def test_logout_and_password_change_revoke_tokens(server: Bound, kind: str
         await ann.send({"type": "password", "old": PASSWORD, "new": "another password"})
         await ann.recv_until(type="system", event="password")
         fresh = await ann.recv_until(type="token")
-    async with connect(server, kind) as again:
+    async with chat_client(server, kind) as again:
         await again.send({"type": "login", "token": token["token"]})
         assert (await error(again))["code"] == "login_failed"
         await again.send({"type": "login", "user": "Ann", "password": PASSWORD})
@@ -260,7 +242,7 @@ async def test_logout_and_password_change_revoke_tokens(server: Bound, kind: str
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_password_length_is_checked(server: Bound, kind: str) -> None:
-    async with connect(server, kind) as client:
+    async with chat_client(server, kind) as client:
         for password in ("short", "x" * 257):
             await client.send({"type": "register", "user": "Ann", "password": password})
             assert (await error(client))["code"] == "password_invalid"
@@ -275,7 +257,7 @@ async def test_registration_closed(db: str) -> None:
     async with trio.open_nursery() as nursery:
         server: Bound = await nursery.start(serve, config)
         for kind in TRANSPORTS:
-            async with connect(server, kind) as client:
+            async with chat_client(server, kind) as client:
                 await client.send({"type": "register", "user": "Ann", "password": PASSWORD})
                 assert (await error(client))["code"] == "registration_closed"
         nursery.cancel_scope.cancel()
@@ -288,7 +270,7 @@ async def test_registration_by_invite(db: str) -> None:
         accounts = AccountsDB(db)  # as `trio-chat admin invite` does, beside the server
         code, _ = accounts.create_invite()
         accounts.close()
-        async with connect(server, "ws") as client:
+        async with chat_client(server, "ws") as client:
             await client.send({"type": "register", "user": "Ann", "password": PASSWORD})
             assert (await error(client))["code"] == "invite_invalid"
             await client.send({"type": "register", "user": "Ann", "password": PASSWORD,
@@ -296,7 +278,7 @@ async def test_registration_by_invite(db: str) -> None:
             assert (await error(client))["code"] == "invite_invalid"
             welcome, _ = await register(client, "Ann", invite=code)
             assert welcome["account"] == "Ann"
-        async with connect(server, "tcp") as other:
+        async with chat_client(server, "tcp") as other:
             await other.send({"type": "register", "user": "Bob", "password": PASSWORD,
                               "invite": code})
             assert (await error(other))["code"] == "invite_invalid"  # used
@@ -308,7 +290,7 @@ async def test_require_tls_for_login_refuses_credentials_in_clear(db: str) -> No
     async with trio.open_nursery() as nursery:
         server: Bound = await nursery.start(serve, config)
         for kind in TRANSPORTS:
-            async with connect(server, kind) as client:
+            async with chat_client(server, kind) as client:
                 await client.send({"type": "register", "user": "Ann", "password": PASSWORD})
                 assert (await error(client))["code"] == "tls_required"
                 await client.send({"type": "login", "token": "x.y"})
@@ -330,9 +312,9 @@ async def test_over_tls_there_is_no_cleartext_notice(db: str, tls: TlsFiles) -> 
 
 
 async def test_failed_logins_are_throttled_per_account(server: Bound) -> None:
-    async with connect(server, "tcp") as ann:
+    async with chat_client(server, "tcp") as ann:
         await register(ann, "Ann")
-    async with connect(server, "tcp") as guesser:
+    async with chat_client(server, "tcp") as guesser:
         for _ in range(3):
             await guesser.send({"type": "login", "user": "Ann", "password": "guess guess"})
             assert (await error(guesser))["code"] == "login_failed"
@@ -368,15 +350,15 @@ async def test_accounts_outlive_the_server(db: str) -> None:
     config = replace(TEST_CONFIG, db=db)
     async with trio.open_nursery() as nursery:
         server: Bound = await nursery.start(serve, config)
-        async with connect(server, "tcp") as client:
+        async with chat_client(server, "tcp") as client:
             _, token = await register(client, "Ann")
         nursery.cancel_scope.cancel()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve, config)
-        async with connect(server, "ws") as client:
+        async with chat_client(server, "ws") as client:
             await client.send({"type": "login", "token": token["token"]})
             assert (await client.recv_until(type="welcome"))["account"] == "Ann"
-        async with connect(server, "tcp") as guest:
+        async with chat_client(server, "tcp") as guest:
             await guest.send({"type": "join", "user": "Ann"})
             assert (await error(guest))["code"] == "name_registered"
         nursery.cancel_scope.cancel()
@@ -388,7 +370,7 @@ async def test_no_password_hash_or_token_in_logs_or_messages(
     secrets = ["first-secret-pw", "second-secret-pw", "wrong-secret-pw"]
     seen: list[str] = []
     caplog.set_level(logging.DEBUG)
-    async with connect(server, "tcp") as observer, connect(server, "ws") as ann:
+    async with chat_client(server, "tcp") as observer, chat_client(server, "ws") as ann:
         await observer.send({"type": "join", "user": "Bob"})
         await observer.recv_until(type="welcome")
         _, token = await register(ann, "Ann", secrets[0])
@@ -412,11 +394,11 @@ async def test_no_password_hash_or_token_in_logs_or_messages(
 
 
 async def test_a_resumed_seat_stays_logged_in(server: Bound) -> None:
-    async with connect(server, "ws") as first:
+    async with chat_client(server, "ws") as first:
         welcome, _ = await register(first, "Ann")
         resume = welcome["resume"]
     # The connection was lost (closed without leave): its seat is held for the grace.
-    async with connect(server, "ws") as again:
+    async with chat_client(server, "ws") as again:
         await again.send({"type": "join", "user": "Ann", "resume": resume})
         back = await again.recv_until(type="welcome")
         assert back["user"] == back["account"] == "Ann"
@@ -431,7 +413,7 @@ async def test_a_grpc_post_under_a_registered_name_is_refused(db: str) -> None:
     config = replace(TEST_CONFIG, db=db, grpc_port=0)
     async with trio.open_nursery() as nursery:
         server: Bound = await nursery.start(serve, config)
-        async with connect(server, "tcp") as ann:
+        async with chat_client(server, "tcp") as ann:
             await register(ann, "Ann")
             assert server.grpc_target is not None
             async with grpc_client(server.grpc_target) as client:
@@ -444,8 +426,8 @@ async def test_a_grpc_post_under_a_registered_name_is_refused(db: str) -> None:
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_dms_between_accounts_are_replayed_at_login(server: Bound, kind: str) -> None:
-    async with connect(server, kind) as ann, connect(server, kind) as bob, \
-            connect(server, kind) as cid:
+    async with chat_client(server, kind) as ann, chat_client(server, kind) as bob, \
+            chat_client(server, kind) as cid:
         await register(ann, "Ann")
         await register(bob, "Bob")
         await cid.send({"type": "join", "user": "Cid"})  # a guest
@@ -457,7 +439,7 @@ async def test_dms_between_accounts_are_replayed_at_login(server: Bound, kind: s
         await bob.send({"type": "msg", "to": "Ann", "text": "second"})
         second = await ann.recv_until(type="msg", text="second")
         assert first["id"] < second["id"]
-    async with connect(server, kind) as bob:
+    async with chat_client(server, kind) as bob:
         await bob.send({"type": "login", "user": "Bob", "password": PASSWORD})
         replayed = []
         while (message := await bob.recv())["type"] != "token":
@@ -467,7 +449,7 @@ async def test_dms_between_accounts_are_replayed_at_login(server: Bound, kind: s
             ("Ann", "Bob", "first", True), ("Bob", "Ann", "second", True),
         ]
         assert [m["id"] for m in replayed] == [first["id"], second["id"]]
-    async with connect(server, kind) as ann:
+    async with chat_client(server, kind) as ann:
         # since: only what came after; the DM with the guest was never kept.
         await ann.send({"type": "login", "user": "Ann", "password": PASSWORD,
                         "since": first["id"]})
@@ -479,8 +461,8 @@ async def test_dms_between_accounts_are_replayed_at_login(server: Bound, kind: s
 
 
 async def test_every_connection_of_an_account_gets_its_dms_and_rooms(server: Bound) -> None:
-    async with connect(server, "tcp") as phone, connect(server, "ws") as laptop, \
-            connect(server, "tcp") as bob:
+    async with chat_client(server, "tcp") as phone, chat_client(server, "ws") as laptop, \
+            chat_client(server, "tcp") as bob:
         await register(phone, "Ann")
         await login(laptop, "Ann")
         await bob.send({"type": "join", "user": "Bob"})
@@ -507,7 +489,7 @@ async def test_every_connection_of_an_account_gets_its_dms_and_rooms(server: Bou
 
 
 async def test_register_and_login_take_a_room(server: Bound) -> None:
-    async with connect(server, "ws") as ann:
+    async with chat_client(server, "ws") as ann:
         await ann.send({"type": "register", "user": "Ann", "password": PASSWORD,
                         "room": "#dev"})
         welcome = await ann.recv_until(type="welcome")
@@ -520,18 +502,18 @@ async def test_register_and_login_take_a_room(server: Bound) -> None:
 async def test_a_login_beside_a_held_seat_gets_the_traffic_and_the_seat_comes_back(
     server: Bound,
 ) -> None:
-    async with connect(server, "tcp") as bob:
+    async with chat_client(server, "tcp") as bob:
         await bob.send({"type": "join", "user": "Bob"})
         await bob.recv_until(type="welcome")
-        async with connect(server, "ws") as first:
+        async with chat_client(server, "ws") as first:
             welcome, token = await register(first, "Ann")
         # Lost without a leave: Ann's seat is held for the grace. A login now shares it.
-        async with connect(server, "ws") as phone:
+        async with chat_client(server, "ws") as phone:
             await phone.send({"type": "login", "token": token["token"]})
             await phone.recv_until(type="token")
             await bob.send({"type": "chat", "text": "while held"})
             assert (await phone.recv_until(type="chat"))["text"] == "while held"
-            async with connect(server, "ws") as back:
+            async with chat_client(server, "ws") as back:
                 await back.send({"type": "join", "user": "Ann", "resume": welcome["resume"]})
                 assert (await back.recv_until(type="welcome"))["account"] == "Ann"
                 await bob.send({"type": "chat", "text": "both"})
