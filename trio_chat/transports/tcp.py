@@ -9,7 +9,6 @@ connection still quiet then is a person at ``nc``, greeted with ``hello``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from contextlib import suppress
@@ -23,7 +22,7 @@ from ..protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_l
 from ..server.session import PeerGone
 from . import http, tls
 from .admission import Admission, log_connection
-from .net import Ports, local_host, reset_if_delivered, say_and_close
+from .net import Ports, local_host, reset_if_delivered, say_and_close, write_nonblocking
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +183,9 @@ class TcpTransport:
         return self._write_now(data, len(lines))
 
     def _write_now(self, data: bytes, messages: int) -> bool:
-        try:
-            written = os.write(self._fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            # The peer is gone: the writer's next send finds out and ends the session.
-            self._fd = -1
-            written = 0
+        written = write_nonblocking(self._fd, data)
+        if written < 0:
+            self._fd, written = -1, 0
         self.messages_out += messages
         self.bytes_out += len(data)
         if written < len(data):

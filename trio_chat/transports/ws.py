@@ -10,7 +10,6 @@ whole server down).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
@@ -39,6 +38,7 @@ from ..server.room import RESUMED
 from ..server.session import PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN, PeerGone, Session
 from . import http, tls, wsconn
 from .admission import Admission, log_connection
+from .net import write_nonblocking
 from .pinger import Pinged, keepalive
 from .wsguard import Failure, FrameGuard
 
@@ -147,14 +147,9 @@ class WsTransport:
             data = wire_batch_frame(lines)
         else:
             data = b"".join(map(wire_frame, lines))
-        try:
-            written = os.write(self._fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            # The peer is gone: the writer's next send finds out and ends the session.
-            self._fd = -1
-            written = 0
+        written = write_nonblocking(self._fd, data)
+        if written < 0:
+            self._fd, written = -1, 0
         self.messages_out += len(lines)
         self.bytes_out += len(data)
         if written < len(data):
