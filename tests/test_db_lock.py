@@ -24,6 +24,7 @@ import trio
 
 from tests.support.processes import ServerProcess, server_process
 from tests.support.tcp import TcpClient
+from tests.support.waits import until
 from trio_chat import Config
 from trio_chat.history.lock import lock_path
 from trio_chat.history.sqlite import SqliteStore, open_history
@@ -84,11 +85,8 @@ def stored(db: Path) -> dict[int, str]:
 async def committed(db: Path, count: int) -> None:
     """Wait (bounded) until ``count`` messages are committed: the writer gathers a
     commit for up to 20 ms after the echo."""
-    with trio.fail_after(30):
-        while True:  # another process's commits: nothing to wait on but the file
-            if len(stored(db)) >= count:
-                return
-            await trio.sleep(0.01)
+    # Another process's commits: nothing to wait on but the file.
+    await until(lambda: len(stored(db)) >= count, wait=30)
 
 
 async def stop(server: ServerProcess) -> None:
