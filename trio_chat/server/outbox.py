@@ -1,6 +1,6 @@
 """A member's outgoing queue, and the write-through fast path that empties it.
 
-Every connection has one :class:`Outbox`: a bounded deque of encoded lines (and
+Every connection has one :class:`Outbox`: a bounded list of encoded lines (and
 replays) that broadcasts append to without waiting, and one writer task (the
 session's) that writes it out. A Trio memory channel per member did the same job but
 cost a channel state, two channel ends and a deque per connection, and woke the
