@@ -54,7 +54,7 @@ from .limits import TokenBucket
 from .logins import Logins, check_guest_name
 from .outbox import MAX_BATCH as MAX_BATCH
 from .outbox import DirectSend, Outbox
-from .pacing import PACE_SHARE
+from .pacing import PACE_SHARE, ReadPacer
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
 from .room import GONE as GONE
@@ -139,10 +139,15 @@ class Session:
         # than a scope of its own around it: memory per connection, issue 20).
         self._nursery: trio.Nursery | None = None
         self._evicted_early = False
-        self._reader = trio.CancelScope()
         self._join_timeout = join_timeout
+        #: The join deadline, for the reader's cancel scopes (see :meth:`_read_loop`).
+        self._deadline = math.inf
         if join_timeout is not None:
-            self._reader.deadline = trio.current_time() + join_timeout
+            self._deadline = trio.current_time() + join_timeout
+        self._active: trio.CancelScope | None = None  # the reader's scope now, if any
+        self._waiting = False  # ... and it is the wait for input
+        self._halted = False  # shutdown() stopped the reader
+        self._timed_out = False  # the join deadline did
         self._ended = CLOSED_BY_PEER
         self._listen_after = listen_after
         self._variants = variants
@@ -150,7 +155,6 @@ class Session:
         self._wanted: str | None = None  # the name a seed-style join asked for
         self._stop: ProtocolError | str | None = None
         self._held_until = -math.inf  # the end of the last wait take_control() imposed
-        self._waiting = trio.CancelScope()
         #: Flood control: fresh, or (``bucket``) where the peer's address left off.
         self.bucket = bucket if bucket is not None else TokenBucket(
             config.rate_limit, config.rate_burst, config.rate_ceiling, trio.current_time
@@ -217,9 +221,8 @@ class Session:
             if self._listen_after is not None:
                 nursery.start_soon(self._listen_when_quiet, self._listen_after)
             try:
-                with self._reader:
-                    await self._read_loop()
-                if self._reader.cancelled_caught and member.evicted is None:
+                await self._read_loop()
+                if self._timed_out and member.evicted is None:
                     # Only the join deadline cancels the reader without a reason.
                     error = ProtocolError(
                         IDLE_TIMEOUT,
@@ -238,6 +241,12 @@ class Session:
         with trio.move_on_after(self.config.goodbye_timeout) as scope:
             scope.shield = True
             await self.transport.close(member.evicted)
+
+    def _no_deadline(self) -> None:
+        """Joined (or listening): no join deadline any more."""
+        self._deadline = math.inf
+        if self._active is not None:
+            self._active.deadline = math.inf
 
     def _on_evict(self) -> None:
         if self._nursery is not None:
@@ -265,7 +274,9 @@ class Session:
         member.deliver(notice if notice is not None else protocol.shutdown(self.rooms.count))
         if member.evicted is None:
             member.evicted = SHUTDOWN  # not evict(): that would cancel the writer too
-        self._reader.cancel()
+        self._halted = True
+        if self._active is not None:
+            self._active.cancel()
 
     def stop(self, failure: ProtocolError | str) -> None:
         """End the session for a reason found outside the reader: the WebSocket
@@ -275,7 +286,8 @@ class Session:
         handling, if any, then stops; the writer drains the queue."""
         if self._stop is None:
             self._stop = failure
-            self._waiting.cancel()
+            if self._waiting and self._active is not None:
+                self._active.cancel()
 
     def take_control(self) -> float:
         """Flood control for input the reader never sees, a WebSocket ping or pong: a
@@ -302,92 +314,119 @@ class Session:
             member.evicted = failure
 
     async def _read_loop(self) -> None:
+        """Read until EOF, a stop, ``leave``, a fatal error or the join deadline.
+
+        Two cancel scopes, one after the other and never nested: the wait for input
+        (which :meth:`stop` may cut short too) and the handling of what it brought
+        (which only :meth:`shutdown` and the join deadline cut short: what was received
+        came before the reason to stop, and is handled). An idle connection waits for
+        its whole life, so it holds only one (memory per idle connection, issue 20)."""
         bucket, pacer = self.bucket, self.rooms.pacer
         budget = max(1, self.config.queue_size // PACE_SHARE)
-        while True:
-            # Only the wait for input may be cut short by stop(); what was received
-            # came before the reason to stop, and is handled.
+        while not self._halted:
             received = None
-            with trio.CancelScope() as self._waiting:
+            with trio.CancelScope(deadline=self._deadline) as waiting:
+                self._active, self._waiting = waiting, True
                 if self._stop is None:
                     received = await self.transport.receive()
+            self._active, self._waiting = None, False
+            if self._halted:
+                return
             if received is None:
                 if self._stop is not None:
                     self._stopped(self._stop)
+                elif waiting.cancelled_caught:
+                    self._timed_out = True
                 return
             if received:
                 self._heard = True
-            for received_item in received:
-                item = received_item
-                try:
-                    delay = bucket.take()
-                except ProtocolError as flood:
-                    item = flood  # past the ceiling: this message is refused, and said so
+            with trio.CancelScope(deadline=self._deadline) as handling:
+                self._active = handling
+                more = await self._handle_received(received, bucket, pacer, budget)
+            self._active = None
+            if handling.cancelled_caught:
+                self._timed_out = not self._halted
+                return
+            if not more:
+                return
+
+    async def _handle_received(
+        self, received: Sequence[Event | ProtocolError], bucket: TokenBucket,
+        pacer: ReadPacer, budget: int,
+    ) -> bool:
+        """Handle one read's messages in order; False when reading must stop."""
+        for received_item in received:
+            item = received_item
+            try:
+                delay = bucket.take()
+            except ProtocolError as flood:
+                item = flood  # past the ceiling: this message is refused, and said so
+            else:
+                if delay:
+                    # Fakelag: this sender waits; nobody else does.
+                    self._metrics.rate_limit_delays += 1
+                    self._metrics.rate_limit_delay_seconds += delay
+                    await trio.sleep(delay)
                 else:
-                    if delay:
-                        # Fakelag: this sender waits; nobody else does.
-                        self._metrics.rate_limit_delays += 1
-                        self._metrics.rate_limit_delay_seconds += delay
-                        await trio.sleep(delay)
-                    else:
-                        # One read can hold a thousand lines: let the writers drain
-                        # the queues every few broadcasts, or they overflow.
-                        await pacer.step(budget)
-                if isinstance(item, ProtocolError):
-                    self._tell(item)
-                    if item.fatal:
-                        self.member.evicted = item.code
-                        return
+                    # One read can hold a thousand lines: let the writers drain
+                    # the queues every few broadcasts, or they overflow.
+                    await pacer.step(budget)
+            if isinstance(item, ProtocolError):
+                self._tell(item)
+                if item.fatal:
+                    self.member.evicted = item.code
+                    return False
+                continue
+            if isinstance(item, Join) and item.resume and await self._resume(item):
+                continue
+            claimed: str | None = None
+            try:
+                if isinstance(item, _ACCOUNT_EVENTS):
+                    await self.logins.handle(item)
+                    if self.member.joined:
+                        self._no_deadline()
                     continue
-                if isinstance(item, Join) and item.resume and await self._resume(item):
-                    continue
-                claimed: str | None = None
-                try:
-                    if isinstance(item, _ACCOUNT_EVENTS):
-                        await self.logins.handle(item)
-                        if self.member.joined:
-                            self._reader.deadline = math.inf
-                        continue
-                    # Released below unless a member here holds it by then (also when
-                    # the claim is refused or cut short: releasing checks the holder).
-                    if isinstance(item, Chat) and not self.member.joined and item.user:
-                        claimed = await self._claim_seed_name(protocol.validate_name(item.user))
-                        item = replace(item, user=claimed)
-                    elif (claimed := self._claims(item)) is not None:
-                        await self.rooms.claim(claimed)  # maybe a Redis round trip, first
-                    if isinstance(item, Join) and item.room is not None:
-                        await self.rooms.prepare(item.room)
-                    if isinstance(item, _HANDED_OVER):
-                        # The store must take the message (or a direct message's id)
-                        # before it is delivered; if it is full, only this sender waits.
-                        # No checkpoint between this and _handle, so the rooms cannot
-                        # fill it again meanwhile.
-                        await self.rooms.wait_writable()
-                        accounts = self.rooms.accounts
-                        if isinstance(item, Msg) and accounts is not None:
-                            await accounts.dms.wait_writable()  # a DM may be kept too
-                    if isinstance(item, _MODERATION):
-                        # Another connection of an account acts as its member.
-                        await self.rooms.moderation.handle(
-                            self.member.primary or self.member, item,
-                            self._moderation_room(item.room),
-                        )
-                    elif not self._handle(item):
-                        self._ended = "leave"
-                        return
-                except ProtocolError as error:
-                    if isinstance(item, Join) and item.plain and item.user is not None:
-                        error = ProtocolError(
-                            error.code, f"{error.text}; type /nick with another name",
-                            fatal=error.fatal, fields=error.fields,
-                        )
-                    self._tell(error)
-                    if error.fatal:  # banned server-wide, at a join
-                        self.member.evicted = error.code
-                        return
-                finally:
-                    if claimed is not None:
-                        self.rooms.unclaim(claimed)
+                # Released below unless a member here holds it by then (also when
+                # the claim is refused or cut short: releasing checks the holder).
+                if isinstance(item, Chat) and not self.member.joined and item.user:
+                    claimed = await self._claim_seed_name(protocol.validate_name(item.user))
+                    item = replace(item, user=claimed)
+                elif (claimed := self._claims(item)) is not None:
+                    await self.rooms.claim(claimed)  # maybe a Redis round trip, first
+                if isinstance(item, Join) and item.room is not None:
+                    await self.rooms.prepare(item.room)
+                if isinstance(item, _HANDED_OVER):
+                    # The store must take the message (or a direct message's id)
+                    # before it is delivered; if it is full, only this sender waits.
+                    # No checkpoint between this and _handle, so the rooms cannot
+                    # fill it again meanwhile.
+                    await self.rooms.wait_writable()
+                    accounts = self.rooms.accounts
+                    if isinstance(item, Msg) and accounts is not None:
+                        await accounts.dms.wait_writable()  # a DM may be kept too
+                if isinstance(item, _MODERATION):
+                    # Another connection of an account acts as its member.
+                    await self.rooms.moderation.handle(
+                        self.member.primary or self.member, item,
+                        self._moderation_room(item.room),
+                    )
+                elif not self._handle(item):
+                    self._ended = "leave"
+                    return False
+            except ProtocolError as error:
+                if isinstance(item, Join) and item.plain and item.user is not None:
+                    error = ProtocolError(
+                        error.code, f"{error.text}; type /nick with another name",
+                        fatal=error.fatal, fields=error.fields,
+                    )
+                self._tell(error)
+                if error.fatal:  # banned server-wide, at a join
+                    self.member.evicted = error.code
+                    return False
+            finally:
+                if claimed is not None:
+                    self.rooms.unclaim(claimed)
+        return True
 
     async def _resume(self, join: Join) -> bool:
         """A join bringing a ``resume`` token: take its seat back, here or from another
@@ -398,7 +437,7 @@ class Session:
         batch = member.batch
         member.batch = join.batch
         if await self.rooms.take_seat(member, join.resume, join.user, join.since):
-            self._reader.deadline = math.inf
+            self._no_deadline()
             if member.rooms:
                 self.current = next(reversed(member.rooms.values()))
             if join.room is not None and protocol.room_key(join.room) not in member.rooms:
@@ -496,13 +535,13 @@ class Session:
         elif isinstance(event, Listen):
             rooms.listen(member)
             if member.listening:
-                self._reader.deadline = math.inf  # a listener has no join deadline
+                self._no_deadline()  # a listener has no join deadline
         elif isinstance(event, Help):
             member.deliver(protocol.help_message(protocol.HELP_TEXT))
         elif isinstance(event, Leave):
             return False
         if member.joined:
-            self._reader.deadline = math.inf
+            self._no_deadline()
         return True
 
     def _entered(self, room: Room | None) -> None:

@@ -129,6 +129,11 @@ class ReplayStream(trio.abc.Stream):
         self._prefix = prefix
         self.head = len(prefix) if head is None else head
 
+    @property
+    def replaying(self) -> bool:
+        """Bytes peeked at are still to be given back (read through this stream)."""
+        return bool(self._prefix)
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if not self._prefix:
             return await self.stream.receive_some(max_bytes)

@@ -22,7 +22,15 @@ from ..protocol import SLOW_CONSUMER, Event, LineBuffer, ProtocolError, decode_l
 from ..server.session import PeerGone
 from . import http, tls
 from .admission import Admission, log_connection
-from .net import Ports, local_host, reset_if_delivered, say_and_close, write_nonblocking
+from .net import (
+    Ports,
+    direct_socket,
+    local_host,
+    receive_direct,
+    reset_if_delivered,
+    say_and_close,
+    write_nonblocking,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +111,11 @@ class TcpTransport:
         self._max_text = config.max_text
         self._eof = False
         self._failed = False
+        #: The plain socket, read directly (:func:`.net.receive_direct`); None for TLS
+        #: and memory streams, read through the stream.
+        self._socket = sock = direct_socket(stream)
         #: The socket's descriptor for direct writes (-1: none, TLS or not a socket).
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._fd = sock.fileno() if sock is not None else -1
         self._pending = b""  # what a partial direct write left, sent first by send()
 
     async def receive(self) -> Sequence[Event | ProtocolError] | None:
@@ -118,8 +129,12 @@ class TcpTransport:
             return items
         if self._eof or self._failed:
             return None
+        data: bytes | bytearray
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            if self._socket is not None:
+                data = await receive_direct(self._socket, RECEIVE_SIZE)
+            else:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
         except _STREAM_ERRORS:
             data = b""
         if data:

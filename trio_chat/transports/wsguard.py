@@ -30,9 +30,13 @@ import trio
 
 from ..protocol import ProtocolError
 from ..protocol.wsinput import FrameChecker, Violation
+from .http import ReplayStream
+from .net import direct_socket, receive_direct
 
 #: Bytes read and thrown away while lingering after the close frame, at most.
 MAX_DRAIN: Final = 64 * 1024
+#: What one direct read asks the socket for when trio-websocket does not say.
+RECEIVE_SIZE: Final = 64 * 1024
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 #: Why the guard stopped the connection: a framing violation, or flood control.
@@ -63,6 +67,14 @@ class FrameGuard(trio.abc.Stream):
         self.stream = stream
         self.transport = transport
         self.checker = checker
+        #: A plain socket under ``stream`` (directly, or under the replay of the request
+        #: head): once nothing is left to replay, frames are read from it directly
+        #: (:func:`.net.receive_direct`: less held per idle connection).
+        self._socket = None
+        if stream is transport or (
+            isinstance(stream, ReplayStream) and stream.stream is transport
+        ):
+            self._socket = direct_socket(transport)
         self._head = head
         self._early = bytearray()  # frames that came with the request head
         self._attached = trio.Event()
@@ -108,7 +120,7 @@ class FrameGuard(trio.abc.Stream):
             size = len(self._early) if max_bytes is None else max_bytes
             data, self._early = bytes(self._early[:size]), self._early[size:]
         else:
-            data = await self.stream.receive_some(max_bytes)
+            data = await self._read(max_bytes)
             if not data:
                 return data
         checked = self.checker.feed(data)
@@ -128,6 +140,12 @@ class FrameGuard(trio.abc.Stream):
             if not sound:
                 return await self.receive_some(max_bytes)  # tell, and stop
         return data[:sound]
+
+    async def _read(self, max_bytes: int | None) -> bytes | bytearray:
+        stream, sock = self.stream, self._socket
+        if sock is None or (isinstance(stream, ReplayStream) and stream.replaying):
+            return await stream.receive_some(max_bytes)
+        return await receive_direct(sock, max_bytes or RECEIVE_SIZE)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.sealed:
