@@ -18,6 +18,8 @@ class LineBuffer:
     at once would be one long stretch without a checkpoint.
     """
 
+    __slots__ = ("_buf", "_scanned", "_start", "before_error", "max_line")
+
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line
         self._buf = bytearray()

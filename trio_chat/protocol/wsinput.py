@@ -71,6 +71,12 @@ class Checked:
 class FrameChecker:
     """Checks a client's frames as the bytes arrive (a chunk at a time)."""
 
+    __slots__ = (
+        "_control", "_fin", "_frames", "_header", "_in_payload", "_mask", "_mask_offset",
+        "_message", "_opcode", "_payload", "_remaining", "_text", "_wire", "closed",
+        "max_frames", "max_message",
+    )
+
     def __init__(self, max_message: int, max_frames: int = MAX_FRAMES) -> None:
         self.max_message = max_message
         self.max_frames = max_frames

@@ -42,6 +42,8 @@ class TokenBucket:
     ``rate <= 0`` turns the bucket off.
     """
 
+    __slots__ = ("_clock", "_last", "_tokens", "burst", "ceiling", "held", "rate")
+
     def __init__(
         self,
         rate: float,

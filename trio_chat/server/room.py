@@ -73,6 +73,11 @@ class Member:
     """One connection's seat: its name once it has one, its outgoing queue (one for
     all its rooms), and the rooms it is in."""
 
+    __slots__ = (
+        "_on_evict", "account", "batch", "evicted", "halt", "held", "host", "listening",
+        "mirrors", "name", "outbox", "peer", "primary", "rooms", "token",
+    )
+
     def __init__(
         self,
         outbox: Outbox,

@@ -119,6 +119,13 @@ class Session:
     False: it gets ``name_taken`` (a gRPC ``Post``, whose caller can).
     """
 
+    __slots__ = (
+        "_active", "_deadline", "_direct", "_ended", "_evicted_early", "_halted", "_heard",
+        "_held_until", "_join_timeout", "_listen_after", "_logins", "_metrics", "_nursery",
+        "_outbox", "_stop", "_timed_out", "_variants", "_waiting", "_wanted", "bucket",
+        "config", "current", "member", "messages_in", "rooms", "transport",
+    )
+
     def __init__(
         self,
         rooms: Rooms,
@@ -325,8 +332,9 @@ class Session:
         budget = max(1, self.config.queue_size // PACE_SHARE)
         while not self._halted:
             received = None
-            with trio.CancelScope(deadline=self._deadline) as waiting:
-                self._active, self._waiting = waiting, True
+            # One name for both scopes: the handling's is let go of while waiting.
+            with trio.CancelScope(deadline=self._deadline) as scope:
+                self._active, self._waiting = scope, True
                 if self._stop is None:
                     received = await self.transport.receive()
             self._active, self._waiting = None, False
@@ -335,16 +343,17 @@ class Session:
             if received is None:
                 if self._stop is not None:
                     self._stopped(self._stop)
-                elif waiting.cancelled_caught:
+                elif scope.cancelled_caught:
                     self._timed_out = True
                 return
             if received:
                 self._heard = True
-            with trio.CancelScope(deadline=self._deadline) as handling:
-                self._active = handling
+            with trio.CancelScope(deadline=self._deadline) as scope:
+                self._active = scope
                 more = await self._handle_received(received, bucket, pacer, budget)
             self._active = None
-            if handling.cancelled_caught:
+            received = None
+            if scope.cancelled_caught:
                 self._timed_out = not self._halted
                 return
             if not more:

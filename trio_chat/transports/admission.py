@@ -121,25 +121,13 @@ class Admission:
             host=host, greeting=greeting, listen_after=listen_after, variants=variants,
         )
 
-    async def run(self, arrival: Arrival, session: Session) -> None:
-        """Run ``session`` registered with the gate (so a shutdown reaches it; one that
-        arrives while the server is stopping is told at once), then log why it ended."""
-        gate = self.gate
-        if gate is not None:
-            gate.live.add(session)
-            if gate.closing:
-                session.shutdown()
-        try:
-            await session.run()
-        finally:
-            if gate is not None:
-                gate.live.discard(session)
-                if gate.floods is not None:
-                    gate.floods.left(peer_host(arrival.peer), session.bucket)
-            self._count_end(session)
-        log_connection("disconnect", arrival.kind, arrival.peer, session.reason)
+    def running(self, arrival: Arrival, session: Session) -> Running:
+        """For the ``with`` block that runs ``session`` (``await session.run()``):
+        registered with the gate (so a shutdown reaches it; one that arrives while the
+        server is stopping is told at once), then counted, and why it ended logged."""
+        return Running(self, arrival, session)
 
-    def _count_end(self, session: Session) -> None:
+    def count_end(self, session: Session) -> None:
         """Fold a finished session's own counts into the server's metrics."""
         metrics, transport = self.rooms.metrics, session.transport
         # A reason's detail (``protocol_error: <what>``) is for the log: the metric's
@@ -149,6 +137,34 @@ class Admission:
         totals.messages_in += session.messages_in
         totals.messages_out += transport.messages_out
         totals.bytes_out += transport.bytes_out
+
+
+class Running:
+    """See :meth:`Admission.running`. A class, not an ``async def`` around
+    ``session.run()``: every connection waits inside it for its whole life, and a
+    coroutine frame costs more than this (memory per idle connection, issue 20)."""
+
+    __slots__ = ("_admission", "_arrival", "_session")
+
+    def __init__(self, admission: Admission, arrival: Arrival, session: Session) -> None:
+        self._admission, self._arrival, self._session = admission, arrival, session
+
+    def __enter__(self) -> None:
+        gate, session = self._admission.gate, self._session
+        if gate is not None:
+            gate.live.add(session)
+            if gate.closing:
+                session.shutdown()
+
+    def __exit__(self, *exc_info: object) -> None:
+        admission, arrival, session = self._admission, self._arrival, self._session
+        gate = admission.gate
+        if gate is not None:
+            gate.live.discard(session)
+            if gate.floods is not None:
+                gate.floods.left(peer_host(arrival.peer), session.bucket)
+        admission.count_end(session)
+        log_connection("disconnect", arrival.kind, arrival.peer, session.reason)
 
 
 class Admitted:

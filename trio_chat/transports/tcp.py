@@ -97,6 +97,11 @@ def wrong_port_reply(ports: Ports, host: str) -> bytes:
 class TcpTransport:
     """Moves NDJSON lines over any trio Stream (a socket, TLS, or a memory stream)."""
 
+    __slots__ = (
+        "_eof", "_failed", "_fd", "_lines", "_max_text", "_pending", "_socket",
+        "bytes_out", "messages_out", "peer", "stream",
+    )
+
     kind = "tcp"
 
     def __init__(
@@ -274,7 +279,8 @@ async def handle_tcp(admission: Admission, stream: trio.abc.Stream) -> None:
                 transport, join_timeout=config.idle_timeout,
                 greeting=None if first or wait is None else protocol.hello(admission.version),
             )
-            await admission.run(arrival, session)
+            with admission.running(arrival, session):
+                await session.run()
         except Exception:
             log.exception("connection %s failed", peer)
             log_connection("disconnect", "tcp", peer, "error")

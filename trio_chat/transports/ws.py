@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import suppress
-from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
@@ -35,12 +34,12 @@ from ..protocol import (
 from ..protocol.wsframes import close_frame
 from ..protocol.wsinput import FrameChecker, Violation
 from ..server.room import RESUMED
-from ..server.session import PING_TIMEOUT, PROTOCOL_ERROR, SHUTDOWN, PeerGone, Session
+from ..server.session import PING_TIMEOUT, SHUTDOWN, PeerGone
 from . import http, tls, wsconn
 from .admission import Admission, log_connection
 from .net import write_nonblocking
 from .pinger import Pinged, keepalive
-from .wsguard import Failure, FrameGuard
+from .wsguard import UNWATCHED, Failure, FrameGuard
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,8 @@ REFUSALS: dict[str, tuple[int, str]] = {
 
 class WsTransport:
     """Moves protocol messages as WebSocket text frames."""
+
+    __slots__ = ("_fd", "_max_text", "bytes_out", "guard", "messages_out", "peer", "ws")
 
     kind = "ws"
 
@@ -179,16 +180,6 @@ class WsTransport:
         await guard.linger()
 
 
-def _failed(session: Session, failure: Failure) -> None:
-    """The guard stopped reading the peer, after everything before the failure: a
-    protocol violation ends the session (``protocol_error: <what>``); flood control
-    past the ceiling tells the peer first (``rate_limited``)."""
-    if isinstance(failure, Violation):
-        session.stop(f"{PROTOCOL_ERROR}: {failure.what}")
-    else:
-        session.stop(failure)
-
-
 async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
     """One connection on the WebSocket port: a chat over WebSocket, or a plain HTTP
     request for the page. Never raises: an escaping error would end the listener."""
@@ -201,25 +192,12 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
             if not await tls.handshake(stream, timeout, peer):
                 return
             async with trio.open_nursery() as nursery:
-                ws: WebSocketConnection | None = None
-                guard: FrameGuard | None = None
-                with trio.move_on_after(timeout) as handshake:
-                    upgrade = await http.serve_http(stream, config, peer, admission.ports)
-                    if upgrade is not None:
-                        checker = FrameChecker(config.max_line)
-                        guard = FrameGuard(upgrade, stream, checker, head=upgrade.head)
-                        # No read-ahead queue: when the guard asks for more bytes, the
-                        # session has taken every message before them.
-                        request = await wrap_server_stream(
-                            nursery, guard, message_queue_size=0,
-                            max_message_size=config.max_line,
-                        )
-                        ws = await request.accept()
-                if handshake.cancelled_caught:
+                ws, guard, timed_out = await _open(nursery, admission, stream, timeout, peer)
+                if timed_out:
                     log_connection("disconnect", "ws", peer, "handshake_timeout")
                 elif ws is not None and refusal is not None:
                     assert guard is not None
-                    guard.attach(lambda: 0.0, lambda failure: None)  # only its close reply
+                    guard.attach(UNWATCHED)  # only its close reply
                     log_connection(
                         "refuse", "ws", peer, refusal.code, refusal.text,
                         level=arrival.log_level,
@@ -238,7 +216,7 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                         WsTransport(ws, config, peer, guard), listen_after=config.listen_after
                     )
                     assert guard is not None
-                    guard.attach(session.take_control, partial(_failed, session))
+                    guard.attach(session)
                     pinged: Pinged | None = None
                     if config.ping_interval <= 0:
                         pass
@@ -247,7 +225,8 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                     else:
                         nursery.start_soon(keepalive, ws, session, config)
                     try:
-                        await admission.run(arrival, session)
+                        with admission.running(arrival, session):
+                            await session.run()
                     finally:
                         if pinged is not None:
                             pinged.done = True
@@ -259,6 +238,32 @@ async def handle_ws(admission: Admission, stream: trio.abc.Stream) -> None:
                 log.exception("connection %s failed", peer)
         finally:
             await trio.aclose_forcefully(stream)
+
+
+async def _open(
+    nursery: trio.Nursery, admission: Admission, stream: trio.abc.Stream, timeout: float,
+    peer: str,
+) -> tuple[WebSocketConnection | None, FrameGuard | None, bool]:
+    """The opening handshake, within ``timeout``: the page's HTTP requests are answered
+    (no connection), or a WebSocket is accepted, its frames read through a guard.
+    Returns them and whether the time ran out. A function of its own so that the
+    handshake's objects (the request and its headers, the scope) are let go of once
+    it returns: an idle connection keeps only what it uses (issue 20)."""
+    config = admission.config
+    ws: WebSocketConnection | None = None
+    guard: FrameGuard | None = None
+    with trio.move_on_after(timeout) as handshake:
+        upgrade = await http.serve_http(stream, config, peer, admission.ports)
+        if upgrade is not None:
+            checker = FrameChecker(config.max_line)
+            guard = FrameGuard(upgrade, stream, checker, head=upgrade.head)
+            # No read-ahead queue: when the guard asks for more bytes, the session has
+            # taken every message before them.
+            request = await wrap_server_stream(
+                nursery, guard, message_queue_size=0, max_message_size=config.max_line,
+            )
+            ws = await request.accept()
+    return ws, guard, handshake.cancelled_caught
 
 
 #: What trio-websocket 0.12.2's reader task lets escape when the peer misbehaves: a

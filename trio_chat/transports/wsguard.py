@@ -22,14 +22,14 @@ No private attribute of trio-websocket is touched here (that is :mod:`.wsconn`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import suppress
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
 from ..protocol import ProtocolError
 from ..protocol.wsinput import FrameChecker, Violation
+from ..server.session import PROTOCOL_ERROR
 from .http import ReplayStream
 from .net import direct_socket, receive_direct
 
@@ -43,12 +43,30 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 Failure = Violation | ProtocolError
 
 
-def _free() -> float:
-    return 0.0
+class Watcher(Protocol):
+    """Who the guard reports to: the connection's session."""
+
+    def take_control(self) -> float:
+        """Flood control for a ping or pong: seconds to wait, or raise
+        ``ProtocolError`` (``rate_limited``) past the ceiling."""
+
+    def stop(self, failure: ProtocolError | str) -> None:
+        """The guard stopped reading the peer: ``protocol_error: <what>`` for a
+        violation, or the flood-control error to answer."""
 
 
-def _ignore(failure: Failure) -> None:
-    pass
+class Unwatched:
+    """What the guard reports to before :meth:`FrameGuard.attach`, and for a connection
+    refused after its handshake: pings are free, failures go unreported."""
+
+    def take_control(self) -> float:
+        return 0.0
+
+    def stop(self, failure: ProtocolError | str) -> None:
+        pass
+
+
+UNWATCHED: Final = Unwatched()
 
 
 class FrameGuard(trio.abc.Stream):
@@ -77,12 +95,12 @@ class FrameGuard(trio.abc.Stream):
             self._socket = direct_socket(transport)
         self._head = head
         self._early = bytearray()  # frames that came with the request head
-        self._attached = trio.Event()
+        #: Set by :meth:`attach`, then let go of (memory per idle connection).
+        self._attached: trio.Event | None = trio.Event()
         #: Set once the guard stopped handing bytes on, and the session was told: why.
         self.failure: Failure | None = None
         self._found: Failure | None = None  # found, told when the library asks again
-        self._on_control: Callable[[], float] = _free
-        self._on_failure: Callable[[Failure], None] = _ignore
+        self._watcher: Watcher = UNWATCHED
         #: Nothing more may be written (the close frame went out).
         self.sealed = False
         #: What a partial direct write (:meth:`.ws.WsTransport.send_now`) left: written
@@ -90,23 +108,27 @@ class FrameGuard(trio.abc.Stream):
         #: the session's writer (:func:`.wsconn.send_frames`).
         self.pending = b""
 
-    def attach(
-        self, on_control: Callable[[], float], on_failure: Callable[[Failure], None]
-    ) -> None:
-        """Start checking frames: count pings and pongs with ``on_control`` (a token
-        bucket's ``take``: seconds to wait, or ``ProtocolError`` past the ceiling) and
-        report a failure to ``on_failure``. Until then (the opening handshake, and the
-        session not built yet) nothing after the request head is handed on, so every
-        frame is counted."""
-        self._on_control, self._on_failure = on_control, on_failure
-        self._attached.set()
+    def attach(self, watcher: Watcher) -> None:
+        """Start checking frames: count pings and pongs with ``watcher.take_control``
+        and report a failure with ``watcher.stop``. Until then (the opening handshake,
+        and the session not built yet) nothing after the request head is handed on, so
+        every frame is counted. (One object, not two bound methods: memory per idle
+        connection.)"""
+        self._watcher = watcher
+        attached, self._attached = self._attached, None
+        if attached is not None:
+            attached.set()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._found is not None:
             # The library has handled every byte before the violation (the messages
             # are queued, the pongs sent): now the session hears of it.
-            self.failure, self._found = self._found, None
-            self._on_failure(self.failure)
+            self.failure = found = self._found
+            self._found = None
+            if isinstance(found, Violation):
+                self._watcher.stop(f"{PROTOCOL_ERROR}: {found.what}")
+            else:
+                self._watcher.stop(found)
         if self.failure is not None:
             await trio.sleep_forever()  # the handler cancels the library's reader
         if self._head:
@@ -115,7 +137,8 @@ class FrameGuard(trio.abc.Stream):
             self._head -= len(head)
             self._early += rest
             return head
-        await self._attached.wait()
+        if self._attached is not None:
+            await self._attached.wait()
         if self._early:
             size = len(self._early) if max_bytes is None else max_bytes
             data, self._early = bytes(self._early[:size]), self._early[size:]
@@ -129,7 +152,7 @@ class FrameGuard(trio.abc.Stream):
         delay = 0.0
         for start in checked.controls:
             try:
-                delay = self._on_control()
+                delay = self._watcher.take_control()
             except ProtocolError as flood:
                 sound, failure = start, flood
                 break

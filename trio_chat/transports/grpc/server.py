@@ -296,7 +296,8 @@ async def run_session(admission: Admission, hops: Hops, request: bytes | None) -
                 GrpcTransport(hops, config), join_timeout=config.idle_timeout,
                 greeting=protocol.hello(admission.version, HELLO_TEXT),
             )
-            await admission.run(arrival, session)
+            with admission.running(arrival, session):
+                await session.run()
         except Exception:
             log.exception("grpc call from %s failed", hops.peer)
             hops.end(Ending(grpc.StatusCode.INTERNAL, "internal error"))
@@ -316,7 +317,8 @@ async def run_post(admission: Admission, hops: Hops, request: bytes | None) -> N
                 PostTransport(hops, config), join_timeout=config.idle_timeout,
                 variants=False,
             )
-            await admission.run(arrival, session)
+            with admission.running(arrival, session):
+                await session.run()
         except Exception:
             log.exception("grpc call from %s failed", hops.peer)
             hops.end(Ending(grpc.StatusCode.INTERNAL, "internal error"))
