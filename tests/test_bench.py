@@ -322,8 +322,8 @@ def test_fanout_benchmark_measures_a_peer_in_the_same_run_and_loses_nothing() ->
     peer = f"tcp://127.0.0.1:{free_port()}"
     command = f"{sys.executable} -c '{RELAY}' {peer.rsplit(':', 1)[1]}"
     done = bench("--mode", "ws-batch", "--peer", "relay", peer, command, "--clients", "6",
-                 "--senders", "2", "--window", "2", "--duration", "0.5", "--warmup", "0.2",
-                 "--probe-every", "2")
+                 "--senders", "2", "--window", "2", "--duration", "1", "--warmup", "0.5",
+                 "--probe-every", "2")  # a loaded machine once left 0.5 s without a delivery
     assert done.stdout.splitlines()[0] == FANOUT_HEADER
     table = rows(done.stdout, peers=("relay",))
     assert list(table) == ["trio-chat ws-batch", "relay"]
@@ -469,3 +469,15 @@ def test_encode_benchmark_reports_each_text_against_its_peer() -> None:
     rows = re.findall(r"^(.+?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", done.stdout, re.MULTILINE)
     assert len(rows) == 9, done.stdout
     assert all(float(ratio) > 0 for *_, ratio in rows)
+
+
+@pytest.mark.slow
+def test_heap_benchmark_reports_each_kind_by_library() -> None:
+    done = run([sys.executable, "-m", "trio_chat.bench.heap", "--kind", "tcp", "--kind", "ws",
+                "--clients", "20", "--top", "3"])
+    assert done.returncode == 0, done.stderr
+    kinds = re.findall(r"^(tcp|ws): ([\d.]+) KB of Python heap per idle joined connection",
+                       done.stdout, re.MULTILINE)
+    assert [kind for kind, _ in kinds] == ["tcp", "ws"], done.stdout
+    assert all(float(kb) > 0 for _, kb in kinds), done.stdout
+    assert "trio-chat" in done.stdout and "trio_websocket" in done.stdout, done.stdout

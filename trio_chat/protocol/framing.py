@@ -53,6 +53,11 @@ class LineBuffer:
         if len(line) > self.max_line:
             raise self._too_long()
         self._start = end + 1
+        if self._start == len(self._buf):
+            # Everything read is taken: hold nothing while the peer is quiet (an idle
+            # connection keeps its last read otherwise).
+            self._buf.clear()
+            self._start = self._scanned = 0
         return line
 
     def feed(self, data: bytes | bytearray) -> list[bytes]:

@@ -290,10 +290,15 @@ async def _serve_rooms(
         # The outboxes' fast path runs from before the first connection until after
         # the last (server/outbox.py).
         flushing.start_soon(rooms.flusher.run)
-        # So do the WebSocket pings (transports/pinger.py).
+        # So do the WebSocket pings (transports/pinger.py), and the sessions' writer
+        # tasks (Session.run).
         flushing.start_soon(admission.pinger.run)
-        await _serve_listeners(config, rooms, stop, listeners, bound, task_status, running,
-                               admission, grpc_server)
+        rooms.writers = flushing
+        try:
+            await _serve_listeners(config, rooms, stop, listeners, bound, task_status,
+                                   running, admission, grpc_server)
+        finally:
+            rooms.writers = None
         flushing.cancel_scope.cancel()
 
 

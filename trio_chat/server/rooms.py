@@ -145,6 +145,11 @@ class Rooms:
         #: The write-through fast path of every member's outbox (:mod:`.outbox`); its
         #: task runs while ``serve`` does.
         self.flusher = Flusher(WRITE_BYTES, self.metrics)
+        #: Where sessions start their writer tasks while the server runs (a nursery
+        #: from before the first connection until after the last); None: each session
+        #: opens its own (a handler run on its own, as in tests). Server-wide, so that
+        #: an idle connection holds no nursery (memory per connection, issue 20).
+        self.writers: trio.Nursery | None = None
         self.closed = False
         self.delivery = delivery if delivery is not None else LocalDelivery()
         self._users: dict[str, Member] = {}  # skeleton of the name -> member, join order

@@ -120,10 +120,11 @@ class Session:
     """
 
     __slots__ = (
-        "_active", "_deadline", "_direct", "_ended", "_evicted_early", "_halted", "_heard",
-        "_held_until", "_join_timeout", "_listen_after", "_logins", "_metrics", "_nursery",
-        "_outbox", "_stop", "_timed_out", "_variants", "_waiting", "_wanted", "bucket",
-        "config", "current", "member", "messages_in", "rooms", "transport",
+        "_active", "_cut", "_deadline", "_direct", "_ended", "_halted", "_heard",
+        "_held_until", "_join_timeout", "_listen_after", "_listen_at", "_logins",
+        "_metrics", "_outbox", "_stop", "_timed_out", "_variants", "_waiting", "_wanted",
+        "_writer_done", "_writer_scope", "_writers", "bucket", "config", "current",
+        "member", "messages_in", "rooms", "transport",
     )
 
     def __init__(
@@ -142,10 +143,12 @@ class Session:
         self.rooms = rooms
         self.config = config
         self.transport = transport
-        # Eviction cancels the session's nursery (one cancel scope fewer per connection
-        # than a scope of its own around it: memory per connection, issue 20).
-        self._nursery: trio.Nursery | None = None
-        self._evicted_early = False
+        #: Where the writer task runs (see :meth:`run`), and its cancel scope while it
+        #: does; ``_writer_done`` is set when the last one started has ended.
+        self._writers: trio.Nursery | None = None
+        self._writer_scope: trio.CancelScope | None = None
+        self._writer_done: trio.Event | None = None
+        self._cut = False  # evicted: the reader stops and the writer with it, at once
         self._join_timeout = join_timeout
         #: The join deadline, for the reader's cancel scopes (see :meth:`_read_loop`).
         self._deadline = math.inf
@@ -157,6 +160,7 @@ class Session:
         self._timed_out = False  # the join deadline did
         self._ended = CLOSED_BY_PEER
         self._listen_after = listen_after
+        self._listen_at = math.inf  # when a quiet connection becomes a listener
         self._variants = variants
         self._heard = False  # the peer has sent something
         self._wanted: str | None = None  # the name a seed-style join asked for
@@ -210,27 +214,90 @@ class Session:
         return self.member.evicted or self._ended
 
     async def run(self) -> None:
-        """Serve the connection until EOF, ``leave``, a fatal error or eviction."""
-        member = self.member
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            if self._evicted_early:
-                nursery.cancel_scope.cancel()
-            outbox = self._outbox
-            if self._direct is None:
-                outbox.writer_started()
-                nursery.start_soon(self._write_loop)
-            else:
-                # Started when there is something the fast path cannot write.
-                outbox.spawn = self._spawn_writer
-                if outbox.items:
-                    outbox.wake()
-            if self._listen_after is not None:
-                nursery.start_soon(self._listen_when_quiet, self._listen_after)
+        """Serve the connection until EOF, ``leave``, a fatal error or eviction.
+
+        The session's own task reads; a writer task exists only while something waits
+        to be written that the fast path cannot write (with a direct write), or for the
+        session's life (without). It runs in the server's writers nursery
+        (:attr:`Rooms.writers`), or, when none runs (a handler run on its own, as in
+        tests), in a nursery of the session's own. Why not always the latter: an idle
+        connection then holds no nursery, no cancel scope but the reader's wait, and no
+        task but its own (memory per idle connection, issue 20)."""
+        writers = self.rooms.writers
+        if writers is not None:
+            await self._serve(writers)
+        else:
+            async with trio.open_nursery() as nursery:
+                await self._serve(nursery)
+        # Whatever an evicted writer left queued goes now: a seat held for a resume
+        # keeps its member (and so its outbox) for the grace, not its backlog.
+        outbox = self._outbox
+        outbox.clear()
+        outbox.spawn = None
+        with trio.move_on_after(self.config.goodbye_timeout) as goodbye:
+            goodbye.shield = True
+            await self.transport.close(self.member.evicted)
+
+    async def _serve(self, writers: trio.Nursery) -> None:
+        """Read until EOF, a stop, ``leave``, a fatal error, eviction or the join
+        deadline; then let the writer drain the queue.
+
+        The reader uses two cancel scopes, one after the other and never nested: the
+        wait for input (which :meth:`stop` may cut short too, and which ends when a
+        quiet connection becomes a listener) and the handling of what it brought (which
+        only :meth:`shutdown`, eviction and the join deadline cut short: what was
+        received came before the reason to stop, and is handled). An idle connection
+        waits for its whole life, in one scope and this one frame (issue 20)."""
+        member, outbox = self.member, self._outbox
+        self._writers = writers
+        if self._listen_after is not None:
+            self._listen_at = trio.current_time() + self._listen_after
+        if self._direct is None:
+            outbox.writer_started()
+            self._spawn_writer()
+        else:
+            # Started when there is something the fast path cannot write.
+            outbox.spawn = self._spawn_writer
+            if outbox.items:
+                outbox.wake()
+        bucket, pacer = self.bucket, self.rooms.pacer
+        budget = max(1, self.config.queue_size // PACE_SHARE)
+        try:
             try:
-                await self._read_loop()
+                while not self._halted:
+                    received = None
+                    # One name for both scopes: the handling's is let go of while waiting.
+                    with trio.CancelScope(deadline=self._wait_deadline()) as scope:
+                        self._active, self._waiting = scope, True
+                        if self._stop is None:
+                            received = await self.transport.receive()
+                    self._active, self._waiting = None, False
+                    if self._halted:
+                        break
+                    if received is None:
+                        if self._stop is not None:
+                            self._stopped(self._stop)
+                        elif not scope.cancelled_caught:
+                            break  # the peer's end
+                        elif trio.current_time() < self._deadline:
+                            self._listen()  # quiet until now: a listener
+                            continue
+                        else:
+                            self._timed_out = True
+                        break
+                    if received:
+                        self._heard, self._listen_at = True, math.inf
+                    with trio.CancelScope(deadline=self._deadline) as scope:
+                        self._active = scope
+                        more = await self._handle_received(received, bucket, pacer, budget)
+                    self._active = received = None
+                    if scope.cancelled_caught:
+                        self._timed_out = not self._halted
+                        break
+                    if not more:
+                        break
                 if self._timed_out and member.evicted is None:
-                    # Only the join deadline cancels the reader without a reason.
+                    # Only the join deadline ends the reader without a reason.
                     error = ProtocolError(
                         IDLE_TIMEOUT,
                         f"closing: no join within {self._join_timeout:g} seconds",
@@ -240,39 +307,60 @@ class Session:
                     member.evicted = IDLE_TIMEOUT
             finally:
                 self.rooms.leave(member, hold=self.reason in LOST)
-                self._outbox.close()  # the writer drains what is queued, then stops
-        # Whatever an evicted writer left queued goes now: a seat held for a resume
-        # keeps its member (and so its outbox) for the grace, not its backlog.
-        self._outbox.clear()
-        self._outbox.spawn = None
-        with trio.move_on_after(self.config.goodbye_timeout) as scope:
-            scope.shield = True
-            await self.transport.close(member.evicted)
+                outbox.close()  # the writer drains what is queued, then stops
+            await self._writer_stopped()
+        except BaseException:
+            self._cut_writer()  # cancelled from outside, or a failure: it goes too
+            raise
+
+    async def _writer_stopped(self) -> None:
+        """Wait until no writer task is left (one may start another on its way out)."""
+        while (done := self._writer_done) is not None:
+            await done.wait()
+            if done is self._writer_done:
+                return
 
     def _no_deadline(self) -> None:
         """Joined (or listening): no join deadline any more."""
         self._deadline = math.inf
         if self._active is not None:
-            self._active.deadline = math.inf
+            self._active.deadline = self._wait_deadline() if self._waiting else math.inf
+
+    def _wait_deadline(self) -> float:
+        """When the wait for input ends without input: the join deadline, or (quiet so
+        far) the moment the connection becomes a listener."""
+        return min(self._deadline, self._listen_at)
 
     def _on_evict(self) -> None:
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-        else:
-            self._evicted_early = True
+        """The room evicted the member: the reader stops at once, and the writer."""
+        self._halted = True
+        if self._active is not None:
+            self._active.cancel()
+        self._cut_writer()
+
+    def _cut_writer(self) -> None:
+        self._cut = True
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
 
     def _spawn_writer(self) -> None:
-        """Start the writer (the outbox's ``spawn``, with a direct write)."""
-        assert self._nursery is not None
-        self._nursery.start_soon(self._write_loop)
+        """Start the writer task (the outbox's ``spawn``, with a direct write)."""
+        assert self._writers is not None
+        if self._cut:
+            self._outbox.writer_done()  # nothing more is written
+            return
+        self._writer_done = trio.Event()
+        self._writers.start_soon(self._write_loop, self._writer_done)
 
-    async def _listen_when_quiet(self, after: float) -> None:
-        await trio.sleep(after)
-        if not self._heard:
-            try:
-                self.rooms.listen(self.member)
-            except ProtocolError as error:  # #lobby is closed to it (a ban, a mode)
-                self._tell(error)
+    def _listen(self) -> None:
+        """Quiet since it connected: a listener of #lobby (``listen_after``)."""
+        self._listen_at = math.inf
+        try:
+            self.rooms.listen(self.member)
+        except ProtocolError as error:  # #lobby is closed to it (a ban, a mode)
+            self._tell(error)
+        if self.member.listening:
+            self._no_deadline()  # a listener has no join deadline
 
     def shutdown(self, notice: str | None = None) -> None:
         """Queue the shutdown notice (``notice``, the same for every session, or one
@@ -319,45 +407,6 @@ class Session:
             failure = failure.code
         if member.evicted is None:
             member.evicted = failure
-
-    async def _read_loop(self) -> None:
-        """Read until EOF, a stop, ``leave``, a fatal error or the join deadline.
-
-        Two cancel scopes, one after the other and never nested: the wait for input
-        (which :meth:`stop` may cut short too) and the handling of what it brought
-        (which only :meth:`shutdown` and the join deadline cut short: what was received
-        came before the reason to stop, and is handled). An idle connection waits for
-        its whole life, so it holds only one (memory per idle connection, issue 20)."""
-        bucket, pacer = self.bucket, self.rooms.pacer
-        budget = max(1, self.config.queue_size // PACE_SHARE)
-        while not self._halted:
-            received = None
-            # One name for both scopes: the handling's is let go of while waiting.
-            with trio.CancelScope(deadline=self._deadline) as scope:
-                self._active, self._waiting = scope, True
-                if self._stop is None:
-                    received = await self.transport.receive()
-            self._active, self._waiting = None, False
-            if self._halted:
-                return
-            if received is None:
-                if self._stop is not None:
-                    self._stopped(self._stop)
-                elif scope.cancelled_caught:
-                    self._timed_out = True
-                return
-            if received:
-                self._heard = True
-            with trio.CancelScope(deadline=self._deadline) as scope:
-                self._active = scope
-                more = await self._handle_received(received, bucket, pacer, budget)
-            self._active = None
-            received = None
-            if scope.cancelled_caught:
-                self._timed_out = not self._halted
-                return
-            if not more:
-                return
 
     async def _handle_received(
         self, received: Sequence[Event | ProtocolError], bucket: TokenBucket,
@@ -589,14 +638,29 @@ class Session:
         assert self._direct is not None
         return self._direct.send_now(lines, batch=self.member.batch)
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, done: trio.Event) -> None:
         """Write what the outbox holds whenever the fast path could not: a backlog, the
         rest of a partial direct write, a replay, or a transport without one. With a
-        direct write it ends when nothing is left (the outbox starts it again)."""
+        direct write it ends when nothing is left (the outbox starts it again).
+
+        It may run in the server's writers nursery, so nothing escapes it: a failure
+        is logged and ends the session (``error``), as it would have ended the
+        session's own nursery."""
         try:
-            await self._write_outbox()
+            with trio.CancelScope() as self._writer_scope:
+                if self._cut:
+                    self._writer_scope.cancel()
+                await self._write_outbox()
+        except Exception:
+            log.exception("writing to %s failed", self.transport.peer)
+            member = self.member
+            if member.evicted is None:
+                member.evicted = "error"
+            self._on_evict()
         finally:
+            self._writer_scope = None
             self._outbox.writer_done()
+            done.set()
 
     async def _write_outbox(self) -> None:
         outbox, metrics, direct = self._outbox, self._metrics, self._direct

@@ -225,16 +225,23 @@ async def receive_direct(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
         fd = sock.fileno()
         if fd < 0:
             raise trio.ClosedResourceError("the socket was closed")
-        try:
-            data = os.read(fd, max_bytes)
-        except BlockingIOError:
-            pass  # waited for below: inside ``except`` the wait would hold the error
-        except OSError as exc:
-            raise trio.BrokenResourceError(f"reading the socket failed: {exc}") from exc
-        else:
+        data = _read_now(fd, max_bytes)
+        if data is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         await trio.lowlevel.wait_readable(fd)
+
+
+def _read_now(fd: int, max_bytes: int) -> bytes | None:
+    """One ``read``; None when it would block. Its own function, so that the
+    ``BlockingIOError`` of every wait is raised and caught here: a traceback through
+    the coroutine above would give it a frame object (~200 bytes) for its whole life."""
+    try:
+        return os.read(fd, max_bytes)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise trio.BrokenResourceError(f"reading the socket failed: {exc}") from None
 
 
 def write_nonblocking(fd: int, data: bytes) -> int:

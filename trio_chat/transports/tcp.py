@@ -284,4 +284,7 @@ async def handle_tcp(admission: Admission, stream: trio.abc.Stream) -> None:
         except Exception:
             log.exception("connection %s failed", peer)
             log_connection("disconnect", "tcp", peer, "error")
+        finally:
+            # Closed already, as a rule; not when cancelled from outside (the server's
+            # grace ran out) or after a failure.
             await trio.aclose_forcefully(stream)

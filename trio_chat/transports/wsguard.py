@@ -143,7 +143,15 @@ class FrameGuard(trio.abc.Stream):
             size = len(self._early) if max_bytes is None else max_bytes
             data, self._early = bytes(self._early[:size]), self._early[size:]
         else:
-            data = await self._read(max_bytes)
+            # Read here, not in a helper: an idle connection waits on this line, and
+            # every coroutine on the wait holds a frame.
+            stream, sock = self.stream, self._socket
+            if sock is None or (isinstance(stream, ReplayStream) and stream.replaying):
+                data = await stream.receive_some(max_bytes)
+            else:
+                if stream is not self.transport:
+                    self.stream = self.transport  # the replay is over: let go of it
+                data = await receive_direct(sock, max_bytes or RECEIVE_SIZE)
             if not data:
                 return data
         checked = self.checker.feed(data)
@@ -163,12 +171,6 @@ class FrameGuard(trio.abc.Stream):
             if not sound:
                 return await self.receive_some(max_bytes)  # tell, and stop
         return data[:sound]
-
-    async def _read(self, max_bytes: int | None) -> bytes | bytearray:
-        stream, sock = self.stream, self._socket
-        if sock is None or (isinstance(stream, ReplayStream) and stream.replaying):
-            return await stream.receive_some(max_bytes)
-        return await receive_direct(sock, max_bytes or RECEIVE_SIZE)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.sealed:
