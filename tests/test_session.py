@@ -1,15 +1,17 @@
 """Sessions over in-memory streams: deterministic slow-consumer and timeout behaviour."""
 
 import json
+import logging
 
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from tests.support.memory import CountingStream, memory_tcp, memory_ws
+from tests.support.memory import CountingStream, WrappedStream, memory_tcp, memory_ws
 from tests.support.seats import Seat
 from tests.support.tcp import TcpClient
+from tests.support.waits import VIRTUAL_WAIT, until
 from tests.support.ws import close_reason, get_text
 from trio_chat.config import Config
 from trio_chat.server.rooms import Rooms
@@ -184,3 +186,73 @@ async def test_lines_before_an_overlong_one_in_the_same_read_are_still_delivered
     assert (await watcher.recv_until(type="chat"))["text"] == "before"
     assert (await sender.recv_until(type="error"))["code"] == "too_long"
     assert await sender.eof()
+
+
+class FailsOnWrite(WrappedStream):
+    """The server's end of a connection whose writes fail the way no peer can make
+    them fail (a bug's exception), once ``armed``."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
+        self.armed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.armed:
+            raise RuntimeError("a write failed unexpectedly")
+        await self.inner.send_all(data)
+
+
+async def test_a_writer_failing_in_the_servers_nursery_ends_its_session_only(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writers run in the server's writers nursery (memory per idle connection): an
+    error in one must end its session, as it ended the session's own nursery, and
+    never escape into the nursery every other session's writer runs in."""
+    room = Rooms()
+    room.writers = nursery
+    watcher = await joined_tcp(nursery, room, "Watcher")
+    client, server = trio.testing.memory_stream_pair()
+    failing = FailsOnWrite(server)
+    nursery.start_soon(handle_tcp, Admission(room, CONFIG), failing)
+    broken = TcpClient(client, wait=VIRTUAL_WAIT)
+    await broken.send({"type": "join", "user": "Broken"})
+    assert (await broken.recv())["type"] == "welcome"
+    failing.armed = True
+    await watcher.send({"type": "chat", "text": "to everyone"})
+    leave = await watcher.recv_until(type="system", event="leave")
+    assert leave["name"] == "Broken"
+    assert any("writing to" in r.getMessage() and "failed" in r.getMessage()
+               for r in caplog.records)
+    # Everyone else is fine, writers included.
+    await watcher.send({"type": "chat", "text": "still here"})
+    assert (await watcher.recv_until(type="chat", text="still here"))["user"] == "Watcher"
+    assert room.names == ["Watcher"]
+
+
+async def test_eviction_cancels_a_writer_running_in_the_servers_nursery(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A writer stuck in a write (a peer that never reads) is cancelled when its
+    member is evicted for its full queue: the session ends long before the send
+    timeout would have ended the write."""
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    room = Rooms()
+    room.writers = nursery
+    watcher = Seat(room, "Watcher")
+    client, server = trio.testing.lockstep_stream_pair()
+    nursery.start_soon(handle_tcp, Admission(room, CONFIG), server)
+    await client.send_all(b'{"type":"join","user":"Stuck"}\n')
+    await until(lambda: "Stuck" in room.names, VIRTUAL_WAIT)
+    start = trio.current_time()
+    for n in range(40):  # Stuck's queue (16) overflows while its writer waits
+        room.say(watcher.member, f"m{n}")
+    assert room.names == ["Watcher"]
+
+    def ended() -> bool:
+        return any("disconnect tcp" in r.getMessage() for r in caplog.records)
+
+    await until(ended, VIRTUAL_WAIT)
+    assert trio.current_time() - start < CONFIG.send_timeout / 2
+    ends = [r.getMessage() for r in caplog.records if "disconnect tcp" in r.getMessage()]
+    assert ends and "(slow_consumer)" in ends[0]

@@ -123,8 +123,8 @@ class Session:
         "_active", "_cut", "_deadline", "_direct", "_ended", "_halted", "_heard",
         "_held_until", "_join_timeout", "_listen_after", "_listen_at", "_logins",
         "_metrics", "_outbox", "_stop", "_timed_out", "_variants", "_waiting", "_wanted",
-        "_writer_done", "_writer_scope", "_writers", "bucket", "config", "current",
-        "member", "messages_in", "rooms", "transport",
+        "_writer_done", "_writer_scope", "_writers", "_writing", "bucket", "config",
+        "current", "member", "messages_in", "rooms", "transport",
     )
 
     def __init__(
@@ -144,9 +144,11 @@ class Session:
         self.config = config
         self.transport = transport
         #: Where the writer task runs (see :meth:`run`), and its cancel scope while it
-        #: does; ``_writer_done`` is set when the last one started has ended.
+        #: does; how many are alive (0 or 1), and what the session waits on for them
+        #: to end (made only then: a writer starts often under load).
         self._writers: trio.Nursery | None = None
         self._writer_scope: trio.CancelScope | None = None
+        self._writing = 0
         self._writer_done: trio.Event | None = None
         self._cut = False  # evicted: the reader stops and the writer with it, at once
         self._join_timeout = join_timeout
@@ -315,10 +317,9 @@ class Session:
 
     async def _writer_stopped(self) -> None:
         """Wait until no writer task is left (one may start another on its way out)."""
-        while (done := self._writer_done) is not None:
+        while self._writing:
+            self._writer_done = done = trio.Event()
             await done.wait()
-            if done is self._writer_done:
-                return
 
     def _no_deadline(self) -> None:
         """Joined (or listening): no join deadline any more."""
@@ -349,8 +350,8 @@ class Session:
         if self._cut:
             self._outbox.writer_done()  # nothing more is written
             return
-        self._writer_done = trio.Event()
-        self._writers.start_soon(self._write_loop, self._writer_done)
+        self._writing += 1
+        self._writers.start_soon(self._write_loop)
 
     def _listen(self) -> None:
         """Quiet since it connected: a listener of #lobby (``listen_after``)."""
@@ -638,7 +639,7 @@ class Session:
         assert self._direct is not None
         return self._direct.send_now(lines, batch=self.member.batch)
 
-    async def _write_loop(self, done: trio.Event) -> None:
+    async def _write_loop(self) -> None:
         """Write what the outbox holds whenever the fast path could not: a backlog, the
         rest of a partial direct write, a replay, or a transport without one. With a
         direct write it ends when nothing is left (the outbox starts it again).
@@ -659,8 +660,11 @@ class Session:
             self._on_evict()
         finally:
             self._writer_scope = None
+            self._writing -= 1
             self._outbox.writer_done()
-            done.set()
+            done, self._writer_done = self._writer_done, None
+            if done is not None:
+                done.set()
 
     async def _write_outbox(self) -> None:
         outbox, metrics, direct = self._outbox, self._metrics, self._direct
