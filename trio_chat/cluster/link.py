@@ -69,7 +69,7 @@ from ..server.rooms import Rooms
 from ..server.seats import token_key
 from . import scripts as lua
 from .history import ClusterHistory
-from .outbox import Outbox, Outgoing
+from .outbox import Outbox
 from .presence import PRESENCE_BATCH, ClusterPresence
 from .resp import Endpoint, LeanConnection, open_lean
 
@@ -83,8 +83,6 @@ READ_COUNT: Final = 512
 BLOCK_MS: Final = 1000
 #: Messages published per script call.
 PUBLISH_BATCH: Final = 256
-#: Publish script calls sent ahead of their replies.
-PUBLISH_PIPELINE: Final = 4
 #: Entries the events stream keeps (about; a server further behind refreshes its view).
 EVENTS_KEEP: Final = 10_000
 #: Seconds a Redis command may take (besides a read's block) before the link is down.
@@ -884,8 +882,8 @@ class Cluster(Delivery):
 
         Not the session readers' pacer (:class:`~trio_chat.server.pacing.ReadPacer`):
         with Redis a line read from a member goes to the outbox, not to the members'
-        queues, yet it counted there; so the read loop waited in the middle of about a
-        third of its pages, and each member was written such a page in two writes.
+        queues, yet it counted there; so the read loop waited in the middle of about two
+        pages in five, and each member was written such a page in two writes.
         Every ``XREAD`` waits (Trio's socket calls always do), so the writers still
         get a turn at least every ``budget`` broadcasts, and a page of fewer goes to
         each member in one write."""
@@ -1076,49 +1074,33 @@ class Cluster(Delivery):
             room.remote(event, name, old)
 
     async def _publish_loop(self, publisher: LeanConnection) -> None:
-        """Publish the outbox: each batch is sent as soon as it is there, up to
-        PUBLISH_PIPELINE batches ahead of their replies (Redis runs them in the order
-        sent, on this one connection, so the script's skip of what it has still sees
-        them in order); a lost connection republishes everything not read back."""
+        """Publish the outbox, one script call at a time: what arrives while a call is
+        on its way goes in the next, so the publishes keep step with the reads.
+
+        Up to four calls were sent ahead of their replies before: each went out with
+        whatever one scheduling round had added (about ten messages at saturation),
+        and each woke the read loop's ``XREAD`` with a page of its own, so members
+        were written smaller pages more often (docs/bench.md, the third pass). One in
+        flight, a message waits at most one round trip to Redis before it is sent.
+        A lost connection republishes everything not read back."""
         outbox = self.outbox
         with trio.fail_after(COMMAND_TIMEOUT):
             sha = await publisher.load(lua.PUBLISH)
         expiry_ms = max(1, int(self.config.room_expiry * 1000))
-        in_flight: deque[tuple[list[Outgoing], float]] = deque()
-        sent, answered = Pulse(), Pulse()
-
-        async def send() -> None:
-            after = 0  # the newest sequence number sent
-            while True:
-                while len(in_flight) >= PUBLISH_PIPELINE:
-                    await answered.wait()
-                await outbox.wait_work(after)
-                batch = outbox.unpublished(PUBLISH_BATCH, after)
-                args: list[str | int] = [PREFIX, self.history.keep, self.node, expiry_ms]
-                for out in batch:
-                    key = room_key(out.room)
-                    args += [out.seq, out.user, out.text, out.timestamp,
-                             "" if key == LOBBY_KEY else key]
-                in_flight.append((batch, time.perf_counter()))
-                after = batch[-1].seq
-                sent.fire()
-                await publisher.send("EVALSHA", sha, 0, *args)
-
-        async def receive() -> None:
-            while True:
-                while not in_flight:
-                    await sent.wait()
-                with trio.fail_after(COMMAND_TIMEOUT):
-                    last = await publisher.reply()
-                batch, started = in_flight.popleft()
-                answered.fire()
-                self._publish_seconds.observe(time.perf_counter() - started)
-                self._published_through = max(self._published_through, int(last))
-                outbox.mark_published(batch)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send)
-            nursery.start_soon(receive)
+        while True:
+            await outbox.wait_work()
+            batch = outbox.unpublished(PUBLISH_BATCH)
+            args: list[str | int] = [PREFIX, self.history.keep, self.node, expiry_ms]
+            for out in batch:
+                key = room_key(out.room)
+                args += [out.seq, out.user, out.text, out.timestamp,
+                         "" if key == LOBBY_KEY else key]
+            started = time.perf_counter()
+            with trio.fail_after(COMMAND_TIMEOUT):
+                last = await publisher.call("EVALSHA", sha, 0, *args)
+            self._publish_seconds.observe(time.perf_counter() - started)
+            self._published_through = max(self._published_through, int(last))
+            outbox.mark_published(batch)
 
     async def _presence_loop(self, client: coredis.Redis[str]) -> None:
         presence, rooms = self.presence, self.rooms
