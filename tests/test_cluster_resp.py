@@ -119,7 +119,7 @@ async def test_replies_cut_anywhere_are_read_whole() -> None:
 async def test_a_reply_of_an_unknown_type_or_a_closed_stream_is_a_lost_connection() -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     connection = LeanConnection(ours)
-    await theirs.send_all(b"!7\r\nunknown\r\n")
+    await theirs.send_all(b"@7\r\nunknown\r\n")
     with pytest.raises(ConnectionError, match="unknown reply type"):
         await connection.reply()
     ours, theirs = trio.testing.memory_stream_pair()
@@ -127,4 +127,17 @@ async def test_a_reply_of_an_unknown_type_or_a_closed_stream_is_a_lost_connectio
     await theirs.send_all(b"$10\r\nabc")
     await theirs.aclose()
     with pytest.raises(ConnectionError, match="closed the connection"):
+        await connection.reply()
+
+
+async def test_a_reply_longer_than_the_limit_is_a_lost_connection() -> None:
+    """The parser keeps what it has parsed of a reply, not the bytes: the limit counts
+    what arrived while waiting for one reply, so an endless array (here a million
+    elements announced) is cut off, not held."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    connection = LeanConnection(ours, max_reply=1000)
+    await theirs.send_all(b"+OK\r\n")
+    assert await connection.reply() == "OK"
+    await theirs.send_all(b"*1000000\r\n" + b"$1\r\nx\r\n" * 200)  # 1,411 bytes
+    with pytest.raises(ConnectionError, match="longer than the limit"):
         await connection.reply()

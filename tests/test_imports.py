@@ -1,5 +1,5 @@
 """What each entry point loads, in a fresh interpreter: ``trio-chat join`` and ``serve``
-without ``--redis`` never load the cluster's Redis client (coredis, anyio) or the
+without ``--redis`` never load the cluster's Redis clients (coredis, anyio, hiredis) or the
 benchmark (trio_chat.bench, psutil), without ``--grpc``/``--grpc-port`` never gRPC
 (grpcio, protobuf), and the sans-IO protocol never loads trio.
 
@@ -16,9 +16,9 @@ import pytest
 
 from tests.support.processes import client_env
 
-#: What only ``--redis`` (coredis, and the anyio it runs on) or ``trio-chat bench``
-#: (the package, and psutil) may load.
-ONLY_FOR_REDIS_OR_BENCH = ("coredis", "anyio", "psutil", "trio_chat.bench")
+#: What only ``--redis`` (coredis, the anyio it runs on, and hiredis) or ``trio-chat
+#: bench`` (the package, and psutil) may load.
+ONLY_FOR_REDIS_OR_BENCH = ("coredis", "anyio", "hiredis", "psutil", "trio_chat.bench")
 #: What only ``serve --grpc-port`` or ``join --grpc`` may load.
 ONLY_FOR_GRPC = ("grpc", "google.protobuf", "grpc_health", "grpc_reflection",
                  "trio_chat.transports.grpc", "trio_chat.v1")
@@ -109,7 +109,8 @@ def test_grpc_is_loaded_with_its_options_only() -> None:
 
 def test_the_checks_see_what_redis_and_the_benchmark_load() -> None:
     """The same check on the paths that do load them: it can fail."""
-    assert {"coredis", "anyio"} <= set(offenders(modules_after("import trio_chat.cluster")))
+    loaded = offenders(modules_after("import trio_chat.cluster"))
+    assert {"coredis", "anyio", "hiredis"} <= set(loaded)
     assert "trio_chat.bench" in offenders(modules_after(cli_run("bench", "--help")))
 
 

@@ -69,7 +69,7 @@ from ..server.rooms import Rooms
 from ..server.seats import token_key
 from . import scripts as lua
 from .history import ClusterHistory
-from .outbox import Outbox, Outgoing
+from .outbox import Outbox
 from .presence import PRESENCE_BATCH, ClusterPresence
 from .resp import Endpoint, LeanConnection, open_lean
 
@@ -83,8 +83,6 @@ READ_COUNT: Final = 512
 BLOCK_MS: Final = 1000
 #: Messages published per script call.
 PUBLISH_BATCH: Final = 256
-#: Publish script calls sent ahead of their replies.
-PUBLISH_PIPELINE: Final = 4
 #: Entries the events stream keeps (about; a server further behind refreshes its view).
 EVENTS_KEEP: Final = 10_000
 #: Seconds a Redis command may take (besides a read's block) before the link is down.
@@ -222,6 +220,8 @@ class Cluster(Delivery):
         self._direct_room = Pulse()
         #: Where a room's stream ended when a join of it was prepared (room key -> id).
         self._prepared: dict[str, int] = {}
+        #: Broadcasts of the read loop since it last waited (see :meth:`_pace`).
+        self._unpaced = 0
         self.history.read_range = self._read_range
         self.history.read_newest = self._read_newest
 
@@ -816,6 +816,7 @@ class Cluster(Delivery):
             with trio.fail_after(timeout):
                 reply = await reader.call("XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS,
                                           "STREAMS", *keys, *cursors)
+            self._unpaced = 0  # the writers had their turn: see _pace
             if not reply:
                 continue
             read = _entries(reply)
@@ -838,7 +839,7 @@ class Cluster(Delivery):
                 if line is not None:
                     lag.observe(max(0.0, now_us - self.history.last_id) / 1e6)
                     lobby.broadcast(line)
-                    await rooms.pacer.step(budget)
+                    await self._pace(budget)
             for stream, entries in read.items():
                 if not stream.startswith(room_prefix):
                     continue
@@ -873,7 +874,23 @@ class Cluster(Delivery):
         if node == self.node and self.outbox.confirm(seq):
             return  # delivered here during an outage already
         room.broadcast(chat_line(message))
-        await self.rooms.pacer.step(budget)
+        await self._pace(budget)
+
+    async def _pace(self, budget: int) -> None:
+        """Count one broadcast of the read loop; once it has broadcast ``budget``
+        messages since it last waited, let the writers run.
+
+        Not the session readers' pacer (:class:`~trio_chat.server.pacing.ReadPacer`):
+        with Redis a line read from a member goes to the outbox, not to the members'
+        queues, yet it counted there; so the read loop waited in the middle of about two
+        pages in five, and each member was written such a page in two writes.
+        Every ``XREAD`` waits (Trio's socket calls always do), so the writers still
+        get a turn at least every ``budget`` broadcasts, and a page of fewer goes to
+        each member in one write."""
+        self._unpaced += 1
+        if self._unpaced >= budget:
+            self._unpaced = 0
+            await trio.lowlevel.checkpoint()
 
     def _inbox_entry(self, entry: Any) -> None:
         """A direct message to a member of this server, or a kick of one."""
@@ -1057,49 +1074,33 @@ class Cluster(Delivery):
             room.remote(event, name, old)
 
     async def _publish_loop(self, publisher: LeanConnection) -> None:
-        """Publish the outbox: each batch is sent as soon as it is there, up to
-        PUBLISH_PIPELINE batches ahead of their replies (Redis runs them in the order
-        sent, on this one connection, so the script's skip of what it has still sees
-        them in order); a lost connection republishes everything not read back."""
+        """Publish the outbox, one script call at a time: what arrives while a call is
+        on its way goes in the next, so the publishes keep step with the reads.
+
+        Up to four calls were sent ahead of their replies before: each went out with
+        whatever one scheduling round had added (about ten messages at saturation),
+        and each woke the read loop's ``XREAD`` with a page of its own, so members
+        were written smaller pages more often (docs/bench.md, the third pass). One in
+        flight, a message waits at most one round trip to Redis before it is sent.
+        A lost connection republishes everything not read back."""
         outbox = self.outbox
         with trio.fail_after(COMMAND_TIMEOUT):
             sha = await publisher.load(lua.PUBLISH)
         expiry_ms = max(1, int(self.config.room_expiry * 1000))
-        in_flight: deque[tuple[list[Outgoing], float]] = deque()
-        sent, answered = Pulse(), Pulse()
-
-        async def send() -> None:
-            after = 0  # the newest sequence number sent
-            while True:
-                while len(in_flight) >= PUBLISH_PIPELINE:
-                    await answered.wait()
-                await outbox.wait_work(after)
-                batch = outbox.unpublished(PUBLISH_BATCH, after)
-                args: list[str | int] = [PREFIX, self.history.keep, self.node, expiry_ms]
-                for out in batch:
-                    key = room_key(out.room)
-                    args += [out.seq, out.user, out.text, out.timestamp,
-                             "" if key == LOBBY_KEY else key]
-                in_flight.append((batch, time.perf_counter()))
-                after = batch[-1].seq
-                sent.fire()
-                await publisher.send("EVALSHA", sha, 0, *args)
-
-        async def receive() -> None:
-            while True:
-                while not in_flight:
-                    await sent.wait()
-                with trio.fail_after(COMMAND_TIMEOUT):
-                    last = await publisher.reply()
-                batch, started = in_flight.popleft()
-                answered.fire()
-                self._publish_seconds.observe(time.perf_counter() - started)
-                self._published_through = max(self._published_through, int(last))
-                outbox.mark_published(batch)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send)
-            nursery.start_soon(receive)
+        while True:
+            await outbox.wait_work()
+            batch = outbox.unpublished(PUBLISH_BATCH)
+            args: list[str | int] = [PREFIX, self.history.keep, self.node, expiry_ms]
+            for out in batch:
+                key = room_key(out.room)
+                args += [out.seq, out.user, out.text, out.timestamp,
+                         "" if key == LOBBY_KEY else key]
+            started = time.perf_counter()
+            with trio.fail_after(COMMAND_TIMEOUT):
+                last = await publisher.call("EVALSHA", sha, 0, *args)
+            self._publish_seconds.observe(time.perf_counter() - started)
+            self._published_through = max(self._published_through, int(last))
+            outbox.mark_published(batch)
 
     async def _presence_loop(self, client: coredis.Redis[str]) -> None:
         presence, rooms = self.presence, self.rooms

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterator
-from itertools import chain, dropwhile, islice, takewhile
+from itertools import chain, takewhile
 from typing import NamedTuple
 
 import trio
@@ -105,13 +105,10 @@ class Outbox:
             self._sent = deque(out for out in self._sent if out.room != room)
             self.progress.fire()
 
-    def unpublished(self, limit: int, after: int = 0) -> list[Outgoing]:
-        """The oldest ``limit`` messages not published yet, past sequence ``after``
-        (those up to it are on their way to Redis already)."""
+    def unpublished(self, limit: int) -> list[Outgoing]:
+        """The oldest ``limit`` messages not published yet."""
         queue = self._queue
-        if not queue or queue[0].seq > after:
-            return [queue[i] for i in range(min(limit, len(queue)))]
-        return list(islice(dropwhile(lambda out: out.seq <= after, queue), limit))
+        return [queue[i] for i in range(min(limit, len(queue)))]
 
     def mark_published(self, batch: list[Outgoing]) -> None:
         if batch:
@@ -120,9 +117,9 @@ class Outbox:
                 self._sent.append(queue.popleft())
         self.progress.fire()
 
-    async def wait_work(self, after: int = 0) -> None:
-        """Wait until a message past sequence ``after`` waits to be published."""
-        while not self._queue or self._queue[-1].seq <= after:
+    async def wait_work(self) -> None:
+        """Wait until a message waits to be published."""
+        while not self._queue:
             await self._work.wait()
 
     def went_down(self) -> list[Outgoing]:
