@@ -129,6 +129,19 @@ def test_batch_frame_joins_with_newlines() -> None:
     assert frame.payload == '{"n":1}\nplain\n{"n":2}'
 
 
+def test_a_batch_frame_built_again_is_the_same_for_the_same_lines() -> None:
+    """The frame of the last batch is kept for the next member that gets the same
+    lines; what its lines are is read at each call, also from a list changed since."""
+    lines: list[str] = [protocol.encode({"n": 1}), protocol.encode({"n": 2})]
+    first = protocol.wire_batch_frame(lines)
+    assert protocol.wire_batch_frame(list(lines)) == first
+    lines[1] = "plain"  # the same list, changed in place
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(protocol.wire_batch_frame(lines))
+    (frame,) = parser.received_frames()
+    assert frame.payload == '{"n":1}\nplain'
+
+
 async def test_write_timeout_still_evicts(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -67,9 +67,31 @@ def wire_frame(line: str) -> bytes:
     return line.frame if isinstance(line, Encoded) else text_frame(line.encode("utf-8"))
 
 
+class _LastBatch:
+    """The last batch built, for the next member: a flush writes the same lines to
+    every member of a busy room (everything queued since the last flush), so their
+    frame is built once, not once per member. One entry: it holds a copy of the
+    lines and their bytes (at most one write's worth) until the next batch."""
+
+    __slots__ = ("data", "lines")
+
+    def __init__(self) -> None:
+        self.lines: list[str] | None = None
+        self.data = b""
+
+
+_last_batch: Final = _LastBatch()
+
+
 def wire_batch_frame(lines: list[str]) -> bytes:
-    """Several messages in as few WebSocket text frames as the size bound allows."""
-    return batch_frames(map(wire_line, lines))
+    """Several messages in as few WebSocket text frames as the size bound allows (the
+    same lines as the last call: the same bytes, not built again)."""
+    last = _last_batch
+    if lines == last.lines:  # mostly the same objects: a pointer comparison each
+        return last.data
+    data = batch_frames(map(wire_line, lines))
+    last.lines, last.data = list(lines), data  # a copy: the caller's list may change
+    return data
 
 
 #: One encoder for every message: ``json.dumps`` with options builds a new one per call.

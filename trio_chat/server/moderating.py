@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -60,7 +60,11 @@ MAX_QUEUED_WRITES = 1024
 LISTED = 1000
 
 
+@lru_cache(maxsize=1024)
 def _address(host: str) -> IPAddress | None:
+    """``host`` as an address (None: not one). Asked for every chat message a member
+    sends (:meth:`Moderator.check_speak`): parsed once per host, not per message, and
+    the addresses are immutable."""
     try:
         return ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

@@ -60,7 +60,7 @@ from .delivery import Delivery, LocalDelivery
 from .metrics import Metrics
 from .moderating import Moderator
 from .outbox import Flusher
-from .pacing import ReadPacer
+from .pacing import PACE_SHARE, ReadPacer
 from .replays import WRITE_BYTES, ReplayBudget
 from .room import LOST, RESUMED, Member, Room
 from .seats import Seats
@@ -144,7 +144,9 @@ class Rooms:
         self.pacer = ReadPacer()
         #: The write-through fast path of every member's outbox (:mod:`.outbox`); its
         #: task runs while ``serve`` does.
-        self.flusher = Flusher(WRITE_BYTES, self.metrics)
+        self.flusher = Flusher(
+            WRITE_BYTES, self.metrics, gather=max(1, config.queue_size // PACE_SHARE)
+        )
         #: Where sessions start their writer tasks while the server runs (a nursery
         #: from before the first connection until after the last); None: each session
         #: opens its own (a handler run on its own, as in tests). Server-wide, so that
