@@ -1,9 +1,9 @@
 """One connection's life in the room, the same for every transport.
 
-A session is a task pair: the reader decodes what the peer sends and acts on it;
-the writer drains the member's outgoing queue, writing everything queued at once
-(one ``send_all`` on TCP). Transports only move bytes; they implement
-:class:`Transport`.
+A session is its reader task, which decodes what the peer sends and acts on it, and,
+while something waits that the write-through fast path cannot write, a writer task
+that drains the member's outgoing queue, writing everything queued at once (one
+``send_all`` on TCP). Transports only move bytes; they implement :class:`Transport`.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ class Transport(Protocol):
 
 
 class Session:
-    """One connection: a reader task and a writer task around the member's queue.
+    """One connection: its reader task, and a writer task around the member's queue
+    while the fast path cannot write (for the session's life without one: TLS, gRPC).
 
     ``join_timeout`` (seconds) closes a connection that has not joined by then with
     ``idle_timeout``; ``None`` lets it wait forever. ``bucket`` is its flood control,
@@ -120,11 +121,11 @@ class Session:
     """
 
     __slots__ = (
-        "_active", "_cut", "_deadline", "_direct", "_ended", "_halted", "_heard",
-        "_held_until", "_join_timeout", "_listen_after", "_listen_at", "_logins",
-        "_metrics", "_outbox", "_stop", "_timed_out", "_variants", "_waiting", "_wanted",
-        "_writer_done", "_writer_scope", "_writers", "_writing", "bucket", "config",
-        "current", "member", "messages_in", "rooms", "transport",
+        "_active", "_cut", "_deadline", "_direct", "_ended", "_halted", "_held_until",
+        "_join_timeout", "_listen_after", "_listen_at", "_logins", "_metrics", "_outbox",
+        "_stop", "_timed_out", "_variants", "_waiting", "_wanted", "_writer_done",
+        "_writer_scope", "_writers", "_writing", "bucket", "config", "current", "member",
+        "messages_in", "rooms", "transport",
     )
 
     def __init__(
@@ -152,19 +153,18 @@ class Session:
         self._writer_done: trio.Event | None = None
         self._cut = False  # evicted: the reader stops and the writer with it, at once
         self._join_timeout = join_timeout
-        #: The join deadline, for the reader's cancel scopes (see :meth:`_read_loop`).
+        #: The join deadline, for the reader's cancel scopes (see :meth:`_serve`).
         self._deadline = math.inf
         if join_timeout is not None:
             self._deadline = trio.current_time() + join_timeout
         self._active: trio.CancelScope | None = None  # the reader's scope now, if any
         self._waiting = False  # ... and it is the wait for input
-        self._halted = False  # shutdown() stopped the reader
+        self._halted = False  # shutdown() or eviction stopped the reader
         self._timed_out = False  # the join deadline did
         self._ended = CLOSED_BY_PEER
         self._listen_after = listen_after
         self._listen_at = math.inf  # when a quiet connection becomes a listener
         self._variants = variants
-        self._heard = False  # the peer has sent something
         self._wanted: str | None = None  # the name a seed-style join asked for
         self._stop: ProtocolError | str | None = None
         self._held_until = -math.inf  # the end of the last wait take_control() imposed
@@ -288,7 +288,7 @@ class Session:
                             self._timed_out = True
                         break
                     if received:
-                        self._heard, self._listen_at = True, math.inf
+                        self._listen_at = math.inf  # heard: never a listener by silence
                     with trio.CancelScope(deadline=self._deadline) as scope:
                         self._active = scope
                         more = await self._handle_received(received, bucket, pacer, budget)
@@ -308,11 +308,18 @@ class Session:
                     self._tell(error)
                     member.evicted = IDLE_TIMEOUT
             finally:
-                self.rooms.leave(member, hold=self.reason in LOST)
-                outbox.close()  # the writer drains what is queued, then stops
+                try:
+                    self.rooms.leave(member, hold=self.reason in LOST)
+                finally:
+                    outbox.close()  # the writer drains what is queued, then stops
             await self._writer_stopped()
         except BaseException:
-            self._cut_writer()  # cancelled from outside, or a failure: it goes too
+            # Cancelled from outside (the shutdown grace ran out), or a failure: the
+            # writer goes too, and is gone before the handler closes the socket.
+            self._cut_writer()
+            with trio.move_on_after(self.config.goodbye_timeout) as gone:
+                gone.shield = True
+                await self._writer_stopped()
             raise
 
     async def _writer_stopped(self) -> None:

@@ -110,7 +110,7 @@ class Admission:
         listen_after: float | None = None,
         variants: bool = True,
     ) -> Session:
-        """The session for an admitted connection (run it with :meth:`run`); its flood
+        """The session for an admitted connection (run it inside :meth:`running`); its flood
         control starts where its address's last connections left off, if they did
         not stay within the limit (:class:`~trio_chat.server.addresses.FloodMemory`)."""
         floods = self.gate.floods if self.gate is not None else None
