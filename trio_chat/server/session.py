@@ -54,7 +54,7 @@ from .limits import TokenBucket
 from .logins import Logins, check_guest_name
 from .outbox import MAX_BATCH as MAX_BATCH
 from .outbox import DirectSend, Outbox
-from .pacing import PACE_SHARE, ReadPacer
+from .pacing import PACE_SHARE
 from .replays import CHUNK_BYTES, REPLAY_PAGE, WRITE_BYTES, render_chunk, utf8_size
 from .room import CLOSED_BY_PEER as CLOSED_BY_PEER
 from .room import GONE as GONE
@@ -262,8 +262,6 @@ class Session:
             outbox.spawn = self._spawn_writer
             if outbox.items:
                 outbox.wake()
-        bucket, pacer = self.bucket, self.rooms.pacer
-        budget = max(1, self.config.queue_size // PACE_SHARE)
         try:
             try:
                 while not self._halted:
@@ -291,7 +289,7 @@ class Session:
                         self._listen_at = math.inf  # heard: never a listener by silence
                     with trio.CancelScope(deadline=self._deadline) as scope:
                         self._active = scope
-                        more = await self._handle_received(received, bucket, pacer, budget)
+                        more = await self._handle_received(received)
                     self._active = received = None
                     if scope.cancelled_caught:
                         self._timed_out = not self._halted
@@ -416,11 +414,10 @@ class Session:
         if member.evicted is None:
             member.evicted = failure
 
-    async def _handle_received(
-        self, received: Sequence[Event | ProtocolError], bucket: TokenBucket,
-        pacer: ReadPacer, budget: int,
-    ) -> bool:
+    async def _handle_received(self, received: Sequence[Event | ProtocolError]) -> bool:
         """Handle one read's messages in order; False when reading must stop."""
+        bucket, pacer = self.bucket, self.rooms.pacer
+        budget = max(1, self.config.queue_size // PACE_SHARE)
         for received_item in received:
             item = received_item
             try:
