@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +9,7 @@ import trio
 from tests.support.config import TEST_CONFIG
 from tests.support.redis import RedisServer, redis_server_or_skip
 from tests.support.tls import TlsFiles
+from tests.support.tmux import Tmux
 from trio_chat import Bound, Config, serve
 
 #: The ``browser`` and ``page`` fixtures of the page tests.
@@ -41,3 +42,13 @@ def redis_server() -> Iterator[RedisServer]:
     this event loop, call ``restart``/``kill``/``start`` via ``trio.to_thread.run_sync``."""
     with redis_server_or_skip() as redis:
         yield redis
+
+
+@pytest.fixture
+async def tmux(tmp_path: Path) -> AsyncIterator[Tmux]:
+    """A tmux server of its own, for a terminal client to run in; killed after."""
+    terminal = Tmux(tmp_path)
+    try:
+        yield terminal
+    finally:
+        await terminal.kill()

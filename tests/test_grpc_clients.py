@@ -3,8 +3,6 @@ and examples/grpc_client.py, real processes against a real server."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -20,7 +18,7 @@ from tests.support.grpcclient import grpc_client
 from tests.support.processes import JoinProcess, client_env, join_command, server_process
 from tests.support.tcp import TcpClient
 from tests.support.tls import TlsFiles
-from tests.support.tmux import Tmux
+from tests.support.tmux import Tmux, needs_tmux
 from tests.support.waits import WAIT
 from trio_chat import Bound, Config, serve
 
@@ -149,8 +147,7 @@ async def test_serve_grpc_port_from_the_command_line() -> None:
             assert await server.process.wait() == 0
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None and not os.environ.get("CI"),
-                    reason="tmux is not installed (apt-get install tmux; .ci/run does)")
+@needs_tmux
 async def test_the_full_screen_client_over_grpc(server: Bound, tmp_path: Path) -> None:
     terminal = Tmux(tmp_path)
     try:

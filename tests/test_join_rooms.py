@@ -4,35 +4,16 @@ its unread counts, switching with the keys /help names, a direct conversation)."
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 import trio
 
 from tests.support.clients import enter
 from tests.support.processes import JoinProcess, join_command
 from tests.support.tcp import TcpClient
-from tests.support.tmux import Tmux
+from tests.support.tmux import Tmux, needs_tmux
 from trio_chat import Bound, Config, serve
 
 pytestmark = pytest.mark.slow
-
-needs_tmux = pytest.mark.skipif(
-    shutil.which("tmux") is None and not os.environ.get("CI"),
-    reason="tmux is not installed (apt-get install tmux; .ci/run does); CI never skips",
-)
-
-
-@pytest.fixture
-async def tmux(tmp_path: Path) -> AsyncIterator[Tmux]:
-    terminal = Tmux(tmp_path)
-    try:
-        yield terminal
-    finally:
-        await terminal.kill()
 
 
 async def in_rooms(client: TcpClient, name: str, first: str, *others: str) -> TcpClient:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,26 +12,14 @@ import trio
 
 from tests.support.processes import join_command
 from tests.support.tcp import TcpClient
-from tests.support.tmux import Tmux
+from tests.support.tmux import Tmux, needs_tmux
 from trio_chat import Bound, Config, serve
 from trio_chat.protocol import LineBuffer
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("tmux") is None and not os.environ.get("CI"),
-        reason="tmux is not installed (apt-get install tmux; .ci/run does); CI never skips",
-    ),
+    needs_tmux,
 ]
-
-
-@pytest.fixture
-async def tmux(tmp_path: Path) -> AsyncIterator[Tmux]:
-    terminal = Tmux(tmp_path)
-    try:
-        yield terminal
-    finally:
-        await terminal.kill()
 
 
 async def test_incoming_message_keeps_the_half_typed_input(server: Bound, tmux: Tmux) -> None:

@@ -19,7 +19,7 @@ import trio
 from click.testing import CliRunner
 from trio_websocket import ConnectionClosed
 
-from tests.support.clients import KINDS, Client, chat_client, enter
+from tests.support.clients import KINDS, OTHER, Client, chat_client, enter, named
 from tests.support.moderation import (
     EPOCH,
     OTHER_ADDRESS,
@@ -34,20 +34,11 @@ from trio_chat.cli import main as cli_main
 
 pytestmark = pytest.mark.parametrize("kind", KINDS)
 
-OTHER = {"tcp": "ws", "ws": "tcp"}
-
 
 @pytest.fixture
 async def mod(tmp_path: Path) -> AsyncIterator[Moderated]:
     async with moderated_server(moderated_config(tmp_path)) as server:
         yield server
-
-
-async def named(client: Client, name: str) -> Message:
-    await client.send({"type": "join", "user": name})
-    welcome = await client.recv_until(type="welcome")
-    await client.recv_until(type="system", event="join", name=name)
-    return welcome
 
 
 async def answer(client: Client, message: dict[str, Any], **match: Any) -> Message:

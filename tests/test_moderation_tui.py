@@ -3,23 +3,18 @@ their JSON: the server's answer shows it got a ``kick``, not a chat line."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import join_command
 from tests.support.tcp import TcpClient
-from tests.support.tmux import Tmux
+from tests.support.tmux import Tmux, needs_tmux
 from trio_chat import Bound
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("tmux") is None and not os.environ.get("CI"),
-        reason="tmux is not installed (apt-get install tmux; .ci/run does); CI never skips",
-    ),
+    needs_tmux,
 ]
 
 

@@ -13,29 +13,18 @@ from functools import partial
 import pytest
 import trio
 
-from tests.support.clients import KINDS, Client, chat_client, enter
+from tests.support.clients import KINDS, OTHER, Client, chat_client, enter, named
 from tests.support.config import TEST_CONFIG
 from tests.support.tcp import Message, TcpClient
 from trio_chat import Bound, Config, serve
 
 pytestmark = pytest.mark.parametrize("kind", KINDS)
 
-#: The other transport, for the second client of a case.
-OTHER = {"tcp": "ws", "ws": "tcp"}
-
 
 @pytest.fixture
 def config() -> Config:
     # Rooms are created freely here; the per-address rate is tested on its own.
     return replace(TEST_CONFIG, room_create_rate=0)
-
-
-async def named(client: Client, name: str) -> Message:
-    """Join (v1: into #lobby) and skip to the client's own join notice."""
-    await client.send({"type": "join", "user": name})
-    welcome = await client.recv_until(type="welcome")
-    await client.recv_until(type="system", event="join", name=name)
-    return welcome
 
 
 async def error(client: Client, message: dict[str, object]) -> Message:

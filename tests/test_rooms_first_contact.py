@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.support.clients import KINDS, Client, chat_client, enter, replay_after
+from tests.support.clients import KINDS, OTHER, Client, chat_client, enter, named, replay_after
 from tests.support.config import TEST_CONFIG
 from tests.support.memory import memory_tcp
 from tests.support.seats import Seat
@@ -21,20 +21,10 @@ from tests.support.waits import VIRTUAL_WAIT, until
 from trio_chat import Bound, Config
 from trio_chat.server.rooms import Rooms
 
-#: The other transport, for the second client of a case.
-OTHER = {"tcp": "ws", "ws": "tcp"}
-
 
 @pytest.fixture
 def config() -> Config:
     return replace(TEST_CONFIG, room_create_rate=0)
-
-
-async def named(client: Client, name: str) -> Message:
-    await client.send({"type": "join", "user": name})
-    welcome = await client.recv_until(type="welcome")
-    await client.recv_until(type="system", event="join", name=name)
-    return welcome
 
 
 async def said(client: Client, text: str, room: str) -> Message:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import sqlite3
 from contextlib import closing
 from dataclasses import replace
@@ -27,7 +25,7 @@ from hypothesis import strategies as st
 
 from tests.support.processes import JoinProcess, join_command
 from tests.support.tcp import TcpClient
-from tests.support.tmux import Tmux
+from tests.support.tmux import Tmux, needs_tmux
 from tests.support.ws import WsClient, ws_client
 from trio_chat import Bound, Config, protocol, serve
 from trio_chat.client import ClientConfig
@@ -215,10 +213,7 @@ async def test_line_mode_client_shows_one_line_per_message(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("tmux") is None and not os.environ.get("CI"),
-    reason="tmux is not installed (apt-get install tmux; .ci/run does); CI never skips",
-)
+@needs_tmux
 async def test_tui_in_a_terminal_cannot_be_made_to_draw_a_notice(
     server: Bound, tmp_path: Path,
 ) -> None:

@@ -16,6 +16,8 @@ from .ws import WsClient, ws_client
 Client = TcpClient | WsClient
 #: The transports a case runs over (``pytest.mark.parametrize("kind", KINDS)``).
 KINDS: Final = ("tcp", "ws")
+#: The other transport, for the second client of a case.
+OTHER: Final = {"tcp": "ws", "ws": "tcp"}
 
 
 @asynccontextmanager
@@ -27,6 +29,14 @@ async def chat_client(bound: Bound, kind: str) -> AsyncIterator[Client]:
     else:
         async with ws_client(bound.ws_port) as conn:
             yield WsClient(conn)
+
+
+async def named(client: Client, name: str) -> Message:
+    """Join (v1: into #lobby) and skip to the client's own join notice; the welcome."""
+    await client.send({"type": "join", "user": name})
+    welcome = await client.recv_until(type="welcome")
+    await client.recv_until(type="system", event="join", name=name)
+    return welcome
 
 
 async def replay_after(

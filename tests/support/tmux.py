@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 
 from .processes import client_env
@@ -14,6 +17,11 @@ from .waits import WAIT
 
 #: Seconds between two looks at a tmux screen while waiting for something to appear.
 POLL = 0.05
+#: For a test that drives a terminal: skipped where tmux is missing, never in CI.
+needs_tmux = pytest.mark.skipif(
+    shutil.which("tmux") is None and not os.environ.get("CI"),
+    reason="tmux is not installed (apt-get install tmux; .ci/run does); CI never skips",
+)
 
 
 class Tmux:
