@@ -6,14 +6,12 @@ only the streams of the rooms its own members are in. Waits are bounds, never sl
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.support.clients import enter, replay_after
+from tests.support.clients import enter, replay_after, said
 from tests.support.cluster import node, token_in_redis, ws
 from tests.support.redis import RedisServer
-from tests.support.tcp import Message, TcpClient
+from tests.support.tcp import TcpClient
 from tests.support.waits import until
 from trio_chat import Config
 from trio_chat.cluster import Cluster
@@ -29,12 +27,6 @@ def members(cluster: Cluster, room: str) -> int:
     """How many members ``room`` has on every server, as ``cluster`` knows it."""
     found = cluster.rooms.room(room)
     return found.count if found is not None else 0
-
-
-async def said(client: Any, room: str, text: str) -> Message:
-    await client.send({"type": "chat", "room": room, "text": text})
-    message: Message = await client.recv_until(type="chat", text=text)
-    return message
 
 
 async def test_rooms_members_topics_parts_and_renames_span_servers(config: Config) -> None:

@@ -12,7 +12,16 @@ import pytest
 import trio
 import trio.testing
 
-from tests.support.clients import KINDS, OTHER, Client, chat_client, enter, named, replay_after
+from tests.support.clients import (
+    KINDS,
+    OTHER,
+    Client,
+    chat_client,
+    enter,
+    named,
+    replay_after,
+    said,
+)
 from tests.support.config import TEST_CONFIG
 from tests.support.memory import memory_tcp
 from tests.support.seats import Seat
@@ -27,11 +36,6 @@ def config() -> Config:
     return replace(TEST_CONFIG, room_create_rate=0)
 
 
-async def said(client: Client, text: str, room: str) -> Message:
-    await client.send({"type": "chat", "room": room, "text": text})
-    return await client.recv_until(type="chat", text=text)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_resumed_seat_gets_back_every_room_it_was_in(server: Bound, kind: str) -> None:
     async with chat_client(server, OTHER[kind]) as bob:
@@ -41,13 +45,13 @@ async def test_a_resumed_seat_gets_back_every_room_it_was_in(server: Bound, kind
             await named(ann, "Ann")
             _, _, _ = await enter(ann, "#dev")
             await bob.recv_until(type="system", event="join", room="#dev", name="Ann")
-            seen = await said(ann, "before", "#dev")
+            seen = await said(ann, "#dev", "before")
             await bob.recv_until(type="chat", text="before")
             token = (await enter(ann, "#ops"))[0]["resume"]
         # Lost without a leave: held in #lobby, #dev and #ops; Bob is told nothing.
         await bob.send({"type": "who", "room": "#dev"})
         assert (await bob.recv_until(type="users"))["users"] == ["Bob", "Ann"]
-        missed = await said(bob, "while away", "#dev")
+        missed = await said(bob, "#dev", "while away")
         async with chat_client(server, kind) as again:
             await again.send({"type": "join", "user": "Ann", "resume": token,
                               "since": seen["id"]})
@@ -61,7 +65,7 @@ async def test_a_resumed_seat_gets_back_every_room_it_was_in(server: Bound, kind
             assert rooms == [("#lobby", [], 0), ("#dev", ["while away"], missed["id"]),
                              ("#ops", [], 0)]
             # She is in #dev without joining it again; nobody saw a notice.
-            await said(again, "back", "#dev")
+            await said(again, "#dev", "back")
             assert [m["type"] for m in await _until(bob, "back")] == ["chat"]
 
 

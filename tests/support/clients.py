@@ -39,6 +39,12 @@ async def named(client: Client, name: str) -> Message:
     return welcome
 
 
+async def said(client: Client, room: str, text: str) -> Message:
+    """Say ``text`` in ``room``; its echo (the chat as everyone gets it)."""
+    await client.send({"type": "chat", "room": room, "text": text})
+    return await client.recv_until(type="chat", text=text)
+
+
 async def replay_after(
     client: Client, welcome: Message
 ) -> tuple[Message, list[Message], Message]:
