@@ -24,7 +24,9 @@ ROUNDS = 30
 
 def tasks() -> int:
     """Every task alive in this run (the test's, and the server's it runs)."""
-    count, stack = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, stack = 0, [root]
     while stack:
         task = stack.pop()
         count += 1
